@@ -1,0 +1,143 @@
+/*
+ * mpq_model.h - trained LLaMA-family models: configuration, weights and the layer table.
+ *
+ * Loads llama2.c checkpoints (legacy 7-int header, versioned "ak42" v1 fp32) and
+ * Hugging Face directories (config.json + model.safetensors, or sharded with
+ * model.safetensors.index.json; Llama / Mistral / Qwen2; F32, F16, BF16 -> F32).
+ *
+ *     mpq_model *m = NULL;
+ *     mpq_err err = {0};
+ *     if (mpq_model_load("../shared/models/stories260K/stories260K.bin", &m, &err) != MPQ_OK) ...
+ *     const mpq_model_config *c = mpq_model_get_config(m);
+ *     for (int i = 0; i < mpq_model_n_linear(m); i++)
+ *         printf("%s %lld x %lld\n", mpq_model_linear(m, i)->name, ...);
+ *     mpq_model_free(m);
+ *
+ * Conventions (the executor relies on them):
+ * - Every linear weight is row-major (out_features, in_features), as in llama2.c and PyTorch.
+ * - RoPE pairs are interleaved (dims 2i, 2i+1 of each head), as in llama2.c. The HF
+ *   loader undoes HF's rotate_half permutation of the q/k rows (and q/k biases) so one
+ *   executor serves both sources and their logits agree.
+ * - All weights are float32 in memory whatever the file dtype.
+ */
+#ifndef MPQ_MODEL_H
+#define MPQ_MODEL_H
+
+#include "mpq/mpq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mpq_arch {
+    MPQ_ARCH_LLAMA = 0,
+    MPQ_ARCH_MISTRAL,
+    MPQ_ARCH_QWEN2
+} mpq_arch;
+
+typedef enum mpq_model_format {
+    MPQ_MODEL_FORMAT_LLAMA2C_LEGACY = 0,
+    MPQ_MODEL_FORMAT_LLAMA2C_V1,
+    MPQ_MODEL_FORMAT_HF
+} mpq_model_format;
+
+typedef struct mpq_model_config {
+    int dim;           /* model width */
+    int hidden_dim;    /* SwiGLU inner width */
+    int n_layers;      /* transformer blocks */
+    int n_heads;       /* query heads */
+    int n_kv_heads;    /* key/value heads (GQA when < n_heads) */
+    int head_dim;      /* dim / n_heads */
+    int vocab_size;
+    int seq_len;       /* maximum context the model was trained with */
+    float rope_theta;  /* 10000 for llama2.c */
+    float norm_eps;    /* RMSNorm epsilon (1e-5 for llama2.c) */
+    bool shared_classifier; /* output projection == token embedding */
+    bool qkv_bias;     /* q/k/v projections have biases (Qwen2) */
+    mpq_arch arch;
+    mpq_model_format format;
+    char source_dtype[8]; /* "F32", "F16", "BF16" as stored in the file */
+} mpq_model_config;
+
+/* One transformer block's parameters; all pointers borrowed from an mpq_weights block. */
+typedef struct mpq_block_weights {
+    float *attn_norm; /* (dim) */
+    float *wq;        /* (n_heads*head_dim, dim) */
+    float *wk;        /* (n_kv_heads*head_dim, dim) */
+    float *wv;        /* (n_kv_heads*head_dim, dim) */
+    float *wo;        /* (dim, n_heads*head_dim) */
+    float *bq, *bk, *bv; /* biases (n_heads*head_dim), (kv_dim), (kv_dim); NULL unless qkv_bias */
+    float *ffn_norm;  /* (dim) */
+    float *w_gate;    /* (hidden_dim, dim)  llama2.c w1, HF gate_proj */
+    float *w_up;      /* (hidden_dim, dim)  llama2.c w3, HF up_proj */
+    float *w_down;    /* (dim, hidden_dim)  llama2.c w2, HF down_proj */
+} mpq_block_weights;
+
+typedef struct mpq_weights {
+    float *tok_emb;    /* (vocab_size, dim) */
+    mpq_block_weights *blocks; /* n_layers */
+    float *final_norm; /* (dim) */
+    float *classifier; /* (vocab_size, dim); equals tok_emb when shared_classifier */
+    int n_layers;
+    size_t n_floats;   /* total floats in the block that holds all of the above */
+    float *data;       /* that block (owned by whoever owns this struct) */
+} mpq_weights;
+
+typedef enum mpq_layer_kind {
+    MPQ_LAYER_ATTN_Q = 0,
+    MPQ_LAYER_ATTN_K,
+    MPQ_LAYER_ATTN_V,
+    MPQ_LAYER_ATTN_O,
+    MPQ_LAYER_FFN_GATE,
+    MPQ_LAYER_FFN_UP,
+    MPQ_LAYER_FFN_DOWN
+} mpq_layer_kind;
+
+#define MPQ_N_LAYER_KINDS 7
+#define MPQ_LAYER_NAME_MAX 96
+
+/* One quantizable linear layer. */
+typedef struct mpq_layer_info {
+    char name[MPQ_LAYER_NAME_MAX];    /* stable name: "blk.3.attn_q" (GGUF-style, without ".weight") */
+    char hf_name[MPQ_LAYER_NAME_MAX]; /* alias: "model.layers.3.self_attn.q_proj" */
+    mpq_layer_kind kind;
+    int block;
+    int64_t rows;     /* out_features */
+    int64_t cols;     /* in_features */
+    int64_t n_params; /* rows * cols (biases are not quantized and not counted) */
+} mpq_layer_info;
+
+typedef struct mpq_model mpq_model;
+
+/* Loads a model: a regular file is read as a llama2.c checkpoint, a directory as a
+ * Hugging Face model. On success *out owns the model (free with mpq_model_free).
+ * Returns MPQ_ERR_IO, MPQ_ERR_FORMAT (message names the file and the problem),
+ * MPQ_ERR_UNSUPPORTED or MPQ_ERR_NOMEM. */
+mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
+void mpq_model_free(mpq_model *m); /* accepts NULL */
+
+/* Borrowed; valid until mpq_model_free. */
+const mpq_model_config *mpq_model_get_config(const mpq_model *m);
+const mpq_weights *mpq_model_get_weights(const mpq_model *m);
+const char *mpq_model_path(const mpq_model *m);
+int64_t mpq_model_n_params(const mpq_model *m); /* all parameters (embedding counted once) */
+
+/* The layer table, in block order then kind order (q k v o gate up down). */
+int mpq_model_n_linear(const mpq_model *m);
+const mpq_layer_info *mpq_model_linear(const mpq_model *m, int i);
+/* Index of a layer by its stable name or HF alias (with or without ".weight"); -1 if none. */
+int mpq_model_find_linear(const mpq_model *m, const char *name);
+
+/* Pointer to layer i's matrix inside any weights set of this model's shape. */
+float *mpq_weights_linear(const mpq_weights *w, const mpq_layer_info *li);
+
+/* Deep copy of a model's weights in one block (for quantized copies). Free with mpq_weights_free. */
+mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err);
+void mpq_weights_free(mpq_weights *w); /* accepts NULL */
+
+const char *mpq_layer_kind_name(mpq_layer_kind kind); /* "attn_q", ..., "ffn_down" */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_MODEL_H */

@@ -1,0 +1,112 @@
+/*
+ * mpq_quant.h - quantizer candidates (weights) and KV-cache precision pairs.
+ *
+ * A weight candidate is named by a short string parsed in one place:
+ *   int<N>[g<G>|c][s]   N = 2..8 bits; g<G>: groups of G consecutive weights along a row
+ *                       (G = 32/64/128); c: one group per output channel (row); default
+ *                       asymmetric (fp16 scale + fp16 zero per group), suffix s = symmetric
+ *                       (fp16 scale only). e.g. int4g128, int3g64s, int8c
+ *   fp8e4m3[g<G>|c], fp8e5m2[...], fp4e2m1g<G>   minifloat with an fp16 scale per group
+ *   nf4g<G>             NormalFloat-4 levels with an fp16 absmax scale per group
+ *   f16, f32            keep (rounded to fp16, or unchanged)
+ * bits_per_weight counts the overhead exactly: e.g. int4g128 = 4 + 32/128 = 4.25.
+ *
+ *     mpq_candidate c;
+ *     if (mpq_candidate_parse("int4g128", &c, &err) != MPQ_OK) ...
+ *     double bpw = mpq_candidate_bits(&c, cols);      // 4.25
+ *     mpq_quantize_matrix(&c, w, rows, cols);          // fake-quantize in place (quantize-dequantize)
+ *
+ * KV pairs are named k<K>v<V> with K, V in {2,3,4,8,16} (16 = not quantized), e.g. k8v4.
+ * The KV scheme (how keys and values are grouped) is an mpq_kv_scheme.
+ */
+#ifndef MPQ_QUANT_H
+#define MPQ_QUANT_H
+
+#include "mpq/mpq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mpq_qtype {
+    MPQ_QTYPE_INT = 0,  /* uniform integer grid */
+    MPQ_QTYPE_FP8_E4M3,
+    MPQ_QTYPE_FP8_E5M2,
+    MPQ_QTYPE_FP4_E2M1,
+    MPQ_QTYPE_NF4,
+    MPQ_QTYPE_F16,
+    MPQ_QTYPE_F32
+} mpq_qtype;
+
+#define MPQ_CANDIDATE_NAME_MAX 32
+
+typedef struct mpq_candidate {
+    char name[MPQ_CANDIDATE_NAME_MAX]; /* canonical name, e.g. "int4g128" */
+    mpq_qtype type;
+    int bits;        /* bits per stored element (4 for int4 / nf4 / fp4, 8 for fp8, 16, 32) */
+    int group_size;  /* > 0: elements per group along a row; 0: one group per row (per channel) */
+    bool symmetric;  /* no zero point stored */
+} mpq_candidate;
+
+/* Parses a candidate name. MPQ_ERR_INVALID with a message naming the string on failure. */
+mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *err);
+
+/* Exact bits per weight for a row of `cols` weights, counting scale (fp16) and zero (fp16)
+ * overhead: per-channel groups count 16 (or 32) bits per row; a trailing partial group
+ * still stores a full scale. */
+double mpq_candidate_bits(const mpq_candidate *c, int64_t cols);
+
+/* Exact storage bytes for a (rows, cols) matrix (bits rounded up to whole bytes per matrix). */
+int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols);
+
+/* Fake-quantizes a row-major (rows, cols) matrix in place (round-to-nearest quantize then
+ * dequantize, scales/zeros themselves rounded to fp16). */
+void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t cols);
+
+/* In-place asymmetric min-max round-to-nearest quantize-dequantize of the n elements
+ * x[0], x[stride], ..., x[(n-1)*stride] with 2^bits levels (bits >= 16: unchanged).
+ * Used for KV-cache groups. Scale and zero are kept in fp16, as stored. */
+void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits);
+
+/* fp16 round trip (round to nearest even), used for stored scales. */
+float mpq_fp16_round(float x);
+
+/* ---- KV cache ---- */
+
+typedef struct mpq_kv_pair {
+    int k_bits; /* 2, 3, 4, 8 or 16 */
+    int v_bits;
+} mpq_kv_pair;
+
+typedef enum mpq_kv_mode {
+    MPQ_KV_PER_TOKEN = 0, /* keys and values both grouped per token along channels */
+    MPQ_KV_KIVI           /* keys per channel (groups of tokens), values per token (groups of channels) */
+} mpq_kv_mode;
+
+typedef struct mpq_kv_scheme {
+    mpq_kv_mode mode;
+    int group_size; /* elements per quantization group (tokens for KIVI keys, channels otherwise) */
+    int residual;   /* most recent tokens kept in full precision (0 = none) */
+} mpq_kv_scheme;
+
+/* KIVI, group 32, no residual window. */
+mpq_kv_scheme mpq_kv_scheme_default(void);
+
+/* "k8v4" -> {8, 4}; MPQ_ERR_INVALID naming the string otherwise. */
+mpq_status mpq_kv_pair_parse(const char *name, mpq_kv_pair *out, mpq_err *err);
+/* Writes "k8v4" into buf (size >= 16). Returns buf. */
+char *mpq_kv_pair_name(mpq_kv_pair p, char *buf, size_t n);
+/* "kivi" / "per-token" <-> mode. */
+mpq_status mpq_kv_mode_parse(const char *name, mpq_kv_mode *out, mpq_err *err);
+const char *mpq_kv_mode_name(mpq_kv_mode mode);
+
+/* Average stored bits per K (or V) element for one layer of width kv_dim, counting fp16
+ * scale + fp16 zero per group; context_len tokens with the residual window in fp16.
+ * with_overhead=false gives the nominal bits. */
+double mpq_kv_bits_per_element(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int64_t context_len,
+                               bool key, bool with_overhead);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_QUANT_H */

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: a normal build (warnings are errors) with all ctest tests, then an
+# AddressSanitizer + UndefinedBehaviorSanitizer build with the unit and e2e tests.
+# Usage: bash tests/run.sh            (from anywhere; builds in build/ and build-asan/)
+#        MPQ_TEST_ASAN=0 bash tests/run.sh   to skip the sanitizer build
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$root/tests/deps.sh"
+mpq_install_deps
+mpq_check_shared "$root"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPQ_WERROR=ON >/dev/null
+cmake --build "$root/build" -j"$jobs"
+(cd "$root/build" && ctest --output-on-failure -j"$jobs")
+
+if [ "${MPQ_TEST_ASAN:-1}" != 0 ]; then
+  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DMPQ_SANITIZE=ON -DMPQ_WERROR=ON >/dev/null
+  cmake --build "$root/build-asan" -j"$jobs"
+  # detect_leaks: OpenBLAS keeps thread buffers for the process lifetime; those are not ours.
+  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+     ctest --output-on-failure -j"$jobs" -LE slow)
+fi

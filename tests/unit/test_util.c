@@ -1,0 +1,71 @@
+/* test_util.c - mpq_err, checked size arithmetic and SHA-256 (FIPS 180-4 test vectors). */
+#include <check.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mpq/mpq.h"
+#include "test_util.h"
+
+START_TEST(test_sha256_vectors) {
+    char out[65];
+    mpq_sha256("", 0, out);
+    ck_assert_str_eq(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    mpq_sha256("abc", 3, out);
+    ck_assert_str_eq(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    mpq_sha256(two, strlen(two), out);
+    ck_assert_str_eq(out, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+END_TEST
+
+START_TEST(test_sha256_file_matches_buffer) {
+    /* the shared model's published hash prefix (shared/README.md): b0a507e7ad0f6266... */
+    char out[65];
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_sha256_file(shared_path("models/stories260K/stories260K.bin"), out, &err), MPQ_OK);
+    ck_assert_int_eq(strncmp(out, "b0a507e7ad0f6266", 16), 0);
+    ck_assert_int_eq(mpq_sha256_file("/nonexistent/x.bin", out, &err), MPQ_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/x.bin"));
+}
+END_TEST
+
+START_TEST(test_size_overflow) {
+    size_t r = 7;
+    ck_assert(mpq_size_mul(3, 5, &r) && r == 15);
+    ck_assert(!mpq_size_mul(SIZE_MAX / 2 + 1, 2, &r));
+    ck_assert(!mpq_size_add(SIZE_MAX, 1, &r));
+    ck_assert(!mpq_size_mul3((size_t)1 << 32, (size_t)1 << 32, 2, &r));
+    ck_assert(mpq_size_mul3(2, 3, 4, &r) && r == 24);
+    ck_assert_ptr_null(mpq_calloc(SIZE_MAX / 4, 8));
+}
+END_TEST
+
+START_TEST(test_err_messages) {
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_err_set(&err, MPQ_ERR_FORMAT, "tensor %s: end %d", "blk.3", 81920), MPQ_ERR_FORMAT);
+    mpq_err_prefix(&err, "%s", "m.safetensors");
+    ck_assert_str_eq(err.msg, "m.safetensors: tensor blk.3: end 81920");
+    ck_assert_int_eq(err.status, MPQ_ERR_FORMAT);
+    ck_assert_int_eq(mpq_err_set(NULL, MPQ_ERR_IO, "x"), MPQ_ERR_IO);
+    ck_assert_str_eq(mpq_status_str(MPQ_ERR_NOMEM), "out of memory");
+}
+END_TEST
+
+static Suite *util_suite(void) {
+    Suite *s = suite_create("util");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_sha256_vectors);
+    tcase_add_test(tc, test_sha256_file_matches_buffer);
+    tcase_add_test(tc, test_size_overflow);
+    tcase_add_test(tc, test_err_messages);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(util_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
