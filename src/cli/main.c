@@ -1,14 +1,41 @@
-/* main.c - the mpq command line: dispatches to the subcommands. */
-#include "mpq/mpq.h"
+/* main.c - the mpq command line: dispatches to the subcommands (table below). */
+#include "cli.h"
 
 #include <stdio.h>
 #include <string.h>
 
+static const cli_command commands[] = {
+    {"inspect", cli_inspect, "print a model's config and layer table, a tokenizer or a data file"},
+};
+static const size_t n_commands = sizeof commands / sizeof commands[0];
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: mpq COMMAND [OPTIONS] [ARGS]\n\n"
+               "mpq measures per-layer quantization sensitivity of a transformer LM, stores it in a\n"
+               "SQLite database, solves for per-layer formats under a budget and checks the result.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < n_commands; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n  mpq COMMAND --help    options of one command\n"
+               "  mpq --version         print the version\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("mpq %s\n", mpq_version());
-        return 0;
+    if (argc < 2) {
+        usage(stderr);
+        return MPQ_EXIT_USAGE;
     }
-    fprintf(stderr, "usage: mpq COMMAND [ARGS]\n");
-    return 2;
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("mpq %s\n", mpq_version());
+        return MPQ_EXIT_OK;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return MPQ_EXIT_OK;
+    }
+    for (size_t i = 0; i < n_commands; i++)
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "mpq: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return MPQ_EXIT_USAGE;
 }

@@ -27,12 +27,20 @@ void mpq_err_prefix(mpq_err *err, const char *fmt, ...) {
     char pre[MPQ_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(pre, sizeof pre, fmt, ap);
+    int n = vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    char old[MPQ_ERR_MSG_MAX];
-    memcpy(old, err->msg, sizeof old);
-    old[sizeof old - 1] = '\0';
-    snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+    if (n < 0) return;
+    size_t np = strlen(pre);
+    if (np + 2 >= sizeof err->msg) return;
+    /* shift the old message right by "pre: " and truncate what no longer fits */
+    size_t old = strnlen(err->msg, sizeof err->msg - 1);
+    size_t keep = sizeof err->msg - 1 - (np + 2);
+    if (old > keep) old = keep;
+    memmove(err->msg + np + 2, err->msg, old);
+    err->msg[np + 2 + old] = '\0';
+    memcpy(err->msg, pre, np);
+    err->msg[np] = ':';
+    err->msg[np + 1] = ' ';
 }
 
 const char *mpq_status_str(mpq_status status) {

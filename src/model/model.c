@@ -1,0 +1,272 @@
+/*
+ * model.c - the model object common to all formats: one weight block with pointers carved
+ * out (as llm.c's ParameterTensors), the table of quantizable linear layers with stable
+ * GGUF-style names ("blk.N.attn_q") and Hugging Face aliases
+ * ("model.layers.N.self_attn.q_proj"), lookup, clone and free.
+ * Reference: include/mpq/mpq_model.h (contract); llama2.c run.c memory_map_weights (layout idea).
+ */
+#include "model/model_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *kind_names[MPQ_N_LAYER_KINDS] = {"attn_q", "attn_k", "attn_v", "attn_o",
+                                                    "ffn_gate", "ffn_up", "ffn_down"};
+static const char *kind_hf[MPQ_N_LAYER_KINDS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                 "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                                 "mlp.down_proj"};
+
+const char *mpq_layer_kind_name(mpq_layer_kind kind) {
+    if ((int)kind < 0 || (int)kind >= MPQ_N_LAYER_KINDS) return "?";
+    return kind_names[kind];
+}
+
+mpq_status mpq_model_check_config(mpq_model_config *c, const char *what, mpq_err *err) {
+    if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->vocab_size <= 0 || c->seq_len <= 0)
+        return mpq_err_set(err, MPQ_ERR_FORMAT,
+                           "%s: dimensions must be > 0 (dim %d, hidden_dim %d, n_layers %d, n_heads %d, "
+                           "n_kv_heads %d, vocab_size %d, seq_len %d)",
+                           what, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
+                           c->seq_len);
+    if (c->dim % c->n_heads != 0)
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: dim %d is not divisible by n_heads %d", what, c->dim,
+                           c->n_heads);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: n_heads %d is not divisible by n_kv_heads %d", what,
+                           c->n_heads, c->n_kv_heads);
+    c->head_dim = c->dim / c->n_heads;
+    if (c->head_dim % 2 != 0)
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: head_dim %d (dim %d / n_heads %d) is odd; RoPE needs pairs",
+                           what, c->head_dim, c->dim, c->n_heads);
+    return MPQ_OK;
+}
+
+/* Per-block float count and the whole block size; false on overflow. */
+static bool layout_sizes(const mpq_model_config *c, size_t *per_block, size_t *total) {
+    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    size_t qd = (size_t)c->n_heads * (size_t)c->head_dim;
+    size_t dd, kvd, hd, b = 0, t = 0, emb;
+    if (!mpq_size_mul(qd, d, &dd) || !mpq_size_mul(kv, d, &kvd) || !mpq_size_mul(h, d, &hd)) return false;
+    /* attn_norm + wq + wk + wv + wo + ffn_norm + gate + up + down (+ biases) */
+    if (!mpq_size_add(d, dd, &b) || !mpq_size_add(b, kvd, &b) || !mpq_size_add(b, kvd, &b) ||
+        !mpq_size_add(b, dd, &b) || !mpq_size_add(b, d, &b) || !mpq_size_add(b, hd, &b) ||
+        !mpq_size_add(b, hd, &b) || !mpq_size_add(b, hd, &b))
+        return false;
+    if (c->qkv_bias && (!mpq_size_add(b, qd, &b) || !mpq_size_add(b, kv, &b) || !mpq_size_add(b, kv, &b)))
+        return false;
+    if (!mpq_size_mul((size_t)c->vocab_size, d, &emb)) return false;
+    if (!mpq_size_mul(b, (size_t)c->n_layers, &t) || !mpq_size_add(t, emb, &t) || !mpq_size_add(t, d, &t))
+        return false;
+    if (!c->shared_classifier && !mpq_size_add(t, emb, &t)) return false;
+    /* keep byte size representable too */
+    size_t bytes;
+    if (!mpq_size_mul(t, sizeof(float), &bytes)) return false;
+    *per_block = b;
+    *total = t;
+    return true;
+}
+
+mpq_status mpq_model_weights_size(const mpq_model_config *cfg, size_t *n_floats, const char *what, mpq_err *err) {
+    size_t pb;
+    if (!layout_sizes(cfg, &pb, n_floats))
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weight size overflows (dim %d, hidden_dim %d, n_layers %d, vocab %d)",
+                           what, cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->vocab_size);
+    return MPQ_OK;
+}
+
+/* Carves w->blocks[] pointers out of data in the fixed layout: tok_emb, then per block
+ * attn_norm wq wk wv wo [bq bk bv] ffn_norm w_gate w_up w_down, then final_norm, classifier. */
+static void carve(const mpq_model_config *c, mpq_weights *w, float *data, size_t n_floats) {
+    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    size_t qd = (size_t)c->n_heads * (size_t)c->head_dim;
+    float *p = data;
+    w->data = data;
+    w->n_floats = n_floats;
+    w->n_layers = c->n_layers;
+    w->tok_emb = p;
+    p += (size_t)c->vocab_size * d;
+    for (int l = 0; l < c->n_layers; l++) {
+        mpq_block_weights *b = &w->blocks[l];
+        b->attn_norm = p; p += d;
+        b->wq = p; p += qd * d;
+        b->wk = p; p += kv * d;
+        b->wv = p; p += kv * d;
+        b->wo = p; p += d * qd;
+        if (c->qkv_bias) {
+            b->bq = p; p += qd;
+            b->bk = p; p += kv;
+            b->bv = p; p += kv;
+        } else {
+            b->bq = b->bk = b->bv = NULL;
+        }
+        b->ffn_norm = p; p += d;
+        b->w_gate = p; p += h * d;
+        b->w_up = p; p += h * d;
+        b->w_down = p; p += d * h;
+    }
+    w->final_norm = p; p += d;
+    if (c->shared_classifier) {
+        w->classifier = w->tok_emb;
+    } else {
+        w->classifier = p;
+        p += (size_t)c->vocab_size * d;
+    }
+}
+
+static void fill_layer_table(mpq_model *m) {
+    const mpq_model_config *c = &m->cfg;
+    int64_t d = c->dim, h = c->hidden_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim;
+    int i = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int k = 0; k < MPQ_N_LAYER_KINDS; k++, i++) {
+            mpq_layer_info *li = &m->layers[i];
+            li->kind = (mpq_layer_kind)k;
+            li->block = l;
+            snprintf(li->name, sizeof li->name, "blk.%d.%s", l, kind_names[k]);
+            snprintf(li->hf_name, sizeof li->hf_name, "model.layers.%d.%s", l, kind_hf[k]);
+            switch ((mpq_layer_kind)k) {
+            case MPQ_LAYER_ATTN_Q: li->rows = qd; li->cols = d; break;
+            case MPQ_LAYER_ATTN_K:
+            case MPQ_LAYER_ATTN_V: li->rows = kv; li->cols = d; break;
+            case MPQ_LAYER_ATTN_O: li->rows = d; li->cols = qd; break;
+            case MPQ_LAYER_FFN_GATE:
+            case MPQ_LAYER_FFN_UP: li->rows = h; li->cols = d; break;
+            case MPQ_LAYER_FFN_DOWN: li->rows = d; li->cols = h; break;
+            }
+            li->n_params = li->rows * li->cols;
+        }
+    }
+    m->n_linear = i;
+}
+
+mpq_status mpq_model_create(const mpq_model_config *cfg, const char *path, mpq_model **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_model *m = NULL;
+    size_t n_floats = 0, n_lin = 0;
+    *out = NULL;
+    st = mpq_model_weights_size(cfg, &n_floats, path, err);
+    if (st != MPQ_OK) goto done;
+    if (!mpq_size_mul((size_t)cfg->n_layers, MPQ_N_LAYER_KINDS, &n_lin) || n_lin > (size_t)INT32_MAX) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: too many layers (%d)", path, cfg->n_layers);
+        goto done;
+    }
+    m = mpq_calloc(1, sizeof *m);
+    if (!m) goto nomem;
+    m->cfg = *cfg;
+    m->path = malloc(strlen(path) + 1);
+    m->w.blocks = mpq_calloc((size_t)cfg->n_layers, sizeof *m->w.blocks);
+    m->layers = mpq_calloc(n_lin, sizeof *m->layers);
+    float *data = mpq_calloc(n_floats, sizeof(float));
+    if (!m->path || !m->w.blocks || !m->layers || !data) {
+        free(data);
+        goto nomem;
+    }
+    memcpy(m->path, path, strlen(path) + 1);
+    carve(&m->cfg, &m->w, data, n_floats);
+    fill_layer_table(m);
+    *out = m;
+    m = NULL;
+    goto done;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for %zu weights", path, n_floats);
+done:
+    mpq_model_free(m);
+    return st;
+}
+
+void mpq_model_free(mpq_model *m) {
+    if (!m) return;
+    free(m->w.data);
+    free(m->w.blocks);
+    free(m->layers);
+    free(m->path);
+    free(m);
+}
+
+mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err) {
+    struct stat sb;
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_load: out is NULL");
+    *out = NULL;
+    if (!path || !*path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_load: empty path");
+    if (stat(path, &sb) != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot stat (no such file or directory?)", path);
+    if (S_ISDIR(sb.st_mode)) return mpq_model_load_hf(path, out, err);
+    return mpq_model_load_llama2c(path, out, err);
+}
+
+const mpq_model_config *mpq_model_get_config(const mpq_model *m) { return m ? &m->cfg : NULL; }
+const mpq_weights *mpq_model_get_weights(const mpq_model *m) { return m ? &m->w : NULL; }
+const char *mpq_model_path(const mpq_model *m) { return m ? m->path : NULL; }
+int64_t mpq_model_n_params(const mpq_model *m) { return m ? (int64_t)m->w.n_floats : 0; }
+int mpq_model_n_linear(const mpq_model *m) { return m ? m->n_linear : 0; }
+
+const mpq_layer_info *mpq_model_linear(const mpq_model *m, int i) {
+    if (!m || i < 0 || i >= m->n_linear) return NULL;
+    return &m->layers[i];
+}
+
+/* Equal up to an optional ".weight" suffix on name. */
+static bool name_eq(const char *name, size_t n, const char *ref) {
+    size_t r = strlen(ref);
+    return n == r && memcmp(name, ref, r) == 0;
+}
+
+int mpq_model_find_linear(const mpq_model *m, const char *name) {
+    if (!m || !name) return -1;
+    size_t n = strlen(name);
+    static const char suffix[] = ".weight";
+    if (n > sizeof suffix - 1 && strcmp(name + n - (sizeof suffix - 1), suffix) == 0) n -= sizeof suffix - 1;
+    for (int i = 0; i < m->n_linear; i++)
+        if (name_eq(name, n, m->layers[i].name) || name_eq(name, n, m->layers[i].hf_name)) return i;
+    return -1;
+}
+
+float *mpq_weights_linear(const mpq_weights *w, const mpq_layer_info *li) {
+    if (!w || !li || li->block < 0 || li->block >= w->n_layers) return NULL;
+    const mpq_block_weights *b = &w->blocks[li->block];
+    switch (li->kind) {
+    case MPQ_LAYER_ATTN_Q: return b->wq;
+    case MPQ_LAYER_ATTN_K: return b->wk;
+    case MPQ_LAYER_ATTN_V: return b->wv;
+    case MPQ_LAYER_ATTN_O: return b->wo;
+    case MPQ_LAYER_FFN_GATE: return b->w_gate;
+    case MPQ_LAYER_FFN_UP: return b->w_up;
+    case MPQ_LAYER_FFN_DOWN: return b->w_down;
+    }
+    return NULL;
+}
+
+mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_weights *w = NULL;
+    float *data = NULL;
+    if (!m || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_clone: NULL argument");
+    *out = NULL;
+    w = mpq_calloc(1, sizeof *w);
+    if (!w) goto nomem;
+    w->blocks = mpq_calloc((size_t)m->cfg.n_layers, sizeof *w->blocks);
+    data = mpq_calloc(m->w.n_floats, sizeof(float));
+    if (!w->blocks || !data) goto nomem;
+    memcpy(data, m->w.data, m->w.n_floats * sizeof(float));
+    carve(&m->cfg, w, data, m->w.n_floats);
+    data = NULL;
+    *out = w;
+    w = NULL;
+    goto done;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory cloning %zu weights", m->path, m->w.n_floats);
+done:
+    free(data);
+    mpq_weights_free(w);
+    return st;
+}
+
+void mpq_weights_free(mpq_weights *w) {
+    if (!w) return;
+    free(w->data);
+    free(w->blocks);
+    free(w);
+}

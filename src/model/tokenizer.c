@@ -1,0 +1,281 @@
+/*
+ * tokenizer.c - the llama2.c tokenizer: load tokenizer.bin, encode (byte-fallback BPE by piece
+ * score) and decode, following karpathy/llama2.c run.c build_tokenizer / encode / decode.
+ * Lookup is a bsearch over pieces sorted by (bytes, id); with duplicate pieces the lowest id wins.
+ */
+#include "mpq/mpq_tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct sorted_piece {
+    const char *str;
+    int id;
+} sorted_piece;
+
+struct mpq_tokenizer {
+    int n_vocab;
+    int max_len;       /* longest piece, bytes */
+    char **pieces;     /* n_vocab NUL-terminated strings */
+    int *lens;         /* strlen of each piece */
+    float *scores;
+    sorted_piece *sorted;
+    char bytes[512];   /* 256 one-byte strings for <0xNN> pieces */
+};
+
+void mpq_tokenizer_free(mpq_tokenizer *t) {
+    if (!t) return;
+    if (t->pieces)
+        for (int i = 0; i < t->n_vocab; i++) free(t->pieces[i]);
+    free(t->pieces);
+    free(t->lens);
+    free(t->scores);
+    free(t->sorted);
+    free(t);
+}
+
+static int cmp_sorted(const void *a, const void *b) {
+    const sorted_piece *x = a, *y = b;
+    int c = strcmp(x->str, y->str);
+    if (c) return c;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+int mpq_tokenizer_lookup(const mpq_tokenizer *t, const char *s) {
+    if (!t || !s) return -1;
+    size_t lo = 0, hi = (size_t)t->n_vocab; /* first index with sorted[i].str >= s */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(t->sorted[mid].str, s) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < (size_t)t->n_vocab && strcmp(t->sorted[lo].str, s) == 0) return t->sorted[lo].id;
+    return -1;
+}
+
+static bool rd(const unsigned char *buf, size_t size, size_t *pos, void *dst, size_t n) {
+    if (size - *pos < n) return false;
+    memcpy(dst, buf + *pos, n);
+    *pos += n;
+    return true;
+}
+
+mpq_status mpq_tokenizer_load(const char *path, int vocab_size, mpq_tokenizer **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_tokenizer *t = NULL;
+    unsigned char *buf = NULL;
+    FILE *f = NULL;
+    struct stat sb;
+    size_t size = 0, pos = 0;
+    int cap = 0;
+    int32_t max_len;
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_tokenizer_load: out is NULL");
+    *out = NULL;
+    if (vocab_size < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: vocab_size %d < 0", path, vocab_size);
+    f = fopen(path, "rb");
+    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
+        goto done;
+    }
+    size = (size_t)sb.st_size;
+    buf = malloc(size ? size : 1);
+    if (!buf) goto nomem;
+    if (fread(buf, 1, size, f) != size) {
+        st = mpq_err_set(err, MPQ_ERR_IO, "%s: short read", path);
+        goto done;
+    }
+    if (!rd(buf, size, &pos, &max_len, 4) || max_len < 0) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: missing or negative max_token_length header", path);
+        goto done;
+    }
+    t = mpq_calloc(1, sizeof *t);
+    if (!t) goto nomem;
+    /* every piece takes >= 8 bytes, which bounds the count when reading to the end */
+    cap = vocab_size > 0 ? vocab_size : (int)((size - pos) / 8 + 1);
+    if (vocab_size > 0 && (size_t)vocab_size > (size - pos) / 8) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: file of %zu bytes is too short for %d pieces", path, size,
+                         vocab_size);
+        goto done;
+    }
+    t->pieces = mpq_calloc((size_t)cap, sizeof *t->pieces);
+    t->lens = mpq_calloc((size_t)cap, sizeof *t->lens);
+    t->scores = mpq_calloc((size_t)cap, sizeof *t->scores);
+    t->sorted = mpq_calloc((size_t)cap, sizeof *t->sorted);
+    if (!t->pieces || !t->lens || !t->scores || !t->sorted) goto nomem;
+    while (vocab_size > 0 ? t->n_vocab < vocab_size : pos < size) {
+        int i = t->n_vocab;
+        float score;
+        int32_t len;
+        size_t at = pos;
+        if (!rd(buf, size, &pos, &score, 4) || !rd(buf, size, &pos, &len, 4)) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: piece %d: truncated score/length at byte %zu", path, i, at);
+            goto done;
+        }
+        if (len < 0 || (size_t)len > size - pos) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: piece %d: length %d at byte %zu exceeds the %zu bytes left", path,
+                             i, len, at + 4, size - pos);
+            goto done;
+        }
+        t->pieces[i] = malloc((size_t)len + 1);
+        if (!t->pieces[i]) goto nomem;
+        memcpy(t->pieces[i], buf + pos, (size_t)len);
+        t->pieces[i][len] = '\0';
+        pos += (size_t)len;
+        t->lens[i] = (int)strlen(t->pieces[i]); /* as C strings, like run.c */
+        t->scores[i] = score;
+        if (t->lens[i] > t->max_len) t->max_len = t->lens[i];
+        t->sorted[i].str = t->pieces[i];
+        t->sorted[i].id = i;
+        t->n_vocab++;
+    }
+    if (pos != size) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %zu trailing bytes after %d pieces", path, size - pos, t->n_vocab);
+        goto done;
+    }
+    if (t->n_vocab < 3 + 256) {
+        /* byte fallback (+3) needs ids 3..258 */
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %d pieces; a byte-fallback vocabulary needs at least 259", path,
+                         t->n_vocab);
+        goto done;
+    }
+    qsort(t->sorted, (size_t)t->n_vocab, sizeof *t->sorted, cmp_sorted);
+    for (int i = 0; i < 256; i++) {
+        t->bytes[2 * i] = (char)i;
+        t->bytes[2 * i + 1] = '\0';
+    }
+    *out = t;
+    t = NULL;
+    goto done;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+done:
+    if (f) fclose(f);
+    free(buf);
+    mpq_tokenizer_free(t);
+    return st;
+}
+
+int mpq_tokenizer_n_vocab(const mpq_tokenizer *t) { return t ? t->n_vocab : 0; }
+
+const char *mpq_tokenizer_piece(const mpq_tokenizer *t, int id) {
+    return (t && id >= 0 && id < t->n_vocab) ? t->pieces[id] : NULL;
+}
+
+float mpq_tokenizer_score(const mpq_tokenizer *t, int id) {
+    return (t && id >= 0 && id < t->n_vocab) ? t->scores[id] : 0.0f;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+const char *mpq_tokenizer_decode_piece(const mpq_tokenizer *t, int prev, int id) {
+    if (!t || id < 0 || id >= t->n_vocab) return NULL;
+    const char *p = t->pieces[id];
+    if (prev == MPQ_TOKEN_BOS && p[0] == ' ') p++;
+    /* run.c: sscanf(piece, "<0x%02hhX>", &b) == 1 */
+    if (p[0] == '<' && p[1] == '0' && p[2] == 'x' && hexval(p[3]) >= 0) {
+        int v = hexval(p[3]);
+        if (hexval(p[4]) >= 0) v = v * 16 + hexval(p[4]);
+        return t->bytes + 2 * v;
+    }
+    return p;
+}
+
+mpq_status mpq_tokenizer_decode(const mpq_tokenizer *t, const int *ids, int n, char **text, mpq_err *err) {
+    size_t len = 0;
+    *text = NULL;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_vocab)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "decode: id %d at position %d is outside the vocabulary of %d",
+                               ids[i], i, t->n_vocab);
+        len += strlen(t->pieces[ids[i]]);
+    }
+    char *s = malloc(len + 1), *p = s;
+    if (!s) return mpq_err_set(err, MPQ_ERR_NOMEM, "decode: out of memory for %zu bytes", len);
+    for (int i = 0; i < n; i++) {
+        if (ids[i] == MPQ_TOKEN_BOS || ids[i] == MPQ_TOKEN_EOS) continue;
+        const char *pc = mpq_tokenizer_decode_piece(t, i ? ids[i - 1] : MPQ_TOKEN_BOS, ids[i]);
+        size_t k = strlen(pc); /* a <0x00> piece gives "", as printf("%s") would in run.c */
+        memcpy(p, pc, k);
+        p += k;
+    }
+    *p = '\0';
+    *text = s;
+    return MPQ_OK;
+}
+
+mpq_status mpq_tokenizer_encode(const mpq_tokenizer *t, const char *text, bool bos, bool eos, int **ids, int *n_ids,
+                                mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    int *tok = NULL, n = 0;
+    char *sb = NULL;
+    if (!t || !text || !ids || !n_ids) return mpq_err_set(err, MPQ_ERR_INVALID, "encode: NULL argument");
+    *ids = NULL;
+    *n_ids = 0;
+    size_t tl = strlen(text), cap;
+    /* +3 for BOS, dummy prefix, EOS; every byte gives at most one token */
+    if (!mpq_size_add(tl, 3, &cap) || cap > (size_t)INT32_MAX) {
+        return mpq_err_set(err, MPQ_ERR_INVALID, "encode: text of %zu bytes is too long", tl);
+    }
+    tok = malloc(cap * sizeof *tok);
+    sb = malloc((size_t)t->max_len * 2 + 8);
+    if (!tok || !sb) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "encode: out of memory for %zu bytes of text", tl);
+        goto done;
+    }
+    if (bos) tok[n++] = MPQ_TOKEN_BOS;
+    if (text[0] != '\0') {
+        int dummy = mpq_tokenizer_lookup(t, " ");
+        if (dummy >= 0) tok[n++] = dummy;
+    }
+    /* one piece per UTF-8 code point, raw bytes (+3) when it is not in the vocabulary */
+    size_t sl = 0;
+    for (const char *c = text; *c; c++) {
+        if (((unsigned char)*c & 0xC0) != 0x80) sl = 0;
+        sb[sl++] = *c;
+        sb[sl] = '\0';
+        if (((unsigned char)c[1] & 0xC0) == 0x80 && sl < 4) continue;
+        int id = mpq_tokenizer_lookup(t, sb);
+        if (id != -1) {
+            tok[n++] = id;
+        } else {
+            for (size_t i = 0; i < sl; i++) tok[n++] = (unsigned char)sb[i] + 3;
+        }
+        sl = 0;
+    }
+    /* merge the best-scoring adjacent pair until none merges */
+    for (;;) {
+        float best = -1e10f;
+        int best_id = -1, best_i = -1;
+        for (int i = 0; i + 1 < n; i++) { /* run.c includes BOS in the scan */
+            int a = tok[i], b = tok[i + 1];
+            memcpy(sb, t->pieces[a], (size_t)t->lens[a]);
+            memcpy(sb + t->lens[a], t->pieces[b], (size_t)t->lens[b] + 1);
+            int id = mpq_tokenizer_lookup(t, sb);
+            if (id != -1 && t->scores[id] > best) {
+                best = t->scores[id];
+                best_id = id;
+                best_i = i;
+            }
+        }
+        if (best_i == -1) break;
+        tok[best_i] = best_id;
+        memmove(tok + best_i + 1, tok + best_i + 2, (size_t)(n - best_i - 2) * sizeof *tok);
+        n--;
+    }
+    if (eos) tok[n++] = MPQ_TOKEN_EOS;
+    *ids = tok;
+    *n_ids = n;
+    tok = NULL;
+done:
+    free(tok);
+    free(sb);
+    return st;
+}
