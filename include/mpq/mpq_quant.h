@@ -3,13 +3,28 @@
  *
  * A weight candidate is named by a short string parsed in one place:
  *   int<N>[g<G>|c][s]   N = 2..8 bits; g<G>: groups of G consecutive weights along a row
- *                       (G = 32/64/128); c: one group per output channel (row); default
+ *                       (G = 16/32/64/128/256); c: one group per output channel (row); default
  *                       asymmetric (fp16 scale + fp16 zero per group), suffix s = symmetric
  *                       (fp16 scale only). e.g. int4g128, int3g64s, int8c
  *   fp8e4m3[g<G>|c], fp8e5m2[...], fp4e2m1g<G>   minifloat with an fp16 scale per group
  *   nf4g<G>             NormalFloat-4 levels with an fp16 absmax scale per group
  *   f16, f32            keep (rounded to fp16, or unchanged)
  * bits_per_weight counts the overhead exactly: e.g. int4g128 = 4 + 32/128 = 4.25.
+ * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "fp8e4m3" (per channel; the
+ * spelling "fp8e4m3c" is accepted), "fp8e5m2g32", "fp4e2m1g32", "nf4g64", "f16", "f32".
+ *
+ * Quantizer conventions (round to nearest; scales and zeros stored in fp16):
+ * - int<N> asymmetric: zero = group minimum rounded DOWN to fp16 (a float offset, not an
+ *   integer zero point); levels zero + q*scale, q = 0..2^N-1; scale = (max-zero)/(2^N-1) in
+ *   fp16, bumped to the next fp16 value if needed so the grid covers [min, max]. Hence
+ *   |Q(w) - w| <= scale/2 for every element (up to float rounding of zero + q*scale).
+ * - int<N>s symmetric: levels q*scale, q = -(2^(N-1)-1)..2^(N-1)-1 (-2^(N-1) unused; the grid
+ *   contains 0); scale = absmax/(2^(N-1)-1) in fp16, bumped to cover absmax.
+ * - fp8e4m3 (max 448, subnormals, no inf), fp8e5m2 (max 57344), fp4e2m1 ({0,.5,1,1.5,2,3,4,6}):
+ *   scale = absmax/format_max in fp16 (bumped so absmax/scale <= format_max), round to
+ *   nearest even, saturate at the format max. nf4: the 16 QLoRA NormalFloat levels in
+ *   [-1, 1] times an fp16 absmax scale, nearest level.
+ * - A group with zero range / zero absmax does not divide: it dequantizes to its offset / 0.
  *
  *     mpq_candidate c;
  *     if (mpq_candidate_parse("int4g128", &c, &err) != MPQ_OK) ...
@@ -56,7 +71,8 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
  * still stores a full scale. */
 double mpq_candidate_bits(const mpq_candidate *c, int64_t cols);
 
-/* Exact storage bytes for a (rows, cols) matrix (bits rounded up to whole bytes per matrix). */
+/* Exact storage bytes for a (rows, cols) matrix (bits rounded up to whole bytes per matrix):
+ * ceil(rows * row_bits / 8) computed in integers. 0 for empty shapes, -1 on int64 overflow. */
 int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols);
 
 /* Fake-quantizes a row-major (rows, cols) matrix in place (round-to-nearest quantize then
@@ -102,7 +118,12 @@ const char *mpq_kv_mode_name(mpq_kv_mode mode);
 
 /* Average stored bits per K (or V) element for one layer of width kv_dim, counting fp16
  * scale + fp16 zero per group; context_len tokens with the residual window in fp16.
- * with_overhead=false gives the nominal bits. */
+ * with_overhead=false gives the nominal bits. Exactly:
+ *   16-bit K/V: 16. KIVI keys (per channel, groups of G tokens): q = K + 32/G.
+ *   values, and keys in per-token mode (ceil(kv_dim/G) groups per token):
+ *     q = b + 32*ceil(kv_dim/G)/kv_dim.
+ *   With context L > 0 and R = min(L, residual) fp16 tokens (for KIVI keys R is at least
+ *   L mod G: an incomplete token group stays fp16): (R*16 + (L-R)*q)/L. L <= 0: q. */
 double mpq_kv_bits_per_element(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int64_t context_len,
                                bool key, bool with_overhead);
 

@@ -1,0 +1,132 @@
+/*
+ * mpq_config.h - a quantized configuration of a model: one weight candidate per linear
+ * layer, one KV precision pair per transformer block, and the KV scheme. It is what the
+ * solvers produce, what the reference executor runs, and what `mpq export` converts.
+ *
+ * File format (JSON, versioned; every key but mpq_config_version is optional):
+ *
+ *   {
+ *     "mpq_config_version": 1,
+ *     "weights": { "default": "f32",
+ *                  "layers": { "blk.0.attn_q": "int4g128", ... } },
+ *     "kv": { "scheme": { "mode": "kivi", "group_size": 32, "residual": 0 },
+ *             "default": "k16v16",
+ *             "layers": { "blk.0": "k8v4", ... } },
+ *     ... any other keys (model fingerprint, provenance, budgets) are allowed and kept
+ *   }
+ *
+ * - mpq_config_version: integer >= 1; a file newer than MPQ_CONFIG_VERSION is rejected
+ *   with MPQ_ERR_UNSUPPORTED ("cfg.json: mpq_config_version 7 is newer than this mpq (1)").
+ * - weights.default: candidate for every linear layer not listed (default "f32").
+ *   weights.layers: keys are stable layer names ("blk.3.attn_q") or Hugging Face aliases
+ *   ("model.layers.3.self_attn.q_proj", with or without ".weight"); values candidate names
+ *   (see mpq_quant.h). A layer given twice (e.g. by both names) is an error.
+ * - kv.scheme: mode "kivi" | "per-token", group_size > 0, residual >= 0 (default: KIVI, 32, 0).
+ *   kv.default: pair for every block not listed (default "k16v16"). kv.layers: keys "blk.N"
+ *   or "model.layers.N", values pairs such as "k8v4".
+ * mpq_config_to_json writes weights.layers / kv.layers only for entries that differ from
+ * the defaults, layers in model order with stable names; the other top-level keys of a
+ * parsed file are written back unchanged after "weights" and "kv".
+ *
+ * Every error names the source and the key: "cfg.json: weights.layers.blk.9.attn_q: no
+ * such layer in model (5 blocks)", "cfg.json: weights.layers.blk.0.attn_q: unknown
+ * candidate 'int9'", "cfg.json: kv.scheme.group_size: expected a positive integer".
+ *
+ *     mpq_config *cfg = NULL;
+ *     mpq_weights *q = NULL;
+ *     if (mpq_config_load("cfg.json", model, &cfg, &err) != MPQ_OK) ...
+ *     if (mpq_weights_clone(model, &q, &err) != MPQ_OK) ...
+ *     if (mpq_config_apply(cfg, model, q, &err) != MPQ_OK) ...   // q is now fake-quantized
+ *     mpq_config_stats st;
+ *     mpq_config_get_stats(cfg, model, 512, &st, &err);          // st.avg_weight_bits, ...
+ *     mpq_weights_free(q);
+ *     mpq_config_free(cfg);
+ */
+#ifndef MPQ_CONFIG_H
+#define MPQ_CONFIG_H
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_model.h"
+#include "mpq/mpq_quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPQ_CONFIG_VERSION 1
+
+typedef struct mpq_config mpq_config;
+
+/* Reads and parses a config file for `model` (the layer names are resolved against it).
+ * On success *out owns a new config (free with mpq_config_free). MPQ_ERR_IO if the file
+ * cannot be read; MPQ_ERR_FORMAT for bad JSON, wrong types, unknown layers, candidates or
+ * pairs; MPQ_ERR_UNSUPPORTED for a newer version; MPQ_ERR_NOMEM. The message starts with path. */
+mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config **out, mpq_err *err);
+
+/* Same, from a NUL-terminated JSON text; source_name (e.g. the file name) starts every message. */
+mpq_status mpq_config_parse(const char *json_text, const char *source_name, const mpq_model *model,
+                            mpq_config **out, mpq_err *err);
+
+/* Builds a config with every linear layer at weight_candidate (e.g. "int4g128") and every block
+ * at kv_pair (e.g. "k8v4"; NULL = "k16v16"), default KV scheme. MPQ_ERR_INVALID for bad names. */
+mpq_status mpq_config_uniform(const mpq_model *model, const char *weight_candidate, const char *kv_pair,
+                              mpq_config **out, mpq_err *err);
+
+/* Deep copy (MPQ_ERR_NOMEM). */
+mpq_status mpq_config_clone(const mpq_config *cfg, mpq_config **out, mpq_err *err);
+
+void mpq_config_free(mpq_config *cfg); /* accepts NULL */
+
+/* Shape the config was built for. */
+int mpq_config_n_linear(const mpq_config *cfg);
+int mpq_config_n_blocks(const mpq_config *cfg);
+
+/* Candidate of linear layer i (index into the model's layer table); borrowed, valid until the
+ * config is freed or the layer is set again. NULL if i is out of range. */
+const mpq_candidate *mpq_config_layer(const mpq_config *cfg, int i);
+/* KV pair of block b; {16, 16} if b is out of range. */
+mpq_kv_pair mpq_config_kv(const mpq_config *cfg, int block);
+/* Borrowed; valid until the config is freed. */
+const mpq_kv_scheme *mpq_config_kv_scheme(const mpq_config *cfg);
+/* The weights default candidate (used for unlisted layers when written back). Borrowed. */
+const mpq_candidate *mpq_config_weights_default(const mpq_config *cfg);
+
+/* Setters for solvers. MPQ_ERR_INVALID (message names the index / name) on a bad index or name. */
+mpq_status mpq_config_set_layer(mpq_config *cfg, int i, const char *candidate, mpq_err *err);
+mpq_status mpq_config_set_layer_candidate(mpq_config *cfg, int i, const mpq_candidate *c, mpq_err *err);
+mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_err *err);
+/* group_size must be > 0 and residual >= 0. */
+mpq_status mpq_config_set_kv_scheme(mpq_config *cfg, const mpq_kv_scheme *scheme, mpq_err *err);
+
+/* The config as JSON text (format above, 2-space indented). Caller frees with free().
+ * NULL if out of memory or if model's shape does not match the config. */
+char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model);
+
+/* Writes mpq_config_to_json to path (MPQ_ERR_IO naming path, MPQ_ERR_NOMEM, MPQ_ERR_INVALID). */
+mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const char *path, mpq_err *err);
+
+/* Fake-quantizes every linear layer of dst (a clone of model's weights made with
+ * mpq_weights_clone, not yet quantized) with its candidate, in place. Norms, embeddings,
+ * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model. */
+mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err);
+
+typedef struct mpq_config_stats {
+    int64_t linear_params;     /* weights in the linear layers (biases excluded) */
+    double avg_weight_bits;    /* exact stored bits (with scale/zero overhead) / linear_params */
+    int64_t linear_bytes;      /* sum over layers of mpq_candidate_bytes */
+    int64_t other_params;      /* all other parameters: embedding (once if shared), norms, biases,
+                                  untied classifier — counted at their stored f32 (4 bytes) */
+    int64_t total_weight_bytes; /* linear_bytes + 4 * other_params */
+    double avg_kv_bits;        /* mean over blocks of (K bits + V bits)/2, with overhead */
+    double kv_bytes_per_token; /* sum over blocks of (K bits + V bits) * kv_dim / 8, with overhead */
+} mpq_config_stats;
+
+/* Sizes of the configuration on model; context_len is used for the KV residual window
+ * (<= 0: steady state, residual ignored). MPQ_ERR_INVALID on a shape mismatch. */
+mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, int64_t context_len,
+                                mpq_config_stats *out, mpq_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_CONFIG_H */

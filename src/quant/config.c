@@ -1,0 +1,627 @@
+/*
+ * config.c - quantized configurations (per-layer weight candidate, per-block KV pair, KV
+ * scheme): the versioned JSON file format of include/mpq/mpq_config.h (read with cJSON),
+ * building and editing configs, applying one to a weight copy, and its size statistics.
+ * Reference: include/mpq/mpq_config.h (format and contract); mpq_quant.h (candidates, pairs).
+ */
+#include "mpq/mpq_config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_FILE_MAX (64u << 20) /* a config is a few KB; refuse absurd files */
+
+struct mpq_config {
+    int n_linear;
+    int n_blocks;
+    mpq_candidate *layers; /* n_linear */
+    mpq_kv_pair *kv;       /* n_blocks */
+    mpq_candidate wdefault;
+    mpq_kv_pair kvdefault;
+    mpq_kv_scheme scheme;
+    cJSON *extras; /* object with the other top-level keys of a parsed file, or NULL */
+};
+
+void mpq_config_free(mpq_config *cfg) {
+    if (!cfg) return;
+    cJSON_Delete(cfg->extras);
+    free(cfg->kv);
+    free(cfg->layers);
+    free(cfg);
+}
+
+static mpq_status config_new(const mpq_model *model, mpq_config **out, mpq_err *err) {
+    *out = NULL;
+    if (!model) return mpq_err_set(err, MPQ_ERR_INVALID, "config: model is NULL");
+    int nl = mpq_model_n_linear(model);
+    int nb = mpq_model_get_config(model)->n_layers;
+    if (nl <= 0 || nb <= 0) return mpq_err_set(err, MPQ_ERR_INVALID, "config: model has no layers");
+    mpq_config *c = calloc(1, sizeof *c);
+    if (!c) return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+    c->n_linear = nl;
+    c->n_blocks = nb;
+    c->layers = mpq_calloc((size_t)nl, sizeof *c->layers);
+    c->kv = mpq_calloc((size_t)nb, sizeof *c->kv);
+    if (!c->layers || !c->kv) {
+        mpq_config_free(c);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+    }
+    (void)mpq_candidate_parse("f32", &c->wdefault, NULL);
+    c->kvdefault.k_bits = 16;
+    c->kvdefault.v_bits = 16;
+    c->scheme = mpq_kv_scheme_default();
+    for (int i = 0; i < nl; i++) c->layers[i] = c->wdefault;
+    for (int b = 0; b < nb; b++) c->kv[b] = c->kvdefault;
+    *out = c;
+    return MPQ_OK;
+}
+
+/* ---------------- accessors and setters ---------------- */
+
+int mpq_config_n_linear(const mpq_config *cfg) { return cfg ? cfg->n_linear : 0; }
+int mpq_config_n_blocks(const mpq_config *cfg) { return cfg ? cfg->n_blocks : 0; }
+
+const mpq_candidate *mpq_config_layer(const mpq_config *cfg, int i) {
+    if (!cfg || i < 0 || i >= cfg->n_linear) return NULL;
+    return &cfg->layers[i];
+}
+
+mpq_kv_pair mpq_config_kv(const mpq_config *cfg, int block) {
+    mpq_kv_pair p16 = {16, 16};
+    if (!cfg || block < 0 || block >= cfg->n_blocks) return p16;
+    return cfg->kv[block];
+}
+
+const mpq_kv_scheme *mpq_config_kv_scheme(const mpq_config *cfg) { return cfg ? &cfg->scheme : NULL; }
+const mpq_candidate *mpq_config_weights_default(const mpq_config *cfg) { return cfg ? &cfg->wdefault : NULL; }
+
+mpq_status mpq_config_set_layer_candidate(mpq_config *cfg, int i, const mpq_candidate *c, mpq_err *err) {
+    if (!cfg || !c) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (i < 0 || i >= cfg->n_linear)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: layer index %d out of range (%d linear layers)", i,
+                           cfg->n_linear);
+    mpq_candidate chk;
+    if (mpq_candidate_parse(c->name, &chk, err) != MPQ_OK) return MPQ_ERR_INVALID;
+    cfg->layers[i] = chk;
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_set_layer(mpq_config *cfg, int i, const char *candidate, mpq_err *err) {
+    if (!cfg || !candidate) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (i < 0 || i >= cfg->n_linear)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: layer index %d out of range (%d linear layers)", i,
+                           cfg->n_linear);
+    mpq_candidate c;
+    if (mpq_candidate_parse(candidate, &c, err) != MPQ_OK) return MPQ_ERR_INVALID;
+    cfg->layers[i] = c;
+    return MPQ_OK;
+}
+
+static bool kv_pair_valid(mpq_kv_pair p) {
+    char buf[32];
+    mpq_kv_pair chk;
+    return mpq_kv_pair_parse(mpq_kv_pair_name(p, buf, sizeof buf), &chk, NULL) == MPQ_OK;
+}
+
+mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_err *err) {
+    if (!cfg) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (block < 0 || block >= cfg->n_blocks)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d out of range (%d blocks)", block, cfg->n_blocks);
+    if (!kv_pair_valid(pair))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d: kv pair k%dv%d: bits must be 2, 3, 4, 8 or 16",
+                           block, pair.k_bits, pair.v_bits);
+    cfg->kv[block] = pair;
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_set_kv_scheme(mpq_config *cfg, const mpq_kv_scheme *s, mpq_err *err) {
+    if (!cfg || !s) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (s->mode != MPQ_KV_KIVI && s->mode != MPQ_KV_PER_TOKEN)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: kv scheme mode %d unknown", (int)s->mode);
+    if (s->group_size <= 0 || s->residual < 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: kv scheme group_size %d must be > 0 and residual %d >= 0",
+                           s->group_size, s->residual);
+    cfg->scheme = *s;
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_uniform(const mpq_model *model, const char *weight_candidate, const char *kv_pair,
+                              mpq_config **out, mpq_err *err) {
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "config: out is NULL");
+    *out = NULL;
+    mpq_candidate c;
+    mpq_kv_pair p = {16, 16};
+    if (!weight_candidate) return mpq_err_set(err, MPQ_ERR_INVALID, "config: weight candidate is NULL");
+    if (mpq_candidate_parse(weight_candidate, &c, err) != MPQ_OK) return MPQ_ERR_INVALID;
+    if (kv_pair && mpq_kv_pair_parse(kv_pair, &p, err) != MPQ_OK) return MPQ_ERR_INVALID;
+    mpq_config *cfg = NULL;
+    mpq_status st = config_new(model, &cfg, err);
+    if (st != MPQ_OK) return st;
+    cfg->wdefault = c;
+    cfg->kvdefault = p;
+    for (int i = 0; i < cfg->n_linear; i++) cfg->layers[i] = c;
+    for (int b = 0; b < cfg->n_blocks; b++) cfg->kv[b] = p;
+    *out = cfg;
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_clone(const mpq_config *cfg, mpq_config **out, mpq_err *err) {
+    if (!cfg || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    *out = NULL;
+    mpq_config *c = calloc(1, sizeof *c);
+    if (!c) return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+    *c = *cfg;
+    c->layers = NULL;
+    c->kv = NULL;
+    c->extras = NULL;
+    c->layers = mpq_calloc((size_t)cfg->n_linear, sizeof *c->layers);
+    c->kv = mpq_calloc((size_t)cfg->n_blocks, sizeof *c->kv);
+    if (cfg->extras) c->extras = cJSON_Duplicate(cfg->extras, 1);
+    if (!c->layers || !c->kv || (cfg->extras && !c->extras)) {
+        mpq_config_free(c);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+    }
+    memcpy(c->layers, cfg->layers, (size_t)cfg->n_linear * sizeof *c->layers);
+    memcpy(c->kv, cfg->kv, (size_t)cfg->n_blocks * sizeof *c->kv);
+    *out = c;
+    return MPQ_OK;
+}
+
+/* ---------------- parsing ---------------- */
+
+/* Integer value of a JSON number that is integral and within [lo, hi]. */
+static bool json_int(const cJSON *it, long lo, long hi, long *out) {
+    if (!cJSON_IsNumber(it)) return false;
+    double d = it->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi) return false;
+    *out = (long)d;
+    return true;
+}
+
+/* Block index from "blk.N" or "model.layers.N" (N decimal, no sign, no leading zeros); -1 if not. */
+static long block_key(const char *key) {
+    const char *p;
+    if (strncmp(key, "blk.", 4) == 0)
+        p = key + 4;
+    else if (strncmp(key, "model.layers.", 13) == 0)
+        p = key + 13;
+    else
+        return -1;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] != '\0')) return -1;
+    long n = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || n > 100000000L) return -1;
+        n = n * 10 + (*p - '0');
+    }
+    return n;
+}
+
+static mpq_status parse_weights(mpq_config *cfg, const cJSON *w, const char *src, const mpq_model *model,
+                                mpq_err *err) {
+    if (!cJSON_IsObject(w)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights: expected an object", src);
+    const cJSON *it;
+    const cJSON *def = NULL, *layers = NULL;
+    cJSON_ArrayForEach(it, w) {
+        if (strcmp(it->string, "default") == 0 && !def)
+            def = it;
+        else if (strcmp(it->string, "layers") == 0 && !layers)
+            layers = it;
+        else
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.%s: unknown or repeated key (expected default, layers)",
+                               src, it->string);
+    }
+    if (def) {
+        if (!cJSON_IsString(def))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: expected a string (candidate name)", src);
+        if (mpq_candidate_parse(def->valuestring, &cfg->wdefault, NULL) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: unknown candidate '%.64s'", src,
+                               def->valuestring);
+        for (int i = 0; i < cfg->n_linear; i++) cfg->layers[i] = cfg->wdefault;
+    }
+    if (!layers) return MPQ_OK;
+    if (!cJSON_IsObject(layers))
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers: expected an object", src);
+    bool *seen = mpq_calloc((size_t)cfg->n_linear, sizeof *seen);
+    if (!seen) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", src);
+    mpq_status st = MPQ_OK;
+    cJSON_ArrayForEach(it, layers) {
+        int idx = mpq_model_find_linear(model, it->string);
+        if (idx < 0 || idx >= cfg->n_linear) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: no such layer in model (%d blocks)", src,
+                             it->string, cfg->n_blocks);
+            goto done;
+        }
+        if (seen[idx]) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: layer %s is given twice", src, it->string,
+                             mpq_model_linear(model, idx)->name);
+            goto done;
+        }
+        seen[idx] = true;
+        if (!cJSON_IsString(it)) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: expected a string (candidate name)", src,
+                             it->string);
+            goto done;
+        }
+        if (mpq_candidate_parse(it->valuestring, &cfg->layers[idx], NULL) != MPQ_OK) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: unknown candidate '%.64s'", src,
+                             it->string, it->valuestring);
+            goto done;
+        }
+    }
+done:
+    free(seen);
+    return st;
+}
+
+static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src, mpq_err *err) {
+    if (!cJSON_IsObject(s)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme: expected an object", src);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, s) {
+        if (strcmp(it->string, "mode") != 0 && strcmp(it->string, "group_size") != 0 &&
+            strcmp(it->string, "residual") != 0)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.%s: unknown key (expected mode, group_size, residual)",
+                               src, it->string);
+    }
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(s, "mode");
+    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(s, "group_size");
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(s, "residual");
+    long v;
+    if (mode) {
+        if (!cJSON_IsString(mode) || mpq_kv_mode_parse(mode->valuestring, &cfg->scheme.mode, NULL) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.mode: expected \"kivi\" or \"per-token\"", src);
+    }
+    if (gs) {
+        if (!json_int(gs, 1, 1L << 20, &v))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.group_size: expected a positive integer", src);
+        cfg->scheme.group_size = (int)v;
+    }
+    if (res) {
+        if (!json_int(res, 0, 1L << 30, &v))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.residual: expected a non-negative integer", src);
+        cfg->scheme.residual = (int)v;
+    }
+    return MPQ_OK;
+}
+
+static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, mpq_err *err) {
+    if (!cJSON_IsObject(kv)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv: expected an object", src);
+    const cJSON *it, *scheme = NULL, *def = NULL, *layers = NULL;
+    cJSON_ArrayForEach(it, kv) {
+        if (strcmp(it->string, "scheme") == 0 && !scheme)
+            scheme = it;
+        else if (strcmp(it->string, "default") == 0 && !def)
+            def = it;
+        else if (strcmp(it->string, "layers") == 0 && !layers)
+            layers = it;
+        else
+            return mpq_err_set(err, MPQ_ERR_FORMAT,
+                               "%s: kv.%s: unknown or repeated key (expected scheme, default, layers)", src, it->string);
+    }
+    if (scheme) {
+        mpq_status st = parse_scheme(cfg, scheme, src, err);
+        if (st != MPQ_OK) return st;
+    }
+    if (def) {
+        if (!cJSON_IsString(def) || mpq_kv_pair_parse(def->valuestring, &cfg->kvdefault, NULL) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.default: expected a KV pair such as \"k8v4\" (got %s%.64s%s)",
+                               src, cJSON_IsString(def) ? "'" : "", cJSON_IsString(def) ? def->valuestring : "a non-string",
+                               cJSON_IsString(def) ? "'" : "");
+        for (int b = 0; b < cfg->n_blocks; b++) cfg->kv[b] = cfg->kvdefault;
+    }
+    if (!layers) return MPQ_OK;
+    if (!cJSON_IsObject(layers)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers: expected an object", src);
+    /* a block listed twice ("blk.0" and "model.layers.0") is an error; track with a bitmap */
+    bool *seen = mpq_calloc((size_t)cfg->n_blocks, sizeof *seen);
+    if (!seen) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", src);
+    mpq_status st = MPQ_OK;
+    cJSON_ArrayForEach(it, layers) {
+        long b = block_key(it->string);
+        if (b < 0) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s: expected a block name \"blk.N\"", src,
+                             it->string);
+            goto done;
+        }
+        if (b >= cfg->n_blocks) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s: no such block in model (%d blocks)", src,
+                             it->string, cfg->n_blocks);
+            goto done;
+        }
+        if (seen[b]) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s: block %ld is given twice", src, it->string, b);
+            goto done;
+        }
+        seen[b] = true;
+        if (!cJSON_IsString(it) || mpq_kv_pair_parse(it->valuestring, &cfg->kv[b], NULL) != MPQ_OK) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s: expected a KV pair such as \"k8v4\" (got %s%.64s%s)",
+                             src, it->string, cJSON_IsString(it) ? "'" : "",
+                             cJSON_IsString(it) ? it->valuestring : "a non-string", cJSON_IsString(it) ? "'" : "");
+            goto done;
+        }
+    }
+done:
+    free(seen);
+    return st;
+}
+
+/* 1-based line and column of byte offset off in text. */
+static void line_col(const char *text, size_t off, long *line, long *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off && text[i]; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+mpq_status mpq_config_parse(const char *json_text, const char *source_name, const mpq_model *model,
+                            mpq_config **out, mpq_err *err) {
+    const char *src = (source_name && *source_name) ? source_name : "config";
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: out is NULL", src);
+    *out = NULL;
+    if (!json_text) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: text is NULL", src);
+    mpq_config *cfg = NULL;
+    cJSON *root = NULL;
+    mpq_status st = config_new(model, &cfg, err);
+    if (st != MPQ_OK) goto done;
+    const char *end = NULL;
+    root = cJSON_ParseWithOpts(json_text, &end, 1);
+    if (!root) {
+        size_t off = end ? (size_t)(end - json_text) : 0;
+        long line, col;
+        line_col(json_text, off, &line, &col);
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: invalid JSON at line %ld column %ld (byte %zu)", src, line, col, off);
+        goto done;
+    }
+    if (!cJSON_IsObject(root)) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: expected a JSON object at the top level", src);
+        goto done;
+    }
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "mpq_config_version");
+    long v = 0;
+    if (!ver) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: mpq_config_version: missing (this mpq writes %d)", src,
+                         MPQ_CONFIG_VERSION);
+        goto done;
+    }
+    if (!json_int(ver, 1, 1000000000L, &v)) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: mpq_config_version: expected a positive integer", src);
+        goto done;
+    }
+    if (v > MPQ_CONFIG_VERSION) {
+        st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "%s: mpq_config_version %ld is newer than this mpq (%d)", src, v,
+                         MPQ_CONFIG_VERSION);
+        goto done;
+    }
+    /* keys are matched case-sensitively; a repeated top-level key is ambiguous */
+    int n_ver = 0, n_w = 0, n_kv = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root) {
+        n_ver += strcmp(it->string, "mpq_config_version") == 0;
+        n_w += strcmp(it->string, "weights") == 0;
+        n_kv += strcmp(it->string, "kv") == 0;
+    }
+    if (n_ver > 1 || n_w > 1 || n_kv > 1) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %s: key repeated", src,
+                         n_ver > 1 ? "mpq_config_version" : n_w > 1 ? "weights" : "kv");
+        goto done;
+    }
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "weights");
+    if (w && (st = parse_weights(cfg, w, src, model, err)) != MPQ_OK) goto done;
+    const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "kv");
+    if (kv && (st = parse_kv(cfg, kv, src, err)) != MPQ_OK) goto done;
+    /* keep the other keys, in order */
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "mpq_config_version");
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "weights");
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "kv");
+    if (root->child) {
+        cfg->extras = root;
+        root = NULL;
+    }
+    *out = cfg;
+    cfg = NULL;
+done:
+    cJSON_Delete(root);
+    mpq_config_free(cfg);
+    return st;
+}
+
+mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config **out, mpq_err *err) {
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_load: out is NULL");
+    *out = NULL;
+    if (!path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_load: path is NULL");
+    mpq_status st = MPQ_OK;
+    char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    size_t cap = 4096, n = 0;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= CONFIG_FILE_MAX) {
+                st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: larger than %u bytes; not a config", path, CONFIG_FILE_MAX);
+                goto done;
+            }
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                st = mpq_err_set(err, MPQ_ERR_IO, "%s: read error after %zu bytes", path, n);
+                goto done;
+            }
+            break;
+        }
+    }
+    buf[n] = '\0';
+    const char *nul = memchr(buf, '\0', n);
+    if (nul) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: NUL byte at offset %zu; not a JSON text", path, (size_t)(nul - buf));
+        goto done;
+    }
+    st = mpq_config_parse(buf, path, model, out, err);
+done:
+    if (f) fclose(f);
+    free(buf);
+    return st;
+}
+
+/* ---------------- writing ---------------- */
+
+static bool model_matches(const mpq_config *cfg, const mpq_model *model) {
+    return cfg && model && mpq_model_n_linear(model) == cfg->n_linear &&
+           mpq_model_get_config(model)->n_layers == cfg->n_blocks;
+}
+
+char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model) {
+    if (!model_matches(cfg, model)) return NULL;
+    char *text = NULL;
+    char pbuf[32];
+    cJSON *root = cJSON_CreateObject();
+    if (!root) goto done;
+    if (!cJSON_AddNumberToObject(root, "mpq_config_version", MPQ_CONFIG_VERSION)) goto done;
+    cJSON *w = cJSON_AddObjectToObject(root, "weights");
+    if (!w || !cJSON_AddStringToObject(w, "default", cfg->wdefault.name)) goto done;
+    cJSON *wl = cJSON_AddObjectToObject(w, "layers");
+    if (!wl) goto done;
+    for (int i = 0; i < cfg->n_linear; i++) {
+        if (strcmp(cfg->layers[i].name, cfg->wdefault.name) == 0) continue;
+        if (!cJSON_AddStringToObject(wl, mpq_model_linear(model, i)->name, cfg->layers[i].name)) goto done;
+    }
+    cJSON *kv = cJSON_AddObjectToObject(root, "kv");
+    if (!kv) goto done;
+    cJSON *sc = cJSON_AddObjectToObject(kv, "scheme");
+    if (!sc || !cJSON_AddStringToObject(sc, "mode", mpq_kv_mode_name(cfg->scheme.mode)) ||
+        !cJSON_AddNumberToObject(sc, "group_size", cfg->scheme.group_size) ||
+        !cJSON_AddNumberToObject(sc, "residual", cfg->scheme.residual))
+        goto done;
+    if (!cJSON_AddStringToObject(kv, "default", mpq_kv_pair_name(cfg->kvdefault, pbuf, sizeof pbuf))) goto done;
+    cJSON *kl = cJSON_AddObjectToObject(kv, "layers");
+    if (!kl) goto done;
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        if (cfg->kv[b].k_bits == cfg->kvdefault.k_bits && cfg->kv[b].v_bits == cfg->kvdefault.v_bits) continue;
+        char key[32];
+        snprintf(key, sizeof key, "blk.%d", b);
+        if (!cJSON_AddStringToObject(kl, key, mpq_kv_pair_name(cfg->kv[b], pbuf, sizeof pbuf))) goto done;
+    }
+    if (cfg->extras) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cfg->extras) {
+            cJSON *dup = cJSON_Duplicate(it, 1);
+            if (!dup) goto done;
+            if (!cJSON_AddItemToObject(root, it->string, dup)) {
+                cJSON_Delete(dup);
+                goto done;
+            }
+        }
+    }
+    text = cJSON_Print(root);
+done:
+    cJSON_Delete(root);
+    return text;
+}
+
+mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const char *path, mpq_err *err) {
+    if (!path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_save: path is NULL");
+    if (!model_matches(cfg, model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: config does not match the model's layers", path);
+    mpq_status st = MPQ_OK;
+    char *text = mpq_config_to_json(cfg, model);
+    FILE *f = NULL;
+    if (!text) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    f = fopen(path, "wb");
+    if (!f) {
+        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        goto done;
+    }
+    size_t n = strlen(text);
+    if (fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF) {
+        st = mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        goto done;
+    }
+done:
+    if (f && fclose(f) != 0 && st == MPQ_OK) st = mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    free(text);
+    return st;
+}
+
+/* ---------------- apply and stats ---------------- */
+
+mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err) {
+    if (!cfg || !model || !dst) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
+    if (!model_matches(cfg, model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: config has %d layers / %d blocks, model %d / %d",
+                           cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);
+    const mpq_weights *src = mpq_model_get_weights(model);
+    if (dst->n_layers != src->n_layers || dst->n_floats != src->n_floats || !dst->blocks)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "mpq_config_apply: destination weights (%d blocks, %zu floats) are not a clone of %s "
+                           "(%d blocks, %zu floats)",
+                           dst->n_layers, dst->n_floats, mpq_model_path(model), src->n_layers, src->n_floats);
+    for (int i = 0; i < cfg->n_linear; i++) {
+        const mpq_layer_info *li = mpq_model_linear(model, i);
+        float *w = mpq_weights_linear(dst, li);
+        if (!w) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: no matrix in destination", li->name);
+        mpq_quantize_matrix(&cfg->layers[i], w, li->rows, li->cols);
+    }
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, int64_t context_len,
+                                mpq_config_stats *out, mpq_err *err) {
+    if (!cfg || !model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: NULL argument");
+    if (!model_matches(cfg, model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: config has %d layers / %d blocks, model %d / %d",
+                           cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);
+    memset(out, 0, sizeof *out);
+    double bits = 0.0;
+    for (int i = 0; i < cfg->n_linear; i++) {
+        const mpq_layer_info *li = mpq_model_linear(model, i);
+        int64_t by = mpq_candidate_bytes(&cfg->layers[i], li->rows, li->cols);
+        if (by < 0 || out->linear_bytes > INT64_MAX - by)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: %s: size overflows", li->name);
+        out->linear_params += li->n_params;
+        out->linear_bytes += by;
+        bits += mpq_candidate_bits(&cfg->layers[i], li->cols) * (double)li->n_params;
+    }
+    out->avg_weight_bits = out->linear_params > 0 ? bits / (double)out->linear_params : 0.0;
+    out->other_params = mpq_model_n_params(model) - out->linear_params;
+    if (out->other_params < 0) out->other_params = 0;
+    out->total_weight_bytes = out->linear_bytes + 4 * out->other_params;
+    const mpq_model_config *mc = mpq_model_get_config(model);
+    int kv_dim = mc->n_kv_heads * mc->head_dim;
+    double kvbits = 0.0, kvbytes = 0.0;
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        double kb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, true, true);
+        double vb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, false, true);
+        kvbits += 0.5 * (kb + vb);
+        kvbytes += (kb + vb) * (double)kv_dim / 8.0;
+    }
+    out->avg_kv_bits = kvbits / (double)cfg->n_blocks;
+    out->kv_bytes_per_token = kvbytes;
+    return MPQ_OK;
+}

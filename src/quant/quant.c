@@ -1,0 +1,404 @@
+/*
+ * quant.c - weight quantizer candidates: name parsing, exact bits/bytes with scale/zero
+ * overhead, and round-to-nearest fake quantizers (quantize then dequantize in place).
+ *
+ * References:
+ * - IEEE 754-2008 binary16 (fp16 scales, round to nearest even).
+ * - OCP 8-bit Floating Point Specification (OFP8) v1.0: E4M3 (bias 7, max 448, no inf,
+ *   subnormals) and E5M2 (bias 15, max 57344); we saturate instead of producing inf.
+ * - OCP Microscaling Formats (MX) v1.0: FP4 E2M1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
+ * - Dettmers et al. 2023, "QLoRA", Appendix E: the 16 NormalFloat-4 levels.
+ *
+ * Conventions chosen here (also stated in mpq_quant.h):
+ * - Asymmetric int<N>: per group an fp16 scale and an fp16 *float offset* zero = the group
+ *   minimum rounded down to fp16; levels zero + q*scale, q = 0..2^N-1. The fp16 scale is
+ *   (max - zero)/(2^N-1) rounded to fp16 and then, if needed, bumped up to the next fp16
+ *   value so that the grid covers [min, max]: every element's error is <= scale/2 (up to
+ *   float rounding of the dequantization).
+ * - Symmetric int<N>s: levels q*scale, q = -(2^(N-1)-1) .. 2^(N-1)-1 (the code -2^(N-1) is
+ *   not used, so the grid is symmetric and contains 0); scale = absmax/(2^(N-1)-1) in fp16,
+ *   bumped up to cover absmax.
+ * - Minifloat / NF4: scale = absmax / format_max in fp16, bumped up so that absmax/scale
+ *   does not exceed format_max; values round to nearest (ties to even for minifloats).
+ * - A group whose range (or absmax) is 0 has scale 0 and dequantizes to its (fp16) offset.
+ */
+#include "mpq/mpq_quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------- fp16 ---------------- */
+
+static uint16_t f32_to_f16_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) /* inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u));
+    if (x >= 0x477ff000u) /* >= 65520 rounds to inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (x < 0x38800000u) { /* below 2^-14: fp16 subnormal (step 2^-24) or zero */
+        float a;
+        memcpy(&a, &x, sizeof a);
+        /* a * 2^24 is exact; rint rounds half to even; 1024 encodes the smallest normal */
+        return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
+    }
+    uint32_t mant = x & 0x7fffffu;
+    uint32_t exp = (x >> 23) - 127u + 15u;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* carry may move into exponent */
+    return (uint16_t)(sign | h);
+}
+
+static float f16_bits_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        float v = (float)mant / 16777216.0f; /* mant * 2^-24, exact */
+        memcpy(&x, &v, sizeof x);
+        x |= sign;
+    } else if (exp == 31) {
+        x = sign | 0x7f800000u | (mant << 13);
+    } else {
+        x = sign | ((exp - 15u + 127u) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+float mpq_fp16_round(float x) { return f16_bits_to_f32(f32_to_f16_bits(x)); }
+
+#define FP16_MAX 65504.0f
+
+/* Next fp16 value above v (v an fp16 value, finite). */
+static float fp16_next_up(float v) {
+    uint16_t h = f32_to_f16_bits(v);
+    if (v == 0.0f) return f16_bits_to_f32(0x0001u);
+    if (v > 0.0f) {
+        if ((h & 0x7fffu) >= 0x7bffu) return FP16_MAX;
+        h++;
+    } else {
+        h--;
+        if (h == 0x8000u) return 0.0f;
+    }
+    return f16_bits_to_f32(h);
+}
+
+/* Next fp16 value below v (v an fp16 value, finite). */
+static float fp16_next_down(float v) { return -fp16_next_up(-v); }
+
+/* Largest fp16 value <= v (clamped to the finite range). */
+static float fp16_floor(float v) {
+    if (v > FP16_MAX) return FP16_MAX;
+    if (v < -FP16_MAX) return -FP16_MAX;
+    float h = mpq_fp16_round(v);
+    if (h > v) h = fp16_next_down(h);
+    return h;
+}
+
+/* Smallest fp16 scale s >= fp16(need) with (float)(base + qmax*s) >= top; need >= 0. */
+static float fp16_cover_scale(double need, float base, float qmax, float top) {
+    float s = (float)need;
+    if (s > FP16_MAX) s = FP16_MAX;
+    s = mpq_fp16_round(s);
+    if (need > 0.0 && s == 0.0f) s = fp16_next_up(0.0f);
+    for (int i = 0; i < 64 && s < FP16_MAX && base + qmax * s < top; i++) s = fp16_next_up(s);
+    return s;
+}
+
+/* ---------------- group quantizers ---------------- */
+
+static void group_int_asym(float *x, size_t n, size_t stride, int bits) {
+    if (n == 0) return;
+    float lo = x[0], hi = x[0];
+    for (size_t i = 1; i < n; i++) {
+        float v = x[i * stride];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+    }
+    const float qmax = (float)((1u << bits) - 1u);
+    const float zero = fp16_floor(lo);
+    const float scale = fp16_cover_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi);
+    for (size_t i = 0; i < n; i++) {
+        float *p = &x[i * stride];
+        if (scale == 0.0f) {
+            *p = zero;
+            continue;
+        }
+        float q = rintf((*p - zero) / scale);
+        if (!(q >= 0.0f)) q = 0.0f; /* also catches NaN */
+        if (q > qmax) q = qmax;
+        *p = zero + q * scale;
+    }
+}
+
+static void group_int_sym(float *x, size_t n, size_t stride, int bits) {
+    if (n == 0) return;
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i * stride]);
+        if (a > amax) amax = a;
+    }
+    const float qmax = (float)((1u << (bits - 1)) - 1u);
+    const float scale = fp16_cover_scale((double)amax / qmax, 0.0f, qmax, amax);
+    for (size_t i = 0; i < n; i++) {
+        float *p = &x[i * stride];
+        if (scale == 0.0f) {
+            *p = 0.0f;
+            continue;
+        }
+        float q = rintf(*p / scale);
+        if (!(q >= -qmax)) q = -qmax;
+        if (q > qmax) q = qmax;
+        *p = q * scale;
+    }
+}
+
+typedef struct minifloat {
+    int mant_bits; /* explicit mantissa bits */
+    int emin;      /* exponent of the smallest normal (subnormal step 2^(emin-mant_bits)) */
+    double max;    /* largest finite magnitude (saturation) */
+} minifloat;
+
+static const minifloat MF_E4M3 = {3, -6, 448.0};
+static const minifloat MF_E5M2 = {2, -14, 57344.0};
+static const minifloat MF_E2M1 = {1, 0, 6.0};
+
+/* Rounds y to the nearest value of the format (ties to even), saturating at max. */
+static double minifloat_round(double y, const minifloat *f) {
+    double a = fabs(y);
+    if (!(a > 0.0)) return 0.0;
+    int e;
+    (void)frexp(a, &e); /* a = m * 2^e, m in [0.5, 1): floor(log2 a) = e - 1 */
+    e -= 1;
+    if (e < f->emin) e = f->emin;
+    double step = ldexp(1.0, e - f->mant_bits);
+    double r = rint(a / step) * step; /* a/step is exact (power-of-two scaling) */
+    if (r > f->max) r = f->max;
+    return y < 0 ? -r : r;
+}
+
+static void group_minifloat(float *x, size_t n, size_t stride, const minifloat *f) {
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i * stride]);
+        if (a > amax) amax = a;
+    }
+    float scale = mpq_fp16_round((float)((double)amax / f->max));
+    if (amax > 0.0f && scale == 0.0f) scale = fp16_next_up(0.0f);
+    for (int i = 0; i < 64 && scale < FP16_MAX && (double)amax / scale > f->max; i++) scale = fp16_next_up(scale);
+    for (size_t i = 0; i < n; i++) {
+        float *p = &x[i * stride];
+        if (scale == 0.0f) {
+            *p = 0.0f;
+            continue;
+        }
+        *p = (float)(minifloat_round((double)*p / scale, f) * scale);
+    }
+}
+
+/* QLoRA NormalFloat-4 levels (Dettmers et al. 2023, Appendix E), ascending. */
+static const double NF4_LEVELS[16] = {
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0};
+
+static double nf4_round(double y) {
+    /* nearest level; exact midpoints go to the lower level */
+    int k = 0;
+    while (k < 15 && y > 0.5 * (NF4_LEVELS[k] + NF4_LEVELS[k + 1])) k++;
+    return NF4_LEVELS[k];
+}
+
+static void group_nf4(float *x, size_t n, size_t stride) {
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i * stride]);
+        if (a > amax) amax = a;
+    }
+    float scale = fp16_cover_scale((double)amax, 0.0f, 1.0f, amax);
+    for (size_t i = 0; i < n; i++) {
+        float *p = &x[i * stride];
+        *p = (scale == 0.0f) ? 0.0f : (float)(nf4_round((double)*p / scale) * scale);
+    }
+}
+
+void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits) {
+    if (!x || n == 0 || bits >= 16) return;
+    if (bits < 1) bits = 1;
+    if (stride == 0) stride = 1;
+    group_int_asym(x, n, stride, bits);
+}
+
+static void quant_group(const mpq_candidate *c, float *x, size_t n) {
+    switch (c->type) {
+    case MPQ_QTYPE_INT:
+        if (c->symmetric)
+            group_int_sym(x, n, 1, c->bits);
+        else
+            group_int_asym(x, n, 1, c->bits);
+        break;
+    case MPQ_QTYPE_FP8_E4M3: group_minifloat(x, n, 1, &MF_E4M3); break;
+    case MPQ_QTYPE_FP8_E5M2: group_minifloat(x, n, 1, &MF_E5M2); break;
+    case MPQ_QTYPE_FP4_E2M1: group_minifloat(x, n, 1, &MF_E2M1); break;
+    case MPQ_QTYPE_NF4: group_nf4(x, n, 1); break;
+    case MPQ_QTYPE_F16:
+        for (size_t i = 0; i < n; i++) x[i] = mpq_fp16_round(x[i]);
+        break;
+    case MPQ_QTYPE_F32: break;
+    }
+}
+
+void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t cols) {
+    if (!c || !w || rows <= 0 || cols <= 0) return;
+    if (c->type == MPQ_QTYPE_F32) return;
+    int64_t g = (c->group_size > 0 && c->group_size < cols) ? c->group_size : cols;
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = w + (size_t)r * (size_t)cols;
+        for (int64_t j = 0; j < cols; j += g) {
+            int64_t len = (cols - j < g) ? cols - j : g;
+            quant_group(c, row + j, (size_t)len);
+        }
+    }
+}
+
+/* ---------------- candidates: names and sizes ---------------- */
+
+static bool valid_group(long g) { return g == 16 || g == 32 || g == 64 || g == 128 || g == 256; }
+
+/* Parses "g<G>" or "c" (or nothing when allow_none) at *p; advances *p.
+ * Returns 1 on success with *group set (0 = per channel), 0 on a bad spec. */
+static int parse_grouping(const char **p, int *group, bool allow_none, bool allow_c) {
+    const char *s = *p;
+    if (*s == 'g') {
+        s++;
+        if (*s < '1' || *s > '9') return 0; /* no leading zeros: one spelling per candidate */
+        long g = 0;
+        while (*s >= '0' && *s <= '9') {
+            g = g * 10 + (*s - '0');
+            if (g > 100000) return 0;
+            s++;
+        }
+        if (!valid_group(g)) return 0;
+        *group = (int)g;
+    } else if (*s == 'c' && allow_c) {
+        s++;
+        *group = 0;
+    } else if (allow_none) {
+        *group = 0;
+    } else {
+        return 0;
+    }
+    *p = s;
+    return 1;
+}
+
+static void candidate_canonical(mpq_candidate *c) {
+    char grp[16] = "";
+    if (c->group_size > 0) snprintf(grp, sizeof grp, "g%d", c->group_size);
+    switch (c->type) {
+    case MPQ_QTYPE_INT:
+        snprintf(c->name, sizeof c->name, "int%d%s%s", c->bits, c->group_size > 0 ? grp : "c",
+                 c->symmetric ? "s" : "");
+        break;
+    case MPQ_QTYPE_FP8_E4M3: snprintf(c->name, sizeof c->name, "fp8e4m3%s", grp); break;
+    case MPQ_QTYPE_FP8_E5M2: snprintf(c->name, sizeof c->name, "fp8e5m2%s", grp); break;
+    case MPQ_QTYPE_FP4_E2M1: snprintf(c->name, sizeof c->name, "fp4e2m1%s", grp); break;
+    case MPQ_QTYPE_NF4: snprintf(c->name, sizeof c->name, "nf4%s", grp); break;
+    case MPQ_QTYPE_F16: snprintf(c->name, sizeof c->name, "f16"); break;
+    case MPQ_QTYPE_F32: snprintf(c->name, sizeof c->name, "f32"); break;
+    }
+}
+
+mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *err) {
+    if (!name || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "candidate: NULL argument");
+    mpq_candidate c;
+    memset(&c, 0, sizeof c);
+    const char *p = name;
+    int ok = 0;
+    if (strncmp(p, "int", 3) == 0) {
+        p += 3;
+        if (*p >= '2' && *p <= '8' && !(p[1] >= '0' && p[1] <= '9')) {
+            c.type = MPQ_QTYPE_INT;
+            c.bits = *p - '0';
+            p++;
+            ok = parse_grouping(&p, &c.group_size, false, true);
+            if (ok && *p == 's') {
+                c.symmetric = true;
+                p++;
+            }
+        }
+    } else if (strncmp(p, "fp8e4m3", 7) == 0 || strncmp(p, "fp8e5m2", 7) == 0) {
+        c.type = (p[4] == '4') ? MPQ_QTYPE_FP8_E4M3 : MPQ_QTYPE_FP8_E5M2;
+        c.bits = 8;
+        c.symmetric = true;
+        p += 7;
+        ok = parse_grouping(&p, &c.group_size, true, true);
+    } else if (strncmp(p, "fp4e2m1", 7) == 0) {
+        c.type = MPQ_QTYPE_FP4_E2M1;
+        c.bits = 4;
+        c.symmetric = true;
+        p += 7;
+        ok = parse_grouping(&p, &c.group_size, false, false);
+    } else if (strncmp(p, "nf4", 3) == 0) {
+        c.type = MPQ_QTYPE_NF4;
+        c.bits = 4;
+        c.symmetric = true;
+        p += 3;
+        ok = parse_grouping(&p, &c.group_size, false, false);
+    } else if (strncmp(p, "f16", 3) == 0) {
+        c.type = MPQ_QTYPE_F16;
+        c.bits = 16;
+        c.symmetric = true;
+        p += 3;
+        ok = 1;
+    } else if (strncmp(p, "f32", 3) == 0) {
+        c.type = MPQ_QTYPE_F32;
+        c.bits = 32;
+        c.symmetric = true;
+        p += 3;
+        ok = 1;
+    }
+    if (!ok || *p != '\0')
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "candidate '%.64s': not a known quantizer (expected int<2..8>g<G>|c[s], "
+                           "fp8e4m3[g<G>|c], fp8e5m2[g<G>|c], fp4e2m1g<G>, nf4g<G>, f16 or f32; "
+                           "G in 16/32/64/128/256)",
+                           name);
+    candidate_canonical(&c);
+    *out = c;
+    return MPQ_OK;
+}
+
+/* Exact stored bits of one row of `cols` weights; -1 if that does not fit in int64. */
+static int64_t row_bits(const mpq_candidate *c, int64_t cols) {
+    if (cols <= 0) return 0;
+    if (cols > INT64_MAX / 64) return -1; /* bits <= 32 plus <= 32 overhead per weight */
+    if (c->type == MPQ_QTYPE_F16) return 16 * cols;
+    if (c->type == MPQ_QTYPE_F32) return 32 * cols;
+    int64_t per_group = (c->type == MPQ_QTYPE_INT && !c->symmetric) ? 32 : 16;
+    int64_t groups = (c->group_size > 0) ? (cols + c->group_size - 1) / c->group_size : 1;
+    return (int64_t)c->bits * cols + per_group * groups;
+}
+
+double mpq_candidate_bits(const mpq_candidate *c, int64_t cols) {
+    if (!c || cols <= 0) return 0.0;
+    if (row_bits(c, cols) < 0) return (double)c->bits; /* absurd widths: nominal */
+    return (double)row_bits(c, cols) / (double)cols;
+}
+
+int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols) {
+    if (!c || rows <= 0 || cols <= 0) return 0;
+    int64_t rb = row_bits(c, cols);
+    if (rb < 0 || rb > INT64_MAX / rows) return -1; /* overflow: not representable */
+    int64_t total = rb * rows;
+    return total / 8 + (total % 8 != 0);
+}

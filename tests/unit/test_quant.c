@@ -1,0 +1,607 @@
+/*
+ * test_quant.c - quantizer candidates (names, exact bits/bytes), fp16 rounding, the RTN
+ * fake quantizers (int asym/sym, fp8 e4m3/e5m2, fp4 e2m1, nf4) and KV pair naming/bits.
+ * The quantizers are shown on the real stories260K weights (../shared via MPQ_SHARED).
+ */
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq/mpq_model.h"
+#include "mpq/mpq_quant.h"
+#include "test_util.h"
+
+/* Bits/bytes are ratios of small integers computed in double: exact to ~1 ulp of the value
+ * (< 1e-14 for values below 64), so 1e-12 is a safe tolerance. */
+#define BITS_TOL 1e-12
+
+/* ---------------- candidate names ---------------- */
+
+typedef struct good_case {
+    const char *in;
+    const char *canon;
+    mpq_qtype type;
+    int bits, group;
+    bool sym;
+} good_case;
+
+static const good_case GOOD[] = {
+    {"int4g128", "int4g128", MPQ_QTYPE_INT, 4, 128, false},
+    {"int3g64s", "int3g64s", MPQ_QTYPE_INT, 3, 64, true},
+    {"int2g32", "int2g32", MPQ_QTYPE_INT, 2, 32, false},
+    {"int8c", "int8c", MPQ_QTYPE_INT, 8, 0, false},
+    {"int8cs", "int8cs", MPQ_QTYPE_INT, 8, 0, true},
+    {"int5g16", "int5g16", MPQ_QTYPE_INT, 5, 16, false},
+    {"int6g256s", "int6g256s", MPQ_QTYPE_INT, 6, 256, true},
+    {"int7c", "int7c", MPQ_QTYPE_INT, 7, 0, false},
+    {"fp8e4m3", "fp8e4m3", MPQ_QTYPE_FP8_E4M3, 8, 0, true},
+    {"fp8e4m3c", "fp8e4m3", MPQ_QTYPE_FP8_E4M3, 8, 0, true},
+    {"fp8e5m2g32", "fp8e5m2g32", MPQ_QTYPE_FP8_E5M2, 8, 32, true},
+    {"fp8e5m2", "fp8e5m2", MPQ_QTYPE_FP8_E5M2, 8, 0, true},
+    {"fp4e2m1g32", "fp4e2m1g32", MPQ_QTYPE_FP4_E2M1, 4, 32, true},
+    {"nf4g64", "nf4g64", MPQ_QTYPE_NF4, 4, 64, true},
+    {"f16", "f16", MPQ_QTYPE_F16, 16, 0, true},
+    {"f32", "f32", MPQ_QTYPE_F32, 32, 0, true},
+};
+
+START_TEST(test_parse_good) {
+    const good_case *g = &GOOD[_i];
+    mpq_candidate c, c2;
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_candidate_parse(g->in, &c, &err), MPQ_OK);
+    ck_assert_str_eq(c.name, g->canon);
+    ck_assert_int_eq(c.type, g->type);
+    ck_assert_int_eq(c.bits, g->bits);
+    ck_assert_int_eq(c.group_size, g->group);
+    ck_assert(c.symmetric == g->sym);
+    /* canonical names round-trip */
+    ck_assert_int_eq(mpq_candidate_parse(c.name, &c2, &err), MPQ_OK);
+    ck_assert_str_eq(c2.name, c.name);
+    ck_assert_int_eq(c2.type, c.type);
+    ck_assert_int_eq(c2.group_size, c.group_size);
+}
+END_TEST
+
+static const char *BAD[] = {
+    "int1g32", "int9g32", "int4g0", "int4g7", "int4g128x", "int4", "int4g", "int10g32", "int4g032",
+    "int4g512", "int4g48", "int4g128ss", "int4cs2", "", "garbage", "fp4e2m1", "nf4", "nf4c", "fp8e4m3s",
+    "fp8e4m3g8", "f16x", "f8", "INT4G128", " int4g32", "int4g32 ", "fp8e3m4", "int-4g32", "int4g99999999999",
+};
+
+START_TEST(test_parse_bad) {
+    const char *name = BAD[_i];
+    mpq_candidate c;
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_candidate_parse(name, &c, &err), MPQ_ERR_INVALID);
+    char quoted[80];
+    snprintf(quoted, sizeof quoted, "'%s'", name);
+    ck_assert_msg(strstr(err.msg, quoted) != NULL, "message should name %s: %s", quoted, err.msg);
+}
+END_TEST
+
+/* ---------------- exact bits and bytes ---------------- */
+
+typedef struct bits_case {
+    const char *name;
+    int64_t rows, cols;
+    double bits;   /* hand computed, see comment */
+    int64_t bytes; /* ceil(rows * row_bits / 8) */
+} bits_case;
+
+static const bits_case BITS[] = {
+    /* int4g128, 256 cols: 4*256 + 32*2 = 1088 bits/row = 4.25; 2 rows = 2176 bits = 272 B */
+    {"int4g128", 2, 256, 4.25, 272},
+    /* int4g128, 172 cols: ceil(172/128) = 2 groups: 4*172 + 64 = 752 bits -> 752/172;
+     * 64 rows: 48128 bits = 6016 B */
+    {"int4g128", 64, 172, 752.0 / 172.0, 6016},
+    /* int4g128, 64 cols (< G): one group: 256 + 32 = 288 -> 4.5 */
+    {"int4g128", 1, 64, 4.5, 36},
+    /* int3g64s, 256 cols: 3 + 16/64 = 3.25; 3 rows: 3*832 = 2496 bits = 312 B */
+    {"int3g64s", 3, 256, 3.25, 312},
+    /* int3g64s, 5 cols: 15 + 16 = 31 bits/row; 3 rows = 93 bits -> 12 B (11.625 rounded up) */
+    {"int3g64s", 3, 5, 31.0 / 5.0, 12},
+    /* int2g32, 1x1: 2 + 32 = 34 bits -> 5 B */
+    {"int2g32", 1, 1, 34.0, 5},
+    /* int8c, 64 cols: 8 + 32/64 = 8.5; 64 rows: 64*544 = 34816 bits = 4352 B */
+    {"int8c", 64, 64, 8.5, 4352},
+    /* int8cs: 8 + 16/64 = 8.25 */
+    {"int8cs", 64, 64, 8.25, 4224},
+    /* fp8e4m3 per channel: 8 + 16/64 = 8.25 */
+    {"fp8e4m3", 64, 64, 8.25, 4224},
+    /* fp8e5m2g32: 8 + 16/32 = 8.5 */
+    {"fp8e5m2g32", 64, 64, 8.5, 4352},
+    /* fp4e2m1g32: 4 + 16/32 = 4.5; 172 cols: ceil(172/32) = 6 groups: 688 + 96 = 784 bits */
+    {"fp4e2m1g32", 1, 64, 4.5, 36},
+    {"fp4e2m1g32", 1, 172, 784.0 / 172.0, 98},
+    /* nf4g64: 4 + 16/64 = 4.25 */
+    {"nf4g64", 64, 64, 4.25, 2176},
+    /* int5g16: 5 + 2 = 7; 3 rows x 16 = 336 bits = 42 B */
+    {"int5g16", 3, 16, 7.0, 42},
+    {"f16", 3, 5, 16.0, 30},
+    {"f32", 3, 5, 32.0, 60},
+};
+
+START_TEST(test_bits_bytes) {
+    const bits_case *b = &BITS[_i];
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse(b->name, &c, NULL), MPQ_OK);
+    ck_assert_double_eq_tol(mpq_candidate_bits(&c, b->cols), b->bits, BITS_TOL);
+    ck_assert_int_eq(mpq_candidate_bytes(&c, b->rows, b->cols), b->bytes);
+}
+END_TEST
+
+START_TEST(test_bytes_edge) {
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse("f32", &c, NULL), MPQ_OK);
+    ck_assert_int_eq(mpq_candidate_bytes(&c, 0, 10), 0);
+    ck_assert_int_eq(mpq_candidate_bytes(&c, INT64_MAX / 2, INT64_MAX / 2), -1); /* overflow */
+    ck_assert_double_eq_tol(mpq_candidate_bits(&c, 0), 0.0, BITS_TOL);
+}
+END_TEST
+
+/* ---------------- fp16 ---------------- */
+
+START_TEST(test_fp16_round) {
+    /* fp16: 10 mantissa bits, ulp(1) = 2^-10, smallest subnormal 2^-24, max 65504. */
+    ck_assert_float_eq(mpq_fp16_round(1.0f), 1.0f);
+    ck_assert_float_eq(mpq_fp16_round(65504.0f), 65504.0f);
+    ck_assert_float_eq(mpq_fp16_round(65519.0f), 65504.0f);
+    ck_assert(isinf(mpq_fp16_round(65520.0f)));
+    ck_assert_float_eq(mpq_fp16_round(1.0f / 3.0f), 0.333251953125f);
+    ck_assert_float_eq(mpq_fp16_round(ldexpf(1.0f, -24)), ldexpf(1.0f, -24));
+    ck_assert_float_eq(mpq_fp16_round(ldexpf(1.0f, -25)), 0.0f);                /* tie -> even (0) */
+    ck_assert_float_eq(mpq_fp16_round(3.0f * ldexpf(1.0f, -25)), ldexpf(1.0f, -23)); /* 1.5 -> 2 */
+    ck_assert_float_eq(mpq_fp16_round(1.0f + ldexpf(1.0f, -11)), 1.0f);          /* tie -> even */
+    ck_assert_float_eq(mpq_fp16_round(1.0f + 3.0f * ldexpf(1.0f, -11)), 1.0f + ldexpf(1.0f, -9));
+    ck_assert_float_eq(mpq_fp16_round(-2.0009765625f), -2.0f); /* 2 + ulp(2)/2 = tie -> even */
+    ck_assert_float_eq(mpq_fp16_round(ldexpf(1.0f, -14)), ldexpf(1.0f, -14)); /* smallest normal */
+    ck_assert(isnan(mpq_fp16_round(NAN)));
+}
+END_TEST
+
+/* ---------------- minifloat / nf4 exactness ---------------- */
+
+/* All finite non-negative OCP E4M3 values, generated from the definition independently of
+ * the quantizer: subnormals k*2^-9 (k=1..7), normals (1+m/8)*2^e, e=-6..8, excluding
+ * S.1111.111 (NaN) so the max is 1.75*2^8 = 448. */
+static int e4m3_values(float *out) {
+    int n = 0;
+    out[n++] = 0.0f;
+    for (int k = 1; k < 8; k++) out[n++] = ldexpf((float)k, -9);
+    for (int e = -6; e <= 8; e++)
+        for (int m = 0; m < 8; m++) {
+            if (e == 8 && m == 7) continue;
+            out[n++] = ldexpf(1.0f + m / 8.0f, e);
+        }
+    return n;
+}
+
+START_TEST(test_fp8_e4m3_exact) {
+    float vals[128], w[256], orig[256];
+    int n = e4m3_values(vals);
+    ck_assert_int_eq(n, 127);
+    ck_assert_float_eq(vals[n - 1], 448.0f);
+    /* one row (per-channel group) holding +-v * 2^-3: absmax 56 = 448 * 0.125, so the fp16
+     * scale is exactly 0.125 and every value is representable: Q must be the identity. */
+    for (int i = 0; i < n; i++) {
+        w[2 * i] = vals[i] * 0.125f;
+        w[2 * i + 1] = -vals[i] * 0.125f;
+    }
+    memcpy(orig, w, sizeof w);
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse("fp8e4m3", &c, NULL), MPQ_OK);
+    mpq_quantize_matrix(&c, w, 1, 2 * n);
+    for (int i = 0; i < 2 * n; i++) ck_assert_float_eq(w[i], orig[i]);
+    /* rounding with scale 1 (absmax 448): 17 -> 16 (tie to even at step 2), 19 -> 20,
+     * 0.001 -> 2^-9 (subnormal), 500 is above the group max so it is not a case here. */
+    float r[4] = {448.0f, 17.0f, 19.0f, 0.001f};
+    mpq_quantize_matrix(&c, r, 1, 4);
+    ck_assert_float_eq(r[0], 448.0f);
+    ck_assert_float_eq(r[1], 16.0f);
+    ck_assert_float_eq(r[2], 20.0f);
+    ck_assert_float_eq(r[3], ldexpf(1.0f, -9));
+}
+END_TEST
+
+START_TEST(test_fp8_e5m2_exact) {
+    /* E5M2: normals (1+m/4)*2^e, e=-14..15, max 1.75*2^15 = 57344; subnormals k*2^-16. */
+    float w[256], orig[256];
+    int n = 0;
+    for (int k = 1; k < 4; k++) w[n++] = ldexpf((float)k, -16);
+    for (int e = -14; e <= 15; e++)
+        for (int m = 0; m < 4; m++) w[n++] = ldexpf(1.0f + m / 4.0f, e);
+    ck_assert_float_eq(w[n - 1], 57344.0f);
+    /* scale 2^-14 (fp16-exact): absmax 57344 * 2^-14 = 3.5 */
+    for (int i = 0; i < n; i++) w[i] = ldexpf(w[i], -14) * ((i & 1) ? -1.0f : 1.0f);
+    w[n - 1] = fabsf(w[n - 1]);
+    memcpy(orig, w, sizeof w);
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse("fp8e5m2", &c, NULL), MPQ_OK);
+    mpq_quantize_matrix(&c, w, 1, n);
+    for (int i = 0; i < n; i++) ck_assert_float_eq(w[i], orig[i]);
+}
+END_TEST
+
+START_TEST(test_fp4_nf4_exact) {
+    static const float FP4[8] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
+    float w[32], orig[32];
+    /* one group of 32: the 16 signed fp4 values times 0.25 (absmax 1.5 -> scale 0.25), twice */
+    for (int i = 0; i < 32; i++) w[i] = FP4[i % 8] * 0.25f * ((i / 8) % 2 ? -1.0f : 1.0f);
+    memcpy(orig, w, sizeof w);
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse("fp4e2m1g32", &c, NULL), MPQ_OK);
+    mpq_quantize_matrix(&c, w, 1, 32);
+    for (int i = 0; i < 32; i++) ck_assert_float_eq(w[i], orig[i]);
+    /* 2.5 is the midpoint of 2 and 3: ties to even mantissa -> 2; 5 (between 4 and 6) -> 4 */
+    float r[3] = {6.0f, 2.5f, 5.0f};
+    mpq_quantize_matrix(&c, r, 1, 3);
+    ck_assert_float_eq(r[1], 2.0f);
+    ck_assert_float_eq(r[2], 4.0f);
+
+    /* NF4 levels (QLoRA appendix E, float32 values) times 0.5 */
+    static const float NF4[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+                                  -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+                                  0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
+                                  0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+                                  0.7229568362236023f, 1.0f};
+    float v[64], vo[64];
+    for (int i = 0; i < 64; i++) v[i] = NF4[i % 16] * 0.5f;
+    memcpy(vo, v, sizeof v);
+    ck_assert_int_eq(mpq_candidate_parse("nf4g64", &c, NULL), MPQ_OK);
+    mpq_quantize_matrix(&c, v, 1, 64);
+    for (int i = 0; i < 64; i++) ck_assert_float_eq(v[i], vo[i]);
+}
+END_TEST
+
+/* ---------------- degenerate groups ---------------- */
+
+static const char *ALL_CANDS[] = {"int2g32", "int4g128", "int8c", "int3g32s", "int8cs", "fp8e4m3g32",
+                                  "fp8e5m2", "fp4e2m1g32", "nf4g64", "f16", "f32"};
+
+START_TEST(test_degenerate) {
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse(ALL_CANDS[_i], &c, NULL), MPQ_OK);
+    float z[70] = {0}, k[70];
+    mpq_quantize_matrix(&c, z, 2, 35);
+    for (int i = 0; i < 70; i++) ck_assert_float_eq(z[i], 0.0f);
+    /* constant groups of 0.3: the group max maps to the top of the grid (fmax = qmax, 448,
+     * 57344, 6, 1 for int, e4m3, e5m2, e2m1, nf4), so out = fmax * scale with
+     * s0 = 0.3/fmax <= scale <= s0 + ulp16(s0) and ulp16(s0) <= max(s0*2^-10, 2^-24):
+     * |out - 0.3| <= max(0.3*2^-10, fmax*2^-24). Asymmetric int keeps the fp16 floor of 0.3
+     * (error <= ulp16(0.3) = 2^-12 < 0.3*2^-10); f16 rounds (<= 2^-13). */
+    double fmx = 1.0;
+    switch (c.type) {
+    case MPQ_QTYPE_INT: fmx = c.symmetric ? (double)((1 << (c.bits - 1)) - 1) : 1.0; break;
+    case MPQ_QTYPE_FP8_E4M3: fmx = 448.0; break;
+    case MPQ_QTYPE_FP8_E5M2: fmx = 57344.0; break;
+    case MPQ_QTYPE_FP4_E2M1: fmx = 6.0; break;
+    default: fmx = 1.0; break;
+    }
+    double tol = fmax(0.3 * ldexp(1.0, -10), fmx * ldexp(1.0, -24));
+    for (int i = 0; i < 70; i++) k[i] = (i < 35) ? 0.3f : -1e-30f;
+    mpq_quantize_matrix(&c, k, 2, 35);
+    for (int i = 0; i < 35; i++) {
+        ck_assert(isfinite(k[i]));
+        ck_assert_double_eq_tol(k[i], 0.3, tol);
+    }
+    for (int i = 35; i < 70; i++) {
+        ck_assert(isfinite(k[i]));
+        ck_assert_double_eq_tol(k[i], 0.0, ldexp(1.0, -24)); /* tiny values: at most one fp16 subnormal */
+    }
+    /* rtn_minmax on an all-equal strided group */
+    float s[9] = {2, 9, 9, 2, 9, 9, 2, 9, 9};
+    mpq_quant_rtn_minmax(s, 3, 3, 2);
+    ck_assert_float_eq(s[0], 2.0f);
+    ck_assert_float_eq(s[3], 2.0f);
+    ck_assert_float_eq(s[1], 9.0f); /* untouched (not in the strided group) */
+}
+END_TEST
+
+START_TEST(test_rtn_minmax_strided) {
+    /* 4 values at stride 2, 2 bits: min 0, max 3 -> scale 1 (fp16 exact), levels 0..3 */
+    float x[8] = {0.0f, 100.0f, 1.4f, 100.0f, 2.6f, 100.0f, 3.0f, 100.0f};
+    mpq_quant_rtn_minmax(x, 4, 2, 2);
+    ck_assert_float_eq(x[0], 0.0f);
+    ck_assert_float_eq(x[2], 1.0f);
+    ck_assert_float_eq(x[4], 3.0f);
+    ck_assert_float_eq(x[6], 3.0f);
+    ck_assert_float_eq(x[1], 100.0f);
+    float y[3] = {0.1f, 0.2f, 0.3f};
+    mpq_quant_rtn_minmax(y, 3, 1, 16); /* >= 16 bits: unchanged */
+    ck_assert_float_eq(y[1], 0.2f);
+}
+END_TEST
+
+/* ---------------- real model ---------------- */
+
+static mpq_model *g_model;
+
+static void model_setup(void) {
+    mpq_err err = {0};
+    if (mpq_model_load(shared_path("models/stories260K/stories260K.bin"), &g_model, &err) != MPQ_OK) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        g_model = NULL;
+    }
+}
+
+static void model_teardown(void) {
+    mpq_model_free(g_model);
+    g_model = NULL;
+}
+
+/* ||Q(W) - W||_F^2 of layer li for candidate name */
+static double layer_err(const mpq_layer_info *li, const char *name) {
+    mpq_candidate c;
+    ck_assert_int_eq(mpq_candidate_parse(name, &c, NULL), MPQ_OK);
+    const float *w = mpq_weights_linear(mpq_model_get_weights(g_model), li);
+    size_t n = (size_t)li->n_params;
+    float *q = malloc(n * sizeof *q);
+    ck_assert_ptr_nonnull(q);
+    memcpy(q, w, n * sizeof *q);
+    mpq_quantize_matrix(&c, q, li->rows, li->cols);
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) e += ((double)q[i] - w[i]) * ((double)q[i] - w[i]);
+    free(q);
+    return e;
+}
+
+START_TEST(test_real_monotone_bits) {
+    ck_assert_ptr_nonnull(g_model);
+    int nl = mpq_model_n_linear(g_model);
+    ck_assert_int_eq(nl, 35); /* 5 blocks x 7 linear layers */
+    static const char *G32[] = {"int2g32", "int3g32", "int4g32", "int8g32"};
+    static const char *G128[] = {"int2g128", "int3g128", "int4g128", "int8g128"};
+    static const char *SYM[] = {"int2g32s", "int3g32s", "int4g32s", "int8g32s"};
+    double sum32[4] = {0}, sum128[4] = {0};
+    int per_layer_g32_le_g128 = 0;
+    for (int i = 0; i < nl; i++) {
+        const mpq_layer_info *li = mpq_model_linear(g_model, i);
+        double e32[4], e128[4], es[4];
+        for (int b = 0; b < 4; b++) {
+            e32[b] = layer_err(li, G32[b]);
+            e128[b] = layer_err(li, G128[b]);
+            es[b] = layer_err(li, SYM[b]);
+            sum32[b] += e32[b];
+            sum128[b] += e128[b];
+            if (e32[b] <= e128[b]) per_layer_g32_le_g128++;
+            /* finer groups never lose on these weights (checked: holds for all 140 cases) */
+            ck_assert_msg(e32[b] <= e128[b], "%s: %s %g > %s %g", li->name, G32[b], e32[b], G128[b], e128[b]);
+        }
+        for (int b = 0; b + 1 < 4; b++) {
+            ck_assert_msg(e32[b] > e32[b + 1], "%s: %s %g <= %s %g", li->name, G32[b], e32[b], G32[b + 1],
+                          e32[b + 1]);
+            ck_assert_msg(e128[b] > e128[b + 1], "%s: %s", li->name, G128[b]);
+            ck_assert_msg(es[b] > es[b + 1], "%s: %s", li->name, SYM[b]);
+        }
+    }
+    for (int b = 0; b < 4; b++) ck_assert_msg(sum32[b] <= sum128[b], "%s sum %g > %s sum %g", G32[b], sum32[b],
+                                              G128[b], sum128[b]);
+    printf("stories260K sum ||Q(W)-W||^2 over 35 layers: g32 int2 %.6g int3 %.6g int4 %.6g int8 %.6g | "
+           "g128 int2 %.6g int3 %.6g int4 %.6g int8 %.6g | g32<=g128 per layer in %d of %d cases\n",
+           sum32[0], sum32[1], sum32[2], sum32[3], sum128[0], sum128[1], sum128[2], sum128[3],
+           per_layer_g32_le_g128, 4 * nl);
+}
+END_TEST
+
+START_TEST(test_real_formats) {
+    ck_assert_ptr_nonnull(g_model);
+    static const char *NAMES[] = {"int4g32", "int4g32s", "nf4g32", "fp4e2m1g32", "fp8e4m3g32", "fp8e5m2g32",
+                                  "int8c", "fp8e4m3", "f16"};
+    enum { NN = sizeof NAMES / sizeof NAMES[0] };
+    double sum[NN] = {0};
+    for (int i = 0; i < mpq_model_n_linear(g_model); i++)
+        for (int k = 0; k < NN; k++) sum[k] += layer_err(mpq_model_linear(g_model, i), NAMES[k]);
+    printf("stories260K sum ||Q(W)-W||^2:");
+    for (int k = 0; k < NN; k++) printf(" %s %.6g", NAMES[k], sum[k]);
+    printf("\n");
+    /* 8-bit formats beat 4-bit ones; e4m3 (3 mantissa bits) beats e5m2 (2); f16 is nearly lossless */
+    ck_assert(sum[4] < sum[0] && sum[4] < sum[2] && sum[4] < sum[3]);
+    ck_assert(sum[4] < sum[5]);
+    ck_assert(sum[8] < sum[6]);
+    /* NF4 is designed for normal-like weights: on real weights it beats the fp4 grid */
+    ck_assert(sum[2] < sum[3]);
+}
+END_TEST
+
+/* Per-element error bound for asymmetric int<N> on one group [lo, hi] (see quant.c):
+ * zero = fp16 floor of lo, so hi - zero <= (hi - lo) + ulp16(lo) with ulp16(x) <= |x|*2^-10 + 2^-24;
+ * s0 = (hi - zero)/qmax; the stored scale is fp16(s0), bumped up at most to the next fp16 value,
+ * so scale <= s0*(1 + 2^-10) + 2^-24. Each element is within scale/2 of a grid point, plus
+ * float rounding of zero + q*scale (a few ulps of max(|lo|, |hi|)). */
+static double asym_bound(double lo, double hi, int bits) {
+    double qmax = (double)((1 << bits) - 1);
+    double s0 = ((hi - lo) + fabs(lo) * ldexp(1.0, -10) + ldexp(1.0, -24)) / qmax;
+    double scale = s0 * (1.0 + ldexp(1.0, -10)) + ldexp(1.0, -24);
+    return 0.5 * scale + 4.0 * FLT_EPSILON * fmax(fabs(lo), fabs(hi));
+}
+
+START_TEST(test_real_group_properties) {
+    ck_assert_ptr_nonnull(g_model);
+    static const char *NAMES[] = {"int2g32", "int3g64", "int4g128", "int8g32", "int4c", "int3g32s", "int4g64s",
+                                  "int8cs"};
+    const mpq_weights *W = mpq_model_get_weights(g_model);
+    for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
+        mpq_candidate c;
+        ck_assert_int_eq(mpq_candidate_parse(NAMES[k], &c, NULL), MPQ_OK);
+        for (int i = 0; i < mpq_model_n_linear(g_model); i++) {
+            const mpq_layer_info *li = mpq_model_linear(g_model, i);
+            size_t n = (size_t)li->n_params;
+            const float *w = mpq_weights_linear(W, li);
+            float *q = malloc(n * sizeof *q), *qq = malloc(n * sizeof *qq);
+            ck_assert_ptr_nonnull(q);
+            ck_assert_ptr_nonnull(qq);
+            memcpy(q, w, n * sizeof *q);
+            mpq_quantize_matrix(&c, q, li->rows, li->cols);
+            memcpy(qq, q, n * sizeof *q);
+            mpq_quantize_matrix(&c, qq, li->rows, li->cols);
+            int64_t g = c.group_size > 0 && c.group_size < li->cols ? c.group_size : li->cols;
+            for (int64_t r = 0; r < li->rows; r++)
+                for (int64_t j0 = 0; j0 < li->cols; j0 += g) {
+                    int64_t len = li->cols - j0 < g ? li->cols - j0 : g;
+                    const float *wg = w + r * li->cols + j0;
+                    const float *qg = q + r * li->cols + j0;
+                    const float *qqg = qq + r * li->cols + j0;
+                    double lo = wg[0], hi = wg[0], amax = 0;
+                    for (int64_t t = 0; t < len; t++) {
+                        lo = fmin(lo, wg[t]);
+                        hi = fmax(hi, wg[t]);
+                        amax = fmax(amax, fabs(wg[t]));
+                    }
+                    /* distinct output values per group: <= 2^N (asym), <= 2^N - 1 (sym) */
+                    float seen[256];
+                    int nseen = 0;
+                    for (int64_t t = 0; t < len; t++) {
+                        int f = 0;
+                        for (int s = 0; s < nseen && !f; s++) f = (seen[s] == qg[t]);
+                        if (!f) {
+                            ck_assert_int_lt(nseen, 256);
+                            seen[nseen++] = qg[t];
+                        }
+                    }
+                    ck_assert_int_le(nseen, c.symmetric ? (1 << c.bits) - 1 : (1 << c.bits));
+                    for (int64_t t = 0; t < len; t++) {
+                        /* idempotent: the second pass finds the same fp16 zero (an output
+                         * value, already fp16) and the same fp16 scale (the range of the
+                         * outputs is qmax*scale up to float rounding, far below half an fp16
+                         * ulp of the scale), so every code is reproduced exactly. */
+                        ck_assert_msg(qqg[t] == qg[t], "%s %s: Q(Q(w)) %.9g != Q(w) %.9g", NAMES[k], li->name,
+                                      qqg[t], qg[t]);
+                        double bound;
+                        if (c.symmetric) {
+                            /* scale <= fp16 bump of absmax/qmax: same derivation as asym_bound */
+                            double qmax = (double)((1 << (c.bits - 1)) - 1);
+                            bound = 0.5 * ((amax / qmax) * (1.0 + ldexp(1.0, -10)) + ldexp(1.0, -24)) +
+                                    4.0 * FLT_EPSILON * amax;
+                        } else {
+                            bound = asym_bound(lo, hi, c.bits);
+                        }
+                        ck_assert_msg(fabs((double)qg[t] - wg[t]) <= bound, "%s %s: |Q(w)-w| %g > bound %g",
+                                      NAMES[k], li->name, fabs((double)qg[t] - wg[t]), bound);
+                    }
+                }
+            /* symmetric grid contains 0: an exact zero weight stays exactly zero */
+            if (c.symmetric) {
+                float z[3] = {(float)w[0], 0.0f, -(float)w[0]};
+                mpq_quantize_matrix(&c, z, 1, 3);
+                ck_assert_float_eq(z[1], 0.0f);
+                ck_assert_float_eq(z[0], -z[2]);
+            }
+            free(q);
+            free(qq);
+        }
+    }
+}
+END_TEST
+
+/* ---------------- KV ---------------- */
+
+START_TEST(test_kv_pairs) {
+    mpq_kv_pair p;
+    mpq_err err = {0};
+    char buf[16];
+    static const char *GOODKV[] = {"k8v4", "k2v2", "k16v16", "k3v8", "k4v16"};
+    for (size_t i = 0; i < sizeof GOODKV / sizeof GOODKV[0]; i++) {
+        ck_assert_int_eq(mpq_kv_pair_parse(GOODKV[i], &p, &err), MPQ_OK);
+        ck_assert_str_eq(mpq_kv_pair_name(p, buf, sizeof buf), GOODKV[i]);
+    }
+    ck_assert_int_eq(mpq_kv_pair_parse("K8V4", &p, &err), MPQ_OK); /* KVTuner spelling */
+    ck_assert_int_eq(p.k_bits, 8);
+    ck_assert_int_eq(p.v_bits, 4);
+    static const char *BADKV[] = {"k5v4", "k8", "k8v", "v8k4", "k8v4x", "k008v4", "", "k1v1", "k32v32",
+                                  "kv", "k-4v4", "8v4"};
+    for (size_t i = 0; i < sizeof BADKV / sizeof BADKV[0]; i++) {
+        ck_assert_int_eq(mpq_kv_pair_parse(BADKV[i], &p, &err), MPQ_ERR_INVALID);
+        char quoted[40];
+        snprintf(quoted, sizeof quoted, "'%s'", BADKV[i]);
+        ck_assert_msg(strstr(err.msg, quoted), "%s", err.msg);
+    }
+    mpq_kv_mode m;
+    ck_assert_int_eq(mpq_kv_mode_parse("kivi", &m, &err), MPQ_OK);
+    ck_assert_int_eq(m, MPQ_KV_KIVI);
+    ck_assert_str_eq(mpq_kv_mode_name(m), "kivi");
+    ck_assert_int_eq(mpq_kv_mode_parse("per-token", &m, &err), MPQ_OK);
+    ck_assert_int_eq(m, MPQ_KV_PER_TOKEN);
+    ck_assert_str_eq(mpq_kv_mode_name(m), "per-token");
+    ck_assert_int_eq(mpq_kv_mode_parse("KIVI2", &m, &err), MPQ_ERR_INVALID);
+    ck_assert(strstr(err.msg, "'KIVI2'"));
+    mpq_kv_scheme s = mpq_kv_scheme_default();
+    ck_assert_int_eq(s.mode, MPQ_KV_KIVI);
+    ck_assert_int_eq(s.group_size, 32);
+    ck_assert_int_eq(s.residual, 0);
+}
+END_TEST
+
+START_TEST(test_kv_bits) {
+    mpq_kv_scheme s = mpq_kv_scheme_default(); /* KIVI, G = 32, R = 0 */
+    mpq_kv_pair p = {4, 2};
+    /* keys per channel, groups of 32 tokens: 4 + 32/32 = 5 */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p, &s, 32, 512, true, true), 5.0, BITS_TOL);
+    /* values per token, kv_dim 32 (stories260K: 4 kv heads x 8): 1 group: 2 + 32/32 = 3 */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p, &s, 32, 512, false, true), 3.0, BITS_TOL);
+    /* kv_dim 48: ceil(48/32) = 2 groups per token: 2 + 64/48 */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p, &s, 48, 512, false, true), 2.0 + 64.0 / 48.0, BITS_TOL);
+    /* nominal */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p, &s, 48, 512, true, false), 4.0, BITS_TOL);
+    /* 16-bit: exactly 16, overhead or not */
+    mpq_kv_pair p16 = {16, 8};
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p16, &s, 32, 512, true, true), 16.0, BITS_TOL);
+    /* residual 128 of 512, k2 G32: quantized 2 + 1 = 3; (128*16 + 384*3)/512 = 3200/512 = 6.25 */
+    s.residual = 128;
+    mpq_kv_pair p2 = {2, 2};
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s, 32, 512, true, true), 6.25, BITS_TOL);
+    /* KIVI keys, L = 100 not a multiple of G = 32, R = 0: the incomplete trailing group of
+     * 100 mod 32 = 4 tokens stays fp16: (4*16 + 96*3)/100 = 352/100 = 3.52; values are
+     * grouped per token, so they have no partial token group: 3 */
+    mpq_kv_scheme s0 = mpq_kv_scheme_default();
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s0, 32, 100, true, true), 3.52, BITS_TOL);
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s0, 32, 100, false, true), 3.0, BITS_TOL);
+    /* steady state (context_len 0): no residual or partial group */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s, 32, 0, true, true), 3.0, BITS_TOL);
+    /* residual longer than the context: everything fp16 */
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s, 32, 100, true, true), 16.0, BITS_TOL);
+    /* per-token mode, G = 64, kv_dim 192 (sotu-2.7M: 3 groups): keys like values: 8 + 96/192 = 8.5 */
+    mpq_kv_scheme t = {MPQ_KV_PER_TOKEN, 64, 0};
+    mpq_kv_pair p8 = {8, 8};
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p8, &t, 192, 512, true, true), 8.5, BITS_TOL);
+    ck_assert_double_eq_tol(mpq_kv_bits_per_element(p8, &t, 192, 512, false, true), 8.5, BITS_TOL);
+}
+END_TEST
+
+static Suite *quant_suite(void) {
+    Suite *s = suite_create("quant");
+    TCase *tc = tcase_create("names");
+    tcase_add_loop_test(tc, test_parse_good, 0, (int)(sizeof GOOD / sizeof GOOD[0]));
+    tcase_add_loop_test(tc, test_parse_bad, 0, (int)(sizeof BAD / sizeof BAD[0]));
+    tcase_add_loop_test(tc, test_bits_bytes, 0, (int)(sizeof BITS / sizeof BITS[0]));
+    tcase_add_test(tc, test_bytes_edge);
+    tcase_add_test(tc, test_fp16_round);
+    tcase_add_test(tc, test_kv_pairs);
+    tcase_add_test(tc, test_kv_bits);
+    suite_add_tcase(s, tc);
+    TCase *tq = tcase_create("quantizers");
+    tcase_add_test(tq, test_fp8_e4m3_exact);
+    tcase_add_test(tq, test_fp8_e5m2_exact);
+    tcase_add_test(tq, test_fp4_nf4_exact);
+    tcase_add_loop_test(tq, test_degenerate, 0, (int)(sizeof ALL_CANDS / sizeof ALL_CANDS[0]));
+    tcase_add_test(tq, test_rtn_minmax_strided);
+    suite_add_tcase(s, tq);
+    TCase *tr = tcase_create("real_model");
+    tcase_add_unchecked_fixture(tr, model_setup, model_teardown);
+    tcase_set_timeout(tr, 300);
+    tcase_add_test(tr, test_real_monotone_bits);
+    tcase_add_test(tr, test_real_formats);
+    tcase_add_test(tr, test_real_group_properties);
+    suite_add_tcase(s, tr);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(quant_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
