@@ -51,5 +51,6 @@ typedef struct cli_command {
 
 /* Subcommands; each parses its own options with getopt_long and supports --help. */
 int cli_inspect(int argc, char **argv);
+int cli_eval(int argc, char **argv);
 
 #endif

@@ -6,6 +6,7 @@
 
 static const cli_command commands[] = {
     {"inspect", cli_inspect, "print a model's config and layer table, a tokenizer or a data file"},
+    {"eval", cli_eval, "evaluate a model (optionally quantized by a config): perplexity, KL, top-1"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,204 @@
+/*
+ * mpq_exec.h - reference executor: forward pass of a LLaMA-family model over a batch of
+ * B sequences x T tokens (every matrix product through BLAS sgemm), an incremental
+ * single-sequence decode path with a KV cache, KV-cache quantization (per-layer K/V bit
+ * pairs, KIVI or per-token grouping, full-precision residual window), and evaluation:
+ * cross-entropy / perplexity and, against a stored reference run, KL(P_ref || P) and
+ * top-1 agreement.
+ *
+ * Reference: llama2.c run.c (Karpathy) for the model, llm.c for the kernel layout;
+ * KIVI (Liu et al. 2024, "KIVI: a tuning-free asymmetric 2bit quantization for KV cache")
+ * for the KV grouping; KVTuner for per-layer (K bits, V bits) pairs.
+ *
+ *     mpq_exec *ex = NULL;
+ *     mpq_err err = {0};
+ *     if (mpq_exec_create(model, 8, 256, &ex, &err) != MPQ_OK) ...
+ *     mpq_exec_opts o = mpq_exec_opts_default();        // FP KV cache
+ *     mpq_kv_pair pairs[6] = ...;  o.kv_pairs = pairs; o.n_kv_pairs = 6;
+ *     mpq_exec_ref *ref = NULL;                          // FP reference for 64 sequences
+ *     mpq_exec_ref_build(ex, mpq_model_get_weights(model), NULL, tokens, 64, 256, false, &ref, &err);
+ *     mpq_eval_stats st = {0};
+ *     mpq_exec_eval_ref(ex, qweights, &o, ref, 0, &st, &err);
+ *     printf("ppl %.3f  KL %.4g +- %.2g  top1 %.3f\n", st.ppl, st.kl_mean, st.kl_se, st.top1);
+ *     mpq_exec_ref_free(ref);
+ *     mpq_exec_free(ex);
+ *
+ * An executor is not thread-safe: use one per thread (they may share the model and weights,
+ * which are only read).
+ *
+ * Tokens are int ids in [0, vocab_size). An evaluation batch holds T+1 tokens per sequence
+ * (inputs 0..T-1, targets 1..T), laid out (B, T+1) row-major.
+ *
+ * KV quantization, exact causal emulation (same numbers in batch and decode mode):
+ * K and V are quantized after RoPE with mpq_quant_rtn_minmax (asymmetric min-max RTN,
+ * fp16 scale/zero). For a query at position t the cache holds tokens 0..t, and token j's
+ * key/value is read quantized iff
+ *   - values, and keys in MPQ_KV_PER_TOKEN mode (each token's kv_dim-wide vector in groups
+ *     of G consecutive channels, last group partial): j <= t - R;
+ *   - keys in MPQ_KV_KIVI mode (each channel over groups of G consecutive tokens starting at
+ *     token 0): j <= t - R and j's token group is complete by t (floor(j/G)*G + G - 1 <= t);
+ *     an incomplete group stays in full precision, as in KIVI's streaming cache.
+ * R = scheme.residual, G = scheme.group_size. The quantized values never depend on tokens
+ * after t, so the emulation is causal. Pairs with 16 bits leave that tensor unquantized.
+ */
+#ifndef MPQ_EXEC_H
+#define MPQ_EXEC_H
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_model.h"
+#include "mpq/mpq_quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mpq_exec mpq_exec;
+
+/* Called with the input X (rows = B*T, cols = in_features, row-major, borrowed for the
+ * duration of the call) of linear layer `linear_index` (index into mpq_model_linear's table)
+ * just before its product, e.g. to accumulate X^T X for GPTQ. q/k/v share one X (three calls
+ * with the same pointer), as do gate/up. */
+typedef void (*mpq_exec_capture_fn)(void *user, int linear_index, const float *x, int64_t rows,
+                                    int64_t cols);
+
+typedef struct mpq_exec_opts {
+    mpq_kv_scheme kv_scheme;      /* grouping / residual window (default: mpq_kv_scheme_default()) */
+    const mpq_kv_pair *kv_pairs;  /* n_layers pairs, borrowed; NULL = KV cache in full precision */
+    int n_kv_pairs;               /* must equal n_layers when kv_pairs != NULL */
+    mpq_exec_capture_fn capture;  /* optional: linear-input capture (batch forward only) */
+    void *capture_user;
+} mpq_exec_opts;
+
+/* FP KV cache, default scheme, no capture. */
+mpq_exec_opts mpq_exec_opts_default(void);
+
+/* Creates an executor for `model` (borrowed; must outlive the executor) with activation
+ * buffers for up to max_B sequences x max_T tokens (max_T <= seq_len), allocated once in one
+ * block. MPQ_ERR_INVALID on bad sizes, MPQ_ERR_NOMEM. */
+mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err);
+void mpq_exec_free(mpq_exec *ex); /* accepts NULL */
+
+/* Bytes of the activation block (for reporting). */
+size_t mpq_exec_activation_bytes(const mpq_exec *ex);
+
+/* ---- batch forward ---- */
+
+/* Forward over tokens (B, T) (B <= max_B, T <= max_T) with weights `w` (of this model's
+ * shape: the model's own or a fake-quantized clone). opts NULL = defaults. Logits land in
+ * mpq_exec_logits. MPQ_ERR_INVALID for bad sizes / token ids / kv pairs (message names
+ * the position). */
+mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                            const int *tokens, int B, int T, mpq_err *err);
+
+/* Prefix reuse: runs blocks layer_start..n_layers-1 and the head, given x_in (B, T, dim),
+ * the residual stream entering block layer_start (e.g. a copy of mpq_exec_block_input of
+ * an earlier pass). layer_start == n_layers runs only the final norm and classifier.
+ * Bitwise equal to mpq_exec_forward when x_in and the weights / KV pairs of the later
+ * blocks are the same. */
+mpq_status mpq_exec_forward_from(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                 int layer_start, const float *x_in, int B, int T, mpq_err *err);
+
+/* Borrowed results of the last forward, packed (B, T, ...) with that call's B and T;
+ * valid until the next forward / eval call or mpq_exec_free. */
+const float *mpq_exec_logits(const mpq_exec *ex);                 /* (B, T, vocab) */
+const float *mpq_exec_block_input(const mpq_exec *ex, int layer); /* (B, T, dim); layer in
+                                       0..n_layers (n_layers = input of the final norm) */
+
+/* ---- evaluation ---- */
+
+/* Accumulated over calls (start from a zeroed struct); the derived fields are recomputed
+ * after every call. */
+typedef struct mpq_eval_stats {
+    int64_t n_tokens;     /* scored positions */
+    int64_t n_seqs;       /* scored sequences */
+    double nll_sum;       /* sum of -log p(target) (nats) */
+    double ce;            /* nll_sum / n_tokens */
+    double ppl;           /* exp(ce) */
+    /* against a reference (only positions evaluated with one): */
+    int64_t n_ref_tokens, n_ref_seqs;
+    double kl_sum;        /* sum over positions of KL(P_ref || P) (nats) */
+    double kl_seq_sum, kl_seq_sumsq; /* sums of per-sequence mean KL and its square */
+    int64_t top1_same;    /* positions whose argmax equals the reference argmax */
+    double kl_mean;       /* kl_sum / n_ref_tokens */
+    double kl_se;         /* standard error over sequences of the per-sequence mean KL
+                             (sample std / sqrt(n_ref_seqs); 0 with fewer than 2 sequences) */
+    double top1;          /* top1_same / n_ref_tokens */
+} mpq_eval_stats;
+
+/* Optional inputs/outputs of one evaluation batch; all NULL = statistics only. */
+typedef struct mpq_eval_io {
+    const float *ref_logprobs; /* (B, T, vocab) log-softmax of the reference run, or NULL */
+    float *logprobs_out;       /* (B, T, vocab) receives this run's log-softmax (to serve as a
+                                  reference later), or NULL */
+    float *logits_out;         /* (B, T, vocab) receives the raw logits, or NULL */
+    float *target_logprobs_out;/* (B, T) receives log p(tokens[b][t+1]), or NULL */
+} mpq_eval_io;
+
+/* Forward over tokens (B, T+1) and accumulate cross-entropy (and KL / top-1 when
+ * io->ref_logprobs is given) into *stats. io may be NULL. */
+mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                         const int *tokens, int B, int T, const mpq_eval_io *io,
+                         mpq_eval_stats *stats, mpq_err *err);
+
+/* A stored reference run over n_seqs sequences (tokens (n_seqs, T+1), copied): its
+ * log-softmax (n_seqs * T * vocab floats: 64 x 256 x 2048 x 4 B = 128 MiB for sotu-2.7M)
+ * and, with keep_residuals, the residual entering every block (n_layers * n_seqs * T * dim
+ * floats) for prefix reuse. */
+typedef struct mpq_exec_ref mpq_exec_ref;
+
+/* Runs the reference (weights w, opts; NULL = FP KV) in batches of the executor's max_B. */
+mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                              const int *tokens, int n_seqs, int T, bool keep_residuals,
+                              mpq_exec_ref **out, mpq_err *err);
+void mpq_exec_ref_free(mpq_exec_ref *ref); /* accepts NULL */
+int mpq_exec_ref_n_seqs(const mpq_exec_ref *ref);
+int mpq_exec_ref_T(const mpq_exec_ref *ref);
+/* The reference's own statistics (cross-entropy / ppl of the reference run). Borrowed. */
+const mpq_eval_stats *mpq_exec_ref_stats(const mpq_exec_ref *ref);
+/* Borrowed (n_seqs, T, vocab) log-softmax; valid until mpq_exec_ref_free. */
+const float *mpq_exec_ref_logprobs(const mpq_exec_ref *ref);
+
+/* Evaluates weights w / opts on the reference's sequences and accumulates into *stats,
+ * including KL and top-1 against the reference. layer_start > 0 starts from the stored
+ * residual entering that block (needs keep_residuals; the caller guarantees that blocks
+ * < layer_start have the reference's weights and KV pairs). */
+mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                             const mpq_exec_ref *ref, int layer_start, mpq_eval_stats *stats,
+                             mpq_err *err);
+
+/* ---- incremental decode (one sequence, KV cache of seq_len tokens) ---- */
+
+/* Empties the KV cache (position 0). */
+void mpq_exec_decode_reset(mpq_exec *ex);
+/* Current position (tokens in the cache). */
+int mpq_exec_decode_pos(const mpq_exec *ex);
+/* Feeds `token` at the current position and advances it; *logits (may be NULL) receives a
+ * borrowed (vocab) pointer valid until the next call. opts->kv_* apply as in batch mode;
+ * the caller keeps opts the same for the whole sequence. MPQ_ERR_INVALID when the cache is
+ * full (position == seq_len) or the token is out of range; MPQ_ERR_NOMEM. */
+mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                int token, const float **logits, mpq_err *err);
+/* Greedy generation: resets, feeds prompt (n_prompt >= 1), then writes n_new argmax ids to
+ * out (each fed back). */
+mpq_status mpq_exec_generate_greedy(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                    const int *prompt, int n_prompt, int n_new, int *out,
+                                    mpq_err *err);
+
+/* ---- KV memory ---- */
+
+/* Bytes per token of the KV cache, counting fp16 scale + fp16 zero per group (through
+ * mpq_kv_bits_per_element) for a context of context_len tokens: returns the total over
+ * layers and, when per_layer != NULL, writes n_layers per-layer figures. pairs NULL = all
+ * k16v16. */
+double mpq_exec_kv_bytes_per_token(const mpq_model_config *cfg, const mpq_kv_pair *pairs,
+                                   const mpq_kv_scheme *scheme, int64_t context_len,
+                                   double *per_layer);
+
+/* FLOPs of one batch forward over B x T tokens (2 per multiply-add: projections, causal
+ * attention counted as the full T x T products the executor runs, classifier). */
+double mpq_exec_forward_flops(const mpq_model_config *cfg, int B, int T);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_EXEC_H */

@@ -1,0 +1,712 @@
+/* exec.c - the reference executor: batch forward over (B,T) with saved activations,
+ * prefix reuse from any block, linear-input capture, incremental single-sequence decode
+ * with a (quantizable) KV cache, and evaluation (cross-entropy, perplexity, KL to a stored
+ * reference, top-1 agreement). Reference: llama2.c run.c (model, decode loop), llm.c
+ * train_gpt2.c (one activation block, (B,T) layout), KIVI / KVTuner (KV pairs). */
+#include "mpq/mpq_exec.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/exec_kernels.h"
+
+/* Activations of one batch forward; per-layer tensors are (L, max_B*max_T, ...) with the
+ * current call's (B,T) rows packed at the start of each layer's slice. Everything a
+ * backward pass needs is kept. */
+typedef struct exec_acts {
+    float *res;      /* (L+1, BT, dim)  residual entering block l; [L] enters the final norm */
+    float *ln1;      /* (L, BT, dim)    attention RMSNorm output */
+    float *ln1_rstd; /* (L, BT) */
+    float *q;        /* (L, BT, qd)     after RoPE */
+    float *k, *v;    /* (L, BT, kvd)    k after RoPE */
+    float *kq, *vq;  /* (L, BT, kvd)    quantized copies (valid when that layer's bits < 16) */
+    float *att;      /* (L, B, NH, T, T) attention probabilities */
+    float *atty;     /* (L, BT, qd)     attention output before wo */
+    float *res2;     /* (L, BT, dim)    residual after attention */
+    float *ln2;      /* (L, BT, dim) */
+    float *ln2_rstd; /* (L, BT) */
+    float *gate, *up;/* (L, BT, hidden) pre-activations */
+    float *hact;     /* (L, BT, hidden) silu(gate)*up, input of w_down */
+    float *lnf;      /* (BT, dim) */
+    float *lnf_rstd; /* (BT) */
+    float *logits;   /* (BT, V) */
+    float *proj;     /* (BT, dim) scratch: wo / w_down outputs */
+    float *scratch;  /* (2, T, T) attention scratch */
+    float *row;      /* (V) scratch: one log-softmax row */
+} exec_acts;
+
+typedef struct exec_decode {
+    float *block;
+    float *x, *xb, *xb2;   /* (dim) */
+    float *q;              /* (qd) */
+    float *att;            /* (seq_len) */
+    float *hb, *hb2;       /* (hidden) */
+    float *logits;         /* (V) */
+    float *kc, *vc;        /* (L, seq_len, kvd) FP cache */
+    float *kqc, *vqc;      /* (L, seq_len, kvd) quantized copies */
+} exec_decode;
+
+struct mpq_exec {
+    const mpq_model *model;
+    mpq_model_config cfg;
+    int max_B, max_T;
+    int B, T;              /* of the last batch forward */
+    int qd, kvd;
+    size_t bt_max;         /* max_B * max_T */
+    int *lin;              /* (L, 7) index into the model's layer table, -1 if absent */
+    float *rope_cos, *rope_sin; /* (seq_len, hd/2) */
+    int *tok;              /* (max_B * max_T) packed inputs */
+    float *act_block;
+    size_t act_floats;
+    exec_acts a;
+    exec_decode d;
+    int pos;               /* decode position */
+};
+
+mpq_exec_opts mpq_exec_opts_default(void) {
+    mpq_exec_opts o;
+    memset(&o, 0, sizeof o);
+    o.kv_scheme = mpq_kv_scheme_default();
+    return o;
+}
+
+/* ---- block carving ---- */
+
+typedef struct carve {
+    float **ptr;
+    size_t n;
+} carve;
+
+/* Sums the region sizes (overflow-checked), allocates one block and sets the pointers. */
+static mpq_status carve_alloc(carve *c, int nc, float **block, size_t *total_out, const char *what,
+                              mpq_err *err) {
+    size_t total = 0;
+    for (int i = 0; i < nc; i++)
+        if (!mpq_size_add(total, c[i].n, &total))
+            return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %s: size overflow", what);
+    float *b = mpq_calloc(total ? total : 1, sizeof(float));
+    if (!b) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: %s: cannot allocate %zu floats", what, total);
+    size_t off = 0;
+    for (int i = 0; i < nc; i++) {
+        *c[i].ptr = b + off;
+        off += c[i].n;
+    }
+    *block = b;
+    if (total_out) *total_out = total;
+    return MPQ_OK;
+}
+
+static bool mul(size_t a, size_t b, size_t *out) { return mpq_size_mul(a, b, out); }
+
+mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_exec *ex = NULL;
+    if (!model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    *out = NULL;
+    const mpq_model_config *cfg = mpq_model_get_config(model);
+    if (max_B < 1 || max_T < 1 || max_T > cfg->seq_len) {
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d: need B >= 1 and 1 <= T <= seq_len %d",
+                           max_B, max_T, cfg->seq_len);
+    }
+    if (cfg->n_heads < 1 || cfg->n_kv_heads < 1 || cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim < 2 ||
+        cfg->head_dim % 2 != 0 || cfg->n_layers < 1 || cfg->dim < 1 || cfg->hidden_dim < 1 || cfg->vocab_size < 1) {
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %s: unsupported model shape (heads %d/%d, head_dim %d)",
+                           mpq_model_path(model), cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+    }
+    ex = mpq_calloc(1, sizeof *ex);
+    if (!ex) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
+    ex->model = model;
+    ex->cfg = *cfg;
+    ex->max_B = max_B;
+    ex->max_T = max_T;
+    ex->qd = cfg->n_heads * cfg->head_dim;
+    ex->kvd = cfg->n_kv_heads * cfg->head_dim;
+    const size_t L = (size_t)cfg->n_layers, dim = (size_t)cfg->dim, hid = (size_t)cfg->hidden_dim;
+    const size_t V = (size_t)cfg->vocab_size, qd = (size_t)ex->qd, kvd = (size_t)ex->kvd;
+    const size_t T = (size_t)max_T, NH = (size_t)cfg->n_heads;
+    size_t bt;
+    if (!mul((size_t)max_B, T, &bt) || bt > (size_t)INT_MAX) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d overflows", max_B, max_T);
+        goto done;
+    }
+    ex->bt_max = bt;
+
+    /* layer table map */
+    ex->lin = malloc(L * MPQ_N_LAYER_KINDS * sizeof(int));
+    ex->tok = malloc(bt * sizeof(int));
+    size_t half = (size_t)cfg->head_dim / 2, nrope = (size_t)cfg->seq_len * half;
+    ex->rope_cos = malloc(nrope * sizeof(float));
+    ex->rope_sin = malloc(nrope * sizeof(float));
+    if (!ex->lin || !ex->tok || !ex->rope_cos || !ex->rope_sin) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < L * MPQ_N_LAYER_KINDS; i++) ex->lin[i] = -1;
+    for (int i = 0; i < mpq_model_n_linear(model); i++) {
+        const mpq_layer_info *li = mpq_model_linear(model, i);
+        if (li->block >= 0 && li->block < cfg->n_layers && (int)li->kind >= 0 && (int)li->kind < MPQ_N_LAYER_KINDS)
+            ex->lin[(size_t)li->block * MPQ_N_LAYER_KINDS + li->kind] = i;
+    }
+    /* RoPE table as HF / llama2.c compute it: freq in float, angle = pos * freq in float */
+    for (size_t p = 0; p < (size_t)cfg->seq_len; p++)
+        for (size_t i = 0; i < half; i++) {
+            float freq = (float)(1.0 / pow((double)cfg->rope_theta, (double)(2 * i) / (double)cfg->head_dim));
+            float ang = (float)p * freq;
+            ex->rope_cos[p * half + i] = (float)cos((double)ang);
+            ex->rope_sin[p * half + i] = (float)sin((double)ang);
+        }
+
+    /* activation block sizes (overflow-checked) */
+    size_t n_dim, n_qd, n_kvd, n_hid, n_att, n_V, n_L1dim, n_Ldim, n_Lqd, n_Lkvd, n_Lhid, n_Latt, n_L, n_TT;
+    bool ok = mul(bt, dim, &n_dim) && mul(bt, qd, &n_qd) && mul(bt, kvd, &n_kvd) && mul(bt, hid, &n_hid) &&
+              mpq_size_mul3(bt, NH, T, &n_att) && mul(bt, V, &n_V) && mul(L + 1, n_dim, &n_L1dim) &&
+              mul(L, n_dim, &n_Ldim) && mul(L, n_qd, &n_Lqd) && mul(L, n_kvd, &n_Lkvd) && mul(L, n_hid, &n_Lhid) &&
+              mul(L, n_att, &n_Latt) && mul(L, bt, &n_L) && mpq_size_mul3(2, T, T, &n_TT);
+    if (!ok) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "exec: activations for batch %d x %d overflow", max_B, max_T);
+        goto done;
+    }
+    exec_acts *a = &ex->a;
+    carve regions[] = {
+        {&a->res, n_L1dim}, {&a->ln1, n_Ldim},   {&a->ln1_rstd, n_L}, {&a->q, n_Lqd},     {&a->k, n_Lkvd},
+        {&a->v, n_Lkvd},    {&a->kq, n_Lkvd},    {&a->vq, n_Lkvd},    {&a->att, n_Latt},  {&a->atty, n_Lqd},
+        {&a->res2, n_Ldim}, {&a->ln2, n_Ldim},   {&a->ln2_rstd, n_L}, {&a->gate, n_Lhid}, {&a->up, n_Lhid},
+        {&a->hact, n_Lhid}, {&a->lnf, n_dim},    {&a->lnf_rstd, bt},  {&a->logits, n_V},  {&a->proj, n_dim},
+        {&a->scratch, n_TT}, {&a->row, V},
+    };
+    st = carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &ex->act_block, &ex->act_floats,
+                     "activations", err);
+    if (st != MPQ_OK) goto done;
+    *out = ex;
+    ex = NULL;
+done:
+    mpq_exec_free(ex);
+    return st;
+}
+
+void mpq_exec_free(mpq_exec *ex) {
+    if (!ex) return;
+    free(ex->lin);
+    free(ex->tok);
+    free(ex->rope_cos);
+    free(ex->rope_sin);
+    free(ex->act_block);
+    free(ex->d.block);
+    free(ex);
+}
+
+size_t mpq_exec_activation_bytes(const mpq_exec *ex) { return ex ? ex->act_floats * sizeof(float) : 0; }
+
+/* ---- argument checks ---- */
+
+static bool kv_bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 8 || b == 16; }
+
+static mpq_status check_call(const mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int B, int T,
+                             mpq_err *err) {
+    if (!w || !w->blocks || !w->tok_emb || !w->classifier || !w->final_norm)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: weights missing");
+    if (w->n_layers != ex->cfg.n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: weights have %d layers, model %d", w->n_layers,
+                           ex->cfg.n_layers);
+    if (B < 1 || T < 1 || B > ex->max_B || T > ex->max_T)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d outside the executor's 1..%d x 1..%d", B, T,
+                           ex->max_B, ex->max_T);
+    const mpq_kv_scheme *s = &o->kv_scheme;
+    if (s->group_size < 1 || s->residual < 0 || (s->mode != MPQ_KV_PER_TOKEN && s->mode != MPQ_KV_KIVI))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: kv scheme: group_size %d (>= 1), residual %d (>= 0), mode %d",
+                           s->group_size, s->residual, (int)s->mode);
+    if (o->kv_pairs) {
+        if (o->n_kv_pairs != ex->cfg.n_layers)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %d kv pairs for %d layers", o->n_kv_pairs,
+                               ex->cfg.n_layers);
+        for (int l = 0; l < o->n_kv_pairs; l++)
+            if (!kv_bits_ok(o->kv_pairs[l].k_bits) || !kv_bits_ok(o->kv_pairs[l].v_bits))
+                return mpq_err_set(err, MPQ_ERR_INVALID, "exec: kv pair of layer %d: k%dv%d (bits in {2,3,4,8,16})", l,
+                                   o->kv_pairs[l].k_bits, o->kv_pairs[l].v_bits);
+    }
+    return MPQ_OK;
+}
+
+static mpq_status check_tokens(const mpq_exec *ex, const int *tok, size_t n, size_t row_len, mpq_err *err) {
+    if (!tok) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: tokens NULL");
+    for (size_t i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= ex->cfg.vocab_size)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "exec: token %d at sequence %zu position %zu outside vocab 0..%d",
+                               tok[i], i / row_len, i % row_len, ex->cfg.vocab_size - 1);
+    return MPQ_OK;
+}
+
+/* ---- batch forward ---- */
+
+static void capture(const mpq_exec_opts *o, const mpq_exec *ex, int l, mpq_layer_kind kind, const float *x,
+                    int64_t rows, int64_t cols) {
+    if (!o->capture) return;
+    int idx = ex->lin[(size_t)l * MPQ_N_LAYER_KINDS + kind];
+    if (idx >= 0) o->capture(o->capture_user, idx, x, rows, cols);
+}
+
+static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int l0, int B, int T) {
+    const mpq_model_config *c = &ex->cfg;
+    exec_acts *a = &ex->a;
+    const int N = B * T, dim = c->dim, qd = ex->qd, kvd = ex->kvd, hid = c->hidden_dim, hd = c->head_dim;
+    const int NH = c->n_heads, NKV = c->n_kv_heads;
+    const size_t BT = ex->bt_max, n = (size_t)N;
+    const size_t att_stride = BT * (size_t)NH * (size_t)ex->max_T;
+    for (int l = l0; l < c->n_layers; l++) {
+        const mpq_block_weights *bw = &w->blocks[l];
+        const size_t L = (size_t)l;
+        float *x = a->res + L * BT * dim;
+        float *ln1 = a->ln1 + L * BT * dim, *q = a->q + L * BT * qd;
+        float *k = a->k + L * BT * kvd, *v = a->v + L * BT * kvd;
+        float *kq = a->kq + L * BT * kvd, *vq = a->vq + L * BT * kvd;
+        float *att = a->att + L * att_stride, *atty = a->atty + L * BT * qd;
+        float *res2 = a->res2 + L * BT * dim, *ln2 = a->ln2 + L * BT * dim;
+        float *gate = a->gate + L * BT * hid, *up = a->up + L * BT * hid, *hact = a->hact + L * BT * hid;
+        float *xnext = a->res + (L + 1) * BT * dim;
+
+        rmsnorm_forward(ln1, a->ln1_rstd + L * BT, x, bw->attn_norm, N, dim, c->norm_eps);
+        capture(o, ex, l, MPQ_LAYER_ATTN_Q, ln1, N, dim);
+        capture(o, ex, l, MPQ_LAYER_ATTN_K, ln1, N, dim);
+        capture(o, ex, l, MPQ_LAYER_ATTN_V, ln1, N, dim);
+        matmul_forward(q, ln1, bw->wq, bw->bq, N, dim, qd);
+        matmul_forward(k, ln1, bw->wk, bw->bk, N, dim, kvd);
+        matmul_forward(v, ln1, bw->wv, bw->bv, N, dim, kvd);
+        rope_forward(q, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
+        rope_forward(k, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
+        int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
+        const float *kqp = NULL, *vqp = NULL;
+        if (kb < 16) {
+            kv_quantize_forward(kq, k, B, T, kvd, kb, true, &o->kv_scheme);
+            kqp = kq;
+        }
+        if (vb < 16) {
+            kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
+            vqp = vq;
+        }
+        attention_forward(atty, att, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH, NKV, hd);
+        capture(o, ex, l, MPQ_LAYER_ATTN_O, atty, N, qd);
+        matmul_forward(a->proj, atty, bw->wo, NULL, N, qd, dim);
+        residual_forward(res2, x, a->proj, n * dim);
+
+        rmsnorm_forward(ln2, a->ln2_rstd + L * BT, res2, bw->ffn_norm, N, dim, c->norm_eps);
+        capture(o, ex, l, MPQ_LAYER_FFN_GATE, ln2, N, dim);
+        capture(o, ex, l, MPQ_LAYER_FFN_UP, ln2, N, dim);
+        matmul_forward(gate, ln2, bw->w_gate, NULL, N, dim, hid);
+        matmul_forward(up, ln2, bw->w_up, NULL, N, dim, hid);
+        swiglu_forward(hact, gate, up, n * hid);
+        capture(o, ex, l, MPQ_LAYER_FFN_DOWN, hact, N, hid);
+        matmul_forward(a->proj, hact, bw->w_down, NULL, N, hid, dim);
+        residual_forward(xnext, res2, a->proj, n * dim);
+    }
+    /* head */
+    float *xf = a->res + (size_t)c->n_layers * BT * dim;
+    rmsnorm_forward(a->lnf, a->lnf_rstd, xf, w->final_norm, N, dim, c->norm_eps);
+    matmul_forward(a->logits, a->lnf, w->classifier, NULL, N, dim, c->vocab_size);
+    ex->B = B;
+    ex->T = T;
+}
+
+mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens,
+                            int B, int T, mpq_err *err) {
+    if (!ex) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL executor");
+    mpq_exec_opts def = mpq_exec_opts_default();
+    const mpq_exec_opts *o = opts ? opts : &def;
+    mpq_status st = check_call(ex, w, o, B, T, err);
+    if (st != MPQ_OK) return st;
+    st = check_tokens(ex, tokens, (size_t)B * T, (size_t)T, err);
+    if (st != MPQ_OK) return st;
+    encoder_forward(ex->a.res, tokens, w->tok_emb, B * T, ex->cfg.dim);
+    run_blocks(ex, w, o, 0, B, T);
+    return MPQ_OK;
+}
+
+mpq_status mpq_exec_forward_from(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, int layer_start,
+                                 const float *x_in, int B, int T, mpq_err *err) {
+    if (!ex || !x_in) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    mpq_exec_opts def = mpq_exec_opts_default();
+    const mpq_exec_opts *o = opts ? opts : &def;
+    mpq_status st = check_call(ex, w, o, B, T, err);
+    if (st != MPQ_OK) return st;
+    if (layer_start < 0 || layer_start > ex->cfg.n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d outside 0..%d", layer_start, ex->cfg.n_layers);
+    float *dst = ex->a.res + (size_t)layer_start * ex->bt_max * ex->cfg.dim;
+    memmove(dst, x_in, (size_t)B * T * ex->cfg.dim * sizeof(float));
+    run_blocks(ex, w, o, layer_start, B, T);
+    return MPQ_OK;
+}
+
+const float *mpq_exec_logits(const mpq_exec *ex) { return ex ? ex->a.logits : NULL; }
+
+const float *mpq_exec_block_input(const mpq_exec *ex, int layer) {
+    if (!ex || layer < 0 || layer > ex->cfg.n_layers) return NULL;
+    return ex->a.res + (size_t)layer * ex->bt_max * ex->cfg.dim;
+}
+
+/* ---- evaluation ---- */
+
+static void stats_finish(mpq_eval_stats *s) {
+    s->ce = s->n_tokens > 0 ? s->nll_sum / (double)s->n_tokens : 0.0;
+    s->ppl = exp(s->ce);
+    s->kl_mean = s->n_ref_tokens > 0 ? s->kl_sum / (double)s->n_ref_tokens : 0.0;
+    s->top1 = s->n_ref_tokens > 0 ? (double)s->top1_same / (double)s->n_ref_tokens : 0.0;
+    s->kl_se = 0.0;
+    if (s->n_ref_seqs >= 2) {
+        double nn = (double)s->n_ref_seqs, mean = s->kl_seq_sum / nn;
+        double var = (s->kl_seq_sumsq - nn * mean * mean) / (nn - 1.0);
+        s->kl_se = var > 0 ? sqrt(var / nn) : 0.0;
+    }
+}
+
+/* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1]. */
+static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, mpq_eval_stats *s) {
+    const int V = ex->cfg.vocab_size;
+    for (int b = 0; b < B; b++) {
+        double kl_seq = 0.0;
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)b * T + t;
+            const float *lg = ex->a.logits + r * V;
+            float *lp = (io && io->logprobs_out) ? io->logprobs_out + r * V : ex->a.row;
+            int am = logsoftmax_forward(lp, lg, V);
+            int tgt = tokens[(size_t)b * (T + 1) + t + 1];
+            s->nll_sum -= lp[tgt];
+            if (io && io->target_logprobs_out) io->target_logprobs_out[r] = lp[tgt];
+            if (io && io->logits_out) memcpy(io->logits_out + r * V, lg, (size_t)V * sizeof(float));
+            if (io && io->ref_logprobs) {
+                const float *rp = io->ref_logprobs + r * V;
+                double kl = 0.0;
+                int ram = 0;
+                for (int i = 0; i < V; i++) {
+                    double pr = exp((double)rp[i]);
+                    kl += pr * ((double)rp[i] - (double)lp[i]);
+                    if (rp[i] > rp[ram]) ram = i;
+                }
+                if (kl < 0.0) kl = 0.0; /* rounding of near-identical distributions */
+                kl_seq += kl;
+                s->kl_sum += kl;
+                s->top1_same += (ram == am);
+            }
+        }
+        s->n_tokens += T;
+        s->n_seqs += 1;
+        if (io && io->ref_logprobs) {
+            double m = kl_seq / T;
+            s->n_ref_tokens += T;
+            s->n_ref_seqs += 1;
+            s->kl_seq_sum += m;
+            s->kl_seq_sumsq += m * m;
+        }
+    }
+    stats_finish(s);
+}
+
+mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
+                         int T, const mpq_eval_io *io, mpq_eval_stats *stats, mpq_err *err) {
+    if (!ex || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    mpq_exec_opts def = mpq_exec_opts_default();
+    const mpq_exec_opts *o = opts ? opts : &def;
+    mpq_status st = check_call(ex, w, o, B, T, err);
+    if (st != MPQ_OK) return st;
+    st = check_tokens(ex, tokens, (size_t)B * (T + 1), (size_t)T + 1, err);
+    if (st != MPQ_OK) return st;
+    for (int b = 0; b < B; b++) memcpy(ex->tok + (size_t)b * T, tokens + (size_t)b * (T + 1), (size_t)T * sizeof(int));
+    encoder_forward(ex->a.res, ex->tok, w->tok_emb, B * T, ex->cfg.dim);
+    run_blocks(ex, w, o, 0, B, T);
+    score_batch(ex, tokens, B, T, io, stats);
+    return MPQ_OK;
+}
+
+/* ---- stored reference ---- */
+
+struct mpq_exec_ref {
+    int n_seqs, T, n_layers, dim, vocab;
+    int *tokens;      /* (n_seqs, T+1) */
+    float *logprobs;  /* (n_seqs, T, V) */
+    float *res;       /* (L, n_seqs, T, dim) or NULL */
+    mpq_eval_stats stats;
+};
+
+void mpq_exec_ref_free(mpq_exec_ref *ref) {
+    if (!ref) return;
+    free(ref->tokens);
+    free(ref->logprobs);
+    free(ref->res);
+    free(ref);
+}
+
+int mpq_exec_ref_n_seqs(const mpq_exec_ref *ref) { return ref ? ref->n_seqs : 0; }
+int mpq_exec_ref_T(const mpq_exec_ref *ref) { return ref ? ref->T : 0; }
+const mpq_eval_stats *mpq_exec_ref_stats(const mpq_exec_ref *ref) { return ref ? &ref->stats : NULL; }
+const float *mpq_exec_ref_logprobs(const mpq_exec_ref *ref) { return ref ? ref->logprobs : NULL; }
+
+mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens,
+                              int n_seqs, int T, bool keep_residuals, mpq_exec_ref **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_exec_ref *ref = NULL;
+    if (!ex || !tokens || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    *out = NULL;
+    if (n_seqs < 1 || T < 1 || T > ex->max_T)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference of %d sequences x %d tokens (T 1..%d)", n_seqs, T,
+                           ex->max_T);
+    const size_t dim = (size_t)ex->cfg.dim, V = (size_t)ex->cfg.vocab_size, L = (size_t)ex->cfg.n_layers;
+    size_t n_tok, n_lp, n_res = 0;
+    if (!mpq_size_mul((size_t)n_seqs, (size_t)T + 1, &n_tok) || !mpq_size_mul3((size_t)n_seqs, (size_t)T, V, &n_lp) ||
+        (keep_residuals && !mpq_size_mul3(L, (size_t)n_seqs * (size_t)T, dim, &n_res)))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference of %d x %d overflows", n_seqs, T);
+    ref = mpq_calloc(1, sizeof *ref);
+    if (!ref) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
+    ref->n_seqs = n_seqs;
+    ref->T = T;
+    ref->n_layers = (int)L;
+    ref->dim = (int)dim;
+    ref->vocab = (int)V;
+    ref->tokens = mpq_calloc(n_tok, sizeof(int));
+    ref->logprobs = mpq_calloc(n_lp, sizeof(float));
+    if (keep_residuals) ref->res = mpq_calloc(n_res, sizeof(float));
+    if (!ref->tokens || !ref->logprobs || (keep_residuals && !ref->res)) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: reference of %d x %d: cannot allocate %zu floats", n_seqs, T,
+                         n_lp + n_res);
+        goto done;
+    }
+    memcpy(ref->tokens, tokens, n_tok * sizeof(int));
+    for (int s0 = 0; s0 < n_seqs; s0 += ex->max_B) {
+        int nb = n_seqs - s0 < ex->max_B ? n_seqs - s0 : ex->max_B;
+        mpq_eval_io io = {0};
+        io.logprobs_out = ref->logprobs + (size_t)s0 * T * V;
+        st = mpq_exec_eval(ex, w, opts, ref->tokens + (size_t)s0 * (T + 1), nb, T, &io, &ref->stats, err);
+        if (st != MPQ_OK) goto done;
+        if (keep_residuals)
+            for (size_t l = 0; l < L; l++)
+                memcpy(ref->res + (l * n_seqs + s0) * (size_t)T * dim, mpq_exec_block_input(ex, (int)l),
+                       (size_t)nb * T * dim * sizeof(float));
+    }
+    *out = ref;
+    ref = NULL;
+done:
+    mpq_exec_ref_free(ref);
+    return st;
+}
+
+mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,
+                             int layer_start, mpq_eval_stats *stats, mpq_err *err) {
+    if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    if (ref->vocab != ex->cfg.vocab_size || ref->dim != ex->cfg.dim || ref->n_layers != ex->cfg.n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference was built for another model shape");
+    if (layer_start < 0 || layer_start > ref->n_layers || (layer_start > 0 && layer_start < ref->n_layers && !ref->res) ||
+        (layer_start == ref->n_layers && layer_start > 0 && !ref->res))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d needs a reference with stored residuals (0..%d)",
+                           layer_start, ref->n_layers - 1);
+    if (layer_start == ref->n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d",
+                           layer_start, ref->n_layers - 1);
+    const int T = ref->T;
+    const size_t V = (size_t)ref->vocab, dim = (size_t)ref->dim;
+    for (int s0 = 0; s0 < ref->n_seqs; s0 += ex->max_B) {
+        int nb = ref->n_seqs - s0 < ex->max_B ? ref->n_seqs - s0 : ex->max_B;
+        const int *tok = ref->tokens + (size_t)s0 * (T + 1);
+        mpq_eval_io io = {0};
+        io.ref_logprobs = ref->logprobs + (size_t)s0 * T * V;
+        mpq_status st;
+        if (layer_start == 0) {
+            st = mpq_exec_eval(ex, w, opts, tok, nb, T, &io, stats, err);
+        } else {
+            const float *x = ref->res + ((size_t)layer_start * ref->n_seqs + s0) * (size_t)T * dim;
+            st = mpq_exec_forward_from(ex, w, opts, layer_start, x, nb, T, err);
+            if (st == MPQ_OK) score_batch(ex, tok, nb, T, &io, stats);
+        }
+        if (st != MPQ_OK) return st;
+    }
+    return MPQ_OK;
+}
+
+/* ---- incremental decode ---- */
+
+void mpq_exec_decode_reset(mpq_exec *ex) {
+    if (ex) ex->pos = 0;
+}
+
+int mpq_exec_decode_pos(const mpq_exec *ex) { return ex ? ex->pos : 0; }
+
+static mpq_status decode_alloc(mpq_exec *ex, mpq_err *err) {
+    if (ex->d.block) return MPQ_OK;
+    const mpq_model_config *c = &ex->cfg;
+    exec_decode *d = &ex->d;
+    size_t cache;
+    if (!mpq_size_mul3((size_t)c->n_layers, (size_t)c->seq_len, (size_t)ex->kvd, &cache))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: KV cache size overflows");
+    carve regions[] = {
+        {&d->x, (size_t)c->dim},          {&d->xb, (size_t)c->dim},         {&d->xb2, (size_t)c->dim},
+        {&d->q, (size_t)ex->qd},          {&d->att, (size_t)c->seq_len},     {&d->hb, (size_t)c->hidden_dim},
+        {&d->hb2, (size_t)c->hidden_dim}, {&d->logits, (size_t)c->vocab_size}, {&d->kc, cache},
+        {&d->vc, cache},                  {&d->kqc, cache},                  {&d->vqc, cache},
+    };
+    return carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &d->block, NULL, "KV cache", err);
+}
+
+static void matvec(float *out, const float *w, const float *x, const float *bias, int rows, int cols) {
+    // out (rows) = w (rows, cols) @ x (cols) + bias
+    float beta = 0.0f;
+    if (bias) {
+        memcpy(out, bias, (size_t)rows * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w, cols, x, 1, beta, out, 1);
+}
+
+mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, int token,
+                                const float **logits, mpq_err *err) {
+    if (!ex) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL executor");
+    mpq_exec_opts def = mpq_exec_opts_default();
+    const mpq_exec_opts *o = opts ? opts : &def;
+    mpq_status st = check_call(ex, w, o, 1, 1, err);
+    if (st != MPQ_OK) return st;
+    const mpq_model_config *c = &ex->cfg;
+    if (ex->pos >= c->seq_len)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: decode: KV cache full (%d tokens)", c->seq_len);
+    if (token < 0 || token >= c->vocab_size)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: decode: token %d at position %d outside vocab 0..%d", token,
+                           ex->pos, c->vocab_size - 1);
+    st = decode_alloc(ex, err);
+    if (st != MPQ_OK) return st;
+    exec_decode *d = &ex->d;
+    const int dim = c->dim, kvd = ex->kvd, hd = c->head_dim, hid = c->hidden_dim, t = ex->pos;
+    const int NH = c->n_heads, rep = c->n_heads / c->n_kv_heads, half = hd / 2;
+    const size_t S = (size_t)c->seq_len;
+    const mpq_kv_scheme *s = &o->kv_scheme;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    float rstd;
+    memcpy(d->x, w->tok_emb + (size_t)token * dim, (size_t)dim * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) {
+        const mpq_block_weights *bw = &w->blocks[l];
+        float *kc = d->kc + (size_t)l * S * kvd, *vc = d->vc + (size_t)l * S * kvd;
+        float *kqc = d->kqc + (size_t)l * S * kvd, *vqc = d->vqc + (size_t)l * S * kvd;
+        float *krow = kc + (size_t)t * kvd, *vrow = vc + (size_t)t * kvd;
+        rmsnorm_forward(d->xb, &rstd, d->x, bw->attn_norm, 1, dim, c->norm_eps);
+        matvec(d->q, bw->wq, d->xb, bw->bq, ex->qd, dim);
+        matvec(krow, bw->wk, d->xb, bw->bk, kvd, dim);
+        matvec(vrow, bw->wv, d->xb, bw->bv, kvd, dim);
+        /* RoPE at position t (same table and formula as the batch kernel) */
+        const float *cs = ex->rope_cos + (size_t)t * half, *sn = ex->rope_sin + (size_t)t * half;
+        for (int h = 0; h < NH + c->n_kv_heads; h++) {
+            float *vec = h < NH ? d->q + (size_t)h * hd : krow + (size_t)(h - NH) * hd;
+            for (int i = 0; i < half; i++) {
+                float v0 = vec[2 * i], v1 = vec[2 * i + 1];
+                vec[2 * i] = v0 * cs[i] - v1 * sn[i];
+                vec[2 * i + 1] = v0 * sn[i] + v1 * cs[i];
+            }
+        }
+        int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
+        /* quantized copies, exactly as the batch emulation forms them */
+        if (kb < 16) {
+            if (s->mode == MPQ_KV_KIVI) {
+                if ((t + 1) % s->group_size == 0) {
+                    int g0 = t + 1 - s->group_size;
+                    kv_quantize_forward(kqc + (size_t)g0 * kvd, kc + (size_t)g0 * kvd, 1, s->group_size, kvd, kb, true, s);
+                }
+            } else {
+                kv_quantize_forward(kqc + (size_t)t * kvd, krow, 1, 1, kvd, kb, true, s);
+            }
+        }
+        if (vb < 16) kv_quantize_forward(vqc + (size_t)t * kvd, vrow, 1, 1, kvd, vb, false, s);
+        int nqk = kb < 16 ? kv_n_quant(t, true, s) : 0;
+        int nqv = vb < 16 ? kv_n_quant(t, false, s) : 0;
+        for (int h = 0; h < NH; h++) {
+            size_t ko = (size_t)(h / rep) * hd;
+            const float *qh = d->q + (size_t)h * hd;
+            float *outh = d->xb2 + (size_t)h * hd;
+            /* scores (t+1) = K[0..t] (t+1, hd) @ q (hd), quantized prefix from kqc */
+            if (nqk > 0)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, nqk, hd, scale, kqc + ko, kvd, qh, 1, 0.0f, d->att, 1);
+            if (t + 1 - nqk > 0)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, t + 1 - nqk, hd, scale, kc + (size_t)nqk * kvd + ko, kvd, qh, 1,
+                            0.0f, d->att + nqk, 1);
+            float mx = d->att[0];
+            for (int j = 1; j <= t; j++) mx = d->att[j] > mx ? d->att[j] : mx;
+            double sum = 0.0;
+            for (int j = 0; j <= t; j++) {
+                d->att[j] = expf(d->att[j] - mx);
+                sum += d->att[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j <= t; j++) d->att[j] *= inv;
+            /* out (hd) = V[0..t]^T (hd, t+1) @ p (t+1) */
+            float beta = 0.0f;
+            if (nqv > 0) {
+                cblas_sgemv(CblasRowMajor, CblasTrans, nqv, hd, 1.0f, vqc + ko, kvd, d->att, 1, 0.0f, outh, 1);
+                beta = 1.0f;
+            }
+            if (t + 1 - nqv > 0)
+                cblas_sgemv(CblasRowMajor, CblasTrans, t + 1 - nqv, hd, 1.0f, vc + (size_t)nqv * kvd + ko, kvd,
+                            d->att + nqv, 1, beta, outh, 1);
+        }
+        matvec(d->xb, bw->wo, d->xb2, NULL, dim, ex->qd);
+        residual_forward(d->x, d->x, d->xb, (size_t)dim);
+        rmsnorm_forward(d->xb, &rstd, d->x, bw->ffn_norm, 1, dim, c->norm_eps);
+        matvec(d->hb, bw->w_gate, d->xb, NULL, hid, dim);
+        matvec(d->hb2, bw->w_up, d->xb, NULL, hid, dim);
+        swiglu_forward(d->hb, d->hb, d->hb2, (size_t)hid);
+        matvec(d->xb, bw->w_down, d->hb, NULL, dim, hid);
+        residual_forward(d->x, d->x, d->xb, (size_t)dim);
+    }
+    rmsnorm_forward(d->xb, &rstd, d->x, w->final_norm, 1, dim, c->norm_eps);
+    matvec(d->logits, w->classifier, d->xb, NULL, c->vocab_size, dim);
+    ex->pos++;
+    if (logits) *logits = d->logits;
+    return MPQ_OK;
+}
+
+mpq_status mpq_exec_generate_greedy(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *prompt,
+                                    int n_prompt, int n_new, int *out, mpq_err *err) {
+    if (!ex || !prompt || n_prompt < 1 || n_new < 0 || (n_new > 0 && !out))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: generate: bad arguments (prompt %d tokens, %d new)", n_prompt,
+                           n_new);
+    mpq_exec_decode_reset(ex);
+    const float *lg = NULL;
+    for (int i = 0; i < n_prompt; i++) {
+        mpq_status st = mpq_exec_decode_step(ex, w, opts, prompt[i], &lg, err);
+        if (st != MPQ_OK) return st;
+    }
+    for (int i = 0; i < n_new; i++) {
+        int am = 0;
+        for (int v = 1; v < ex->cfg.vocab_size; v++)
+            if (lg[v] > lg[am]) am = v;
+        out[i] = am;
+        if (i + 1 < n_new) {
+            mpq_status st = mpq_exec_decode_step(ex, w, opts, am, &lg, err);
+            if (st != MPQ_OK) return st;
+        }
+    }
+    return MPQ_OK;
+}
+
+/* ---- KV memory and FLOPs ---- */
+
+double mpq_exec_kv_bytes_per_token(const mpq_model_config *cfg, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
+                                   int64_t context_len, double *per_layer) {
+    if (!cfg) return 0.0;
+    mpq_kv_scheme def = mpq_kv_scheme_default();
+    const mpq_kv_scheme *s = scheme ? scheme : &def;
+    int kvd = cfg->n_kv_heads * cfg->head_dim;
+    double total = 0.0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        mpq_kv_pair p = {16, 16};
+        if (pairs) p = pairs[l];
+        double kb = mpq_kv_bits_per_element(p, s, kvd, context_len, true, true);
+        double vb = mpq_kv_bits_per_element(p, s, kvd, context_len, false, true);
+        double bytes = (double)kvd * (kb + vb) / 8.0;
+        if (per_layer) per_layer[l] = bytes;
+        total += bytes;
+    }
+    return total;
+}
+
+double mpq_exec_forward_flops(const mpq_model_config *cfg, int B, int T) {
+    if (!cfg) return 0.0;
+    double dim = cfg->dim, qd = (double)cfg->n_heads * cfg->head_dim, kvd = (double)cfg->n_kv_heads * cfg->head_dim;
+    double per_tok_layer = 2.0 * (dim * qd + 2.0 * dim * kvd + qd * dim + 3.0 * dim * cfg->hidden_dim);
+    double attn_layer = 4.0 * (double)B * cfg->n_heads * (double)T * T * cfg->head_dim;
+    double head = 2.0 * dim * cfg->vocab_size;
+    return (double)B * T * (cfg->n_layers * per_tok_layer + head) + cfg->n_layers * attn_layer;
+}
