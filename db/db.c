@@ -1,0 +1,390 @@
+/*
+ * db.c - opening, validating and migrating the results database; transactions;
+ * shared SQLite helpers. Reference: SQLite C API (https://sqlite.org/c3ref/intro.html),
+ * WAL (https://sqlite.org/wal.html), file format (https://sqlite.org/fileformat2.html).
+ *
+ * Open sequence (nothing is written until the file is known to be a healthy mpq
+ * database of a supported version):
+ *   1. sqlite3_open_v2 (READONLY, or READWRITE[|CREATE]); busy timeout 10 s; FKs on.
+ *   2. read sqlite_master: SQLITE_NOTADB / SQLITE_CORRUPT -> MPQ_ERR_DB naming the file.
+ *   3. no tables at all -> a new database (version 0); tables but no schema_version ->
+ *      "not an mpq database" (MPQ_ERR_DB); MAX(version) > MPQ_DB_SCHEMA_VERSION ->
+ *      MPQ_ERR_UNSUPPORTED.
+ *   4. PRAGMA quick_check (unless MPQ_DB_NO_CHECK) -> MPQ_ERR_DB if not "ok".
+ *   5. writable: journal_mode=WAL, synchronous=NORMAL, then each missing migration step
+ *      in its own BEGIN IMMEDIATE transaction.
+ */
+#include "db/db_private.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DB_BUSY_TIMEOUT_MS 10000
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+mpq_status db_fail(mpq_db *db, mpq_err *err, const char *what) {
+    const char *msg = (db && db->h) ? sqlite3_errmsg(db->h) : "out of memory";
+    return mpq_err_set(err, MPQ_ERR_DB, "%s: %s: %s", db && db->path ? db->path : "(db)", what, msg);
+}
+
+mpq_status db_prepare(mpq_db *db, const char *sql, sqlite3_stmt **st, mpq_err *err) {
+    *st = NULL;
+    if (sqlite3_prepare_v2(db->h, sql, -1, st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(*st);
+        *st = NULL;
+        return db_fail(db, err, "prepare");
+    }
+    return MPQ_OK;
+}
+
+mpq_status db_exec(mpq_db *db, const char *sql, const char *what, mpq_err *err) {
+    char *emsg = NULL;
+    if (sqlite3_exec(db->h, sql, NULL, NULL, &emsg) != SQLITE_OK) {
+        mpq_err_set(err, MPQ_ERR_DB, "%s: %s: %s", db->path, what,
+                    emsg ? emsg : sqlite3_errmsg(db->h));
+        sqlite3_free(emsg);
+        return MPQ_ERR_DB;
+    }
+    return MPQ_OK;
+}
+
+int db_bind_text(sqlite3_stmt *st, int i, const char *s) {
+    return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+}
+
+int db_bind_id(sqlite3_stmt *st, int i, int64_t id) {
+    return id > 0 ? sqlite3_bind_int64(st, i, id) : sqlite3_bind_null(st, i);
+}
+
+int db_bind_real(sqlite3_stmt *st, int i, double v) {
+    return isnan(v) ? sqlite3_bind_null(st, i) : sqlite3_bind_double(st, i, v);
+}
+
+void db_col_text(sqlite3_stmt *st, int i, char *buf, size_t n) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    if (n == 0) return;
+    if (!t) {
+        buf[0] = '\0';
+        return;
+    }
+    size_t len = strlen((const char *)t);
+    if (len >= n) len = n - 1;
+    memcpy(buf, t, len);
+    buf[len] = '\0';
+}
+
+char *db_col_strdup(sqlite3_stmt *st, int i, bool *oom) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    if (!t) return NULL;
+    size_t len = (size_t)sqlite3_column_bytes(st, i);
+    char *s = malloc(len + 1);
+    if (!s) {
+        *oom = true;
+        return NULL;
+    }
+    memcpy(s, t, len);
+    s[len] = '\0';
+    return s;
+}
+
+double db_col_real(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+/* ---- transactions ------------------------------------------------------------------- */
+
+mpq_status tx_begin(mpq_db *db, int *opened, mpq_err *err) {
+    *opened = 0;
+    if (sqlite3_get_autocommit(db->h)) {
+        if (db_exec(db, "BEGIN IMMEDIATE", "begin transaction", err) != MPQ_OK) return MPQ_ERR_DB;
+        *opened = 1;
+    } else {
+        if (db_exec(db, "SAVEPOINT mpq_sp", "savepoint", err) != MPQ_OK) return MPQ_ERR_DB;
+        *opened = 2;
+    }
+    return MPQ_OK;
+}
+
+mpq_status tx_end(mpq_db *db, int opened, bool ok, mpq_err *err) {
+    if (opened == 1) {
+        if (ok) {
+            if (db_exec(db, "COMMIT", "commit", err) == MPQ_OK) return MPQ_OK;
+            /* COMMIT failed (e.g. disk full): make sure nothing stays half-open. */
+            if (!sqlite3_get_autocommit(db->h)) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+            return MPQ_ERR_DB;
+        }
+        if (!sqlite3_get_autocommit(db->h)) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+        return MPQ_OK;
+    }
+    if (opened == 2) {
+        if (ok) return db_exec(db, "RELEASE mpq_sp", "release savepoint", err);
+        sqlite3_exec(db->h, "ROLLBACK TO mpq_sp; RELEASE mpq_sp", NULL, NULL, NULL);
+    }
+    return MPQ_OK;
+}
+
+mpq_status mpq_db_begin(mpq_db *db, mpq_err *err) {
+    if (!db) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_begin: NULL handle");
+    if (!sqlite3_get_autocommit(db->h))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: begin: a transaction is already open", db->path);
+    return db_exec(db, "BEGIN IMMEDIATE", "begin transaction", err);
+}
+
+mpq_status mpq_db_commit(mpq_db *db, mpq_err *err) {
+    if (!db) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_commit: NULL handle");
+    if (sqlite3_get_autocommit(db->h))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: commit: no transaction is open", db->path);
+    return db_exec(db, "COMMIT", "commit", err);
+}
+
+mpq_status mpq_db_rollback(mpq_db *db, mpq_err *err) {
+    if (!db) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_rollback: NULL handle");
+    if (sqlite3_get_autocommit(db->h)) return MPQ_OK; /* already rolled back (e.g. by SQLite) */
+    return db_exec(db, "ROLLBACK", "rollback", err);
+}
+
+/* ---- open --------------------------------------------------------------------------- */
+
+/* Single integer result of sql into *out (0 if no row / NULL). */
+static mpq_status query_int(mpq_db *db, const char *sql, const char *what, int64_t *out,
+                            mpq_err *err) {
+    sqlite3_stmt *st = NULL;
+    mpq_status s = MPQ_OK;
+    *out = 0;
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+        s = db_fail(db, err, what);
+        goto done;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+    } else if (rc != SQLITE_DONE) {
+        s = db_fail(db, err, what);
+    }
+done:
+    sqlite3_finalize(st);
+    return s;
+}
+
+static mpq_status quick_check(mpq_db *db, mpq_err *err) {
+    sqlite3_stmt *st = NULL;
+    mpq_status s = MPQ_OK;
+    if (sqlite3_prepare_v2(db->h, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK) {
+        s = db_fail(db, err, "integrity check");
+        goto done;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *r = (const char *)sqlite3_column_text(st, 0);
+        if (!r || strcmp(r, "ok") != 0)
+            s = mpq_err_set(err, MPQ_ERR_DB, "%s: database is corrupted: %s", db->path,
+                            r ? r : "(no result)");
+    } else {
+        s = db_fail(db, err, "integrity check");
+    }
+done:
+    sqlite3_finalize(st);
+    return s;
+}
+
+static mpq_status migrate(mpq_db *db, mpq_err *err) {
+    mpq_status s = MPQ_OK;
+    sqlite3_stmt *st = NULL;
+    for (int v = db->schema_version; v < mpq_db_n_migrations; v++) {
+        if (db_exec(db, "BEGIN IMMEDIATE", "begin migration", err) != MPQ_OK) return MPQ_ERR_DB;
+        char what[64];
+        snprintf(what, sizeof what, "migration to schema version %d", v + 1);
+        for (const char *const *part = mpq_db_migrations[v]; *part; part++) {
+            s = db_exec(db, *part, what, err);
+            if (s != MPQ_OK) goto fail;
+        }
+        s = db_prepare(db, "INSERT INTO schema_version(version, mpq_version) VALUES(?1, ?2)", &st, err);
+        if (s != MPQ_OK) goto fail;
+        sqlite3_bind_int(st, 1, v + 1);
+        sqlite3_bind_text(st, 2, mpq_version(), -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            s = db_fail(db, err, what);
+            goto fail;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (db_exec(db, "COMMIT", what, err) != MPQ_OK) {
+            s = MPQ_ERR_DB;
+            goto fail;
+        }
+        db->schema_version = v + 1;
+    }
+    return MPQ_OK;
+fail:
+    sqlite3_finalize(st);
+    if (!sqlite3_get_autocommit(db->h)) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    return s;
+}
+
+mpq_status mpq_db_open(const char *path, unsigned flags, mpq_db **out, mpq_err *err) {
+    mpq_status s = MPQ_OK;
+    mpq_db *db = NULL;
+    if (out) *out = NULL;
+    if (!path || !*path || !out)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_open: missing path or output");
+    unsigned mode = flags & (MPQ_DB_READONLY | MPQ_DB_READWRITE | MPQ_DB_CREATE);
+    if (mode != MPQ_DB_READONLY && mode != MPQ_DB_READWRITE && mode != MPQ_DB_CREATE)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: open flags must contain exactly one of readonly/readwrite/create", path);
+    if (flags & ~(MPQ_DB_READONLY | MPQ_DB_READWRITE | MPQ_DB_CREATE | MPQ_DB_NO_CHECK))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: unknown open flags 0x%x", path, flags);
+
+    db = calloc(1, sizeof *db);
+    if (!db) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+    size_t len = strlen(path);
+    db->path = malloc(len + 1);
+    if (!db->path) {
+        s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    memcpy(db->path, path, len + 1);
+    db->readonly = (mode == MPQ_DB_READONLY);
+
+    int oflags = db->readonly ? SQLITE_OPEN_READONLY
+                 : (mode == MPQ_DB_CREATE ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                          : SQLITE_OPEN_READWRITE);
+    int rc = sqlite3_open_v2(path, &db->h, oflags, NULL);
+    if (rc != SQLITE_OK) {
+        s = mpq_err_set(err, (rc & 0xff) == SQLITE_CANTOPEN ? MPQ_ERR_IO : MPQ_ERR_DB,
+                        "%s: cannot open database: %s", path,
+                        db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+        goto done;
+    }
+    sqlite3_extended_result_codes(db->h, 1);
+    if (sqlite3_busy_timeout(db->h, DB_BUSY_TIMEOUT_MS) != SQLITE_OK) {
+        s = db_fail(db, err, "busy timeout");
+        goto done;
+    }
+    if ((s = db_exec(db, "PRAGMA foreign_keys=ON", "enable foreign keys", err)) != MPQ_OK) goto done;
+
+    /* Is this an SQLite file at all? (NOTADB / CORRUPT surface here, before any write.) */
+    int64_t n_objects = 0, has_version = 0, version = 0;
+    if ((s = query_int(db, "SELECT count(*) FROM sqlite_master", "read schema", &n_objects, err)) !=
+        MPQ_OK)
+        goto done;
+    if ((s = query_int(db,
+                       "SELECT count(*) FROM sqlite_master WHERE type='table' AND "
+                       "name='schema_version'",
+                       "read schema", &has_version, err)) != MPQ_OK)
+        goto done;
+    if (has_version) {
+        if ((s = query_int(db, "SELECT MAX(version) FROM schema_version", "read schema_version",
+                           &version, err)) != MPQ_OK)
+            goto done;
+        if (version > MPQ_DB_SCHEMA_VERSION) {
+            s = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                            "%s: schema version %lld is newer than this mpq supports (%d); upgrade mpq",
+                            path, (long long)version, MPQ_DB_SCHEMA_VERSION);
+            goto done;
+        }
+        if (version < 1) {
+            s = mpq_err_set(err, MPQ_ERR_DB, "%s: schema_version table is empty (damaged database)",
+                            path);
+            goto done;
+        }
+    } else if (n_objects > 0) {
+        s = mpq_err_set(err, MPQ_ERR_DB,
+                        "%s: not an mpq results database (no schema_version table among %lld objects)",
+                        path, (long long)n_objects);
+        goto done;
+    } else if (db->readonly) {
+        s = mpq_err_set(err, MPQ_ERR_DB, "%s: empty database (no mpq schema); nothing to read", path);
+        goto done;
+    }
+    db->schema_version = (int)version;
+    if (n_objects > 0 && !(flags & MPQ_DB_NO_CHECK)) {
+        if ((s = quick_check(db, err)) != MPQ_OK) goto done;
+    }
+
+    if (!db->readonly) {
+        sqlite3_stmt *st = NULL;
+        if ((s = db_prepare(db, "PRAGMA journal_mode=WAL", &st, err)) != MPQ_OK) goto done;
+        rc = sqlite3_step(st);
+        const char *jm = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        bool wal = jm && strcmp(jm, "wal") == 0;
+        if (rc != SQLITE_ROW) s = db_fail(db, err, "set WAL journal mode");
+        else if (!wal)
+            s = mpq_err_set(err, MPQ_ERR_DB, "%s: cannot use WAL journal mode (got '%s')", path,
+                            jm ? jm : "");
+        sqlite3_finalize(st);
+        if (s != MPQ_OK) goto done;
+        if ((s = db_exec(db, "PRAGMA synchronous=NORMAL", "set synchronous", err)) != MPQ_OK) goto done;
+        if ((s = migrate(db, err)) != MPQ_OK) goto done;
+    }
+    *out = db;
+    db = NULL;
+done:
+    mpq_db_close(db);
+    return s;
+}
+
+void mpq_db_close(mpq_db *db) {
+    if (!db) return;
+    if (db->h) {
+        sqlite3_finalize(db->st_metric_insert);
+        if (!sqlite3_get_autocommit(db->h)) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close_v2(db->h);
+    }
+    free(db->path);
+    free(db);
+}
+
+const char *mpq_db_path(const mpq_db *db) { return db ? db->path : NULL; }
+
+int mpq_db_schema_version(const mpq_db *db) { return db ? db->schema_version : 0; }
+
+mpq_status mpq_db_check(mpq_db *db, mpq_err *err) {
+    sqlite3_stmt *st = NULL;
+    mpq_status s = MPQ_OK;
+    if ((s = db_prepare(db, "PRAGMA integrity_check(1)", &st, err)) != MPQ_OK) return s;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        s = db_fail(db, err, "integrity check");
+        goto done;
+    }
+    const char *r = (const char *)sqlite3_column_text(st, 0);
+    if (!r || strcmp(r, "ok") != 0) {
+        s = mpq_err_set(err, MPQ_ERR_DB, "%s: integrity check: %s", db->path, r ? r : "(null)");
+        goto done;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if ((s = db_prepare(db, "PRAGMA foreign_key_check", &st, err)) != MPQ_OK) goto done;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        s = mpq_err_set(err, MPQ_ERR_DB, "%s: foreign key check: table %s row %lld references %s",
+                        db->path, (const char *)sqlite3_column_text(st, 0),
+                        (long long)sqlite3_column_int64(st, 1), (const char *)sqlite3_column_text(st, 2));
+    } else if (rc != SQLITE_DONE) {
+        s = db_fail(db, err, "foreign key check");
+    }
+done:
+    sqlite3_finalize(st);
+    return s;
+}
+
+mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err) {
+    sqlite3 *h = NULL;
+    char *emsg = NULL;
+    mpq_status s = MPQ_OK;
+    if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        s = mpq_err_set(err, MPQ_ERR_DB, "%s: %s", path, h ? sqlite3_errmsg(h) : "cannot open");
+        goto done;
+    }
+    if (sqlite3_exec(h, sql, NULL, NULL, &emsg) != SQLITE_OK) {
+        s = mpq_err_set(err, MPQ_ERR_DB, "%s: %s", path, emsg ? emsg : sqlite3_errmsg(h));
+        goto done;
+    }
+done:
+    sqlite3_free(emsg);
+    sqlite3_close(h);
+    return s;
+}

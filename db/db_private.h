@@ -1,0 +1,55 @@
+/*
+ * db_private.h - internals shared by the db/ files (the only code that includes sqlite3.h).
+ * Not installed; not for other modules.
+ */
+#ifndef MPQ_DB_PRIVATE_H
+#define MPQ_DB_PRIVATE_H
+
+#include <sqlite3.h>
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_db.h"
+
+struct mpq_db {
+    sqlite3 *h;
+    char *path;
+    int schema_version;
+    bool readonly;
+    sqlite3_stmt *st_metric_insert; /* cached hot-path statement (store.c), finalized on close */
+};
+
+/* mpq_db_migrations[v] takes version v to v+1: NULL-terminated list of SQL texts. */
+extern const char *const *const mpq_db_migrations[];
+extern const int mpq_db_n_migrations;
+
+/* Sets err to "<path>: <what>: <sqlite errmsg>" with MPQ_ERR_DB; returns MPQ_ERR_DB. */
+mpq_status db_fail(mpq_db *db, mpq_err *err, const char *what);
+/* Prepares sql (MPQ_ERR_DB on failure). */
+mpq_status db_prepare(mpq_db *db, const char *sql, sqlite3_stmt **st, mpq_err *err);
+/* Runs sql statements without results. */
+mpq_status db_exec(mpq_db *db, const char *sql, const char *what, mpq_err *err);
+/* Binds helpers: NULL string -> SQL NULL; id 0 -> NULL; NaN -> NULL. */
+int db_bind_text(sqlite3_stmt *st, int i, const char *s);
+int db_bind_id(sqlite3_stmt *st, int i, int64_t id);
+int db_bind_real(sqlite3_stmt *st, int i, double v);
+/* Copies column text into buf (size n), "" for NULL. */
+void db_col_text(sqlite3_stmt *st, int i, char *buf, size_t n);
+/* malloc'd copy of column text, NULL for SQL NULL; *oom set on allocation failure. */
+char *db_col_strdup(sqlite3_stmt *st, int i, bool *oom);
+/* Column as double, NaN for NULL. */
+double db_col_real(sqlite3_stmt *st, int i);
+
+/* Transaction or savepoint: tx_begin opens BEGIN IMMEDIATE when in autocommit, else a
+ * savepoint; tx_end commits (ok) or rolls back (!ok) what tx_begin opened. *opened
+ * tells tx_end what to close. */
+mpq_status tx_begin(mpq_db *db, int *opened, mpq_err *err);
+mpq_status tx_end(mpq_db *db, int opened, bool ok, mpq_err *err);
+
+/* Resolves a job given by name or decimal id. */
+mpq_status db_job_resolve(mpq_db *db, const char *name_or_id, int64_t *job_id, mpq_err *err);
+
+/* Test hook: runs arbitrary SQL on a file with a raw sqlite3 connection (creating it),
+ * bypassing every mpq check. Used by tests/unit/test_db.c to build hostile files. */
+mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err);
+
+#endif /* MPQ_DB_PRIVATE_H */
