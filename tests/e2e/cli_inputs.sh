@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# End-to-end: `mpq inspect` and `mpq eval` on the real shared model, and the exit code and
+# message for each kind of broken input file (the message must name the file).
+set -u
+: "${MPQ:?path of the mpq binary}" "${MPQ_SHARED:?path of ../shared}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+model=$MPQ_SHARED/models/stories260K/stories260K.bin
+data=$MPQ_SHARED/data/tinystories-eval.tok512.u16
+
+check() { # name expected_code needle -- command...
+  local name=$1 want=$2 needle=$3
+  shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  if [ "$got" != "$want" ] || ! grep -qF -- "$needle" "$tmp/err" "$tmp/out"; then
+    echo "FAIL $name: exit $got (want $want), output lacks '$needle':"; cat "$tmp/err"; fails=$((fails + 1))
+  else
+    echo "ok   $name"
+  fi
+}
+
+check inspect-ok 0 "blk.4.ffn_down" -- "$MPQ" inspect "$model"
+check inspect-json 0 '"n_params": 260032' -- "$MPQ" inspect --json "$model"
+check eval-fp 0 "ppl" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4
+check eval-quant 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4 -w int4g32 -k k4v4
+
+# truncated checkpoint
+head -c 100000 "$model" >"$tmp/trunc.bin"
+check truncated 4 "trunc.bin" -- "$MPQ" inspect "$tmp/trunc.bin"
+# header dims that do not match the file size (dim 64 -> 65)
+cp "$model" "$tmp/dims.bin"
+printf '\x41\x00\x00\x00' | dd of="$tmp/dims.bin" bs=1 seek=0 conv=notrunc status=none
+check bad-dims 4 "dims.bin" -- "$MPQ" inspect "$tmp/dims.bin"
+# safetensors header length past EOF
+mkdir -p "$tmp/hf"
+cp "$MPQ_SHARED/models/stories260K-hf/config.json" "$tmp/hf/"
+printf '\xff\xff\xff\x7f\x00\x00\x00\x00{}' >"$tmp/hf/model.safetensors"
+check st-header-past-eof 4 "model.safetensors" -- "$MPQ" inspect "$tmp/hf"
+# config with an unknown layer
+printf '{"mpq_config_version":1,"weights":{"layers":{"blk.9.attn_q":"int4g32"}}}' >"$tmp/cfg.json"
+check config-unknown-layer 4 "blk.9.attn_q" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 2 -c "$tmp/cfg.json"
+# token file with an odd size and an id past the vocabulary
+printf '\x01\x00\x05' >"$tmp/odd.u16"
+check odd-token-file 4 "odd.u16" -- "$MPQ" eval -m "$model" -d "$tmp/odd.u16"
+printf '\x01\x00\x00\x10\x01\x00' >"$tmp/big.u16"
+check token-past-vocab 4 "big.u16" -- "$MPQ" eval -m "$model" -d "$tmp/big.u16" -L 2
+# missing file, bad option values
+check missing-model 3 "nope.bin" -- "$MPQ" inspect "$tmp/nope.bin"
+check bad-seq-len 2 "seq-len" -- "$MPQ" eval -m "$model" -d "$data" -L -3
+check seq-len-too-long 5 "seq len" -- "$MPQ" eval -m "$model" -d "$data" -L 4096
+
+# --logits-out writes n_seqs x T x vocab float32
+"$MPQ" eval -m "$model" -d "$data" -L 32 -n 3 --logits-out "$tmp/logits.f32" >/dev/null 2>&1
+size=$(stat -c %s "$tmp/logits.f32" 2>/dev/null || echo 0)
+if [ "$size" = $((3 * 32 * 512 * 4)) ]; then echo "ok   logits-out size"; else echo "FAIL logits-out size $size"; fails=$((fails + 1)); fi
+
+echo "cli_inputs: $fails failed"
+[ "$fails" -eq 0 ]
