@@ -123,6 +123,14 @@ typedef struct mpq_eval_stats {
     double kl_se;         /* standard error over sequences of the per-sequence mean KL
                              (sample std / sqrt(n_ref_seqs); 0 with fewer than 2 sequences) */
     double top1;          /* top1_same / n_ref_tokens */
+    /* paired against the reference, per position d = nll - nll_ref (nats), where nll_ref is
+     * -log of the reference's probability of the same target (only with a reference): */
+    double dnll_sum;                     /* sum over positions of d */
+    double dnll_seq_sum, dnll_seq_sumsq; /* sums of per-sequence mean d and its square */
+    double top1_seq_sum, top1_seq_sumsq; /* sums of per-sequence top-1 agreement and its square */
+    double dnll_mean;     /* dnll_sum / n_ref_tokens: change of cross-entropy vs the reference */
+    double dnll_se;       /* standard error over sequences of the per-sequence mean d (paired) */
+    double top1_se;       /* standard error over sequences of the per-sequence top-1 agreement */
 } mpq_eval_stats;
 
 /* Optional inputs/outputs of one evaluation batch; all NULL = statistics only. */

@@ -52,5 +52,20 @@ typedef struct cli_command {
 /* Subcommands; each parses its own options with getopt_long and supports --help. */
 int cli_inspect(int argc, char **argv);
 int cli_eval(int argc, char **argv);
+int cli_run(int argc, char **argv);    /* cmd_run.c */
+int cli_resume(int argc, char **argv); /* cmd_run.c */
+int cli_status(int argc, char **argv); /* cmd_status.c */
+int cli_query(int argc, char **argv);  /* cmd_query.c */
+
+/* Shared by status / query (cmd_query.c). Default database: $MPQ_DB, else "mpq.db". */
+struct mpq_db_table;
+struct cJSON;
+const char *cli_default_db(void);
+/* Prints a result table with aligned columns (numbers right-aligned, NULL as empty). */
+void cli_print_table(FILE *f, const struct mpq_db_table *t);
+/* The table as a cJSON array of objects (caller cJSON_Delete's it); NULL when out of memory. */
+struct cJSON *cli_table_json(const struct mpq_db_table *t);
+/* Prints j unformatted plus a newline; MPQ_EXIT_NOMEM if j is NULL or printing fails. */
+int cli_print_json(FILE *f, struct cJSON *j);
 
 #endif

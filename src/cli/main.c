@@ -7,6 +7,10 @@
 static const cli_command commands[] = {
     {"inspect", cli_inspect, "print a model's config and layer table, a tokenizer or a data file"},
     {"eval", cli_eval, "evaluate a model (optionally quantized by a config): perplexity, KL, top-1"},
+    {"run", cli_run, "create or continue a calibration job from a JSON spec and run its stages"},
+    {"resume", cli_resume, "resume an interrupted or killed job from the database"},
+    {"status", cli_status, "show jobs, or one job's stages and unit progress"},
+    {"query", cli_query, "read the results database: jobs, per-layer metrics, solutions, SQL"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

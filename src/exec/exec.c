@@ -11,60 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec/exec_internal.h"
 #include "exec/exec_kernels.h"
 
-/* Activations of one batch forward; per-layer tensors are (L, max_B*max_T, ...) with the
- * current call's (B,T) rows packed at the start of each layer's slice. Everything a
- * backward pass needs is kept. */
-typedef struct exec_acts {
-    float *res;      /* (L+1, BT, dim)  residual entering block l; [L] enters the final norm */
-    float *ln1;      /* (L, BT, dim)    attention RMSNorm output */
-    float *ln1_rstd; /* (L, BT) */
-    float *q;        /* (L, BT, qd)     after RoPE */
-    float *k, *v;    /* (L, BT, kvd)    k after RoPE */
-    float *kq, *vq;  /* (L, BT, kvd)    quantized copies (valid when that layer's bits < 16) */
-    float *att;      /* (L, B, NH, T, T) attention probabilities */
-    float *atty;     /* (L, BT, qd)     attention output before wo */
-    float *res2;     /* (L, BT, dim)    residual after attention */
-    float *ln2;      /* (L, BT, dim) */
-    float *ln2_rstd; /* (L, BT) */
-    float *gate, *up;/* (L, BT, hidden) pre-activations */
-    float *hact;     /* (L, BT, hidden) silu(gate)*up, input of w_down */
-    float *lnf;      /* (BT, dim) */
-    float *lnf_rstd; /* (BT) */
-    float *logits;   /* (BT, V) */
-    float *proj;     /* (BT, dim) scratch: wo / w_down outputs */
-    float *scratch;  /* (2, T, T) attention scratch */
-    float *row;      /* (V) scratch: one log-softmax row */
-} exec_acts;
-
-typedef struct exec_decode {
-    float *block;
-    float *x, *xb, *xb2;   /* (dim) */
-    float *q;              /* (qd) */
-    float *att;            /* (seq_len) */
-    float *hb, *hb2;       /* (hidden) */
-    float *logits;         /* (V) */
-    float *kc, *vc;        /* (L, seq_len, kvd) FP cache */
-    float *kqc, *vqc;      /* (L, seq_len, kvd) quantized copies */
-} exec_decode;
-
-struct mpq_exec {
-    const mpq_model *model;
-    mpq_model_config cfg;
-    int max_B, max_T;
-    int B, T;              /* of the last batch forward */
-    int qd, kvd;
-    size_t bt_max;         /* max_B * max_T */
-    int *lin;              /* (L, 7) index into the model's layer table, -1 if absent */
-    float *rope_cos, *rope_sin; /* (seq_len, hd/2) */
-    int *tok;              /* (max_B * max_T) packed inputs */
-    float *act_block;
-    size_t act_floats;
-    exec_acts a;
-    exec_decode d;
-    int pos;               /* decode position */
-};
+/* exec_acts, exec_decode and struct mpq_exec live in exec/exec_internal.h (shared with
+ * backward.c). */
 
 mpq_exec_opts mpq_exec_opts_default(void) {
     mpq_exec_opts o;
@@ -347,6 +298,14 @@ const float *mpq_exec_block_input(const mpq_exec *ex, int layer) {
 
 /* ---- evaluation ---- */
 
+/* Standard error of the mean of n per-sequence values given their sum and sum of squares
+ * (sample std / sqrt(n); 0 with fewer than 2 values). */
+static double seq_se(double sum, double sumsq, int64_t n) {
+    if (n < 2) return 0.0;
+    double nn = (double)n, mean = sum / nn, var = (sumsq - nn * mean * mean) / (nn - 1.0);
+    return var > 0 ? sqrt(var / nn) : 0.0;
+}
+
 static void stats_finish(mpq_eval_stats *s) {
     s->ce = s->n_tokens > 0 ? s->nll_sum / (double)s->n_tokens : 0.0;
     s->ppl = exp(s->ce);
@@ -358,13 +317,17 @@ static void stats_finish(mpq_eval_stats *s) {
         double var = (s->kl_seq_sumsq - nn * mean * mean) / (nn - 1.0);
         s->kl_se = var > 0 ? sqrt(var / nn) : 0.0;
     }
+    s->dnll_mean = s->n_ref_tokens > 0 ? s->dnll_sum / (double)s->n_ref_tokens : 0.0;
+    s->dnll_se = seq_se(s->dnll_seq_sum, s->dnll_seq_sumsq, s->n_ref_seqs);
+    s->top1_se = seq_se(s->top1_seq_sum, s->top1_seq_sumsq, s->n_ref_seqs);
 }
 
 /* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1]. */
 static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, mpq_eval_stats *s) {
     const int V = ex->cfg.vocab_size;
     for (int b = 0; b < B; b++) {
-        double kl_seq = 0.0;
+        double kl_seq = 0.0, dnll_seq = 0.0;
+        int64_t top1_seq = 0;
         for (int t = 0; t < T; t++) {
             size_t r = (size_t)b * T + t;
             const float *lg = ex->a.logits + r * V;
@@ -387,6 +350,8 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
                 kl_seq += kl;
                 s->kl_sum += kl;
                 s->top1_same += (ram == am);
+                top1_seq += (ram == am);
+                dnll_seq += (double)rp[tgt] - (double)lp[tgt]; /* nll - nll_ref */
             }
         }
         s->n_tokens += T;
@@ -397,6 +362,12 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
             s->n_ref_seqs += 1;
             s->kl_seq_sum += m;
             s->kl_seq_sumsq += m * m;
+            double dm = dnll_seq / T, tm = (double)top1_seq / T;
+            s->dnll_sum += dnll_seq;
+            s->dnll_seq_sum += dm;
+            s->dnll_seq_sumsq += dm * dm;
+            s->top1_seq_sum += tm;
+            s->top1_seq_sumsq += tm * tm;
         }
     }
     stats_finish(s);

@@ -1,0 +1,248 @@
+/*
+ * mpq_job.h - calibration jobs: the JSON job spec, its stages and work units, and the
+ * resumable driver behind `mpq run` / `mpq resume`.
+ *
+ * A job measures, for one model and one calibration set, how much quantizing each layer
+ * (or each block's KV cache) hurts, and stores every number in the results database
+ * (mpq_db.h) unit by unit: a unit's metric rows and its "done" mark are written in one
+ * transaction, so a job killed at any moment (even SIGKILL) resumes and redoes at most
+ * the unit that was in flight. Units are computed independently against the same
+ * full-precision reference (recomputed on every run, deterministic), so the same spec
+ * gives bit-identical stored numbers whether the job was interrupted or not.
+ *
+ * ---- Job spec (JSON) ---------------------------------------------------------------------
+ *
+ *   {
+ *     "name": "stories260K-demo",                     required; 1..100 chars [A-Za-z0-9._-]
+ *     "description": "free text",                     optional
+ *     "model": "../shared/models/stories260K/stories260K.bin",   required: llama2.c file or HF dir
+ *     "tokenizer": "../shared/models/stories260K/tok512.bin",    required only for text data
+ *     "seed": 1,                                      integer >= 0 (default 1)
+ *     "calibration": {                                required
+ *       "data": "../shared/data/tinystories-calib.tok512.u16",   text, .u16 or .u32 tokens
+ *       "seq_len": 128,     tokens per window, > 0 (default 128; must be <= the model's seq len)
+ *       "n_seqs": 16,       windows, > 0 (default 16)
+ *       "seed": 1,          window sampling seed, >= 0 (default: the top-level seed)
+ *       "batch": 8          windows per forward batch, > 0 (default 8; part of the
+ *                           spec because it fixes the order of floating-point sums)
+ *     },
+ *     "evaluation": {       optional; same keys except batch (defaults seq_len 256,
+ *       "data": "...",      n_seqs 16, seed = top-level seed + 1); recorded as a dataset
+ *       ...                 for later `mpq eval` / solver checks, not used by the stages
+ *     },
+ *     "candidates": ["int2g32", "int3g32", "int4g32", "int8c"],  weight formats (mpq_quant.h);
+ *                           required and non-empty when a weight stage is selected
+ *     "kv": {               required when kv_sensitivity is selected
+ *       "scheme": {"mode": "kivi" | "per-token", "group_size": 32 (> 0), "residual": 0 (>= 0)},
+ *       "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]   (non-empty)
+ *     },
+ *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity"]
+ *                           stages to run, in this fixed order whatever the list order
+ *                           (default: weight_error + layer_sensitivity, + kv_sensitivity
+ *                           when "kv" is given)
+ *   }
+ *
+ * Relative paths are resolved against the CURRENT directory of the process that parses
+ * the spec (the examples are written to be run from the project root); the canonical spec
+ * stores absolute paths, so `mpq resume` works from any directory. Unknown keys, wrong
+ * types, non-integral or out-of-range numbers, duplicate candidates/pairs, unknown
+ * candidates, pairs, KV modes or metrics, and missing files are rejected with a message
+ * naming the spec file and the key:
+ *   "job.json: calibration.n_seqs: expected a positive integer, got -3"
+ *   "job.json: model: ../x.bin: cannot open: No such file or directory"
+ *
+ * The canonical spec is cJSON_PrintUnformatted of the parsed spec with every default
+ * filled in and keys in the order above; its SHA-256 identifies the spec in the database.
+ *
+ * ---- Stages and units ------------------------------------------------------------------
+ *
+ *   weight_error       unit = one linear layer, key "blk.3.attn_q". Rows: for every
+ *                      candidate weight_sse, weight_rel, act_err, act_rel; and the layer's
+ *                      xtx_trace with candidate "".
+ *   layer_sensitivity  unit = layer x candidate, key "blk.3.attn_q/int4g32". Rows: kl, dloss,
+ *                      top1 with their standard error over sequences and n = n_seqs.
+ *   kv_sensitivity     unit = block x pair, key "blk.3.kv/k4v2". Rows: kv_kl, kv_dloss,
+ *                      kv_top1 (with standard errors), kv_attn_rel, stored against a layer
+ *                      row "blk.3.kv" of kind "kv_cache" (rows 0, cols = kv dim, n_params 0)
+ *                      added to the model's layer table.
+ * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, data_sha256,
+ * model_sha256, mpq_version, candidate, and for KV rows the scheme.
+ *
+ *     mpq_job_spec *spec = NULL;
+ *     mpq_err err = {0};
+ *     if (mpq_job_spec_load("examples/stories260K.json", &spec, &err) != MPQ_OK) ...
+ *     mpq_db *db = NULL;
+ *     mpq_db_open("examples/mpq.db", MPQ_DB_CREATE, &db, &err);
+ *     mpq_job_signals_install(&err);                 // SIGINT/SIGTERM -> stop after the unit
+ *     mpq_job_opts o = mpq_job_opts_default();
+ *     int64_t job_id;
+ *     mpq_status st = mpq_job_run(db, spec, &o, &job_id, &err);  // MPQ_ERR_INTERRUPTED: resumable
+ *     mpq_db_close(db);
+ *     mpq_job_spec_free(spec);
+ */
+#ifndef MPQ_JOB_H
+#define MPQ_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_db.h"
+#include "mpq/mpq_model.h"
+#include "mpq/mpq_quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- stages ----------------------------------------------------------------------------- */
+
+typedef enum mpq_job_stage {
+    MPQ_JOB_STAGE_WEIGHT_ERROR = 0,
+    MPQ_JOB_STAGE_LAYER_SENSITIVITY,
+    MPQ_JOB_STAGE_KV_SENSITIVITY
+} mpq_job_stage;
+
+#define MPQ_JOB_N_STAGES 3
+
+/* "weight_error", "layer_sensitivity", "kv_sensitivity" (static); "?" for other values. */
+const char *mpq_job_stage_name(mpq_job_stage s);
+/* Stage by name; MPQ_ERR_INVALID naming the string if unknown. */
+mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *err);
+
+/* ---- spec ------------------------------------------------------------------------------- */
+
+typedef struct mpq_job_data_spec {
+    char *data;     /* absolute path (malloc'd); NULL when the section is absent */
+    int seq_len;
+    int n_seqs;
+    int64_t seed;
+    int batch;      /* calibration only (evaluation: 0) */
+} mpq_job_data_spec;
+
+/* A parsed, validated and defaulted spec. All strings malloc'd and owned by the spec. */
+typedef struct mpq_job_spec {
+    char *name;
+    char *description;         /* NULL if absent */
+    char *model;               /* absolute path */
+    char *tokenizer;           /* absolute path or NULL */
+    int64_t seed;
+    mpq_job_data_spec calib;
+    mpq_job_data_spec eval;    /* eval.data NULL: no evaluation section */
+    char **candidates;         /* canonical candidate names (mpq_candidate_parse) */
+    int n_candidates;
+    bool has_kv;
+    mpq_kv_scheme kv_scheme;
+    char **kv_pairs;           /* canonical pair names ("k4v2") */
+    int n_kv_pairs;
+    bool stages[MPQ_JOB_N_STAGES]; /* selected stages */
+    char *canonical_json;      /* cJSON_PrintUnformatted of the defaulted spec */
+    char sha256[65];           /* SHA-256 of canonical_json */
+    char source[256];          /* file name used in messages ("job.json") */
+} mpq_job_spec;
+
+/* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;
+ * NULL = "spec"). Paths are resolved against the current directory and must exist.
+ * On success *out is owned by the caller (mpq_job_spec_free). Errors: MPQ_ERR_FORMAT (not
+ * JSON, "job.json: not valid JSON near line 3"), MPQ_ERR_INVALID (a key's type or value:
+ * the message names the key), MPQ_ERR_IO (a referenced file cannot be opened), NOMEM. */
+mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err);
+/* Reads and parses a spec file (messages are prefixed with the file's base name as given).
+ * MPQ_ERR_IO if the file cannot be read, else as mpq_job_spec_parse. */
+mpq_status mpq_job_spec_load(const char *path, mpq_job_spec **out, mpq_err *err);
+void mpq_job_spec_free(mpq_job_spec *spec); /* accepts NULL */
+
+/* ---- units ------------------------------------------------------------------------------ */
+
+typedef struct mpq_job_unit {
+    mpq_job_stage stage;
+    char key[MPQ_DB_NAME_MAX]; /* "blk.3.attn_q", "blk.3.attn_q/int4g32", "blk.3.kv/k4v2" */
+    int linear_index;          /* index into mpq_model_linear, -1 for KV units */
+    int block;                 /* transformer block */
+    int option;                /* index into spec->candidates or spec->kv_pairs; -1 for weight_error */
+} mpq_job_unit;
+
+/* Every unit of the spec's selected stages on model m, in run order (stage, then layer/block,
+ * then candidate/pair). *out malloc'd (free()), *n_out its length. MPQ_ERR_NOMEM,
+ * MPQ_ERR_INVALID (a key longer than MPQ_DB_NAME_MAX-1). */
+mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_unit **out, int *n_out,
+                         mpq_err *err);
+
+/* SHA-256 identity of a model path: of the file itself, or for a directory of the list
+ * "<name> <sha256 of file>\n" over its regular files in name order. */
+mpq_status mpq_job_model_sha256(const char *path, char out[65], mpq_err *err);
+
+/* ---- driver ----------------------------------------------------------------------------- */
+
+typedef enum mpq_job_event {
+    MPQ_JOB_EVENT_REFERENCE = 0, /* FP reference pass finished (seconds = its duration) */
+    MPQ_JOB_EVENT_STAGE_START,
+    MPQ_JOB_EVENT_UNIT_DONE,     /* a unit was committed */
+    MPQ_JOB_EVENT_UNIT_FAILED,   /* a unit failed (message in `message`); the job goes on */
+    MPQ_JOB_EVENT_STAGE_END
+} mpq_job_event;
+
+/* What a progress callback receives; borrowed for the call only. */
+typedef struct mpq_job_progress {
+    mpq_job_event event;
+    const char *job;         /* job name */
+    const char *stage;       /* stage name (NULL for REFERENCE) */
+    int stage_index;         /* 1-based among the selected stages */
+    int n_stages;
+    int64_t stage_done;      /* units of the stage done (including earlier runs) */
+    int64_t stage_total;
+    int64_t run_done;        /* units committed by this run (all stages) */
+    double rate;             /* units/s of this run in this stage (0 until one is done) */
+    double eta_seconds;      /* remaining units of the stage / rate (-1 unknown) */
+    double seconds;          /* wall time since the stage started (REFERENCE: of the pass) */
+    const char *unit_key;    /* UNIT_DONE / UNIT_FAILED */
+    const char *message;     /* UNIT_FAILED */
+} mpq_job_progress;
+
+/* Called by the driver (never prints itself). May call raise(); the driver does not
+ * depend on the callback returning for the durability of committed units. */
+typedef void (*mpq_job_progress_fn)(void *user, const mpq_job_progress *p);
+
+typedef struct mpq_job_opts {
+    mpq_job_progress_fn progress; /* may be NULL */
+    void *progress_user;
+    int max_units;                /* stop (as if interrupted) after this many commits; 0 = no limit */
+} mpq_job_opts;
+
+mpq_job_opts mpq_job_opts_default(void);
+
+/* Creates the job of `spec` in db (or continues it: a job of the same name and the same
+ * canonical spec), then runs its pending (and previously failed) units stage by stage.
+ * Before anything is written for an existing job, the model and data files are hashed and
+ * compared with those recorded at creation; a changed file is refused (MPQ_ERR_INVALID,
+ * "job 'x': model /a/b.bin changed since the job was created ..."). *job_id (may be NULL)
+ * gets the job's id. Returns MPQ_OK when every unit is done (job status 'done');
+ * MPQ_ERR_INTERRUPTED after a stop request (signal or max_units): finished units are
+ * committed and the job is marked 'interrupted'; if units failed, the first failure's status
+ * with a message counting them (job 'failed'; a later run/resume retries them);
+ * MPQ_ERR_INVALID "job 'x' exists with a different spec"; DB / IO / FORMAT errors. */
+mpq_status mpq_job_run(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
+                       mpq_err *err);
+
+/* Resumes a job by name or id with the spec stored in the database. MPQ_ERR_NOTFOUND if
+ * there is no such job; else as mpq_job_run. */
+mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts, mpq_err *err);
+
+/* ---- stop requests (signals) ------------------------------------------------------------ */
+
+/* Installs SIGINT and SIGTERM handlers (sigaction, SA_RESETHAND: a second signal acts as
+ * usual) that only set the stop flag; the driver finishes and commits the current unit,
+ * then returns MPQ_ERR_INTERRUPTED. MPQ_ERR_INVALID if sigaction fails. */
+mpq_status mpq_job_signals_install(mpq_err *err);
+/* Sets / reads / clears the stop flag (async-signal-safe to set). */
+void mpq_job_request_stop(void);
+bool mpq_job_stop_requested(void);
+void mpq_job_stop_clear(void);
+/* Signal number that set the flag (0 if mpq_job_request_stop or none). */
+int mpq_job_stop_signal(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_JOB_H */

@@ -1,0 +1,674 @@
+/*
+ * job_run.c - the resumable job driver: creates (or continues) a job in the results
+ * database, checks that its model and data files did not change, recomputes the FP
+ * reference, and runs the pending units of each stage, committing every unit's metric
+ * rows together with its "done" mark in one transaction (mpq_db_unit_commit).
+ * Metrics: mpq_calib.h (weight error after GPTQ's X^T X weighting, MixDQ-style decoupled
+ * kl/dloss/top1 per layer, KVTuner per-block KV pair sensitivity). Spec: mpq_job.h.
+ */
+#include "mpq/mpq_job.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mpq/mpq_calib.h"
+#include "mpq/mpq_data.h"
+#include "mpq/mpq_tokenizer.h"
+
+mpq_job_opts mpq_job_opts_default(void) {
+    mpq_job_opts o;
+    memset(&o, 0, sizeof o);
+    return o;
+}
+
+/* ---- model identity --------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+mpq_status mpq_job_model_sha256(const char *path, char out[65], mpq_err *err) {
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0)
+        return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path ? path : "(null)", strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return mpq_sha256_file(path, out, err);
+    DIR *d = opendir(path);
+    if (!d) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open directory: %s", path, strerror(errno));
+    char **names = NULL, *list = NULL, *full = NULL;
+    size_t n = 0, cap = 0, list_len = 0;
+    mpq_status st = MPQ_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **nn = realloc(names, nc * sizeof *nn);
+            if (!nn) {
+                st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
+            names = nn;
+            cap = nc;
+        }
+        size_t l = strlen(e->d_name) + 1;
+        if (!(names[n] = malloc(l))) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+            goto done;
+        }
+        memcpy(names[n++], e->d_name, l);
+    }
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        size_t need = strlen(path) + strlen(names[i]) + 2;
+        char *nf = realloc(full, need);
+        if (!nf) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+            goto done;
+        }
+        full = nf;
+        snprintf(full, need, "%s/%s", path, names[i]);
+        if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        char h[65];
+        if ((st = mpq_sha256_file(full, h, err)) != MPQ_OK) goto done;
+        size_t add = strlen(names[i]) + 1 + 64 + 1;
+        char *nl = realloc(list, list_len + add + 1);
+        if (!nl) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+            goto done;
+        }
+        list = nl;
+        snprintf(list + list_len, add + 1, "%s %s\n", names[i], h);
+        list_len += add;
+    }
+    mpq_sha256(list ? list : "", list_len, out);
+done:
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(list);
+    free(full);
+    closedir(d);
+    return st;
+}
+
+/* ---- run context ------------------------------------------------------------------------ */
+
+typedef struct run_ctx {
+    mpq_db *db;
+    const mpq_job_spec *spec;
+    mpq_job_opts opts;
+    mpq_model *model;
+    mpq_tokenizer *tok;
+    mpq_data *calib, *eval;
+    mpq_data_seqs *seqs;
+    int *tokens;
+    char model_sha[65], tok_sha[65];
+    mpq_job_unit *units;
+    int n_units;
+    int64_t model_id, job_id, calib_ds, eval_ds;
+    int64_t *layer_ids; /* n_linear linear layers, then n_layers KV rows */
+    mpq_candidate *cands;
+    mpq_kv_pair *pairs;
+    mpq_calib *cal;
+    int64_t run_done;
+    int n_failed;
+    mpq_status first_fail;
+    char first_fail_msg[MPQ_ERR_MSG_MAX];
+} run_ctx;
+
+static const char *arch_name(mpq_arch a) {
+    switch (a) {
+    case MPQ_ARCH_LLAMA: return "llama";
+    case MPQ_ARCH_MISTRAL: return "mistral";
+    case MPQ_ARCH_QWEN2: return "qwen2";
+    }
+    return "unknown";
+}
+
+static const char *format_name(mpq_model_format f) {
+    switch (f) {
+    case MPQ_MODEL_FORMAT_LLAMA2C_LEGACY: return "llama2c-legacy";
+    case MPQ_MODEL_FORMAT_LLAMA2C_V1: return "llama2c-v1";
+    case MPQ_MODEL_FORMAT_HF: return "hf";
+    }
+    return "unknown";
+}
+
+/* Loads model, tokenizer, data and the calibration windows; parses candidates / pairs. */
+static mpq_status load_inputs(run_ctx *c, mpq_err *err) {
+    const mpq_job_spec *s = c->spec;
+    mpq_status st;
+    if ((st = mpq_model_load(s->model, &c->model, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "%s: model", s->source);
+        return st;
+    }
+    const mpq_model_config *mc = mpq_model_get_config(c->model);
+    if (s->calib.seq_len > mc->seq_len)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: calibration.seq_len: %d exceeds the model's seq len %d",
+                           s->source, s->calib.seq_len, mc->seq_len);
+    if (s->eval.data && s->eval.seq_len > mc->seq_len)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: evaluation.seq_len: %d exceeds the model's seq len %d",
+                           s->source, s->eval.seq_len, mc->seq_len);
+    if ((st = mpq_job_model_sha256(s->model, c->model_sha, err)) != MPQ_OK) return st;
+    c->tok_sha[0] = '\0';
+    if (s->tokenizer) {
+        if ((st = mpq_tokenizer_load(s->tokenizer, mc->vocab_size, &c->tok, err)) != MPQ_OK) {
+            mpq_err_prefix(err, "%s: tokenizer", s->source);
+            return st;
+        }
+        if ((st = mpq_sha256_file(s->tokenizer, c->tok_sha, err)) != MPQ_OK) return st;
+    }
+    mpq_data_opts dopt = mpq_data_opts_default();
+    dopt.vocab_size = mc->vocab_size;
+    if ((st = mpq_data_load(s->calib.data, c->tok, &dopt, &c->calib, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "%s: calibration.data", s->source);
+        return st;
+    }
+    if (s->eval.data && (st = mpq_data_load(s->eval.data, c->tok, &dopt, &c->eval, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "%s: evaluation.data", s->source);
+        return st;
+    }
+    if ((st = mpq_data_sequences(c->calib, s->calib.seq_len, s->calib.n_seqs, (uint64_t)s->calib.seed, &c->seqs,
+                                 err)) != MPQ_OK) {
+        mpq_err_prefix(err, "%s: calibration", s->source);
+        return st;
+    }
+    if (s->eval.data) { /* validate that the evaluation windows exist, as the solvers' checks will ask for them */
+        mpq_data_seqs *es = NULL;
+        st = mpq_data_sequences(c->eval, s->eval.seq_len, s->eval.n_seqs, (uint64_t)s->eval.seed, &es, err);
+        mpq_data_seqs_free(es);
+        if (st != MPQ_OK) {
+            mpq_err_prefix(err, "%s: evaluation", s->source);
+            return st;
+        }
+    }
+    size_t nt;
+    if (!mpq_size_mul((size_t)c->seqs->n_seqs, (size_t)c->seqs->seq_len + 1, &nt) ||
+        !(c->tokens = mpq_calloc(nt, sizeof *c->tokens)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for calibration tokens", s->source);
+    for (size_t i = 0; i < nt; i++) c->tokens[i] = (int)c->seqs->tokens[i];
+    c->cands = mpq_calloc(s->n_candidates ? (size_t)s->n_candidates : 1, sizeof *c->cands);
+    c->pairs = mpq_calloc(s->n_kv_pairs ? (size_t)s->n_kv_pairs : 1, sizeof *c->pairs);
+    size_t nl = (size_t)mpq_model_n_linear(c->model) + (size_t)mc->n_layers;
+    c->layer_ids = mpq_calloc(nl, sizeof *c->layer_ids);
+    if (!c->cands || !c->pairs || !c->layer_ids) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", s->source);
+    for (int i = 0; i < s->n_candidates; i++)
+        if ((st = mpq_candidate_parse(s->candidates[i], &c->cands[i], err)) != MPQ_OK) return st;
+    for (int i = 0; i < s->n_kv_pairs; i++)
+        if ((st = mpq_kv_pair_parse(s->kv_pairs[i], &c->pairs[i], err)) != MPQ_OK) return st;
+    return mpq_job_units(s, c->model, &c->units, &c->n_units, err);
+}
+
+/* The input hashes recorded with a job (artifact "inputs"). */
+static char *inputs_json(const run_ctx *c) {
+    cJSON *o = cJSON_CreateObject();
+    char *out = NULL;
+    if (!o) return NULL;
+    bool ok = cJSON_AddStringToObject(o, "model", c->spec->model) &&
+              cJSON_AddStringToObject(o, "model_sha256", c->model_sha) &&
+              cJSON_AddStringToObject(o, "calibration", c->spec->calib.data) &&
+              cJSON_AddStringToObject(o, "calibration_sha256", mpq_data_sha256(c->calib));
+    if (ok && c->eval)
+        ok = cJSON_AddStringToObject(o, "evaluation", c->spec->eval.data) &&
+             cJSON_AddStringToObject(o, "evaluation_sha256", mpq_data_sha256(c->eval));
+    if (ok && c->tok)
+        ok = cJSON_AddStringToObject(o, "tokenizer", c->spec->tokenizer) &&
+             cJSON_AddStringToObject(o, "tokenizer_sha256", c->tok_sha);
+    if (ok) out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+/* Compares the recorded input hashes of an existing job with the current files. */
+static mpq_status check_inputs(run_ctx *c, mpq_err *err) {
+    void *blob = NULL;
+    size_t n = 0;
+    mpq_err e2 = {0};
+    mpq_status st = mpq_db_artifact_get(c->db, c->job_id, "inputs", &blob, &n, &e2);
+    if (st == MPQ_ERR_NOTFOUND) return MPQ_OK; /* written again in setup */
+    if (st != MPQ_OK) {
+        *err = e2;
+        return st;
+    }
+    cJSON *o = cJSON_ParseWithLength(blob, n);
+    free(blob);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': recorded inputs are not valid JSON", mpq_db_path(c->db),
+                           c->spec->name);
+    }
+    struct {
+        const char *key, *what, *path, *now;
+    } chk[3] = {
+        {"model_sha256", "model", c->spec->model, c->model_sha},
+        {"calibration_sha256", "calibration data", c->spec->calib.data, mpq_data_sha256(c->calib)},
+        {"evaluation_sha256", "evaluation data", c->spec->eval.data, c->eval ? mpq_data_sha256(c->eval) : NULL},
+    };
+    st = MPQ_OK;
+    for (int i = 0; i < 3 && st == MPQ_OK; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, chk[i].key);
+        if (!chk[i].now || !cJSON_IsString(v)) continue;
+        if (strcmp(v->valuestring, chk[i].now) != 0)
+            st = mpq_err_set(err, MPQ_ERR_INVALID,
+                             "job '%s': %s %s changed since the job was created (sha256 now %.16s..., recorded "
+                             "%.16s...); refusing to mix measurements: restore the file or start a job with a new name",
+                             c->spec->name, chk[i].what, chk[i].path, chk[i].now, v->valuestring);
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "tokenizer_sha256");
+    if (st == MPQ_OK && c->tok && cJSON_IsString(v) && strcmp(v->valuestring, c->tok_sha) != 0)
+        st = mpq_err_set(err, MPQ_ERR_INVALID,
+                         "job '%s': tokenizer %s changed since the job was created (sha256 now %.16s..., recorded "
+                         "%.16s...)",
+                         c->spec->name, c->spec->tokenizer, c->tok_sha, v->valuestring);
+    cJSON_Delete(o);
+    return st;
+}
+
+/* One transaction: model + layer table (+ KV rows), datasets, job, inputs artifact, all units. */
+static mpq_status setup_job(run_ctx *c, bool exists, mpq_err *err) {
+    const mpq_model_config *mc = mpq_model_get_config(c->model);
+    int nl = mpq_model_n_linear(c->model), nb = mc->n_layers;
+    mpq_db_layer *layers = mpq_calloc((size_t)nl + (size_t)nb, sizeof *layers);
+    char *inputs = NULL;
+    mpq_status st = MPQ_OK;
+    bool in_tx = false;
+    if (!layers) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < nl; i++) {
+        const mpq_layer_info *li = mpq_model_linear(c->model, i);
+        mpq_db_layer *l = &layers[i];
+        snprintf(l->name, sizeof l->name, "%s", li->name);
+        snprintf(l->hf_name, sizeof l->hf_name, "%s", li->hf_name);
+        snprintf(l->kind, sizeof l->kind, "%s", mpq_layer_kind_name(li->kind));
+        l->block = li->block;
+        l->rows = li->rows;
+        l->cols = li->cols;
+        l->n_params = li->n_params;
+    }
+    for (int b = 0; b < nb; b++) {
+        mpq_db_layer *l = &layers[nl + b];
+        snprintf(l->name, sizeof l->name, "blk.%d.kv", b);
+        snprintf(l->kind, sizeof l->kind, "kv_cache");
+        l->block = b;
+        l->rows = 0;
+        l->cols = (int64_t)mc->n_kv_heads * mc->head_dim;
+        l->n_params = 0;
+    }
+    mpq_db_model dm = {.path = c->spec->model, .sha256 = c->model_sha, .arch = arch_name(mc->arch),
+                       .format = format_name(mc->format), .dtype = mc->source_dtype, .dim = mc->dim,
+                       .hidden_dim = mc->hidden_dim, .n_layers = mc->n_layers, .n_heads = mc->n_heads,
+                       .n_kv_heads = mc->n_kv_heads, .vocab_size = mc->vocab_size, .seq_len = mc->seq_len,
+                       .n_params = mpq_model_n_params(c->model)};
+    if ((st = mpq_db_begin(c->db, err)) != MPQ_OK) goto done;
+    in_tx = true;
+    if ((st = mpq_db_model_upsert(c->db, &dm, layers, nl + nb, &c->model_id, c->layer_ids, err)) != MPQ_OK) goto done;
+    const mpq_job_spec *s = c->spec;
+    mpq_db_dataset ds = {.path = s->calib.data, .sha256 = mpq_data_sha256(c->calib),
+                         .n_tokens = (int64_t)s->calib.n_seqs * (s->calib.seq_len + 1), .seq_len = s->calib.seq_len,
+                         .n_seqs = s->calib.n_seqs, .seed = s->calib.seed};
+    if ((st = mpq_db_dataset_upsert(c->db, &ds, &c->calib_ds, err)) != MPQ_OK) goto done;
+    if (c->eval) {
+        mpq_db_dataset es = {.path = s->eval.data, .sha256 = mpq_data_sha256(c->eval),
+                             .n_tokens = (int64_t)s->eval.n_seqs * (s->eval.seq_len + 1), .seq_len = s->eval.seq_len,
+                             .n_seqs = s->eval.n_seqs, .seed = s->eval.seed};
+        if ((st = mpq_db_dataset_upsert(c->db, &es, &c->eval_ds, err)) != MPQ_OK) goto done;
+    }
+    if (!exists) {
+        bool existed = false;
+        if ((st = mpq_db_job_create(c->db, s->name, s->canonical_json, c->model_id, c->calib_ds, s->seed, &c->job_id,
+                                    &existed, err)) != MPQ_OK)
+            goto done;
+    }
+    void *blob = NULL;
+    size_t bn = 0;
+    mpq_err e2 = {0};
+    mpq_status ga = mpq_db_artifact_get(c->db, c->job_id, "inputs", &blob, &bn, &e2);
+    free(blob);
+    if (ga == MPQ_ERR_NOTFOUND) {
+        if (!(inputs = inputs_json(c))) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((st = mpq_db_artifact_put(c->db, c->job_id, "inputs", inputs, strlen(inputs), err)) != MPQ_OK) goto done;
+    } else if (ga != MPQ_OK) {
+        *err = e2;
+        st = ga;
+        goto done;
+    }
+    for (int i = 0; i < c->n_units; i++) {
+        int64_t uid;
+        if ((st = mpq_db_unit_ensure(c->db, c->job_id, mpq_job_stage_name(c->units[i].stage), c->units[i].key, &uid,
+                                     err)) != MPQ_OK)
+            goto done;
+    }
+    st = mpq_db_commit(c->db, err);
+    in_tx = false;
+done:
+    if (in_tx) mpq_db_rollback(c->db, NULL);
+    free(inputs);
+    free(layers);
+    return st;
+}
+
+/* ---- units ------------------------------------------------------------------------------ */
+
+static const mpq_job_unit *find_unit(const run_ctx *c, mpq_job_stage stage, const char *key) {
+    for (int i = 0; i < c->n_units; i++)
+        if (c->units[i].stage == stage && strcmp(c->units[i].key, key) == 0) return &c->units[i];
+    return NULL;
+}
+
+/* Provenance of every row of a unit (candidate set per row). */
+static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
+    const mpq_job_spec *s = c->spec;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    bool ok = cJSON_AddStringToObject(o, "stage", mpq_job_stage_name(stage)) &&
+              cJSON_AddNumberToObject(o, "seed", (double)s->calib.seed) &&
+              cJSON_AddNumberToObject(o, "n_seqs", s->calib.n_seqs) &&
+              cJSON_AddNumberToObject(o, "seq_len", s->calib.seq_len) &&
+              cJSON_AddNumberToObject(o, "batch", s->calib.batch) &&
+              cJSON_AddStringToObject(o, "data_sha256", mpq_data_sha256(c->calib)) &&
+              cJSON_AddStringToObject(o, "model_sha256", c->model_sha) &&
+              cJSON_AddStringToObject(o, "mpq_version", mpq_version());
+    if (ok && stage == MPQ_JOB_STAGE_KV_SENSITIVITY) {
+        cJSON *sch = cJSON_AddObjectToObject(o, "scheme");
+        ok = sch && cJSON_AddStringToObject(sch, "mode", mpq_kv_mode_name(s->kv_scheme.mode)) &&
+             cJSON_AddNumberToObject(sch, "group_size", s->kv_scheme.group_size) &&
+             cJSON_AddNumberToObject(sch, "residual", s->kv_scheme.residual);
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+#define MAX_UNIT_ROWS 512
+
+typedef struct unit_rows {
+    mpq_db_metric rows[MAX_UNIT_ROWS];
+    char *prov[MAX_UNIT_ROWS];
+    int n;
+} unit_rows;
+
+static void rows_free(unit_rows *r) {
+    for (int i = 0; i < r->n; i++) cJSON_free(r->prov[i]);
+    r->n = 0;
+}
+
+static mpq_status add_row(unit_rows *r, cJSON *prov, int64_t layer_id, const char *cand, const char *metric,
+                          double value, double se, int64_t n, mpq_err *err) {
+    if (r->n >= MAX_UNIT_ROWS) return mpq_err_set(err, MPQ_ERR_INVALID, "more than %d rows in one unit", MAX_UNIT_ROWS);
+    if (isnan(value)) return mpq_err_set(err, MPQ_ERR_INVALID, "metric %s (%s) is NaN", metric, cand);
+    cJSON_DeleteItemFromObjectCaseSensitive(prov, "candidate");
+    if (!cJSON_AddStringToObject(prov, "candidate", cand)) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    char *p = cJSON_PrintUnformatted(prov);
+    if (!p) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    r->prov[r->n] = p;
+    r->rows[r->n] = (mpq_db_metric){.layer_id = layer_id, .candidate = cand, .metric = metric, .value = value,
+                                    .se = se, .n = n, .provenance_json = p};
+    r->n++;
+    return MPQ_OK;
+}
+
+/* Computes one unit's rows (no database access). */
+static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
+    const mpq_job_spec *s = c->spec;
+    mpq_status st = MPQ_OK;
+    cJSON *prov = provenance_base(c, u->stage);
+    if (!prov) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    if (u->stage == MPQ_JOB_STAGE_WEIGHT_ERROR) {
+        int64_t lid = c->layer_ids[u->linear_index];
+        int64_t ntok = (int64_t)s->calib.n_seqs * s->calib.seq_len;
+        for (int k = 0; k < s->n_candidates && st == MPQ_OK; k++) {
+            mpq_calib_weight_stats we;
+            const char *cn = s->candidates[k];
+            if ((st = mpq_calib_weight_error(c->cal, u->linear_index, &c->cands[k], &we, err)) != MPQ_OK) break;
+            int64_t np = mpq_model_linear(c->model, u->linear_index)->n_params;
+            if ((st = add_row(r, prov, lid, cn, "weight_sse", we.sse, NAN, np, err)) != MPQ_OK ||
+                (st = add_row(r, prov, lid, cn, "weight_rel", we.rel, NAN, np, err)) != MPQ_OK ||
+                (st = add_row(r, prov, lid, cn, "act_err", we.act_err, NAN, ntok, err)) != MPQ_OK ||
+                (st = add_row(r, prov, lid, cn, "act_rel", we.act_rel, NAN, ntok, err)) != MPQ_OK)
+                break;
+        }
+        if (st == MPQ_OK)
+            st = add_row(r, prov, lid, "", "xtx_trace", mpq_calib_xtx_trace(c->cal, u->linear_index), NAN, ntok, err);
+    } else if (u->stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
+        int64_t lid = c->layer_ids[u->linear_index];
+        const char *cn = s->candidates[u->option];
+        mpq_calib_result res;
+        if ((st = mpq_calib_layer(c->cal, u->linear_index, &c->cands[u->option], &res, err)) == MPQ_OK &&
+            (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
+            (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
+            st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
+    } else {
+        int nl = mpq_model_n_linear(c->model);
+        int64_t lid = c->layer_ids[nl + u->block];
+        const char *pn = s->kv_pairs[u->option];
+        mpq_calib_result res;
+        if ((st = mpq_calib_kv(c->cal, u->block, c->pairs[u->option], &res, err)) == MPQ_OK &&
+            (st = add_row(r, prov, lid, pn, "kv_kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
+            (st = add_row(r, prov, lid, pn, "kv_dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK &&
+            (st = add_row(r, prov, lid, pn, "kv_top1", res.top1, res.top1_se, res.n_seqs, err)) == MPQ_OK)
+            st = add_row(r, prov, lid, pn, "kv_attn_rel", res.attn_rel, NAN, res.n_seqs, err);
+    }
+    cJSON_Delete(prov);
+    if (st != MPQ_OK) rows_free(r);
+    return st;
+}
+
+static void emit(run_ctx *c, mpq_job_progress *p) {
+    if (c->opts.progress) c->opts.progress(c->opts.progress_user, p);
+}
+
+static bool should_stop(const run_ctx *c) {
+    return mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done >= c->opts.max_units);
+}
+
+/* Runs the pending units of one stage. *stopped set when a stop was requested. */
+static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, unit_rows *rows,
+                            bool *stopped, mpq_err *err) {
+    const char *sname = mpq_job_stage_name(stage);
+    mpq_db_unit *pend = NULL;
+    int n_pend = 0;
+    int64_t done = 0, total = 0;
+    mpq_status st;
+    if ((st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK) return st;
+    if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) return st;
+    double t0 = mpq_time_now();
+    int64_t stage_run = 0;
+    mpq_job_progress p = {.event = MPQ_JOB_EVENT_STAGE_START, .job = c->spec->name, .stage = sname,
+                          .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
+                          .stage_total = total, .run_done = c->run_done, .eta_seconds = -1};
+    emit(c, &p);
+    for (int i = 0; i < n_pend; i++) {
+        if (should_stop(c)) {
+            *stopped = true;
+            break;
+        }
+        const mpq_job_unit *u = find_unit(c, stage, pend[i].key);
+        if (!u) { /* a unit of another spec shape cannot exist: the spec hash matched */
+            st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
+                             c->spec->name, sname, pend[i].key);
+            break;
+        }
+        if ((st = mpq_db_unit_start(c->db, pend[i].id, err)) != MPQ_OK) break;
+        mpq_err uerr = {0};
+        mpq_status ust = compute_unit(c, u, rows, &uerr);
+        if (ust == MPQ_OK) {
+            st = mpq_db_unit_commit(c->db, pend[i].id, rows->rows, rows->n, err);
+            rows_free(rows);
+            if (st != MPQ_OK) break;
+            done++;
+            stage_run++;
+            c->run_done++;
+            p.event = MPQ_JOB_EVENT_UNIT_DONE;
+            p.message = NULL;
+        } else {
+            mpq_err_prefix(&uerr, "unit %s/%s", sname, u->key);
+            if ((st = mpq_db_unit_fail(c->db, pend[i].id, uerr.msg, err)) != MPQ_OK) break;
+            if (c->n_failed++ == 0) {
+                c->first_fail = ust;
+                snprintf(c->first_fail_msg, sizeof c->first_fail_msg, "%s", uerr.msg);
+            }
+            p.event = MPQ_JOB_EVENT_UNIT_FAILED;
+            p.message = uerr.msg;
+        }
+        double el = mpq_time_now() - t0;
+        p.stage_done = done;
+        p.run_done = c->run_done;
+        p.seconds = el;
+        p.rate = el > 0 && stage_run > 0 ? (double)stage_run / el : 0;
+        p.eta_seconds = p.rate > 0 ? (double)(total - done) / p.rate : -1;
+        p.unit_key = u->key;
+        emit(c, &p);
+    }
+    free(pend);
+    if (st != MPQ_OK) return st;
+    p.event = MPQ_JOB_EVENT_STAGE_END;
+    p.stage_done = done;
+    p.seconds = mpq_time_now() - t0;
+    p.unit_key = NULL;
+    p.message = NULL;
+    emit(c, &p);
+    return MPQ_OK;
+}
+
+static void ctx_free(run_ctx *c) {
+    mpq_calib_free(c->cal);
+    free(c->units);
+    free(c->layer_ids);
+    free(c->cands);
+    free(c->pairs);
+    free(c->tokens);
+    mpq_data_seqs_free(c->seqs);
+    mpq_data_free(c->eval);
+    mpq_data_free(c->calib);
+    mpq_tokenizer_free(c->tok);
+    mpq_model_free(c->model);
+}
+
+static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
+                          mpq_err *err) {
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.db = db;
+    c.spec = spec;
+    c.opts = opts ? *opts : mpq_job_opts_default();
+    unit_rows *rows = NULL;
+    mpq_status st;
+    bool running = false;
+    if ((st = load_inputs(&c, err)) != MPQ_OK) goto done;
+
+    /* existing job? (mpq_db_job_find also matches ids: require the name itself) */
+    mpq_db_job job;
+    mpq_err e2 = {0};
+    bool exists = false;
+    st = mpq_db_job_find(db, spec->name, &job, &e2);
+    if (st == MPQ_OK && strcmp(job.name, spec->name) == 0) {
+        exists = true;
+        c.job_id = job.id;
+        if (strcmp(job.spec_sha256, spec->sha256) != 0) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID,
+                             "job '%s' exists with a different spec (%s: stored spec sha256 %.12s..., this spec "
+                             "%.12s...); use another name or --db",
+                             spec->name, mpq_db_path(db), job.spec_sha256, spec->sha256);
+            goto done;
+        }
+        if ((st = check_inputs(&c, err)) != MPQ_OK) goto done;
+    } else if (st != MPQ_OK && st != MPQ_ERR_NOTFOUND) {
+        *err = e2;
+        goto done;
+    }
+    if ((st = setup_job(&c, exists, err)) != MPQ_OK) goto done;
+    if (job_id) *job_id = c.job_id;
+    if ((st = mpq_db_units_retry_failed(db, c.job_id, NULL, err)) != MPQ_OK) goto done;
+    int64_t n_done = 0, n_total = 0;
+    if ((st = mpq_db_units_count(db, c.job_id, NULL, &n_done, &n_total, NULL, err)) != MPQ_OK) goto done;
+    if (n_done < n_total) {
+        if ((st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_RUNNING, err)) != MPQ_OK) goto done;
+        running = true;
+        mpq_calib_opts co = mpq_calib_opts_default();
+        co.batch = spec->calib.batch;
+        co.collect_xtx = spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR];
+        co.prefix_reuse = true;
+        if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
+        double t0 = mpq_time_now();
+        if ((st = mpq_calib_create(c.model, c.tokens, c.seqs->n_seqs, c.seqs->seq_len, &co, &c.cal, err)) != MPQ_OK) {
+            mpq_err_prefix(err, "job '%s': FP reference", spec->name);
+            goto done;
+        }
+        mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = spec->name, .seconds = mpq_time_now() - t0,
+                              .eta_seconds = -1};
+        emit(&c, &p);
+    }
+    if (!(rows = calloc(1, sizeof *rows))) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    int n_stages = 0, idx = 0;
+    for (int s = 0; s < MPQ_JOB_N_STAGES; s++) n_stages += spec->stages[s];
+    bool stopped = false;
+    for (int s = 0; s < MPQ_JOB_N_STAGES && !stopped; s++) {
+        if (!spec->stages[s]) continue;
+        if ((st = run_stage(&c, (mpq_job_stage)s, ++idx, n_stages, rows, &stopped, err)) != MPQ_OK) goto done;
+    }
+    if ((st = mpq_db_units_count(db, c.job_id, NULL, &n_done, &n_total, NULL, err)) != MPQ_OK) goto done;
+    if (stopped) {
+        st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_INTERRUPTED, err);
+        running = false;
+        if (st == MPQ_OK)
+            st = mpq_err_set(err, MPQ_ERR_INTERRUPTED,
+                             "job '%s' interrupted after %lld units of this run (%lld/%lld done); resume with: "
+                             "mpq resume %s",
+                             spec->name, (long long)c.run_done, (long long)n_done, (long long)n_total, spec->name);
+    } else if (c.n_failed > 0) {
+        st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, err);
+        running = false;
+        if (st == MPQ_OK)
+            st = mpq_err_set(err, c.first_fail, "job '%s': %d units failed (a resume retries them); first: %s",
+                             spec->name, c.n_failed, c.first_fail_msg);
+    } else {
+        st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_DONE, err);
+        running = false;
+    }
+done:
+    if (running && st != MPQ_OK) mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
+    free(rows);
+    ctx_free(&c);
+    return st;
+}
+
+mpq_status mpq_job_run(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
+                       mpq_err *err) {
+    if (!db || !spec) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_run: NULL argument");
+    return run_job(db, spec, opts, job_id, err);
+}
+
+mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts, mpq_err *err) {
+    if (!db || !job) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_resume: NULL argument");
+    mpq_db_job j;
+    char *text = NULL;
+    mpq_job_spec *spec = NULL;
+    mpq_status st;
+    if ((st = mpq_db_job_find(db, job, &j, err)) != MPQ_OK) return st;
+    if ((st = mpq_db_job_spec(db, j.id, &text, err)) != MPQ_OK) return st;
+    char src[MPQ_DB_NAME_MAX + 32];
+    snprintf(src, sizeof src, "job '%s' (stored spec)", j.name);
+    if ((st = mpq_job_spec_parse(text, src, &spec, err)) != MPQ_OK) goto done;
+    if (strcmp(spec->sha256, j.spec_sha256) != 0 || strcmp(spec->name, j.name) != 0) {
+        st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                         "job '%s': the stored spec does not re-canonicalize to the same text (stored by another "
+                         "mpq version?)",
+                         j.name);
+        goto done;
+    }
+    st = run_job(db, spec, opts, NULL, err);
+done:
+    mpq_job_spec_free(spec);
+    free(text);
+    return st;
+}
