@@ -17,8 +17,9 @@ cmake --build "$root/build" -j"$jobs"
 if [ "${MPQ_TEST_ASAN:-1}" != 0 ]; then
   cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DMPQ_SANITIZE=ON -DMPQ_WERROR=ON >/dev/null
   cmake --build "$root/build-asan" -j"$jobs"
-  # detect_leaks: OpenBLAS keeps thread buffers for the process lifetime; those are not ours.
-  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  # detect_leaks: OpenBLAS keeps thread buffers for the process lifetime (suppressed);
+  # allocator_may_return_null: tests ask for absurd sizes and expect MPQ_ERR_NOMEM, not an abort.
+  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
      LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs" -LE slow)
 fi
