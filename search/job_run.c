@@ -21,6 +21,8 @@
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_tokenizer.h"
 
+#include "job_hessian.h"
+
 mpq_job_opts mpq_job_opts_default(void) {
     mpq_job_opts o;
     memset(&o, 0, sizeof o);
@@ -113,6 +115,7 @@ typedef struct run_ctx {
     mpq_candidate *cands;
     mpq_kv_pair *pairs;
     mpq_calib *cal;
+    mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
     int64_t run_done;
     int n_failed;
     mpq_status first_fail;
@@ -414,7 +417,13 @@ static mpq_status add_row(unit_rows *r, cJSON *prov, int64_t layer_id, const cha
     return MPQ_OK;
 }
 
-/* Computes one unit's rows (no database access). */
+static mpq_status hessian_row(void *user, cJSON *prov, int64_t layer_id, const char *cand, const char *metric,
+                              double value, double se, int64_t n, mpq_err *err) {
+    return add_row(user, prov, layer_id, cand, metric, value, se, n, err);
+}
+
+/* Computes one unit's rows (no database access, except the hessian stage's trace chunks,
+ * which write their running-sum artifact idempotently before the unit commits). */
 static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
     const mpq_job_spec *s = c->spec;
     mpq_status st = MPQ_OK;
@@ -444,6 +453,12 @@ static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, 
             (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
             st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
+    } else if (u->stage == MPQ_JOB_STAGE_HESSIAN) {
+        mpq_job_hessian_env env = {.db = c->db, .job_id = c->job_id, .spec = s, .model = c->model,
+                                   .tokens = c->tokens, .n_seqs = c->seqs->n_seqs, .seq_len = c->seqs->seq_len,
+                                   .layer_ids = c->layer_ids, .cands = c->cands, .add_row = hessian_row,
+                                   .row_user = r};
+        st = mpq_job_hessian_compute(&c->hess, &env, u, prov, err);
     } else {
         int nl = mpq_model_n_linear(c->model);
         int64_t lid = c->layer_ids[nl + u->block];
@@ -538,6 +553,7 @@ static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, in
 }
 
 static void ctx_free(run_ctx *c) {
+    mpq_job_hessian_free(c->hess);
     mpq_calib_free(c->cal);
     free(c->units);
     free(c->layer_ids);

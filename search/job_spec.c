@@ -15,8 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "job_hessian.h"
 
-static const char *const stage_names[MPQ_JOB_N_STAGES] = {"weight_error", "layer_sensitivity", "kv_sensitivity"};
+static const char *const stage_names[MPQ_JOB_N_STAGES] = {"weight_error", "layer_sensitivity", "kv_sensitivity",
+                                                           "hessian"};
 
 const char *mpq_job_stage_name(mpq_job_stage s) {
     if ((int)s < 0 || (int)s >= MPQ_JOB_N_STAGES) return "?";
@@ -30,7 +32,7 @@ mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *er
             return MPQ_OK;
         }
     return mpq_err_set(err, MPQ_ERR_INVALID,
-                       "unknown metric '%s' (expected weight_error, layer_sensitivity or kv_sensitivity)",
+                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity or hessian)",
                        name ? name : "(null)");
 }
 
@@ -329,6 +331,91 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
     return MPQ_OK;
 }
 
+/* A finite number in (lo, hi] (lo_open) or [lo, hi]; absent -> def. */
+static mpq_status get_double(const char *src, const char *key, const cJSON *v, double lo, bool lo_open, double hi,
+                             double def, double *out, mpq_err *err) {
+    if (!v) {
+        *out = def;
+        return MPQ_OK;
+    }
+    char got[64];
+    value_text(v, got, sizeof got);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: expected a number, got %s %s", src, key, type_name(v), got);
+    double x = v->valuedouble;
+    if ((lo_open ? !(x > lo) : !(x >= lo)) || !(x <= hi))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: expected a number in %s%g, %g], got %s", src, key,
+                           lo_open ? "(" : "[", lo, hi, got);
+    *out = x;
+    return MPQ_OK;
+}
+
+static mpq_status get_bool(const char *src, const char *key, const cJSON *v, bool def, bool *out, mpq_err *err) {
+    if (!v) {
+        *out = def;
+        return MPQ_OK;
+    }
+    if (!cJSON_IsBool(v)) {
+        char got[64];
+        value_text(v, got, sizeof got);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: expected true or false, got %s %s", src, key, type_name(v),
+                           got);
+    }
+    *out = cJSON_IsTrue(v);
+    return MPQ_OK;
+}
+
+/* The "hessian" section (obj may be NULL: all defaults). Needs s->calib and s->seed. */
+static mpq_status parse_hessian(const char *src, const cJSON *obj, mpq_job_spec *s, mpq_err *err) {
+    static const char *const keys[] = {"probes_min", "probes_max", "probes_per_unit", "tol",       "rse_tol",
+                                       "n_seqs",     "seq_len",    "seed",            "fd_step",   "eig",
+                                       "eig_iters",  "eig_tol",    "eig_k",           "slq",       "slq_steps",
+                                       "slq_probes", "fisher",     NULL};
+    mpq_job_hessian_spec *h = &s->hessian;
+    mpq_status st;
+    int64_t v;
+    if (obj && !cJSON_IsObject(obj)) {
+        char got[64];
+        value_text(obj, got, sizeof got);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: hessian: expected an object, got %s %s", src, type_name(obj),
+                           got);
+    }
+    if (obj && (st = check_keys(src, "hessian", obj, keys, err)) != MPQ_OK) return st;
+#define HKEY(k) (obj ? cJSON_GetObjectItemCaseSensitive(obj, k) : NULL)
+#define HINT(k, lo, hi, def, dst)                                                                    \
+    do {                                                                                             \
+        if ((st = get_int(src, "hessian." k, HKEY(k), lo, hi, def, &v, err)) != MPQ_OK) return st;  \
+        dst = v;                                                                                     \
+    } while (0)
+    HINT("probes_min", 2, 100000, 10, h->probes_min);
+    HINT("probes_max", 2, 100000, h->probes_min > 200 ? h->probes_min : 200, h->probes_max);
+    if (h->probes_max < h->probes_min)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: hessian.probes_max: %d is below hessian.probes_min %d", src,
+                           h->probes_max, h->probes_min);
+    HINT("probes_per_unit", 1, 100000, 10, h->probes_per_unit);
+    if ((st = get_double(src, "hessian.tol", HKEY("tol"), 0, true, 1, 1e-3, &h->tol, err)) != MPQ_OK) return st;
+    if ((st = get_double(src, "hessian.rse_tol", HKEY("rse_tol"), 0, true, 1e6, 0.05, &h->rse_tol, err)) != MPQ_OK)
+        return st;
+    int def_n = s->calib.n_seqs < 8 ? s->calib.n_seqs : 8, def_t = s->calib.seq_len < 128 ? s->calib.seq_len : 128;
+    HINT("n_seqs", 1, s->calib.n_seqs, def_n, h->n_seqs);
+    HINT("seq_len", 1, s->calib.seq_len, def_t, h->seq_len);
+    HINT("seed", 0, INT32_MAX, s->seed, h->seed);
+    if ((st = get_double(src, "hessian.fd_step", HKEY("fd_step"), 0, true, 0.5, 1e-2, &h->fd_step, err)) != MPQ_OK)
+        return st;
+    if ((st = get_bool(src, "hessian.eig", HKEY("eig"), true, &h->eig, err)) != MPQ_OK) return st;
+    HINT("eig_iters", 1, 10000, 50, h->eig_iters);
+    if ((st = get_double(src, "hessian.eig_tol", HKEY("eig_tol"), 0, true, 0.5, 1e-3, &h->eig_tol, err)) != MPQ_OK)
+        return st;
+    HINT("eig_k", 1, 16, 1, h->eig_k);
+    if ((st = get_bool(src, "hessian.slq", HKEY("slq"), true, &h->slq, err)) != MPQ_OK) return st;
+    HINT("slq_steps", 1, 250, 30, h->slq_steps);
+    HINT("slq_probes", 1, 64, 4, h->slq_probes);
+    if ((st = get_bool(src, "hessian.fisher", HKEY("fisher"), true, &h->fisher, err)) != MPQ_OK) return st;
+#undef HINT
+#undef HKEY
+    return MPQ_OK;
+}
+
 /* ---- canonical form --------------------------------------------------------------------- */
 
 static cJSON *names_array(char **names, int n) {
@@ -395,6 +482,29 @@ static char *canonical(const mpq_job_spec *s) {
             ok = false;
         }
     }
+    if (ok && s->stages[MPQ_JOB_STAGE_HESSIAN]) {
+        const mpq_job_hessian_spec *h = &s->hessian;
+        cJSON *ho = cJSON_CreateObject();
+        bool k = ho && cJSON_AddNumberToObject(ho, "probes_min", h->probes_min) &&
+                 cJSON_AddNumberToObject(ho, "probes_max", h->probes_max) &&
+                 cJSON_AddNumberToObject(ho, "probes_per_unit", h->probes_per_unit) &&
+                 cJSON_AddNumberToObject(ho, "tol", h->tol) && cJSON_AddNumberToObject(ho, "rse_tol", h->rse_tol) &&
+                 cJSON_AddNumberToObject(ho, "n_seqs", h->n_seqs) &&
+                 cJSON_AddNumberToObject(ho, "seq_len", h->seq_len) &&
+                 cJSON_AddNumberToObject(ho, "seed", (double)h->seed) &&
+                 cJSON_AddNumberToObject(ho, "fd_step", h->fd_step) && cJSON_AddBoolToObject(ho, "eig", h->eig) &&
+                 cJSON_AddNumberToObject(ho, "eig_iters", h->eig_iters) &&
+                 cJSON_AddNumberToObject(ho, "eig_tol", h->eig_tol) &&
+                 cJSON_AddNumberToObject(ho, "eig_k", h->eig_k) && cJSON_AddBoolToObject(ho, "slq", h->slq) &&
+                 cJSON_AddNumberToObject(ho, "slq_steps", h->slq_steps) &&
+                 cJSON_AddNumberToObject(ho, "slq_probes", h->slq_probes) &&
+                 cJSON_AddBoolToObject(ho, "fisher", h->fisher);
+        if (k) ok = add_item(o, "hessian", ho);
+        else {
+            cJSON_Delete(ho);
+            ok = false;
+        }
+    }
     if (ok) {
         cJSON *m = cJSON_CreateArray();
         for (int i = 0; m && i < MPQ_JOB_N_STAGES; i++)
@@ -426,7 +536,7 @@ static bool valid_name(const char *n) {
 mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
-                                           NULL};
+                                           "hessian",     NULL};
     const char *src = source && *source ? source : "spec";
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
@@ -517,7 +627,14 @@ mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec
     } else {
         s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] = s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY] = true;
         s->stages[MPQ_JOB_STAGE_KV_SENSITIVITY] = s->has_kv;
+        s->stages[MPQ_JOB_STAGE_HESSIAN] = cJSON_GetObjectItemCaseSensitive(root, "hessian") != NULL;
     }
+    v = cJSON_GetObjectItemCaseSensitive(root, "hessian");
+    if (v && !s->stages[MPQ_JOB_STAGE_HESSIAN]) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: hessian: given, but metrics does not list \"hessian\"", src);
+        goto done;
+    }
+    if (s->stages[MPQ_JOB_STAGE_HESSIAN] && (st = parse_hessian(src, v, s, err)) != MPQ_OK) goto done;
     if ((s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] || s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) && s->n_candidates == 0) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: candidates: missing, and metrics %s need weight candidates", src,
                          s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] ? "weight_error" : "layer_sensitivity");
@@ -598,6 +715,7 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
     if (spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR]) total += (size_t)nl;
     if (spec->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) total += (size_t)nl * (size_t)spec->n_candidates;
     if (spec->stages[MPQ_JOB_STAGE_KV_SENSITIVITY]) total += (size_t)nb * (size_t)spec->n_kv_pairs;
+    if (spec->stages[MPQ_JOB_STAGE_HESSIAN]) total += (size_t)mpq_job_hessian_n_units(spec, m);
     if (total > (size_t)INT_MAX / 2) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %zu units", spec->source, total);
     mpq_job_unit *u = mpq_calloc(total ? total : 1, sizeof *u);
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for %zu units", spec->source, total);
@@ -605,6 +723,12 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
     mpq_status st = MPQ_OK;
     for (int stage = 0; stage < MPQ_JOB_N_STAGES && st == MPQ_OK; stage++) {
         if (!spec->stages[stage]) continue;
+        if (stage == MPQ_JOB_STAGE_HESSIAN) {
+            int nh = mpq_job_hessian_n_units(spec, m);
+            if (mpq_job_hessian_units(spec, m, u + k, nh) != MPQ_OK) st = MPQ_ERR_INVALID;
+            k += nh;
+            continue;
+        }
         if (stage == MPQ_JOB_STAGE_KV_SENSITIVITY) {
             for (int b = 0; b < nb; b++)
                 for (int p = 0; p < spec->n_kv_pairs; p++, k++) {

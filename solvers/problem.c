@@ -29,9 +29,10 @@ mpq_status mpq_problem_create(int n_items, int n_options_max, int n_resources, m
                            "problem: n_items %d, n_options_max %d, n_resources %d out of range "
                            "(>= 1, 1..%d, 1..%d)",
                            n_items, n_options_max, n_resources, MAX_OPTIONS, MAX_RESOURCES);
+    /* at most 2^31 (item, option, resource) costs (16 GiB): beyond that refuse up front */
     if (!mpq_size_mul((size_t)n_items, (size_t)n_options_max, &nlo) ||
-        !mpq_size_mul(nlo, (size_t)n_resources, &nco))
-        return mpq_err_set(err, MPQ_ERR_NOMEM, "problem: %d items x %d options x %d resources overflows",
+        !mpq_size_mul(nlo, (size_t)n_resources, &nco) || nco > ((size_t)1 << 31))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "problem: %d items x %d options x %d resources is too large",
                            n_items, n_options_max, n_resources);
     p = calloc(1, sizeof *p);
     if (!p) { st = MPQ_ERR_NOMEM; goto done; }

@@ -36,10 +36,25 @@
  *       "scheme": {"mode": "kivi" | "per-token", "group_size": 32 (> 0), "residual": 0 (>= 0)},
  *       "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]   (non-empty)
  *     },
- *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity"]
+ *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity", "hessian"]
  *                           stages to run, in this fixed order whatever the list order
  *                           (default: weight_error + layer_sensitivity, + kv_sensitivity
- *                           when "kv" is given)
+ *                           when "kv" is given, + hessian when "hessian" is given)
+ *     "hessian": {          optional; only with the hessian metric (an error otherwise)
+ *       "probes_min": 10, "probes_max": 200,   Hutchinson probes, 2 <= min <= max <= 100000
+ *       "probes_per_unit": 10,                  probes per committed unit, >= 1
+ *       "tol": 1e-3,        stop when every layer's relative change of the running mean < tol
+ *       "rse_tol": 0.05,    ... and every layer's stderr / |trace| < rse_tol, in (0, 1e6] (a large
+ *                           value leaves the relative change alone, as NNCF / PyHessian do)
+ *       "n_seqs": 8, "seq_len": 128,  the first n_seqs calibration windows, first seq_len
+ *                           tokens of each (defaults capped at calibration.n_seqs / seq_len;
+ *                           an explicit value above them is an error)
+ *       "seed": S,          probe seed, >= 0 (default: the top-level seed)
+ *       "fd_step": 1e-2,    relative step of the Hv central differences, in (0, 0.5]
+ *       "eig": true, "eig_iters": 50 (1..10000), "eig_tol": 1e-3 (in (0, 1)), "eig_k": 1 (1..16),
+ *       "slq": true, "slq_steps": 30 (1..250), "slq_probes": 4 (1..64),
+ *       "fisher": true
+ *     }                     defaults from HAWQ-V2 / NNCF (tol, probes) and PyHessian (eig, SLQ)
  *   }
  *
  * Relative paths are resolved against the CURRENT directory of the process that parses
@@ -65,8 +80,30 @@
  *                      kv_top1 (with standard errors), kv_attn_rel, stored against a layer
  *                      row "blk.3.kv" of kind "kv_cache" (rows 0, cols = kv dim, n_params 0)
  *                      added to the model's layer table.
+ *   hessian            units (keys), all over the same Hessian of the mean next-token loss on
+ *                      the hessian windows (mpq_hessian.h), run in this order:
+ *                      "trace/chunk.K"  probes K*ppu+1 .. (K+1)*ppu of ONE adaptive Hutchinson
+ *                                       run; stores the running sums (artifact
+ *                                       "hessian.trace.K", exact JSON doubles, written before the
+ *                                       unit commits and rewritten identically on a redo); after
+ *                                       convergence the remaining chunks do nothing. Rows: none.
+ *                      "trace/<layer>"  rows hutchinson_trace (se, n = probes),
+ *                                       hutchinson_trace_per_param (se / n_params),
+ *                                       hessian_converged (0/1), hessian_rel_change, and per job
+ *                                       candidate hawq_omega = trace/n_params * ||Q_c(W)-W||^2
+ *                                       (se = trace se / n_params * same, n = probes).
+ *                      "fisher"         fisher_trace per layer (n = n_seqs).
+ *                      "eig/<layer>"    top_eig (n = iterations) of the layer's diagonal block.
+ *                      "eig/model"      top_eig_1 .. top_eig_k (layer NULL), whole model.
+ *                      "slq/probe.P"    slq_node_i / slq_weight_i (layer NULL, i = P*steps + j,
+ *                                       weights divided by slq_probes so all sum to 1; start
+ *                                       vector seeded by seed + P), and slq_trace_P = n * sum
+ *                                       weight*node*slq_probes (this probe's estimate of Tr H).
+ *                      Same spec => the same numbers however the stage was interrupted.
  * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, data_sha256,
- * model_sha256, mpq_version, candidate, and for KV rows the scheme.
+ * model_sha256, mpq_version, candidate, and for KV rows the scheme; hessian rows also carry
+ * "hessian": {seed, probes_min, probes_max, tol, rse_tol, fd_step, n_seqs, seq_len} (and
+ * eig_iters, eig_tol or slq_steps, slq_probes where they apply).
  *
  *     mpq_job_spec *spec = NULL;
  *     mpq_err err = {0};
@@ -101,12 +138,14 @@ extern "C" {
 typedef enum mpq_job_stage {
     MPQ_JOB_STAGE_WEIGHT_ERROR = 0,
     MPQ_JOB_STAGE_LAYER_SENSITIVITY,
-    MPQ_JOB_STAGE_KV_SENSITIVITY
+    MPQ_JOB_STAGE_KV_SENSITIVITY,
+    MPQ_JOB_STAGE_HESSIAN
 } mpq_job_stage;
 
-#define MPQ_JOB_N_STAGES 3
+#define MPQ_JOB_N_STAGES 4
 
-/* "weight_error", "layer_sensitivity", "kv_sensitivity" (static); "?" for other values. */
+/* "weight_error", "layer_sensitivity", "kv_sensitivity", "hessian" (static); "?" for other
+ * values. */
 const char *mpq_job_stage_name(mpq_job_stage s);
 /* Stage by name; MPQ_ERR_INVALID naming the string if unknown. */
 mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *err);
@@ -120,6 +159,23 @@ typedef struct mpq_job_data_spec {
     int64_t seed;
     int batch;      /* calibration only (evaluation: 0) */
 } mpq_job_data_spec;
+
+/* The "hessian" section (see the top of this file for keys, ranges and defaults). */
+typedef struct mpq_job_hessian_spec {
+    int probes_min, probes_max; /* Hutchinson probes (HAWQ-V2 / NNCF: 10, 200) */
+    int probes_per_unit;        /* probes per committed unit (10); does not change any number */
+    double tol, rse_tol;        /* stopping rule (1e-3, 0.05): mpq_hessian_trace_opts */
+    double fd_step;             /* relative finite-difference step of Hv (1e-2) */
+    int n_seqs, seq_len;        /* the first n_seqs calibration windows, first seq_len tokens */
+    int64_t seed;               /* probes / start vectors (default: the top-level seed) */
+    bool eig;                   /* per-layer and whole-model top eigenvalues (true) */
+    int eig_iters;              /* power iterations at most (50) */
+    double eig_tol;             /* relative change of the eigenvalue to stop (1e-3, PyHessian) */
+    int eig_k;                  /* whole-model top-k eigenvalues (1, PyHessian top_n) */
+    bool slq;                   /* spectral density by SLQ (true) */
+    int slq_steps, slq_probes;  /* Lanczos steps per probe (30), probes (4) */
+    bool fisher;                /* empirical Fisher traces (true) */
+} mpq_job_hessian_spec;
 
 /* A parsed, validated and defaulted spec. All strings malloc'd and owned by the spec. */
 typedef struct mpq_job_spec {
@@ -140,6 +196,7 @@ typedef struct mpq_job_spec {
     char *canonical_json;      /* cJSON_PrintUnformatted of the defaulted spec */
     char sha256[65];           /* SHA-256 of canonical_json */
     char source[256];          /* file name used in messages ("job.json") */
+    mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;

@@ -147,8 +147,9 @@ typedef struct mpq_solve_opts {
     double time_limit_s;    /* ILP wall-time limit, <= 0 = none (default 0) */
     double mip_gap;         /* ILP relative gap at which to stop (default 0 = prove optimal) */
     bool presolve;          /* GLPK MIP presolver (default true; off when warm_start is used) */
-    bool warm_start;        /* ILP: give GLPK a heuristic start from the convex-hull greedy
-                               solution (1 resource: the exact DP when it is cheap). Default true. */
+    bool warm_start;        /* ILP: give GLPK the convex-hull greedy solution of the first budget
+                               as a heuristic incumbent (when it meets every budget); the simplex
+                               always starts from the greedy's LP basis. Default true. */
     int dp_resource;        /* DP / frontier resource (default 0); other budgets must be +inf for DP */
     size_t dp_max_bytes;    /* DP: use the dense table (n_items x (B/g+1) bytes) only when it fits
                                in this many bytes, else the bounded Pareto DP (default 256 MiB) */

@@ -56,6 +56,13 @@ int cli_run(int argc, char **argv);    /* cmd_run.c */
 int cli_resume(int argc, char **argv); /* cmd_run.c */
 int cli_status(int argc, char **argv); /* cmd_status.c */
 int cli_query(int argc, char **argv);  /* cmd_query.c */
+int cli_solve(int argc, char **argv);    /* cmd_solve.c */
+int cli_pareto(int argc, char **argv);   /* cmd_solve.c */
+int cli_kv(int argc, char **argv);       /* cmd_kv.c */
+int cli_evaluate(int argc, char **argv); /* cmd_solve.c */
+int cli_export(int argc, char **argv); /* cmd_export.c */
+int cli_plot(int argc, char **argv);   /* cmd_plot.c */
+int cli_report(int argc, char **argv); /* cmd_report.c */
 
 /* Shared by status / query (cmd_query.c). Default database: $MPQ_DB, else "mpq.db". */
 struct mpq_db_table;

@@ -11,6 +11,13 @@ static const cli_command commands[] = {
     {"resume", cli_resume, "resume an interrupted or killed job from the database"},
     {"status", cli_status, "show jobs, or one job's stages and unit progress"},
     {"query", cli_query, "read the results database: jobs, per-layer metrics, solutions, SQL"},
+    {"solve", cli_solve, "choose per-layer formats from a job's stored metrics under budgets (ILP / DP)"},
+    {"pareto", cli_pareto, "exact Pareto frontier of (avg bits, predicted loss) of a job, and its knee"},
+    {"kv", cli_kv, "KV-cache precision search: per-block pairs, pruning, clusters, frontier, joint budget"},
+    {"evaluate", cli_evaluate, "measure stored solutions and uniform baselines; predicted vs measured"},
+    {"export", cli_export, "write a solution or config for llama.cpp, vLLM (compressed-tensors), KVTuner, HAWQ"},
+    {"plot", cli_plot, "SVG plots of a job: frontier, bits per layer, sensitivity heat map, KV ladder"},
+    {"report", cli_report, "Markdown report of a job with its plots"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

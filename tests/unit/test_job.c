@@ -162,8 +162,8 @@ static const struct {
      "job.json: candidates: expected an array"},
     {"{\"name\":\"a\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"}}", MPQ_ERR_INVALID, "job.json: candidates: missing"},
     {"{\"name\":\"a\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"],"
-     "\"metrics\":[\"hessian\"]}",
-     MPQ_ERR_INVALID, "job.json: metrics[0]: unknown metric 'hessian'"},
+     "\"metrics\":[\"hessain\"]}",
+     MPQ_ERR_INVALID, "job.json: metrics[0]: unknown metric 'hessain'"},
     {"{\"name\":\"a\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"],"
      "\"metrics\":[\"kv_sensitivity\"]}",
      MPQ_ERR_INVALID, "job.json: kv: missing"},

@@ -1,0 +1,213 @@
+/*
+ * mpq_export.h - the export plan of a quantized configuration and the exporters that
+ * deployment tools read: mpq JSON, llama.cpp `llama-quantize --tensor-type-file`,
+ * compressed-tensors / Hugging Face `quantization_config` (vLLM), KVTuner-style per-layer
+ * KV bits (JSON or YAML) and HAWQ-style per-module bits; and `mpq report` (Markdown).
+ *
+ * Every exporter renders ONE canonical plan, built from (model, config, provenance):
+ * per linear layer its stable name ("blk.3.attn_q"), GGUF tensor name
+ * ("blk.3.attn_q.weight", llama.cpp names: attn_q attn_k attn_v attn_output ffn_gate
+ * ffn_up ffn_down), HF module ("model.layers.3.self_attn.q_proj"), candidate, exact bits
+ * and bytes; per block its KV pair; the KV scheme; totals; provenance.
+ *
+ *     mpq_export_plan *plan = NULL;
+ *     mpq_err err = {0};
+ *     if (mpq_export_plan_build(model, cfg, NULL, &plan, &err) != MPQ_OK) ...
+ *     mpq_export_opts o = mpq_export_opts_default();
+ *     char *text = NULL, *notes = NULL;
+ *     if (mpq_export_render(plan, MPQ_EXPORT_LLAMACPP, &o, &text, &notes, &err) != MPQ_OK) ...
+ *     // text: the tensor-type file; notes: the llama-quantize command line and KV flags
+ *     free(text); free(notes);
+ *     mpq_export_plan_free(plan);
+ *
+ * llama.cpp type choice (mpq_export_ggml_choose): a candidate of b exact bits per weight
+ * (mpq_candidate_bits at the layer's row length) gets the cheapest type of the ladder
+ * q2_k 2.625, iq3_xxs 3.0625, q3_k 3.4375, iq4_xs 4.25, q4_k 4.5, q5_k 5.5, q6_k 6.5625,
+ * q8_0 8.5, f16 16, f32 32 whose bits are >= b (never fewer bits than mpq measured).
+ * iq3_xxs needs an importance matrix: it is only used with opts.imatrix_path, and without
+ * it the export fails (MPQ_ERR_INVALID naming the layer) unless opts.skip_imatrix_types,
+ * which rounds up to q3_k. Then llama-quantize's own fallback for a row length (GGUF ne[0]
+ * = cols) not divisible by the type's block size is applied - IQ types -> iq4_nl,
+ * q2_k/q3_k -> q4_0, q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, and f16 when even that
+ * does not divide (llama.cpp src/llama-quant.cpp, tensor_type_fallback) - and where
+ * llama.cpp defines no fallback (q8_0 on cols % 32 != 0 makes it throw) mpq writes f16.
+ * The file lists the RESOLVED type, so llama-quantize never falls back and the bytes
+ * mpq reports are the bytes it writes.
+ */
+#ifndef MPQ_EXPORT_H
+#define MPQ_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_config.h"
+#include "mpq/mpq_db.h"
+#include "mpq/mpq_model.h"
+#include "mpq/mpq_quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPQ_EXPORT_VERSION 1 /* "mpq_export_version" of the mpq JSON format */
+
+/* ---- llama.cpp (ggml) types ----------------------------------------------------------- */
+
+typedef struct mpq_ggml_type_info {
+    const char *name;   /* lowercase as llama-quantize reads it: "q4_k" */
+    int block;          /* elements per block (256 for K/IQ types, 32 for q4_0.., 1 for f16) */
+    int type_size;      /* bytes per block */
+    bool needs_imatrix; /* llama-quantize refuses it without an importance matrix */
+} mpq_ggml_type_info;
+
+/* Type by lowercase or uppercase name; NULL if unknown. Static. */
+const mpq_ggml_type_info *mpq_ggml_type_find(const char *name);
+
+typedef struct mpq_ggml_choice {
+    const mpq_ggml_type_info *requested; /* ladder choice by bits */
+    const mpq_ggml_type_info *resolved;  /* after llama-quantize's row-length fallback */
+    bool fallback;       /* resolved != requested */
+    bool no_llama_fallback; /* llama.cpp has no fallback for `requested` (mpq chose f16) */
+    double candidate_bits;  /* exact bits of the candidate at this row length */
+    int64_t bytes;       /* rows * cols/block * type_size of the resolved type */
+} mpq_ggml_choice;
+
+/* Chooses the ggml type of a (rows, cols) layer at candidate c (see top). allow_imatrix:
+ * iq3_xxs may be used; skip_imatrix: when it is not allowed, round up past it instead of
+ * failing. MPQ_ERR_INVALID ("... needs an importance matrix") otherwise. */
+mpq_status mpq_export_ggml_choose(const mpq_candidate *c, int64_t rows, int64_t cols, bool allow_imatrix,
+                                  bool skip_imatrix, mpq_ggml_choice *out, mpq_err *err);
+
+/* ---- the plan ------------------------------------------------------------------------- */
+
+#define MPQ_EXPORT_NAME_MAX 128
+
+typedef struct mpq_export_layer {
+    char name[MPQ_EXPORT_NAME_MAX];      /* "blk.3.attn_q" */
+    char gguf_name[MPQ_EXPORT_NAME_MAX]; /* "blk.3.attn_q.weight" (attn_output for o_proj) */
+    char hf_name[MPQ_EXPORT_NAME_MAX];   /* "model.layers.3.self_attn.q_proj" */
+    mpq_layer_kind kind;
+    int block;
+    int64_t rows, cols, n_params;
+    mpq_candidate cand;
+    double bits;   /* exact bits per weight of cand at this row length */
+    int64_t bytes; /* mpq_candidate_bytes */
+} mpq_export_layer;
+
+/* Where a configuration came from (all optional: NULL / 0 / NaN = unknown). Strings are
+ * copied by mpq_export_plan_build. */
+typedef struct mpq_export_provenance {
+    const char *job_name;
+    int64_t job_id;
+    const char *solution_name;
+    int64_t solution_id;
+    const char *solver;       /* "ilp", "pareto", ... */
+    const char *status;       /* "optimal", ... */
+    const char *metric_expr;  /* "kl" */
+    const char *budgets_json; /* {"bits_per_weight":3.5} */
+    double objective;         /* predicted loss; NaN = unknown */
+    const char *created_at;
+} mpq_export_provenance;
+
+typedef struct mpq_export_plan {
+    /* model fingerprint */
+    char model_file[256];  /* base name of the model file or directory (never a full path) */
+    char model_sha256[65]; /* sha256 of the checkpoint (HF: of model.safetensors); "" if unknown */
+    mpq_model_config model;
+    int64_t model_params;
+    /* layers and blocks */
+    int n_layers;
+    mpq_export_layer *layers; /* n_layers, model order */
+    int n_blocks;
+    mpq_kv_pair *kv;          /* n_blocks */
+    mpq_kv_scheme kv_scheme;
+    int kv_dim;               /* n_kv_heads * head_dim */
+    /* totals (mpq_config_get_stats, steady state) */
+    mpq_config_stats stats;
+    /* provenance (owned copies; NULL when unknown) */
+    char *job_name, *solution_name, *solver, *status, *metric_expr, *budgets_json, *created_at;
+    int64_t job_id, solution_id;
+    double objective;
+    /* the configuration as mpq_config_to_json text (owned) */
+    char *config_json;
+} mpq_export_plan;
+
+/* Builds the plan of cfg on model. prov may be NULL. On success *out is owned by the
+ * caller (mpq_export_plan_free). MPQ_ERR_INVALID if cfg does not match model, MPQ_ERR_IO if
+ * the model file cannot be hashed, MPQ_ERR_NOMEM. */
+mpq_status mpq_export_plan_build(const mpq_model *model, const mpq_config *cfg,
+                                 const mpq_export_provenance *prov, mpq_export_plan **out, mpq_err *err);
+void mpq_export_plan_free(mpq_export_plan *plan); /* accepts NULL */
+
+/* A job's solution from the results database, loaded as a config of model (the job's
+ * model when model is NULL: *model_out then owns a loaded model, else it is set NULL).
+ * which: NULL or "" = the newest solution with a config and status optimal/feasible;
+ * otherwise a solution name or decimal id of that job. *cfg_out and *plan_out owned.
+ * MPQ_ERR_NOTFOUND (job, solution), MPQ_ERR_FORMAT (stored config does not parse), DB. */
+mpq_status mpq_export_plan_from_db(mpq_db *db, const char *job, const char *which, const mpq_model *model,
+                                   mpq_model **model_out, mpq_config **cfg_out, mpq_export_plan **plan_out,
+                                   mpq_err *err);
+
+/* ---- exporters ------------------------------------------------------------------------ */
+
+typedef enum mpq_export_format {
+    MPQ_EXPORT_MPQ = 0,           /* "mpq": versioned mpq JSON, loadable by mpq_config_load */
+    MPQ_EXPORT_LLAMACPP,          /* "llamacpp": llama-quantize --tensor-type-file */
+    MPQ_EXPORT_COMPRESSED_TENSORS,/* "compressed-tensors": {"quantization_config": {...}} */
+    MPQ_EXPORT_KVTUNER,           /* "kvtuner": {"0": {"nbits_key": 8, "nbits_value": 4}, ...} */
+    MPQ_EXPORT_KVTUNER_YAML,      /* "kvtuner-yaml": the same as YAML */
+    MPQ_EXPORT_HAWQ               /* "hawq": {"model.layers.0.self_attn.q_proj": 4, ...} */
+} mpq_export_format;
+
+/* Format by name (above); MPQ_ERR_INVALID naming the string. */
+mpq_status mpq_export_format_parse(const char *name, mpq_export_format *out, mpq_err *err);
+const char *mpq_export_format_name(mpq_export_format f); /* static */
+
+typedef struct mpq_export_opts {
+    const char *imatrix_path;  /* llamacpp: importance matrix for llama-quantize (enables iq3_xxs) */
+    bool skip_imatrix_types;   /* llamacpp: without imatrix, round up past iq3_xxs instead of failing */
+    const char *embedding_type;/* llamacpp: --token-embedding-type / --output-tensor-type (default "f16") */
+    const char *model_gguf;    /* llamacpp: input GGUF named in the command line (default "model-f32.gguf") */
+    const char *output_gguf;   /* llamacpp: output GGUF (default "model-mpq.gguf") */
+    const char *tensor_type_file; /* llamacpp: the file named in the command (default "tensor-types.txt") */
+} mpq_export_opts;
+
+mpq_export_opts mpq_export_opts_default(void);
+
+/* Renders plan in format f. *text gets the file content and *notes (may be NULL) human
+ * notes for stdout (llamacpp: the llama-quantize command and -ctk/-ctv flags; others: KV
+ * collapse and scheme remarks); both malloc'd NUL-terminated (free()). Errors name the
+ * layer: MPQ_ERR_INVALID (compressed-tensors: fused shards q/k/v or gate/up with different
+ * schemes; llamacpp: imatrix type without imatrix), MPQ_ERR_UNSUPPORTED (a candidate the
+ * format cannot express, e.g. nf4 in compressed-tensors), MPQ_ERR_NOMEM. */
+mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, const mpq_export_opts *opts,
+                             char **text, char **notes, mpq_err *err);
+
+/* llama.cpp KV cache type for one precision (16 -> "f16", 8 -> "q8_0", 2..5 -> "q4_1"/"q5_1":
+ * asymmetric like mpq's min-max KV quantizer, never fewer bits). Static. */
+const char *mpq_export_llama_kv_type(int bits);
+
+/* ---- report --------------------------------------------------------------------------- */
+
+typedef struct mpq_report_opts {
+    const char *plots_dir;     /* where SVGs are written (NULL = no plots) */
+    const char *plots_rel;     /* how report.md links them (relative path of plots_dir); NULL = plots_dir */
+    int top_layers;            /* most sensitive layers listed (default 10) */
+    const char *metric;        /* sensitivity metric (default "kl") */
+} mpq_report_opts;
+
+mpq_report_opts mpq_report_opts_default(void);
+
+/* Writes a Markdown report of job to path: model, data, provenance, top sensitive layers,
+ * frontier table, solutions with predicted and measured quality, uniform baselines, and
+ * (with plots_dir) the frontier / bits / sensitivity / KV plots, linked. MPQ_ERR_NOTFOUND,
+ * MPQ_ERR_IO (naming the file), MPQ_ERR_DB, MPQ_ERR_NOMEM. */
+mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *opts, const char *path,
+                            mpq_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_EXPORT_H */

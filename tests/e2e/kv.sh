@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# kv.sh - `mpq kv`: KV-cache precision search on a small real stories260K job. Checks the
+# ladder / K-vs-V report, pruning and cluster artifacts, frontier + budget solutions, KVTuner
+# and mpq-config export (the config is accepted by `mpq eval`), the joint table, --json, and
+# the exit codes of bad input (usage 2, not found 10, infeasible 9).
+# Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
+set -euo pipefail
+: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_rc() { # expected-code description command...
+  local want=$1 what=$2; shift 2
+  set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e
+  [ "$rc" -eq "$want" ] || fail "$what: exit $rc, expected $want: $(cat "$T/err.txt")"
+}
+
+cat > "$T/spec.json" <<JSON
+{"name": "kv", "model": "$MPQ_SHARED/models/stories260K/stories260K.bin",
+ "calibration": {"data": "$MPQ_SHARED/data/tinystories-calib.tok512.u16", "seq_len": 64, "n_seqs": 2, "batch": 2},
+ "evaluation": {"data": "$MPQ_SHARED/data/tinystories-eval.tok512.u16", "seq_len": 64, "n_seqs": 4, "seed": 2},
+ "candidates": ["int3g32", "int8c"],
+ "kv": {"scheme": {"mode": "kivi", "group_size": 32, "residual": 0},
+        "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]},
+ "metrics": ["layer_sensitivity", "kv_sensitivity"]}
+JSON
+DB="$T/kv.db"
+"$MPQ" run "$T/spec.json" --db "$DB" -q > /dev/null
+
+expect_rc 0 "help" "$MPQ" kv --help
+grep -q -- "--export-kvtuner" "$T/out.txt" || fail "help lacks --export-kvtuner"
+
+expect_rc 0 "ladder" "$MPQ" kv kv --db "$DB" --prune
+grep -q "blk.4.kv" "$T/out.txt" || fail "ladder lacks blk.4.kv"
+grep -q "summary: keys more sensitive in [0-9]* of 10 comparisons" "$T/out.txt" || fail "no K-vs-V summary: $(cat "$T/out.txt")"
+[ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM artifacts WHERE name='kv_prune'")" = 1 ] || fail "kv_prune artifact missing"
+
+expect_rc 0 "frontier" "$MPQ" kv kv --db "$DB" --cluster 2 --frontier --nominal --budget kv-bits=3.25,4 \
+  --export-kvtuner "$T/kvt.json" --export-config "$T/cfg.json"
+grep -q "clusters .*: 2 groups" "$T/out.txt" || fail "no 2 clusters"
+grep -q "kv-bits=3.25 -> point" "$T/out.txt" || fail "no budget pick"
+[ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions WHERE name LIKE 'kv-bits-%'")" = 2 ] || fail "solutions not stored"
+[ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM frontiers")" -ge 1 ] || fail "frontier not stored"
+python3 - "$T/kvt.json" <<'PY' || fail "KVTuner JSON malformed"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert sorted(d) == ["0", "1", "2", "3", "4"], d
+for v in d.values():
+    assert set(v) == {"nbits_key", "nbits_value"} and v["nbits_key"] in (2, 4, 8) and v["nbits_value"] in (2, 4, 8)
+assert sum(v["nbits_key"] + v["nbits_value"] for v in d.values()) / 10 <= 3.25
+PY
+grep -q '"kv"' "$T/cfg.json" || fail "mpq config lacks kv"
+"$MPQ" eval --model "$MPQ_SHARED/models/stories260K/stories260K.bin" --config "$T/cfg.json" \
+  --data "$MPQ_SHARED/data/tinystories-eval.tok512.u16" --seq-len 64 --n-seqs 2 > /dev/null 2>&1 \
+  || fail "mpq eval refuses the exported config"
+
+expect_rc 0 "evaluate" "$MPQ" kv kv --db "$DB" --nominal --budget kv-bits=4 --evaluate --max-seqs 2
+grep -q "Spearman(predicted, measured KL)" "$T/out.txt" || fail "no Spearman line"
+[ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM evaluations WHERE config_json LIKE '%k2v2%'")" -ge 1 ] || fail "evaluations not stored"
+
+expect_rc 0 "joint" "$MPQ" kv kv --db "$DB" --context 256,1024,4096 --joint bytes=1000000
+[ "$(grep -c "optimal" "$T/out.txt")" = 3 ] || fail "joint table: $(cat "$T/out.txt")"
+
+expect_rc 0 "json" "$MPQ" kv kv --db "$DB" --json --budget kv-bits=3
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["blocks"])==5 and d["budgets"][0]["bits"]<=3' "$T/out.txt" \
+  || fail "--json output"
+
+# bad input -> documented exit codes, nothing stored
+n_sol=$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions")
+expect_rc 2 "no job" "$MPQ" kv --db "$DB"
+expect_rc 2 "bad budget" "$MPQ" kv kv --db "$DB" --budget bits=3
+expect_rc 2 "bad context" "$MPQ" kv kv --db "$DB" --context -5
+expect_rc 2 "cluster+threshold" "$MPQ" kv kv --db "$DB" --cluster 2 --threshold 0.5
+expect_rc 2 "export without budget" "$MPQ" kv kv --db "$DB" --export-kvtuner "$T/x.json"
+expect_rc 2 "joint without context" "$MPQ" kv kv --db "$DB" --joint bytes=100000
+expect_rc 10 "unknown job" "$MPQ" kv nosuchjob --db "$DB"
+expect_rc 10 "unknown metric" "$MPQ" kv kv --db "$DB" --metric nope
+expect_rc 9 "budget below frontier" "$MPQ" kv kv --db "$DB" --budget kv-bits=1
+expect_rc 9 "joint infeasible" "$MPQ" kv kv --db "$DB" --context 4096 --joint bytes=1000
+expect_rc 3 "export to a directory" "$MPQ" kv kv --db "$DB" --budget kv-bits=4 --export-kvtuner "$T"
+[ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions")" = "$n_sol" ] || fail "failed runs changed the solutions"
+[ "$(sqlite3 "$DB" 'PRAGMA integrity_check')" = ok ] || fail "integrity_check"
+echo "kv.sh: ok"
