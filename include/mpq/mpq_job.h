@@ -84,12 +84,16 @@
  *                      the hessian windows (mpq_hessian.h), run in this order:
  *                      "trace/chunk.K"  probes K*ppu+1 .. (K+1)*ppu of ONE adaptive Hutchinson
  *                                       run; stores the running sums (artifact
- *                                       "hessian.trace.K", exact JSON doubles, written before the
- *                                       unit commits and rewritten identically on a redo); after
+ *                                       "hessian.trace.K", doubles as hex-float text, written
+ *                                       before the unit commits and rewritten identically on a
+ *                                       redo); after
  *                                       convergence the remaining chunks do nothing. Rows: none.
  *                      "trace/<layer>"  rows hutchinson_trace (se, n = probes),
  *                                       hutchinson_trace_per_param (se / n_params),
- *                                       hessian_converged (0/1), hessian_rel_change, and per job
+ *                                       hessian_converged (0/1: the stopping rule held at the
+ *                                       last probe), hessian_rel_change (last relative change),
+ *                                       hessian_converged_at (first probe at which the layer met
+ *                                       the rule; +inf if never), and per job
  *                                       candidate hawq_omega = trace/n_params * ||Q_c(W)-W||^2
  *                                       (se = trace se / n_params * same, n = probes).
  *                      "fisher"         fisher_trace per layer (n = n_seqs).

@@ -16,7 +16,7 @@ cat > "$T/spec.json" <<JSON
  "calibration": {"data": "$MPQ_SHARED/data/tinystories-calib.tok512.u16", "seq_len": 32, "n_seqs": 4, "batch": 4},
  "candidates": ["int3g32", "int4g32"],
  "metrics": ["weight_error", "hessian"],
- "hessian": {"probes_min": 4, "probes_max": 12, "probes_per_unit": 2, "n_seqs": 4, "seq_len": 32,
+ "hessian": {"probes_min": 4, "probes_max": 12, "probes_per_unit": 2, "n_seqs": 2, "seq_len": 16,
              "eig_iters": 4, "slq_steps": 5, "slq_probes": 2}}
 JSON
 # 35 weight_error; hessian: 6 chunks + 35 trace + fisher + 35 eig + model eig + 2 slq

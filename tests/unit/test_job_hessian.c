@@ -55,7 +55,9 @@ static mpq_status parse(const char *tmpl, mpq_job_spec **s, mpq_err *err) {
     return st;
 }
 
-#define HEAD "{\"name\":\"h\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\",\"seq_len\":32,\"n_seqs\":4,\"batch\":4},"
+#define HEAD                                                                                          \
+    "{\"name\":\"h\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\",\"seq_len\":32,\"n_seqs\":4,"        \
+    "\"batch\":4},"
 
 /* ---- spec ------------------------------------------------------------------------------- */
 
@@ -84,7 +86,8 @@ START_TEST(test_hessian_defaults) {
     ck_assert_int_eq(h->slq_probes, 4);
     ck_assert_ptr_nonnull(strstr(s->canonical_json, "\"hessian\":{\"probes_min\":10,\"probes_max\":200,"));
     ck_assert_ptr_nonnull(strstr(s->canonical_json, "\"tol\":0.001,"));
-    ck_assert_ptr_nonnull(strstr(s->canonical_json, "\"metrics\":[\"weight_error\",\"layer_sensitivity\",\"hessian\"]"));
+    ck_assert_ptr_nonnull(
+        strstr(s->canonical_json, "\"metrics\":[\"weight_error\",\"layer_sensitivity\",\"hessian\"]"));
     /* canonical form is a fixed point */
     mpq_job_spec *s2 = NULL;
     ck_assert_msg(mpq_job_spec_parse(s->canonical_json, "c", &s2, &err) == MPQ_OK, "%s", err.msg);
@@ -325,8 +328,9 @@ START_TEST(test_small_job) {
         ck_assert_int_eq(mpq_db_layer_find(a, j.model_id, li->name, &lid, &err), MPQ_OK);
         double t, se, tpp, conv, sse, om, om_se, fisher;
         ck_assert_int_eq(mpq_db_metric_get(a, id, lid, "", "hutchinson_trace", &t, &se, &n, &err), MPQ_OK);
-        ck_assert_msg(t == tr->layers[i].trace && se == tr->layers[i].se, "%s: %.17g +- %.17g vs library %.17g +- %.17g",
-                      li->name, t, se, tr->layers[i].trace, tr->layers[i].se);
+        ck_assert_msg(t == tr->layers[i].trace && se == tr->layers[i].se,
+                      "%s: %.17g +- %.17g vs library %.17g +- %.17g", li->name, t, se, tr->layers[i].trace,
+                      tr->layers[i].se);
         ck_assert_int_eq(n, 7);
         ck_assert_int_eq(mpq_db_metric_get(a, id, lid, "", "hutchinson_trace_per_param", &tpp, NULL, NULL, &err),
                          MPQ_OK);
@@ -355,7 +359,8 @@ START_TEST(test_small_job) {
     mpq_db_table_free(w);
     /* provenance names the probes, tolerances and data */
     mpq_db_table *pv = dump(a, "m.metric = 'hawq_omega'");
-    ck_assert_ptr_nonnull(strstr(pv->cells[6], "\"hessian\":{\"seed\":1,\"probes_min\":3,\"probes_max\":7,\"tol\":0.001"));
+    ck_assert_ptr_nonnull(
+        strstr(pv->cells[6], "\"hessian\":{\"seed\":1,\"probes_min\":3,\"probes_max\":7,\"tol\":0.001"));
     ck_assert_ptr_nonnull(strstr(pv->cells[6], "\"fd_step\":0.01"));
     ck_assert_ptr_nonnull(strstr(pv->cells[6], "\"probes\":7"));
     ck_assert_ptr_nonnull(strstr(pv->cells[6], "\"data_sha256\":\""));
