@@ -5,7 +5,7 @@
 #include <string.h>
 
 static const cli_command commands[] = {
-    {"inspect", cli_inspect, "print a model's config and layer table, a tokenizer or a data file"},
+    {"inspect", cli_inspect, "print a model's config and its table of quantizable layers"},
     {"eval", cli_eval, "evaluate a model (optionally quantized by a config): perplexity, KL, top-1"},
     {"run", cli_run, "create or continue a calibration job from a JSON spec and run its stages"},
     {"resume", cli_resume, "resume an interrupted or killed job from the database"},
