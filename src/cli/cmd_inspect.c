@@ -1,21 +1,35 @@
-/* cmd_inspect.c - `mpq inspect MODEL`: a model's configuration and its layer table (text or JSON). */
+/* cmd_inspect.c - `mpq inspect`: a model's configuration and its layer table, a tokenizer
+ * (size, pieces, an encoding), or a data file (token count, hash, BOS count, id range). */
 #include "cli.h"
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "mpq/mpq_data.h"
 #include "mpq/mpq_model.h"
+#include "mpq/mpq_tokenizer.h"
 
 static const char *inspect_help =
     "usage: mpq inspect [--json] MODEL\n"
+    "       mpq inspect --tokenizer TOK [--encode TEXT]\n"
+    "       mpq inspect --data FILE [--tokenizer TOK]\n"
     "\n"
     "Prints the configuration of MODEL (a llama2.c checkpoint file or a Hugging Face\n"
     "directory with config.json + model.safetensors) and its table of quantizable linear\n"
     "layers: stable name, HF alias, block, kind, rows (out), cols (in), parameters.\n"
+    "With --tokenizer: the vocabulary size and first pieces, or the ids of --encode TEXT\n"
+    "(with BOS). With --data: the token count, SHA-256, BOS count and id range of a text\n"
+    "file (tokenized with --tokenizer) or a .u16 / .u32 token file.\n"
     "\n"
-    "  --json      print one JSON object instead of the text table\n"
-    "  -h, --help  this help\n";
+    "      --json             print one JSON object instead of the text table (MODEL)\n"
+    "  -t, --tokenizer TOK    llama2.c tokenizer.bin\n"
+    "  -e, --encode TEXT      with --tokenizer: print the ids of TEXT and their pieces\n"
+    "  -d, --data FILE        a data file\n"
+    "  -h, --help             this help\n"
+    "\n"
+    "Exit codes: 0 ok, 2 usage, 3 cannot read, 4 malformed file, 6 unsupported model.\n";
 
 static const char *arch_name(mpq_arch a) {
     switch (a) {
@@ -92,18 +106,101 @@ static void print_text(const mpq_model *m) {
     printf("%d linear layers, %lld quantizable parameters\n", mpq_model_n_linear(m), (long long)total);
 }
 
+/* Prints a piece with control bytes escaped, so one piece stays on one line. */
+static void print_piece(const char *p) {
+    putchar('[');
+    for (; p && *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '\n') fputs("\\n", stdout);
+        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+        else putchar(ch);
+    }
+    putchar(']');
+}
+
+static int inspect_tokenizer(const char *path, const char *text) {
+    mpq_err err = {0};
+    mpq_tokenizer *tok = NULL;
+    int *ids = NULL, n = 0;
+    mpq_status st = mpq_tokenizer_load(path, 0, &tok, &err);
+    if (st != MPQ_OK) return cli_fail("inspect", st, &err);
+    int nv = mpq_tokenizer_n_vocab(tok);
+    printf("tokenizer  %s\npieces     %d\n", path, nv);
+    if (text) {
+        if ((st = mpq_tokenizer_encode(tok, text, true, false, &ids, &n, &err)) == MPQ_OK) {
+            printf("ids       ");
+            for (int i = 0; i < n; i++) printf(" %d", ids[i]);
+            printf("\npieces    ");
+            for (int i = 0; i < n; i++) {
+                putchar(' ');
+                print_piece(mpq_tokenizer_piece(tok, ids[i]));
+            }
+            printf("\n");
+        }
+    } else {
+        for (int i = 0; i < nv && i < 8; i++) {
+            printf("  %5d  ", i);
+            print_piece(mpq_tokenizer_piece(tok, i));
+            printf("  score %g\n", (double)mpq_tokenizer_score(tok, i));
+        }
+        printf("  ...\n");
+    }
+    free(ids);
+    mpq_tokenizer_free(tok);
+    return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("inspect", st, &err);
+}
+
+static int inspect_data(const char *path, const char *tok_path) {
+    mpq_err err = {0};
+    mpq_tokenizer *tok = NULL;
+    mpq_data *d = NULL;
+    mpq_status st = MPQ_OK;
+    if (tok_path && (st = mpq_tokenizer_load(tok_path, 0, &tok, &err)) != MPQ_OK) goto done;
+    mpq_data_opts o = mpq_data_opts_default();
+    if ((st = mpq_data_load(path, tok, &o, &d, &err)) != MPQ_OK) goto done;
+    const int32_t *t = mpq_data_tokens(d);
+    size_t n = mpq_data_n_tokens(d), n_bos = 0;
+    int32_t lo = n ? t[0] : 0, hi = n ? t[0] : 0;
+    for (size_t i = 0; i < n; i++) {
+        n_bos += t[i] == MPQ_TOKEN_BOS;
+        if (t[i] < lo) lo = t[i];
+        if (t[i] > hi) hi = t[i];
+    }
+    printf("data       %s\nsha256     %s\ntokens     %zu\nBOS        %zu\nid range   %d..%d\n", path,
+           mpq_data_sha256(d), n, n_bos, (int)lo, (int)hi);
+done:
+    mpq_data_free(d);
+    mpq_tokenizer_free(tok);
+    return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("inspect", st, &err);
+}
+
 int cli_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'},        {"tokenizer", required_argument, 0, 't'},
+                                         {"encode", required_argument, 0, 'e'}, {"data", required_argument, 0, 'd'},
+                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     bool json = false;
+    const char *tok = NULL, *text = NULL, *data = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jt:e:d:h", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 't': tok = optarg; break;
+        case 'e': text = optarg; break;
+        case 'd': data = optarg; break;
         case 'h': fputs(inspect_help, stdout); return MPQ_EXIT_OK;
         default: return cli_usage_error("inspect", "bad option");
         }
     }
+    if (data) {
+        if (optind != argc) return cli_usage_error("inspect", "--data takes no MODEL");
+        return inspect_data(data, tok);
+    }
+    if (tok) {
+        if (optind != argc) return cli_usage_error("inspect", "--tokenizer takes no MODEL");
+        return inspect_tokenizer(tok, text);
+    }
+    if (text) return cli_usage_error("inspect", "--encode needs --tokenizer");
     if (optind != argc - 1) return cli_usage_error("inspect", "expected one MODEL path");
     mpq_err err = {0};
     mpq_model *m = NULL;

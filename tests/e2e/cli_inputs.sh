@@ -21,10 +21,15 @@ check() { # name expected_code needle -- command...
   fi
 }
 
+printf '\x01\x00\x05' >"$tmp/odd.u16"
 check inspect-ok 0 "blk.4.ffn_down" -- "$MPQ" inspect "$model"
 check inspect-json 0 '"n_params": 260032' -- "$MPQ" inspect --json "$model"
 check eval-fp 0 "ppl" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4
 check eval-quant 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4 -w int4g32 -k k4v4
+
+check inspect-tokenizer 0 "1 385 1287 285 312 1096" -- "$MPQ" inspect --tokenizer "$MPQ_SHARED/models/sotu-2.7M/tok2048.bin" --encode "The state of our Union"
+check inspect-data 0 "tokens     23040" -- "$MPQ" inspect --data "$data"
+check inspect-bad-tokenizer 4 "odd.u16" -- "$MPQ" inspect --tokenizer "$tmp/odd.u16"
 
 # truncated checkpoint
 head -c 100000 "$model" >"$tmp/trunc.bin"
