@@ -16,7 +16,9 @@
  */
 #include "db/db_private.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +96,57 @@ double db_col_real(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
 
+int db_field_len(const char *s, size_t cap) {
+    const char *z = memchr(s, '\0', cap);
+    return (int)(z ? (size_t)(z - s) : cap);
+}
+
+int db_bind_field(sqlite3_stmt *st, int i, const char *s, size_t cap) {
+    return sqlite3_bind_text(st, i, s, db_field_len(s, cap), SQLITE_TRANSIENT);
+}
+
+mpq_status db_step_done(mpq_db *db, sqlite3_stmt *st, const char *what, mpq_err *err) {
+    return sqlite3_step(st) == SQLITE_DONE ? MPQ_OK : db_fail(db, err, what);
+}
+
+mpq_status db_step_row(mpq_db *db, sqlite3_stmt *st, const char *what, mpq_err *err,
+                       const char *notfound, ...) {
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) return MPQ_OK;
+    if (rc != SQLITE_DONE || !notfound) return db_fail(db, err, what);
+    char msg[512];
+    va_list ap;
+    va_start(ap, notfound);
+    vsnprintf(msg, sizeof msg, notfound, ap);
+    va_end(ap);
+    return mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: %s", db->path, msg);
+}
+
+mpq_status db_step_change(mpq_db *db, sqlite3_stmt *st, const char *what, const char *noun,
+                          int64_t id, mpq_err *err) {
+    if (sqlite3_step(st) != SQLITE_DONE) return db_fail(db, err, what);
+    if (sqlite3_changes(db->h) == 0)
+        return mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no %s with id %lld", db->path, noun,
+                           (long long)id);
+    return MPQ_OK;
+}
+
+mpq_status db_grow(mpq_db *db, void *arr_ptr, int n, int *cap, int first, size_t elem,
+                   const char *what, mpq_err *err) {
+    if (n < *cap) return MPQ_OK;
+    void *arr;
+    memcpy(&arr, arr_ptr, sizeof arr);
+    int nc = *cap ? *cap * 2 : first;
+    size_t bytes = 0;
+    void *na = (*cap > INT_MAX / 2 || !mpq_size_mul((size_t)nc, elem, &bytes))
+                   ? NULL
+                   : realloc(arr, bytes);
+    if (!na) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: %s: out of memory", db->path, what);
+    memcpy(arr_ptr, &na, sizeof na);
+    *cap = nc;
+    return MPQ_OK;
+}
+
 /* ---- transactions ------------------------------------------------------------------- */
 
 mpq_status tx_begin(mpq_db *db, int *opened, mpq_err *err) {
@@ -124,6 +177,11 @@ mpq_status tx_end(mpq_db *db, int opened, bool ok, mpq_err *err) {
         sqlite3_exec(db->h, "ROLLBACK TO mpq_sp; RELEASE mpq_sp", NULL, NULL, NULL);
     }
     return MPQ_OK;
+}
+
+mpq_status tx_finish(mpq_db *db, int opened, mpq_status s, mpq_err *err) {
+    mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
+    return s == MPQ_OK ? e : s;
 }
 
 mpq_status mpq_db_begin(mpq_db *db, mpq_err *err) {

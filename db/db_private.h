@@ -32,6 +32,28 @@ mpq_status db_exec(mpq_db *db, const char *sql, const char *what, mpq_err *err);
 int db_bind_text(sqlite3_stmt *st, int i, const char *s);
 int db_bind_id(sqlite3_stmt *st, int i, int64_t id);
 int db_bind_real(sqlite3_stmt *st, int i, double v);
+/* Length of a fixed-size char array field, not reading past its end; binds it as text. */
+int db_field_len(const char *s, size_t cap);
+int db_bind_field(sqlite3_stmt *st, int i, const char *s, size_t cap);
+/* Steps st once, expecting SQLITE_DONE; anything else is db_fail(what). */
+mpq_status db_step_done(mpq_db *db, sqlite3_stmt *st, const char *what, mpq_err *err);
+/* Steps st once, expecting a row: MPQ_OK on SQLITE_ROW; on SQLITE_DONE, MPQ_ERR_NOTFOUND with
+ * "<path>: <notfound formatted>" (or db_fail(what) when notfound is NULL); else db_fail(what). */
+mpq_status db_step_row(mpq_db *db, sqlite3_stmt *st, const char *what, mpq_err *err,
+                       const char *notfound, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+/* Steps an UPDATE/DELETE of one row by id: db_fail(what) unless SQLITE_DONE; MPQ_ERR_NOTFOUND
+ * "<path>: no <noun> with id <id>" when it changed nothing. */
+mpq_status db_step_change(mpq_db *db, sqlite3_stmt *st, const char *what, const char *noun,
+                          int64_t id, mpq_err *err);
+/* Grows the array *arr_ptr (any T **, passed as &arr) of *cap elements of elem bytes so that
+ * index n fits: doubles, starting at first. MPQ_ERR_NOMEM "<path>: <what>: out of memory"
+ * leaves the array as it was. */
+mpq_status db_grow(mpq_db *db, void *arr_ptr, int n, int *cap, int first, size_t elem,
+                   const char *what, mpq_err *err);
 /* Copies column text into buf (size n), "" for NULL. */
 void db_col_text(sqlite3_stmt *st, int i, char *buf, size_t n);
 /* malloc'd copy of column text, NULL for SQL NULL; *oom set on allocation failure. */
@@ -44,6 +66,8 @@ double db_col_real(sqlite3_stmt *st, int i);
  * tells tx_end what to close. */
 mpq_status tx_begin(mpq_db *db, int *opened, mpq_err *err);
 mpq_status tx_end(mpq_db *db, int opened, bool ok, mpq_err *err);
+/* tx_end with ok = (s == MPQ_OK); returns s, or tx_end's failure when s was MPQ_OK. */
+mpq_status tx_finish(mpq_db *db, int opened, mpq_status s, mpq_err *err);
 
 /* Resolves a job given by name or decimal id. */
 mpq_status db_job_resolve(mpq_db *db, const char *name_or_id, int64_t *job_id, mpq_err *err);

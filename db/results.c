@@ -9,21 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int field_len(const char *s, size_t cap) {
-    const char *z = memchr(s, '\0', cap);
-    return (int)(z ? (size_t)(z - s) : cap);
-}
-
-static int bind_field(sqlite3_stmt *st, int i, const char *s, size_t cap) {
-    return sqlite3_bind_text(st, i, s, field_len(s, cap), SQLITE_TRANSIENT);
-}
-
-#define END_TX()                                                     \
-    do {                                                             \
-        mpq_status e_ = tx_end(db, opened, s == MPQ_OK, err);        \
-        if (s == MPQ_OK) s = e_;                                     \
-    } while (0)
-
 /* ---- solutions ---------------------------------------------------------------------- */
 
 void mpq_db_solution_release(mpq_db_solution *s) {
@@ -40,18 +25,15 @@ mpq_status mpq_db_solution_insert(mpq_db *db, const mpq_db_solution *sol, const 
     mpq_status s = MPQ_OK;
     int opened = 0;
     int64_t id = 0;
-    if (!sol || field_len(sol->name, sizeof sol->name) == 0 || n_a < 0 || (n_a > 0 && !a))
+    if (!sol || db_field_len(sol->name, sizeof sol->name) == 0 || n_a < 0 || (n_a > 0 && !a))
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: solution needs a name and assignments",
                            db->path);
     if ((s = tx_begin(db, &opened, err)) != MPQ_OK) return s;
     if ((s = db_prepare(db, "DELETE FROM solutions WHERE job_id=?1 AND name=?2", &st, err)) != MPQ_OK)
         goto done;
     sqlite3_bind_int64(st, 1, sol->job_id);
-    bind_field(st, 2, sol->name, sizeof sol->name);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        s = db_fail(db, err, "replace solution");
-        goto done;
-    }
+    db_bind_field(st, 2, sol->name, sizeof sol->name);
+    if ((s = db_step_done(db, st, "replace solution", err)) != MPQ_OK) goto done;
     sqlite3_finalize(st);
     st = NULL;
     if ((s = db_prepare(db,
@@ -61,20 +43,17 @@ mpq_status mpq_db_solution_insert(mpq_db *db, const mpq_db_solution *sol, const 
                         &st, err)) != MPQ_OK)
         goto done;
     sqlite3_bind_int64(st, 1, sol->job_id);
-    bind_field(st, 2, sol->name, sizeof sol->name);
-    bind_field(st, 3, sol->solver, sizeof sol->solver);
+    db_bind_field(st, 2, sol->name, sizeof sol->name);
+    db_bind_field(st, 3, sol->solver, sizeof sol->solver);
     db_bind_text(st, 4, sol->metric_expr);
     db_bind_text(st, 5, sol->budgets_json);
-    bind_field(st, 6, sol->status, sizeof sol->status);
+    db_bind_field(st, 6, sol->status, sizeof sol->status);
     db_bind_real(st, 7, sol->objective);
     db_bind_real(st, 8, sol->bound);
     db_bind_real(st, 9, sol->gap);
     db_bind_real(st, 10, sol->seconds);
     db_bind_text(st, 11, sol->config_json);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        s = db_fail(db, err, "store solution");
-        goto done;
-    }
+    if ((s = db_step_done(db, st, "store solution", err)) != MPQ_OK) goto done;
     id = sqlite3_last_insert_rowid(db->h);
     sqlite3_finalize(st);
     st = NULL;
@@ -87,8 +66,8 @@ mpq_status mpq_db_solution_insert(mpq_db *db, const mpq_db_solution *sol, const 
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, id);
         sqlite3_bind_int64(st, 2, a[i].layer_id);
-        bind_field(st, 3, a[i].candidate, sizeof a[i].candidate);
-        bind_field(st, 4, a[i].kv_pair, sizeof a[i].kv_pair);
+        db_bind_field(st, 3, a[i].candidate, sizeof a[i].candidate);
+        db_bind_field(st, 4, a[i].kv_pair, sizeof a[i].kv_pair);
         if (sqlite3_step(st) != SQLITE_DONE) {
             char what[64];
             snprintf(what, sizeof what, "assignment %d (layer %lld)", i, (long long)a[i].layer_id);
@@ -98,7 +77,7 @@ mpq_status mpq_db_solution_insert(mpq_db *db, const mpq_db_solution *sol, const 
     }
 done:
     sqlite3_finalize(st);
-    END_TX();
+    s = tx_finish(db, opened, s, err);
     if (s == MPQ_OK && solution_id) *solution_id = id;
     return s;
 }
@@ -157,16 +136,7 @@ mpq_status mpq_db_solution_get(mpq_db *db, int64_t solution_id, mpq_db_solution 
         goto done;
     sqlite3_bind_int64(st, 1, solution_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 64;
-            mpq_db_assignment *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: assignments: out of memory", db->path);
-                goto done;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 64, sizeof *arr, "assignments", err)) != MPQ_OK) goto done;
         mpq_db_assignment *x = &arr[n++];
         memset(x, 0, sizeof *x);
         x->layer_id = sqlite3_column_int64(st, 0);
@@ -197,13 +167,9 @@ mpq_status mpq_db_solution_find(mpq_db *db, int64_t job_id, const char *name, in
         return s;
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, name);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *solution_id = sqlite3_column_int64(st, 0);
-    else if (rc == SQLITE_DONE)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: job %lld has no solution '%s'", db->path,
-                        (long long)job_id, name ? name : "");
-    else
-        s = db_fail(db, err, "find solution");
+    s = db_step_row(db, st, "find solution", err, "job %lld has no solution '%s'", (long long)job_id,
+                    name ? name : "");
+    if (s == MPQ_OK) *solution_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return s;
 }
@@ -226,10 +192,7 @@ mpq_status mpq_db_frontier_insert(mpq_db *db, int64_t job_id, const char *resour
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, resource);
     db_bind_text(st, 3, metric_expr);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        s = db_fail(db, err, "store frontier");
-        goto done;
-    }
+    if ((s = db_step_done(db, st, "store frontier", err)) != MPQ_OK) goto done;
     id = sqlite3_last_insert_rowid(db->h);
     sqlite3_finalize(st);
     st = NULL;
@@ -254,7 +217,7 @@ mpq_status mpq_db_frontier_insert(mpq_db *db, int64_t job_id, const char *resour
     }
 done:
     sqlite3_finalize(st);
-    END_TX();
+    s = tx_finish(db, opened, s, err);
     if (s == MPQ_OK && frontier_id) *frontier_id = id;
     return s;
 }
@@ -271,14 +234,10 @@ mpq_status mpq_db_frontier_latest(mpq_db *db, int64_t job_id, const char *resour
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, resource);
     db_bind_text(st, 3, metric_expr);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *frontier_id = sqlite3_column_int64(st, 0);
-    else if (rc == SQLITE_DONE)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: job %lld has no frontier for %s / %s", db->path,
-                        (long long)job_id, resource ? resource : "any resource",
-                        metric_expr ? metric_expr : "any metric");
-    else
-        s = db_fail(db, err, "find frontier");
+    s = db_step_row(db, st, "find frontier", err, "job %lld has no frontier for %s / %s",
+                    (long long)job_id, resource ? resource : "any resource",
+                    metric_expr ? metric_expr : "any metric");
+    if (s == MPQ_OK) *frontier_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return s;
 }
@@ -298,16 +257,7 @@ mpq_status mpq_db_frontier_points(mpq_db *db, int64_t frontier_id, mpq_db_fronti
         return s;
     sqlite3_bind_int64(st, 1, frontier_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 64;
-            mpq_db_frontier_point *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: frontier points: out of memory", db->path);
-                goto done;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 64, sizeof *arr, "frontier points", err)) != MPQ_OK) goto done;
         arr[n].cost = db_col_real(st, 0);
         arr[n].loss = db_col_real(st, 1);
         arr[n].solution_id = sqlite3_column_int64(st, 2);
@@ -369,16 +319,7 @@ mpq_status mpq_db_evaluations_fetch(mpq_db *db, int64_t job_id, mpq_db_evaluatio
         return s;
     sqlite3_bind_int64(st, 1, job_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 16;
-            mpq_db_evaluation *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                oom = true;
-                break;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 16, sizeof *arr, "evaluations", err)) != MPQ_OK) break;
         mpq_db_evaluation *e = &arr[n++];
         memset(e, 0, sizeof *e);
         e->id = sqlite3_column_int64(st, 0);
@@ -395,8 +336,10 @@ mpq_status mpq_db_evaluations_fetch(mpq_db *db, int64_t job_id, mpq_db_evaluatio
         db_col_text(st, 11, e->created_at, sizeof e->created_at);
         if (oom) break;
     }
-    if (oom) s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: evaluations: out of memory", db->path);
-    else if (rc != SQLITE_DONE) s = db_fail(db, err, "read evaluations");
+    if (s == MPQ_OK && oom)
+        s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: evaluations: out of memory", db->path);
+    else if (s == MPQ_OK && rc != SQLITE_DONE)
+        s = db_fail(db, err, "read evaluations");
     sqlite3_finalize(st);
     if (s != MPQ_OK) {
         for (int i = 0; i < n; i++) free(arr[i].config_json);
@@ -441,8 +384,9 @@ mpq_status mpq_db_artifact_get(mpq_db *db, int64_t job_id, const char *name, voi
         return s;
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, name);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    s = db_step_row(db, st, "read artifact", err, "job %lld has no artifact '%s'", (long long)job_id,
+                    name ? name : "");
+    if (s == MPQ_OK) {
         const void *b = sqlite3_column_blob(st, 0);
         size_t len = (size_t)sqlite3_column_bytes(st, 0);
         void *buf = malloc(len ? len : 1);
@@ -453,11 +397,6 @@ mpq_status mpq_db_artifact_get(mpq_db *db, int64_t job_id, const char *name, voi
             *data = buf;
             *n = len;
         }
-    } else if (rc == SQLITE_DONE) {
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: job %lld has no artifact '%s'", db->path,
-                        (long long)job_id, name ? name : "");
-    } else {
-        s = db_fail(db, err, "read artifact");
     }
     sqlite3_finalize(st);
     return s;

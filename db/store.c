@@ -12,23 +12,6 @@
 
 #define TS_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
-/* Length of a fixed-size char array field, not reading past its end. */
-static int field_len(const char *s, size_t cap) {
-    const char *z = memchr(s, '\0', cap);
-    return (int)(z ? (size_t)(z - s) : cap);
-}
-
-static int bind_field(sqlite3_stmt *st, int i, const char *s, size_t cap) {
-    return sqlite3_bind_text(st, i, s, field_len(s, cap), SQLITE_TRANSIENT);
-}
-
-/* Steps a statement expected to finish without rows. */
-static mpq_status step_done(mpq_db *db, sqlite3_stmt *st, const char *what, mpq_err *err) {
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return db_fail(db, err, what);
-    return MPQ_OK;
-}
-
 /* ---- models and layers -------------------------------------------------------------- */
 
 mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_db_layer *layers,
@@ -40,7 +23,7 @@ mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_
     if (!db || !model || !model->sha256 || !*model->sha256 || n_layers < 0 || (n_layers > 0 && !layers))
         return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_model_upsert: missing model, sha256 or layers");
     for (int i = 0; i < n_layers; i++)
-        if (field_len(layers[i].name, sizeof layers[i].name) == 0)
+        if (db_field_len(layers[i].name, sizeof layers[i].name) == 0)
             return mpq_err_set(err, MPQ_ERR_INVALID, "%s: model %s: layer %d has no name", db->path,
                                model->path ? model->path : model->sha256, i);
     if ((s = tx_begin(db, &opened, err)) != MPQ_OK) return s;
@@ -69,15 +52,12 @@ mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_
     sqlite3_bind_int(st, 11, model->vocab_size);
     sqlite3_bind_int(st, 12, model->seq_len);
     sqlite3_bind_int64(st, 13, model->n_params);
-    if ((s = step_done(db, st, "store model", err)) != MPQ_OK) goto done;
+    if ((s = db_step_done(db, st, "store model", err)) != MPQ_OK) goto done;
     sqlite3_finalize(st);
     st = NULL;
     if ((s = db_prepare(db, "SELECT id FROM models WHERE sha256=?1", &sel, err)) != MPQ_OK) goto done;
     db_bind_text(sel, 1, model->sha256);
-    if (sqlite3_step(sel) != SQLITE_ROW) {
-        s = db_fail(db, err, "read model id");
-        goto done;
-    }
+    if ((s = db_step_row(db, sel, "read model id", err, NULL)) != MPQ_OK) goto done;
     mid = sqlite3_column_int64(sel, 0);
     sqlite3_finalize(sel);
     sel = NULL;
@@ -96,23 +76,23 @@ mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_
         const mpq_db_layer *l = &layers[i];
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, mid);
-        bind_field(st, 2, l->name, sizeof l->name);
-        bind_field(st, 3, l->hf_name, sizeof l->hf_name);
-        bind_field(st, 4, l->kind, sizeof l->kind);
+        db_bind_field(st, 2, l->name, sizeof l->name);
+        db_bind_field(st, 3, l->hf_name, sizeof l->hf_name);
+        db_bind_field(st, 4, l->kind, sizeof l->kind);
         sqlite3_bind_int(st, 5, l->block);
         sqlite3_bind_int64(st, 6, l->rows);
         sqlite3_bind_int64(st, 7, l->cols);
         sqlite3_bind_int64(st, 8, l->n_params);
         if (sqlite3_step(st) != SQLITE_DONE) {
             char what[MPQ_DB_NAME_MAX + 32];
-            snprintf(what, sizeof what, "store layer %.*s", field_len(l->name, sizeof l->name), l->name);
+            snprintf(what, sizeof what, "store layer %.*s", db_field_len(l->name, sizeof l->name), l->name);
             s = db_fail(db, err, what);
             goto done;
         }
         if (layer_ids) {
             sqlite3_reset(sel);
             sqlite3_bind_int64(sel, 1, mid);
-            bind_field(sel, 2, l->name, sizeof l->name);
+            db_bind_field(sel, 2, l->name, sizeof l->name);
             if (sqlite3_step(sel) != SQLITE_ROW) {
                 s = db_fail(db, err, "read layer id");
                 goto done;
@@ -123,10 +103,7 @@ mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_
 done:
     sqlite3_finalize(st);
     sqlite3_finalize(sel);
-    {
-        mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
-        if (s == MPQ_OK) s = e;
-    }
+    s = tx_finish(db, opened, s, err);
     if (s == MPQ_OK && model_id) *model_id = mid;
     return s;
 }
@@ -146,16 +123,7 @@ mpq_status mpq_db_layers_fetch(mpq_db *db, int64_t model_id, mpq_db_layer **out,
         return s;
     sqlite3_bind_int64(st, 1, model_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 64;
-            mpq_db_layer *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: layers: out of memory", db->path);
-                goto done;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 64, sizeof *arr, "layers", err)) != MPQ_OK) goto done;
         mpq_db_layer *l = &arr[n++];
         memset(l, 0, sizeof *l);
         l->id = sqlite3_column_int64(st, 0);
@@ -195,14 +163,10 @@ mpq_status mpq_db_layer_find(mpq_db *db, int64_t model_id, const char *name, int
         return s;
     sqlite3_bind_int64(st, 1, model_id);
     sqlite3_bind_text(st, 2, name, blen, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    s = db_step_row(db, st, "find layer", err, "model %lld has no layer '%s'", (long long)model_id,
+                    name);
+    if (s == MPQ_OK) {
         *layer_id = sqlite3_column_int64(st, 0);
-    } else if (rc == SQLITE_DONE) {
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: model %lld has no layer '%s'", db->path,
-                        (long long)model_id, name);
-    } else {
-        s = db_fail(db, err, "find layer");
     }
     sqlite3_finalize(st);
     return s;
@@ -228,7 +192,7 @@ mpq_status mpq_db_dataset_upsert(mpq_db *db, const mpq_db_dataset *ds, int64_t *
     sqlite3_bind_int(st, 4, ds->seq_len);
     sqlite3_bind_int64(st, 5, ds->n_seqs);
     sqlite3_bind_int64(st, 6, ds->seed);
-    if ((s = step_done(db, st, "store dataset", err)) != MPQ_OK) goto done;
+    if ((s = db_step_done(db, st, "store dataset", err)) != MPQ_OK) goto done;
     sqlite3_finalize(st);
     st = NULL;
     if ((s = db_prepare(db,
@@ -239,17 +203,11 @@ mpq_status mpq_db_dataset_upsert(mpq_db *db, const mpq_db_dataset *ds, int64_t *
     sqlite3_bind_int(st, 2, ds->seq_len);
     sqlite3_bind_int64(st, 3, ds->n_seqs);
     sqlite3_bind_int64(st, 4, ds->seed);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        s = db_fail(db, err, "read dataset id");
-        goto done;
-    }
+    if ((s = db_step_row(db, st, "read dataset id", err, NULL)) != MPQ_OK) goto done;
     if (dataset_id) *dataset_id = sqlite3_column_int64(st, 0);
 done:
     sqlite3_finalize(st);
-    {
-        mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
-        if (s == MPQ_OK) s = e;
-    }
+    s = tx_finish(db, opened, s, err);
     return s;
 }
 
@@ -325,10 +283,7 @@ mpq_status mpq_db_job_create(mpq_db *db, const char *name, const char *spec_json
     if (job_id) *job_id = sqlite3_last_insert_rowid(db->h);
 done:
     sqlite3_finalize(st);
-    {
-        mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
-        if (s == MPQ_OK) s = e;
-    }
+    s = tx_finish(db, opened, s, err);
     return s;
 }
 
@@ -348,9 +303,7 @@ mpq_status mpq_db_job_set_status(mpq_db *db, int64_t job_id, mpq_db_job_status s
         return s;
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_text(st, 2, mpq_db_job_status_name(status), -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) s = db_fail(db, err, "set job status");
-    else if (sqlite3_changes(db->h) == 0)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no job with id %lld", db->path, (long long)job_id);
+    s = db_step_change(db, st, "set job status", "job", job_id, err);
     sqlite3_finalize(st);
     return s;
 }
@@ -364,8 +317,8 @@ mpq_status mpq_db_job_get(mpq_db *db, int64_t job_id, mpq_db_job *out, mpq_err *
                         &st, err)) != MPQ_OK)
         return s;
     sqlite3_bind_int64(st, 1, job_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    s = db_step_row(db, st, "read job", err, "no job with id %lld", (long long)job_id);
+    if (s == MPQ_OK) {
         memset(out, 0, sizeof *out);
         out->id = sqlite3_column_int64(st, 0);
         db_col_text(st, 1, out->name, sizeof out->name);
@@ -378,10 +331,6 @@ mpq_status mpq_db_job_get(mpq_db *db, int64_t job_id, mpq_db_job *out, mpq_err *
         db_col_text(st, 8, out->finished_at, sizeof out->finished_at);
         db_col_text(st, 9, out->mpq_version, sizeof out->mpq_version);
         out->seed = sqlite3_column_int64(st, 10);
-    } else if (rc == SQLITE_DONE) {
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no job with id %lld", db->path, (long long)job_id);
-    } else {
-        s = db_fail(db, err, "read job");
     }
     sqlite3_finalize(st);
     return s;
@@ -397,12 +346,8 @@ mpq_status db_job_resolve(mpq_db *db, const char *name_or_id, int64_t *job_id, m
                         &st, err)) != MPQ_OK)
         return s;
     db_bind_text(st, 1, name_or_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) *job_id = sqlite3_column_int64(st, 0);
-    else if (rc == SQLITE_DONE)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no job named '%s'", db->path, name_or_id);
-    else
-        s = db_fail(db, err, "find job");
+    s = db_step_row(db, st, "find job", err, "no job named '%s'", name_or_id);
+    if (s == MPQ_OK) *job_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return s;
 }
@@ -421,15 +366,11 @@ mpq_status mpq_db_job_spec(mpq_db *db, int64_t job_id, char **out, mpq_err *err)
     *out = NULL;
     if ((s = db_prepare(db, "SELECT spec_json FROM jobs WHERE id=?1", &st, err)) != MPQ_OK) return s;
     sqlite3_bind_int64(st, 1, job_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    s = db_step_row(db, st, "read job spec", err, "no job with id %lld", (long long)job_id);
+    if (s == MPQ_OK) {
         *out = db_col_strdup(st, 0, &oom);
         if (oom) s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: job %lld spec: out of memory", db->path,
                                  (long long)job_id);
-    } else if (rc == SQLITE_DONE) {
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no job with id %lld", db->path, (long long)job_id);
-    } else {
-        s = db_fail(db, err, "read job spec");
     }
     sqlite3_finalize(st);
     return s;
@@ -442,15 +383,10 @@ mpq_status mpq_db_job_delete(mpq_db *db, int64_t job_id, mpq_err *err) {
     if ((s = tx_begin(db, &opened, err)) != MPQ_OK) return s;
     if ((s = db_prepare(db, "DELETE FROM jobs WHERE id=?1", &st, err)) != MPQ_OK) goto done;
     sqlite3_bind_int64(st, 1, job_id);
-    if (sqlite3_step(st) != SQLITE_DONE) s = db_fail(db, err, "delete job");
-    else if (sqlite3_changes(db->h) == 0)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no job with id %lld", db->path, (long long)job_id);
+    s = db_step_change(db, st, "delete job", "job", job_id, err);
 done:
     sqlite3_finalize(st);
-    {
-        mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
-        if (s == MPQ_OK) s = e;
-    }
+    s = tx_finish(db, opened, s, err);
     return s;
 }
 
@@ -471,10 +407,7 @@ mpq_status mpq_db_unit_ensure(mpq_db *db, int64_t job_id, const char *stage, con
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, stage);
     db_bind_text(st, 3, key);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        s = db_fail(db, err, "create unit");
-        goto done;
-    }
+    if ((s = db_step_done(db, st, "create unit", err)) != MPQ_OK) goto done;
     sqlite3_finalize(st);
     st = NULL;
     if ((s = db_prepare(db, "SELECT id FROM units WHERE job_id=?1 AND stage=?2 AND key=?3", &st, err)) !=
@@ -483,10 +416,7 @@ mpq_status mpq_db_unit_ensure(mpq_db *db, int64_t job_id, const char *stage, con
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, stage);
     db_bind_text(st, 3, key);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        s = db_fail(db, err, "read unit id");
-        goto done;
-    }
+    if ((s = db_step_row(db, st, "read unit id", err, NULL)) != MPQ_OK) goto done;
     if (unit_id) *unit_id = sqlite3_column_int64(st, 0);
 done:
     sqlite3_finalize(st);
@@ -502,9 +432,7 @@ mpq_status mpq_db_unit_start(mpq_db *db, int64_t unit_id, mpq_err *err) {
                         &st, err)) != MPQ_OK)
         return s;
     sqlite3_bind_int64(st, 1, unit_id);
-    if (sqlite3_step(st) != SQLITE_DONE) s = db_fail(db, err, "start unit");
-    else if (sqlite3_changes(db->h) == 0)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no unit with id %lld", db->path, (long long)unit_id);
+    s = db_step_change(db, st, "start unit", "unit", unit_id, err);
     sqlite3_finalize(st);
     return s;
 }
@@ -608,10 +536,7 @@ mpq_status mpq_db_unit_commit(mpq_db *db, int64_t unit_id, const mpq_db_metric *
     if (sqlite3_step(st) != SQLITE_DONE) s = db_fail(db, err, "mark unit done");
 done:
     sqlite3_finalize(st);
-    {
-        mpq_status e = tx_end(db, opened, s == MPQ_OK, err);
-        if (s == MPQ_OK) s = e;
-    }
+    s = tx_finish(db, opened, s, err);
     return s;
 }
 
@@ -625,9 +550,7 @@ mpq_status mpq_db_unit_fail(mpq_db *db, int64_t unit_id, const char *message, mp
         return s;
     sqlite3_bind_int64(st, 1, unit_id);
     db_bind_text(st, 2, message);
-    if (sqlite3_step(st) != SQLITE_DONE) s = db_fail(db, err, "mark unit failed");
-    else if (sqlite3_changes(db->h) == 0)
-        s = mpq_err_set(err, MPQ_ERR_NOTFOUND, "%s: no unit with id %lld", db->path, (long long)unit_id);
+    s = db_step_change(db, st, "mark unit failed", "unit", unit_id, err);
     sqlite3_finalize(st);
     return s;
 }
@@ -663,16 +586,7 @@ mpq_status mpq_db_units_pending(mpq_db *db, int64_t job_id, const char *stage, m
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, stage);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 64;
-            mpq_db_unit *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: pending units: out of memory", db->path);
-                goto done;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 64, sizeof *arr, "pending units", err)) != MPQ_OK) goto done;
         mpq_db_unit *u = &arr[n++];
         memset(u, 0, sizeof *u);
         u->id = sqlite3_column_int64(st, 0);
@@ -816,22 +730,15 @@ mpq_status mpq_db_metric_candidates(mpq_db *db, int64_t job_id, const char *metr
     sqlite3_bind_int64(st, 1, job_id);
     db_bind_text(st, 2, metric);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            int nc = cap ? cap * 2 : 16;
-            char **na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                oom = true;
-                break;
-            }
-            arr = na;
-            cap = nc;
-        }
+        if ((s = db_grow(db, &arr, n, &cap, 16, sizeof *arr, "candidates", err)) != MPQ_OK) break;
         arr[n] = db_col_strdup(st, 0, &oom);
         if (oom) break;
         n++;
     }
-    if (oom) s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: candidates: out of memory", db->path);
-    else if (rc != SQLITE_DONE) s = db_fail(db, err, "read candidates");
+    if (s == MPQ_OK && oom)
+        s = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: candidates: out of memory", db->path);
+    else if (s == MPQ_OK && rc != SQLITE_DONE)
+        s = db_fail(db, err, "read candidates");
     sqlite3_finalize(st);
     if (s != MPQ_OK) {
         mpq_db_strings_free(arr, n);

@@ -8,6 +8,7 @@
  */
 #include "mpq/mpq_job.h"
 
+#include <cblas.h> /* OpenBLAS: openblas_set_num_threads / openblas_get_num_threads */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -373,6 +374,7 @@ static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
               cJSON_AddNumberToObject(o, "n_seqs", s->calib.n_seqs) &&
               cJSON_AddNumberToObject(o, "seq_len", s->calib.seq_len) &&
               cJSON_AddNumberToObject(o, "batch", s->calib.batch) &&
+              cJSON_AddNumberToObject(o, "threads", s->threads) &&
               cJSON_AddStringToObject(o, "data_sha256", mpq_data_sha256(c->calib)) &&
               cJSON_AddStringToObject(o, "model_sha256", c->model_sha) &&
               cJSON_AddStringToObject(o, "mpq_version", mpq_version());
@@ -658,10 +660,21 @@ done:
     return st;
 }
 
+/* Runs the job with OpenBLAS set to the spec's thread count (which fixes the summation order
+ * of the BLAS products, see "threads" in mpq_job.h) and restores the previous count. */
+static mpq_status run_job_threads(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
+                                  mpq_err *err) {
+    int prev = openblas_get_num_threads();
+    openblas_set_num_threads(spec->threads >= 1 ? spec->threads : 1);
+    mpq_status st = run_job(db, spec, opts, job_id, err);
+    openblas_set_num_threads(prev);
+    return st;
+}
+
 mpq_status mpq_job_run(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
                        mpq_err *err) {
     if (!db || !spec) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_run: NULL argument");
-    return run_job(db, spec, opts, job_id, err);
+    return run_job_threads(db, spec, opts, job_id, err);
 }
 
 mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts, mpq_err *err) {
@@ -682,7 +695,7 @@ mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts,
                          j.name);
         goto done;
     }
-    st = run_job(db, spec, opts, NULL, err);
+    st = run_job_threads(db, spec, opts, NULL, err);
 done:
     mpq_job_spec_free(spec);
     free(text);

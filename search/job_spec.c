@@ -462,6 +462,9 @@ static char *canonical(const mpq_job_spec *s) {
     ok = ok && cJSON_AddStringToObject(o, "model", s->model);
     if (ok && s->tokenizer) ok = cJSON_AddStringToObject(o, "tokenizer", s->tokenizer) != NULL;
     ok = ok && cJSON_AddNumberToObject(o, "seed", (double)s->seed);
+    /* threads only when not the default 1: specs canonicalized before the key existed keep
+     * their text and hash (and their jobs stay resumable) */
+    if (ok && s->threads != 1) ok = cJSON_AddNumberToObject(o, "threads", s->threads) != NULL;
     ok = ok && add_item(o, "calibration", data_object(&s->calib, true));
     if (ok && s->eval.data) ok = add_item(o, "evaluation", data_object(&s->eval, false));
     if (ok && s->n_candidates > 0) ok = add_item(o, "candidates", names_array(s->candidates, s->n_candidates));
@@ -536,7 +539,7 @@ static bool valid_name(const char *n) {
 mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
-                                           "hessian",     NULL};
+                                           "hessian",     "threads",     NULL};
     const char *src = source && *source ? source : "spec";
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
@@ -597,6 +600,11 @@ mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec
     if ((st = get_int(src, "seed", cJSON_GetObjectItemCaseSensitive(root, "seed"), 0, INT32_MAX, 1, &s->seed, err)) !=
         MPQ_OK)
         goto done;
+    int64_t threads = 1;
+    if ((st = get_int(src, "threads", cJSON_GetObjectItemCaseSensitive(root, "threads"), 1, 1024, 1, &threads,
+                      err)) != MPQ_OK)
+        goto done;
+    s->threads = (int)threads;
     if (!(v = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: calibration: missing (an object with \"data\")", src);
         goto done;

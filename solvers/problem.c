@@ -522,6 +522,11 @@ void solv_mck_free(solv_mck *m) {
 }
 
 mpq_status solv_mck_build(const mpq_problem *p, const double *eff, int r, solv_mck *m, mpq_err *err) {
+    return solv_mck_build_mask(p, eff, r, NULL, m, err);
+}
+
+mpq_status solv_mck_build_mask(const mpq_problem *p, const double *eff, int r, const unsigned char *mask, solv_mck *m,
+                               mpq_err *err) {
     memset(m, 0, sizeof *m);
     size_t n_all = 0;
     for (int i = 0; i < p->n_items; i++) n_all += (size_t)p->n_opt[i];
@@ -542,8 +547,8 @@ mpq_status solv_mck_build(const mpq_problem *p, const double *eff, int r, solv_m
         int idx[MAX_OPTIONS], n = 0;
         m->start[i] = k;
         for (int o = 0; o < p->n_opt[i]; o++)
-            if (mpq_problem_allowed(p, i, o)) idx[n++] = o;
-        if (n == 0) { /* excluded by mpq_problem_validate */
+            if (mpq_problem_allowed(p, i, o) && (!mask || mask[solv_lo(p, i, o)])) idx[n++] = o;
+        if (n == 0) { /* excluded by mpq_problem_validate (and by the callers' masks) */
             solv_mck_free(m);
             return mpq_err_set(err, MPQ_ERR_INVALID, "mckp: %s has no allowed option", p->item_name[i]);
         }

@@ -61,6 +61,9 @@ typedef struct solv_mck {
 } solv_mck;
 
 mpq_status solv_mck_build(const mpq_problem *p, const double *eff, int r, solv_mck *m, mpq_err *err);
+/* The same restricted to the options with mask[i * n_opt_max + o] != 0 (mask NULL = all). */
+mpq_status solv_mck_build_mask(const mpq_problem *p, const double *eff, int r, const unsigned char *mask, solv_mck *m,
+                               mpq_err *err);
 void solv_mck_free(solv_mck *m);
 
 /* A hull increment of item `item`: move from view entry `from` to view entry `to`. */
@@ -84,5 +87,33 @@ void solv_mck_greedy(const solv_mck *m, const solv_inc *incs, size_t n_incs, dou
 /* Exact min-loss assignment of the view with total shifted cost <= bs (bs >= 0), by the
  * bounded Pareto DP described in mpq_solvers.h; pos[i] = view entry per item. */
 mpq_status solv_mck_exact(const solv_mck *m, double bs, int *pos, mpq_err *err);
+
+/* ------------------------------------------------------------------ ILP ---- */
+
+/* What mpq_solve_ilp did (for tests and the benchmark). */
+typedef struct solv_ilp_info {
+    int n_cols_full;    /* binaries of the plain model (allowed options) */
+    int n_cols;         /* binaries given to glp_intopt (after reduced-cost fixing) */
+    int n_items_free;   /* items left with more than one option */
+    double lagr_bound;  /* Lagrangian bound L(lambda) used for fixing, rounded down (-inf if none) */
+    double incumbent;   /* loss of the heuristic incumbent (+inf if none) */
+    double fix_seconds; /* time of the fixing step (incl. the full LP for several budgets) */
+    double glpk_seconds;/* time in glp_simplex + glp_intopt on the model solved */
+    int tight_res;      /* resource whose budget was tightened (-1: none) ... */
+    double tight_budget;/* ... to this value, met by every assignment of kept options within budget */
+    int rounds;         /* fixing rounds run (fix, tighten the budget, re-solve the LP, fix again) */
+} solv_ilp_info;
+
+/* LP-based reduced-cost fixing, and for one integral budget rounds of budget tightening and
+ * fixing again (see ilp_glpk.c for the arguments): keep[i * n_opt_max + o]
+ * (caller buffer) = 1 for allowed options that may belong to an optimal assignment, 0 for
+ * the rest; inc_choice[n_items] (caller buffer) gets the incumbent when info->incumbent is
+ * finite (else keep is just the allowed mask). eff: from solv_effective_losses. */
+mpq_status solv_ilp_fix(const mpq_problem *p, const mpq_solve_opts *opts, const double *eff, unsigned char *keep,
+                        int *inc_choice, solv_ilp_info *info, mpq_err *err);
+/* mpq_solve_ilp with fixing switchable (fixing = false: the plain HAWQ-V3 model) and its
+ * statistics (info may be NULL). Same contract as mpq_solve_ilp. */
+mpq_status solv_ilp_solve(const mpq_problem *p, const mpq_solve_opts *opts, bool fixing, mpq_solution **out,
+                          solv_ilp_info *info, mpq_err *err);
 
 #endif

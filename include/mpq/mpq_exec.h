@@ -98,6 +98,25 @@ mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_o
 mpq_status mpq_exec_forward_from(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
                                  int layer_start, const float *x_in, int B, int T, mpq_err *err);
 
+/* Where a forward enters its first block (mpq_exec_forward_from_entry). */
+typedef enum mpq_exec_entry {
+    MPQ_EXEC_ENTRY_BLOCK = 0, /* at the block's attention RMSNorm; x_in = residual entering it */
+    MPQ_EXEC_ENTRY_ATTN_O,    /* at wo; x_in = residual entering the block, a_in = the attention
+                                 output (B, T, n_heads*head_dim), the input of wo */
+    MPQ_EXEC_ENTRY_FFN        /* at the FFN RMSNorm; x_in = residual after the block's attention */
+} mpq_exec_entry;
+
+/* Within-block prefix reuse: runs block `layer` from `entry`, then blocks layer+1.. and the
+ * head. a_in is read only for MPQ_EXEC_ENTRY_ATTN_O (may be NULL otherwise); ENTRY_BLOCK is
+ * mpq_exec_forward_from. Bitwise equal to mpq_exec_forward when x_in / a_in are those of an
+ * earlier pass with the same batch and the weights / KV pairs after the entry point are the
+ * same (e.g. a unit quantizing only w_gate, w_up or w_down of block b may enter at its FFN,
+ * one quantizing wo at ATTN_O). Activations before the entry point are left stale.
+ * MPQ_ERR_INVALID for a bad layer / entry / NULL input or as mpq_exec_forward. */
+mpq_status mpq_exec_forward_from_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, int layer,
+                                       mpq_exec_entry entry, const float *x_in, const float *a_in, int B, int T,
+                                       mpq_err *err);
+
 /* Borrowed results of the last forward, packed (B, T, ...) with that call's B and T;
  * valid until the next forward / eval call or mpq_exec_free. */
 const float *mpq_exec_logits(const mpq_exec *ex);                 /* (B, T, vocab) */
@@ -149,10 +168,16 @@ mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts
                          mpq_eval_stats *stats, mpq_err *err);
 
 /* A stored reference run over n_seqs sequences (tokens (n_seqs, T+1), copied): its
- * log-softmax (n_seqs * T * vocab floats: 64 x 256 x 2048 x 4 B = 128 MiB for sotu-2.7M)
- * and, with keep_residuals, the residual entering every block (n_layers * n_seqs * T * dim
- * floats) for prefix reuse. */
+ * log-softmax (n_seqs * T * vocab floats: 64 x 256 x 2048 x 4 B = 128 MiB for sotu-2.7M),
+ * the argmax per position (n_seqs * T ints), exp of the log-softmax in double (n_seqs * T *
+ * vocab doubles, kept only when that is at most MPQ_EXEC_REF_P_MAX bytes: it spares every
+ * later evaluation the same exp() per vocabulary entry and does not change any number) and,
+ * with keep_residuals, for prefix reuse per block the residual entering it and the residual
+ * after its attention (2 * n_layers * n_seqs * T * dim floats) and its attention output
+ * (n_layers * n_seqs * T * n_heads*head_dim floats). */
 typedef struct mpq_exec_ref mpq_exec_ref;
+
+#define MPQ_EXEC_REF_P_MAX ((size_t)256 << 20)
 
 /* Runs the reference (weights w, opts; NULL = FP KV) in batches of the executor's max_B. */
 mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
@@ -165,6 +190,9 @@ int mpq_exec_ref_T(const mpq_exec_ref *ref);
 const mpq_eval_stats *mpq_exec_ref_stats(const mpq_exec_ref *ref);
 /* Borrowed (n_seqs, T, vocab) log-softmax; valid until mpq_exec_ref_free. */
 const float *mpq_exec_ref_logprobs(const mpq_exec_ref *ref);
+/* Borrowed (n_seqs, T, n_heads*head_dim) attention output (input of wo) of block `layer`;
+ * NULL without keep_residuals or for a bad layer. Valid until mpq_exec_ref_free. */
+const float *mpq_exec_ref_attn_out(const mpq_exec_ref *ref, int layer);
 
 /* Evaluates weights w / opts on the reference's sequences and accumulates into *stats,
  * including KL and top-1 against the reference. layer_start > 0 starts from the stored
@@ -173,6 +201,14 @@ const float *mpq_exec_ref_logprobs(const mpq_exec_ref *ref);
 mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
                              const mpq_exec_ref *ref, int layer_start, mpq_eval_stats *stats,
                              mpq_err *err);
+
+/* As mpq_exec_eval_ref, entering block `layer` at `entry` (mpq_exec_forward_from_entry) from
+ * the stored residuals / attention outputs (needs keep_residuals unless layer 0 / ENTRY_BLOCK).
+ * The caller guarantees that everything before the entry point has the reference's weights
+ * and KV pairs. Bitwise equal to mpq_exec_eval_ref(..., 0, ...) under that condition. */
+mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                   const mpq_exec_ref *ref, int layer, mpq_exec_entry entry,
+                                   mpq_eval_stats *stats, mpq_err *err);
 
 /* ---- incremental decode (one sequence, KV cache of seq_len tokens) ---- */
 

@@ -161,10 +161,16 @@ mpq_solve_opts mpq_solve_opts_default(void);
 /* ILP (HAWQ-V3 style) with GLPK: one binary per (item, allowed option), one-hot rows,
  * one budget row per finite budget; glp_intopt with the options above. GLPK's terminal
  * output is silenced and its fatal-error hook caught (returned as MPQ_ERR_SOLVER).
- * s->bound is the best of the LP relaxation value and GLPK's best-node bound; s->gap as
- * defined above; status OPTIMAL if GLPK proved optimality with mip_gap = 0 or the gap is 0.
+ * Before GLPK runs, options are fixed by reduced costs (Lagrangian multipliers from the
+ * convex-hull greedy for one budget, LP duals for several): an option whose reduced cost
+ * exceeds incumbent - bound cannot be in any optimum and is dropped; with one integral
+ * budget the budget is also rounded down to the grid its remaining costs can reach.
+ * s->bound is the best of the Lagrangian bound, the LP relaxation value and GLPK's
+ * best-node bound (all valid for the original problem); s->gap as defined above; status
+ * OPTIMAL if GLPK proved optimality with mip_gap = 0 or the gap is 0. On a time limit the
+ * best solution found (at least the greedy incumbent) is returned as FEASIBLE with its gap.
  * Returns MPQ_OK with *out (caller frees), MPQ_ERR_INFEASIBLE (message names the budget),
- * MPQ_ERR_SOLVER (time limit without an integer solution / GLPK failure), MPQ_ERR_INVALID. */
+ * MPQ_ERR_SOLVER (GLPK failure), MPQ_ERR_INVALID. */
 mpq_status mpq_solve_ilp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_solution **out,
                          mpq_err *err);
 

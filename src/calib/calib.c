@@ -13,10 +13,19 @@
  *   output (the input of attn_o).
  *
  * Memory held by a mpq_calib (floats unless noted), N = n_seqs * T:
- *   reference log-probs N * vocab, residuals entering each block n_layers * N * dim (prefix
- *   reuse), FP attention outputs n_layers * N * (n_heads*head_dim) (for kv_attn_rel; e.g.
- *   sotu-2.7M, 64 x 256 tokens: 6 * 16384 * 192 * 4 B = 72 MiB), X^T X n_layers * 4 distinct
- *   inputs * cols^2 doubles, one clone of the weights, and one layer-sized scratch.
+ *   reference log-probs N * vocab (and their exp, N * vocab doubles, when that is at most
+ *   MPQ_EXEC_REF_P_MAX bytes), residuals entering each block and after each block's attention
+ *   2 * n_layers * N * dim (prefix reuse), FP attention outputs n_layers * N * (n_heads*head_dim)
+ *   (prefix reuse for attn_o units and kv_attn_rel; e.g. sotu-2.7M, 64 x 256 tokens:
+ *   6 * 16384 * 192 * 4 B = 72 MiB), all held by the stored reference (mpq_exec_ref); X^T X
+ *   n_layers * 4 distinct inputs * cols^2 doubles, one clone of the weights, and one
+ *   layer-sized scratch.
+ *
+ * Prefix reuse: a unit quantizing layer i of block b restarts at the first operation that
+ * uses it, from what the FP reference stored: wq/wk/wv at block b's input, wo at wo (from the
+ * stored attention output), w_gate/w_up/w_down at the FFN (from the residual after the
+ * attention); a KV unit at block b's input. The later operations are the ones of a full pass,
+ * so results are bitwise equal to the naive path (every unit from block 0).
  *
  * Determinism: mpq_calib_layer quantizes layer i of the clone in place and copies the model's
  * bytes back afterwards, so a unit's result does not depend on the units run before it.
@@ -46,8 +55,6 @@ struct mpq_calib {
     double *xbuf;          /* (max_B * T * max_cols) doubles: one captured X in double */
     int64_t xbuf_n;
     int64_t attn_cols;     /* n_heads * head_dim */
-    float *attn_fp;        /* (n_layers, N, attn_cols) FP input of attn_o of every block */
-    int64_t *attn_fill;    /* (n_layers) floats written per block during create */
     float *wq;             /* (max layer) quantized copy of one weight matrix */
     double *ed, *wd, *md;  /* (max layer) E, W and a product, in double */
     int64_t max_layer;
@@ -78,20 +85,10 @@ static int layer_slot(const mpq_layer_info *li) {
 }
 
 /* Capture callback of the reference pass: accumulates X^T X (in double, dsyrk on the upper
- * triangle) once per distinct input and stores the FP attention outputs. */
+ * triangle) once per distinct input (the FP attention outputs are kept by the reference). */
 static void create_capture(void *user, int idx, const float *x, int64_t rows, int64_t cols) {
     mpq_calib *cal = user;
-    const mpq_layer_info *li = mpq_model_linear(cal->model, idx);
-    if (!li) return;
-    if (li->kind == MPQ_LAYER_ATTN_O && cal->attn_fp && cols == cal->attn_cols) {
-        size_t per_block = (size_t)cal->n_tokens * (size_t)cal->attn_cols;
-        size_t n = (size_t)rows * (size_t)cols;
-        if ((size_t)cal->attn_fill[li->block] + n <= per_block) {
-            memcpy(cal->attn_fp + (size_t)li->block * per_block + (size_t)cal->attn_fill[li->block], x,
-                   n * sizeof(float));
-            cal->attn_fill[li->block] += (int64_t)n;
-        }
-    }
+    if (idx < 0 || idx >= cal->n_lin) return;
     int slot = cal->lin_slot[idx];
     if (!cal->opts.collect_xtx || cal->slot_first[slot] != idx || !cal->xtx[slot]) return;
     if (rows * cols > cal->xbuf_n || cols != cal->slot_cols[slot]) return;
@@ -111,8 +108,6 @@ void mpq_calib_free(mpq_calib *cal) {
     free(cal->slot_first);
     free(cal->slot_cols);
     free(cal->xbuf);
-    free(cal->attn_fp);
-    free(cal->attn_fill);
     free(cal->wq);
     free(cal->ed);
     free(cal->wd);
@@ -153,8 +148,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
     cal->slot_first = mpq_calloc((size_t)n_slots, sizeof(int));
     cal->slot_cols = mpq_calloc((size_t)n_slots, sizeof(int64_t));
     cal->xtx = mpq_calloc((size_t)n_slots, sizeof(double *));
-    cal->attn_fill = mpq_calloc((size_t)cal->n_layers, sizeof(int64_t));
-    if (!cal->lin_slot || !cal->slot_first || !cal->slot_cols || !cal->xtx || !cal->attn_fill) {
+    if (!cal->lin_slot || !cal->slot_first || !cal->slot_cols || !cal->xtx) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
         goto done;
     }
@@ -178,16 +172,6 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
     cal->md = mpq_calloc(ml, sizeof(double));
     if (!cal->wq || !cal->ed || !cal->wd || !cal->md) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate layer scratch of %zu weights", ml);
-        goto done;
-    }
-    size_t n_attn;
-    if (!mpq_size_mul3((size_t)cal->n_layers, (size_t)cal->n_tokens, (size_t)cal->attn_cols, &n_attn)) {
-        st = mpq_err_set(err, MPQ_ERR_INVALID, "calib: %d x %d tokens: attention store overflows", n_seqs, T);
-        goto done;
-    }
-    cal->attn_fp = mpq_calloc(n_attn > 0 ? n_attn : 1, sizeof(float));
-    if (!cal->attn_fp) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate %zu floats of attention outputs", n_attn);
         goto done;
     }
     if (o.collect_xtx) {
@@ -351,7 +335,14 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     mpq_eval_stats s;
     memset(&s, 0, sizeof s);
     mpq_exec_opts eo = mpq_exec_opts_default();
-    st = mpq_exec_eval_ref(cal->ex, cal->scratch, &eo, cal->ref, cal->opts.prefix_reuse ? li->block : 0, &s, err);
+    mpq_exec_entry entry = MPQ_EXEC_ENTRY_BLOCK;
+    if (li->kind == MPQ_LAYER_ATTN_O) entry = MPQ_EXEC_ENTRY_ATTN_O;
+    else if (li->kind == MPQ_LAYER_FFN_GATE || li->kind == MPQ_LAYER_FFN_UP || li->kind == MPQ_LAYER_FFN_DOWN)
+        entry = MPQ_EXEC_ENTRY_FFN;
+    if (cal->opts.prefix_reuse)
+        st = mpq_exec_eval_ref_entry(cal->ex, cal->scratch, &eo, cal->ref, li->block, entry, &s, err);
+    else
+        st = mpq_exec_eval_ref(cal->ex, cal->scratch, &eo, cal->ref, 0, &s, err);
     memcpy(Wq, W, nbytes); /* restore exactly, also on error */
     if (st != MPQ_OK) {
         mpq_err_prefix(err, "calib: %s %s", li->name, c->name);
@@ -403,7 +394,8 @@ mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_resu
     memset(&kc, 0, sizeof kc);
     kc.target = target;
     kc.n = cal->n_tokens * cal->attn_cols;
-    kc.fp = cal->attn_fp + (size_t)block * (size_t)kc.n;
+    kc.fp = mpq_exec_ref_attn_out(cal->ref, block);
+    if (!kc.fp) kc.target = -1; /* no stored attention outputs: attn_rel stays NAN */
     mpq_exec_opts eo = mpq_exec_opts_default();
     eo.kv_scheme = cal->opts.kv_scheme;
     eo.kv_pairs = pairs;

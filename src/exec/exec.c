@@ -199,7 +199,12 @@ static void capture(const mpq_exec_opts *o, const mpq_exec *ex, int l, mpq_layer
     if (idx >= 0) o->capture(o->capture_user, idx, x, rows, cols);
 }
 
-static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int l0, int B, int T) {
+/* Runs blocks l0.. and the head. entry says where block l0 starts: MPQ_EXEC_ENTRY_BLOCK at its
+ * RMSNorm (res[l0] set), MPQ_EXEC_ENTRY_ATTN_O at wo (res[l0] and atty[l0] set),
+ * MPQ_EXEC_ENTRY_FFN at the FFN RMSNorm (res2[l0] set). The operations run are the same ones,
+ * in the same order, as those of a full pass, so the results are bitwise equal. */
+static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int l0, mpq_exec_entry entry,
+                       int B, int T) {
     const mpq_model_config *c = &ex->cfg;
     exec_acts *a = &ex->a;
     const int N = B * T, dim = c->dim, qd = ex->qd, kvd = ex->kvd, hid = c->hidden_dim, hd = c->head_dim;
@@ -217,31 +222,34 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
         float *res2 = a->res2 + L * BT * dim, *ln2 = a->ln2 + L * BT * dim;
         float *gate = a->gate + L * BT * hid, *up = a->up + L * BT * hid, *hact = a->hact + L * BT * hid;
         float *xnext = a->res + (L + 1) * BT * dim;
-
-        rmsnorm_forward(ln1, a->ln1_rstd + L * BT, x, bw->attn_norm, N, dim, c->norm_eps);
-        capture(o, ex, l, MPQ_LAYER_ATTN_Q, ln1, N, dim);
-        capture(o, ex, l, MPQ_LAYER_ATTN_K, ln1, N, dim);
-        capture(o, ex, l, MPQ_LAYER_ATTN_V, ln1, N, dim);
-        matmul_forward(q, ln1, bw->wq, bw->bq, N, dim, qd);
-        matmul_forward(k, ln1, bw->wk, bw->bk, N, dim, kvd);
-        matmul_forward(v, ln1, bw->wv, bw->bv, N, dim, kvd);
-        rope_forward(q, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
-        rope_forward(k, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
-        int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
-        const float *kqp = NULL, *vqp = NULL;
-        if (kb < 16) {
-            kv_quantize_forward(kq, k, B, T, kvd, kb, true, &o->kv_scheme);
-            kqp = kq;
+        const mpq_exec_entry e = l == l0 ? entry : MPQ_EXEC_ENTRY_BLOCK;
+        if (e == MPQ_EXEC_ENTRY_BLOCK) { /* attention */
+            rmsnorm_forward(ln1, a->ln1_rstd + L * BT, x, bw->attn_norm, N, dim, c->norm_eps);
+            capture(o, ex, l, MPQ_LAYER_ATTN_Q, ln1, N, dim);
+            capture(o, ex, l, MPQ_LAYER_ATTN_K, ln1, N, dim);
+            capture(o, ex, l, MPQ_LAYER_ATTN_V, ln1, N, dim);
+            matmul_forward(q, ln1, bw->wq, bw->bq, N, dim, qd);
+            matmul_forward(k, ln1, bw->wk, bw->bk, N, dim, kvd);
+            matmul_forward(v, ln1, bw->wv, bw->bv, N, dim, kvd);
+            rope_forward(q, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
+            rope_forward(k, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
+            int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
+            const float *kqp = NULL, *vqp = NULL;
+            if (kb < 16) {
+                kv_quantize_forward(kq, k, B, T, kvd, kb, true, &o->kv_scheme);
+                kqp = kq;
+            }
+            if (vb < 16) {
+                kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
+                vqp = vq;
+            }
+            attention_forward(atty, att, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH, NKV, hd);
         }
-        if (vb < 16) {
-            kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
-            vqp = vq;
+        if (e != MPQ_EXEC_ENTRY_FFN) { /* wo and the residual */
+            capture(o, ex, l, MPQ_LAYER_ATTN_O, atty, N, qd);
+            matmul_forward(a->proj, atty, bw->wo, NULL, N, qd, dim);
+            residual_forward(res2, x, a->proj, n * dim);
         }
-        attention_forward(atty, att, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH, NKV, hd);
-        capture(o, ex, l, MPQ_LAYER_ATTN_O, atty, N, qd);
-        matmul_forward(a->proj, atty, bw->wo, NULL, N, qd, dim);
-        residual_forward(res2, x, a->proj, n * dim);
-
         rmsnorm_forward(ln2, a->ln2_rstd + L * BT, res2, bw->ffn_norm, N, dim, c->norm_eps);
         capture(o, ex, l, MPQ_LAYER_FFN_GATE, ln2, N, dim);
         capture(o, ex, l, MPQ_LAYER_FFN_UP, ln2, N, dim);
@@ -270,7 +278,7 @@ mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_o
     st = check_tokens(ex, tokens, (size_t)B * T, (size_t)T, err);
     if (st != MPQ_OK) return st;
     encoder_forward(ex->a.res, tokens, w->tok_emb, B * T, ex->cfg.dim);
-    run_blocks(ex, w, o, 0, B, T);
+    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T);
     return MPQ_OK;
 }
 
@@ -285,7 +293,33 @@ mpq_status mpq_exec_forward_from(mpq_exec *ex, const mpq_weights *w, const mpq_e
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d outside 0..%d", layer_start, ex->cfg.n_layers);
     float *dst = ex->a.res + (size_t)layer_start * ex->bt_max * ex->cfg.dim;
     memmove(dst, x_in, (size_t)B * T * ex->cfg.dim * sizeof(float));
-    run_blocks(ex, w, o, layer_start, B, T);
+    run_blocks(ex, w, o, layer_start, MPQ_EXEC_ENTRY_BLOCK, B, T);
+    return MPQ_OK;
+}
+
+mpq_status mpq_exec_forward_from_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, int layer,
+                                       mpq_exec_entry entry, const float *x_in, const float *a_in, int B, int T,
+                                       mpq_err *err) {
+    if (!ex || !x_in || (entry == MPQ_EXEC_ENTRY_ATTN_O && !a_in))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    if (entry != MPQ_EXEC_ENTRY_BLOCK && entry != MPQ_EXEC_ENTRY_ATTN_O && entry != MPQ_EXEC_ENTRY_FFN)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: entry %d (block, attn_o or ffn)", (int)entry);
+    if (entry == MPQ_EXEC_ENTRY_BLOCK) return mpq_exec_forward_from(ex, w, opts, layer, x_in, B, T, err);
+    mpq_exec_opts def = mpq_exec_opts_default();
+    const mpq_exec_opts *o = opts ? opts : &def;
+    mpq_status st = check_call(ex, w, o, B, T, err);
+    if (st != MPQ_OK) return st;
+    if (layer < 0 || layer >= ex->cfg.n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: entry inside block %d outside 0..%d", layer,
+                           ex->cfg.n_layers - 1);
+    const size_t L = (size_t)layer, n = (size_t)B * T, dim = (size_t)ex->cfg.dim;
+    if (entry == MPQ_EXEC_ENTRY_FFN) {
+        memmove(ex->a.res2 + L * ex->bt_max * dim, x_in, n * dim * sizeof(float));
+    } else {
+        memmove(ex->a.res + L * ex->bt_max * dim, x_in, n * dim * sizeof(float));
+        memmove(ex->a.atty + L * ex->bt_max * (size_t)ex->qd, a_in, n * (size_t)ex->qd * sizeof(float));
+    }
+    run_blocks(ex, w, o, layer, entry, B, T);
     return MPQ_OK;
 }
 
@@ -322,8 +356,11 @@ static void stats_finish(mpq_eval_stats *s) {
     s->top1_se = seq_se(s->top1_seq_sum, s->top1_seq_sumsq, s->n_ref_seqs);
 }
 
-/* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1]. */
-static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, mpq_eval_stats *s) {
+/* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1]. ref_p / ref_am
+ * (may be NULL) are this batch's exp of io->ref_logprobs in double and its argmax per position,
+ * precomputed by a stored reference: the same values the loop below would compute. */
+static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, const double *ref_p,
+                        const int *ref_am, mpq_eval_stats *s) {
     const int V = ex->cfg.vocab_size;
     for (int b = 0; b < B; b++) {
         double kl_seq = 0.0, dnll_seq = 0.0;
@@ -341,10 +378,16 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
                 const float *rp = io->ref_logprobs + r * V;
                 double kl = 0.0;
                 int ram = 0;
-                for (int i = 0; i < V; i++) {
-                    double pr = exp((double)rp[i]);
-                    kl += pr * ((double)rp[i] - (double)lp[i]);
-                    if (rp[i] > rp[ram]) ram = i;
+                if (ref_p && ref_am) {
+                    const double *pp = ref_p + r * V;
+                    for (int i = 0; i < V; i++) kl += pp[i] * ((double)rp[i] - (double)lp[i]);
+                    ram = ref_am[r];
+                } else {
+                    for (int i = 0; i < V; i++) {
+                        double pr = exp((double)rp[i]);
+                        kl += pr * ((double)rp[i] - (double)lp[i]);
+                        if (rp[i] > rp[ram]) ram = i;
+                    }
                 }
                 if (kl < 0.0) kl = 0.0; /* rounding of near-identical distributions */
                 kl_seq += kl;
@@ -373,8 +416,10 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
     stats_finish(s);
 }
 
-mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
-                         int T, const mpq_eval_io *io, mpq_eval_stats *stats, mpq_err *err) {
+/* mpq_exec_eval with the reference's precomputed exp / argmax of this batch (may be NULL). */
+static mpq_status eval_tokens(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
+                              int T, const mpq_eval_io *io, const double *ref_p, const int *ref_am,
+                              mpq_eval_stats *stats, mpq_err *err) {
     if (!ex || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
     mpq_exec_opts def = mpq_exec_opts_default();
     const mpq_exec_opts *o = opts ? opts : &def;
@@ -384,18 +429,27 @@ mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts
     if (st != MPQ_OK) return st;
     for (int b = 0; b < B; b++) memcpy(ex->tok + (size_t)b * T, tokens + (size_t)b * (T + 1), (size_t)T * sizeof(int));
     encoder_forward(ex->a.res, ex->tok, w->tok_emb, B * T, ex->cfg.dim);
-    run_blocks(ex, w, o, 0, B, T);
-    score_batch(ex, tokens, B, T, io, stats);
+    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T);
+    score_batch(ex, tokens, B, T, io, ref_p, ref_am, stats);
     return MPQ_OK;
+}
+
+mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
+                         int T, const mpq_eval_io *io, mpq_eval_stats *stats, mpq_err *err) {
+    return eval_tokens(ex, w, opts, tokens, B, T, io, NULL, NULL, stats, err);
 }
 
 /* ---- stored reference ---- */
 
 struct mpq_exec_ref {
-    int n_seqs, T, n_layers, dim, vocab;
+    int n_seqs, T, n_layers, dim, vocab, qd;
     int *tokens;      /* (n_seqs, T+1) */
     float *logprobs;  /* (n_seqs, T, V) */
-    float *res;       /* (L, n_seqs, T, dim) or NULL */
+    float *res;       /* (L, n_seqs, T, dim) or NULL: residual entering each block */
+    float *res2;      /* (L, n_seqs, T, dim) or NULL: residual after each block's attention */
+    float *atty;      /* (L, n_seqs, T, qd) or NULL: attention output (input of wo) */
+    int *am;          /* (n_seqs, T) argmax of logprobs (first maximum) */
+    double *p;        /* (n_seqs, T, V) exp(logprobs) in double, or NULL (over MPQ_EXEC_REF_P_MAX) */
     mpq_eval_stats stats;
 };
 
@@ -404,7 +458,16 @@ void mpq_exec_ref_free(mpq_exec_ref *ref) {
     free(ref->tokens);
     free(ref->logprobs);
     free(ref->res);
+    free(ref->res2);
+    free(ref->atty);
+    free(ref->am);
+    free(ref->p);
     free(ref);
+}
+
+const float *mpq_exec_ref_attn_out(const mpq_exec_ref *ref, int layer) {
+    if (!ref || !ref->atty || layer < 0 || layer >= ref->n_layers) return NULL;
+    return ref->atty + (size_t)layer * (size_t)ref->n_seqs * (size_t)ref->T * (size_t)ref->qd;
 }
 
 int mpq_exec_ref_n_seqs(const mpq_exec_ref *ref) { return ref ? ref->n_seqs : 0; }
@@ -422,9 +485,11 @@ mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference of %d sequences x %d tokens (T 1..%d)", n_seqs, T,
                            ex->max_T);
     const size_t dim = (size_t)ex->cfg.dim, V = (size_t)ex->cfg.vocab_size, L = (size_t)ex->cfg.n_layers;
-    size_t n_tok, n_lp, n_res = 0;
+    const size_t qd = (size_t)ex->qd;
+    size_t n_tok, n_lp, n_res = 0, n_att = 0;
     if (!mpq_size_mul((size_t)n_seqs, (size_t)T + 1, &n_tok) || !mpq_size_mul3((size_t)n_seqs, (size_t)T, V, &n_lp) ||
-        (keep_residuals && !mpq_size_mul3(L, (size_t)n_seqs * (size_t)T, dim, &n_res)))
+        (keep_residuals && (!mpq_size_mul3(L, (size_t)n_seqs * (size_t)T, dim, &n_res) ||
+                            !mpq_size_mul3(L, (size_t)n_seqs * (size_t)T, qd, &n_att))))
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference of %d x %d overflows", n_seqs, T);
     ref = mpq_calloc(1, sizeof *ref);
     if (!ref) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
@@ -433,14 +498,23 @@ mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec
     ref->n_layers = (int)L;
     ref->dim = (int)dim;
     ref->vocab = (int)V;
+    ref->qd = (int)qd;
     ref->tokens = mpq_calloc(n_tok, sizeof(int));
     ref->logprobs = mpq_calloc(n_lp, sizeof(float));
-    if (keep_residuals) ref->res = mpq_calloc(n_res, sizeof(float));
-    if (!ref->tokens || !ref->logprobs || (keep_residuals && !ref->res)) {
+    ref->am = mpq_calloc((size_t)n_seqs * (size_t)T, sizeof(int));
+    if (keep_residuals) {
+        ref->res = mpq_calloc(n_res, sizeof(float));
+        ref->res2 = mpq_calloc(n_res, sizeof(float));
+        ref->atty = mpq_calloc(n_att, sizeof(float));
+    }
+    if (!ref->tokens || !ref->logprobs || !ref->am || (keep_residuals && (!ref->res || !ref->res2 || !ref->atty))) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: reference of %d x %d: cannot allocate %zu floats", n_seqs, T,
-                         n_lp + n_res);
+                         n_lp + 2 * n_res + n_att);
         goto done;
     }
+    /* exp of the log-probs in double, only when it fits MPQ_EXEC_REF_P_MAX (an optional cache:
+     * without it every evaluation recomputes the same values) */
+    if (n_lp <= MPQ_EXEC_REF_P_MAX / sizeof(double)) ref->p = malloc(n_lp * sizeof(double));
     memcpy(ref->tokens, tokens, n_tok * sizeof(int));
     for (int s0 = 0; s0 < n_seqs; s0 += ex->max_B) {
         int nb = n_seqs - s0 < ex->max_B ? n_seqs - s0 : ex->max_B;
@@ -449,9 +523,22 @@ mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec
         st = mpq_exec_eval(ex, w, opts, ref->tokens + (size_t)s0 * (T + 1), nb, T, &io, &ref->stats, err);
         if (st != MPQ_OK) goto done;
         if (keep_residuals)
-            for (size_t l = 0; l < L; l++)
-                memcpy(ref->res + (l * n_seqs + s0) * (size_t)T * dim, mpq_exec_block_input(ex, (int)l),
-                       (size_t)nb * T * dim * sizeof(float));
+            for (size_t l = 0; l < L; l++) {
+                const size_t nbt = (size_t)nb * T, off = (l * n_seqs + s0) * (size_t)T;
+                memcpy(ref->res + off * dim, mpq_exec_block_input(ex, (int)l), nbt * dim * sizeof(float));
+                memcpy(ref->res2 + off * dim, ex->a.res2 + l * ex->bt_max * dim, nbt * dim * sizeof(float));
+                memcpy(ref->atty + off * qd, ex->a.atty + l * ex->bt_max * qd, nbt * qd * sizeof(float));
+            }
+    }
+    /* per position: argmax (first maximum) and, when cached, exp in double (as score_batch) */
+    for (size_t r = 0; r < (size_t)n_seqs * (size_t)T; r++) {
+        const float *rp = ref->logprobs + r * V;
+        int ram = 0;
+        for (size_t i = 0; i < V; i++)
+            if (rp[i] > rp[ram]) ram = (int)i;
+        ref->am[r] = ram;
+        if (ref->p)
+            for (size_t i = 0; i < V; i++) ref->p[r * V + i] = exp((double)rp[i]);
     }
     *out = ref;
     ref = NULL;
@@ -460,36 +547,51 @@ done:
     return st;
 }
 
-mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,
-                             int layer_start, mpq_eval_stats *stats, mpq_err *err) {
+mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                   const mpq_exec_ref *ref, int layer, mpq_exec_entry entry, mpq_eval_stats *stats,
+                                   mpq_err *err) {
     if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
-    if (ref->vocab != ex->cfg.vocab_size || ref->dim != ex->cfg.dim || ref->n_layers != ex->cfg.n_layers)
+    if (ref->vocab != ex->cfg.vocab_size || ref->dim != ex->cfg.dim || ref->n_layers != ex->cfg.n_layers ||
+        ref->qd != ex->qd)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference was built for another model shape");
-    if (layer_start < 0 || layer_start > ref->n_layers || (layer_start > 0 && layer_start < ref->n_layers && !ref->res) ||
-        (layer_start == ref->n_layers && layer_start > 0 && !ref->res))
+    if (entry != MPQ_EXEC_ENTRY_BLOCK && entry != MPQ_EXEC_ENTRY_ATTN_O && entry != MPQ_EXEC_ENTRY_FFN)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: entry %d (block, attn_o or ffn)", (int)entry);
+    if (layer < 0 || layer >= ref->n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d", layer,
+                           ref->n_layers - 1);
+    const bool from_store = layer > 0 || entry != MPQ_EXEC_ENTRY_BLOCK;
+    if (from_store && !ref->res)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d needs a reference with stored residuals (0..%d)",
-                           layer_start, ref->n_layers - 1);
-    if (layer_start == ref->n_layers)
-        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d",
-                           layer_start, ref->n_layers - 1);
+                           layer, ref->n_layers - 1);
     const int T = ref->T;
-    const size_t V = (size_t)ref->vocab, dim = (size_t)ref->dim;
+    const size_t V = (size_t)ref->vocab, dim = (size_t)ref->dim, qd = (size_t)ref->qd;
+    const size_t per_layer = (size_t)layer * (size_t)ref->n_seqs;
     for (int s0 = 0; s0 < ref->n_seqs; s0 += ex->max_B) {
         int nb = ref->n_seqs - s0 < ex->max_B ? ref->n_seqs - s0 : ex->max_B;
         const int *tok = ref->tokens + (size_t)s0 * (T + 1);
+        const size_t off = (size_t)s0 * (size_t)T;
         mpq_eval_io io = {0};
-        io.ref_logprobs = ref->logprobs + (size_t)s0 * T * V;
+        io.ref_logprobs = ref->logprobs + off * V;
         mpq_status st;
-        if (layer_start == 0) {
-            st = mpq_exec_eval(ex, w, opts, tok, nb, T, &io, stats, err);
+        if (!from_store) {
+            st = eval_tokens(ex, w, opts, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, stats, err);
         } else {
-            const float *x = ref->res + ((size_t)layer_start * ref->n_seqs + s0) * (size_t)T * dim;
-            st = mpq_exec_forward_from(ex, w, opts, layer_start, x, nb, T, err);
-            if (st == MPQ_OK) score_batch(ex, tok, nb, T, &io, stats);
+            const size_t row = (per_layer + (size_t)s0) * (size_t)T;
+            const float *x = entry == MPQ_EXEC_ENTRY_FFN ? ref->res2 + row * dim : ref->res + row * dim;
+            st = mpq_exec_forward_from_entry(ex, w, opts, layer, entry, x, ref->atty + row * qd, nb, T, err);
+            if (st == MPQ_OK) score_batch(ex, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, stats);
         }
         if (st != MPQ_OK) return st;
     }
     return MPQ_OK;
+}
+
+mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,
+                             int layer_start, mpq_eval_stats *stats, mpq_err *err) {
+    if (ref && layer_start == ref->n_layers && layer_start > 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d",
+                           layer_start, ref->n_layers - 1);
+    return mpq_exec_eval_ref_entry(ex, w, opts, ref, layer_start, MPQ_EXEC_ENTRY_BLOCK, stats, err);
 }
 
 /* ---- incremental decode ---- */

@@ -1,6 +1,8 @@
 /* bench_calib.c - cost of the calibration metrics (src/calib): a sensitivity sweep over all
  * linear layers x 3 weight candidates and all blocks x 3 KV pairs, with prefix reuse (each unit
- * restarts at its block from the stored FP residual) and naive (every unit from block 0), on
+ * restarts inside its block at the first operation it changes, from the stored FP residual /
+ * attention output: q/k/v and KV at the block, wo at wo, gate/up/down at the FFN) and naive
+ * (every unit from block 0; both use the reference's cached exp / argmax), on
  * the shared stories260K (TinyStories calibration text) and sotu-2.7M (its calibration text),
  * 16 sequences x 128 tokens. Prints the reference-pass time, both sweep times, the speed-up
  * and per-unit milliseconds, and checks that both sweeps give identical numbers. Also prints

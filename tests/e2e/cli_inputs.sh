@@ -2,24 +2,10 @@
 # End-to-end: `mpq inspect` and `mpq eval` on the real shared model, and the exit code and
 # message for each kind of broken input file (the message must name the file).
 set -u
-: "${MPQ:?path of the mpq binary}" "${MPQ_SHARED:?path of ../shared}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 model=$MPQ_SHARED/models/stories260K/stories260K.bin
 data=$MPQ_SHARED/data/tinystories-eval.tok512.u16
 
-check() { # name expected_code needle -- command...
-  local name=$1 want=$2 needle=$3
-  shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" != "$want" ] || ! grep -qF -- "$needle" "$tmp/err" "$tmp/out"; then
-    echo "FAIL $name: exit $got (want $want), output lacks '$needle':"; cat "$tmp/err"; fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
 
 printf '\x01\x00\x05' >"$tmp/odd.u16"
 check inspect-ok 0 "blk.4.ffn_down" -- "$MPQ" inspect "$model"

@@ -4,24 +4,11 @@
 # the llama.cpp tensor-type file has no '#' and one anchored line per GGUF tensor, and the
 # refusals (fused shards, imatrix type, unknown format/solution) exit with their codes.
 set -u
-: "${MPQ:?path of the mpq binary}" "${MPQ_SHARED:?path of ../shared}" "${MPQ_ROOT:?project root}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+: "${MPQ_ROOT:?project root}"
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 model=$MPQ_SHARED/models/stories260K/stories260K.bin
 fix=$MPQ_ROOT/tests/fixtures/export
 
-check() { # name expected_code needle -- command...
-  local name=$1 want=$2 needle=$3
-  shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" != "$want" ] || ! grep -qF -- "$needle" "$tmp/err" "$tmp/out"; then
-    echo "FAIL $name: exit $got (want $want), output lacks '$needle':"; cat "$tmp/err" "$tmp/out"; fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
 same() { # name file golden
   if cmp -s "$2" "$3"; then echo "ok   $1"; else echo "FAIL $1: $2 differs from $3"; diff "$2" "$3" | head; fails=$((fails + 1)); fi
 }

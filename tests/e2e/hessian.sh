@@ -6,10 +6,7 @@
 # weight_sse in SQL; the database stays intact.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
-: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 
 cat > "$T/spec.json" <<JSON
 {"name": "hs", "model": "$MPQ_SHARED/models/stories260K/stories260K.bin",
@@ -22,11 +19,6 @@ JSON
 # 35 weight_error; hessian: 6 chunks + 35 trace + fisher + 35 eig + model eig + 2 slq
 TOTAL=$((35 + 6 + 35 + 1 + 35 + 1 + 2))
 
-dump() {
-  sqlite3 -separator '|' "$1" "SELECT l.name, m.candidate, m.metric, printf('%.17g', m.value),
-    COALESCE(printf('%.17g', m.stderr), 'NULL'), m.n, m.provenance_json FROM metrics m
-    LEFT JOIN layers l ON l.id = m.layer_id ORDER BY l.name, m.candidate, m.metric"
-}
 done_units() { sqlite3 "$1" "SELECT COUNT(*) FROM units WHERE status='done'"; }
 check_db() { [ "$(sqlite3 "$1" 'PRAGMA integrity_check')" = ok ] || fail "$1: integrity_check"; }
 

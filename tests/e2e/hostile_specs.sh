@@ -4,10 +4,7 @@
 # a clear message, and the stored database is byte-for-byte untouched (sha256 before/after).
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
-: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 M="$MPQ_SHARED/models/stories260K/stories260K.bin"
 D="$MPQ_SHARED/data/tinystories-calib.tok512.u16"
 spec() { # name model calib-extra candidates extra-top-level

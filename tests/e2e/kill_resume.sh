@@ -4,10 +4,7 @@
 # bit-identical to an uninterrupted run; the database stays intact and queryable meanwhile.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
-: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 
 cat > "$T/spec.json" <<JSON
 {"name": "kr", "model": "$MPQ_SHARED/models/stories260K/stories260K.bin",
@@ -18,11 +15,6 @@ cat > "$T/spec.json" <<JSON
 JSON
 TOTAL=$((35 + 35 * 2 + 5 * 2))
 
-dump() { # every stored metric, values printed exactly
-  sqlite3 -separator '|' "$1" "SELECT l.name, m.candidate, m.metric, printf('%.17g', m.value),
-    COALESCE(printf('%.17g', m.stderr), 'NULL'), m.n, m.provenance_json FROM metrics m
-    LEFT JOIN layers l ON l.id = m.layer_id ORDER BY l.name, m.candidate, m.metric"
-}
 check_db() { # integrity, queryable, job listed
   [ "$(sqlite3 "$1" 'PRAGMA integrity_check')" = ok ] || fail "$1: integrity_check"
   "$MPQ" query --db "$1" jobs > "$T/q.txt" || fail "$1: mpq query jobs"

@@ -5,10 +5,7 @@
 # the exit codes of bad input (usage 2, not found 10, infeasible 9).
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
-: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 expect_rc() { # expected-code description command...
   local want=$1 what=$2; shift 2
   set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e

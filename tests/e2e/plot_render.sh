@@ -4,10 +4,7 @@
 # counted by a PNG decoder in python3). Skips the rendering (exit 0, with a message) when
 # chromium or python3 is not installed: tests/deps.sh does not install a browser.
 set -u
-: "${MPQ:?path of the mpq binary}" "${MPQ_SHARED:?path of ../shared}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 model=$MPQ_SHARED/models/stories260K/stories260K.bin
 cat >"$tmp/spec.json" <<J
 {"name": "e2e-plot", "model": "$model", "seed": 1,

@@ -5,12 +5,7 @@
 # unknown job 10, bad budget syntax 2, unknown metric 5.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -u
-: "${MPQ:?set MPQ to the mpq binary}" "${MPQ_SHARED:?set MPQ_SHARED}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
 
 cat > "$T/spec.json" <<JSON
 {"name": "sv", "model": "$MPQ_SHARED/models/stories260K/stories260K.bin",

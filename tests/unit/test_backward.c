@@ -26,6 +26,7 @@
 #include "mpq/mpq_model.h"
 #include "ref_llama.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define M260 "models/stories260K/stories260K.bin"
 #define CALIB_TOK "data/tinystories-calib.tok512.u16"
@@ -468,10 +469,4 @@ static Suite *backward_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(backward_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(backward_suite)

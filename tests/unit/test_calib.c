@@ -341,7 +341,7 @@ START_TEST(test_prefix_reuse_equals_naive) {
     ck_assert_double_eq(mpq_calib_xtx_trace(naive, 0), 0.0);
     mpq_candidate c = cand("int3g32");
     int n_lin = mpq_model_n_linear(g_m);
-    for (int i = 0; i < n_lin; i += 3) {
+    for (int i = 0; i < n_lin; i++) { /* every kind: q/k/v enter at the block, o at wo, FFN at the FFN */
         mpq_calib_result a, b;
         ck_assert_int_eq(mpq_calib_layer(g_cal, i, &c, &a, &err), MPQ_OK);
         ck_assert_int_eq(mpq_calib_layer(naive, i, &c, &b, &err), MPQ_OK);
@@ -359,6 +359,98 @@ START_TEST(test_prefix_reuse_equals_naive) {
         results_equal(&a, &r, "kv k4v2");
     }
     mpq_calib_free(naive);
+}
+END_TEST
+
+START_TEST(test_exec_entry_points) {
+    /* mpq_exec_forward_from_entry / mpq_exec_eval_ref_entry against a full forward, bitwise,
+     * on stories260K with blk.2.attn_o (entry ATTN_O) and blk.3.ffn_gate (entry FFN) quantized;
+     * entering later than allowed (FFN entry with wo of that block quantized) must differ */
+    mpq_err err = {0};
+    const int L = mpq_model_get_config(g_m)->n_layers;
+    const int64_t dim = mpq_model_get_config(g_m)->dim, V = mpq_model_get_config(g_m)->vocab_size;
+    const size_t nlog = (size_t)BB * TT * (size_t)V;
+    mpq_exec *ex = NULL;
+    ck_assert_int_eq(mpq_exec_create(g_m, BB, TT, &ex, &err), MPQ_OK);
+    const mpq_weights *w = mpq_model_get_weights(g_m);
+    mpq_exec_ref *ref = NULL;
+    ck_assert_int_eq(mpq_exec_ref_build(ex, w, NULL, g_tok, NS, TT, true, &ref, &err), MPQ_OK);
+    struct {
+        const char *layer;
+        int block;
+        mpq_exec_entry entry;
+    } cases[] = {{"blk.2.attn_o", 2, MPQ_EXEC_ENTRY_ATTN_O}, {"blk.3.ffn_gate", 3, MPQ_EXEC_ENTRY_FFN}};
+    mpq_candidate c = cand("int2g32");
+    int *in = malloc((size_t)BB * TT * sizeof(int));
+    float *full = malloc(nlog * sizeof(float)), *res = malloc((size_t)BB * TT * (size_t)dim * sizeof(float));
+    ck_assert(in && full && res);
+    for (int s = 0; s < BB; s++) memcpy(in + (size_t)s * TT, g_tok + (size_t)s * (TT + 1), TT * sizeof(int));
+    for (int k = 0; k < 2; k++) {
+        mpq_weights *q = NULL;
+        ck_assert_int_eq(mpq_weights_clone(g_m, &q, &err), MPQ_OK);
+        const mpq_layer_info *li = mpq_model_linear(g_m, mpq_model_find_linear(g_m, cases[k].layer));
+        mpq_quantize_matrix(&c, mpq_weights_linear(q, li), li->rows, li->cols);
+        /* full forward of the first batch */
+        ck_assert_int_eq(mpq_exec_forward(ex, q, NULL, in, BB, TT, &err), MPQ_OK);
+        memcpy(full, mpq_exec_logits(ex), nlog * sizeof(float));
+        /* ATTN_O entry, direct: residual entering the block (from a FP forward of the same batch)
+         * and the stored FP attention output (first batch = sequences 0..BB-1) give the full
+         * forward's logits bitwise; the FFN entry is checked through the evaluation below */
+        const float *a_in = mpq_exec_ref_attn_out(ref, cases[k].block);
+        ck_assert_ptr_nonnull(a_in);
+        if (cases[k].entry == MPQ_EXEC_ENTRY_ATTN_O) {
+            ck_assert_int_eq(mpq_exec_forward(ex, w, NULL, in, BB, TT, &err), MPQ_OK);
+            memcpy(res, mpq_exec_block_input(ex, cases[k].block), (size_t)BB * TT * dim * sizeof(float));
+            ck_assert_int_eq(mpq_exec_forward_from_entry(ex, q, NULL, cases[k].block, cases[k].entry, res, a_in, BB,
+                                                         TT, &err),
+                             MPQ_OK);
+            ck_assert_msg(memcmp(full, mpq_exec_logits(ex), nlog * sizeof(float)) == 0, "%s: logits differ",
+                          cases[k].layer);
+        }
+        /* whole evaluation: entry vs block 0, bitwise */
+        mpq_eval_stats s0 = {0}, s1 = {0};
+        ck_assert_int_eq(mpq_exec_eval_ref(ex, q, NULL, ref, 0, &s0, &err), MPQ_OK);
+        ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, q, NULL, ref, cases[k].block, cases[k].entry, &s1, &err),
+                         MPQ_OK);
+        ck_assert_msg(s0.kl_sum == s1.kl_sum && s0.nll_sum == s1.nll_sum && s0.top1_same == s1.top1_same &&
+                          s0.dnll_sum == s1.dnll_sum,
+                      "%s: kl %.17g vs %.17g", cases[k].layer, s0.kl_sum, s1.kl_sum);
+        ck_assert_msg(s0.kl_sum > 0, "%s int2: KL > 0", cases[k].layer);
+        if (cases[k].entry == MPQ_EXEC_ENTRY_ATTN_O) {
+            /* entering at the FFN skips the quantized wo: the result is the FP one (KL 0) */
+            mpq_eval_stats s2 = {0};
+            ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, q, NULL, ref, cases[k].block, MPQ_EXEC_ENTRY_FFN, &s2, &err),
+                             MPQ_OK);
+            ck_assert_double_eq(s2.kl_sum, 0.0);
+        }
+        mpq_weights_free(q);
+    }
+    /* argument checks */
+    mpq_eval_stats st = {0};
+    ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, w, NULL, ref, L, MPQ_EXEC_ENTRY_FFN, &st, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, w, NULL, ref, -1, MPQ_EXEC_ENTRY_BLOCK, &st, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, w, NULL, ref, 1, (mpq_exec_entry)7, &st, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err.msg, "entry 7"));
+    ck_assert_int_eq(mpq_exec_forward_from_entry(ex, w, NULL, 1, MPQ_EXEC_ENTRY_ATTN_O, res, NULL, BB, TT, &err),
+                     MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_exec_forward_from_entry(ex, w, NULL, L, MPQ_EXEC_ENTRY_FFN, res, NULL, BB, TT, &err),
+                     MPQ_ERR_INVALID);
+    ck_assert_ptr_null(mpq_exec_ref_attn_out(ref, L));
+    ck_assert_ptr_null(mpq_exec_ref_attn_out(NULL, 0));
+    /* a reference without residuals: entries other than block 0 are refused, attn_out NULL */
+    mpq_exec_ref *bare = NULL;
+    ck_assert_int_eq(mpq_exec_ref_build(ex, w, NULL, g_tok, BB, TT, false, &bare, &err), MPQ_OK);
+    ck_assert_ptr_null(mpq_exec_ref_attn_out(bare, 0));
+    ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, w, NULL, bare, 0, MPQ_EXEC_ENTRY_FFN, &st, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_exec_eval_ref_entry(ex, w, NULL, bare, 0, MPQ_EXEC_ENTRY_BLOCK, &st, &err), MPQ_OK);
+    ck_assert_double_eq(st.kl_sum, 0.0); /* FP against itself */
+    ck_assert_double_eq(st.top1, 1.0);
+    mpq_exec_ref_free(bare);
+    free(in);
+    free(full);
+    free(res);
+    mpq_exec_ref_free(ref);
+    mpq_exec_free(ex);
 }
 END_TEST
 
@@ -597,6 +689,7 @@ static Suite *calib_suite(void) {
     tcase_add_test(tc, test_weight_and_act_error_direct);
     tcase_add_test(tc, test_monotone_and_table);
     tcase_add_test(tc, test_prefix_reuse_equals_naive);
+    tcase_add_test(tc, test_exec_entry_points);
     tcase_add_test(tc, test_determinism_aba);
     tcase_add_test(tc, test_dloss_matches_full_eval);
     tcase_add_test(tc, test_kv);

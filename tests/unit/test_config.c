@@ -11,6 +11,7 @@
 
 #include "mpq/mpq_config.h"
 #include "test_util.h"
+#include "test_main.h"
 
 /* stats are sums/ratios of < 1e7 integers in double: exact to ~1e-15 relative; 1e-9 is safe */
 #define STAT_TOL 1e-9
@@ -390,10 +391,4 @@ static Suite *config_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TEST_MAIN(config_suite)

@@ -7,6 +7,7 @@
 
 #include "mpq/mpq_data.h"
 #include "test_util.h"
+#include "test_main.h"
 
 static mpq_tokenizer *tok512(void) {
     mpq_tokenizer *t = NULL;
@@ -186,10 +187,4 @@ Suite *data_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(data_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
-}
+TEST_MAIN(data_suite)

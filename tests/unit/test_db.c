@@ -21,6 +21,7 @@
 #include "mpq/mpq.h"
 #include "mpq/mpq_db.h"
 #include "test_util.h"
+#include "test_main.h"
 
 /* Test hook in db/db.c: raw SQL on a file, bypassing mpq (to build hostile files). */
 mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err);
@@ -899,10 +900,4 @@ static Suite *db_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(db_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(db_suite)

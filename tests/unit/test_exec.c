@@ -16,6 +16,7 @@
 #include "exec/exec_kernels.h"
 #include "mpq/mpq_quant.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define M260 "models/stories260K/stories260K.bin"
 #define MSOTU "models/sotu-2.7M/sotu-2.7M.bin"
@@ -895,10 +896,4 @@ static Suite *exec_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(exec_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(exec_suite)

@@ -19,6 +19,7 @@
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_export.h"
 #include "test_util.h"
+#include "test_main.h"
 
 static mpq_model *g_model;
 
@@ -535,10 +536,4 @@ static Suite *export_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(export_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(export_suite)

@@ -23,6 +23,7 @@
 #include "mpq/mpq_quant.h"
 #include "ref_llama.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define M260 "models/stories260K/stories260K.bin"
 #define CALIB_TOK "data/tinystories-calib.tok512.u16"
@@ -372,11 +373,7 @@ static Suite *hessian_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(hessian_suite());
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int nf = test_run_suite(hessian_suite(), true);
     free(H);
     free(evals);
     mpq_model_free(tiny);

@@ -82,6 +82,20 @@ START_TEST(test_defaults) {
     ck_assert_str_eq(s2->canonical_json, s->canonical_json);
     ck_assert_str_eq(s2->sha256, s->sha256);
     mpq_job_spec_free(s2);
+    /* threads: default 1, left out of the canonical text (older specs keep their hash) */
+    ck_assert_int_eq(s->threads, 1);
+    ck_assert_ptr_null(strstr(s->canonical_json, "threads"));
+    mpq_job_spec_free(s);
+    ck_assert_msg(parse("{\"name\":\"a\",\"model\":\"@M\",\"threads\":2,\"calibration\":{\"data\":\"@D\"},"
+                        "\"candidates\":[\"int4g32\",\"fp8e4m3c\"]}",
+                        &s, &err) == MPQ_OK,
+                  "%s", err.msg);
+    ck_assert_int_eq(s->threads, 2);
+    ck_assert_ptr_nonnull(strstr(s->canonical_json, "\"seed\":1,\"threads\":2,\"calibration\""));
+    ck_assert_msg(mpq_job_spec_parse(s->canonical_json, "c", &s2, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(s2->threads, 2);
+    ck_assert_str_eq(s2->sha256, s->sha256); /* fixed point with threads too */
+    mpq_job_spec_free(s2);
     mpq_job_spec_free(s);
 }
 END_TEST
@@ -123,6 +137,14 @@ static const struct {
     const char *needle;
 } hostile[] = {
     {"", MPQ_ERR_FORMAT, "not valid JSON"},
+    {"{\"name\":\"a\",\"model\":\"@M\",\"threads\":0,\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"]}",
+     MPQ_ERR_INVALID, "job.json: threads: expected a positive integer, got 0"},
+    {"{\"name\":\"a\",\"model\":\"@M\",\"threads\":1.5,\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"]}",
+     MPQ_ERR_INVALID, "job.json: threads: expected a positive integer, got number 1.5"},
+    {"{\"name\":\"a\",\"model\":\"@M\",\"threads\":\"2\",\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"]}",
+     MPQ_ERR_INVALID, "job.json: threads: expected a positive integer, got string"},
+    {"{\"name\":\"a\",\"model\":\"@M\",\"threads\":2000,\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"]}",
+     MPQ_ERR_INVALID, "job.json: threads: expected a positive integer <= 1024, got 2000"},
     {"{\"name\":\"a\",", MPQ_ERR_FORMAT, "not valid JSON"},
     {"[1,2]", MPQ_ERR_INVALID, "top level"},
     {"{\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},\"candidates\":[\"int4g32\"]}", MPQ_ERR_INVALID,

@@ -19,6 +19,7 @@
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define MODEL "models/stories260K/stories260K.bin"
 #define CALIB "data/tinystories-calib.tok512.u16"
@@ -528,10 +529,4 @@ static Suite *job_hessian_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(job_hessian_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(job_hessian_suite)

@@ -13,6 +13,7 @@
 #include "mpq/mpq_job.h"
 #include "mpq/mpq_kvsearch.h"
 #include "test_util.h"
+#include "test_main.h"
 
 static char g_dir[512];
 static char g_db[600];
@@ -501,10 +502,4 @@ static Suite *kvsearch_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(kvsearch_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TEST_MAIN(kvsearch_suite)

@@ -8,6 +8,7 @@
 
 #include "mpq/mpq_model.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define STORIES "models/stories260K/stories260K.bin"
 
@@ -605,10 +606,4 @@ Suite *model_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(model_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
-}
+TEST_MAIN(model_suite)

@@ -16,6 +16,7 @@
 #include "mpq/mpq_export.h"
 #include "mpq/mpq_plot.h"
 #include "test_util.h"
+#include "test_main.h"
 
 /* Well-formed enough: one root, balanced and properly nested tags, quoted attributes, no raw
  * '<' or stray '&' in text. Returns the number of elements, -1 on error. */
@@ -351,10 +352,4 @@ static Suite *plot_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(plot_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(plot_suite)

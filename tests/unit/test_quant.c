@@ -13,6 +13,7 @@
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "test_util.h"
+#include "test_main.h"
 
 /* Bits/bytes are ratios of small integers computed in double: exact to ~1 ulp of the value
  * (< 1e-14 for values below 64), so 1e-12 is a safe tolerance. */
@@ -598,10 +599,4 @@ static Suite *quant_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(quant_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TEST_MAIN(quant_suite)

@@ -15,6 +15,7 @@
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_solve.h"
 #include "test_util.h"
+#include "test_main.h"
 
 #define JOB "tiny"
 static char g_db[4200];
@@ -501,10 +502,4 @@ static Suite *solve_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(solve_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TEST_MAIN(solve_suite)

@@ -1,6 +1,6 @@
 /* test_solvers.c - solvers: ILP (GLPK), exact DP (both engines) and exact Pareto frontier
  * against brute force on hundreds of random small instances (budgets, pins, masks, ties,
- * infeasible budgets); monotone smoothing; hull vs exact frontier; knee rule on a known
+ * infeasible budgets); LP-based reduced-cost fixing of the ILP; monotone smoothing; hull vs exact frontier; knee rule on a known
  * curve; water-filling vs its closed form; SAQ segment DP vs brute force; hostile inputs;
  * and the whole chain on the real stories260K layers (fake-quantization errors as losses). */
 #include <check.h>
@@ -15,6 +15,7 @@
 #include "mpq/mpq_quant.h"
 #include "mpq/mpq_solvers.h"
 #include "test_util.h"
+#include "../../solvers/solvers_internal.h"
 
 /* fixed-seed PRNG (splitmix64) */
 static uint64_t rng_state;
@@ -175,6 +176,148 @@ START_TEST(test_random_vs_brute) {
     ck_assert_int_gt(n_feasible, 150);
     ck_assert_int_gt(n_infeasible, 20);
     ck_assert_int_gt(n_dp, 150);
+}
+END_TEST
+
+/* LP-based reduced-cost fixing (solv_ilp_fix in ilp_glpk.c) on random instances: every option
+ * of the brute-force optimum is kept, the problem restricted to the kept options has the same
+ * optimum, the Lagrangian bound and the incumbent bracket the optimum, and the ILP gives the
+ * same optimum with and without fixing. */
+START_TEST(test_ilp_fixing) {
+    rng_state = 31337;
+    int n_feasible = 0, n_removed = 0, n_all_fixed = 0;
+    for (int t = 0; t < 400; t++) {
+        int R = 0;
+        mpq_problem *p = random_problem(&R);
+        int n = mpq_problem_n_items(p), omax = 4;
+        mpq_solve_opts opts = mpq_solve_opts_default();
+        opts.smooth = rng_int(0, 1);
+        mpq_err err = {0};
+        mpq_solution *sb = NULL, *sf = NULL, *sn = NULL, *sr = NULL;
+        mpq_status stb = mpq_solve_brute(p, &opts, &sb, &err);
+        ck_assert(stb == MPQ_OK || stb == MPQ_ERR_INFEASIBLE);
+        /* ILP with and without fixing */
+        solv_ilp_info info_f, info_n;
+        ck_assert_int_eq(solv_ilp_solve(p, &opts, true, &sf, &info_f, &err), stb);
+        ck_assert_int_eq(solv_ilp_solve(p, &opts, false, &sn, &info_n, &err), stb);
+        /* the fixing step itself */
+        double *eff = NULL;
+        ck_assert_int_eq(solv_effective_losses(p, opts.smooth, &eff, &err), MPQ_OK);
+        unsigned char keep[6 * 4];
+        int inc[6];
+        solv_ilp_info info;
+        ck_assert_int_le(n, 6);
+        ck_assert_int_le(p->n_opt_max, omax);
+        ck_assert_int_eq(solv_ilp_fix(p, &opts, eff, keep, inc, &info, &err), MPQ_OK);
+        if (stb == MPQ_OK) {
+            n_feasible++;
+            /* tolerance as in test_random_vs_brute: ILP 1e-9 (GLPK's pruning tolerance),
+             * exact sums of the same options 1e-13 (2 n eps sum|L| <= 1.6e-14) */
+            ck_assert_double_eq_tol(sf->total_loss, sb->total_loss, 1e-9);
+            ck_assert_double_eq_tol(sn->total_loss, sb->total_loss, 1e-9);
+            ck_assert_int_eq(sf->status, MPQ_SOLVE_OPTIMAL);
+            ck_assert(sf->bound <= sb->total_loss + 1e-9);
+            ck_assert_int_eq(info_n.n_cols, info_n.n_cols_full); /* no fixing: the plain model */
+            ck_assert_int_le(info_f.n_cols, info_f.n_cols_full);
+            /* feasible instances always get an incumbent (greedy or Lagrangian choice, or
+             * without one no fixing at all) and Z <= OPT <= incumbent */
+            ck_assert(info.lagr_bound <= sb->total_loss + 1e-13);
+            if (isfinite(info.incumbent)) ck_assert(info.incumbent >= sb->total_loss - 1e-13);
+            for (int i = 0; i < n; i++)
+                ck_assert_msg(keep[i * p->n_opt_max + sb->choice[i]], "instance %d: optimal option of item %d removed",
+                              t, i);
+            /* restrict the problem to the kept options: same optimum (unsmoothed only: the
+             * smoothed losses depend on the allowed set) */
+            int removed = 0, left = 0;
+            for (int i = 0; i < n; i++) {
+                int k = 0;
+                for (int o = 0; o < mpq_problem_n_options(p, i); o++) {
+                    if (!mpq_problem_allowed(p, i, o)) continue;
+                    if (keep[i * p->n_opt_max + o]) {
+                        k++;
+                    } else {
+                        removed++;
+                        ck_assert_int_eq(mpq_problem_set_allowed(p, i, o, false, &err), MPQ_OK);
+                    }
+                }
+                left += k > 1;
+            }
+            n_removed += removed;
+            n_all_fixed += left == 0;
+            if (!opts.smooth) {
+                ck_assert_int_eq(mpq_solve_brute(p, &opts, &sr, &err), MPQ_OK);
+                ck_assert_double_eq_tol(sr->total_loss, sb->total_loss, 1e-13);
+            }
+        } else {
+            ck_assert(!isfinite(info.incumbent));
+        }
+        free(eff);
+        mpq_solution_free(sb);
+        mpq_solution_free(sf);
+        mpq_solution_free(sn);
+        mpq_solution_free(sr);
+        mpq_problem_free(p);
+    }
+    /* not vacuous: fixing removes options, and often settles whole instances */
+    ck_assert_int_gt(n_feasible, 150);
+    ck_assert_int_gt(n_removed, 200);
+    ck_assert_int_gt(n_all_fixed, 20);
+}
+END_TEST
+
+/* Budget tightening (ilp_glpk.c): one integral budget whose option costs differ by multiples
+ * of 3 within each item (item offsets arbitrary), so the budget rounds down to the lattice of
+ * reachable costs; ILP with fixing = ILP without = brute force, and the tightened budget is
+ * met by the brute-force optimum. */
+START_TEST(test_ilp_tighten) {
+    rng_state = 4242;
+    int n_tight = 0, n_ok = 0;
+    for (int t = 0; t < 300; t++) {
+        mpq_err err = {0};
+        mpq_problem *p = NULL;
+        int n = rng_int(2, 6), no = rng_int(2, 4);
+        ck_assert_int_eq(mpq_problem_create(n, no, 1, &p, &err), MPQ_OK);
+        double lo = 0, hi = 0;
+        for (int i = 0; i < n; i++) {
+            int off = rng_int(0, 7), mn = 1000, mx = 0;
+            for (int o = 0; o < no; o++) {
+                int c = off + 3 * rng_int(0, 5);
+                if (c < mn) mn = c;
+                if (c > mx) mx = c;
+                ck_assert_int_eq(mpq_problem_set_cost(p, 0, i, o, c, &err), MPQ_OK);
+                ck_assert_int_eq(mpq_problem_set_loss(p, i, o, rng_int(0, 64) / 64.0 + 1.0 / (1 + c), &err), MPQ_OK);
+            }
+            lo += mn;
+            hi += mx;
+        }
+        ck_assert_int_eq(mpq_problem_set_budget(p, 0, floor(lo + rng_unif() * (hi - lo)), &err), MPQ_OK);
+        mpq_solve_opts opts = mpq_solve_opts_default();
+        opts.smooth = rng_int(0, 1);
+        mpq_solution *sb = NULL, *sf = NULL, *sn = NULL;
+        solv_ilp_info info;
+        ck_assert_int_eq(mpq_solve_brute(p, &opts, &sb, &err), MPQ_OK);
+        ck_assert_int_eq(solv_ilp_solve(p, &opts, true, &sf, &info, &err), MPQ_OK);
+        ck_assert_int_eq(solv_ilp_solve(p, &opts, false, &sn, NULL, &err), MPQ_OK);
+        /* tolerance 1e-9: GLPK's pruning tolerance (see test_random_vs_brute) */
+        ck_assert_double_eq_tol(sf->total_loss, sb->total_loss, 1e-9);
+        ck_assert_double_eq_tol(sn->total_loss, sb->total_loss, 1e-9);
+        ck_assert_int_eq(sf->status, MPQ_SOLVE_OPTIMAL);
+        ck_assert(sf->bound <= sb->total_loss + 1e-9);
+        ck_assert(info.lagr_bound <= sb->total_loss + 1e-13);
+        if (info.tight_res >= 0) {
+            n_tight++;
+            ck_assert(info.tight_budget < mpq_problem_budget(p, 0));
+            if (sb->total_cost[0] <= info.tight_budget) n_ok++;
+        }
+        mpq_solution_free(sb);
+        mpq_solution_free(sf);
+        mpq_solution_free(sn);
+        mpq_problem_free(p);
+    }
+    ck_assert_int_gt(n_tight, 30);
+    /* every optimal assignment survives fixing (only options strictly worse than the
+     * incumbent go), so the brute-force optimum meets the tightened budget */
+    ck_assert_int_eq(n_ok, n_tight);
 }
 END_TEST
 
@@ -604,6 +747,8 @@ static Suite *solvers_suite(void) {
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_random_vs_brute);
+    tcase_add_test(tc, test_ilp_fixing);
+    tcase_add_test(tc, test_ilp_tighten);
     tcase_add_test(tc, test_smoothing);
     tcase_add_test(tc, test_knee_and_hull);
     tcase_add_test(tc, test_waterfill);

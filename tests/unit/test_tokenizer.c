@@ -9,6 +9,7 @@
 
 #include "mpq/mpq_tokenizer.h"
 #include "test_util.h"
+#include "test_main.h"
 
 static mpq_tokenizer *load_tok(const char *rel, int vocab) {
     mpq_tokenizer *t = NULL;
@@ -213,10 +214,4 @@ Suite *tokenizer_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(tokenizer_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
-}
+TEST_MAIN(tokenizer_suite)

@@ -5,6 +5,7 @@
 
 #include "mpq/mpq.h"
 #include "test_util.h"
+#include "test_main.h"
 
 START_TEST(test_sha256_vectors) {
     char out[65];
@@ -62,10 +63,4 @@ static Suite *util_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(util_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
-}
+TEST_MAIN(util_suite)
