@@ -8,21 +8,27 @@
  */
 #include "mpq/mpq_job.h"
 
-#include <cblas.h> /* OpenBLAS: openblas_set_num_threads / openblas_get_num_threads */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mpq/mpq_calib.h"
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_tokenizer.h"
 
 #include "job_hessian.h"
+
+int mpq_job_default_workers(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
 
 mpq_job_opts mpq_job_opts_default(void) {
     mpq_job_opts o;
@@ -374,7 +380,6 @@ static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
               cJSON_AddNumberToObject(o, "n_seqs", s->calib.n_seqs) &&
               cJSON_AddNumberToObject(o, "seq_len", s->calib.seq_len) &&
               cJSON_AddNumberToObject(o, "batch", s->calib.batch) &&
-              cJSON_AddNumberToObject(o, "threads", s->threads) &&
               cJSON_AddStringToObject(o, "data_sha256", mpq_data_sha256(c->calib)) &&
               cJSON_AddStringToObject(o, "model_sha256", c->model_sha) &&
               cJSON_AddStringToObject(o, "mpq_version", mpq_version());
@@ -426,7 +431,7 @@ static mpq_status hessian_row(void *user, cJSON *prov, int64_t layer_id, const c
 
 /* Computes one unit's rows (no database access, except the hessian stage's trace chunks,
  * which write their running-sum artifact idempotently before the unit commits). */
-static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
+static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
     const mpq_job_spec *s = c->spec;
     mpq_status st = MPQ_OK;
     cJSON *prov = provenance_base(c, u->stage);
@@ -437,7 +442,7 @@ static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, 
         for (int k = 0; k < s->n_candidates && st == MPQ_OK; k++) {
             mpq_calib_weight_stats we;
             const char *cn = s->candidates[k];
-            if ((st = mpq_calib_weight_error(c->cal, u->linear_index, &c->cands[k], &we, err)) != MPQ_OK) break;
+            if ((st = mpq_calib_weight_error(cal, u->linear_index, &c->cands[k], &we, err)) != MPQ_OK) break;
             int64_t np = mpq_model_linear(c->model, u->linear_index)->n_params;
             if ((st = add_row(r, prov, lid, cn, "weight_sse", we.sse, NAN, np, err)) != MPQ_OK ||
                 (st = add_row(r, prov, lid, cn, "weight_rel", we.rel, NAN, np, err)) != MPQ_OK ||
@@ -446,12 +451,12 @@ static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, 
                 break;
         }
         if (st == MPQ_OK)
-            st = add_row(r, prov, lid, "", "xtx_trace", mpq_calib_xtx_trace(c->cal, u->linear_index), NAN, ntok, err);
+            st = add_row(r, prov, lid, "", "xtx_trace", mpq_calib_xtx_trace(cal, u->linear_index), NAN, ntok, err);
     } else if (u->stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
         int64_t lid = c->layer_ids[u->linear_index];
         const char *cn = s->candidates[u->option];
         mpq_calib_result res;
-        if ((st = mpq_calib_layer(c->cal, u->linear_index, &c->cands[u->option], &res, err)) == MPQ_OK &&
+        if ((st = mpq_calib_layer(cal, u->linear_index, &c->cands[u->option], &res, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
             st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
@@ -466,7 +471,7 @@ static mpq_status compute_unit(run_ctx *c, const mpq_job_unit *u, unit_rows *r, 
         int64_t lid = c->layer_ids[nl + u->block];
         const char *pn = s->kv_pairs[u->option];
         mpq_calib_result res;
-        if ((st = mpq_calib_kv(c->cal, u->block, c->pairs[u->option], &res, err)) == MPQ_OK &&
+        if ((st = mpq_calib_kv(cal, u->block, c->pairs[u->option], &res, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_top1", res.top1, res.top1_se, res.n_seqs, err)) == MPQ_OK)
@@ -485,73 +490,265 @@ static bool should_stop(const run_ctx *c) {
     return mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done >= c->opts.max_units);
 }
 
-/* Runs the pending units of one stage. *stopped set when a stop was requested. */
-static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, unit_rows *rows,
-                            bool *stopped, mpq_err *err) {
-    const char *sname = mpq_job_stage_name(stage);
-    mpq_db_unit *pend = NULL;
-    int n_pend = 0;
-    int64_t done = 0, total = 0;
+/* ---- workers ----------------------------------------------------------------------------
+ * Units are computed by n_workers threads, each with its own mpq_calib fork (executor,
+ * weight clone, scratch); the FP reference is shared read-only. Only this thread touches the
+ * database: it marks a unit started when it lets the workers have it, and commits results in
+ * the order of the pending list. A unit's numbers depend only on the unit (BLAS runs one
+ * thread, see mpq_blas_threads, and every unit runs the same batches), so the worker count
+ * changes speed, never the stored numbers. At most n_workers units are in flight; a stop
+ * request lets the units in flight finish and commits them. The hessian stage runs on this
+ * thread, in order: its chunks continue one running estimate. */
+
+typedef struct work_item {
+    const mpq_job_unit *u;
+    unit_rows *rows; /* allocated when handed out, freed after the commit */
     mpq_status st;
-    if ((st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK) return st;
-    if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) return st;
-    double t0 = mpq_time_now();
-    int64_t stage_run = 0;
-    mpq_job_progress p = {.event = MPQ_JOB_EVENT_STAGE_START, .job = c->spec->name, .stage = sname,
-                          .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
-                          .stage_total = total, .run_done = c->run_done, .eta_seconds = -1};
-    emit(c, &p);
+    mpq_err err;
+    bool ready;
+} work_item;
+
+typedef struct pool pool;
+
+typedef struct worker_arg {
+    pool *p;
+    int index;
+} worker_arg;
+
+struct pool {
+    run_ctx *c;
+    work_item *items;
+    int n_items, next, allowed; /* next item to take; items below `allowed` may be taken */
+    bool quit;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    mpq_calib **cals; /* (n_workers) cals[0] = c->cal, the others forks of it */
+    worker_arg *args;
+    pthread_t *threads;
+    int n_workers, n_started;
+};
+
+static void *worker_main(void *arg) {
+    pool *p = ((worker_arg *)arg)->p;
+    mpq_calib *cal = p->cals[((worker_arg *)arg)->index];
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->next >= p->allowed) pthread_cond_wait(&p->cv_work, &p->mu);
+        if (p->quit) break;
+        work_item *it = &p->items[p->next++];
+        pthread_mutex_unlock(&p->mu);
+        it->st = compute_unit(p->c, cal, it->u, it->rows, &it->err);
+        pthread_mutex_lock(&p->mu);
+        it->ready = true;
+        pthread_cond_broadcast(&p->cv_done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Stops and joins the workers (each finishes the unit it holds), frees forks and rows. */
+static void pool_stop(pool *p) {
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_started; i++) pthread_join(p->threads[i], NULL);
+    for (int i = 1; p->cals && i < p->n_workers; i++) mpq_calib_free(p->cals[i]);
+    for (int i = 0; p->items && i < p->n_items; i++)
+        if (p->items[i].rows) {
+            rows_free(p->items[i].rows);
+            free(p->items[i].rows);
+        }
+    free(p->items);
+    free(p->cals);
+    free(p->args);
+    free(p->threads);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+}
+
+/* Forks c->cal for workers 2..n and starts the threads; pool_stop undoes a partial start. */
+static mpq_status pool_start(pool *p, run_ctx *c, const mpq_job_unit **us, int n_items, mpq_err *err) {
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    p->n_workers = c->opts.n_workers < n_items ? c->opts.n_workers : n_items;
+    if (p->n_workers < 1) p->n_workers = 1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    p->n_items = n_items;
+    p->items = mpq_calloc(n_items > 0 ? (size_t)n_items : 1, sizeof *p->items);
+    p->cals = mpq_calloc((size_t)p->n_workers, sizeof *p->cals);
+    p->args = mpq_calloc((size_t)p->n_workers, sizeof *p->args);
+    p->threads = mpq_calloc((size_t)p->n_workers, sizeof *p->threads);
+    if (!p->items || !p->cals || !p->args || !p->threads)
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d workers", p->n_workers);
+    for (int i = 0; i < n_items; i++) p->items[i].u = us[i];
+    p->cals[0] = c->cal;
+    mpq_status st;
+    for (int i = 1; i < p->n_workers; i++)
+        if ((st = mpq_calib_fork(c->cal, &p->cals[i], err)) != MPQ_OK) {
+            mpq_err_prefix(err, "worker %d of %d", i + 1, p->n_workers);
+            return st;
+        }
+    for (int i = 0; i < p->n_workers; i++) {
+        p->args[i] = (worker_arg){.p = p, .index = i};
+        int rc = pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]);
+        if (rc != 0) return mpq_err_set(err, MPQ_ERR_NOMEM, "cannot start worker thread %d: %s", i + 1, strerror(rc));
+        p->n_started++;
+    }
+    return MPQ_OK;
+}
+
+/* Hands the workers pending units up to i + n_workers, marking each started; stops
+ * handing out once a stop was requested or max_units commits would be exceeded. */
+static mpq_status pool_feed(pool *p, const mpq_db_unit *pend, int i, bool *stopping, mpq_err *err) {
+    run_ctx *c = p->c;
+    const int window = p->n_workers; /* one unit per worker: a stop request is honoured promptly */
+    while (!*stopping && p->allowed < p->n_items && p->allowed < i + window) {
+        int in_flight = p->allowed - i;
+        if (mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done + in_flight >= c->opts.max_units)) {
+            *stopping = true;
+            break;
+        }
+        work_item *it = &p->items[p->allowed];
+        if (!(it->rows = calloc(1, sizeof *it->rows)))
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit results");
+        mpq_status st = mpq_db_unit_start(c->db, pend[p->allowed].id, err);
+        if (st != MPQ_OK) return st;
+        pthread_mutex_lock(&p->mu);
+        p->allowed++;
+        pthread_cond_broadcast(&p->cv_work);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return MPQ_OK;
+}
+
+/* Stores one computed unit (rows + done mark, or the failure) and reports progress. */
+static mpq_status finish_unit(run_ctx *c, const char *sname, int64_t unit_id, const mpq_job_unit *u, mpq_status ust,
+                              unit_rows *rows, mpq_err *uerr, mpq_job_progress *p, mpq_err *err) {
+    mpq_status st;
+    if (ust == MPQ_OK) {
+        st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err);
+        rows_free(rows);
+        if (st != MPQ_OK) return st;
+        p->stage_done++;
+        c->run_done++;
+        p->event = MPQ_JOB_EVENT_UNIT_DONE;
+        p->message = NULL;
+    } else {
+        mpq_err_prefix(uerr, "unit %s/%s", sname, u->key);
+        if ((st = mpq_db_unit_fail(c->db, unit_id, uerr->msg, err)) != MPQ_OK) return st;
+        if (c->n_failed++ == 0) {
+            c->first_fail = ust;
+            snprintf(c->first_fail_msg, sizeof c->first_fail_msg, "%s", uerr->msg);
+        }
+        p->event = MPQ_JOB_EVENT_UNIT_FAILED;
+        p->message = uerr->msg;
+    }
+    return MPQ_OK;
+}
+
+/* Progress after a unit: rate over the units this run committed in the stage. */
+static void progress_emit(run_ctx *c, mpq_job_progress *p, const mpq_job_unit *u, int64_t stage_start_done,
+                          double t0) {
+    double el = mpq_time_now() - t0;
+    int64_t stage_run = p->stage_done - stage_start_done;
+    p->run_done = c->run_done;
+    p->seconds = el;
+    p->rate = el > 0 && stage_run > 0 ? (double)stage_run / el : 0;
+    p->eta_seconds = p->rate > 0 ? (double)(p->stage_total - p->stage_done) / p->rate : -1;
+    p->unit_key = u->key;
+    emit(c, p);
+}
+
+/* The hessian stage: unit by unit on this thread. */
+static mpq_status run_inline(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
+                             int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err) {
+    const int64_t start_done = p->stage_done;
+    unit_rows *rows = calloc(1, sizeof *rows);
+    mpq_status st = MPQ_OK;
+    if (!rows) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit results");
     for (int i = 0; i < n_pend; i++) {
         if (should_stop(c)) {
             *stopped = true;
             break;
         }
-        const mpq_job_unit *u = find_unit(c, stage, pend[i].key);
-        if (!u) { /* a unit of another spec shape cannot exist: the spec hash matched */
-            st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
-                             c->spec->name, sname, pend[i].key);
-            break;
-        }
         if ((st = mpq_db_unit_start(c->db, pend[i].id, err)) != MPQ_OK) break;
         mpq_err uerr = {0};
-        mpq_status ust = compute_unit(c, u, rows, &uerr);
-        if (ust == MPQ_OK) {
-            st = mpq_db_unit_commit(c->db, pend[i].id, rows->rows, rows->n, err);
-            rows_free(rows);
-            if (st != MPQ_OK) break;
-            done++;
-            stage_run++;
-            c->run_done++;
-            p.event = MPQ_JOB_EVENT_UNIT_DONE;
-            p.message = NULL;
-        } else {
-            mpq_err_prefix(&uerr, "unit %s/%s", sname, u->key);
-            if ((st = mpq_db_unit_fail(c->db, pend[i].id, uerr.msg, err)) != MPQ_OK) break;
-            if (c->n_failed++ == 0) {
-                c->first_fail = ust;
-                snprintf(c->first_fail_msg, sizeof c->first_fail_msg, "%s", uerr.msg);
-            }
-            p.event = MPQ_JOB_EVENT_UNIT_FAILED;
-            p.message = uerr.msg;
-        }
-        double el = mpq_time_now() - t0;
-        p.stage_done = done;
-        p.run_done = c->run_done;
-        p.seconds = el;
-        p.rate = el > 0 && stage_run > 0 ? (double)stage_run / el : 0;
-        p.eta_seconds = p.rate > 0 ? (double)(total - done) / p.rate : -1;
-        p.unit_key = u->key;
-        emit(c, &p);
+        mpq_status ust = compute_unit(c, c->cal, us[i], rows, &uerr);
+        if ((st = finish_unit(c, sname, pend[i].id, us[i], ust, rows, &uerr, p, err)) != MPQ_OK) break;
+        progress_emit(c, p, us[i], start_done, t0);
     }
-    free(pend);
-    if (st != MPQ_OK) return st;
+    free(rows);
+    return st;
+}
+
+/* Any other stage: units computed by the worker pool, committed here in order. */
+static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
+                           int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err) {
+    const int64_t start_done = p->stage_done;
+    pool pl;
+    bool stopping = false;
+    mpq_status st = pool_start(&pl, c, us, n_pend, err);
+    for (int i = 0; i < n_pend && st == MPQ_OK; i++) {
+        if ((st = pool_feed(&pl, pend, i, &stopping, err)) != MPQ_OK) break;
+        if (i >= pl.allowed) break; /* nothing more handed out: a stop was requested */
+        work_item *it = &pl.items[i];
+        pthread_mutex_lock(&pl.mu);
+        while (!it->ready) pthread_cond_wait(&pl.cv_done, &pl.mu);
+        pthread_mutex_unlock(&pl.mu);
+        if ((st = finish_unit(c, sname, pend[i].id, us[i], it->st, it->rows, &it->err, p, err)) != MPQ_OK) break;
+        free(it->rows);
+        it->rows = NULL;
+        progress_emit(c, p, us[i], start_done, t0);
+    }
+    if (stopping && st == MPQ_OK) *stopped = true;
+    pool_stop(&pl);
+    return st;
+}
+
+/* Runs the pending units of one stage. *stopped set when a stop was requested. */
+static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, bool *stopped,
+                            mpq_err *err) {
+    const char *sname = mpq_job_stage_name(stage);
+    mpq_db_unit *pend = NULL;
+    const mpq_job_unit **us = NULL;
+    int n_pend = 0;
+    int64_t done = 0, total = 0;
+    mpq_status st;
+    if ((st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK) return st;
+    if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) return st;
+    if (!(us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us))) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_pend; i++)
+        if (!(us[i] = find_unit(c, stage, pend[i].key))) { /* cannot happen when the spec hash matched */
+            st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
+                             c->spec->name, sname, pend[i].key);
+            goto done;
+        }
+    double t0 = mpq_time_now();
+    mpq_job_progress p = {.event = MPQ_JOB_EVENT_STAGE_START, .job = c->spec->name, .stage = sname,
+                          .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
+                          .stage_total = total, .run_done = c->run_done, .eta_seconds = -1};
+    emit(c, &p);
+    if (stage == MPQ_JOB_STAGE_HESSIAN || n_pend == 0)
+        st = run_inline(c, sname, pend, us, n_pend, &p, t0, stopped, err);
+    else
+        st = run_pool(c, sname, pend, us, n_pend, &p, t0, stopped, err);
+    if (st != MPQ_OK) goto done;
     p.event = MPQ_JOB_EVENT_STAGE_END;
-    p.stage_done = done;
     p.seconds = mpq_time_now() - t0;
     p.unit_key = NULL;
     p.message = NULL;
     emit(c, &p);
-    return MPQ_OK;
+done:
+    free(us);
+    free(pend);
+    return st;
 }
 
 static void ctx_free(run_ctx *c) {
@@ -576,7 +773,7 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     c.db = db;
     c.spec = spec;
     c.opts = opts ? *opts : mpq_job_opts_default();
-    unit_rows *rows = NULL;
+    if (c.opts.n_workers <= 0) c.opts.n_workers = mpq_job_default_workers();
     mpq_status st;
     bool running = false;
     if ((st = load_inputs(&c, err)) != MPQ_OK) goto done;
@@ -623,16 +820,12 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
                               .eta_seconds = -1};
         emit(&c, &p);
     }
-    if (!(rows = calloc(1, sizeof *rows))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-        goto done;
-    }
     int n_stages = 0, idx = 0;
     for (int s = 0; s < MPQ_JOB_N_STAGES; s++) n_stages += spec->stages[s];
     bool stopped = false;
     for (int s = 0; s < MPQ_JOB_N_STAGES && !stopped; s++) {
         if (!spec->stages[s]) continue;
-        if ((st = run_stage(&c, (mpq_job_stage)s, ++idx, n_stages, rows, &stopped, err)) != MPQ_OK) goto done;
+        if ((st = run_stage(&c, (mpq_job_stage)s, ++idx, n_stages, &stopped, err)) != MPQ_OK) goto done;
     }
     if ((st = mpq_db_units_count(db, c.job_id, NULL, &n_done, &n_total, NULL, err)) != MPQ_OK) goto done;
     if (stopped) {
@@ -655,30 +848,33 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     }
 done:
     if (running && st != MPQ_OK) mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
-    free(rows);
     ctx_free(&c);
     return st;
 }
 
-/* Runs the job with OpenBLAS set to the spec's thread count (which fixes the summation order
- * of the BLAS products, see "threads" in mpq_job.h) and restores the previous count. */
-static mpq_status run_job_threads(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
-                                  mpq_err *err) {
-    int prev = openblas_get_num_threads();
-    openblas_set_num_threads(spec->threads >= 1 ? spec->threads : 1);
-    mpq_status st = run_job(db, spec, opts, job_id, err);
-    openblas_set_num_threads(prev);
-    return st;
+/* Stored numbers must not depend on the BLAS thread count (mpq.h, "BLAS threads"). */
+static mpq_status check_blas(mpq_err *err) {
+    int n = mpq_blas_threads();
+    if (n != 1)
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "OpenBLAS runs %d threads: stored numbers would depend on the thread count; call "
+                           "mpq_blas_set_threads(1) at start-up (the mpq CLI does) and use workers for parallelism",
+                           n);
+    return MPQ_OK;
 }
 
 mpq_status mpq_job_run(mpq_db *db, const mpq_job_spec *spec, const mpq_job_opts *opts, int64_t *job_id,
                        mpq_err *err) {
     if (!db || !spec) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_run: NULL argument");
-    return run_job_threads(db, spec, opts, job_id, err);
+    mpq_status bst = check_blas(err);
+    if (bst != MPQ_OK) return bst;
+    return run_job(db, spec, opts, job_id, err);
 }
 
 mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts, mpq_err *err) {
     if (!db || !job) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_resume: NULL argument");
+    mpq_status bst = check_blas(err);
+    if (bst != MPQ_OK) return bst;
     mpq_db_job j;
     char *text = NULL;
     mpq_job_spec *spec = NULL;
@@ -695,7 +891,7 @@ mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts,
                          j.name);
         goto done;
     }
-    st = run_job_threads(db, spec, opts, NULL, err);
+    st = run_job(db, spec, opts, NULL, err);
 done:
     mpq_job_spec_free(spec);
     free(text);

@@ -82,6 +82,18 @@ void mpq_sha256(const void *data, size_t n, char out[65]);
 /* Monotonic wall clock in seconds. */
 double mpq_time_now(void);
 
+/* ---- BLAS threads ------------------------------------------------------------------------
+ * OpenBLAS's matrix products give different last bits for different thread counts, so every
+ * number libmpq stores is computed with BLAS running one thread; parallelism comes from
+ * libmpq's own worker threads (mpq_job_opts.n_workers), which call BLAS at the same time.
+ * The BLAS thread count is process-wide state that libmpq never changes by itself: the
+ * application sets it once at start-up, before starting threads, with
+ * mpq_blas_set_threads(1) (the mpq CLI does; OPENBLAS_NUM_THREADS and OMP_NUM_THREADS then
+ * only decide how many idle OpenBLAS threads exist). mpq_job_run / mpq_job_resume return
+ * MPQ_ERR_UNSUPPORTED when it is not 1. */
+int mpq_blas_threads(void);          /* OpenBLAS's current thread count */
+void mpq_blas_set_threads(int n);    /* process-wide; n < 1 is taken as 1 */
+
 #ifdef __cplusplus
 }
 #endif

@@ -49,6 +49,14 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
                             const mpq_calib_opts *opts, mpq_calib **out, mpq_err *err);
 void mpq_calib_free(mpq_calib *cal); /* accepts NULL */
 
+/* A worker's copy of `cal` for running units on another thread: it shares cal's FP
+ * reference and X^T X (read-only; cal must outlive the fork and must not be freed before
+ * it) and has its own executor, weight clone and layer scratch (one model's worth of
+ * weights plus activations for opts.batch windows). mpq_calib_weight_error / _layer / _kv
+ * on different forks (and on cal) may run at the same time, and give the same results,
+ * bit for bit, as on cal. Free with mpq_calib_free. MPQ_ERR_NOMEM. */
+mpq_status mpq_calib_fork(const mpq_calib *cal, mpq_calib **out, mpq_err *err);
+
 /* FP reference cross-entropy (nats/token) of the calibration sequences. */
 double mpq_calib_ref_ce(const mpq_calib *cal);
 

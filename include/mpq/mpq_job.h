@@ -18,13 +18,11 @@
  *     "model": "../shared/models/stories260K/stories260K.bin",   required: llama2.c file or HF dir
  *     "tokenizer": "../shared/models/stories260K/tok512.bin",    required only for text data
  *     "seed": 1,                                      integer >= 0 (default 1)
- *     "threads": 1,         OpenBLAS threads, integer 1..1024 (default 1); part of the spec
- *                           because it fixes the order of floating-point sums (1 vs 2
- *                           threads changes the last bits of some act_rel values); raise it
- *                           for large models. Set by mpq_job_run / mpq_job_resume for the
- *                           run and restored afterwards; stored in every row's provenance.
- *                           Written to the canonical spec only when != 1 (older specs keep
- *                           their hash)
+ *     "threads": 1,         no effect (integer 1..1024, default 1), accepted for specs of
+ *                           earlier versions, which used it to set OpenBLAS threads; numbers
+ *                           never depend on a thread count (mpq.h, "BLAS threads"; workers:
+ *                           mpq_job_opts.n_workers). Written to the canonical spec only when
+ *                           != 1 (older specs keep their hash)
  *     "calibration": {                                required
  *       "data": "../shared/data/tinystories-calib.tok512.u16",   text, .u16 or .u32 tokens
  *       "seq_len": 128,     tokens per window, > 0 (default 128; must be <= the model's seq len)
@@ -111,7 +109,7 @@
  *                                       vector seeded by seed + P), and slq_trace_P = n * sum
  *                                       weight*node*slq_probes (this probe's estimate of Tr H).
  *                      Same spec => the same numbers however the stage was interrupted.
- * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, threads, data_sha256,
+ * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, data_sha256,
  * model_sha256, mpq_version, candidate, and for KV rows the scheme; hessian rows also carry
  * "hessian": {seed, probes_min, probes_max, tol, rse_tol, fd_step, n_seqs, seq_len} (and
  * eig_iters, eig_tol or slq_steps, slq_probes where they apply).
@@ -208,7 +206,7 @@ typedef struct mpq_job_spec {
     char sha256[65];           /* SHA-256 of canonical_json */
     char source[256];          /* file name used in messages ("job.json") */
     mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
-    int threads;               /* OpenBLAS threads during the run (default 1) */
+    int threads;               /* no effect; accepted for older specs (default 1) */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;
@@ -277,7 +275,13 @@ typedef struct mpq_job_opts {
     mpq_job_progress_fn progress; /* may be NULL */
     void *progress_user;
     int max_units;                /* stop (as if interrupted) after this many commits; 0 = no limit */
+    int n_workers;                /* threads computing units; 0 = mpq_job_default_workers(). Changes
+                                     speed and memory (each extra worker holds a copy of the
+                                     weights and its activations), never the stored numbers */
 } mpq_job_opts;
+
+/* The default worker count: the number of online processors (1..256). */
+int mpq_job_default_workers(void);
 
 mpq_job_opts mpq_job_opts_default(void);
 

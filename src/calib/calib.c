@@ -58,6 +58,7 @@ struct mpq_calib {
     float *wq;             /* (max layer) quantized copy of one weight matrix */
     double *ed, *wd, *md;  /* (max layer) E, W and a product, in double */
     int64_t max_layer;
+    bool is_fork;          /* ref, xtx, lin_slot, slot_first, slot_cols borrowed from the parent */
 };
 
 mpq_calib_opts mpq_calib_opts_default(void) {
@@ -99,6 +100,16 @@ static void create_capture(void *user, int idx, const float *x, int64_t rows, in
 
 void mpq_calib_free(mpq_calib *cal) {
     if (!cal) return;
+    free(cal->wq);
+    free(cal->ed);
+    free(cal->wd);
+    free(cal->md);
+    mpq_weights_free(cal->scratch);
+    mpq_exec_free(cal->ex);
+    if (cal->is_fork) { /* the rest belongs to the parent */
+        free(cal);
+        return;
+    }
     if (cal->xtx) {
         int n_slots = cal->n_layers * SLOTS_PER_BLOCK;
         for (int s = 0; s < n_slots; s++) free(cal->xtx[s]);
@@ -108,14 +119,44 @@ void mpq_calib_free(mpq_calib *cal) {
     free(cal->slot_first);
     free(cal->slot_cols);
     free(cal->xbuf);
-    free(cal->wq);
-    free(cal->ed);
-    free(cal->wd);
-    free(cal->md);
-    mpq_weights_free(cal->scratch);
     mpq_exec_ref_free(cal->ref);
-    mpq_exec_free(cal->ex);
     free(cal);
+}
+
+/* Layer scratch of max_layer weights: the quantized copy and three double buffers. */
+static mpq_status alloc_layer_scratch(mpq_calib *cal, mpq_err *err) {
+    size_t ml = (size_t)(cal->max_layer > 0 ? cal->max_layer : 1);
+    cal->wq = mpq_calloc(ml, sizeof(float));
+    cal->ed = mpq_calloc(ml, sizeof(double));
+    cal->wd = mpq_calloc(ml, sizeof(double));
+    cal->md = mpq_calloc(ml, sizeof(double));
+    if (!cal->wq || !cal->ed || !cal->wd || !cal->md)
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate layer scratch of %zu weights", ml);
+    return MPQ_OK;
+}
+
+mpq_status mpq_calib_fork(const mpq_calib *parent, mpq_calib **out, mpq_err *err) {
+    if (!parent || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL argument");
+    *out = NULL;
+    mpq_calib *cal = mpq_calloc(1, sizeof *cal);
+    if (!cal) return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
+    *cal = *parent;
+    cal->is_fork = true;
+    cal->ex = NULL;
+    cal->scratch = NULL;
+    cal->wq = NULL;
+    cal->ed = cal->wd = cal->md = NULL;
+    cal->xbuf = NULL;
+    cal->xbuf_n = 0;
+    mpq_status st;
+    if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK ||
+        (st = mpq_weights_clone(parent->model, &cal->scratch, err)) != MPQ_OK ||
+        (st = mpq_exec_create(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
+        mpq_calib_free(cal);
+        return st;
+    }
+    *out = cal;
+    return MPQ_OK;
 }
 
 mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seqs, int T,
@@ -165,15 +206,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
         if (li->cols > max_cols) max_cols = li->cols;
         if (li->n_params > cal->max_layer) cal->max_layer = li->n_params;
     }
-    size_t ml = (size_t)(cal->max_layer > 0 ? cal->max_layer : 1);
-    cal->wq = mpq_calloc(ml, sizeof(float));
-    cal->ed = mpq_calloc(ml, sizeof(double));
-    cal->wd = mpq_calloc(ml, sizeof(double));
-    cal->md = mpq_calloc(ml, sizeof(double));
-    if (!cal->wq || !cal->ed || !cal->wd || !cal->md) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate layer scratch of %zu weights", ml);
-        goto done;
-    }
+    if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK) goto done;
     if (o.collect_xtx) {
         size_t nx;
         if (!mpq_size_mul3((size_t)o.batch, (size_t)T, (size_t)max_cols, &nx)) {

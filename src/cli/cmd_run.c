@@ -15,7 +15,7 @@
 #include "mpq/mpq_job.h"
 
 static const char *run_help =
-    "usage: mpq run SPEC [--db PATH] [--quiet]\n"
+    "usage: mpq run SPEC [--db PATH] [--workers N] [--quiet]\n"
     "\n"
     "Creates the job described by the JSON spec SPEC in the results database, or continues\n"
     "it when a job of the same name and the same (canonical) spec exists, and runs every\n"
@@ -27,6 +27,9 @@ static const char *run_help =
     "\n"
     "  -d, --db PATH           results database (default: mpq.db next to SPEC)\n"
     "  -n, --max-units N       stop after N units, as if interrupted (exit 130)\n"
+    "  -w, --workers N         threads computing units (default: the number of processors);\n"
+    "                          each holds a copy of the weights; changes speed, never the\n"
+    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n"
     "\n"
@@ -36,7 +39,7 @@ static const char *run_help =
     "schema), 7 database error, 130 interrupted (resume with `mpq resume JOB`).\n";
 
 static const char *resume_help =
-    "usage: mpq resume JOB [--db PATH] [--quiet]\n"
+    "usage: mpq resume JOB [--db PATH] [--workers N] [--quiet]\n"
     "\n"
     "Continues job JOB (name or id) with the spec stored in the database: runs every unit\n"
     "that is pending, was in flight when the job was killed, or failed. Refuses to run if\n"
@@ -44,6 +47,9 @@ static const char *resume_help =
     "\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
     "  -n, --max-units N       stop after N units, as if interrupted (exit 130)\n"
+    "  -w, --workers N         threads computing units (default: the number of processors);\n"
+    "                          each holds a copy of the weights; changes speed, never the\n"
+    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n"
     "\n"
@@ -124,25 +130,30 @@ static long env_long(const char *name) {
 
 typedef struct run_args {
     const char *db, *arg;
-    long max_units;
+    long max_units, workers;
     bool quiet;
 } run_args;
 
 static int parse(const char *cmd, const char *help, int argc, char **argv, run_args *a) {
     static const struct option opts[] = {{"db", required_argument, 0, 'd'},
                                          {"max-units", required_argument, 0, 'n'},
+                                         {"workers", required_argument, 0, 'w'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:n:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:n:w:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'd': a->db = optarg; break;
         case 'n':
             if (!cli_parse_int(optarg, 1, 1L << 30, &a->max_units))
                 return cli_usage_error(cmd, "bad --max-units '%s'", optarg);
+            break;
+        case 'w':
+            if (!cli_parse_int(optarg, 1, 256, &a->workers))
+                return cli_usage_error(cmd, "bad --workers '%s' (1..256)", optarg);
             break;
         case 'q': a->quiet = true; break;
         case 'h': fputs(help, stdout); return -1;
@@ -180,6 +191,7 @@ static void setup_progress(progress_state *ps, const char *cmd, const run_args *
     o->progress = on_progress;
     o->progress_user = ps;
     o->max_units = (int)a->max_units;
+    o->n_workers = (int)a->workers; /* 0: one per processor */
 }
 
 int cli_run(int argc, char **argv) {

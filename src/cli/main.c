@@ -32,6 +32,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* Stored and printed numbers must not depend on the environment's BLAS thread count
+     * (mpq.h, "BLAS threads"): BLAS runs one thread; workers give the parallelism. */
+    mpq_blas_set_threads(1);
     if (argc < 2) {
         usage(stderr);
         return MPQ_EXIT_USAGE;

@@ -18,6 +18,7 @@
 #define ROWS_PER_UNIT 50
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     char dir[512], path[600];
     test_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/bench.db", dir);

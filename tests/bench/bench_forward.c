@@ -119,6 +119,7 @@ static int write_model(const char *path, int dim, int hidden, int layers, int he
 }
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     int rc = 0;
     rc |= bench_model("stories260K", shared_path("models/stories260K/stories260K.bin"), 8, 256, 256);
     rc |= bench_model("sotu-2.7M", shared_path("models/sotu-2.7M/sotu-2.7M.bin"), 8, 256, 255);

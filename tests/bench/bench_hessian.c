@@ -192,6 +192,7 @@ done:
 }
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     int rc = 0;
     rc |= bench_costs("stories260K", "models/stories260K/stories260K.bin", "data/tinystories-calib.tok512.u16");
     rc |= bench_costs("sotu-2.7M", "models/sotu-2.7M/sotu-2.7M.bin", "data/sotu-calib.tok2048.u16");

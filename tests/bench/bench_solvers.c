@@ -49,6 +49,7 @@ static mpq_problem *make(int n, double avg_bits, double *total_params) {
 }
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     mpq_err err = {0};
     int status = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);

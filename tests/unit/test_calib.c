@@ -703,6 +703,7 @@ static Suite *calib_suite(void) {
 }
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as every mpq application does (mpq.h, "BLAS threads") */
     SRunner *sr = srunner_create(calib_suite());
     srunner_run_all(sr, CK_NORMAL);
     int nf = srunner_ntests_failed(sr);

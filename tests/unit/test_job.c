@@ -11,6 +11,7 @@
 #include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
 #include "test_util.h"
+#include "unit/test_main.h"
 
 #define MODEL "models/stories260K/stories260K.bin"
 #define TOK "models/stories260K/tok512.bin"
@@ -451,10 +452,4 @@ static Suite *job_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(job_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+int main(void) { return test_run_suite(job_suite(), false) == 0 ? EXIT_SUCCESS : EXIT_FAILURE; }

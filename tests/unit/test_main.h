@@ -13,10 +13,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "mpq/mpq.h"
+
 /* Runs s (takes ownership) with CK_NORMAL output; nofork runs the tests in this process
  * (CK_NOFORK), otherwise the fork mode is Check's default (CK_FORK env var). Returns the
  * number of failed tests. */
 static inline int test_run_suite(Suite *s, bool nofork) {
+    mpq_blas_set_threads(1); /* as every mpq application does (mpq.h, "BLAS threads") */
     SRunner *sr = srunner_create(s);
     if (nofork) srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);

@@ -760,6 +760,7 @@ static Suite *solvers_suite(void) {
 }
 
 int main(void) {
+    mpq_blas_set_threads(1); /* as every mpq application does (mpq.h, "BLAS threads") */
     SRunner *sr = srunner_create(solvers_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
