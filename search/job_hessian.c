@@ -3,23 +3,20 @@
  * Hutchinson's estimator split into resumable chunks of probes, the HAWQ-V2 sensitivity
  * Omega_l(c) = Tr(H_l)/n_l * ||Q_c(W_l) - W_l||^2 for every job candidate, empirical Fisher
  * traces, top eigenvalues (per layer and whole model) and the SLQ spectral density
- * (PyHessian). Methods: src/calib/hessian.c (include/mpq/mpq_hessian.h); the stage, its units
- * and rows: include/mpq/mpq_job.h.
+ * (PyHessian). Methods: src/calib/hessian.c and src/calib/hutchinson.c
+ * (include/mpq/mpq_hessian.h); the stage, its units and rows: include/mpq/mpq_job.h.
  *
- * Resumable Hutchinson. mpq_hessian_trace_run is one adaptive loop; here the same loop runs
- * probes_per_unit probes per unit. After each chunk its whole state (probes done, the
- * xoshiro256** state, per layer sum / sum of squares / previous mean / relative change / first
- * probe at which the layer met the stopping rule) is written as the job artifact
- * "hessian.trace.K" (doubles as C99 hex-float text, so exact) BEFORE the unit is committed;
- * chunk K starts from artifact K-1. A chunk redone after a kill rewrites the same artifact
- * from the same input, so the numbers do not depend on where (or whether) the job was
- * interrupted, nor on probes_per_unit: they are bit-identical to mpq_hessian_trace_run with
- * the same seed (the probes and the per-layer sums are generated exactly as there; checked by
- * tests/unit/test_job_hessian.c).
+ * Resumable Hutchinson. The trace chunks run the library's resumable estimator
+ * (mpq_hessian_hutch_*, the loop of mpq_hessian_trace_run): chunk K loads the state saved by
+ * chunk K-1 (artifact "hessian.trace.<K-1>"), runs up to probes_per_unit probes and saves its
+ * state as "hessian.trace.K" BEFORE the unit is committed. A chunk redone after a kill rewrites
+ * the same artifact from the same input, so the numbers do not depend on where (or whether)
+ * the job was interrupted, nor on probes_per_unit: they are those of mpq_hessian_trace_run
+ * with the same seed and settings. Artifacts written before the state format had a version
+ * (version 1) are still read.
  */
 #include "job_hessian.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +30,6 @@
 struct mpq_job_hessian {
     mpq_hessian *hs;
     int *tokens;   /* (n_seqs, seq_len + 1) of the hessian windows */
-    float *v, *hv; /* probe and H v (n floats) */
     char names[MAX_NAMES][NAME_LEN]; /* metric names of the current unit */
     int n_names;
 };
@@ -42,8 +38,6 @@ void mpq_job_hessian_free(mpq_job_hessian *h) {
     if (!h) return;
     mpq_hessian_free(h->hs);
     free(h->tokens);
-    free(h->v);
-    free(h->hv);
     free(h);
 }
 
@@ -98,156 +92,35 @@ mpq_status mpq_job_hessian_units(const mpq_job_spec *spec, const mpq_model *m, m
     return ok && k == n ? MPQ_OK : MPQ_ERR_INVALID;
 }
 
-/* ---- probes: xoshiro256** seeded by splitmix64, Rademacher entries (as src/calib/hessian.c) -- */
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(uint64_t s[4]) {
-    uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return res;
-}
-
-static void rademacher(uint64_t s[4], float *v, size_t n) {
-    for (size_t i = 0; i < n; i += 64) {
-        uint64_t bits = rng_next(s);
-        for (size_t j = i; j < n && j < i + 64; j++, bits >>= 1) v[j] = (bits & 1) ? 1.0f : -1.0f;
-    }
-}
-
-/* Sequential double accumulation, the same order as the library's (bit-identical sums). */
-static double dot(const float *a, const float *b, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
 /* ---- Hutchinson state ------------------------------------------------------------------- */
 
-typedef struct trace_state {
-    int k;             /* probes done */
-    bool done;         /* converged or probes_max reached */
-    uint64_t rng[4];   /* generator state after probe k */
-    int nl;
-    double *sum, *sumsq, *prev, *relc; /* per layer */
-    int *first;        /* first probe at which the layer met the rule (0 = never) */
-} trace_state;
-
-static void state_free(trace_state *s) {
-    free(s->sum);
-    free(s->sumsq);
-    free(s->prev);
-    free(s->relc);
-    free(s->first);
-    memset(s, 0, sizeof *s);
-}
-
-static mpq_status state_alloc(trace_state *s, int nl, mpq_err *err) {
-    memset(s, 0, sizeof *s);
-    s->nl = nl;
-    s->sum = mpq_calloc((size_t)nl, sizeof(double));
-    s->sumsq = mpq_calloc((size_t)nl, sizeof(double));
-    s->prev = mpq_calloc((size_t)nl, sizeof(double));
-    s->relc = mpq_calloc((size_t)nl, sizeof(double));
-    s->first = mpq_calloc((size_t)nl, sizeof(int));
-    if (!s->sum || !s->sumsq || !s->prev || !s->relc || !s->first) {
-        state_free(s);
-        return mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory for %d layers", nl);
-    }
-    for (int i = 0; i < nl; i++) s->relc[i] = INFINITY;
-    return MPQ_OK;
-}
-
-/* Layer i's estimate after s->k probes, computed exactly as mpq_hessian_trace_run does. */
-static void state_layer(const trace_state *s, int i, int64_t n_params, const mpq_job_hessian_spec *h,
-                        mpq_hessian_layer_trace *L) {
-    int k = s->k;
-    double mean = k > 0 ? s->sum[i] / k : 0.0;
-    double var = k > 1 ? (s->sumsq[i] - k * mean * mean) / (k - 1) : 0.0;
-    memset(L, 0, sizeof *L);
-    L->trace = mean;
-    L->n_params = n_params;
-    L->trace_per_param = mean / (double)n_params;
-    L->se = var > 0 ? sqrt(var / k) : 0.0;
-    L->rse = mean != 0.0 ? L->se / fabs(mean) : INFINITY;
-    L->rel_change = s->relc[i];
-    L->n_probes = k;
-    L->converged = k >= h->probes_min && L->rel_change < h->tol && L->rse < h->rse_tol;
+static mpq_hessian_trace_opts trace_opts(const mpq_job_hessian_spec *h) {
+    mpq_hessian_trace_opts o = mpq_hessian_trace_opts_default();
+    o.seed = (uint64_t)h->seed;
+    o.min_probes = h->probes_min;
+    o.max_probes = h->probes_max;
+    o.tol = h->tol;
+    o.rse_tol = h->rse_tol;
+    return o;
 }
 
 static void artifact_name(char *buf, size_t n, int chunk) { snprintf(buf, n, "hessian.trace.%d", chunk); }
 
-static mpq_status state_save(const mpq_job_hessian_env *env, int chunk, const trace_state *s, size_t n_floats,
-                             mpq_err *err) {
-    cJSON *o = cJSON_CreateObject(), *ls = NULL;
-    char *text = NULL, buf[64], name[64];
-    mpq_status st = MPQ_OK;
-    bool ok = o != NULL;
-    snprintf(buf, sizeof buf, "%zu", n_floats);
-    ok = ok && cJSON_AddNumberToObject(o, "seed", (double)env->spec->hessian.seed) &&
-         cJSON_AddStringToObject(o, "n_floats", buf) && cJSON_AddNumberToObject(o, "probes", s->k) &&
-         cJSON_AddBoolToObject(o, "done", s->done);
-    cJSON *r = ok ? cJSON_AddArrayToObject(o, "rng") : NULL;
-    for (int j = 0; r && j < 4; j++) {
-        snprintf(buf, sizeof buf, "%016" PRIx64, s->rng[j]);
-        ok = ok && cJSON_AddItemToArray(r, cJSON_CreateString(buf));
-    }
-    ok = ok && r && (ls = cJSON_AddArrayToObject(o, "layers"));
-    for (int i = 0; ok && i < s->nl; i++) {
-        cJSON *a = cJSON_CreateArray();
-        const double d[4] = {s->sum[i], s->sumsq[i], s->prev[i], s->relc[i]};
-        ok = a && cJSON_AddItemToArray(ls, a);
-        for (int j = 0; ok && j < 4; j++) {
-            snprintf(buf, sizeof buf, "%a", d[j]);
-            ok = cJSON_AddItemToArray(a, cJSON_CreateString(buf));
-        }
-        ok = ok && cJSON_AddItemToArray(a, cJSON_CreateNumber(s->first[i]));
-    }
-    if (ok) text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!text) return mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory writing the trace state");
+static mpq_status state_save(const mpq_job_hessian_env *env, int chunk, const mpq_hessian_hutch *hu, mpq_err *err) {
+    char name[64];
+    void *blob = NULL;
+    size_t n = 0;
+    mpq_status st = mpq_hessian_hutch_save(hu, &blob, &n, err);
     artifact_name(name, sizeof name, chunk);
-    st = mpq_db_artifact_put(env->db, env->job_id, name, text, strlen(text), err);
-    cJSON_free(text);
+    if (st == MPQ_OK) st = mpq_db_artifact_put(env->db, env->job_id, name, blob, n, err);
+    free(blob);
     return st;
 }
 
-static bool parse_double(const cJSON *v, double *out) {
-    if (!cJSON_IsString(v) || !v->valuestring) return false;
-    char *end = NULL;
-    *out = strtod(v->valuestring, &end);
-    return end != v->valuestring && *end == '\0' && !isnan(*out);
-}
-
-/* Four 16-digit hex strings. */
-static bool parse_rng(const cJSON *r, uint64_t out[4]) {
-    if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 4) return false;
-    int j = 0;
-    for (const cJSON *x = r->child; x; x = x->next, j++) {
-        if (!cJSON_IsString(x) || strlen(x->valuestring) != 16) return false;
-        for (const char *c = x->valuestring; *c; c++)
-            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return false;
-        out[j] = (uint64_t)strtoull(x->valuestring, NULL, 16);
-    }
-    return true;
-}
-
-/* Reads artifact "hessian.trace.<chunk>" into s (allocated here). */
-static mpq_status state_load(const mpq_job_hessian_env *env, int chunk, int nl, size_t n_floats, trace_state *s,
+/* The estimator continued from artifact "hessian.trace.<chunk>". */
+static mpq_status state_load(mpq_job_hessian *js, const mpq_job_hessian_env *env, int chunk, mpq_hessian_hutch **out,
                              mpq_err *err) {
-    char name[64], want[32];
+    char name[64];
     void *blob = NULL;
     size_t n = 0;
     artifact_name(name, sizeof name, chunk);
@@ -256,51 +129,11 @@ static mpq_status state_load(const mpq_job_hessian_env *env, int chunk, int nl, 
         return mpq_err_set(err, MPQ_ERR_INVALID, "hessian: artifact %s missing (trace chunk %d not computed)", name,
                            chunk);
     if (st != MPQ_OK) return st;
-    cJSON *o = cJSON_ParseWithLength(blob, n);
+    mpq_hessian_trace_opts to = trace_opts(&env->spec->hessian);
+    st = mpq_hessian_hutch_load(js->hs, &to, blob, n, out, err);
     free(blob);
-    if ((st = state_alloc(s, nl, err)) != MPQ_OK) {
-        cJSON_Delete(o);
-        return st;
-    }
-    snprintf(want, sizeof want, "%zu", n_floats);
-    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed"),
-                *nf = cJSON_GetObjectItemCaseSensitive(o, "n_floats"),
-                *pr = cJSON_GetObjectItemCaseSensitive(o, "probes"), *dn = cJSON_GetObjectItemCaseSensitive(o, "done"),
-                *r = cJSON_GetObjectItemCaseSensitive(o, "rng"), *ls = cJSON_GetObjectItemCaseSensitive(o, "layers");
-    const char *bad = NULL;
-    if (!cJSON_IsObject(o)) bad = "not a JSON object";
-    else if (!cJSON_IsNumber(seed) || seed->valuedouble != (double)env->spec->hessian.seed) bad = "seed differs";
-    else if (!cJSON_IsString(nf) || strcmp(nf->valuestring, want) != 0) bad = "parameter count differs";
-    else if (!cJSON_IsNumber(pr) || pr->valuedouble < 0 || pr->valuedouble > env->spec->hessian.probes_max ||
-             pr->valuedouble != floor(pr->valuedouble))
-        bad = "bad probe count";
-    else if (!cJSON_IsBool(dn)) bad = "bad done flag";
-    else if (!parse_rng(r, s->rng)) bad = "bad generator state";
-    else if (!cJSON_IsArray(ls) || cJSON_GetArraySize(ls) != nl) bad = "layer count differs";
-    if (!bad) {
-        s->k = (int)pr->valuedouble;
-        s->done = cJSON_IsTrue(dn);
-        int i = 0;
-        for (const cJSON *a = ls->child; a && !bad; a = a->next, i++) {
-            const cJSON *e[5] = {NULL};
-            int m = 0;
-            for (const cJSON *x = cJSON_IsArray(a) ? a->child : NULL; x && m < 5; x = x->next) e[m++] = x;
-            if (m != 5 || cJSON_GetArraySize(a) != 5 || !parse_double(e[0], &s->sum[i]) ||
-                !parse_double(e[1], &s->sumsq[i]) || !parse_double(e[2], &s->prev[i]) ||
-                !parse_double(e[3], &s->relc[i]) || !cJSON_IsNumber(e[4]) || e[4]->valuedouble < 0 ||
-                e[4]->valuedouble > s->k)
-                bad = "bad layer entry";
-            else
-                s->first[i] = (int)e[4]->valuedouble;
-        }
-    }
-    cJSON_Delete(o);
-    if (bad) {
-        state_free(s);
-        return mpq_err_set(err, MPQ_ERR_INVALID, "hessian: artifact %s: %s (job '%s')", name, bad,
-                           env->spec->name);
-    }
-    return MPQ_OK;
+    if (st != MPQ_OK) mpq_err_prefix(err, "hessian: artifact %s (job '%s')", name, env->spec->name);
+    return st;
 }
 
 /* ---- the stage's state and provenance ---------------------------------------------------- */
@@ -329,11 +162,6 @@ static mpq_status ensure_state(mpq_job_hessian **state, const mpq_job_hessian_en
     ho.fd_step = h->fd_step;
     if ((st = mpq_hessian_create(env->model, NULL, js->tokens, h->n_seqs, h->seq_len, &ho, &js->hs, err)) != MPQ_OK)
         goto done;
-    size_t n = mpq_hessian_n_params(js->hs);
-    if (!(js->v = mpq_calloc(n, sizeof(float))) || !(js->hv = mpq_calloc(n, sizeof(float)))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory for %zu parameters", n);
-        goto done;
-    }
     *state = js;
     js = NULL;
 done:
@@ -362,55 +190,26 @@ static const char *name_of(mpq_job_hessian *js, const char *fmt, int i) {
 
 /* ---- units ------------------------------------------------------------------------------ */
 
-/* Probes chunk*ppu+1 .. of the one adaptive Hutchinson loop (see the top of the file). */
+/* Probes chunk*ppu+1 .. of the one adaptive Hutchinson run (see the top of the file). */
 static mpq_status unit_chunk(mpq_job_hessian *js, const mpq_job_hessian_env *env, int chunk, mpq_err *err) {
     const mpq_job_hessian_spec *h = &env->spec->hessian;
-    const mpq_model *m = env->model;
-    const int nl = mpq_model_n_linear(m);
-    const size_t n = mpq_hessian_n_params(js->hs);
-    trace_state s = {0};
-    mpq_status st;
-    if (chunk == 0) {
-        if ((st = state_alloc(&s, nl, err)) != MPQ_OK) return st;
-        uint64_t x = (uint64_t)h->seed;
-        for (int j = 0; j < 4; j++) s.rng[j] = splitmix64(&x);
-    } else if ((st = state_load(env, chunk - 1, nl, n, &s, err)) != MPQ_OK) {
-        return st;
-    }
-    if (s.k != (s.done ? s.k : chunk * h->probes_per_unit)) {
+    const mpq_hessian_trace_opts to = trace_opts(h);
+    mpq_hessian_hutch *hu = NULL;
+    mpq_status st = chunk == 0 ? mpq_hessian_hutch_begin(js->hs, &to, &hu, err)
+                               : state_load(js, env, chunk - 1, &hu, err);
+    if (st != MPQ_OK) return st;
+    const int k = mpq_hessian_hutch_n_probes(hu);
+    if (!mpq_hessian_hutch_done(hu) && k != chunk * h->probes_per_unit) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "hessian: trace chunk %d: previous state has %d probes, expected %d",
-                         chunk, s.k, chunk * h->probes_per_unit);
+                         chunk, k, chunk * h->probes_per_unit);
         goto done;
     }
     int end = (chunk + 1) * h->probes_per_unit;
     if (end > h->probes_max) end = h->probes_max;
-    while (!s.done && s.k < end) {
-        int k = ++s.k;
-        rademacher(s.rng, js->v, n);
-        if ((st = mpq_hessian_hvp(js->hs, js->v, js->hv, err)) != MPQ_OK) {
-            mpq_err_prefix(err, "hessian: probe %d", k);
-            goto done;
-        }
-        bool all = true;
-        for (int i = 0; i < nl; i++) {
-            const mpq_layer_info *li = mpq_model_linear(m, i);
-            size_t off = mpq_hessian_layer_offset(js->hs, i);
-            double x = dot(js->v + off, js->hv + off, (size_t)li->n_params);
-            s.sum[i] += x;
-            s.sumsq[i] += x * x;
-            double mean = s.sum[i] / k;
-            s.relc[i] = k > 1 ? fabs(mean - s.prev[i]) / (fabs(s.prev[i]) + 1e-6) : INFINITY;
-            s.prev[i] = mean;
-            mpq_hessian_layer_trace L;
-            state_layer(&s, i, li->n_params, h, &L);
-            if (L.converged && s.first[i] == 0) s.first[i] = k;
-            all = all && L.converged;
-        }
-        if (all || k >= h->probes_max) s.done = true;
-    }
-    st = state_save(env, chunk, &s, n, err);
+    if (end > k && (st = mpq_hessian_hutch_step(hu, end - k, err)) != MPQ_OK) goto done;
+    st = state_save(env, chunk, hu, err);
 done:
-    state_free(&s);
+    mpq_hessian_hutch_free(hu);
     return st;
 }
 
@@ -418,51 +217,44 @@ done:
 static mpq_status unit_trace_layer(mpq_job_hessian *js, const mpq_job_hessian_env *env, int i, cJSON *prov,
                                    mpq_err *err) {
     const mpq_job_hessian_spec *h = &env->spec->hessian;
-    const int nl = mpq_model_n_linear(env->model);
     const int last = n_chunks(h) - 1;
-    trace_state s = {0};
-    mpq_hessian_trace tr;
-    memset(&tr, 0, sizeof tr);
-    mpq_status st = state_load(env, last, nl, mpq_hessian_n_params(js->hs), &s, err);
+    mpq_hessian_hutch *hu = NULL;
+    mpq_hessian_trace *tr = NULL;
+    mpq_status st = state_load(js, env, last, &hu, err);
     if (st != MPQ_OK) return st;
-    if (!s.done) {
-        st = mpq_err_set(err, MPQ_ERR_INVALID, "hessian: trace state of chunk %d is not final (%d probes)", last, s.k);
+    if (!mpq_hessian_hutch_done(hu)) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "hessian: trace state of chunk %d is not final (%d probes)", last,
+                         mpq_hessian_hutch_n_probes(hu));
         goto done;
     }
-    if (!(tr.layers = mpq_calloc((size_t)nl, sizeof *tr.layers))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory");
-        goto done;
-    }
-    tr.n_layers = nl;
-    tr.n_probes = s.k;
-    for (int j = 0; j < nl; j++) state_layer(&s, j, mpq_model_linear(env->model, j)->n_params, h, &tr.layers[j]);
-    const mpq_hessian_layer_trace *L = &tr.layers[i];
+    if ((st = mpq_hessian_hutch_finish(hu, &tr, err)) != MPQ_OK) goto done;
+    const mpq_hessian_layer_trace *L = &tr->layers[i];
     cJSON *ph = prov_hessian(prov, h);
-    if (!ph || !cJSON_AddNumberToObject(ph, "probes", s.k) || !cJSON_AddNumberToObject(ph, "probes_per_unit",
-                                                                                         h->probes_per_unit)) {
+    if (!ph || !cJSON_AddNumberToObject(ph, "probes", tr->n_probes) ||
+        !cJSON_AddNumberToObject(ph, "probes_per_unit", h->probes_per_unit)) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory");
         goto done;
     }
-    int64_t lid = env->layer_ids[i], np = s.k;
+    int64_t lid = env->layer_ids[i], np = tr->n_probes;
     void *u = env->row_user;
     if ((st = env->add_row(u, prov, lid, "", "hutchinson_trace", L->trace, L->se, np, err)) != MPQ_OK ||
         (st = env->add_row(u, prov, lid, "", "hutchinson_trace_per_param", L->trace_per_param,
                            L->se / (double)L->n_params, np, err)) != MPQ_OK ||
         (st = env->add_row(u, prov, lid, "", "hessian_converged", L->converged ? 1.0 : 0.0, NAN, np, err)) != MPQ_OK ||
         (st = env->add_row(u, prov, lid, "", "hessian_rel_change", L->rel_change, NAN, np, err)) != MPQ_OK ||
-        (st = env->add_row(u, prov, lid, "", "hessian_converged_at", s.first[i] > 0 ? s.first[i] : INFINITY, NAN, np,
-                           err)) != MPQ_OK)
+        (st = env->add_row(u, prov, lid, "", "hessian_converged_at", L->converged_at > 0 ? L->converged_at : INFINITY,
+                           NAN, np, err)) != MPQ_OK)
         goto done;
     for (int c = 0; c < env->spec->n_candidates; c++) {
         double om = 0.0, om_se = 0.0;
-        if ((st = mpq_hessian_omega_candidate(env->model, NULL, &tr, i, &env->cands[c], &om, &om_se, err)) != MPQ_OK)
+        if ((st = mpq_hessian_omega_candidate(env->model, NULL, tr, i, &env->cands[c], &om, &om_se, err)) != MPQ_OK)
             goto done;
         if ((st = env->add_row(u, prov, lid, env->spec->candidates[c], "hawq_omega", om, om_se, np, err)) != MPQ_OK)
             goto done;
     }
 done:
-    free(tr.layers);
-    state_free(&s);
+    mpq_hessian_trace_free(tr);
+    mpq_hessian_hutch_free(hu);
     return st;
 }
 

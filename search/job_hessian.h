@@ -57,8 +57,9 @@ typedef struct mpq_job_hessian mpq_job_hessian;
 /* Computes unit u of the hessian stage, adding its rows through env->add_row. *state is
  * created on first use (free with mpq_job_hessian_free). prov gets a "hessian" object.
  * Trace chunks read the previous chunk's artifact and write their own (idempotently) before
- * returning. Errors: MPQ_ERR_INVALID (unknown key, missing or inconsistent chunk state),
- * MPQ_ERR_NOMEM, MPQ_ERR_DB, and the Hessian library's errors. */
+ * returning. Errors: MPQ_ERR_INVALID (unknown key, missing chunk state, or one with an
+ * unexpected probe count), MPQ_ERR_FORMAT (a chunk state mpq_hessian_hutch_load refuses; the
+ * message names the artifact), MPQ_ERR_NOMEM, MPQ_ERR_DB, and the Hessian library's errors. */
 mpq_status mpq_job_hessian_compute(mpq_job_hessian **state, const mpq_job_hessian_env *env, const mpq_job_unit *u,
                                    cJSON *prov, mpq_err *err);
 void mpq_job_hessian_free(mpq_job_hessian *h); /* accepts NULL */

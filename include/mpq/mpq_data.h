@@ -62,7 +62,8 @@ mpq_data_format mpq_data_get_format(const mpq_data *d); /* TEXT, U16 or U32 as l
  * Window k starts at token k * seq_len, so the input spans never overlap and, over all
  * windows, every token after the first is a target exactly once; there are
  * (n_tokens - 1) / seq_len windows. n_seqs == 0 takes all of them in stream order; n_seqs > 0
- * takes the first n_seqs of a Fisher-Yates shuffle of the windows driven by splitmix64(seed), so
+ * takes the first n_seqs of a Fisher-Yates shuffle of the windows driven by the splitmix64
+ * stream from state seed (mpq_rng_splitmix64_below, mpq_rng.h), so
  * the same seed gives the same windows and a larger n_seqs extends a smaller one. */
 typedef struct mpq_data_seqs {
     int n_seqs;

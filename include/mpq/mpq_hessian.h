@@ -84,7 +84,7 @@ mpq_status mpq_hessian_hvp(mpq_hessian *hs, const float *v, float *hv, mpq_err *
 /* ---- Hutchinson per-layer traces (HAWQ-V2) ---- */
 
 typedef struct mpq_hessian_trace_opts {
-    uint64_t seed;   /* Rademacher probes from xoshiro256** seeded by splitmix64(seed) (default 0) */
+    uint64_t seed;   /* Rademacher probes from mpq_rng seeded by seed (mpq_rng.h; default 0) */
     int min_probes;  /* default 10 */
     int max_probes;  /* default 200 */
     double tol;      /* stop when every layer's |mean_k - mean_{k-1}| / (|mean_{k-1}| + 1e-6) < tol */
@@ -102,6 +102,7 @@ typedef struct mpq_hessian_layer_trace {
     int n_probes;           /* probes used */
     bool converged;         /* rel_change < tol and rse < rse_tol at the end */
     int64_t n_params;       /* rows * cols */
+    int converged_at;       /* first probe (k >= min_probes) at which the layer met the rule; 0 = never */
 } mpq_hessian_layer_trace;
 
 typedef struct mpq_hessian_trace {
@@ -112,14 +113,82 @@ typedef struct mpq_hessian_trace {
     uint64_t seed;
     double tol, rse_tol, fd_step;
     int n_seqs, T;                  /* calibration data used */
-    double loss;                    /* mean loss at w */
+    double loss;                    /* mean loss at w (NAN from mpq_hessian_hutch_finish) */
 } mpq_hessian_trace;
 
-/* Runs probes until every layer has converged or max_probes. opts NULL = defaults.
- * On success *out is owned by the caller (mpq_hessian_trace_free). Same seed => identical. */
+/* Runs probes until every layer has converged or max_probes: mpq_hessian_hutch_begin, _step
+ * until done, _finish, plus the loss at w. opts NULL = defaults. On success *out is owned by
+ * the caller (mpq_hessian_trace_free). Same seed => identical. MPQ_ERR_INVALID for bad opts. */
 mpq_status mpq_hessian_trace_run(mpq_hessian *hs, const mpq_hessian_trace_opts *opts, mpq_hessian_trace **out,
                                  mpq_err *err);
 void mpq_hessian_trace_free(mpq_hessian_trace *tr); /* accepts NULL */
+
+/* ---- the resumable Hutchinson estimator ----
+ *
+ * The loop of mpq_hessian_trace_run, cut where the caller likes: probe k draws a Rademacher v
+ * over ALL parameters from the run's mpq_rng, computes Hv, and adds x_l = v_l . (Hv)_l (double
+ * accumulation in index order) to layer l's sum and sum of squares; after probe k every
+ * layer's mean, rel_change, se and rse are updated, and the run is done when every layer
+ * meets the rule (k >= min_probes, rel_change < tol, rse < rse_tol) or k == max_probes.
+ * The state (probes done, generator words, per layer sum / sum of squares / previous mean /
+ * relative change / converged_at) can be saved after any step and loaded into another process:
+ * begin, step(a), save, load, step(b) gives bit-for-bit the numbers of begin, step(a + b).
+ *
+ *     mpq_hessian_hutch *h = NULL;
+ *     mpq_hessian_hutch_begin(hs, &to, &h, &err);
+ *     mpq_hessian_hutch_step(h, 10, &err);             // probes 1..10 (fewer if done)
+ *     void *blob; size_t n;
+ *     mpq_hessian_hutch_save(h, &blob, &n, &err);      // store it; free(blob)
+ *     mpq_hessian_hutch_free(h);
+ *     ...
+ *     mpq_hessian_hutch_load(hs, &to, blob, n, &h, &err);
+ *     while (!mpq_hessian_hutch_done(h)) mpq_hessian_hutch_step(h, 10, &err);
+ *     mpq_hessian_hutch_finish(h, &tr, &err);
+ *
+ * Saved state (version 2): UTF-8 JSON, so byte order never matters:
+ *   {"format":"mpq.hutchinson","version":2,"seed":"<decimal u64>","n_floats":"<decimal>",
+ *    "n_layers":L,"min_probes":a,"max_probes":b,"tol":"<hex float>","rse_tol":"<hex float>",
+ *    "fd_step":"<hex float>","n_seqs":s,"T":t,"probes":k,"done":bool,
+ *    "rng":["<16 hex digits>" x 4],
+ *    "layers":[["<sum>","<sumsq>","<prev mean>","<rel_change>",converged_at] x L]}
+ * doubles as C99 hex-float strings ("%a": exact; "inf" allowed for rel_change only).
+ * Version 1 is the same object without "format", "version" and the run's settings (seed a JSON
+ * number): the hessian stage's artifacts written before version 2; it is read with the
+ * settings taken from the caller's opts. */
+typedef struct mpq_hessian_hutch mpq_hessian_hutch;
+
+/* A run with no probes yet, on hs (borrowed: must outlive h; its model, weights, data and
+ * fd_step define H). opts NULL = defaults. MPQ_ERR_INVALID (opts as mpq_hessian_trace_run),
+ * MPQ_ERR_NOMEM. Memory: 5 doubles per layer; step adds two n-float work vectors. */
+mpq_status mpq_hessian_hutch_begin(mpq_hessian *hs, const mpq_hessian_trace_opts *opts, mpq_hessian_hutch **out,
+                                   mpq_err *err);
+
+/* Runs up to max_new probes; stops early when the run is done (0 probes if already done).
+ * On an error the state stays that after the last completed probe (generator included).
+ * MPQ_ERR_INVALID (max_new < 0), MPQ_ERR_NOMEM, and mpq_hessian_hvp's errors. */
+mpq_status mpq_hessian_hutch_step(mpq_hessian_hutch *h, int max_new, mpq_err *err);
+
+int mpq_hessian_hutch_n_probes(const mpq_hessian_hutch *h); /* probes done */
+bool mpq_hessian_hutch_done(const mpq_hessian_hutch *h);    /* converged or max_probes reached */
+
+/* The state as version-2 bytes (above): *blob (NUL-terminated, *size excludes the NUL) is
+ * owned by the caller (free()). MPQ_ERR_NOMEM. */
+mpq_status mpq_hessian_hutch_save(const mpq_hessian_hutch *h, void **blob, size_t *size, mpq_err *err);
+
+/* A run continued from a saved state, on hs with opts (NULL = defaults), which must be those
+ * of the saved run: seed, probes, tol, rse_tol, fd_step, parameter count, layer count and
+ * calibration size are compared. MPQ_ERR_FORMAT, with a message naming the field and both
+ * values, for a blob that is not valid JSON (e.g. truncated), is of an unknown version, lacks
+ * or mistypes a field, holds NaN or out-of-range counts, an all-zero generator, or was made
+ * for other settings; MPQ_ERR_NOMEM. */
+mpq_status mpq_hessian_hutch_load(mpq_hessian *hs, const mpq_hessian_trace_opts *opts, const void *blob,
+                                  size_t size, mpq_hessian_hutch **out, mpq_err *err);
+
+/* The per-layer estimates after the probes done so far (the run need not be done; loss is
+ * NAN). *out owned by the caller (mpq_hessian_trace_free). MPQ_ERR_INVALID before the first
+ * probe, MPQ_ERR_NOMEM. */
+mpq_status mpq_hessian_hutch_finish(const mpq_hessian_hutch *h, mpq_hessian_trace **out, mpq_err *err);
+void mpq_hessian_hutch_free(mpq_hessian_hutch *h); /* accepts NULL */
 
 /* Empirical Fisher trace per linear layer: (1/n_seqs) sum over sequences of ||g_s,l||^2, g_s the
  * gradient of sequence s's mean loss. fisher: n_linear doubles (caller-owned). */

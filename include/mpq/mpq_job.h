@@ -88,10 +88,10 @@
  *   hessian            units (keys), all over the same Hessian of the mean next-token loss on
  *                      the hessian windows (mpq_hessian.h), run in this order:
  *                      "trace/chunk.K"  probes K*ppu+1 .. (K+1)*ppu of ONE adaptive Hutchinson
- *                                       run; stores the running sums (artifact
- *                                       "hessian.trace.K", doubles as hex-float text, written
- *                                       before the unit commits and rewritten identically on a
- *                                       redo); after
+ *                                       run (mpq_hessian_hutch_*); stores the estimator's
+ *                                       saved state (artifact "hessian.trace.K", the versioned
+ *                                       JSON of mpq_hessian_hutch_save, written before the unit
+ *                                       commits and rewritten identically on a redo); after
  *                                       convergence the remaining chunks do nothing. Rows: none.
  *                      "trace/<layer>"  rows hutchinson_trace (se, n = probes),
  *                                       hutchinson_trace_per_param (se / n_params),

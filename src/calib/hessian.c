@@ -1,9 +1,9 @@
 /* hessian.c - Hessian information of the calibration loss: Hv by central differences of the
- * analytic gradient, Hutchinson per-layer traces (HAWQ-V2, Dong et al. 2020, Alg. 1 with the
- * per-layer stopping rule), empirical Fisher traces, power iteration (PyHessian, Yao et al.
- * 2020) per layer and whole-model with deflation, stochastic Lanczos quadrature (Ubaru et al.
- * 2017; PyHessian's density) with LAPACKE_dstev, and the HAWQ-V2 sensitivity
- * Omega = Tr(H_l)/n_l * ||Q(W_l) - W_l||^2. See include/mpq/mpq_hessian.h. */
+ * analytic gradient, Hutchinson per-layer traces (mpq_hessian_trace_run: the resumable
+ * estimator of hutchinson.c run to the end, plus the loss), empirical Fisher traces, power
+ * iteration (PyHessian, Yao et al. 2020) per layer and whole-model with deflation, stochastic
+ * Lanczos quadrature (Ubaru et al. 2017; PyHessian's density) with LAPACKE_dstev, and the
+ * HAWQ-V2 sensitivity Omega = Tr(H_l)/n_l * ||Q(W_l) - W_l||^2. See include/mpq/mpq_hessian.h. */
 #include "mpq/mpq_hessian.h"
 
 #include <lapacke.h>
@@ -11,67 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpq/mpq_exec.h"
-#include "mpq/mpq_grad.h"
-
-struct mpq_hessian {
-    const mpq_model *model;
-    const mpq_weights *w;  /* point of expansion (borrowed) */
-    mpq_hessian_opts opts;
-    int n_seqs, T;
-    int *tokens;           /* (n_seqs, T+1) */
-    mpq_exec *ex;
-    mpq_grad *gr;
-    mpq_weights *wp;       /* w + h v */
-    mpq_weights *gp, *gm;  /* gradients at w + hv, w - hv */
-    size_t n;
-    double w_rms;
-};
-
-/* ---- PRNG: xoshiro256** seeded by splitmix64 ---- */
-
-typedef struct rng {
-    uint64_t s[4];
-} rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *r) {
-    uint64_t *s = r->s, res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return res;
-}
-
-static void rademacher(rng *r, float *v, size_t n) {
-    for (size_t i = 0; i < n; i += 64) {
-        uint64_t bits = rng_next(r);
-        for (size_t j = i; j < n && j < i + 64; j++, bits >>= 1) v[j] = (bits & 1) ? 1.0f : -1.0f;
-    }
-}
+#include "calib/hessian_internal.h"
+#include "mpq/mpq_rng.h"
 
 /* ---- small vector helpers (double accumulation) ---- */
 
-static double dot(const float *a, const float *b, size_t n) {
+double mpq_hessian_dot_(const float *a, const float *b, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
     return s;
 }
+
+static double dot(const float *a, const float *b, size_t n) { return mpq_hessian_dot_(a, b, n); }
 
 static double norm2(const float *a, size_t n) { return sqrt(dot(a, a, n)); }
 
@@ -227,76 +178,20 @@ void mpq_hessian_trace_free(mpq_hessian_trace *tr) {
 
 mpq_status mpq_hessian_trace_run(mpq_hessian *hs, const mpq_hessian_trace_opts *opts, mpq_hessian_trace **out,
                                  mpq_err *err) {
-    mpq_status st = MPQ_OK;
+    mpq_hessian_hutch *h = NULL;
     mpq_hessian_trace *tr = NULL;
-    float *v = NULL, *hv = NULL;
-    double *sum = NULL, *sumsq = NULL, *prev = NULL;
+    double loss = 0.0;
     if (!hs || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "hessian: NULL argument");
     *out = NULL;
-    mpq_hessian_trace_opts o = opts ? *opts : mpq_hessian_trace_opts_default();
-    if (o.min_probes < 2 || o.max_probes < o.min_probes || !(o.tol > 0) || !(o.rse_tol > 0))
-        return mpq_err_set(err, MPQ_ERR_INVALID, "hessian: trace: probes %d..%d (need 2 <= min <= max), tol %g, "
-                           "rse_tol %g (> 0)", o.min_probes, o.max_probes, o.tol, o.rse_tol);
-    const int nl = mpq_model_n_linear(hs->model);
-    const size_t n = hs->n;
-    tr = mpq_calloc(1, sizeof *tr);
-    v = mpq_calloc(n, sizeof(float));
-    hv = mpq_calloc(n, sizeof(float));
-    sum = mpq_calloc((size_t)nl + 1, sizeof(double));
-    sumsq = mpq_calloc((size_t)nl + 1, sizeof(double));
-    prev = mpq_calloc((size_t)nl + 1, sizeof(double));
-    if (!tr || !v || !hv || !sum || !sumsq || !prev ||
-        !(tr->layers = mpq_calloc((size_t)nl + 1, sizeof *tr->layers))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: trace: out of memory (%zu parameters)", n);
-        goto done;
+    mpq_status st = mpq_hessian_hutch_begin(hs, opts, &h, err);
+    if (st == MPQ_OK) st = full_grad(hs, hs->w, hs->gp, &loss, err);
+    while (st == MPQ_OK && !mpq_hessian_hutch_done(h)) st = mpq_hessian_hutch_step(h, INT32_MAX, err);
+    if (st == MPQ_OK) st = mpq_hessian_hutch_finish(h, &tr, err);
+    if (st == MPQ_OK) {
+        tr->loss = loss;
+        *out = tr;
     }
-    tr->n_layers = nl;
-    tr->seed = o.seed;
-    tr->tol = o.tol;
-    tr->rse_tol = o.rse_tol;
-    tr->fd_step = hs->opts.fd_step;
-    tr->n_seqs = hs->n_seqs;
-    tr->T = hs->T;
-    if ((st = full_grad(hs, hs->w, hs->gp, &tr->loss, err)) != MPQ_OK) goto done;
-    rng r;
-    rng_seed(&r, o.seed);
-    for (int k = 1; k <= o.max_probes; k++) {
-        rademacher(&r, v, n);
-        if ((st = mpq_hessian_hvp(hs, v, hv, err)) != MPQ_OK) goto done;
-        bool all = true;
-        for (int i = 0; i < nl; i++) {
-            const mpq_layer_info *li = mpq_model_linear(hs->model, i);
-            size_t off = mpq_hessian_layer_offset(hs, i);
-            double x = dot(v + off, hv + off, (size_t)li->n_params);
-            sum[i] += x;
-            sumsq[i] += x * x;
-            mpq_hessian_layer_trace *L = &tr->layers[i];
-            double mean = sum[i] / k;
-            L->rel_change = k > 1 ? fabs(mean - prev[i]) / (fabs(prev[i]) + 1e-6) : INFINITY;
-            prev[i] = mean;
-            double var = k > 1 ? (sumsq[i] - k * mean * mean) / (k - 1) : 0.0;
-            L->trace = mean;
-            L->n_params = li->n_params;
-            L->trace_per_param = mean / (double)li->n_params;
-            L->se = var > 0 ? sqrt(var / k) : 0.0;
-            L->rse = mean != 0.0 ? L->se / fabs(mean) : INFINITY;
-            L->n_probes = k;
-            L->converged = k >= o.min_probes && L->rel_change < o.tol && L->rse < o.rse_tol;
-            all = all && L->converged;
-        }
-        tr->n_probes = k;
-        tr->converged = all;
-        if (all) break;
-    }
-    *out = tr;
-    tr = NULL;
-done:
-    mpq_hessian_trace_free(tr);
-    free(v);
-    free(hv);
-    free(sum);
-    free(sumsq);
-    free(prev);
+    mpq_hessian_hutch_free(h);
     return st;
 }
 
@@ -329,10 +224,10 @@ static mpq_status power_iter(mpq_hessian *hs, size_t off, size_t len, const floa
                              const mpq_hessian_eig_opts *o, float *v, float *hv, double *lambda, int *iters,
                              mpq_err *err) {
     const size_t n = hs->n;
-    rng r;
-    rng_seed(&r, o->seed);
+    mpq_rng r;
+    mpq_rng_seed(&r, o->seed);
     memset(v, 0, n * sizeof(float));
-    rademacher(&r, v + off, len);
+    mpq_rng_rademacher(&r, v + off, len);
     double lam = 0.0;
     int it;
     for (it = 1; it <= o->max_iter; it++) {
@@ -432,11 +327,11 @@ mpq_status mpq_hessian_slq(mpq_hessian *hs, int m, int n_v, uint64_t seed, doubl
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: slq: out of memory for %d Lanczos vectors of %zu", m + 1, n);
         goto done;
     }
-    rng r;
-    rng_seed(&r, seed);
+    mpq_rng r;
+    mpq_rng_seed(&r, seed);
     for (int p = 0; p < n_v; p++) {
         double *nd = nodes + (size_t)p * m, *wt = weights + (size_t)p * m;
-        rademacher(&r, Q, n);
+        mpq_rng_rademacher(&r, Q, n);
         scal(Q, 1.0 / sqrt((double)n), n);
         int steps = 0;
         for (int j = 0; j < m; j++) {

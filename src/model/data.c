@@ -2,8 +2,8 @@
  * data.c - token streams for calibration and evaluation: text tokenized line by line with the
  * model's tokenizer (BOS + pieces per non-empty line, no EOS), or uint16 / uint32 little-endian
  * token files, each validated against the vocabulary; and deterministic windows of seq_len + 1
- * tokens. The PRNG (splitmix64, Steele/Lea/Flood 2014, as in Java's SplittableRandom) is private
- * to this file.
+ * tokens. The windows are shuffled by the splitmix64 stream of include/mpq/mpq_rng.h (Steele,
+ * Lea, Flood 2014).
  */
 #include "mpq/mpq_data.h"
 
@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "mpq/mpq_rng.h"
 
 struct mpq_data {
     int32_t *tokens;
@@ -164,21 +166,6 @@ done:
     return st;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, n) without modulo bias (rejection). */
-static uint64_t below(uint64_t *s, uint64_t n) {
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n, r;
-    do r = splitmix64(s);
-    while (r >= lim);
-    return r % n;
-}
-
 void mpq_data_seqs_free(mpq_data_seqs *s) {
     if (!s) return;
     free(s->tokens);
@@ -212,7 +199,7 @@ mpq_status mpq_data_sequences(const mpq_data *d, int seq_len, int n_seqs, uint64
     if (n_seqs > 0) {
         uint64_t state = seed;
         for (size_t i = 0; i < n; i++) { /* partial Fisher-Yates: the first n of a full shuffle */
-            size_t j = i + (size_t)below(&state, (uint64_t)(n_win - i));
+            size_t j = i + (size_t)mpq_rng_splitmix64_below(&state, (uint64_t)(n_win - i));
             size_t t = order[i];
             order[i] = order[j];
             order[j] = t;

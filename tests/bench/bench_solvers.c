@@ -11,16 +11,12 @@
 #include <stdlib.h>
 
 #include "mpq/mpq.h"
+#include "mpq/mpq_rng.h"
 #include "mpq/mpq_solvers.h"
 #include "../../solvers/solvers_internal.h"
 
 static uint64_t rng_state = 12345;
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return mpq_rng_splitmix64(&rng_state); }
 static double rng_unif(void) { return (double)(rng_next() >> 11) * 0x1.0p-53; }
 
 static const double BPW[8] = {2.25, 3.25, 4.25, 5.25, 6.25, 8.25, 12.25, 16};

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mpq/mpq_model.h"
+#include "mpq/mpq_rng.h"
 #include "model/model_internal.h"
 
 /* o (N,C) = x * rstd * w */
@@ -151,13 +152,8 @@ static inline double *rd_weights_to_double(const mpq_weights *w) {
     return d;
 }
 
-/* splitmix64 step (test RNG). */
-static inline uint64_t rd_rng(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+/* splitmix64 step (test RNG: the stream of mpq_rng.h). */
+static inline uint64_t rd_rng(uint64_t *s) { return mpq_rng_splitmix64(s); }
 /* uniform in [-a, a) */
 static inline double rd_unif(uint64_t *s, double a) { return a * (2.0 * (double)(rd_rng(s) >> 11) / 9007199254740992.0 - 1.0); }
 

@@ -8,9 +8,14 @@
  * H (symmetrised; eigen-decomposed with LAPACKE_dsyev): Hutchinson per-layer traces within 4
  * reported standard errors, per-layer and whole-model top eigenvalues (power iteration, with
  * deflation), SLQ nodes spanning the spectrum with weights summing to 1, same seed => identical.
+ * The resumable Hutchinson estimator: begin / step / save / load / step ... in uneven pieces ==
+ * mpq_hessian_trace_run, bit for bit (and the final saved states byte-equal); a table of hostile
+ * saved states (truncated, wrong version or format, other layer or parameter count, other
+ * settings, NaN sums, out-of-range counts, a dead generator) refused with MPQ_ERR_FORMAT.
  * On the real stories260K: per-layer traces finite, mostly positive, with standard errors;
  * Fisher traces; Omega for a real candidate. */
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdint.h>
@@ -211,6 +216,202 @@ START_TEST(test_hutchinson_vs_exact) {
 }
 END_TEST
 
+static void same_layer(const mpq_hessian_layer_trace *a, const mpq_hessian_layer_trace *b, int i) {
+    ck_assert_msg(a->trace == b->trace && a->se == b->se && a->trace_per_param == b->trace_per_param,
+                  "layer %d: %.17g +- %.17g vs %.17g +- %.17g", i, a->trace, a->se, b->trace, b->se);
+    ck_assert(a->rse == b->rse || (isinf(a->rse) && isinf(b->rse)));
+    ck_assert(a->rel_change == b->rel_change || (isinf(a->rel_change) && isinf(b->rel_change)));
+    ck_assert_int_eq(a->n_probes, b->n_probes);
+    ck_assert_int_eq(a->converged, b->converged);
+    ck_assert_int_eq(a->converged_at, b->converged_at);
+    ck_assert_int_eq(a->n_params, b->n_params);
+}
+
+/* A run cut into steps of 1, 4, 2, 7, then the rest, saved and reloaded (into a fresh object)
+ * after every step, is the uninterrupted run bit for bit. */
+START_TEST(test_hutch_resume) {
+    mpq_hessian *hs = make_hs(tiny, tiny_tok, TB, TT, 1, 0);
+    mpq_hessian_trace_opts o = mpq_hessian_trace_opts_default();
+    o.seed = 11;
+    o.min_probes = 3;
+    o.max_probes = 25;
+    mpq_err err = {0};
+    mpq_hessian_trace *ref = NULL, *tr = NULL;
+    ck_assert_msg(mpq_hessian_trace_run(hs, &o, &ref, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert(isfinite(ref->loss));
+    mpq_hessian_hutch *h = NULL, *u = NULL;
+    ck_assert_int_eq(mpq_hessian_hutch_begin(hs, &o, &h, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_hessian_hutch_finish(h, &tr, &err), MPQ_ERR_INVALID); /* no probes yet */
+    const int steps[] = {1, 4, 2, 7, 1000};
+    for (size_t j = 0; j < sizeof steps / sizeof steps[0] && !mpq_hessian_hutch_done(h); j++) {
+        int k0 = mpq_hessian_hutch_n_probes(h);
+        ck_assert_msg(mpq_hessian_hutch_step(h, steps[j], &err) == MPQ_OK, "%s", err.msg);
+        int k1 = mpq_hessian_hutch_n_probes(h);
+        ck_assert(k1 == k0 + steps[j] || (mpq_hessian_hutch_done(h) && k1 < k0 + steps[j]));
+        void *blob = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(mpq_hessian_hutch_save(h, &blob, &n, &err), MPQ_OK);
+        ck_assert_uint_eq(strlen(blob), n);
+        mpq_hessian_hutch_free(h);
+        h = NULL;
+        ck_assert_msg(mpq_hessian_hutch_load(hs, &o, blob, n, &h, &err) == MPQ_OK, "%s", err.msg);
+        ck_assert_int_eq(mpq_hessian_hutch_n_probes(h), k1);
+        free(blob);
+    }
+    ck_assert(mpq_hessian_hutch_done(h));
+    ck_assert_int_eq(mpq_hessian_hutch_step(h, 5, &err), MPQ_OK); /* done: no more probes */
+    ck_assert_int_eq(mpq_hessian_hutch_n_probes(h), ref->n_probes);
+    ck_assert_int_eq(mpq_hessian_hutch_finish(h, &tr, &err), MPQ_OK);
+    ck_assert_int_eq(tr->n_probes, ref->n_probes);
+    ck_assert_int_eq(tr->converged, ref->converged);
+    ck_assert(isnan(tr->loss));
+    for (int i = 0; i < ref->n_layers; i++) same_layer(&tr->layers[i], &ref->layers[i], i);
+    /* the state itself: uninterrupted == resumed, byte for byte */
+    ck_assert_int_eq(mpq_hessian_hutch_begin(hs, &o, &u, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_hessian_hutch_step(u, o.max_probes, &err), MPQ_OK);
+    void *b1 = NULL, *b2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    ck_assert_int_eq(mpq_hessian_hutch_save(h, &b1, &n1, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_hessian_hutch_save(u, &b2, &n2, &err), MPQ_OK);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_int_eq(memcmp(b1, b2, n1), 0);
+    ck_assert_int_eq(mpq_hessian_hutch_step(u, -1, &err), MPQ_ERR_INVALID);
+    free(b1);
+    free(b2);
+    mpq_hessian_hutch_free(u);
+    mpq_hessian_hutch_free(h);
+    mpq_hessian_trace_free(tr);
+    mpq_hessian_trace_free(ref);
+    mpq_hessian_free(hs);
+}
+END_TEST
+
+/* Hostile saved states: path = top-level key or "key.index[.index]" set to the JSON text value
+ * (NULL: delete the key); "!truncate" cuts the blob in half, "!empty" gives 0 bytes. */
+static const struct {
+    const char *path, *value, *needle;
+} bad_blob[] = {
+    {"!truncate", NULL, "hutchinson state: not a JSON object"},
+    {"!empty", NULL, "hutchinson state: not a JSON object (0 bytes"},
+    {"version", "3", "version 3: this build reads versions 1 and 2"},
+    {"version", "\"2\"", "version nan: this build reads"},
+    {"format", "\"other\"", "format: expected \"mpq.hutchinson\""},
+    {"format", NULL, "format: expected"},
+    {"n_layers", "6", "layer count 6 differs from the model's 7"},
+    {"n_layers", "7.5", "layer count -1 differs"},
+    {"n_floats", "\"12\"", "parameter count 12 differs from the model's"},
+    {"n_floats", "12", "parameter count (missing) differs"},
+    {"seed", "\"5\"", "seed 5 differs from the run's 11"},
+    {"seed", "11", "seed: expected a decimal string"},
+    {"seed", "\"99999999999999999999\"", "seed: expected a decimal string"},
+    {"max_probes", "26", "probes 3..26 differ from the run's 3..25"},
+    {"tol", "\"0x1p-9\"", "differ from the run's 0.001"},
+    {"tol", "\"nan\"", "tol / rse_tol / fd_step: expected finite hex-float strings"},
+    {"fd_step", "0.01", "tol / rse_tol / fd_step: expected"},
+    {"T", "9", "calibration 2 x 9 tokens differs from the run's 2 x 8"},
+    {"probes", "26", "probes: expected an integer in 0..25"},
+    {"probes", "-1", "probes: expected an integer"},
+    {"probes", "2.5", "probes: expected an integer"},
+    {"probes", "1e300", "probes: expected an integer"},
+    {"probes", NULL, "probes: expected an integer"},
+    {"done", "1", "done: expected true or false"},
+    {"done", "true", "done true after 4 probes of 3..25 with not every layer converged"},
+    {"probes", "25", "done false after 25 probes of 3..25"},
+    {"rng", "[\"0000000000000000\",\"0000000000000000\",\"0000000000000000\",\"0000000000000000\"]",
+     "rng: expected 4 strings of 16 hex digits, not all zero"},
+    {"rng.2", "\"00000000000000g0\"", "rng: expected"},
+    {"rng.3", "\"0\"", "rng: expected"},
+    {"layers.6", NULL, "layers: 6 entries, the model has 7"},
+    {"layers", "{}", "layers: -1 entries"},
+    {"layers.0.0", "\"nan\"", "layers[0]: expected [sum, sumsq >= 0"},
+    {"layers.1.1", "\"-0x1p+0\"", "layers[1]: expected"},
+    {"layers.2.2", "\"inf\"", "layers[2]: expected"},
+    {"layers.3.3", "\"-inf\"", "layers[3]: expected"},
+    {"layers.4.3", "\"nan\"", "layers[4]: expected"},
+    {"layers.5.4", "5", "layers[5]: expected [sum, sumsq >= 0, mean, rel_change >= 0 (hex floats, no NaN), "
+                        "converged_at in 0..4]"},
+    {"layers.6.4", "-1", "layers[6]: expected"},
+    {"layers.0.0", "1.5", "layers[0]: expected"},
+    {"layers.0", "[\"0x1p+0\",\"0x1p+0\",\"0x1p+0\",\"inf\"]", "layers[0]: expected"},
+};
+
+/* Replaces (or with value NULL deletes) the item at path in o; false if the path is absent. */
+static bool set_path(cJSON *o, const char *path, const char *value) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", path);
+    char *save = NULL, *tok = strtok_r(buf, ".", &save), *next;
+    cJSON *parent = o;
+    while ((next = strtok_r(NULL, ".", &save))) {
+        parent = cJSON_IsArray(parent) ? cJSON_GetArrayItem(parent, atoi(tok)) : cJSON_GetObjectItem(parent, tok);
+        if (!parent) return false;
+        tok = next;
+    }
+    cJSON *v = value ? cJSON_Parse(value) : NULL;
+    if (value && !v) return false;
+    if (cJSON_IsArray(parent)) {
+        if (!v) {
+            cJSON_DeleteItemFromArray(parent, atoi(tok));
+            return true;
+        }
+        return cJSON_ReplaceItemInArray(parent, atoi(tok), v);
+    }
+    if (!v) {
+        cJSON_DeleteItemFromObjectCaseSensitive(parent, tok);
+        return true;
+    }
+    return cJSON_ReplaceItemInObjectCaseSensitive(parent, tok, v);
+}
+
+START_TEST(test_hutch_hostile_state) {
+    mpq_hessian *hs = make_hs(tiny, tiny_tok, TB, TT, 1, 0);
+    mpq_hessian_trace_opts o = mpq_hessian_trace_opts_default();
+    o.seed = 11;
+    o.min_probes = 3;
+    o.max_probes = 25;
+    mpq_err err = {0};
+    mpq_hessian_hutch *h = NULL;
+    void *good = NULL;
+    size_t ng = 0;
+    ck_assert_int_eq(mpq_hessian_hutch_begin(hs, &o, &h, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_hessian_hutch_step(h, 4, &err), MPQ_OK);
+    ck_assert(!mpq_hessian_hutch_done(h));
+    ck_assert_int_eq(mpq_hessian_hutch_save(h, &good, &ng, &err), MPQ_OK);
+    mpq_hessian_hutch_free(h);
+    h = NULL;
+    const char *k = bad_blob[_i].path;
+    char *blob = NULL;
+    size_t n = 0;
+    if (strcmp(k, "!truncate") == 0 || strcmp(k, "!empty") == 0) {
+        n = k[1] == 't' ? ng / 2 : 0;
+        blob = malloc(ng + 1);
+        memcpy(blob, good, ng + 1);
+    } else {
+        cJSON *j = cJSON_ParseWithLength(good, ng);
+        ck_assert_msg(set_path(j, k, bad_blob[_i].value), "case %d: path %s", _i, k);
+        blob = cJSON_PrintUnformatted(j);
+        n = strlen(blob);
+        cJSON_Delete(j);
+    }
+    mpq_status st = mpq_hessian_hutch_load(hs, &o, blob, n, &h, &err);
+    ck_assert_msg(st == MPQ_ERR_FORMAT, "case %d (%s): status %d (%s)", _i, k, st, err.msg);
+    ck_assert_ptr_null(h);
+    ck_assert_msg(strstr(err.msg, bad_blob[_i].needle) != NULL, "case %d: '%s' lacks '%s'", _i, err.msg,
+                  bad_blob[_i].needle);
+    /* the untouched state loads; with other settings it is refused */
+    ck_assert_int_eq(mpq_hessian_hutch_load(hs, &o, good, ng, &h, &err), MPQ_OK);
+    mpq_hessian_hutch_free(h);
+    h = NULL;
+    mpq_hessian_trace_opts o2 = o;
+    o2.rse_tol = 0.1;
+    ck_assert_int_eq(mpq_hessian_hutch_load(hs, &o2, good, ng, &h, &err), MPQ_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "rse_tol 0.05"));
+    if (k[0] == '!') free(blob);
+    else cJSON_free(blob);
+    free(good);
+    mpq_hessian_free(hs);
+}
+END_TEST
+
 START_TEST(test_eigs_vs_exact) {
     mpq_hessian *hs = make_hs(tiny, tiny_tok, TB, TT, 2, 0);
     mpq_err err = {0};
@@ -365,6 +566,8 @@ static Suite *hessian_suite(void) {
     tcase_add_unchecked_fixture(t, tiny_setup, tiny_teardown);
     tcase_add_test(t, test_hv_vs_second_differences);
     tcase_add_test(t, test_hutchinson_vs_exact);
+    tcase_add_test(t, test_hutch_resume);
+    tcase_add_loop_test(t, test_hutch_hostile_state, 0, (int)(sizeof bad_blob / sizeof bad_blob[0]));
     tcase_add_test(t, test_eigs_vs_exact);
     tcase_add_test(t, test_slq_vs_exact);
     tcase_add_test(t, test_stories260k_traces);

@@ -1,12 +1,14 @@
 /* test_job_hessian.c - the hessian stage of jobs (search/job_hessian.c): the "hessian" spec
  * section (defaults, canonical form, a table of hostile keys each naming its key), its unit
- * list on stories260K, and small stories260K jobs: every metric stored; the chunked, resumable
- * Hutchinson run bit-identical to mpq_hessian_trace_run (to probes_max, and with an early
- * stop); hawq_omega == trace / n_params * weight_sse exactly; interrupted + resumed ==
- * uninterrupted, bitwise, even with a stale chunk artifact left by a kill; a different
- * probes_per_unit gives the same numbers; hostile chunk-state artifacts are refused with a
- * message naming the artifact and the job can be resumed after the state is repaired. */
+ * list on stories260K, and small stories260K jobs: every metric stored; the chunked run (the
+ * library's resumable estimator, one chunk per unit) gives the numbers of mpq_hessian_trace_run
+ * (to probes_max, and with an early stop); hawq_omega == trace / n_params * weight_sse exactly;
+ * interrupted + resumed == uninterrupted, bitwise, even with a stale chunk artifact left by a
+ * kill; a different probes_per_unit gives the same numbers; hostile chunk-state artifacts are
+ * refused (MPQ_ERR_FORMAT) with a message naming the artifact, and the job resumes after the
+ * state is repaired, also from a state in the version-1 layout of earlier artifacts. */
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,22 +423,58 @@ static const char *early_spec = HEAD "\"metrics\":[\"hessian\"],\"hessian\":{\"p
                                      "\"eig\":false,\"slq\":false,\"fisher\":false,\"seed\":3}}";
 
 static const struct {
-    const char *blob; /* NULL: delete nothing, use a mutation of the real state */
+    const char *blob; /* "@N": the parameter count; "@T": the real state cut in half */
     const char *needle;
 } bad_state[] = {
-    {"not json", "artifact hessian.trace.0: not a JSON object"},
-    {"{}", "artifact hessian.trace.0: seed differs"},
-    {"{\"seed\":3,\"n_floats\":\"12\"}", "artifact hessian.trace.0: parameter count differs"},
-    {"{\"seed\":3,\"n_floats\":\"@N\",\"probes\":41,\"done\":false}", "artifact hessian.trace.0: bad probe count"},
+    {"not json", "hutchinson state: not a JSON object"},
+    {"@T", "hutchinson state: not a JSON object"},
+    {"{}", "hutchinson state: seed differs from the run's 3 (version 1 state)"},
+    {"{\"format\":\"mpq.hutchinson\",\"version\":7}", "hutchinson state: version 7: this build reads versions 1 and 2"},
+    {"{\"seed\":3,\"n_floats\":\"12\"}", "hutchinson state: parameter count 12 differs from the model's @N"},
+    {"{\"seed\":3,\"n_floats\":\"@N\",\"probes\":41,\"done\":false}",
+     "hutchinson state: probes: expected an integer in 0..40"},
     {"{\"seed\":3,\"n_floats\":\"@N\",\"probes\":2,\"done\":false,\"rng\":[\"0\",\"1\"]}",
-     "artifact hessian.trace.0: bad generator state"},
+     "hutchinson state: rng: expected 4 strings of 16 hex digits"},
     {"{\"seed\":3,\"n_floats\":\"@N\",\"probes\":2,\"done\":false,\"rng\":[\"000000000000000z\",\"0000000000000000\","
      "\"0000000000000000\",\"0000000000000000\"],\"layers\":[]}",
-     "artifact hessian.trace.0: bad generator state"},
+     "hutchinson state: rng: expected"},
     {"{\"seed\":3,\"n_floats\":\"@N\",\"probes\":2,\"done\":false,\"rng\":[\"0000000000000001\",\"0000000000000000\","
      "\"0000000000000000\",\"0000000000000000\"],\"layers\":[[\"0x1p+0\",\"0\",\"0\",\"inf\",0]]}",
-     "artifact hessian.trace.0: layer count differs"},
+     "hutchinson state: layers: 1 entries, the model has 35"},
 };
+
+/* s with every "@N" replaced by nf (into out). */
+static void subst_n(char *out, size_t cap, const char *s, const char *nf) {
+    size_t n = 0;
+    for (const char *p = s; *p && n + 1 < cap; p++) {
+        if (p[0] == '@' && p[1] == 'N') {
+            n += (size_t)snprintf(out + n, cap - n, "%s", nf);
+            p++;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n < cap ? n : cap - 1] = '\0';
+}
+
+/* The saved state rewritten in the version-1 layout (no format, version or settings; seed a
+ * number), as the stage wrote its artifacts before the state had a version. */
+static char *as_version1(const void *blob, size_t n) {
+    cJSON *j = cJSON_ParseWithLength(blob, n);
+    ck_assert_ptr_nonnull(j);
+    const char *drop[] = {"format", "version", "n_layers", "min_probes", "max_probes", "tol", "rse_tol",
+                          "fd_step", "n_seqs", "T"};
+    for (size_t k = 0; k < sizeof drop / sizeof drop[0]; k++) {
+        ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(j, drop[k]));
+        cJSON_DeleteItemFromObjectCaseSensitive(j, drop[k]);
+    }
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    ck_assert(cJSON_IsString(seed));
+    ck_assert(cJSON_ReplaceItemInObjectCaseSensitive(j, "seed", cJSON_CreateNumber(atof(seed->valuestring))));
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
+}
 
 START_TEST(test_early_stop_and_hostile_state) {
     char dir[512];
@@ -481,20 +519,30 @@ START_TEST(test_early_stop_and_hostile_state) {
     char nf[32];
     snprintf(nf, sizeof nf, "%zu", mpq_hessian_n_params(hs));
     for (size_t k = 0; k < sizeof bad_state / sizeof bad_state[0]; k++) {
-        char blob[1024];
-        const char *at = strstr(bad_state[k].blob, "@N");
-        if (at) snprintf(blob, sizeof blob, "%.*s%s%s", (int)(at - bad_state[k].blob), bad_state[k].blob, nf, at + 2);
-        else snprintf(blob, sizeof blob, "%s", bad_state[k].blob);
-        ck_assert_int_eq(mpq_db_artifact_put(b, idb, "hessian.trace.0", blob, strlen(blob), &err), MPQ_OK);
+        char blob[8192], needle[256];
+        size_t nb;
+        if (strcmp(bad_state[k].blob, "@T") == 0) {
+            nb = ng / 2;
+            ck_assert_uint_lt(nb, sizeof blob);
+            memcpy(blob, good, nb);
+        } else {
+            subst_n(blob, sizeof blob, bad_state[k].blob, nf);
+            nb = strlen(blob);
+        }
+        subst_n(needle, sizeof needle, bad_state[k].needle, nf);
+        ck_assert_int_eq(mpq_db_artifact_put(b, idb, "hessian.trace.0", blob, nb, &err), MPQ_OK);
         mpq_status st = mpq_job_resume(b, "h", NULL, &err);
-        ck_assert_msg(st == MPQ_ERR_INVALID, "case %zu: status %d (%s)", k, st, err.msg);
-        ck_assert_msg(strstr(err.msg, bad_state[k].needle) != NULL, "case %zu: '%s' lacks '%s'", k, err.msg,
-                      bad_state[k].needle);
-        ck_assert_ptr_nonnull(strstr(err.msg, "unit hessian/trace/chunk.1"));
+        ck_assert_msg(st == MPQ_ERR_FORMAT, "case %zu: status %d (%s)", k, st, err.msg);
+        ck_assert_msg(strstr(err.msg, needle) != NULL, "case %zu: '%s' lacks '%s'", k, err.msg, needle);
+        ck_assert_ptr_nonnull(strstr(err.msg, "unit hessian/trace/chunk.1: hessian: artifact hessian.trace.0 "
+                                              "(job 'h'): hutchinson state: "));
         ck_assert_int_eq(mpq_db_job_get(b, idb, &j, &err), MPQ_OK);
         ck_assert_int_eq(j.status, MPQ_DB_JOB_FAILED);
     }
-    ck_assert_int_eq(mpq_db_artifact_put(b, idb, "hessian.trace.0", good, ng, &err), MPQ_OK);
+    /* repaired with the same state in the version-1 layout of earlier artifacts */
+    char *v1 = as_version1(good, ng);
+    ck_assert_int_eq(mpq_db_artifact_put(b, idb, "hessian.trace.0", v1, strlen(v1), &err), MPQ_OK);
+    cJSON_free(v1);
     ck_assert_msg(mpq_job_resume(b, "h", NULL, &err) == MPQ_OK, "%s", err.msg);
     mpq_db_table *ta = dump(a, "1"), *tb = dump(b, "1");
     ck_assert_int_eq(ta->n_rows, 5 * NL);

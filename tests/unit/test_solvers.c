@@ -13,18 +13,14 @@
 #include "mpq/mpq.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
+#include "mpq/mpq_rng.h"
 #include "mpq/mpq_solvers.h"
 #include "test_util.h"
 #include "../../solvers/solvers_internal.h"
 
-/* fixed-seed PRNG (splitmix64) */
+/* fixed-seed PRNG: the splitmix64 stream of mpq_rng.h */
 static uint64_t rng_state;
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return mpq_rng_splitmix64(&rng_state); }
 static int rng_int(int lo, int hi) { return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1)); }
 static double rng_unif(void) { return (double)(rng_next() >> 11) * 0x1.0p-53; }
 

@@ -1,9 +1,12 @@
-/* test_util.c - mpq_err, checked size arithmetic and SHA-256 (FIPS 180-4 test vectors). */
+/* test_util.c - mpq_err, checked size arithmetic, SHA-256 (FIPS 180-4 test vectors) and the
+ * generator of mpq_rng.h (splitmix64's published first outputs from 0; xoshiro256** outputs
+ * from an independent implementation; unbiased below, uniform doubles, Rademacher bits). */
 #include <check.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "mpq/mpq.h"
+#include "mpq/mpq_rng.h"
 #include "test_util.h"
 #include "test_main.h"
 
@@ -52,6 +55,50 @@ START_TEST(test_err_messages) {
 }
 END_TEST
 
+START_TEST(test_rng) {
+    uint64_t x = 0;
+    ck_assert_uint_eq(mpq_rng_splitmix64(&x), 0xe220a8397b1dcdafULL);
+    ck_assert_uint_eq(mpq_rng_splitmix64(&x), 0x6e789e6aa1b965f4ULL);
+    ck_assert_uint_eq(mpq_rng_splitmix64(&x), 0x06c45d188009454fULL);
+    mpq_rng r;
+    mpq_rng_seed(&r, 42);
+    mpq_rng saved = r;
+    ck_assert_uint_eq(mpq_rng_next(&r), 0x15780b2e0c2ec716ULL);
+    ck_assert_uint_eq(mpq_rng_next(&r), 0x6104d9866d113a7eULL);
+    ck_assert_uint_eq(mpq_rng_next(&r), 0xae17533239e499a1ULL);
+    /* Rademacher: bit j of each word, set -> +1; 70 entries take 2 words */
+    mpq_rng a = saved, b = saved;
+    float v[70];
+    mpq_rng_rademacher(&a, v, 70);
+    uint64_t w0 = mpq_rng_next(&b), w1 = mpq_rng_next(&b);
+    for (int j = 0; j < 70; j++)
+        ck_assert(v[j] == (((j < 64 ? w0 >> j : w1 >> (j - 64)) & 1) ? 1.0f : -1.0f));
+    ck_assert_uint_eq(mpq_rng_next(&a), mpq_rng_next(&b));
+    /* below: in range, every value hit, no draw for n == 0; uniform doubles in [0, 1) */
+    int hits[7] = {0};
+    for (int i = 0; i < 7000; i++) {
+        uint64_t k = mpq_rng_below(&r, 7);
+        ck_assert_uint_lt(k, 7);
+        hits[k]++;
+    }
+    for (int k = 0; k < 7; k++) ck_assert_int_gt(hits[k], 800); /* mean 1000, sd 31 */
+    a = r;
+    ck_assert_uint_eq(mpq_rng_below(&r, 0), 0);
+    ck_assert_uint_eq(mpq_rng_next(&r), mpq_rng_next(&a));
+    ck_assert_uint_eq(mpq_rng_below(&r, 1), 0);
+    x = 5;
+    for (int i = 0; i < 100; i++) ck_assert_uint_lt(mpq_rng_splitmix64_below(&x, 3), 3);
+    double lo = 1, hi = 0;
+    for (int i = 0; i < 1000; i++) {
+        double u = mpq_rng_uniform(&r);
+        ck_assert(u >= 0 && u < 1);
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    ck_assert(lo < 0.01 && hi > 0.99);
+}
+END_TEST
+
 static Suite *util_suite(void) {
     Suite *s = suite_create("util");
     TCase *tc = tcase_create("core");
@@ -59,6 +106,7 @@ static Suite *util_suite(void) {
     tcase_add_test(tc, test_sha256_file_matches_buffer);
     tcase_add_test(tc, test_size_overflow);
     tcase_add_test(tc, test_err_messages);
+    tcase_add_test(tc, test_rng);
     suite_add_tcase(s, tc);
     return s;
 }
