@@ -9,7 +9,7 @@ data=$MPQ_SHARED/data/tinystories-eval.tok512.u16
 
 printf '\x01\x00\x05' >"$tmp/odd.u16"
 check inspect-ok 0 "blk.4.ffn_down" -- "$MPQ" inspect "$model"
-check inspect-json 0 '"n_params": 260032' -- "$MPQ" inspect --json "$model"
+check inspect-json 0 '"n_params":	260032' -- "$MPQ" inspect --json "$model"
 check eval-fp 0 "ppl" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4
 check eval-quant 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4 -w int4g32 -k k4v4
 
