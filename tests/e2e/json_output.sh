@@ -45,6 +45,13 @@ json eval "$MPQ" eval -m "$model" -d "$data" -L 32 -n 3 -w int4g32 -k k4v2 --jso
   ppl=$("$jc" ppl <"$T/out.json")
   case $ppl in [1-9]*) ok "eval-ppl $ppl" ;; *) bad "eval-ppl '$ppl'" ;; esac
 }
+# equal inputs, seed and --batch: bit-identical figures (KV-quantized, a partial last batch)
+for i in 1 2; do
+  "$MPQ" eval -m "$model" -d "$data" -L 32 -n 5 -b 2 -k k4v2 --kv-mode per-token --json >"$T/rep$i.json" 2>"$T/err" || bad "repeat $i: $(cat "$T/err")"
+  "$jc" fp_ppl ppl kl kl_stderr top1 <"$T/rep$i.json" >"$T/rep$i.txt" || bad "repeat $i: not JSON"
+done
+if cmp -s "$T/rep1.txt" "$T/rep2.txt" && [ -s "$T/rep1.txt" ]; then ok "same-batch-identical"; else bad "same-batch-identical: $(paste "$T/rep1.txt" "$T/rep2.txt")"; fi
+
 # --json-out into a file whose name holds the same characters
 out="$dir/r\"e\\s.json"
 if "$MPQ" eval -m "$model" -d "$data" -L 32 -n 2 -o "$out" >/dev/null 2>"$T/err" && "$jc" model <"$out" >"$T/v"; then
