@@ -13,7 +13,8 @@
  * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "fp8e4m3" (per channel; the
  * spelling "fp8e4m3c" is accepted), "fp8e5m2g32", "fp4e2m1g32", "nf4g64", "f16", "f32".
  *
- * Quantizer conventions (round to nearest; scales and zeros stored in fp16):
+ * Quantizer conventions (round to nearest; scales and zeros stored in fp16; every detail needed
+ * to reproduce them bit for bit is in the README, "Exact quantizer conventions"):
  * - int<N> asymmetric: zero = group minimum rounded DOWN to fp16 (a float offset, not an
  *   integer zero point); levels zero + q*scale, q = 0..2^N-1; scale = (max-zero)/(2^N-1) in
  *   fp16, bumped to the next fp16 value if needed so the grid covers [min, max]. Hence

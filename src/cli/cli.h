@@ -75,4 +75,17 @@ struct cJSON *cli_table_json(const struct mpq_db_table *t);
 /* Prints j unformatted plus a newline; MPQ_EXIT_NOMEM if j is NULL or printing fails. */
 int cli_print_json(FILE *f, struct cJSON *j);
 
+/* JSON output rules (cli_util.c), used by every --json of the CLI:
+ * - JSON is built as a cJSON tree and printed by cJSON (strings escaped by cJSON);
+ * - a NaN or infinite number is written as null (JSON has no NaN / Infinity);
+ * - a NULL string is written as null.
+ * The cli_json_add_* helpers return false when out of memory (o is then still valid). */
+struct cJSON *cli_json_number(double v);
+bool cli_json_add_number(struct cJSON *o, const char *key, double v);
+bool cli_json_add_string(struct cJSON *o, const char *key, const char *s);
+bool cli_json_add_bool(struct cJSON *o, const char *key, bool v);
+/* Prints j indented (cJSON_Print) plus a newline; MPQ_ERR_NOMEM when j is NULL or printing
+ * fails, MPQ_ERR_IO (message names `name`) when writing to f fails. */
+mpq_status cli_write_json(FILE *f, const char *name, struct cJSON *j, mpq_err *err);
+
 #endif

@@ -1,10 +1,14 @@
-/* cli_util.c - exit-code table, error printing and option parsing shared by the subcommands. */
+/* cli_util.c - exit-code table, error printing, option parsing and the JSON output rules
+ * shared by the subcommands (JSON through cJSON: https://github.com/DaveGamble/cJSON). */
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int cli_exit_code(mpq_status st) {
@@ -66,4 +70,31 @@ bool cli_use_color(FILE *f) {
     const char *nc = getenv("NO_COLOR");
     if (nc && *nc) return false;
     return isatty(fileno(f));
+}
+
+cJSON *cli_json_number(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+static bool add_item(cJSON *o, const char *key, cJSON *v) {
+    if (!v) return false;
+    if (!cJSON_AddItemToObject(o, key, v)) {
+        cJSON_Delete(v);
+        return false;
+    }
+    return true;
+}
+
+bool cli_json_add_number(cJSON *o, const char *key, double v) { return o && add_item(o, key, cli_json_number(v)); }
+
+bool cli_json_add_string(cJSON *o, const char *key, const char *s) {
+    return o && add_item(o, key, s ? cJSON_CreateString(s) : cJSON_CreateNull());
+}
+
+bool cli_json_add_bool(cJSON *o, const char *key, bool v) { return o && add_item(o, key, cJSON_CreateBool(v)); }
+
+mpq_status cli_write_json(FILE *f, const char *name, cJSON *j, mpq_err *err) {
+    char *s = j ? cJSON_Print(j) : NULL;
+    if (!s) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for the JSON output", name);
+    bool ok = fputs(s, f) >= 0 && fputc('\n', f) != EOF && fflush(f) == 0;
+    cJSON_free(s);
+    return ok ? MPQ_OK : mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", name, strerror(errno));
 }

@@ -3,6 +3,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,10 @@ static const char *eval_help =
     "cross-entropy; with --config (or --weights / --kv) the model is quantized as\n"
     "configured and compared with the full-precision model on the same windows:\n"
     "KL(P_fp || P_q) per next-token distribution (mean and standard error over windows)\n"
-    "and top-1 agreement. Same inputs and seed give identical numbers.\n"
+    "and top-1 agreement. The same inputs, seed and --batch give bit-identical numbers.\n"
+    "--batch sets the rows of every matrix product, which changes the last bits of every\n"
+    "figure; with a quantized KV cache such a last-bit change can move a K or V element to\n"
+    "the neighbouring quantization level, so KL and ppl can differ from the 3rd to 5th digit.\n"
     "\n"
     "  -m, --model PATH        llama2.c checkpoint or Hugging Face directory\n"
     "  -d, --data PATH         text file (tokenized with --tokenizer), or .u16 / .u32 token file\n"
@@ -126,171 +131,219 @@ typedef struct eval_result {
     mpq_eval_stats fp, q;
     bool quantized;
     mpq_config_stats sizes;
-    int n_seqs, seq_len;
+    int n_seqs, seq_len, batch;
     double seconds;
 } eval_result;
 
-static void write_json(FILE *f, const eval_args *a, const mpq_model *m, const mpq_data *d, const eval_result *r) {
-    fprintf(f, "{\n  \"model\": \"%s\",\n  \"data\": \"%s\",\n  \"data_sha256\": \"%s\",\n", mpq_model_path(m),
-            a->data, mpq_data_sha256(d));
-    fprintf(f, "  \"config\": %s%s%s,\n", a->config ? "\"" : "", a->config ? a->config : "null", a->config ? "\"" : "");
-    fprintf(f, "  \"seq_len\": %d,\n  \"n_seqs\": %d,\n  \"seed\": %ld,\n  \"n_tokens\": %lld,\n", r->seq_len, r->n_seqs,
-            a->seed, (long long)r->q.n_tokens);
-    fprintf(f, "  \"fp_ppl\": %.17g,\n  \"fp_ce\": %.17g,\n", r->fp.ppl, r->fp.ce);
-    fprintf(f, "  \"ppl\": %.17g,\n  \"ce\": %.17g,\n  \"kl\": %.17g,\n  \"kl_stderr\": %.17g,\n  \"top1\": %.17g,\n",
-            r->q.ppl, r->q.ce, r->q.kl_mean, r->q.kl_se, r->q.top1);
-    fprintf(f, "  \"avg_weight_bits\": %.17g,\n  \"weight_bytes\": %lld,\n  \"linear_bytes\": %lld,\n",
-            r->sizes.avg_weight_bits, (long long)r->sizes.total_weight_bytes, (long long)r->sizes.linear_bytes);
-    fprintf(f, "  \"avg_kv_bits\": %.17g,\n  \"kv_bytes_per_token\": %.17g,\n  \"seconds\": %.3f\n}\n",
-            r->sizes.avg_kv_bits, r->sizes.kv_bytes_per_token, r->seconds);
+/* Everything cli_eval owns; eval_free releases it in reverse order. */
+typedef struct eval_ctx {
+    mpq_model *m;
+    mpq_tokenizer *tok;
+    mpq_data *d;
+    mpq_data_seqs *seqs;
+    mpq_config *cfg;   /* NULL: full precision */
+    mpq_config *fpcfg; /* the f32 config whose sizes are reported when cfg is NULL */
+    mpq_weights *qw;   /* quantized clone of the weights (cfg only) */
+    mpq_kv_pair *pairs;
+    mpq_exec_opts qopt;
+    mpq_exec *ex;
+    float *ref, *logits;
+    int *tokens;
+    FILE *lf; /* --logits-out */
+} eval_ctx;
+
+static void eval_free(eval_ctx *c) {
+    if (c->lf) fclose(c->lf);
+    free(c->tokens);
+    free(c->logits);
+    free(c->ref);
+    mpq_exec_free(c->ex);
+    free(c->pairs);
+    mpq_weights_free(c->qw);
+    mpq_config_free(c->fpcfg);
+    mpq_config_free(c->cfg);
+    mpq_data_seqs_free(c->seqs);
+    mpq_data_free(c->d);
+    mpq_tokenizer_free(c->tok);
+    mpq_model_free(c->m);
+}
+
+/* Loads model, tokenizer and data, cuts the windows, builds the config and its sizes. */
+static mpq_status eval_load(const eval_args *a, eval_ctx *c, eval_result *r, mpq_err *err) {
+    mpq_status st;
+    if ((st = mpq_model_load(a->model, &c->m, err)) != MPQ_OK) return st;
+    const mpq_model_config *mc = mpq_model_get_config(c->m);
+    if (a->tokenizer && (st = mpq_tokenizer_load(a->tokenizer, mc->vocab_size, &c->tok, err)) != MPQ_OK) return st;
+    mpq_data_opts dopt = mpq_data_opts_default();
+    dopt.vocab_size = mc->vocab_size;
+    if ((st = mpq_data_load(a->data, c->tok, &dopt, &c->d, err)) != MPQ_OK) return st;
+    int T = a->seq_len ? (int)a->seq_len : (mc->seq_len < 256 ? mc->seq_len : 256);
+    if (T > mc->seq_len)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "--seq-len %d exceeds the model's seq len %d", T, mc->seq_len);
+    if ((st = mpq_data_sequences(c->d, T, (int)a->n_seqs, (uint64_t)a->seed, &c->seqs, err)) != MPQ_OK) return st;
+    r->n_seqs = c->seqs->n_seqs;
+    r->seq_len = T;
+    r->batch = (int)a->batch < r->n_seqs ? (int)a->batch : r->n_seqs;
+    if ((st = build_config(a, c->m, &c->cfg, err)) != MPQ_OK) return st;
+    r->quantized = c->cfg != NULL;
+    if (!c->cfg && (st = mpq_config_uniform(c->m, "f32", "k16v16", &c->fpcfg, err)) != MPQ_OK) return st;
+    return mpq_config_get_stats(c->cfg ? c->cfg : c->fpcfg, c->m, T, &r->sizes, err);
+}
+
+/* Quantized weights and KV pairs (with a config), the executor, the logit buffers and the
+ * --logits-out file. */
+static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, const eval_result *r, mpq_err *err) {
+    mpq_status st;
+    const mpq_model_config *mc = mpq_model_get_config(c->m);
+    c->qopt = mpq_exec_opts_default();
+    if (c->cfg) {
+        if ((st = mpq_weights_clone(c->m, &c->qw, err)) != MPQ_OK) return st;
+        if ((st = mpq_config_apply(c->cfg, c->m, c->qw, err)) != MPQ_OK) return st;
+        if (!(c->pairs = mpq_calloc((size_t)mc->n_layers, sizeof *c->pairs)))
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        for (int l = 0; l < mc->n_layers; l++) c->pairs[l] = mpq_config_kv(c->cfg, l);
+        c->qopt.kv_pairs = c->pairs;
+        c->qopt.n_kv_pairs = mc->n_layers;
+        c->qopt.kv_scheme = *mpq_config_kv_scheme(c->cfg);
+    }
+    int B = r->batch, T = r->seq_len;
+    if ((st = mpq_exec_create(c->m, B, T, &c->ex, err)) != MPQ_OK) return st;
+    size_t per_batch;
+    if (!mpq_size_mul3((size_t)B, (size_t)T, (size_t)mc->vocab_size, &per_batch) ||
+        !(c->ref = mpq_calloc(per_batch, sizeof *c->ref)) || !(c->logits = mpq_calloc(per_batch, sizeof *c->logits)) ||
+        !(c->tokens = mpq_calloc((size_t)B * (size_t)(T + 1), sizeof *c->tokens)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d x %d x %d logits", B, T, mc->vocab_size);
+    if (a->logits_out && !(c->lf = fopen(a->logits_out, "wb")))
+        return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot create: %s", a->logits_out, strerror(errno));
+    return MPQ_OK;
+}
+
+/* Runs every batch of windows: the FP pass (reference log-probabilities), then the
+ * quantized pass against it; writes the logits when asked. */
+static mpq_status eval_run(const eval_args *a, eval_ctx *c, eval_result *r, mpq_err *err) {
+    mpq_status st;
+    const mpq_weights *fw = mpq_model_get_weights(c->m);
+    const int B = r->batch, T = r->seq_len, V = mpq_model_get_config(c->m)->vocab_size;
+    const mpq_data_seqs *seqs = c->seqs;
+    double t0 = mpq_time_now();
+    for (int s0 = 0; s0 < seqs->n_seqs; s0 += B) {
+        int nb = seqs->n_seqs - s0 < B ? seqs->n_seqs - s0 : B;
+        memcpy(c->tokens, seqs->tokens + (size_t)s0 * (size_t)(T + 1), (size_t)nb * (size_t)(T + 1) * sizeof *c->tokens);
+        mpq_eval_io fio = {.logprobs_out = c->ref, .logits_out = r->quantized ? NULL : c->logits};
+        if ((st = mpq_exec_eval(c->ex, fw, NULL, c->tokens, nb, T, &fio, &r->fp, err)) != MPQ_OK) return st;
+        if (r->quantized) {
+            mpq_eval_io qio = {.ref_logprobs = c->ref, .logits_out = c->logits};
+            if ((st = mpq_exec_eval(c->ex, c->qw, &c->qopt, c->tokens, nb, T, &qio, &r->q, err)) != MPQ_OK) return st;
+        }
+        size_t n = (size_t)nb * (size_t)T * (size_t)V;
+        if (c->lf && fwrite(c->logits, sizeof *c->logits, n, c->lf) != n)
+            return mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", a->logits_out, strerror(errno));
+    }
+    r->seconds = mpq_time_now() - t0;
+    if (!r->quantized) {
+        r->q = r->fp;
+        r->q.kl_mean = 0;
+        r->q.kl_se = 0;
+        r->q.top1 = 1;
+    }
+    if (c->lf) {
+        int rc = fclose(c->lf);
+        c->lf = NULL;
+        if (rc != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", a->logits_out, strerror(errno));
+    }
+    return MPQ_OK;
+}
+
+/* The result as a JSON object (NULL when out of memory). Paths and names are escaped by
+ * cJSON; a NaN or infinite figure (e.g. from a model with non-finite weights) is null. */
+static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    bool ok = cli_json_add_string(o, "model", mpq_model_path(c->m)) && cli_json_add_string(o, "data", a->data) &&
+              cli_json_add_string(o, "data_sha256", mpq_data_sha256(c->d)) &&
+              cli_json_add_string(o, "config", a->config) && cli_json_add_string(o, "weights", a->weights) &&
+              cli_json_add_string(o, "kv", a->kv);
+    if (ok && c->cfg) {
+        const mpq_kv_scheme *s = mpq_config_kv_scheme(c->cfg);
+        cJSON *ks = cJSON_AddObjectToObject(o, "kv_scheme");
+        ok = cli_json_add_string(ks, "mode", mpq_kv_mode_name(s->mode)) &&
+             cli_json_add_number(ks, "group_size", s->group_size) && cli_json_add_number(ks, "residual", s->residual);
+    }
+    const struct { const char *key; double v; } nums[] = {
+        {"seq_len", r->seq_len},
+        {"n_seqs", r->n_seqs},
+        {"seed", (double)a->seed},
+        {"batch", r->batch},
+        {"n_tokens", (double)r->q.n_tokens},
+        {"fp_ppl", r->fp.ppl},
+        {"fp_ce", r->fp.ce},
+        {"ppl", r->q.ppl},
+        {"ce", r->q.ce},
+        {"kl", r->q.kl_mean},
+        {"kl_stderr", r->q.kl_se},
+        {"top1", r->q.top1},
+        {"avg_weight_bits", r->sizes.avg_weight_bits},
+        {"weight_bytes", (double)r->sizes.total_weight_bytes},
+        {"linear_bytes", (double)r->sizes.linear_bytes},
+        {"avg_kv_bits", r->sizes.avg_kv_bits},
+        {"kv_bytes_per_token", r->sizes.kv_bytes_per_token},
+        {"seconds", round(r->seconds * 1000.0) / 1000.0},
+    };
+    for (size_t i = 0; ok && i < sizeof nums / sizeof nums[0]; i++) ok = cli_json_add_number(o, nums[i].key, nums[i].v);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static void eval_print_text(const eval_args *a, const eval_ctx *c, const eval_result *r) {
+    printf("model %s, data %s: %d windows x %d tokens (seed %ld, batch %d), %lld scored tokens\n",
+           mpq_model_path(c->m), a->data, r->n_seqs, r->seq_len, a->seed, r->batch, (long long)r->q.n_tokens);
+    printf("fp         ppl %.4f  ce %.5f nats\n", r->fp.ppl, r->fp.ce);
+    if (r->quantized)
+        printf("quantized  ppl %.4f  ce %.5f nats  KL %.6g +- %.2g  top-1 agreement %.4f\n", r->q.ppl, r->q.ce,
+               r->q.kl_mean, r->q.kl_se, r->q.top1);
+    printf("weights    %.4f bits/weight (linear layers), %lld bytes total\n", r->sizes.avg_weight_bits,
+           (long long)r->sizes.total_weight_bytes);
+    printf("kv cache   %.4f bits/element, %.1f bytes/token\n", r->sizes.avg_kv_bits, r->sizes.kv_bytes_per_token);
+}
+
+/* Prints the result (text or --json) and writes --json-out. */
+static mpq_status eval_output(const eval_args *a, const eval_ctx *c, const eval_result *r, mpq_err *err) {
+    if (!a->json && !a->json_out) {
+        eval_print_text(a, c, r);
+        return MPQ_OK;
+    }
+    mpq_status st = MPQ_OK;
+    cJSON *j = eval_json(a, c, r);
+    if (a->json) st = cli_write_json(stdout, "stdout", j, err);
+    else eval_print_text(a, c, r);
+    if (st == MPQ_OK && a->json_out) {
+        FILE *jf = fopen(a->json_out, "w");
+        if (!jf) {
+            st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot create: %s", a->json_out, strerror(errno));
+        } else {
+            st = cli_write_json(jf, a->json_out, j, err);
+            if (fclose(jf) != 0 && st == MPQ_OK) st = mpq_err_set(err, MPQ_ERR_IO, "%s: write failed", a->json_out);
+        }
+    }
+    cJSON_Delete(j);
+    return st;
 }
 
 int cli_eval(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc < 0 ? MPQ_EXIT_OK : rc;
-
     mpq_err err = {0};
-    mpq_status st = MPQ_OK;
-    mpq_model *m = NULL;
-    mpq_tokenizer *tok = NULL;
-    mpq_data *d = NULL;
-    mpq_data_seqs *seqs = NULL;
-    mpq_config *cfg = NULL, *fpcfg = NULL;
-    mpq_weights *qw = NULL;
-    mpq_exec *ex = NULL;
-    float *ref = NULL, *logits = NULL;
-    int *tokens = NULL;
-    FILE *lf = NULL;
+    eval_ctx c;
     eval_result r;
+    memset(&c, 0, sizeof c);
     memset(&r, 0, sizeof r);
-
-    if ((st = mpq_model_load(a.model, &m, &err)) != MPQ_OK) goto done;
-    const mpq_model_config *mc = mpq_model_get_config(m);
-    if (a.tokenizer && (st = mpq_tokenizer_load(a.tokenizer, mc->vocab_size, &tok, &err)) != MPQ_OK) goto done;
-    mpq_data_opts dopt = mpq_data_opts_default();
-    dopt.vocab_size = mc->vocab_size;
-    if ((st = mpq_data_load(a.data, tok, &dopt, &d, &err)) != MPQ_OK) goto done;
-    int T = a.seq_len ? (int)a.seq_len : (mc->seq_len < 256 ? mc->seq_len : 256);
-    if (T > mc->seq_len) {
-        st = mpq_err_set(&err, MPQ_ERR_INVALID, "--seq-len %d exceeds the model's seq len %d", T, mc->seq_len);
-        goto done;
-    }
-    if ((st = mpq_data_sequences(d, T, (int)a.n_seqs, (uint64_t)a.seed, &seqs, &err)) != MPQ_OK) goto done;
-    if (seqs->n_seqs == 0) {
-        st = mpq_err_set(&err, MPQ_ERR_INVALID, "%s: %zu tokens hold no window of %d+1 tokens", a.data,
-                         mpq_data_n_tokens(d), T);
-        goto done;
-    }
-    r.n_seqs = seqs->n_seqs;
-    r.seq_len = T;
-    if ((st = build_config(&a, m, &cfg, &err)) != MPQ_OK) goto done;
-    r.quantized = cfg != NULL;
-    if (!cfg && (st = mpq_config_uniform(m, "f32", "k16v16", &fpcfg, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_config_get_stats(cfg ? cfg : fpcfg, m, T, &r.sizes, &err)) != MPQ_OK) goto done;
-
-    const mpq_weights *fw = mpq_model_get_weights(m);
-    const mpq_weights *w = fw;
-    mpq_exec_opts qopt = mpq_exec_opts_default();
-    mpq_kv_pair *pairs = NULL;
-    if (cfg) {
-        if ((st = mpq_weights_clone(m, &qw, &err)) != MPQ_OK) goto done;
-        if ((st = mpq_config_apply(cfg, m, qw, &err)) != MPQ_OK) goto done;
-        w = qw;
-        pairs = mpq_calloc((size_t)mc->n_layers, sizeof *pairs);
-        if (!pairs) {
-            st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        for (int l = 0; l < mc->n_layers; l++) pairs[l] = mpq_config_kv(cfg, l);
-        qopt.kv_pairs = pairs;
-        qopt.n_kv_pairs = mc->n_layers;
-        qopt.kv_scheme = *mpq_config_kv_scheme(cfg);
-    }
-    int B = (int)a.batch < seqs->n_seqs ? (int)a.batch : seqs->n_seqs;
-    if ((st = mpq_exec_create(m, B, T, &ex, &err)) != MPQ_OK) goto done_pairs;
-    size_t per_batch;
-    if (!mpq_size_mul3((size_t)B, (size_t)T, (size_t)mc->vocab_size, &per_batch) ||
-        !(ref = mpq_calloc(per_batch, sizeof *ref)) || !(logits = mpq_calloc(per_batch, sizeof *logits)) ||
-        !(tokens = mpq_calloc((size_t)B * (size_t)(T + 1), sizeof *tokens))) {
-        st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory for %d x %d x %d logits", B, T, mc->vocab_size);
-        goto done_pairs;
-    }
-    if (a.logits_out && !(lf = fopen(a.logits_out, "wb"))) {
-        st = mpq_err_set(&err, MPQ_ERR_IO, "%s: cannot create: %s", a.logits_out, strerror(errno));
-        goto done_pairs;
-    }
-    double t0 = mpq_time_now();
-    for (int s0 = 0; s0 < seqs->n_seqs; s0 += B) {
-        int nb = seqs->n_seqs - s0 < B ? seqs->n_seqs - s0 : B;
-        for (size_t i = 0; i < (size_t)nb * (size_t)(T + 1); i++)
-            tokens[i] = seqs->tokens[(size_t)s0 * (size_t)(T + 1) + i];
-        /* FP pass: its log-softmax is the reference of the quantized pass on the same batch. */
-        mpq_eval_io fio = {.logprobs_out = ref, .logits_out = r.quantized ? NULL : logits};
-        if ((st = mpq_exec_eval(ex, fw, NULL, tokens, nb, T, &fio, &r.fp, &err)) != MPQ_OK) goto done_pairs;
-        if (r.quantized) {
-            mpq_eval_io qio = {.ref_logprobs = ref, .logits_out = logits};
-            if ((st = mpq_exec_eval(ex, w, &qopt, tokens, nb, T, &qio, &r.q, &err)) != MPQ_OK) goto done_pairs;
-        }
-        if (lf) {
-            size_t n = (size_t)nb * (size_t)T * (size_t)mc->vocab_size;
-            if (fwrite(logits, sizeof *logits, n, lf) != n) {
-                st = mpq_err_set(&err, MPQ_ERR_IO, "%s: write failed: %s", a.logits_out, strerror(errno));
-                goto done_pairs;
-            }
-        }
-    }
-    r.seconds = mpq_time_now() - t0;
-    if (!r.quantized) {
-        r.q = r.fp;
-        r.q.kl_mean = 0;
-        r.q.kl_se = 0;
-        r.q.top1 = 1;
-    }
-    if (lf) {
-        int rc_close = fclose(lf);
-        lf = NULL;
-        if (rc_close != 0) {
-            st = mpq_err_set(&err, MPQ_ERR_IO, "%s: close failed: %s", a.logits_out, strerror(errno));
-            goto done_pairs;
-        }
-    }
-    if (a.json) {
-        write_json(stdout, &a, m, d, &r);
-    } else {
-        printf("model %s, data %s: %d windows x %d tokens (seed %ld), %lld scored tokens\n", mpq_model_path(m), a.data,
-               r.n_seqs, T, a.seed, (long long)r.q.n_tokens);
-        printf("fp         ppl %.4f  ce %.5f nats\n", r.fp.ppl, r.fp.ce);
-        if (r.quantized)
-            printf("quantized  ppl %.4f  ce %.5f nats  KL %.6g +- %.2g  top-1 agreement %.4f\n", r.q.ppl, r.q.ce,
-                   r.q.kl_mean, r.q.kl_se, r.q.top1);
-        printf("weights    %.4f bits/weight (linear layers), %lld bytes total\n", r.sizes.avg_weight_bits,
-               (long long)r.sizes.total_weight_bytes);
-        printf("kv cache   %.4f bits/element, %.1f bytes/token\n", r.sizes.avg_kv_bits, r.sizes.kv_bytes_per_token);
-    }
-    if (a.json_out) {
-        FILE *jf = fopen(a.json_out, "w");
-        if (!jf) {
-            st = mpq_err_set(&err, MPQ_ERR_IO, "%s: cannot create: %s", a.json_out, strerror(errno));
-            goto done_pairs;
-        }
-        write_json(jf, &a, m, d, &r);
-        if (fclose(jf) != 0) st = mpq_err_set(&err, MPQ_ERR_IO, "%s: write failed", a.json_out);
-    }
-done_pairs:
-    free(pairs);
-done:
-    if (lf) fclose(lf);
-    free(tokens);
-    free(logits);
-    free(ref);
-    mpq_exec_free(ex);
-    mpq_weights_free(qw);
-    mpq_config_free(fpcfg);
-    mpq_config_free(cfg);
-    mpq_data_seqs_free(seqs);
-    mpq_data_free(d);
-    mpq_tokenizer_free(tok);
-    mpq_model_free(m);
+    mpq_status st = eval_load(&a, &c, &r, &err);
+    if (st == MPQ_OK) st = eval_prepare(&a, &c, &r, &err);
+    if (st == MPQ_OK) st = eval_run(&a, &c, &r, &err);
+    if (st == MPQ_OK) st = eval_output(&a, &c, &r, &err);
+    eval_free(&c);
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("eval", st, &err);
 }

@@ -2,6 +2,7 @@
  * (size, pieces, an encoding), or a data file (token count, hash, BOS count, id range). */
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,41 +50,67 @@ static const char *format_name(mpq_model_format f) {
     return "?";
 }
 
-/* JSON string output with escaping of the few characters a path or name may hold. */
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+/* A float as the double of its shortest decimal spelling (1e-05, not 9.99999974737875e-06). */
+static double float_value(float f) {
+    char buf[32];
+    for (int p = 6; p < 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        if (strtof(buf, NULL) == f) return strtod(buf, NULL);
     }
-    fputc('"', f);
+    return (double)f;
 }
 
-static void print_json(const mpq_model *m) {
+/* One layer-table row as a JSON object (NULL when out of memory). */
+static cJSON *layer_json(const mpq_layer_info *li) {
+    cJSON *o = cJSON_CreateObject();
+    if (cli_json_add_string(o, "name", li->name) && cli_json_add_string(o, "hf_name", li->hf_name) &&
+        cli_json_add_number(o, "block", li->block) && cli_json_add_string(o, "kind", mpq_layer_kind_name(li->kind)) &&
+        cli_json_add_number(o, "rows", (double)li->rows) && cli_json_add_number(o, "cols", (double)li->cols) &&
+        cli_json_add_number(o, "n_params", (double)li->n_params))
+        return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* The model's configuration and layer table as one JSON object (NULL when out of memory).
+ * Strings (the path may hold any byte) are escaped by cJSON; a non-finite number is null. */
+static cJSON *model_json(const mpq_model *m) {
     const mpq_model_config *c = mpq_model_get_config(m);
-    printf("{\n  \"path\": ");
-    json_str(stdout, mpq_model_path(m));
-    printf(",\n  \"format\": \"%s\",\n  \"arch\": \"%s\",\n  \"dtype\": ", format_name(c->format), arch_name(c->arch));
-    json_str(stdout, c->source_dtype);
-    printf(",\n  \"dim\": %d,\n  \"hidden_dim\": %d,\n  \"n_layers\": %d,\n  \"n_heads\": %d,\n"
-           "  \"n_kv_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n  \"seq_len\": %d,\n"
-           "  \"rope_theta\": %.9g,\n  \"norm_eps\": %.9g,\n  \"shared_classifier\": %s,\n  \"qkv_bias\": %s,\n"
-           "  \"n_params\": %lld,\n  \"layers\": [",
-           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len,
-           (double)c->rope_theta, (double)c->norm_eps, c->shared_classifier ? "true" : "false",
-           c->qkv_bias ? "true" : "false", (long long)mpq_model_n_params(m));
-    for (int i = 0; i < mpq_model_n_linear(m); i++) {
-        const mpq_layer_info *li = mpq_model_linear(m, i);
-        printf("%s\n    {\"name\": ", i ? "," : "");
-        json_str(stdout, li->name);
-        printf(", \"hf_name\": ");
-        json_str(stdout, li->hf_name);
-        printf(", \"block\": %d, \"kind\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"n_params\": %lld}", li->block,
-               mpq_layer_kind_name(li->kind), (long long)li->rows, (long long)li->cols, (long long)li->n_params);
+    cJSON *o = cJSON_CreateObject();
+    bool ok = cli_json_add_string(o, "path", mpq_model_path(m)) &&
+              cli_json_add_string(o, "format", format_name(c->format)) &&
+              cli_json_add_string(o, "arch", arch_name(c->arch)) && cli_json_add_string(o, "dtype", c->source_dtype);
+    const struct { const char *key; double v; } nums[] = {
+        {"dim", c->dim},           {"hidden_dim", c->hidden_dim},
+        {"n_layers", c->n_layers}, {"n_heads", c->n_heads},
+        {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim},
+        {"vocab_size", c->vocab_size}, {"seq_len", c->seq_len},
+        {"rope_theta", float_value(c->rope_theta)}, {"norm_eps", float_value(c->norm_eps)},
+    };
+    for (size_t i = 0; ok && i < sizeof nums / sizeof nums[0]; i++) ok = cli_json_add_number(o, nums[i].key, nums[i].v);
+    ok = ok && cli_json_add_bool(o, "shared_classifier", c->shared_classifier) &&
+         cli_json_add_bool(o, "qkv_bias", c->qkv_bias) &&
+         cli_json_add_number(o, "n_params", (double)mpq_model_n_params(m));
+    cJSON *layers = ok ? cJSON_AddArrayToObject(o, "layers") : NULL;
+    ok = layers != NULL;
+    for (int i = 0; ok && i < mpq_model_n_linear(m); i++) {
+        cJSON *l = layer_json(mpq_model_linear(m, i));
+        ok = l && cJSON_AddItemToArray(layers, l);
+        if (!ok) cJSON_Delete(l);
     }
-    printf("\n  ]\n}\n");
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int print_json(const mpq_model *m) {
+    mpq_err err = {0};
+    cJSON *j = model_json(m);
+    mpq_status st = cli_write_json(stdout, "stdout", j, &err);
+    cJSON_Delete(j);
+    return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("inspect", st, &err);
 }
 
 static void print_text(const mpq_model *m) {
@@ -206,8 +233,9 @@ int cli_inspect(int argc, char **argv) {
     mpq_model *m = NULL;
     mpq_status st = mpq_model_load(argv[optind], &m, &err);
     if (st != MPQ_OK) return cli_fail("inspect", st, &err);
-    if (json) print_json(m);
+    int rc = MPQ_EXIT_OK;
+    if (json) rc = print_json(m);
     else print_text(m);
     mpq_model_free(m);
-    return MPQ_EXIT_OK;
+    return rc;
 }

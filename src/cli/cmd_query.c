@@ -87,7 +87,7 @@ static cJSON *row_object(const mpq_db_table *t, int r) {
         const char *s = t->cells[i];
         cJSON *v;
         if (!s) v = cJSON_CreateNull();
-        else if (is_num(t->types[i])) v = cJSON_CreateNumber(strtod(s, NULL));
+        else if (is_num(t->types[i])) v = cli_json_number(strtod(s, NULL)); /* NaN, Inf: null */
         else v = cJSON_CreateString(s);
         if (!v || !cJSON_AddItemToObject(o, t->names[c] ? t->names[c] : "", v)) {
             cJSON_Delete(v);

@@ -184,7 +184,13 @@ mpq_status mpq_data_sequences(const mpq_data *d, int seq_len, int n_seqs, uint64
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: seq_len %d must be >= 1 and n_seqs %d >= 0", d->path, seq_len,
                            n_seqs);
     size_t n_win = d->n_tokens > 0 ? (d->n_tokens - 1) / (size_t)seq_len : 0;
-    if ((size_t)n_seqs > n_win || n_win == 0 || n_win > (size_t)INT32_MAX)
+    if (n_win == 0) /* a window is seq_len inputs plus the target of its last position */
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: its %zu tokens hold no window of %d+1 tokens (seq_len %d)",
+                           d->path, d->n_tokens, seq_len, seq_len);
+    if (n_win > (size_t)INT32_MAX)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %zu windows of %d+1 tokens: more than %d", d->path, n_win,
+                           seq_len, (int)INT32_MAX);
+    if ((size_t)n_seqs > n_win)
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %d windows of %d+1 tokens asked but its %zu tokens hold %zu",
                            d->path, n_seqs, seq_len, d->n_tokens, n_win);
     size_t n = n_seqs ? (size_t)n_seqs : n_win, w = (size_t)seq_len + 1, total;

@@ -9,7 +9,7 @@ data=$MPQ_SHARED/data/tinystories-eval.tok512.u16
 
 printf '\x01\x00\x05' >"$tmp/odd.u16"
 check inspect-ok 0 "blk.4.ffn_down" -- "$MPQ" inspect "$model"
-check inspect-json 0 '"n_params": 260032' -- "$MPQ" inspect --json "$model"
+check inspect-json 0 '"n_params":	260032' -- "$MPQ" inspect --json "$model"
 check eval-fp 0 "ppl" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4
 check eval-quant 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -d "$data" -L 64 -n 4 -w int4g32 -k k4v4
 
@@ -41,6 +41,12 @@ check token-past-vocab 4 "big.u16" -- "$MPQ" eval -m "$model" -d "$tmp/big.u16" 
 check missing-model 3 "nope.bin" -- "$MPQ" inspect "$tmp/nope.bin"
 check bad-seq-len 2 "seq-len" -- "$MPQ" eval -m "$model" -d "$data" -L -3
 check seq-len-too-long 5 "seq len" -- "$MPQ" eval -m "$model" -d "$data" -L 4096
+# 9 tokens hold no window of 9+1: the message says so and does not speak of windows "asked"
+head -c 18 "$data" >"$tmp/nine.u16"
+check no-window 5 "its 9 tokens hold no window of 9+1 tokens (seq_len 9)" -- "$MPQ" eval -m "$model" -d "$tmp/nine.u16" -L 9
+if grep -q "asked" "$tmp/err"; then echo "FAIL no-window: $(cat "$tmp/err")"; fails=$((fails + 1)); fi
+check one-window 0 "1 windows x 8 tokens" -- "$MPQ" eval -m "$model" -d "$tmp/nine.u16" -L 8
+check too-many-windows 5 "3 windows of 8+1 tokens asked but its 9 tokens hold 1" -- "$MPQ" eval -m "$model" -d "$tmp/nine.u16" -L 8 -n 3
 
 # --logits-out writes n_seqs x T x vocab float32
 "$MPQ" eval -m "$model" -d "$data" -L 32 -n 3 --logits-out "$tmp/logits.f32" >/dev/null 2>&1

@@ -497,6 +497,261 @@ START_TEST(test_real_group_properties) {
 }
 END_TEST
 
+/* ---------------- independent reference (README "Exact quantizer conventions") ----------
+ * A second, plain scalar implementation written from the README's text, not from quant.c:
+ * fp16 values via frexp/ldexp instead of bit manipulation, round-half-to-even via floor
+ * instead of rint, groups and formulas as the README states them. test_reference_bits
+ * compares it with mpq_quantize_matrix bit for bit on every layer of stories260K. */
+
+/* floor(log2 a) of a > 0 as a binary16 binade: at least -14 (subnormals share it) */
+static int ref_f16_exp(double a) {
+    int e;
+    (void)frexp(a, &e);
+    return e - 1 < -14 ? -14 : e - 1;
+}
+
+static double ref_f16_ulp(double a) { return ldexp(1.0, ref_f16_exp(a) - 10); }
+
+/* round half to even of r (r finite), without rint; a negative r rounding to 0 gives -0 */
+static double ref_rne(double r) {
+    double f = floor(r), frac = r - f, q;
+    if (frac > 0.5) q = f + 1.0;
+    else if (frac < 0.5) q = f;
+    else q = fmod(f, 2.0) == 0.0 ? f : f + 1.0;
+    return (q == 0.0 && r < 0.0) ? -0.0 : q;
+}
+
+/* fp16(x): nearest binary16, ties to even; infinity from 65520 on */
+static double ref_fp16(double x) {
+    double a = fabs(x);
+    if (a == 0.0 || a != a) return x;
+    double u = ref_f16_ulp(a), r = ref_rne(a / u) * u;
+    if (r > 65504.0) r = INFINITY;
+    return x < 0 ? -r : r;
+}
+
+/* largest binary16 <= v, clamped to +-65504 */
+static double ref_fp16_floor(double v) {
+    if (v > 65504.0) return 65504.0;
+    if (v < -65504.0) return -65504.0;
+    if (v == 0.0) return v;
+    double a = fabs(v), u = ref_f16_ulp(a);
+    return v > 0 ? floor(a / u) * u : -(ceil(a / u) * u);
+}
+
+/* next binary16 above s >= 0 */
+static double ref_fp16_next_up(double s) { return s == 0.0 ? ldexp(1.0, -24) : s + ref_f16_ulp(s); }
+
+/* the README's scale rule for the integer grids: fp16 of (float)need clamped to 65504, the
+ * smallest subnormal if that is 0 while need > 0, then bumped while base + qmax*scale < top */
+static float ref_int_scale(double need, float base, float qmax, float top, int *bumped) {
+    float f = (float)need;
+    float s = (float)ref_fp16(f > 65504.0f ? 65504.0f : f);
+    if (need > 0.0 && s == 0.0f) s = (float)ldexp(1.0, -24);
+    for (int i = 0; i < 64 && s < 65504.0f; i++) {
+        float t = qmax * s;
+        float reach = base + t;
+        if (!(reach < top)) break;
+        s = (float)ref_fp16_next_up(s);
+        (*bumped)++;
+    }
+    return s;
+}
+
+typedef struct ref_counts {
+    long groups, bumped, zero_below_min; /* groups; scales bumped; zeros strictly below the min */
+} ref_counts;
+
+static void ref_int_asym(float *x, int64_t n, int bits, ref_counts *rc) {
+    float lo = x[0], hi = x[0];
+    for (int64_t i = 1; i < n; i++) {
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
+    }
+    float qmax = (float)((1 << bits) - 1);
+    float zero = (float)ref_fp16_floor(lo);
+    int bumped = 0;
+    float scale = ref_int_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi, &bumped);
+    rc->groups++;
+    rc->bumped += bumped > 0;
+    rc->zero_below_min += zero < lo;
+    for (int64_t i = 0; i < n; i++) {
+        if (scale == 0.0f) {
+            x[i] = zero;
+            continue;
+        }
+        float d = x[i] - zero;
+        float r = d / scale;
+        float q = (float)ref_rne(r);
+        if (q < 0.0f) q = 0.0f;
+        if (q > qmax) q = qmax;
+        float t = q * scale;
+        x[i] = zero + t;
+    }
+}
+
+static void ref_int_sym(float *x, int64_t n, int bits, ref_counts *rc) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+    float qmax = (float)((1 << (bits - 1)) - 1);
+    int bumped = 0;
+    float scale = ref_int_scale((double)amax / qmax, 0.0f, qmax, amax, &bumped);
+    rc->groups++;
+    rc->bumped += bumped > 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (scale == 0.0f) {
+            x[i] = 0.0f;
+            continue;
+        }
+        float r = x[i] / scale;
+        float q = (float)ref_rne(r);
+        if (q < -qmax) q = -qmax;
+        if (q > qmax) q = qmax;
+        x[i] = q * scale;
+    }
+}
+
+/* README table: E4M3 m 3 emin -6 max 448; E5M2 m 2 emin -14 max 57344; E2M1 m 1 emin 0 max 6 */
+static void ref_minifloat(float *x, int64_t n, int m, int emin, double max, ref_counts *rc) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+    float scale = (float)ref_fp16((double)(float)((double)amax / max));
+    if (amax > 0.0f && scale == 0.0f) scale = (float)ldexp(1.0, -24);
+    int bumped = 0;
+    for (int i = 0; i < 64 && scale < 65504.0f && (double)amax / scale > max; i++, bumped++)
+        scale = (float)ref_fp16_next_up(scale);
+    rc->groups++;
+    rc->bumped += bumped > 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (scale == 0.0f) {
+            x[i] = 0.0f;
+            continue;
+        }
+        double y = (double)x[i] / scale, a = fabs(y), r = 0.0;
+        if (a > 0.0) {
+            int e = ilogb(a);
+            if (e < emin) e = emin;
+            double step = ldexp(1.0, e - m);
+            r = ref_rne(a / step) * step;
+            if (r > max) r = max;
+        }
+        x[i] = (float)((y < 0 ? -r : r) * scale);
+    }
+}
+
+static const double REF_NF4[16] = {
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0};
+
+static void ref_nf4(float *x, int64_t n, ref_counts *rc) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+    /* the smallest binary16 >= amax (amax <= 65504 here) */
+    double scale = 0.0;
+    if (amax > 0.0f) {
+        double u = ref_f16_ulp(amax);
+        scale = ceil((double)amax / u) * u;
+    }
+    rc->groups++;
+    rc->bumped += scale != ref_fp16(amax);
+    for (int64_t i = 0; i < n; i++) {
+        if (scale == 0.0) {
+            x[i] = 0.0f;
+            continue;
+        }
+        double y = (double)x[i] / (double)(float)scale;
+        int k = 15;
+        for (int j = 0; j < 15; j++)
+            if (y <= 0.5 * (REF_NF4[j] + REF_NF4[j + 1])) {
+                k = j;
+                break;
+            }
+        x[i] = (float)(REF_NF4[k] * (double)(float)scale);
+    }
+}
+
+/* The README's group layout: groups of G along each row from column 0, the last one
+ * partial; one group per row for per-channel or G >= cols. */
+static void ref_quantize(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, ref_counts *rc) {
+    if (c->type == MPQ_QTYPE_F32) return;
+    if (c->type == MPQ_QTYPE_F16) {
+        for (int64_t i = 0; i < rows * cols; i++) w[i] = (float)ref_fp16(w[i]);
+        return;
+    }
+    int64_t G = (c->group_size == 0 || c->group_size >= cols) ? cols : c->group_size;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j0 = 0; j0 < cols; j0 += G) {
+            float *g = w + r * cols + j0;
+            int64_t len = cols - j0 < G ? cols - j0 : G;
+            switch (c->type) {
+            case MPQ_QTYPE_INT:
+                if (c->symmetric) ref_int_sym(g, len, c->bits, rc);
+                else ref_int_asym(g, len, c->bits, rc);
+                break;
+            case MPQ_QTYPE_FP8_E4M3: ref_minifloat(g, len, 3, -6, 448.0, rc); break;
+            case MPQ_QTYPE_FP8_E5M2: ref_minifloat(g, len, 2, -14, 57344.0, rc); break;
+            case MPQ_QTYPE_FP4_E2M1: ref_minifloat(g, len, 1, 0, 6.0, rc); break;
+            case MPQ_QTYPE_NF4: ref_nf4(g, len, rc); break;
+            default: break;
+            }
+        }
+}
+
+START_TEST(test_reference_bits) {
+    ck_assert_ptr_nonnull(g_model);
+    /* every family, every group size, partial groups (ffn_down rows are 172 = 5*32 + 12 wide),
+     * per channel, and G >= cols (G = 256 on 64- and 172-wide rows) */
+    static const char *NAMES[] = {"int2g32", "int3g64", "int4g128", "int8g16", "int4c", "int5g256", "int6g32",
+                                  "int7g64", "int2g16s", "int3g32s", "int4cs", "int8g64s", "fp8e4m3", "fp8e4m3g16",
+                                  "fp8e5m2g32", "fp8e5m2", "fp4e2m1g32", "fp4e2m1g128", "nf4g64", "nf4g16",
+                                  "nf4g256", "f16", "f32"};
+    const mpq_weights *W = mpq_model_get_weights(g_model);
+    for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
+        mpq_candidate c;
+        ck_assert_int_eq(mpq_candidate_parse(NAMES[k], &c, NULL), MPQ_OK);
+        ref_counts rc = {0, 0, 0};
+        long changed = 0, n_total = 0;
+        for (int i = 0; i < mpq_model_n_linear(g_model); i++) {
+            const mpq_layer_info *li = mpq_model_linear(g_model, i);
+            size_t n = (size_t)li->n_params;
+            const float *w = mpq_weights_linear(W, li);
+            float *q = malloc(n * sizeof *q), *r = malloc(n * sizeof *r);
+            ck_assert_ptr_nonnull(q);
+            ck_assert_ptr_nonnull(r);
+            memcpy(q, w, n * sizeof *q);
+            memcpy(r, w, n * sizeof *r);
+            mpq_quantize_matrix(&c, q, li->rows, li->cols);
+            ref_quantize(&c, r, li->rows, li->cols, &rc);
+            for (size_t t = 0; t < n; t++) {
+                ck_assert_msg(memcmp(&q[t], &r[t], sizeof(float)) == 0,
+                              "%s %s element %zu (row %zu col %zu): mpq %a, README reference %a (w %a)", NAMES[k],
+                              li->name, t, t / (size_t)li->cols, t % (size_t)li->cols, (double)q[t], (double)r[t],
+                              (double)w[t]);
+                changed += q[t] != w[t];
+            }
+            n_total += (long)n;
+            /* bits/weight and bytes from the README formula */
+            int64_t C = li->cols, G = c.group_size > 0 ? c.group_size : C;
+            int64_t o = c.type == MPQ_QTYPE_INT && !c.symmetric ? 32 : 16;
+            int64_t row_bits = c.bits >= 16 ? (int64_t)c.bits * C : (int64_t)c.bits * C + o * ((C + G - 1) / G);
+            ck_assert_double_eq_tol(mpq_candidate_bits(&c, C), (double)row_bits / (double)C, BITS_TOL);
+            ck_assert_int_eq(mpq_candidate_bytes(&c, li->rows, C), (li->rows * row_bits + 7) / 8);
+            free(q);
+            free(r);
+        }
+        if (c.type != MPQ_QTYPE_F32) ck_assert_int_gt(changed, 0);
+        printf("README reference == mpq bit for bit: %-12s %7ld weights (%ld changed), %5ld groups, %ld scales "
+               "bumped, %ld zeros below the min\n",
+               NAMES[k], n_total, changed, rc.groups, rc.bumped, rc.zero_below_min);
+    }
+}
+END_TEST
+
 /* ---------------- KV ---------------- */
 
 START_TEST(test_kv_pairs) {
@@ -595,6 +850,7 @@ static Suite *quant_suite(void) {
     tcase_add_test(tr, test_real_monotone_bits);
     tcase_add_test(tr, test_real_formats);
     tcase_add_test(tr, test_real_group_properties);
+    tcase_add_test(tr, test_reference_bits);
     suite_add_tcase(s, tr);
     return s;
 }
