@@ -424,6 +424,20 @@ START_TEST(test_parse_tables) {
         ck_assert_msg(mpq_budget_parse(bad[i], &b, &err) == MPQ_ERR_INVALID, "budget '%s' accepted", bad[i]);
         ck_assert_msg(strstr(err.msg, bad[i]) != NULL, "message '%s' does not name '%s'", err.msg, bad[i]);
     }
+    /* issue 15: values that overflowed int64 (UB under the sanitizers) or wrapped to a small
+     * budget (1844674407370955166.1 -> 4.5, ...161.65 -> 0.05) are rejected before any arithmetic */
+    static const char *range[] = {"avg-bits=7777777777777777777.126", "avg-bits=1844674407370955166.1",
+                                  "avg-bits=1844674407370955161.65", "avg-bits=64.000001", "avg-bits=99999999999",
+                                  "bits=9007199254740993", "bops=18446744073709551616", "latency=1e999",
+                                  "latency=nan", "latency=-0", "latency=+3"};
+    for (size_t i = 0; i < sizeof range / sizeof range[0]; i++) {
+        err.msg[0] = '\0';
+        ck_assert_msg(mpq_budget_parse(range[i], &b, &err) == MPQ_ERR_INVALID, "budget '%s' accepted", range[i]);
+        ck_assert_msg(strstr(err.msg, range[i]) != NULL, "message '%s' does not name '%s'", err.msg, range[i]);
+    }
+    ck_assert(mpq_budget_parse("avg-bits=64", &b, &err) == MPQ_OK && b.num == 64 && b.den == 1);
+    ck_assert(mpq_budget_parse("avg-bits=0.000001", &b, &err) == MPQ_OK && b.num == 1 && b.den == 1000000);
+    ck_assert(mpq_budget_parse("bits=9007199254740992", &b, &err) == MPQ_OK && b.num == INT64_C(9007199254740992));
     unsigned t;
     ck_assert(mpq_ties_parse("gate_up,qkv", &t, &err) == MPQ_OK && t == (MPQ_TIES_QKV | MPQ_TIES_GATE_UP));
     ck_assert(mpq_ties_parse("none", &t, &err) == MPQ_OK && t == 0);
