@@ -28,6 +28,7 @@ check solve-json 0 '"solution_id"' -- "$MPQ" solve $job --db "$db" --budget byte
 check pareto 0 "knee" -- "$MPQ" pareto $job --db "$db"
 check kv 0 "k8v8" -- "$MPQ" kv $job --db "$db" --prune --frontier --budget kv-bits=5 \
   --export-kvtuner "$T/kv.json" --export-config "$T/kvcfg.json"
+check kv-joint 0 "joint weights + KV" -- "$MPQ" kv $job --db "$db" --joint bytes=2000000 --context 64,256
 for f in mpq:json llamacpp:txt compressed-tensors:json kvtuner:json kvtuner-yaml:yaml hawq:json; do
   fmt=${f%%:*} ext=${f#*:}
   check "export-$fmt" 0 "wrote" -- "$MPQ" export "$job:s45" --db "$db" -f "$fmt" -o "$T/x.$fmt.$ext" \
