@@ -147,6 +147,34 @@ done:
     return MPQ_OK;
 }
 
+mpq_status mpq_db_model_get(mpq_db *db, int64_t model_id, mpq_db_model_row *out, mpq_err *err) {
+    sqlite3_stmt *st = NULL;
+    mpq_status s;
+    if (!db || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_db_model_get: NULL argument");
+    if ((s = db_prepare(db,
+                        "SELECT id, path, sha256, arch, format, dtype, dim, hidden_dim, n_layers, n_heads,"
+                        " n_kv_heads, vocab_size, seq_len, n_params FROM models WHERE id=?1",
+                        &st, err)) != MPQ_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, model_id);
+    s = db_step_row(db, st, "read model", err, "no model with id %lld", (long long)model_id);
+    if (s == MPQ_OK) {
+        memset(out, 0, sizeof *out);
+        out->id = sqlite3_column_int64(st, 0);
+        db_col_text(st, 1, out->path, sizeof out->path);
+        db_col_text(st, 2, out->sha256, sizeof out->sha256);
+        db_col_text(st, 3, out->arch, sizeof out->arch);
+        db_col_text(st, 4, out->format, sizeof out->format);
+        db_col_text(st, 5, out->dtype, sizeof out->dtype);
+        int *ints[7] = {&out->dim, &out->hidden_dim, &out->n_layers, &out->n_heads, &out->n_kv_heads,
+                        &out->vocab_size, &out->seq_len};
+        for (int i = 0; i < 7; i++) *ints[i] = sqlite3_column_int(st, 6 + i);
+        out->n_params = sqlite3_column_int64(st, 13);
+    }
+    sqlite3_finalize(st);
+    return s;
+}
+
 mpq_status mpq_db_layer_find(mpq_db *db, int64_t model_id, const char *name, int64_t *layer_id,
                              mpq_err *err) {
     sqlite3_stmt *st = NULL;

@@ -875,25 +875,18 @@ mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts,
     if (!db || !job) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_resume: NULL argument");
     mpq_status bst = check_blas(err);
     if (bst != MPQ_OK) return bst;
-    mpq_db_job j;
-    char *text = NULL;
-    mpq_job_spec *spec = NULL;
-    mpq_status st;
-    if ((st = mpq_db_job_find(db, job, &j, err)) != MPQ_OK) return st;
-    if ((st = mpq_db_job_spec(db, j.id, &text, err)) != MPQ_OK) return st;
-    char src[MPQ_DB_NAME_MAX + 32];
-    snprintf(src, sizeof src, "job '%s' (stored spec)", j.name);
-    if ((st = mpq_job_spec_parse(text, src, &spec, err)) != MPQ_OK) goto done;
-    if (strcmp(spec->sha256, j.spec_sha256) != 0 || strcmp(spec->name, j.name) != 0) {
+    mpq_job *jh = NULL;
+    mpq_status st = mpq_job_open(db, job, &jh, err); /* the stored spec, parsed once */
+    if (st != MPQ_OK) return st;
+    const mpq_job_spec *spec = mpq_job_get_spec(jh);
+    const mpq_db_job *j = mpq_job_get_row(jh);
+    if (strcmp(spec->sha256, j->spec_sha256) != 0 || strcmp(spec->name, j->name) != 0)
         st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
                          "job '%s': the stored spec does not re-canonicalize to the same text (stored by another "
                          "mpq version?)",
-                         j.name);
-        goto done;
-    }
-    st = run_job(db, spec, opts, NULL, err);
-done:
-    mpq_job_spec_free(spec);
-    free(text);
+                         j->name);
+    else if ((st = mpq_job_check_files(jh, err)) == MPQ_OK) /* names a missing file and its recorded hash */
+        st = run_job(db, spec, opts, NULL, err);
+    mpq_job_close(jh);
     return st;
 }

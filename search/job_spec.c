@@ -139,11 +139,17 @@ static mpq_status get_string(const char *src, const char *key, const cJSON *v, c
     return MPQ_OK;
 }
 
-/* Resolves an existing path to an absolute one (malloc'd into *out). want_dir_ok: directories allowed. */
-static mpq_status get_path(const char *src, const char *key, const cJSON *v, bool dir_ok, char **out, mpq_err *err) {
+/* Resolves an existing path to an absolute one (malloc'd into *out). dir_ok: directories allowed.
+ * stored: the path is only checked to be absolute, never opened. */
+static mpq_status get_path(const char *src, const char *key, const cJSON *v, bool dir_ok, bool stored, char **out,
+                           mpq_err *err) {
     const char *p = NULL;
     mpq_status st = get_string(src, key, v, &p, err);
     if (st != MPQ_OK) return st;
+    if (stored) { /* a stored spec: absolute paths, taken as they are (the files may be gone) */
+        if (p[0] != '/') return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: %s: expected an absolute path", src, key, p);
+        return (*out = dupstr(p)) ? MPQ_OK : mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", src);
+    }
     char *abs = realpath(p, NULL);
     if (!abs) return mpq_err_set(err, MPQ_ERR_IO, "%s: %s: %s: cannot open: %s", src, key, p, strerror(errno));
     struct stat sb;
@@ -169,7 +175,7 @@ static bool is_text_data(const char *path) {
 
 /* A data section: {"data", "seq_len", "n_seqs", "seed", ["batch"]}. */
 static mpq_status parse_data(const char *src, const char *where, const cJSON *obj, bool calib, int64_t seed_def,
-                             mpq_job_data_spec *d, mpq_err *err) {
+                             bool stored, mpq_job_data_spec *d, mpq_err *err) {
     static const char *const calib_keys[] = {"data", "seq_len", "n_seqs", "seed", "batch", NULL};
     static const char *const eval_keys[] = {"data", "seq_len", "n_seqs", "seed", NULL};
     char key[64];
@@ -184,7 +190,7 @@ static mpq_status parse_data(const char *src, const char *where, const cJSON *ob
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(obj, "data");
     snprintf(key, sizeof key, "%s.data", where);
     if (!data) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: missing (a text or .u16/.u32 token file)", src, key);
-    if ((st = get_path(src, key, data, false, &d->data, err)) != MPQ_OK) return st;
+    if ((st = get_path(src, key, data, false, stored, &d->data, err)) != MPQ_OK) return st;
     int64_t v;
     snprintf(key, sizeof key, "%s.seq_len", where);
     if ((st = get_int(src, key, cJSON_GetObjectItemCaseSensitive(obj, "seq_len"), 1, 1 << 20, calib ? 128 : 256, &v,
@@ -536,7 +542,7 @@ static bool valid_name(const char *n) {
     return true;
 }
 
-mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err) {
+static mpq_status spec_parse(const char *json, const char *source, bool stored, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
                                            "hessian",     "threads",     NULL};
@@ -593,9 +599,9 @@ mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: model: missing (a llama2.c checkpoint or HF directory)", src);
         goto done;
     }
-    if ((st = get_path(src, "model", v, true, &s->model, err)) != MPQ_OK) goto done;
+    if ((st = get_path(src, "model", v, true, stored, &s->model, err)) != MPQ_OK) goto done;
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "tokenizer")) &&
-        (st = get_path(src, "tokenizer", v, false, &s->tokenizer, err)) != MPQ_OK)
+        (st = get_path(src, "tokenizer", v, false, stored, &s->tokenizer, err)) != MPQ_OK)
         goto done;
     if ((st = get_int(src, "seed", cJSON_GetObjectItemCaseSensitive(root, "seed"), 0, INT32_MAX, 1, &s->seed, err)) !=
         MPQ_OK)
@@ -609,9 +615,9 @@ mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: calibration: missing (an object with \"data\")", src);
         goto done;
     }
-    if ((st = parse_data(src, "calibration", v, true, s->seed, &s->calib, err)) != MPQ_OK) goto done;
+    if ((st = parse_data(src, "calibration", v, true, s->seed, stored, &s->calib, err)) != MPQ_OK) goto done;
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "evaluation")) &&
-        (st = parse_data(src, "evaluation", v, false, s->seed + 1, &s->eval, err)) != MPQ_OK)
+        (st = parse_data(src, "evaluation", v, false, s->seed + 1, stored, &s->eval, err)) != MPQ_OK)
         goto done;
     if (!s->tokenizer && (is_text_data(s->calib.data) || (s->eval.data && is_text_data(s->eval.data)))) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: tokenizer: missing, and %s is text (not .u16/.u32 tokens)", src,
@@ -665,6 +671,14 @@ done:
     }
     *out = s;
     return MPQ_OK;
+}
+
+mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err) {
+    return spec_parse(json, source, false, out, err);
+}
+
+mpq_status mpq_job_spec_parse_stored(const char *json, const char *source, mpq_job_spec **out, mpq_err *err) {
+    return spec_parse(json, source, true, out, err);
 }
 
 mpq_status mpq_job_spec_load(const char *path, mpq_job_spec **out, mpq_err *err) {

@@ -102,71 +102,34 @@ int mpq_kvsearch_pair_index(const mpq_kvsearch_table *t, mpq_kv_pair p) {
     return -1;
 }
 
-/* The job's spec parsed with cJSON (caller cJSON_Delete's it) and the job row. */
-static mpq_status job_spec_json(mpq_db *db, int64_t job_id, mpq_db_job *job, cJSON **out, mpq_err *err) {
-    char *text = NULL;
-    *out = NULL;
-    mpq_status st = mpq_db_job_get(db, job_id, job, err);
-    if (st == MPQ_OK) st = mpq_db_job_spec(db, job_id, &text, err);
-    if (st != MPQ_OK) return st;
-    *out = cJSON_Parse(text);
-    free(text);
-    if (!*out || !cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return mpq_err_set(err, MPQ_ERR_FORMAT, "job '%s': stored spec is not a JSON object", job->name);
-    }
-    return MPQ_OK;
-}
-
 mpq_status mpq_kvsearch_table_load(mpq_db *db, int64_t job_id, const char *metric, mpq_kvsearch_table **out,
                                    mpq_err *err) {
     if (!db || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "kv table: NULL argument");
     *out = NULL;
     if (!metric) metric = "kv_kl";
-    mpq_db_job job;
-    cJSON *spec = NULL;
+    mpq_job *jh = NULL;
     mpq_db_layer *layers = NULL;
     mpq_kv_pair *pairs = NULL;
     int64_t *ids = NULL;
     double *val = NULL, *se = NULL;
     mpq_kvsearch_table *t = NULL;
     int n_layers = 0;
-    mpq_status st = job_spec_json(db, job_id, &job, &spec, err);
+    mpq_status st = mpq_job_open_id(db, job_id, &jh, err); /* the stored job: spec and layer table */
     if (st != MPQ_OK) goto done;
-    const cJSON *kv = cJSON_GetObjectItemCaseSensitive(spec, "kv");
-    const cJSON *sch = cJSON_GetObjectItemCaseSensitive(kv, "scheme");
-    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(kv, "pairs");
-    if (!cJSON_IsObject(kv) || !cJSON_IsArray(jp) || cJSON_GetArraySize(jp) < 1) {
+    const mpq_db_job job = *mpq_job_get_row(jh);
+    const mpq_job_spec *spec = mpq_job_get_spec(jh);
+    if (!spec->has_kv || spec->n_kv_pairs < 1) {
         st = mpq_err_set(err, MPQ_ERR_NOTFOUND, "job '%s' has no KV pairs (its spec has no \"kv\" section)", job.name);
         goto done;
     }
-    mpq_kv_scheme scheme = mpq_kv_scheme_default();
-    if (cJSON_IsObject(sch)) {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(sch, "mode");
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(sch, "group_size");
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(sch, "residual");
-        if ((m && (!cJSON_IsString(m) || mpq_kv_mode_parse(m->valuestring, &scheme.mode, err) != MPQ_OK)) ||
-            (g && (!cJSON_IsNumber(g) || g->valuedouble < 1 || g->valuedouble > 1e6)) ||
-            (r && (!cJSON_IsNumber(r) || r->valuedouble < 0 || r->valuedouble > 1e9))) {
-            st = mpq_err_set(err, MPQ_ERR_FORMAT, "job '%s': stored spec: bad kv.scheme", job.name);
-            goto done;
-        }
-        if (g) scheme.group_size = (int)g->valuedouble;
-        if (r) scheme.residual = (int)r->valuedouble;
-    }
-    int np = cJSON_GetArraySize(jp);
+    mpq_kv_scheme scheme = spec->kv_scheme;
+    int np = spec->n_kv_pairs;
     if (!(pairs = mpq_calloc((size_t)np, sizeof *pairs))) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (int j = 0; j < np; j++) {
-        const cJSON *e = cJSON_GetArrayItem(jp, j);
-        if (!cJSON_IsString(e) || (st = mpq_kv_pair_parse(e->valuestring, &pairs[j], err)) != MPQ_OK) {
-            st = mpq_err_set(err, MPQ_ERR_FORMAT, "job '%s': stored spec: kv.pairs[%d] is not a pair", job.name, j);
-            goto done;
-        }
-    }
+    for (int j = 0; j < np; j++)
+        if ((st = mpq_kv_pair_parse(spec->kv_pairs[j], &pairs[j], err)) != MPQ_OK) goto done;
     if ((st = mpq_db_layers_fetch(db, job.model_id, &layers, &n_layers, err)) != MPQ_OK) goto done;
     int nb = 0, kv_dim = 0;
     for (int i = 0; i < n_layers; i++)
@@ -220,7 +183,7 @@ mpq_status mpq_kvsearch_table_load(mpq_db *db, int64_t job_id, const char *metri
     t = NULL;
 done:
     mpq_kvsearch_table_free(t);
-    cJSON_Delete(spec);
+    mpq_job_close(jh);
     free(layers);
     free(pairs);
     free(ids);
@@ -846,52 +809,26 @@ void mpq_kvsearch_joint_summary(const mpq_kvsearch_joint *j, const mpq_kvsearch_
 /* ---- evaluation --------------------------------------------------------------------------- */
 
 struct mpq_kvsearch_eval {
-    mpq_model *model;
-    mpq_tokenizer *tok;
-    mpq_data *data;
-    mpq_data_seqs *seqs;
-    mpq_exec *ex;
-    mpq_exec_ref *ref;
-    int *tokens;
-    bool from_eval;
+    mpq_job *job;               /* the stored job (owns model, windows, FP reference) */
+    const mpq_job_evalset *es;  /* borrowed from job */
 };
 
 void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev) {
     if (!ev) return;
-    mpq_exec_ref_free(ev->ref);
-    mpq_exec_free(ev->ex);
-    free(ev->tokens);
-    mpq_data_seqs_free(ev->seqs);
-    mpq_data_free(ev->data);
-    mpq_tokenizer_free(ev->tok);
-    mpq_model_free(ev->model);
+    mpq_job_close(ev->job);
     free(ev);
 }
 
-const mpq_model *mpq_kvsearch_eval_model(const mpq_kvsearch_eval *ev) { return ev ? ev->model : NULL; }
-const char *mpq_kvsearch_eval_source(const mpq_kvsearch_eval *ev) {
-    return ev && ev->from_eval ? "evaluation" : "calibration";
-}
-
-static mpq_status load_job_spec(mpq_db *db, int64_t job_id, mpq_job_spec **spec, mpq_err *err) {
-    mpq_db_job job;
-    char *text = NULL, src[MPQ_DB_NAME_MAX + 16];
-    mpq_status st = mpq_db_job_get(db, job_id, &job, err);
-    if (st == MPQ_OK) st = mpq_db_job_spec(db, job_id, &text, err);
-    if (st != MPQ_OK) return st;
-    snprintf(src, sizeof src, "job '%s' spec", job.name);
-    st = mpq_job_spec_parse(text, src, spec, err);
-    free(text);
-    return st;
-}
+const mpq_model *mpq_kvsearch_eval_model(const mpq_kvsearch_eval *ev) { return ev && ev->es ? ev->es->model : NULL; }
+const char *mpq_kvsearch_eval_source(const mpq_kvsearch_eval *ev) { return ev && ev->es ? ev->es->source : "calibration"; }
 
 mpq_status mpq_kvsearch_job_model(mpq_db *db, int64_t job_id, mpq_model **out, mpq_err *err) {
     if (!db || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "kv: NULL argument");
     *out = NULL;
-    mpq_job_spec *spec = NULL;
-    mpq_status st = load_job_spec(db, job_id, &spec, err);
-    if (st == MPQ_OK) st = mpq_model_load(spec->model, out, err);
-    mpq_job_spec_free(spec);
+    mpq_job *job = NULL;
+    mpq_status st = mpq_job_open_id(db, job_id, &job, err);
+    if (st == MPQ_OK) st = mpq_model_shape_copy(mpq_job_get_shape(job), out, err);
+    mpq_job_close(job);
     return st;
 }
 
@@ -899,38 +836,10 @@ mpq_status mpq_kvsearch_eval_open(mpq_db *db, int64_t job_id, int max_seqs, mpq_
                                   mpq_err *err) {
     if (!db || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval: NULL argument");
     *out = NULL;
-    mpq_job_spec *spec = NULL;
     mpq_kvsearch_eval *ev = calloc(1, sizeof *ev);
     if (!ev) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-    mpq_status st = load_job_spec(db, job_id, &spec, err);
-    if (st != MPQ_OK) goto done;
-    if ((st = mpq_model_load(spec->model, &ev->model, err)) != MPQ_OK) goto done;
-    const mpq_model_config *mc = mpq_model_get_config(ev->model);
-    if (spec->tokenizer && (st = mpq_tokenizer_load(spec->tokenizer, mc->vocab_size, &ev->tok, err)) != MPQ_OK)
-        goto done;
-    ev->from_eval = spec->eval.data != NULL;
-    const mpq_job_data_spec *ds = ev->from_eval ? &spec->eval : &spec->calib;
-    mpq_data_opts dopt = mpq_data_opts_default();
-    dopt.vocab_size = mc->vocab_size;
-    if ((st = mpq_data_load(ds->data, ev->tok, &dopt, &ev->data, err)) != MPQ_OK) goto done;
-    int n = ds->n_seqs;
-    if (max_seqs > 0 && max_seqs < n) n = max_seqs;
-    if ((st = mpq_data_sequences(ev->data, ds->seq_len, n, (uint64_t)ds->seed, &ev->seqs, err)) != MPQ_OK) goto done;
-    if (ev->seqs->n_seqs < 1) {
-        st = mpq_err_set(err, MPQ_ERR_INVALID, "kv eval: %s: no window of %d tokens", ds->data, ds->seq_len);
-        goto done;
-    }
-    int T = ev->seqs->seq_len, ns = ev->seqs->n_seqs;
-    size_t nt = (size_t)ns * (size_t)(T + 1);
-    if (!(ev->tokens = mpq_calloc(nt, sizeof *ev->tokens))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < nt; i++) ev->tokens[i] = (int)ev->seqs->tokens[i];
-    if ((st = mpq_exec_create(ev->model, ns < 8 ? ns : 8, T, &ev->ex, err)) != MPQ_OK) goto done;
-    st = mpq_exec_ref_build(ev->ex, mpq_model_get_weights(ev->model), NULL, ev->tokens, ns, T, false, &ev->ref, err);
-done:
-    mpq_job_spec_free(spec);
+    mpq_status st = mpq_job_open_id(db, job_id, &ev->job, err);
+    if (st == MPQ_OK) st = mpq_job_load_evalset(ev->job, max_seqs, &ev->es, err);
     if (st != MPQ_OK) {
         mpq_kvsearch_eval_free(ev);
         return st;
@@ -946,8 +855,8 @@ mpq_status mpq_kvsearch_eval_run(mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs
     mpq_exec_opts o = mpq_exec_opts_default();
     o.kv_scheme = *scheme;
     o.kv_pairs = pairs;
-    o.n_kv_pairs = mpq_model_get_config(ev->model)->n_layers;
-    return mpq_exec_eval_ref(ev->ex, mpq_model_get_weights(ev->model), &o, ev->ref, 0, stats, err);
+    o.n_kv_pairs = mpq_model_get_config(ev->es->model)->n_layers;
+    return mpq_exec_eval_ref(ev->es->ex, mpq_model_get_weights(ev->es->model), &o, ev->es->ref, 0, stats, err);
 }
 
 mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs,
@@ -955,11 +864,12 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
                                    int64_t *evaluation_id, mpq_err *err) {
     if (!db || !ev || !pairs || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval store: NULL argument");
     char *cfg = NULL;
-    mpq_status st = mpq_kvsearch_config_json(ev->model, pairs, scheme, &cfg, err);
+    mpq_status st = mpq_kvsearch_config_json(ev->es->model, pairs, scheme, &cfg, err);
     if (st != MPQ_OK) return st;
-    mpq_db_dataset ds = {.path = mpq_data_path(ev->data), .sha256 = mpq_data_sha256(ev->data),
-                         .n_tokens = (int64_t)ev->seqs->n_seqs * (ev->seqs->seq_len + 1),
-                         .seq_len = ev->seqs->seq_len, .n_seqs = ev->seqs->n_seqs, .seed = (int64_t)ev->seqs->seed};
+    const mpq_job_evalset *es = ev->es;
+    mpq_db_dataset ds = {.path = es->data_path, .sha256 = es->data_sha256,
+                         .n_tokens = (int64_t)es->n_seqs * (es->seq_len + 1), .seq_len = es->seq_len,
+                         .n_seqs = es->n_seqs, .seed = es->seed};
     int64_t ds_id = 0;
     if ((st = mpq_db_dataset_upsert(db, &ds, &ds_id, err)) == MPQ_OK) {
         mpq_db_evaluation e = {.job_id = job_id, .solution_id = solution_id, .dataset_id = ds_id, .config_json = cfg,

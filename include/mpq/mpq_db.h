@@ -116,6 +116,20 @@ mpq_status mpq_db_model_upsert(mpq_db *db, const mpq_db_model *model, const mpq_
  * *n_out its length (0 and *out NULL for a model without layers). */
 mpq_status mpq_db_layers_fetch(mpq_db *db, int64_t model_id, mpq_db_layer **out, int *n_out,
                                mpq_err *err);
+/* A stored model row (output of mpq_db_model_get). Plain data. */
+typedef struct mpq_db_model_row {
+    int64_t id;
+    char path[4096];              /* as recorded when the model was stored */
+    char sha256[65];              /* the identity recorded for the file (or directory) */
+    char arch[MPQ_DB_SHORT_MAX];  /* "llama", ... */
+    char format[MPQ_DB_SHORT_MAX];
+    char dtype[MPQ_DB_SHORT_MAX];
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
+    int64_t n_params;
+} mpq_db_model_row;
+
+/* Reads model model_id. MPQ_ERR_NOTFOUND if there is no such model. */
+mpq_status mpq_db_model_get(mpq_db *db, int64_t model_id, mpq_db_model_row *out, mpq_err *err);
 /* Id of a layer of a model by stable name or HF name; MPQ_ERR_NOTFOUND if none. */
 mpq_status mpq_db_layer_find(mpq_db *db, int64_t model_id, const char *name, int64_t *layer_id,
                              mpq_err *err);

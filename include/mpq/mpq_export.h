@@ -109,6 +109,8 @@ typedef struct mpq_export_provenance {
     const char *budgets_json; /* {"bits_per_weight":3.5} */
     double objective;         /* predicted loss; NaN = unknown */
     const char *created_at;
+    const char *model_sha256; /* the fingerprint a job recorded: written as is; NULL = hash the
+                                 model file now (a config exported without a job) */
 } mpq_export_provenance;
 
 typedef struct mpq_export_plan {
@@ -135,14 +137,17 @@ typedef struct mpq_export_plan {
 } mpq_export_plan;
 
 /* Builds the plan of cfg on model. prov may be NULL. On success *out is owned by the
- * caller (mpq_export_plan_free). MPQ_ERR_INVALID if cfg does not match model, MPQ_ERR_IO if
- * the model file cannot be hashed, MPQ_ERR_NOMEM. */
+ * caller (mpq_export_plan_free). The fingerprint is prov->model_sha256 when given, else the
+ * hash of the model file ("" when it is gone). MPQ_ERR_INVALID if cfg does not match model,
+ * MPQ_ERR_IO if the model file cannot be hashed, MPQ_ERR_NOMEM. */
 mpq_status mpq_export_plan_build(const mpq_model *model, const mpq_config *cfg,
                                  const mpq_export_provenance *prov, mpq_export_plan **out, mpq_err *err);
 void mpq_export_plan_free(mpq_export_plan *plan); /* accepts NULL */
 
-/* A job's solution from the results database, loaded as a config of model (the job's
- * model when model is NULL: *model_out then owns a loaded model, else it is set NULL).
+/* A job's solution from the results database (mpq_job_open: no model file needed), loaded
+ * as a config of model, or of the job's stored layer table when model is NULL (then
+ * *model_out, if not NULL, gets an owned shape-only copy of it, mpq_model_free). The plan's
+ * fingerprint is the SHA-256 the job recorded, never a re-hash of the file now at that path.
  * which: NULL or "" = the newest solution with a config and status optimal/feasible;
  * otherwise a solution name or decimal id of that job. *cfg_out and *plan_out owned.
  * MPQ_ERR_NOTFOUND (job, solution), MPQ_ERR_FORMAT (stored config does not parse), DB. */

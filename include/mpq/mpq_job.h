@@ -135,6 +135,7 @@
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_db.h"
+#include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 
@@ -215,6 +216,10 @@ typedef struct mpq_job_spec {
  * JSON, "job.json: not valid JSON near line 3"), MPQ_ERR_INVALID (a key's type or value:
  * the message names the key), MPQ_ERR_IO (a referenced file cannot be opened), NOMEM. */
 mpq_status mpq_job_spec_parse(const char *json, const char *source, mpq_job_spec **out, mpq_err *err);
+/* Parses a spec as stored in the database (its canonical JSON): the same checks as
+ * mpq_job_spec_parse, but no referenced file is opened - paths must be absolute and are taken
+ * as they are (the model or data may have moved since). Used by mpq_job_open. */
+mpq_status mpq_job_spec_parse_stored(const char *json, const char *source, mpq_job_spec **out, mpq_err *err);
 /* Reads and parses a spec file (messages are prefixed with the file's base name as given).
  * MPQ_ERR_IO if the file cannot be read, else as mpq_job_spec_parse. */
 mpq_status mpq_job_spec_load(const char *path, mpq_job_spec **out, mpq_err *err);
@@ -239,6 +244,79 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
 /* SHA-256 identity of a model path: of the file itself, or for a directory of the list
  * "<name> <sha256 of file>\n" over its regular files in name order. */
 mpq_status mpq_job_model_sha256(const char *path, char out[65], mpq_err *err);
+
+/* ---- stored jobs ------------------------------------------------------------------------ */
+
+/* A job as stored in a results database: opened by name or id, it holds the job row, the
+ * spec parsed once in stored form (mpq_job_spec_parse_stored: no file is opened), the
+ * stored model row (path, SHA-256, dimensions) and layer table, and a shape-only model built
+ * from them (mpq_model_shape_create). Solving, frontiers, exports, plots and reports work
+ * from these alone, with the model file gone. The model, the evaluation windows and the FP
+ * reference are loaded only when asked (mpq_job_load_model, mpq_job_load_evalset), and the
+ * model file read is checked against the SHA-256 the job recorded: a missing file is
+ * MPQ_ERR_IO naming it and the SHA-256 it must have, a changed file MPQ_ERR_INVALID naming
+ * the file and both hashes.
+ *
+ *     mpq_job *job = NULL;
+ *     if (mpq_job_open(db, "stories260K-demo", &job, &err) != MPQ_OK) ...   // or "3" (an id)
+ *     const mpq_job_spec *spec = mpq_job_get_spec(job);         // spec->candidates ...
+ *     for (int i = 0; i < mpq_job_n_linear(job); i++) use(mpq_job_linear(job, i));
+ *     const mpq_model *m = NULL;
+ *     if (mpq_job_load_model(job, &m, &err) != MPQ_OK) ...      // only when weights are needed
+ *     mpq_job_close(job);
+ *
+ * Not thread-safe: one thread uses a handle at a time. db is borrowed and must outlive it. */
+typedef struct mpq_job mpq_job;
+
+/* Opens job `job` (a name, or a decimal id when no job has that name). MPQ_ERR_NOTFOUND (no
+ * such job), MPQ_ERR_FORMAT (stored spec or layer table unreadable), MPQ_ERR_DB, NOMEM.
+ * *out owned by the caller (mpq_job_close). */
+mpq_status mpq_job_open(mpq_db *db, const char *job, mpq_job **out, mpq_err *err);
+mpq_status mpq_job_open_id(mpq_db *db, int64_t job_id, mpq_job **out, mpq_err *err);
+void mpq_job_close(mpq_job *job); /* accepts NULL */
+
+/* Borrowed, valid until mpq_job_close. */
+mpq_db *mpq_job_db(const mpq_job *job);
+const mpq_db_job *mpq_job_get_row(const mpq_job *job);
+const mpq_job_spec *mpq_job_get_spec(const mpq_job *job);
+const mpq_db_model_row *mpq_job_get_model_row(const mpq_job *job); /* recorded path and sha256 */
+/* The stored layer table: linear layers in model order, then one "blk.N.kv" row per block
+ * (kind "kv_cache") when the job stored them (mpq_job_kv_layer returns NULL otherwise). */
+int mpq_job_n_linear(const mpq_job *job);
+const mpq_db_layer *mpq_job_linear(const mpq_job *job, int i);
+int mpq_job_n_blocks(const mpq_job *job);
+const mpq_db_layer *mpq_job_kv_layer(const mpq_job *job, int block);
+/* Index of a linear layer by stable or HF name (with or without ".weight"); -1 if none. */
+int mpq_job_find_linear(const mpq_job *job, const char *name);
+/* The shape-only model of the stored table: for configs (mpq_config.h) and export plans. */
+const mpq_model *mpq_job_get_shape(const mpq_job *job);
+
+/* The job's model, loaded on first call from the stored spec's path, checked against the
+ * recorded SHA-256 and the stored layer table. *out borrowed until mpq_job_close. */
+mpq_status mpq_job_load_model(mpq_job *job, const mpq_model **out, mpq_err *err);
+/* Checks that the model, data and tokenizer files of the stored spec exist (without reading
+ * them): MPQ_ERR_IO naming the missing file and, for the model, the SHA-256 it must match. */
+mpq_status mpq_job_check_files(mpq_job *job, mpq_err *err);
+
+/* The evaluation windows of a job and the FP reference on them. */
+typedef struct mpq_job_evalset {
+    const mpq_model *model;        /* the job's model (mpq_job_load_model) */
+    mpq_exec *ex;                  /* executor of up to 8 windows of seq_len tokens */
+    const mpq_exec_ref *ref;       /* FP reference of every window */
+    const char *source;            /* "evaluation" (spec section) or "calibration" (fallback) */
+    const mpq_job_data_spec *data; /* that section of the stored spec */
+    const char *data_path;
+    const char *data_sha256;       /* of the data file (checked against the recorded one) */
+    int n_seqs, seq_len;           /* windows used (at most max_seqs of the section's) */
+    int64_t seed;
+} mpq_job_evalset;
+
+/* Loads the model, tokenizer and data of the stored spec's "evaluation" section (else
+ * "calibration"), draws at most max_seqs (<= 0: all) of its windows and runs the FP
+ * reference; kept until mpq_job_close, rebuilt only when max_seqs changes. *out borrowed
+ * (its exec is used by the caller for evaluations; do not free). MPQ_ERR_IO / MPQ_ERR_INVALID
+ * as mpq_job_load_model, data errors naming the file. */
+mpq_status mpq_job_load_evalset(mpq_job *job, int max_seqs, const mpq_job_evalset **out, mpq_err *err);
 
 /* ---- driver ----------------------------------------------------------------------------- */
 

@@ -260,9 +260,10 @@ void mpq_kvsearch_joint_summary(const mpq_kvsearch_joint *j, const mpq_kvsearch_
 
 typedef struct mpq_kvsearch_eval mpq_kvsearch_eval; /* model + data windows + FP reference */
 
-/* Loads the job's model and its evaluation windows (spec "evaluation", else "calibration"; at
- * most max_seqs of them when max_seqs > 0) and runs the FP reference. Files are those recorded
- * in the job spec. *out owned by the caller (mpq_kvsearch_eval_free). */
+/* Opens the stored job (mpq_job.h), loads its model (checked against the recorded SHA-256) and
+ * its evaluation windows (spec "evaluation", else "calibration"; at most max_seqs of them when
+ * max_seqs > 0) and runs the FP reference (mpq_job_load_evalset). *out owned by the caller
+ * (mpq_kvsearch_eval_free). */
 mpq_status mpq_kvsearch_eval_open(mpq_db *db, int64_t job_id, int max_seqs, mpq_kvsearch_eval **out,
                                   mpq_err *err);
 void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev); /* accepts NULL */
@@ -279,7 +280,8 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
                                    const mpq_kv_scheme *scheme, const mpq_eval_stats *stats, int64_t solution_id,
                                    int64_t *evaluation_id, mpq_err *err);
 
-/* Loads the model of a job (the path recorded in its spec). *out: mpq_model_free. */
+/* The model of a job as its stored layer table: a shape-only model (mpq_model_shape_create),
+ * enough for configs and sizes, no model file needed. *out: mpq_model_free. */
 mpq_status mpq_kvsearch_job_model(mpq_db *db, int64_t job_id, mpq_model **out, mpq_err *err);
 
 /* Spearman rank correlation of x and y (n >= 2; ties get average ranks); NaN if undefined. */

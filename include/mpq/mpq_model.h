@@ -116,6 +116,20 @@ typedef struct mpq_model mpq_model;
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
 void mpq_model_free(mpq_model *m); /* accepts NULL */
 
+/* A model without weights ("shape only"): the configuration cfg (head_dim as given), the
+ * linear layer table layers[n_linear] (copied, names and kinds as stored) and the total
+ * parameter count n_params; path is recorded for messages and never opened. This is what a
+ * stored job knows without its model file (mpq_job.h): configs, export plans and sizes work
+ * on it; what needs weights refuses it (mpq_weights_clone, mpq_exec_create, mpq_config_apply:
+ * MPQ_ERR_INVALID "... shape only"). MPQ_ERR_INVALID (a non-positive dimension, no layers, a
+ * layer whose block or kind is out of range), MPQ_ERR_NOMEM. Free with mpq_model_free. */
+mpq_status mpq_model_shape_create(const char *path, const mpq_model_config *cfg, const mpq_layer_info *layers,
+                                  int n_linear, int64_t n_params, mpq_model **out, mpq_err *err);
+/* A shape-only copy of any model (its config, layer table, parameter count and path). */
+mpq_status mpq_model_shape_copy(const mpq_model *m, mpq_model **out, mpq_err *err);
+/* False for a shape-only model (and NULL). */
+bool mpq_model_has_weights(const mpq_model *m);
+
 /* Borrowed; valid until mpq_model_free. */
 const mpq_model_config *mpq_model_get_config(const mpq_model *m);
 const mpq_weights *mpq_model_get_weights(const mpq_model *m);

@@ -36,6 +36,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 
 /* Parses a strictly positive / non-negative integer option; false on garbage. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
+/* Parses a finite double (no NaN, infinity or overflow); false on garbage. */
 bool cli_parse_double(const char *s, double *out);
 
 /* true when colour may be used on this stream (a terminal and NO_COLOR unset). */

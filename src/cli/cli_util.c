@@ -61,7 +61,7 @@ bool cli_parse_double(const char *s, double *out) {
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end != '\0' || v != v) return false;
+    if (errno || *end != '\0' || !isfinite(v)) return false; /* no NaN, no infinity, no overflow */
     *out = v;
     return true;
 }

@@ -2,7 +2,7 @@
  * stored metrics (ILP / DP under budgets, exact Pareto frontier and knee), stored as solutions
  * with their mpq configs, and the closed loop: measured KL / perplexity of stored solutions and
  * uniform baselines against the FP model, with the predicted-vs-measured rank correlation.
- * Library: include/mpq/mpq_solve.h. */
+ * Library: include/mpq/mpq_jobsolve.h. */
 #include "cli.h"
 
 #include <cjson/cJSON.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "mpq/mpq_db.h"
-#include "mpq/mpq_solve.h"
+#include "mpq/mpq_jobsolve.h"
 
 #define MAX_LIST 64
 
@@ -84,7 +84,7 @@ typedef struct solve_args {
     const char *groups[MAX_LIST], *pins[MAX_LIST], *allows[MAX_LIST], *budget_text[MAX_LIST];
     int n_groups, n_pins, n_allows, n_budgets;
     mpq_budget budgets[MAX_LIST];
-    mpq_solve_job_opts o;
+    mpq_jobsolve_opts o;
     bool json, evaluate_flag, all_points, all, no_uniform;
     long evaluate_k;
     const char *solutions[MAX_LIST];
@@ -103,6 +103,11 @@ static char *read_text(const char *path) {
     int c;
     while ((c = fgetc(f)) != EOF) {
         if (n + 2 > cap) {
+            if (cap >= ((size_t)16 << 20)) { /* a latency table is a few KB */
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
             cap = cap ? cap * 2 : 4096;
             char *nb = realloc(buf, cap);
             if (!nb) {
@@ -138,7 +143,7 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         {"no-uniform", no_argument, 0, O_NOUNI},    {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
-    a->o = mpq_solve_job_opts_default();
+    a->o = mpq_jobsolve_opts_default();
     a->db = cli_default_db();
     optind = 1;
     int c;
@@ -181,7 +186,8 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
             a->o.solver = optarg;
             break;
         case O_TL:
-            if (!cli_parse_double(optarg, &d) || d < 0) return cli_usage_error(cmd, "bad --time-limit '%s'", optarg);
+            if (!cli_parse_double(optarg, &d) || d < 0 || d > 1e7)
+                return cli_usage_error(cmd, "bad --time-limit '%s' (0..1e7 seconds)", optarg);
             a->o.time_limit_s = d;
             break;
         case 'n': a->o.name = optarg; break;
@@ -258,26 +264,26 @@ static const char *status_str(mpq_solve_status s) {
 
 /* Evaluates the given solution ids (+ uniform baselines unless skipped) and prints the
  * comparison. */
-static mpq_status evaluate_and_compare(mpq_solve_ctx *ctx, const int64_t *ids, int n_ids, bool uniform, const char *metric,
+static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_ids, bool uniform, const char *metric,
                                        bool json, cJSON *jout, mpq_err *err) {
     mpq_status st = MPQ_OK;
     for (int i = 0; i < n_ids; i++) {
-        mpq_solve_eval ev;
-        if ((st = mpq_solve_evaluate_solution(ctx, ids[i], &ev, err)) != MPQ_OK) return st;
+        mpq_jobsolve_eval ev;
+        if ((st = mpq_jobsolve_evaluate_solution(job, ids[i], &ev, err)) != MPQ_OK) return st;
     }
     if (uniform)
-        for (int c = 0; c < mpq_solve_ctx_n_candidates(ctx); c++) {
-            mpq_solve_eval ev;
-            if ((st = mpq_solve_evaluate_uniform(ctx, mpq_solve_ctx_candidate(ctx, c), false, &ev, err)) != MPQ_OK) return st;
+        for (int c = 0; c < mpq_job_get_spec(job)->n_candidates; c++) {
+            mpq_jobsolve_eval ev;
+            if ((st = mpq_jobsolve_evaluate_uniform(job, mpq_job_get_spec(job)->candidates[c], false, &ev, err)) != MPQ_OK) return st;
         }
-    mpq_solve_compare_row *rows = NULL;
+    mpq_jobsolve_compare_row *rows = NULL;
     int n = 0, nu = 0;
     double rho = NAN;
-    if ((st = mpq_solve_compare(ctx, metric, &rows, &n, &rho, &nu, err)) != MPQ_OK) return st;
+    if ((st = mpq_jobsolve_compare(job, metric, &rows, &n, &rho, &nu, err)) != MPQ_OK) return st;
     /* sort by avg bits for display */
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && rows[j].avg_bits < rows[j - 1].avg_bits; j--) {
-            mpq_solve_compare_row t = rows[j];
+            mpq_jobsolve_compare_row t = rows[j];
             rows[j] = rows[j - 1];
             rows[j - 1] = t;
         }
@@ -322,12 +328,12 @@ int cli_solve(int argc, char **argv) {
     mpq_err err = {0};
     mpq_status st;
     mpq_db *db = NULL;
-    mpq_solve_ctx *ctx = NULL;
-    mpq_solve_result *r = NULL;
+    mpq_job *job = NULL;
+    mpq_jobsolve_result *r = NULL;
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_solve_ctx_open(db, a.job, &ctx, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_solve_job(ctx, &a.o, &r, &err)) != MPQ_OK) goto done;
+    if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    if ((st = mpq_jobsolve_run(job, &a.o, &r, &err)) != MPQ_OK) goto done;
     if (a.json) {
         jout = cJSON_Parse(r->config_json);
         cJSON *x = jout ? cJSON_CreateObject() : NULL;
@@ -340,7 +346,7 @@ int cli_solve(int argc, char **argv) {
         cJSON_AddItemToObject(x, "config", jout);
         jout = x;
     } else {
-        printf("job '%s': solution '%s' (id %lld), metric %s, solver %s (%s)\n", mpq_solve_ctx_job(ctx)->name, r->name,
+        printf("job '%s': solution '%s' (id %lld), metric %s, solver %s (%s)\n", mpq_job_get_row(job)->name, r->name,
                (long long)r->solution_id, a.o.metric, r->solver, r->engine);
         mpq_db_solution s;
         mpq_db_assignment *as = NULL;
@@ -367,7 +373,7 @@ int cli_solve(int argc, char **argv) {
                    r->waterfill_sse);
     }
     if (a.evaluate_flag) {
-        if ((st = evaluate_and_compare(ctx, &r->solution_id, 1, true, a.o.metric, a.json, jout, &err)) != MPQ_OK) goto done;
+        if ((st = evaluate_and_compare(job, &r->solution_id, 1, true, a.o.metric, a.json, jout, &err)) != MPQ_OK) goto done;
     }
     if (a.json) {
         int prc = cli_print_json(stdout, jout);
@@ -375,8 +381,8 @@ int cli_solve(int argc, char **argv) {
     }
 done:
     cJSON_Delete(jout);
-    mpq_solve_result_free(r);
-    mpq_solve_ctx_free(ctx);
+    mpq_jobsolve_result_free(r);
+    mpq_job_close(job);
     mpq_db_close(db);
     free(a.latency_text);
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("solve", st, &err);
@@ -390,12 +396,12 @@ int cli_pareto(int argc, char **argv) {
     mpq_err err = {0};
     mpq_status st;
     mpq_db *db = NULL;
-    mpq_solve_ctx *ctx = NULL;
-    mpq_solve_pareto_result *r = NULL;
+    mpq_job *job = NULL;
+    mpq_jobsolve_pareto_result *r = NULL;
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_solve_ctx_open(db, a.job, &ctx, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_solve_pareto(ctx, &a.o, a.evaluate_flag ? (int)a.evaluate_k : 0, &r, &err)) != MPQ_OK) goto done;
+    if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    if ((st = mpq_jobsolve_pareto(job, &a.o, a.evaluate_flag ? (int)a.evaluate_k : 0, &r, &err)) != MPQ_OK) goto done;
     size_t n = r->exact->n_points, nh = r->hull->n_points;
     bool bits = a.o.frontier_resource == MPQ_RESOURCE_BITS;
     /* hull gap per exact point: the gap of the hull segment it lies in (0 for hull vertices) */
@@ -421,7 +427,7 @@ int cli_pareto(int argc, char **argv) {
         }
     } else {
         printf("job '%s': exact frontier of (%s, predicted %s): %zu points, convex hull %zu vertices, %.3f s; frontier id %lld\n",
-               mpq_solve_ctx_job(ctx)->name, bits ? "avg bits" : mpq_resource_kind_name(a.o.frontier_resource), a.o.metric, n, nh,
+               mpq_job_get_row(job)->name, bits ? "avg bits" : mpq_resource_kind_name(a.o.frontier_resource), a.o.metric, n, nh,
                r->seconds, (long long)r->frontier_id);
         printf("%6s %12s %14s %6s %12s\n", "point", bits ? "avg bits" : "cost", "predicted", "hull", "hull gap");
         size_t step = (a.all_points || n <= 60) ? 1 : (n + 39) / 40;
@@ -441,7 +447,7 @@ int cli_pareto(int argc, char **argv) {
         printf("(hull gap: loss given up by the hull vertex over the exact frontier up to the next vertex)\n");
     }
     if (a.evaluate_flag) {
-        if ((st = evaluate_and_compare(ctx, r->solution_ids, r->n_solutions, true, a.o.metric, a.json, jout, &err)) != MPQ_OK)
+        if ((st = evaluate_and_compare(job, r->solution_ids, r->n_solutions, true, a.o.metric, a.json, jout, &err)) != MPQ_OK)
             goto done;
     }
     if (a.json) {
@@ -450,8 +456,8 @@ int cli_pareto(int argc, char **argv) {
     }
 done:
     cJSON_Delete(jout);
-    mpq_solve_pareto_result_free(r);
-    mpq_solve_ctx_free(ctx);
+    mpq_jobsolve_pareto_result_free(r);
+    mpq_job_close(job);
     mpq_db_close(db);
     free(a.latency_text);
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("pareto", st, &err);
@@ -464,14 +470,14 @@ int cli_evaluate(int argc, char **argv) {
     mpq_err err = {0};
     mpq_status st;
     mpq_db *db = NULL;
-    mpq_solve_ctx *ctx = NULL;
+    mpq_job *job = NULL;
     mpq_db_table *t = NULL;
     int64_t *ids = NULL;
     int n_ids = 0;
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_solve_ctx_open(db, a.job, &ctx, &err)) != MPQ_OK) goto done;
-    int64_t job_id = mpq_solve_ctx_job(ctx)->id;
+    if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    int64_t job_id = mpq_job_get_row(job)->id;
     if (a.all) {
         char jid[32];
         snprintf(jid, sizeof jid, "%lld", (long long)job_id);
@@ -501,10 +507,9 @@ int cli_evaluate(int argc, char **argv) {
     for (int i = 0; i < a.n_solutions; i++) {
         int64_t id = 0;
         if (mpq_db_solution_find(db, job_id, a.solutions[i], &id, NULL) != MPQ_OK) {
-            char *end = NULL;
-            long long v = strtoll(a.solutions[i], &end, 10);
-            if (!*a.solutions[i] || *end || v <= 0) {
-                st = mpq_err_set(&err, MPQ_ERR_NOTFOUND, "job '%s': no solution '%s'", mpq_solve_ctx_job(ctx)->name, a.solutions[i]);
+            long v = 0;
+            if (!cli_parse_int(a.solutions[i], 1, INT64_MAX, &v)) {
+                st = mpq_err_set(&err, MPQ_ERR_NOTFOUND, "job '%s': no solution '%s'", mpq_job_get_row(job)->name, a.solutions[i]);
                 goto done;
             }
             id = v;
@@ -516,9 +521,9 @@ int cli_evaluate(int argc, char **argv) {
         goto done;
     }
     if (!a.json)
-        printf("job '%s': evaluating %d solution(s)%s\n", mpq_solve_ctx_job(ctx)->name, n_ids,
+        printf("job '%s': evaluating %d solution(s)%s\n", mpq_job_get_row(job)->name, n_ids,
                a.no_uniform ? "" : " and the uniform baselines");
-    if ((st = evaluate_and_compare(ctx, ids, n_ids, !a.no_uniform, a.o.metric, a.json, jout, &err)) != MPQ_OK) goto done;
+    if ((st = evaluate_and_compare(job, ids, n_ids, !a.no_uniform, a.o.metric, a.json, jout, &err)) != MPQ_OK) goto done;
     if (a.json) {
         int prc = cli_print_json(stdout, jout);
         if (prc) st = MPQ_ERR_NOMEM;
@@ -527,7 +532,7 @@ done:
     cJSON_Delete(jout);
     free(ids);
     mpq_db_table_free(t);
-    mpq_solve_ctx_free(ctx);
+    mpq_job_close(job);
     mpq_db_close(db);
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("evaluate", st, &err);
 }

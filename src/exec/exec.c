@@ -57,6 +57,8 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
     mpq_exec *ex = NULL;
     if (!model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
     *out = NULL;
+    if (!mpq_model_has_weights(model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %s: shape only (no weights loaded)", mpq_model_path(model));
     const mpq_model_config *cfg = mpq_model_get_config(model);
     if (max_B < 1 || max_T < 1 || max_T > cfg->seq_len) {
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d: need B >= 1 and 1 <= T <= seq_len %d",

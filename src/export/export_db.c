@@ -1,7 +1,9 @@
 /*
  * export_db.c - loads a job's solution from the results database as an export plan
  * (mpq_export_plan_from_db in mpq_export.h). Uses only the public mpq_db API (no SQL here).
- * Reference: include/mpq/mpq_db.h (solutions, reports), include/mpq/mpq_job.h (spec "model").
+ * The job is opened as a stored job (mpq_job.h): the plan is built on its stored layer table
+ * and carries its recorded model fingerprint, so no model file is needed.
+ * Reference: include/mpq/mpq_db.h (solutions, reports), include/mpq/mpq_job.h (stored jobs).
  */
 #include "mpq/mpq_export.h"
 
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "export/export_internal.h"
+#include "mpq/mpq_job.h"
 
 int export_table_col(const mpq_db_table *t, const char *name) {
     for (int c = 0; t && c < t->n_cols; c++)
@@ -23,26 +26,6 @@ int export_table_col(const mpq_db_table *t, const char *name) {
 const char *export_table_cell(const mpq_db_table *t, int row, int col) {
     if (!t || col < 0 || row < 0 || row >= t->n_rows) return NULL;
     return t->cells[(size_t)row * (size_t)t->n_cols + (size_t)col];
-}
-
-mpq_status export_job_model_path(mpq_db *db, int64_t job_id, char **out, mpq_err *err) {
-    char *spec = NULL;
-    cJSON *j = NULL;
-    *out = NULL;
-    mpq_status st = mpq_db_job_spec(db, job_id, &spec, err);
-    if (st != MPQ_OK) return st;
-    j = cJSON_Parse(spec);
-    const cJSON *m = j ? cJSON_GetObjectItemCaseSensitive(j, "model") : NULL;
-    if (!cJSON_IsString(m)) {
-        st = mpq_err_set(err, MPQ_ERR_FORMAT, "job %lld: stored spec has no \"model\" path", (long long)job_id);
-        goto done;
-    }
-    *out = export_strdup(m->valuestring);
-    if (!*out) st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-done:
-    cJSON_Delete(j);
-    free(spec);
-    return st;
 }
 
 /* Id of the newest solution of a job with a config and status optimal/feasible. */
@@ -92,48 +75,43 @@ mpq_status mpq_export_plan_from_db(mpq_db *db, const char *job, const char *whic
                                    mpq_model **model_out, mpq_config **cfg_out, mpq_export_plan **plan_out,
                                    mpq_err *err) {
     mpq_status st = MPQ_OK;
-    mpq_db_job j;
+    mpq_job *jh = NULL;
     mpq_db_solution sol = {0};
-    mpq_model *own = NULL;
     mpq_config *cfg = NULL;
-    char *mpath = NULL;
     int64_t sid = 0;
     if (model_out) *model_out = NULL;
+    if (!cfg_out || !plan_out) return mpq_err_set(err, MPQ_ERR_INVALID, "export: cfg_out or plan_out is NULL");
     *cfg_out = NULL;
     *plan_out = NULL;
     if (!db || !job) return mpq_err_set(err, MPQ_ERR_INVALID, "export: db or job is NULL");
-    if ((st = mpq_db_job_find(db, job, &j, err)) != MPQ_OK) goto done;
-    if ((st = export_find_solution(db, &j, which, &sid, err)) != MPQ_OK) goto done;
+    if ((st = mpq_job_open(db, job, &jh, err)) != MPQ_OK) goto done;
+    const mpq_db_job *j = mpq_job_get_row(jh);
+    if ((st = export_find_solution(db, j, which, &sid, err)) != MPQ_OK) goto done;
     if ((st = mpq_db_solution_get(db, sid, &sol, NULL, NULL, err)) != MPQ_OK) goto done;
     if (!sol.config_json) {
-        st = mpq_err_set(err, MPQ_ERR_NOTFOUND, "job '%s': solution '%s' has no stored config", j.name, sol.name);
+        st = mpq_err_set(err, MPQ_ERR_NOTFOUND, "job '%s': solution '%s' has no stored config", j->name, sol.name);
         goto done;
     }
-    if (!model) {
-        if (!model_out) {
-            st = mpq_err_set(err, MPQ_ERR_INVALID, "export: no model and no model_out");
-            goto done;
-        }
-        if ((st = export_job_model_path(db, j.id, &mpath, err)) != MPQ_OK) goto done;
-        if ((st = mpq_model_load(mpath, &own, err)) != MPQ_OK) goto done;
-        model = own;
-    }
+    if (!model) model = mpq_job_get_shape(jh);
     char src[300];
-    snprintf(src, sizeof src, "job %s solution %s", j.name, sol.name);
+    snprintf(src, sizeof src, "job %s solution %s", j->name, sol.name);
     if ((st = mpq_config_parse(sol.config_json, src, model, &cfg, err)) != MPQ_OK) goto done;
     mpq_export_provenance prov = {
-        .job_name = j.name, .job_id = j.id, .solution_name = sol.name, .solution_id = sol.id,
+        .job_name = j->name, .job_id = j->id, .solution_name = sol.name, .solution_id = sol.id,
         .solver = sol.solver, .status = sol.status, .metric_expr = sol.metric_expr,
-        .budgets_json = sol.budgets_json, .objective = sol.objective, .created_at = sol.created_at};
+        .budgets_json = sol.budgets_json, .objective = sol.objective, .created_at = sol.created_at,
+        .model_sha256 = mpq_job_get_model_row(jh)->sha256};
     if ((st = mpq_export_plan_build(model, cfg, &prov, plan_out, err)) != MPQ_OK) goto done;
+    if (model_out && model == mpq_job_get_shape(jh) && (st = mpq_model_shape_copy(model, model_out, err)) != MPQ_OK) {
+        mpq_export_plan_free(*plan_out);
+        *plan_out = NULL;
+        goto done;
+    }
     *cfg_out = cfg;
     cfg = NULL;
-    if (model_out) *model_out = own;
-    own = NULL;
 done:
     mpq_config_free(cfg);
-    mpq_model_free(own);
-    free(mpath);
     mpq_db_solution_release(&sol);
+    mpq_job_close(jh);
     return st;
 }

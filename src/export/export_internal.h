@@ -38,8 +38,6 @@ mpq_status export_write_file(const char *path, const char *text, mpq_err *err);
 /* Column index of a result table by name (-1 if none); cell text (NULL for NULL / out of range). */
 int export_table_col(const mpq_db_table *t, const char *name);
 const char *export_table_cell(const mpq_db_table *t, int row, int col);
-/* The "model" path of a job's stored spec (malloc'd). */
-mpq_status export_job_model_path(mpq_db *db, int64_t job_id, char **out, mpq_err *err);
 /* A job's solution id: which NULL/"" = newest optimal/feasible with a config; else name or id. */
 mpq_status export_find_solution(mpq_db *db, const mpq_db_job *job, const char *which, int64_t *id, mpq_err *err);
 

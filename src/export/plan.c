@@ -181,7 +181,8 @@ mpq_status mpq_export_plan_build(const mpq_model *model, const mpq_config *cfg,
     p->model = *mc;
     p->model_params = mpq_model_n_params(model);
     base_name(mpq_model_path(model), p->model_file, sizeof p->model_file);
-    if ((st = model_hash(mpq_model_path(model), p->model_sha256, err)) != MPQ_OK) goto done;
+    if (prov && prov->model_sha256) snprintf(p->model_sha256, sizeof p->model_sha256, "%.64s", prov->model_sha256);
+    else if ((st = model_hash(mpq_model_path(model), p->model_sha256, err)) != MPQ_OK) goto done;
     p->n_layers = nl;
     p->n_blocks = mc->n_layers;
     p->kv_dim = mc->n_kv_heads * mc->head_dim;

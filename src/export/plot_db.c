@@ -15,6 +15,7 @@
 
 #include "export/export_internal.h"
 #include "export/plot_internal.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_quant.h"
 
 static const char *const kind_names[] = {"frontier", "bits", "sensitivity", "kv"};
@@ -422,7 +423,10 @@ mpq_status mpq_plot_job(mpq_db *db, const char *job, mpq_plot_kind what, const m
     if (!db || !job || !svg) return mpq_err_set(err, MPQ_ERR_INVALID, "plot: NULL argument");
     *svg = NULL;
     c.db = db;
-    if ((st = mpq_db_job_find(db, job, &c.job, err)) != MPQ_OK) return st;
+    mpq_job *jh = NULL; /* the stored job: row and layer table, no model file */
+    if ((st = mpq_job_open(db, job, &jh, err)) != MPQ_OK) return st;
+    c.job = *mpq_job_get_row(jh);
+    mpq_job_close(jh);
     if ((st = mpq_db_layers_fetch(db, c.job.model_id, &c.L, &c.nL, err)) != MPQ_OK) return st;
     for (int i = 0; i < c.nL; i++)
         if (c.L[i].block + 1 > c.n_blocks) c.n_blocks = c.L[i].block + 1;

@@ -7,7 +7,6 @@
  */
 #include "mpq/mpq_export.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 
 #include "export/export_internal.h"
 #include "export/plot_internal.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_plot.h"
 
 mpq_report_opts mpq_report_opts_default(void) {
@@ -38,16 +38,6 @@ static void md_cell(sbuf *b, const char *s) {
 static void num(sbuf *b, double v, const char *fmt) {
     if (isfinite(v)) sb_printf(b, fmt, v);
     else sb_puts(b, "-");
-}
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(i) ? i->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k) {
-    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(i) ? i->valuedouble : NAN;
 }
 
 typedef struct sens_row {
@@ -190,11 +180,10 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     mpq_report_opts o = *opts;
     if (!o.metric) o.metric = "kl";
     if (o.top_layers <= 0) o.top_layers = 10;
-    mpq_db_job j;
+    mpq_job *jh = NULL;
     mpq_db_layer *L = NULL;
     int nL = 0, ne = 0, np = 0;
-    char *spec = NULL, *text = NULL;
-    cJSON *sj = NULL;
+    char *text = NULL;
     mpq_db_table *sol = NULL, *prog = NULL;
     mpq_db_evaluation *ev = NULL;
     mpq_db_frontier_point *pts = NULL;
@@ -202,10 +191,11 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     sbuf b = {0};
     char key[32];
     if (!db || !job || !path) return mpq_err_set(err, MPQ_ERR_INVALID, "report: NULL argument");
-    if ((st = mpq_db_job_find(db, job, &j, err)) != MPQ_OK) return st;
+    if ((st = mpq_job_open(db, job, &jh, err)) != MPQ_OK) return st;
+    const mpq_db_job j = *mpq_job_get_row(jh);
+    const mpq_job_spec *spec = mpq_job_get_spec(jh);
     snprintf(key, sizeof key, "%lld", (long long)j.id);
     if ((st = mpq_db_layers_fetch(db, j.model_id, &L, &nL, err)) != MPQ_OK) goto done;
-    if ((st = mpq_db_job_spec(db, j.id, &spec, err)) != MPQ_OK) goto done;
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_SOLUTIONS, key, &sol, err)) != MPQ_OK) goto done;
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_PROGRESS, key, &prog, err)) != MPQ_OK) goto done;
     if ((st = mpq_db_evaluations_fetch(db, j.id, &ev, &ne, err)) != MPQ_OK) goto done;
@@ -214,13 +204,11 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "report: out of memory");
         goto done;
     }
-    sj = cJSON_Parse(spec);
 
     sb_printf(&b, "# mpq report: job %s\n\n", j.name);
-    const char *desc = jstr(sj, "description");
-    if (desc) sb_printf(&b, "%s\n\n", desc);
+    if (spec->description) sb_printf(&b, "%s\n\n", spec->description);
     sb_puts(&b, "## Model and data\n\n| | |\n|---|---|\n");
-    sb_printf(&b, "| model | `%s` |\n", jstr(sj, "model") ? jstr(sj, "model") : "?");
+    sb_printf(&b, "| model | `%s` (sha256 `%.16s...`) |\n", spec->model, mpq_job_get_model_row(jh)->sha256);
     int64_t nlin = 0, nparams = 0, nblocks = 0;
     for (int i = 0; i < nL; i++)
         if (strcmp(L[i].kind, "kv_cache") != 0) nlin++, nparams += L[i].n_params;
@@ -229,16 +217,14 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     if (nblocks) sb_printf(&b, "| KV caches measured | %lld blocks |\n", (long long)nblocks);
     static const char *const secs[2] = {"calibration", "evaluation"};
     for (int s = 0; s < 2; s++) {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(sj, secs[s]);
-        if (!cJSON_IsObject(c)) continue;
-        sb_printf(&b, "| %s data | `%s`: %g windows x %g tokens, seed %g |\n", secs[s],
-                  jstr(c, "data") ? jstr(c, "data") : "?", jnum(c, "n_seqs"), jnum(c, "seq_len"), jnum(c, "seed"));
+        const mpq_job_data_spec *c = s == 0 ? &spec->calib : &spec->eval;
+        if (!c->data) continue;
+        sb_printf(&b, "| %s data | `%s`: %d windows x %d tokens, seed %lld |\n", secs[s], c->data, c->n_seqs,
+                  c->seq_len, (long long)c->seed);
     }
-    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(sj, "candidates");
-    if (cJSON_IsArray(cands)) {
+    if (spec->n_candidates > 0) {
         sb_puts(&b, "| candidates |");
-        const cJSON *c;
-        cJSON_ArrayForEach(c, cands) if (cJSON_IsString(c)) sb_printf(&b, " %s", c->valuestring);
+        for (int c = 0; c < spec->n_candidates; c++) sb_printf(&b, " %s", spec->candidates[c]);
         sb_puts(&b, " |\n");
     }
 
@@ -358,8 +344,7 @@ done:
     sb_free(&b);
     free(text);
     free(L);
-    free(spec);
-    cJSON_Delete(sj);
+    mpq_job_close(jh);
     mpq_db_table_free(sol);
     mpq_db_table_free(prog);
     for (int i = 0; ev && i < ne; i++) free(ev[i].config_json);

@@ -200,7 +200,48 @@ mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err) {
 const mpq_model_config *mpq_model_get_config(const mpq_model *m) { return m ? &m->cfg : NULL; }
 const mpq_weights *mpq_model_get_weights(const mpq_model *m) { return m ? &m->w : NULL; }
 const char *mpq_model_path(const mpq_model *m) { return m ? m->path : NULL; }
-int64_t mpq_model_n_params(const mpq_model *m) { return m ? (int64_t)m->w.n_floats : 0; }
+int64_t mpq_model_n_params(const mpq_model *m) {
+    if (!m) return 0;
+    return m->shape_only ? m->shape_params : (int64_t)m->w.n_floats;
+}
+mpq_status mpq_model_shape_copy(const mpq_model *m, mpq_model **out, mpq_err *err) {
+    if (!m || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_shape_copy: NULL argument");
+    return mpq_model_shape_create(m->path, &m->cfg, m->layers, m->n_linear, mpq_model_n_params(m), out, err);
+}
+bool mpq_model_has_weights(const mpq_model *m) { return m && !m->shape_only; }
+
+mpq_status mpq_model_shape_create(const char *path, const mpq_model_config *cfg, const mpq_layer_info *layers,
+                                  int n_linear, int64_t n_params, mpq_model **out, mpq_err *err) {
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_shape_create: out is NULL");
+    *out = NULL;
+    const char *p = path ? path : "(model)";
+    if (!cfg || !layers || n_linear <= 0 || n_params < 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: model shape: no layers", p);
+    if (cfg->dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 ||
+        cfg->vocab_size <= 0 || cfg->hidden_dim <= 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: model shape: non-positive dimension", p);
+    for (int i = 0; i < n_linear; i++)
+        if (layers[i].block < 0 || layers[i].block >= cfg->n_layers || (int)layers[i].kind < 0 ||
+            (int)layers[i].kind >= MPQ_N_LAYER_KINDS || layers[i].rows < 0 || layers[i].cols < 0)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: model shape: layer %.96s: block or kind out of range", p,
+                               layers[i].name);
+    mpq_model *m = mpq_calloc(1, sizeof *m);
+    if (!m) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", p);
+    m->cfg = *cfg;
+    m->shape_only = true;
+    m->shape_params = n_params;
+    m->n_linear = n_linear;
+    m->layers = mpq_calloc((size_t)n_linear, sizeof *m->layers);
+    m->path = malloc(strlen(p) + 1);
+    if (!m->layers || !m->path) {
+        mpq_model_free(m);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", p);
+    }
+    memcpy(m->layers, layers, (size_t)n_linear * sizeof *m->layers);
+    memcpy(m->path, p, strlen(p) + 1);
+    *out = m;
+    return MPQ_OK;
+}
 int mpq_model_n_linear(const mpq_model *m) { return m ? m->n_linear : 0; }
 
 const mpq_layer_info *mpq_model_linear(const mpq_model *m, int i) {
@@ -245,6 +286,7 @@ mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err
     float *data = NULL;
     if (!m || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_clone: NULL argument");
     *out = NULL;
+    if (m->shape_only) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: shape only (no weights loaded)", m->path);
     w = mpq_calloc(1, sizeof *w);
     if (!w) goto nomem;
     w->blocks = mpq_calloc((size_t)m->cfg.n_layers, sizeof *w->blocks);

@@ -15,6 +15,8 @@ struct mpq_model {
     mpq_layer_info *layers; /* n_linear entries */
     int n_linear;
     char *path;
+    bool shape_only;      /* mpq_model_shape_create: no weights */
+    int64_t shape_params; /* n_params of a shape-only model */
 };
 
 /* Checks a config's dimensions (all > 0, dim % n_heads == 0, n_heads % n_kv_heads == 0,

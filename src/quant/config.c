@@ -573,6 +573,9 @@ done:
 
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err) {
     if (!cfg || !model || !dst) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
+    if (!mpq_model_has_weights(model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: shape only (no weights loaded)",
+                           mpq_model_path(model));
     if (!model_matches(cfg, model))
         return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: config has %d layers / %d blocks, model %d / %d",
                            cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);

@@ -16,6 +16,7 @@
 #include "mpq/mpq_export.h"
 #include "mpq/mpq_plot.h"
 #include "test_util.h"
+#include "job_fixture.h"
 #include "test_main.h"
 
 /* Well-formed enough: one root, balanced and properly nested tags, quoted attributes, no raw
@@ -221,27 +222,8 @@ START_TEST(test_job_plots_and_report) {
     test_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/p.db", dir);
     ck_assert_int_eq(mpq_db_open(path, MPQ_DB_CREATE, &db, &err), MPQ_OK);
-    mpq_db_layer L[40];
-    memset(L, 0, sizeof L);
-    for (int i = 0; i < 35; i++) {
-        const mpq_layer_info *li = mpq_model_linear(g_model, i);
-        snprintf(L[i].name, sizeof L[i].name, "%s", li->name);
-        snprintf(L[i].hf_name, sizeof L[i].hf_name, "%s", li->hf_name);
-        snprintf(L[i].kind, sizeof L[i].kind, "%s", mpq_layer_kind_name(li->kind));
-        L[i].block = li->block, L[i].rows = li->rows, L[i].cols = li->cols, L[i].n_params = li->n_params;
-    }
-    for (int b = 0; b < 5; b++) {
-        snprintf(L[35 + b].name, sizeof L[35 + b].name, "blk.%d.kv", b);
-        snprintf(L[35 + b].kind, sizeof L[35 + b].kind, "kv_cache");
-        L[35 + b].block = b, L[35 + b].cols = 32;
-    }
-    mpq_db_model dm = {.path = "stories260K.bin", .sha256 = "cafe", .arch = "llama", .n_layers = 5};
     int64_t mid, jid, ids[40], sid;
-    ck_assert_int_eq(mpq_db_model_upsert(db, &dm, L, 40, &mid, ids, &err), MPQ_OK);
-    char spec[4600];
-    snprintf(spec, sizeof spec, "{\"name\":\"p\",\"model\":\"%s\",\"candidates\":[\"int2g32\",\"int8c\"]}",
-             shared_path("models/stories260K/stories260K.bin"));
-    ck_assert_int_eq(mpq_db_job_create(db, "p", spec, mid, 0, 1, &jid, NULL, &err), MPQ_OK);
+    fixture_store_job(db, g_model, "cafe", "p", "[\"int2g32\",\"int8c\"]", true, &mid, ids, &jid);
     mpq_db_metric rows[35 * 4 + 10];
     int nr = 0;
     for (int i = 0; i < 35; i++)

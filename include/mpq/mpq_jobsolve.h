@@ -1,5 +1,5 @@
 /*
- * mpq_solve.h - solving a stored job: build the allocation problem (mpq_solvers.h) from
+ * mpq_jobsolve.h - solving a stored job: build the allocation problem (mpq_solvers.h) from
  * the metrics a job stored in the results database, solve it under budgets, store the
  * solution (with an mpq config and its provenance), compute and store the exact Pareto
  * frontier, and close the loop by evaluating stored solutions (and uniform baselines)
@@ -43,18 +43,22 @@
  * mpq_bound_waterfill then gives the least total sse any allocation of the same bits budget
  * could reach in that model (NaN when there is no bits/bytes budget or no weight_sse).
  *
- *     mpq_solve_ctx *ctx = NULL; mpq_solve_result *r = NULL; mpq_err err = {0};
- *     if (mpq_solve_ctx_open(db, "stories260K-demo", &ctx, &err) != MPQ_OK) ...
- *     mpq_solve_job_opts o = mpq_solve_job_opts_default();
+ * Naming: mpq_jobsolve_* works on a stored job (mpq_job.h) and needs no model file except to
+ * evaluate; the generic solvers it calls (mpq_solve_ilp, mpq_solve_dp, mpq_frontier_*) are
+ * in mpq_solvers.h.
+ *
+ *     mpq_job *job = NULL; mpq_jobsolve_result *r = NULL; mpq_err err = {0};
+ *     if (mpq_job_open(db, "stories260K-demo", &job, &err) != MPQ_OK) ...
+ *     mpq_jobsolve_opts o = mpq_jobsolve_opts_default();
  *     mpq_budget b; mpq_budget_parse("avg-bits=3.5", &b, &err);
  *     o.budgets = &b; o.n_budgets = 1; o.ties = MPQ_TIES_QKV;
- *     mpq_status st = mpq_solve_job(ctx, &o, &r, &err);  // MPQ_ERR_INFEASIBLE names the budget
+ *     mpq_status st = mpq_jobsolve_run(job, &o, &r, &err);  // MPQ_ERR_INFEASIBLE names the budget
  *     ... r->objective, r->choice[layer] ...
- *     mpq_solve_eval ev; mpq_solve_evaluate_solution(ctx, r->solution_id, &ev, &err);
- *     mpq_solve_result_free(r); mpq_solve_ctx_free(ctx);
+ *     mpq_jobsolve_eval ev; mpq_jobsolve_evaluate_solution(job, r->solution_id, &ev, &err);
+ *     mpq_jobsolve_result_free(r); mpq_job_close(job);
  */
-#ifndef MPQ_SOLVE_H
-#define MPQ_SOLVE_H
+#ifndef MPQ_JOBSOLVE_H
+#define MPQ_JOBSOLVE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +66,7 @@
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_db.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_solvers.h"
 
 #ifdef __cplusplus
@@ -99,8 +104,9 @@ typedef struct mpq_budget {
 } mpq_budget;
 
 /* Parses "KIND=VALUE", KIND one of avg-bits, bits, bytes, bops, latency; avg-bits a positive
- * decimal with at most 6 fractional digits, bits/bytes/bops positive integers, latency a
- * positive finite number. MPQ_ERR_INVALID naming the text. */
+ * decimal of at most 64 with at most 6 fractional digits, bits/bytes/bops positive integers
+ * below 2^53 (exactly representable costs), latency a positive finite number. Every value is
+ * range-checked before any arithmetic. MPQ_ERR_INVALID naming the text. */
 mpq_status mpq_budget_parse(const char *text, mpq_budget *out, mpq_err *err);
 
 #define MPQ_TIES_QKV 0x1u
@@ -108,24 +114,9 @@ mpq_status mpq_budget_parse(const char *text, mpq_budget *out, mpq_err *err);
 /* "none" | "qkv" | "gate_up" | "qkv,gate_up" (any order) -> flags; MPQ_ERR_INVALID. */
 mpq_status mpq_ties_parse(const char *text, unsigned *out, mpq_err *err);
 
-/* ---- context ----------------------------------------------------------------------------- */
-
-typedef struct mpq_solve_ctx mpq_solve_ctx; /* opaque */
-
-/* Opens job `job` (name or id) of db (borrowed; must outlive the context; writable for
- * anything that stores). Reads the job's spec and layer table; the model and evaluation data
- * are loaded on first need. MPQ_ERR_NOTFOUND (no such job), DB / INVALID / NOMEM. */
-mpq_status mpq_solve_ctx_open(mpq_db *db, const char *job, mpq_solve_ctx **out, mpq_err *err);
-void mpq_solve_ctx_free(mpq_solve_ctx *ctx); /* accepts NULL */
-/* Borrowed, valid until mpq_solve_ctx_free. */
-const mpq_db_job *mpq_solve_ctx_job(const mpq_solve_ctx *ctx);
-/* The job's candidates (canonical names), borrowed. */
-int mpq_solve_ctx_n_candidates(const mpq_solve_ctx *ctx);
-const char *mpq_solve_ctx_candidate(const mpq_solve_ctx *ctx, int i);
-
 /* ---- problem ----------------------------------------------------------------------------- */
 
-typedef struct mpq_solve_job_opts {
+typedef struct mpq_jobsolve_opts {
     const char *metric;          /* loss expression (default "kl") */
     unsigned ties;               /* MPQ_TIES_* (default 0) */
     const char *const *groups;   /* user groups: each "name_or_glob,name_or_glob,..." */
@@ -145,12 +136,12 @@ typedef struct mpq_solve_job_opts {
     double time_limit_s;         /* ILP time limit (0 = none) */
     const char *name;            /* solution name; NULL = "<metric>@<budgets>" */
     mpq_resource_kind frontier_resource; /* pareto: resource of the frontier (default bits) */
-} mpq_solve_job_opts;
+} mpq_jobsolve_opts;
 
-mpq_solve_job_opts mpq_solve_job_opts_default(void);
+mpq_jobsolve_opts mpq_jobsolve_opts_default(void);
 
 /* A problem built from a job: the solver problem plus the mapping back to layers. */
-typedef struct mpq_solve_problem {
+typedef struct mpq_jobsolve_problem {
     mpq_problem *problem;        /* owned; items = groups; resource 0 = bits */
     int n_layers;                /* the job's linear layers, model order */
     mpq_db_layer *layers;        /* [n_layers] (copies) */
@@ -164,18 +155,18 @@ typedef struct mpq_solve_problem {
     mpq_resource_kind resource[MPQ_N_RESOURCE_KINDS]; /* kind of each problem resource */
     int n_finite_budgets;
     char metric[256];            /* the expression as given */
-} mpq_solve_problem;
+} mpq_jobsolve_problem;
 
 /* Builds the problem of opts (budgets included). *out owned by the caller. MPQ_ERR_INVALID
  * (bad expression, glob matching no layer, unknown candidate, conflicting pins, missing
  * metric naming layer and candidate, duplicate budget kinds, latency table problems). */
-mpq_status mpq_solve_problem_build(mpq_solve_ctx *ctx, const mpq_solve_job_opts *opts, mpq_solve_problem **out,
+mpq_status mpq_jobsolve_problem_build(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_jobsolve_problem **out,
                                    mpq_err *err);
-void mpq_solve_problem_free(mpq_solve_problem *p); /* accepts NULL */
+void mpq_jobsolve_problem_free(mpq_jobsolve_problem *p); /* accepts NULL */
 
 /* ---- solve and store --------------------------------------------------------------------- */
 
-typedef struct mpq_solve_result {
+typedef struct mpq_jobsolve_result {
     int64_t solution_id;
     char name[MPQ_DB_NAME_MAX];
     char solver[MPQ_DB_SHORT_MAX];   /* "dp" or "ilp" (stored) */
@@ -197,19 +188,19 @@ typedef struct mpq_solve_result {
     char (*options)[MPQ_DB_SHORT_MAX]; /* [n_options] names (copy) */
     int n_options;
     char *config_json;               /* stored config (malloc'd) */
-} mpq_solve_result;
-void mpq_solve_result_free(mpq_solve_result *r); /* accepts NULL */
+} mpq_jobsolve_result;
+void mpq_jobsolve_result_free(mpq_jobsolve_result *r); /* accepts NULL */
 
 /* Builds, solves and stores a solution (mpq_db_solution_insert, replacing one of the same
  * name). Returns MPQ_OK with *out, or MPQ_ERR_INFEASIBLE (an "infeasible" solution row is
  * stored, without assignments; the message names the tightest budget), MPQ_ERR_INVALID (no
  * budget, dp with several budgets...), MPQ_ERR_UNSUPPORTED, MPQ_ERR_SOLVER, DB errors. */
-mpq_status mpq_solve_job(mpq_solve_ctx *ctx, const mpq_solve_job_opts *opts, mpq_solve_result **out,
+mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_jobsolve_result **out,
                          mpq_err *err);
 
 /* ---- Pareto frontier --------------------------------------------------------------------- */
 
-typedef struct mpq_solve_pareto_result {
+typedef struct mpq_jobsolve_pareto_result {
     mpq_frontier *exact;      /* owned */
     mpq_frontier *hull;       /* owned */
     double *hull_gap;         /* [hull->n_points] */
@@ -220,59 +211,59 @@ typedef struct mpq_solve_pareto_result {
     int64_t solution_ids[64];
     size_t solution_points[64]; /* exact index of each stored solution */
     double seconds;
-} mpq_solve_pareto_result;
-void mpq_solve_pareto_result_free(mpq_solve_pareto_result *r); /* accepts NULL */
+} mpq_jobsolve_pareto_result;
+void mpq_jobsolve_pareto_result_free(mpq_jobsolve_pareto_result *r); /* accepts NULL */
 
 /* Exact (Nemhauser-Ullmann) frontier and convex hull of opts' problem (budgets ignored) in
  * resource opts->frontier_resource, stored with mpq_db_frontier_insert (resource "avg_bits"
  * for bits, else the resource name); the knee (mpq_frontier_knee) is stored as solution
  * "<metric>@knee" and, with n_spread > 0 (<= 32), n_spread points evenly spread in cost as
  * "<metric>@pareto-<i>". Frontier points carry the ids of the stored solutions. */
-mpq_status mpq_solve_pareto(mpq_solve_ctx *ctx, const mpq_solve_job_opts *opts, int n_spread,
-                            mpq_solve_pareto_result **out, mpq_err *err);
+mpq_status mpq_jobsolve_pareto(mpq_job *job, const mpq_jobsolve_opts *opts, int n_spread,
+                            mpq_jobsolve_pareto_result **out, mpq_err *err);
 
 /* ---- evaluation -------------------------------------------------------------------------- */
 
-typedef struct mpq_solve_eval {
+typedef struct mpq_jobsolve_eval {
     int64_t evaluation_id;
     double ppl, kl, kl_stderr, top1, ce;
     int64_t n_tokens;
     double avg_bits;
     bool reused;      /* an existing evaluation was returned (uniform baselines) */
-} mpq_solve_eval;
+} mpq_jobsolve_eval;
 
 /* Evaluates a config (JSON text) on the job's evaluation data (spec "evaluation", else the
- * calibration windows) against the FP model (reference built once per context), storing an
+ * calibration windows) against the FP model (reference built once per job handle), storing an
  * evaluation row with solution_id (0 = none). */
-mpq_status mpq_solve_evaluate_config(mpq_solve_ctx *ctx, const char *config_json, int64_t solution_id,
-                                     mpq_solve_eval *out, mpq_err *err);
+mpq_status mpq_jobsolve_evaluate_config(mpq_job *job, const char *config_json, int64_t solution_id,
+                                     mpq_jobsolve_eval *out, mpq_err *err);
 /* Evaluates stored solution solution_id (MPQ_ERR_INVALID if it has no config, e.g. infeasible). */
-mpq_status mpq_solve_evaluate_solution(mpq_solve_ctx *ctx, int64_t solution_id, mpq_solve_eval *out,
+mpq_status mpq_jobsolve_evaluate_solution(mpq_job *job, int64_t solution_id, mpq_jobsolve_eval *out,
                                        mpq_err *err);
 /* Uniform baseline: every linear layer at `candidate`; config JSON carries
  * "name": "uniform:<candidate>". Evaluated once per job: an existing evaluation of that name
  * is returned (out->reused) unless force. */
-mpq_status mpq_solve_evaluate_uniform(mpq_solve_ctx *ctx, const char *candidate, bool force, mpq_solve_eval *out,
+mpq_status mpq_jobsolve_evaluate_uniform(mpq_job *job, const char *candidate, bool force, mpq_jobsolve_eval *out,
                                       mpq_err *err);
 
 /* Predicted vs measured over the job's evaluations (newest per solution / baseline name). */
-typedef struct mpq_solve_compare_row {
+typedef struct mpq_jobsolve_compare_row {
     char label[MPQ_DB_NAME_MAX]; /* solution name or "uniform:int4g32" */
     int64_t solution_id;         /* 0 for baselines */
     double avg_bits;
     double predicted;            /* sum over layers of the metric expression (NaN if missing) */
     double kl, kl_stderr, ppl, top1;
-} mpq_solve_compare_row;
+} mpq_jobsolve_compare_row;
 
 /* Rows (malloc'd, free()) and Spearman rank correlation (average ranks for ties) between
  * predicted and measured KL over rows with both finite (NaN with fewer than 3). */
-mpq_status mpq_solve_compare(mpq_solve_ctx *ctx, const char *metric, mpq_solve_compare_row **rows, int *n_rows,
+mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_compare_row **rows, int *n_rows,
                              double *spearman, int *n_used, mpq_err *err);
 
 /* Spearman rank correlation of x and y (n >= 2; NaN if a side is constant). */
-double mpq_solve_spearman(const double *x, const double *y, int n);
+double mpq_jobsolve_spearman(const double *x, const double *y, int n);
 
 #ifdef __cplusplus
 }
 #endif
-#endif /* MPQ_SOLVE_H */
+#endif /* MPQ_JOBSOLVE_H */
