@@ -436,11 +436,23 @@ mpq_status mpq_kvsearch_run(mpq_db *db, const char *job, const mpq_kvsearch_requ
                             mpq_kvsearch_report **out, mpq_err *err);
 void mpq_kvsearch_report_free(mpq_kvsearch_report *r); /* accepts NULL and half-built reports */
 
-/* The report as JSON (text of `mpq kv --json`), built with cJSON: {"job", "metric", "context",
- * "overhead", "blocks": [{"block", "pairs": [{"pair", "bits", "bits_nominal", "error", "se",
- * "pareto"}]}], "keys_vs_values": {...}, "groups", "frontier", "budgets", "spearman",
- * "uniform", "joint"} (sections present as in the report). NaN and +-Inf are written as
- * null. Malloc'd (free()); NULL when out of memory. */
+/* The report as JSON (the text of `mpq kv --json`), built with cJSON:
+ *   {"job", "job_id", "metric", "context", "overhead",
+ *    "blocks": [{"pairs": [{"pair", "bits", "bits_nominal", "error", "se", "pareto"}], "block"}],
+ *    "keys_vs_values": {"comparisons", "keys_more_sensitive", "keys_beyond_2se",
+ *                       "values_beyond_2se", "verdict", "items": [{"block", "keys_high",
+ *                       "keys_low", "diff", "se"}]},
+ *    "groups": [group of each block],                                       (clusters)
+ *    "frontier": [{"bits", "bits_overhead", "bits_nominal", "predicted", "predicted_se",
+ *                  "pairs", "measured": {"kl", "kl_se", "top1", "ppl"}}], "frontier_id",
+ *    "budgets": [{"budget", "point", "bits", "predicted", "pairs", "solution", "solution_id",
+ *                 "uniform_compared", "uniform_beaten"}],
+ *    "uniform": [{"pair", "bits", "kl", "kl_se", "top1"}], "spearman", "windows",  (evaluation)
+ *    "joint": [{"context", "weight_bytes", "kv_bytes", "avg_weight_bits", "avg_kv_bits",
+ *               "loss_weights", "loss_kv", "status", "gap"}], "joint_fixed_bytes"}
+ * Sections are present as in the report ("measured", "uniform_*" only with evaluation; joint
+ * lists the feasible contexts). JSON has no NaN or infinity: such numbers are written as null.
+ * Malloc'd (free()); NULL when out of memory. */
 char *mpq_kvsearch_report_json(const mpq_kvsearch_report *r);
 
 #ifdef __cplusplus
