@@ -19,6 +19,8 @@
  *  5. mpq_kvsearch_joint_*: weights + KV under one byte budget (ILP).
  *  6. mpq_kvsearch_eval_*: measured KL of KV configurations (weights FP) against FP.
  *  7. mpq_kvsearch_kvtuner_json / _parse: {"0": {"nbits_key": 8, "nbits_value": 4}, ...}.
+ *  mpq_kvsearch_run runs them all as one request (what `mpq kv` does) and returns a report;
+ *  mpq_kvsearch_report_json is that report as JSON.
  *
  * ---- Exact bit units -------------------------------------------------------------------
  * Average bits are ratios of integers. For a block of KV width d (= n_kv_heads * head_dim)
@@ -47,6 +49,17 @@
  *     size_t k = mpq_kvsearch_frontier_at_bits(f, 3.25);   // largest avg bits <= 3.25
  *     ... f->points[k].pair[b] is the index into t->pairs of block b's pair
  *     mpq_kvsearch_frontier_free(f); free(keep); mpq_kvsearch_table_free(t);
+ *
+ * Or all of it as one request (what `mpq kv` does; the library never prints):
+ *     mpq_kvsearch_request rq = mpq_kvsearch_request_default();
+ *     double b = 3.25;
+ *     rq.prune = true; rq.budgets = &b; rq.n_budgets = 1;
+ *     mpq_kvsearch_report *r = NULL;
+ *     if (mpq_kvsearch_run(db, "my-job", &rq, &r, &err) == MPQ_OK) {
+ *         const mpq_kvsearch_point *p = &r->frontier->points[r->picks[0].point];
+ *         ... p->bits, p->loss, r->picks[0].solution_id (stored as "kv-bits-3.25") ...
+ *     }
+ *     mpq_kvsearch_report_free(r);
  *
  * Errors: every function that can fail returns mpq_status and takes mpq_err *err last;
  * MPQ_ERR_INVALID for bad arguments, MPQ_ERR_NOTFOUND when the job has no KV rows of the
@@ -301,6 +314,148 @@ mpq_status mpq_kvsearch_kvtuner_parse(const char *json, const char *source, int 
  * these pairs. Malloc'd (free()). */
 mpq_status mpq_kvsearch_config_json(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
                                     char **out, mpq_err *err);
+
+/* ---- 7. the whole search: what `mpq kv` runs ------------------------------------------------ */
+
+/* What to run (mpq_kvsearch_run). Plain data from mpq_kvsearch_request_default(); the pointers
+ * are borrowed for the duration of the call. */
+typedef struct mpq_kvsearch_request {
+    const char *metric;         /* per-pair error metric; NULL = "kv_kl" (default) */
+    const int64_t *contexts;    /* context lengths L >= 0 (each > 0 with joint). contexts[0] is the
+                                   bit accounting of the ladder, pruning, frontier and budgets
+                                   (0 = steady state); joint gets one row per entry. NULL = {0} */
+    int n_contexts;
+    bool nominal;               /* frontier and budgets in nominal bits (K+V)/2 (default: with overhead) */
+    bool prune;                 /* search only each block's Pareto pairs; store artifact kv_prune */
+    int cluster;                /* > 0: tie blocks into this many groups (artifact kv_clusters) */
+    double threshold;           /* >= 0 with cluster 0: tie blocks within this distance; < 0 = off (default -1) */
+    bool frontier;              /* compute and store the frontier (also done for budgets / evaluate) */
+    const double *budgets;      /* average-bit budgets (>= 0); each picks the frontier point with
+                                   the largest bits <= B, stored as solution "kv-bits-B" (with
+                                   nominal: "kv-bits-B-nominal"), budgets_json
+                                   {"kv_bits": B, "overhead": bool, "context": L} */
+    int n_budgets;
+    bool evaluate;              /* measure every frontier point and every uniform pair (weights FP)
+                                   against FP; stores the evaluations (loads the model) */
+    int max_seqs;               /* evaluation windows; <= 0 = all of the spec's (default 0) */
+    bool joint;                 /* weights + KV under joint_bytes (one ILP per context) */
+    double joint_bytes;         /* total bytes (>= 0) */
+    int64_t batch;              /* sequences of KV cache for joint (default 1) */
+    const char *export_kvtuner; /* NULL or a file: KVTuner config of the first budget's pick */
+    const char *export_config;  /* NULL or a file: mpq config of the first budget's pick */
+} mpq_kvsearch_request;
+
+mpq_kvsearch_request mpq_kvsearch_request_default(void);
+
+/* Which half of the cache the swapped-pair comparisons find more sensitive: keys when more
+ * comparisons put keys beyond 2 se than values and keys lose in most of them; values likewise. */
+typedef enum mpq_kvsearch_verdict {
+    MPQ_KVSEARCH_VERDICT_UNCLEAR = 0,
+    MPQ_KVSEARCH_VERDICT_KEYS,
+    MPQ_KVSEARCH_VERDICT_VALUES
+} mpq_kvsearch_verdict;
+
+/* One budget's pick. */
+typedef struct mpq_kvsearch_pick {
+    double budget;           /* as requested */
+    size_t point;            /* index into report->frontier->points */
+    char name[64];           /* the stored solution's name, "kv-bits-3.25" */
+    int64_t solution_id;
+    /* with evaluate: the uniform pairs of equal or higher average bits (uniform_bits >= the
+     * point's bits - 1e-12) and how many of them measured a higher KL than the pick */
+    bool *uniform_compared;  /* [n_pairs] (NULL without evaluate) */
+    int n_uniform_compared, n_uniform_beaten;
+} mpq_kvsearch_pick;
+
+/* One context of the joint budget. */
+typedef struct mpq_kvsearch_joint_row {
+    int64_t context_len;
+    bool feasible;
+    mpq_kvsearch_joint_result result; /* when feasible */
+    char message[MPQ_ERR_MSG_MAX];    /* why not, when infeasible */
+} mpq_kvsearch_joint_row;
+
+/* Everything a run found. Owned by the caller (mpq_kvsearch_report_free); every array lives
+ * as long as the report. Sections not asked for are NULL / 0. */
+typedef struct mpq_kvsearch_report {
+    int64_t job_id;
+    char job_name[MPQ_DB_NAME_MAX];
+    mpq_kvsearch_table *table;   /* the loaded table (t below) */
+    int64_t context_len;         /* request contexts[0] */
+    bool overhead;               /* !request nominal: the resource of pruning, frontier, budgets */
+    /* ladder: per block, every pair (always) */
+    bool *keep;                  /* [n_blocks * n_pairs] on the block's Pareto front (mpq_kvsearch_prune) */
+    int n_kept;
+    bool pruned;                 /* the search used only kept pairs (request prune) */
+    double *pair_bits;           /* [n_pairs] average bits with overhead at context_len */
+    double *pair_bits_nominal;   /* [n_pairs] (K+V)/2 */
+    int *ladder;                 /* [n_blocks * n_pairs] per block, pair indices by (pair_bits, error) */
+    /* keys vs values (always) */
+    mpq_kvsearch_kv_cmp *cmp;    /* [n_cmp] (mpq_kvsearch_asymmetry) */
+    int n_cmp;
+    int n_keys_more;             /* comparisons with diff > 0 */
+    int n_keys_beyond_2se;       /* diff > 2 se */
+    int n_values_beyond_2se;     /* -diff > 2 se */
+    mpq_kvsearch_verdict verdict;
+    /* clusters (request cluster / threshold) */
+    int n_groups;                /* 0 = not clustered */
+    int *group;                  /* [n_blocks] group ids 0..n_groups-1 */
+    double *distance;            /* [n_blocks * n_blocks] mpq_kvsearch_distance on keep */
+    /* frontier (stored) */
+    mpq_kvsearch_frontier *frontier;
+    int64_t frontier_id;
+    /* budgets */
+    mpq_kvsearch_pick *picks;    /* [n_picks] in request order (allocated for every budget) */
+    int n_picks;
+    /* evaluation (request evaluate) */
+    bool evaluated;
+    const char *eval_source;     /* "evaluation" or "calibration" windows (static string) */
+    mpq_eval_stats *point_eval;  /* [frontier->n_points] */
+    int64_t *point_evaluation_id;
+    double spearman;             /* predicted vs measured KL along the frontier; NaN if undefined */
+    mpq_eval_stats *uniform_eval; /* [n_pairs] every block at pair j */
+    double *uniform_bits;        /* [n_pairs] average bits of uniform pair j in the frontier's resource */
+    int64_t *uniform_evaluation_id;
+    /* joint (request joint) */
+    int64_t joint_fixed_bytes;   /* embeddings, norms, untied classifier: not searched */
+    mpq_kvsearch_joint_row *joint; /* [n_joint] in request context order */
+    int n_joint;
+} mpq_kvsearch_report;
+
+/* Runs the KV search of job (name, or decimal id when no job has that name) in db as req asks:
+ * table, pruning (+ artifact with prune), keys vs values, clusters (+ artifact), frontier
+ * (stored), budget picks, exports, evaluation (stored), joint. The budget solutions are stored
+ * after the exports are written, so a failed export stores no solution. Never prints.
+ * Returns MPQ_ERR_INVALID for a bad request (cluster with threshold, exports without a
+ * budget, joint with a context <= 0, ...), MPQ_ERR_NOTFOUND (job, metric), MPQ_ERR_INFEASIBLE
+ * when a budget is below the cheapest frontier point or no joint context is feasible (the
+ * message of the last), MPQ_ERR_IO for an export, and the statuses of the steps.
+ * On failure *out is NULL when the failure came before the ladder and keys vs values were
+ * done; otherwise it holds the report of the steps done before the failure (sections not reached are NULL / 0; picks and joint rows
+ * count those made, the joint rows include every infeasible context), so that a caller can
+ * show them with the error. Free *out in either case. */
+mpq_status mpq_kvsearch_run(mpq_db *db, const char *job, const mpq_kvsearch_request *req,
+                            mpq_kvsearch_report **out, mpq_err *err);
+void mpq_kvsearch_report_free(mpq_kvsearch_report *r); /* accepts NULL and half-built reports */
+
+/* The report as JSON (the text of `mpq kv --json`), built with cJSON:
+ *   {"job", "job_id", "metric", "context", "overhead",
+ *    "blocks": [{"pairs": [{"pair", "bits", "bits_nominal", "error", "se", "pareto"}], "block"}],
+ *    "keys_vs_values": {"comparisons", "keys_more_sensitive", "keys_beyond_2se",
+ *                       "values_beyond_2se", "verdict", "items": [{"block", "keys_high",
+ *                       "keys_low", "diff", "se"}]},
+ *    "groups": [group of each block],                                       (clusters)
+ *    "frontier": [{"bits", "bits_overhead", "bits_nominal", "predicted", "predicted_se",
+ *                  "pairs", "measured": {"kl", "kl_se", "top1", "ppl"}}], "frontier_id",
+ *    "budgets": [{"budget", "point", "bits", "predicted", "pairs", "solution", "solution_id",
+ *                 "uniform_compared", "uniform_beaten"}],
+ *    "uniform": [{"pair", "bits", "kl", "kl_se", "top1"}], "spearman", "windows",  (evaluation)
+ *    "joint": [{"context", "weight_bytes", "kv_bytes", "avg_weight_bits", "avg_kv_bits",
+ *               "loss_weights", "loss_kv", "status", "gap"}], "joint_fixed_bytes"}
+ * Sections are present as in the report ("measured", "uniform_*" only with evaluation; joint
+ * lists the feasible contexts). JSON has no NaN or infinity: such numbers are written as null.
+ * Malloc'd (free()); NULL when out of memory. */
+char *mpq_kvsearch_report_json(const mpq_kvsearch_report *r);
 
 #ifdef __cplusplus
 }

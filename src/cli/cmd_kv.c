@@ -2,10 +2,10 @@
  * kv_sensitivity metrics (per-block ladder and Pareto pruning, keys-vs-values, clustering,
  * exact (average KV bits, predicted error) frontier, budget picks, measured evaluation with
  * Spearman, joint weight + KV byte budget, KVTuner / mpq config export).
- * Library side: include/mpq/mpq_kvsearch.h (search/kv_search.c). */
+ * The search runs in the library (mpq_kvsearch_run, search/kv_run.c); this file parses the
+ * options into a request and prints the report as text, or as JSON (mpq_kvsearch_report_json). */
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpq/mpq_config.h"
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_kvsearch.h"
 
@@ -52,7 +51,8 @@ static const char *kv_help =
     "      --export-kvtuner F  KVTuner layer config {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..}\n"
     "                          of the first --budget pick\n"
     "      --export-config F   mpq config (weights f32, kv.layers) of the first --budget pick\n"
-    "      --json              JSON output\n"
+    "      --json              JSON output: one object with the sections above (numbers that are\n"
+    "                          NaN or infinite, e.g. an unknown standard error, are null)\n"
     "  -h, --help              this help\n"
     "\n"
     "Exit codes: 0 ok, 2 usage, 3 I/O, 5 invalid value, 7 database error, 8 solver error,\n"
@@ -175,35 +175,191 @@ static int parse_args(int argc, char **argv, kv_args *a) {
     return MPQ_EXIT_OK;
 }
 
-static int write_text(const char *path, const char *text, mpq_err *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open for writing", path);
-    size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
-    if (fclose(f) != 0) ok = false;
-    return ok ? MPQ_OK : mpq_err_set(err, MPQ_ERR_IO, "%s: write failed", path);
-}
 
-static cJSON *pairs_json(const mpq_kvsearch_table *t, const int *idx) {
-    cJSON *a = cJSON_CreateArray();
-    for (int b = 0; a && b < t->n_blocks; b++) cJSON_AddItemToArray(a, cJSON_CreateString(t->pair_names[idx[b]]));
-    return a;
-}
+/* ---- text output ----------------------------------------------------------------------------- */
 
 static void print_assign(const mpq_kvsearch_table *t, const int *idx) {
     for (int b = 0; b < t->n_blocks; b++) printf("%s%s", b ? " " : "", t->pair_names[idx[b]]);
 }
 
-/* Evaluation of one assignment (by pair index); returns status. */
-static mpq_status eval_one(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev, const mpq_kvsearch_table *t,
-                           const int *idx, int64_t sol_id, mpq_eval_stats *st_out, mpq_err *err) {
-    mpq_kv_pair *pairs = calloc((size_t)t->n_blocks, sizeof *pairs);
-    if (!pairs) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-    for (int b = 0; b < t->n_blocks; b++) pairs[b] = t->pairs[idx[b]];
-    mpq_status st = mpq_kvsearch_eval_run(ev, pairs, &t->scheme, st_out, err);
-    if (st == MPQ_OK) st = mpq_kvsearch_eval_store(db, job_id, ev, pairs, &t->scheme, st_out, sol_id, NULL, err);
-    free(pairs);
-    return st;
+static void print_ladder(const mpq_kvsearch_report *r) {
+    const mpq_kvsearch_table *t = r->table;
+    int nb = t->n_blocks, np = t->n_pairs;
+    long long L = (long long)r->context_len;
+    printf("job '%s': %d blocks x %d pairs, metric %s, scheme %s group %d residual %d, kv_dim %d, context %lld%s\n",
+           r->job_name, nb, np, t->metric, mpq_kv_mode_name(t->scheme.mode), t->scheme.group_size, t->scheme.residual,
+           t->kv_dim, L, L <= 0 ? " (steady state)" : "");
+    printf("\nper-block ladder (bits = (K+V)/2; '*' = on the block's Pareto front in %s bits; %d of %d kept)\n",
+           r->overhead ? "overhead" : "nominal", r->n_kept, nb * np);
+    for (int b = 0; b < nb; b++) {
+        printf("  blk.%d.kv\n", b);
+        for (int x = 0; x < np; x++) {
+            int j = r->ladder[(size_t)b * np + x];
+            size_t k = (size_t)b * np + j;
+            printf("    %c %-6s %6.3f bits (%4.1f nominal)  %s %-10.4g +- %.2g\n", r->keep[k] ? '*' : ' ',
+                   t->pair_names[j], r->pair_bits[j], r->pair_bits_nominal[j], t->metric, t->err[k], t->se[k]);
+        }
+    }
+}
+
+static void print_asymmetry(const mpq_kvsearch_report *r, bool details) {
+    const mpq_kvsearch_table *t = r->table;
+    int np = t->n_pairs;
+    if (!details) {
+        printf("keys vs values: keys more sensitive in %d of %d kXvY/kYvX comparisons (%d beyond 2 se, values %d)\n",
+               r->n_keys_more, r->n_cmp, r->n_keys_beyond_2se, r->n_values_beyond_2se);
+        return;
+    }
+    printf("\nkeys vs values (diff = err(kYvX) - err(kXvY), X > Y; > 0: keys more sensitive; se of the\n"
+           "difference assumes independence, which overstates it for paired measurements)\n");
+    for (int i = 0; i < r->n_cmp; i++) {
+        const mpq_kvsearch_kv_cmp *c = &r->cmp[i];
+        printf("  blk.%d.kv  %-5s %-10.4g vs %-5s %-10.4g  diff %+.4g +- %.2g%s\n", c->block, t->pair_names[c->hi_k],
+               t->err[(size_t)c->block * np + c->hi_k], t->pair_names[c->lo_k], t->err[(size_t)c->block * np + c->lo_k],
+               c->diff, c->se, fabs(c->diff) > 2 * c->se ? (c->diff > 0 ? "  keys" : "  values") : "");
+    }
+    if (r->n_cmp)
+        printf("  summary: keys more sensitive in %d of %d comparisons (%d beyond 2 se; values more sensitive "
+               "beyond 2 se: %d) -> %s\n",
+               r->n_keys_more, r->n_cmp, r->n_keys_beyond_2se, r->n_values_beyond_2se,
+               r->verdict == MPQ_KVSEARCH_VERDICT_KEYS     ? "keys ARE more sensitive for this model"
+               : r->verdict == MPQ_KVSEARCH_VERDICT_VALUES ? "values are more sensitive for this model"
+                                                           : "no clear difference");
+    else
+        printf("  no kXvY / kYvX pair measured\n");
+}
+
+static void print_clusters(const mpq_kvsearch_report *r, const kv_args *a) {
+    int nb = r->table->n_blocks;
+    printf("\nclusters (average linkage on RMS log-%s distance over Pareto pairs; %s): %d groups\n", r->table->metric,
+           a->cluster ? "target count" : "threshold", r->n_groups);
+    for (int g = 0; g < r->n_groups; g++) {
+        printf("  group %d:", g);
+        for (int b = 0; b < nb; b++)
+            if (r->group[b] == g) printf(" blk.%d", b);
+        printf("\n");
+    }
+    printf("  block distances:\n");
+    for (int x = 0; x < nb; x++) {
+        printf("   ");
+        for (int y = 0; y < nb; y++) printf(" %5.2f", r->distance[(size_t)x * nb + y]);
+        printf("\n");
+    }
+}
+
+static void print_frontier(const mpq_kvsearch_report *r, const kv_args *a) {
+    const mpq_kvsearch_frontier *f = r->frontier;
+    printf("\nexact frontier of (average KV bits, total predicted %s): %zu points, %.3f s%s\n", r->table->metric,
+           f->n_points, f->seconds, a->frontier ? "" : " (--frontier prints them)");
+    if (!a->frontier) return;
+    printf("  %4s %9s %8s %12s %10s  pairs per block\n", "#", "bits_ovh", "nominal", "predicted", "+- se");
+    for (size_t k = 0; k < f->n_points; k++) {
+        const mpq_kvsearch_point *p = &f->points[k];
+        printf("  %4zu %9.4f %8.3f %12.5g %10.2g  ", k, p->bits_overhead, p->bits_nominal, p->loss, p->loss_se);
+        print_assign(r->table, p->pair);
+        printf("\n");
+    }
+}
+
+static void print_budgets(const mpq_kvsearch_report *r) {
+    printf("\nbudget picks (%s bits):\n", r->overhead ? "with overhead" : "nominal");
+    for (int i = 0; i < r->n_picks; i++) {
+        const mpq_kvsearch_pick *pk = &r->picks[i];
+        const mpq_kvsearch_point *p = &r->frontier->points[pk->point];
+        printf("  kv-bits=%g -> point %zu: %.4f bits (%.3f nominal, %.4f with overhead), predicted %.5g: ", pk->budget,
+               pk->point, p->bits, p->bits_nominal, p->bits_overhead, p->loss);
+        print_assign(r->table, p->pair);
+        printf("  [solution %s]\n", pk->name);
+    }
+}
+
+static void print_evaluation(const mpq_kvsearch_report *r, const kv_args *a) {
+    const mpq_kvsearch_table *t = r->table;
+    const mpq_kvsearch_frontier *f = r->frontier;
+    printf("\nmeasured on %s windows, weights FP, KL vs FP (stored as evaluations):\n", r->eval_source);
+    for (size_t k = 0; a->frontier && k < f->n_points; k++) {
+        const mpq_eval_stats *es = &r->point_eval[k];
+        printf("  point %3zu  %.4f bits  predicted %-10.4g measured %-10.4g +- %.2g  top1 %.4f\n", k, f->points[k].bits,
+               f->points[k].loss, es->kl_mean, es->kl_se, es->top1);
+    }
+    printf("  Spearman(predicted, measured KL) along the frontier: %.4f over %zu points\n", r->spearman, f->n_points);
+    printf("  uniform pairs:\n");
+    for (int j = 0; j < t->n_pairs; j++) {
+        const mpq_eval_stats *es = &r->uniform_eval[j];
+        printf("    %-6s %.4f bits  measured KL %-10.4g +- %.2g  top1 %.4f\n", t->pair_names[j], r->uniform_bits[j],
+               es->kl_mean, es->kl_se, es->top1);
+    }
+    for (int i = 0; i < r->n_picks; i++) {
+        const mpq_kvsearch_pick *pk = &r->picks[i];
+        double mixed = r->point_eval[pk->point].kl_mean;
+        printf("  kv-bits=%g: mixed (%.4f bits) measured KL %.4g vs uniform pairs with >= bits:", pk->budget,
+               f->points[pk->point].bits, mixed);
+        for (int j = 0; j < t->n_pairs; j++)
+            if (pk->uniform_compared[j])
+                printf(" %s %.4g%s", t->pair_names[j], r->uniform_eval[j].kl_mean,
+                       mixed < r->uniform_eval[j].kl_mean ? "" : "(!)");
+        printf("\n    -> mixed lower than %d of %d uniform pairs of equal or higher bits%s\n", pk->n_uniform_beaten,
+               pk->n_uniform_compared, pk->n_uniform_beaten == pk->n_uniform_compared ? " (all)" : "");
+    }
+}
+
+static void print_joint(const mpq_kvsearch_report *r, const kv_args *a) {
+    printf("\njoint weights + KV under %.0f bytes (batch %ld; fixed %lld bytes of embeddings/norms; ILP; loss = "
+           "sum of predicted KLs, assumed additive)\n  %8s %12s %12s %9s %9s %11s %11s %8s\n",
+           a->joint_bytes, a->batch, (long long)r->joint_fixed_bytes, "context", "weight B", "KV B", "w bits",
+           "kv bits", "loss w", "loss kv", "status");
+    for (int i = 0; i < r->n_joint; i++) {
+        const mpq_kvsearch_joint_row *row = &r->joint[i];
+        const mpq_kvsearch_joint_result *x = &row->result;
+        if (!row->feasible) {
+            printf("  %8lld  infeasible (%s)\n", (long long)row->context_len, row->message);
+            continue;
+        }
+        printf("  %8lld %12.0f %12.0f %9.3f %9.3f %11.4g %11.4g %8s\n", (long long)row->context_len, x->weight_bytes,
+               x->kv_bytes, x->avg_weight_bits, x->avg_kv_bits, x->loss_weights, x->loss_kv,
+               x->status == MPQ_SOLVE_OPTIMAL ? "optimal" : "feasible");
+    }
+}
+
+static void print_text(const mpq_kvsearch_report *r, const kv_args *a) {
+    const mpq_kvsearch_table *t = r->table;
+    bool details = a->prune || !(a->frontier || a->n_budgets || a->evaluate || a->joint || a->cluster || a->has_threshold);
+    if (details)
+        print_ladder(r);
+    else
+        printf("job '%s': %d blocks x %d pairs, metric %s, %d of %d pairs on their block's Pareto front "
+               "(--prune prints the ladder)\n",
+               r->job_name, t->n_blocks, t->n_pairs, t->metric, r->n_kept, t->n_blocks * t->n_pairs);
+    print_asymmetry(r, details);
+    if (r->n_groups) print_clusters(r, a);
+    if (r->frontier) print_frontier(r, a);
+    if (r->picks) print_budgets(r);
+    if (r->evaluated) print_evaluation(r, a);
+    if (r->joint) print_joint(r, a);
+}
+
+/* ---- the command ----------------------------------------------------------------------------- */
+
+static mpq_kvsearch_request make_request(const kv_args *a) {
+    mpq_kvsearch_request rq = mpq_kvsearch_request_default();
+    rq.metric = a->metric;
+    rq.contexts = a->contexts;
+    rq.n_contexts = a->n_contexts;
+    rq.nominal = a->nominal;
+    rq.prune = a->prune;
+    rq.cluster = a->cluster;
+    rq.threshold = a->has_threshold ? a->threshold : -1;
+    rq.frontier = a->frontier || !a->joint; /* without --joint the frontier is always computed */
+    rq.budgets = a->budgets;
+    rq.n_budgets = a->n_budgets;
+    rq.evaluate = a->evaluate;
+    rq.max_seqs = (int)a->max_seqs;
+    rq.joint = a->joint;
+    rq.joint_bytes = a->joint_bytes;
+    rq.batch = a->batch;
+    rq.export_kvtuner = a->export_kvtuner;
+    rq.export_config = a->export_config;
+    return rq;
 }
 
 int cli_kv(int argc, char **argv) {
@@ -213,426 +369,19 @@ int cli_kv(int argc, char **argv) {
     if (rc != MPQ_EXIT_OK) return rc;
     mpq_err err = {0};
     mpq_db *db = NULL;
-    mpq_kvsearch_table *t = NULL;
-    mpq_kvsearch_frontier *f = NULL;
-    mpq_kvsearch_kv_cmp *cmp = NULL;
-    mpq_kvsearch_eval *ev = NULL;
-    mpq_model *model = NULL;
-    bool *keep = NULL;
-    int *group = NULL, *idx = NULL, n_cmp = 0, n_groups = 0;
-    int64_t *sol_ids = NULL;
-    size_t *picks = NULL;
-    double *meas = NULL;
-    char *text = NULL;
-    cJSON *out = a.json ? cJSON_CreateObject() : NULL;
-    mpq_status st;
-    mpq_db_job job;
-    int64_t L = a.contexts[0];
-    bool ovh = !a.nominal;
-    if (a.json && !out) return cli_fail("kv", MPQ_ERR_NOMEM, &(mpq_err){.msg = "out of memory"});
-
-    if ((st = mpq_db_open(a.db_path, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_db_job_find(db, a.job, &job, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_kvsearch_table_load(db, job.id, a.metric, &t, &err)) != MPQ_OK) goto done;
-    int nb = t->n_blocks, np = t->n_pairs;
-    if (!(keep = calloc((size_t)nb * np, sizeof *keep)) || !(group = calloc((size_t)nb, sizeof *group)) ||
-        !(idx = calloc((size_t)nb, sizeof *idx))) {
-        st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-        goto done;
+    mpq_kvsearch_report *r = NULL;
+    mpq_kvsearch_request rq = make_request(&a);
+    mpq_status st = mpq_db_open(a.db_path, MPQ_DB_READWRITE, &db, &err);
+    if (st == MPQ_OK) st = mpq_kvsearch_run(db, a.job, &rq, &r, &err);
+    if (st == MPQ_OK && a.json) {
+        char *text = mpq_kvsearch_report_json(r);
+        if (!text) st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
+        else if (printf("%s\n", text) < 0) st = mpq_err_set(&err, MPQ_ERR_IO, "stdout: write failed");
+        free(text);
+    } else if (r && !a.json) {
+        print_text(r, &a); /* after a failure: what was done before it, then the error */
     }
-
-    /* 1. ladder + pruning (pruning in the resource of the search) */
-    int n_kept = 0;
-    if ((st = mpq_kvsearch_prune(t, L, ovh, keep, &n_kept, &err)) != MPQ_OK) goto done;
-    if (a.prune && (st = mpq_kvsearch_prune_store(db, job.id, t, keep, L, ovh, &err)) != MPQ_OK) goto done;
-    int64_t upb_o = mpq_kvsearch_units_per_bit(t, L, true);
-    bool details = a.prune || !(a.frontier || a.n_budgets || a.evaluate || a.joint || a.cluster || a.has_threshold);
-    if (!a.json && !details)
-        printf("job '%s': %d blocks x %d pairs, metric %s, %d of %d pairs on their block's Pareto front "
-               "(--prune prints the ladder)\n", job.name, nb, np, t->metric, n_kept, nb * np);
-    if (!a.json && details) {
-        printf("job '%s': %d blocks x %d pairs, metric %s, scheme %s group %d residual %d, kv_dim %d, context %lld%s\n",
-               job.name, nb, np, t->metric, mpq_kv_mode_name(t->scheme.mode), t->scheme.group_size,
-               t->scheme.residual, t->kv_dim, (long long)L, L <= 0 ? " (steady state)" : "");
-        printf("\nper-block ladder (bits = (K+V)/2; '*' = on the block's Pareto front in %s bits; %d of %d kept)\n",
-               ovh ? "overhead" : "nominal", n_kept, nb * np);
-        for (int b = 0; b < nb; b++) {
-            printf("  blk.%d.kv\n", b);
-            /* order pairs by (units, error) */
-            int ord[256];
-            for (int j = 0; j < np; j++) ord[j] = j;
-            for (int x = 1; x < np; x++)
-                for (int y = x; y > 0; y--) {
-                    int p = ord[y - 1], q = ord[y];
-                    int64_t up = mpq_kvsearch_pair_units(t, t->pairs[p], L, true), uq = mpq_kvsearch_pair_units(t, t->pairs[q], L, true);
-                    if (up > uq || (up == uq && t->err[(size_t)b * np + p] > t->err[(size_t)b * np + q])) {
-                        ord[y - 1] = q;
-                        ord[y] = p;
-                    } else
-                        break;
-                }
-            for (int x = 0; x < np; x++) {
-                int j = ord[x];
-                double e = t->err[(size_t)b * np + j], s = t->se[(size_t)b * np + j];
-                printf("    %c %-6s %6.3f bits (%4.1f nominal)  %s %-10.4g +- %.2g\n", keep[(size_t)b * np + j] ? '*' : ' ',
-                       t->pair_names[j], (double)mpq_kvsearch_pair_units(t, t->pairs[j], L, true) / (double)upb_o,
-                       (double)(t->pairs[j].k_bits + t->pairs[j].v_bits) / 2.0, t->metric, e, s);
-            }
-        }
-    } else {
-        cJSON *lad = cJSON_AddArrayToObject(out, "blocks");
-        for (int b = 0; lad && b < nb; b++) {
-            cJSON *bo = cJSON_CreateObject(), *ps = cJSON_AddArrayToObject(bo, "pairs");
-            cJSON_AddItemToArray(lad, bo);
-            cJSON_AddNumberToObject(bo, "block", b);
-            for (int j = 0; ps && j < np; j++) {
-                cJSON *po = cJSON_CreateObject();
-                cJSON_AddItemToArray(ps, po);
-                cJSON_AddStringToObject(po, "pair", t->pair_names[j]);
-                cJSON_AddNumberToObject(po, "bits", (double)mpq_kvsearch_pair_units(t, t->pairs[j], L, true) / (double)upb_o);
-                cJSON_AddNumberToObject(po, "bits_nominal", (t->pairs[j].k_bits + t->pairs[j].v_bits) / 2.0);
-                double e = t->err[(size_t)b * np + j], s = t->se[(size_t)b * np + j];
-                if (isnan(e)) cJSON_AddNullToObject(po, "error"); else cJSON_AddNumberToObject(po, "error", e);
-                if (isnan(s)) cJSON_AddNullToObject(po, "se"); else cJSON_AddNumberToObject(po, "se", s);
-                cJSON_AddBoolToObject(po, "pareto", keep[(size_t)b * np + j]);
-            }
-        }
-    }
-
-    /* K vs V */
-    if ((st = mpq_kvsearch_asymmetry(t, &cmp, &n_cmp, &err)) != MPQ_OK) goto done;
-    int n_k = 0, n_k_sig = 0, n_v_sig = 0;
-    for (int i = 0; i < n_cmp; i++) {
-        n_k += cmp[i].diff > 0;
-        n_k_sig += cmp[i].diff > 2 * cmp[i].se;
-        n_v_sig += -cmp[i].diff > 2 * cmp[i].se;
-    }
-    if (!a.json && details) {
-        printf("\nkeys vs values (diff = err(kYvX) - err(kXvY), X > Y; > 0: keys more sensitive; se of the\n"
-               "difference assumes independence, which overstates it for paired measurements)\n");
-        for (int i = 0; i < n_cmp; i++)
-            printf("  blk.%d.kv  %-5s %-10.4g vs %-5s %-10.4g  diff %+.4g +- %.2g%s\n", cmp[i].block,
-                   t->pair_names[cmp[i].hi_k], t->err[(size_t)cmp[i].block * np + cmp[i].hi_k], t->pair_names[cmp[i].lo_k],
-                   t->err[(size_t)cmp[i].block * np + cmp[i].lo_k], cmp[i].diff, cmp[i].se,
-                   fabs(cmp[i].diff) > 2 * cmp[i].se ? (cmp[i].diff > 0 ? "  keys" : "  values") : "");
-        if (n_cmp)
-            printf("  summary: keys more sensitive in %d of %d comparisons (%d beyond 2 se; values more sensitive "
-                   "beyond 2 se: %d) -> %s\n",
-                   n_k, n_cmp, n_k_sig, n_v_sig,
-                   n_k_sig > n_v_sig && 2 * n_k > n_cmp ? "keys ARE more sensitive for this model"
-                   : n_v_sig > n_k_sig && 2 * n_k < n_cmp ? "values are more sensitive for this model"
-                                                          : "no clear difference");
-        else
-            printf("  no kXvY / kYvX pair measured\n");
-    } else if (!a.json) {
-        printf("keys vs values: keys more sensitive in %d of %d kXvY/kYvX comparisons (%d beyond 2 se, values %d)\n",
-               n_k, n_cmp, n_k_sig, n_v_sig);
-    } else {
-        cJSON *ko = cJSON_AddObjectToObject(out, "keys_vs_values");
-        cJSON_AddNumberToObject(ko, "comparisons", n_cmp);
-        cJSON_AddNumberToObject(ko, "keys_more_sensitive", n_k);
-        cJSON_AddNumberToObject(ko, "keys_beyond_2se", n_k_sig);
-        cJSON_AddNumberToObject(ko, "values_beyond_2se", n_v_sig);
-    }
-
-    /* 2. clusters */
-    if (a.cluster || a.has_threshold) {
-        if ((st = mpq_kvsearch_cluster(t, keep, a.cluster, a.threshold, group, &n_groups, &err)) != MPQ_OK) goto done;
-        if ((st = mpq_kvsearch_groups_store(db, job.id, t, group, n_groups, a.cluster, a.threshold, &err)) != MPQ_OK)
-            goto done;
-        if (!a.json) {
-            printf("\nclusters (average linkage on RMS log-%s distance over Pareto pairs; %s): %d groups\n", t->metric,
-                   a.cluster ? "target count" : "threshold", n_groups);
-            for (int g = 0; g < n_groups; g++) {
-                printf("  group %d:", g);
-                for (int b = 0; b < nb; b++)
-                    if (group[b] == g) printf(" blk.%d", b);
-                printf("\n");
-            }
-            printf("  block distances:\n");
-            for (int x = 0; x < nb; x++) {
-                printf("   ");
-                for (int y = 0; y < nb; y++) printf(" %5.2f", mpq_kvsearch_distance(t, keep, x, y));
-                printf("\n");
-            }
-        } else {
-            cJSON *ga = cJSON_AddArrayToObject(out, "groups");
-            for (int b = 0; ga && b < nb; b++) cJSON_AddItemToArray(ga, cJSON_CreateNumber(group[b]));
-        }
-    }
-
-    /* 3. frontier */
-    bool need_frontier = a.frontier || a.n_budgets || a.evaluate || (!a.joint);
-    if (need_frontier) {
-        mpq_kvsearch_opts o = mpq_kvsearch_opts_default();
-        o.context_len = L;
-        o.overhead = ovh;
-        o.keep = a.prune ? keep : NULL;
-        if (n_groups) {
-            o.group = group;
-            o.n_groups = n_groups;
-        }
-        if ((st = mpq_kvsearch_frontier_compute(t, &o, &f, &err)) != MPQ_OK) goto done;
-        if ((st = mpq_kvsearch_frontier_store(db, job.id, t, f, NULL, &err)) != MPQ_OK) goto done;
-        if (!a.json) {
-            printf("\nexact frontier of (average KV bits, total predicted %s): %zu points, %.3f s%s\n", t->metric,
-                   f->n_points, f->seconds, a.frontier ? "" : " (--frontier prints them)");
-            if (a.frontier) {
-                printf("  %4s %9s %8s %12s %10s  pairs per block\n", "#", "bits_ovh", "nominal", "predicted", "+- se");
-                for (size_t k = 0; k < f->n_points; k++) {
-                    const mpq_kvsearch_point *p = &f->points[k];
-                    printf("  %4zu %9.4f %8.3f %12.5g %10.2g  ", k, p->bits_overhead, p->bits_nominal, p->loss, p->loss_se);
-                    print_assign(t, p->pair);
-                    printf("\n");
-                }
-            }
-        } else {
-            cJSON *fa = cJSON_AddArrayToObject(out, "frontier");
-            for (size_t k = 0; fa && k < f->n_points; k++) {
-                cJSON *po = cJSON_CreateObject();
-                cJSON_AddItemToArray(fa, po);
-                cJSON_AddNumberToObject(po, "bits", f->points[k].bits);
-                cJSON_AddNumberToObject(po, "bits_overhead", f->points[k].bits_overhead);
-                cJSON_AddNumberToObject(po, "bits_nominal", f->points[k].bits_nominal);
-                cJSON_AddNumberToObject(po, "predicted", f->points[k].loss);
-                cJSON_AddItemToObject(po, "pairs", pairs_json(t, f->points[k].pair));
-            }
-        }
-    }
-
-    /* budget picks */
-    if (a.n_budgets) {
-        picks = calloc((size_t)a.n_budgets, sizeof *picks);
-        sol_ids = calloc((size_t)a.n_budgets, sizeof *sol_ids);
-        if (!picks || !sol_ids) {
-            st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        cJSON *ba = a.json ? cJSON_AddArrayToObject(out, "budgets") : NULL;
-        if (!a.json) printf("\nbudget picks (%s bits):\n", ovh ? "with overhead" : "nominal");
-        for (int i = 0; i < a.n_budgets; i++) {
-            picks[i] = mpq_kvsearch_frontier_at_bits(f, a.budgets[i]);
-            if (picks[i] == SIZE_MAX) {
-                st = mpq_err_set(&err, MPQ_ERR_INFEASIBLE, "kv-bits=%g: below the cheapest frontier point (%.4g bits)",
-                                 a.budgets[i], f->n_points ? f->points[0].bits : NAN);
-                goto done;
-            }
-            const mpq_kvsearch_point *p = &f->points[picks[i]];
-            char name[64];
-            snprintf(name, sizeof name, "kv-bits-%g%s", a.budgets[i], ovh ? "" : "-nominal");
-            if (!a.json) {
-                printf("  kv-bits=%g -> point %zu: %.4f bits (%.3f nominal, %.4f with overhead), predicted %.5g: ",
-                       a.budgets[i], picks[i], p->bits, p->bits_nominal, p->bits_overhead, p->loss);
-                print_assign(t, p->pair);
-                printf("  [solution %s]\n", name);
-            } else {
-                cJSON *bo = cJSON_CreateObject();
-                cJSON_AddItemToArray(ba, bo);
-                cJSON_AddNumberToObject(bo, "budget", a.budgets[i]);
-                cJSON_AddNumberToObject(bo, "point", (double)picks[i]);
-                cJSON_AddNumberToObject(bo, "bits", p->bits);
-                cJSON_AddNumberToObject(bo, "predicted", p->loss);
-                cJSON_AddItemToObject(bo, "pairs", pairs_json(t, p->pair));
-            }
-        }
-        const mpq_kvsearch_point *p0 = &f->points[picks[0]];
-        mpq_kv_pair pr[1024];
-        if (nb > 1024) {
-            st = mpq_err_set(&err, MPQ_ERR_UNSUPPORTED, "more than 1024 blocks");
-            goto done;
-        }
-        for (int b = 0; b < nb; b++) pr[b] = t->pairs[p0->pair[b]];
-        if (a.export_kvtuner) {
-            if (!(text = mpq_kvsearch_kvtuner_json(pr, nb))) {
-                st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            if ((st = write_text(a.export_kvtuner, text, &err)) != MPQ_OK) goto done;
-            free(text);
-            text = NULL;
-        }
-        if (a.export_config) {
-            if (!model && (st = mpq_kvsearch_job_model(db, job.id, &model, &err)) != MPQ_OK) goto done;
-            if ((st = mpq_kvsearch_config_json(model, pr, &t->scheme, &text, &err)) != MPQ_OK) goto done;
-            if ((st = write_text(a.export_config, text, &err)) != MPQ_OK) goto done;
-            free(text);
-            text = NULL;
-        }
-        /* stored only after the exports succeeded */
-        for (int i = 0; i < a.n_budgets; i++) {
-            const mpq_kvsearch_point *p = &f->points[picks[i]];
-            char name[64], budgets[128];
-            snprintf(name, sizeof name, "kv-bits-%g%s", a.budgets[i], ovh ? "" : "-nominal");
-            snprintf(budgets, sizeof budgets, "{\"kv_bits\":%g,\"overhead\":%s,\"context\":%lld}", a.budgets[i],
-                     ovh ? "true" : "false", (long long)L);
-            if ((st = mpq_kvsearch_solution_store(db, job.id, t, name, p->pair, p->loss, budgets, NULL, &sol_ids[i],
-                                                  &err)) != MPQ_OK)
-                goto done;
-        }
-    }
-
-    /* 5. evaluation */
-    if (a.evaluate) {
-        if ((st = mpq_kvsearch_eval_open(db, job.id, (int)a.max_seqs, &ev, &err)) != MPQ_OK) goto done;
-        size_t nf = f->n_points;
-        if (!(meas = calloc(nf + (size_t)np + 1, sizeof *meas))) {
-            st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        double *pred = calloc(nf + 1, sizeof *pred), *umeas = meas + nf;
-        if (!pred) {
-            st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        mpq_eval_stats es;
-        if (!a.json)
-            printf("\nmeasured on %s windows, weights FP, KL vs FP (stored as evaluations):\n",
-                   mpq_kvsearch_eval_source(ev));
-        for (size_t k = 0; k < nf; k++) {
-            int64_t sid = 0;
-            for (int i = 0; i < a.n_budgets; i++)
-                if (picks[i] == k) sid = sol_ids[i];
-            if ((st = eval_one(db, job.id, ev, t, f->points[k].pair, sid, &es, &err)) != MPQ_OK) {
-                free(pred);
-                goto done;
-            }
-            meas[k] = es.kl_mean;
-            pred[k] = f->points[k].loss;
-            if (!a.json && a.frontier)
-                printf("  point %3zu  %.4f bits  predicted %-10.4g measured %-10.4g +- %.2g  top1 %.4f\n", k, f->points[k].bits,
-                       f->points[k].loss, es.kl_mean, es.kl_se, es.top1);
-        }
-        double rho = mpq_kvsearch_spearman(pred, meas, (int)nf);
-        free(pred);
-        if (!a.json) printf("  Spearman(predicted, measured KL) along the frontier: %.4f over %zu points\n", rho, nf);
-        else cJSON_AddNumberToObject(out, "spearman", isnan(rho) ? 0 : rho);
-        if (!a.json) printf("  uniform pairs:\n");
-        cJSON *ua = a.json ? cJSON_AddArrayToObject(out, "uniform") : NULL;
-        for (int j = 0; j < np; j++) {
-            for (int b = 0; b < nb; b++) idx[b] = j;
-            if ((st = eval_one(db, job.id, ev, t, idx, 0, &es, &err)) != MPQ_OK) goto done;
-            umeas[j] = es.kl_mean;
-            double bits = mpq_kvsearch_avg_bits(t, idx, L, ovh);
-            if (!a.json)
-                printf("    %-6s %.4f bits  measured KL %-10.4g +- %.2g  top1 %.4f\n", t->pair_names[j], bits, es.kl_mean,
-                       es.kl_se, es.top1);
-            else {
-                cJSON *uo = cJSON_CreateObject();
-                cJSON_AddItemToArray(ua, uo);
-                cJSON_AddStringToObject(uo, "pair", t->pair_names[j]);
-                cJSON_AddNumberToObject(uo, "bits", bits);
-                cJSON_AddNumberToObject(uo, "kl", es.kl_mean);
-            }
-        }
-        for (int i = 0; i < a.n_budgets; i++) {
-            const mpq_kvsearch_point *p = &f->points[picks[i]];
-            int n_cmp_u = 0, n_beat = 0;
-            if (!a.json)
-                printf("  kv-bits=%g: mixed (%.4f bits) measured KL %.4g vs uniform pairs with >= bits:", a.budgets[i],
-                       p->bits, meas[picks[i]]);
-            for (int j = 0; j < np; j++) {
-                for (int b = 0; b < nb; b++) idx[b] = j;
-                double bits = mpq_kvsearch_avg_bits(t, idx, L, ovh);
-                if (bits + 1e-12 < p->bits) continue;
-                n_cmp_u++;
-                n_beat += meas[picks[i]] < umeas[j];
-                if (!a.json) printf(" %s %.4g%s", t->pair_names[j], umeas[j], meas[picks[i]] < umeas[j] ? "" : "(!)");
-            }
-            if (!a.json)
-                printf("\n    -> mixed lower than %d of %d uniform pairs of equal or higher bits%s\n", n_beat, n_cmp_u,
-                       n_beat == n_cmp_u ? " (all)" : "");
-        }
-    }
-
-    /* 4. joint */
-    if (a.joint) {
-        if (!model && (st = mpq_kvsearch_job_model(db, job.id, &model, &err)) != MPQ_OK) goto done;
-        mpq_config *cfg = NULL;
-        mpq_config_stats cs;
-        if ((st = mpq_config_uniform(model, "f32", NULL, &cfg, &err)) == MPQ_OK)
-            st = mpq_config_get_stats(cfg, model, 0, &cs, &err);
-        mpq_config_free(cfg);
-        if (st != MPQ_OK) goto done;
-        if (!a.json)
-            printf("\njoint weights + KV under %.0f bytes (batch %ld; fixed %lld bytes of embeddings/norms; ILP; loss = "
-                   "sum of predicted KLs, assumed additive)\n  %8s %12s %12s %9s %9s %11s %11s %8s\n",
-                   a.joint_bytes, a.batch, (long long)(cs.total_weight_bytes - cs.linear_bytes), "context", "weight B",
-                   "KV B", "w bits", "kv bits", "loss w", "loss kv", "status");
-        cJSON *ja = a.json ? cJSON_AddArrayToObject(out, "joint") : NULL;
-        int n_feasible = 0;
-        mpq_err inf_err = {0};
-        for (int i = 0; i < a.n_contexts; i++) {
-            mpq_kvsearch_joint_opts jo = mpq_kvsearch_joint_opts_default();
-            jo.budget_bytes = a.joint_bytes;
-            jo.context_len = a.contexts[i];
-            jo.batch = a.batch;
-            jo.fixed_bytes = cs.total_weight_bytes - cs.linear_bytes;
-            mpq_kvsearch_joint *jp = NULL;
-            mpq_solution *sol = NULL;
-            mpq_solve_opts so = mpq_solve_opts_default();
-            so.smooth = false;
-            if ((st = mpq_kvsearch_joint_build(db, job.id, t, &jo, &jp, &err)) == MPQ_OK)
-                st = mpq_solve_ilp(jp->problem, &so, &sol, &err);
-            if (st == MPQ_ERR_INFEASIBLE) {
-                if (!a.json) printf("  %8lld  infeasible (%s)\n", (long long)a.contexts[i], err.msg);
-                inf_err = err;
-                mpq_kvsearch_joint_free(jp);
-                st = MPQ_OK;
-                continue;
-            }
-            n_feasible++;
-            if (st != MPQ_OK) {
-                mpq_kvsearch_joint_free(jp);
-                goto done;
-            }
-            mpq_kvsearch_joint_result r;
-            mpq_kvsearch_joint_summary(jp, t, sol, &r);
-            if (!a.json)
-                printf("  %8lld %12.0f %12.0f %9.3f %9.3f %11.4g %11.4g %8s\n", (long long)a.contexts[i], r.weight_bytes,
-                       r.kv_bytes, r.avg_weight_bits, r.avg_kv_bits, r.loss_weights, r.loss_kv,
-                       r.status == MPQ_SOLVE_OPTIMAL ? "optimal" : "feasible");
-            else {
-                cJSON *jo2 = cJSON_CreateObject();
-                cJSON_AddItemToArray(ja, jo2);
-                cJSON_AddNumberToObject(jo2, "context", (double)a.contexts[i]);
-                cJSON_AddNumberToObject(jo2, "weight_bytes", r.weight_bytes);
-                cJSON_AddNumberToObject(jo2, "kv_bytes", r.kv_bytes);
-                cJSON_AddNumberToObject(jo2, "avg_weight_bits", r.avg_weight_bits);
-                cJSON_AddNumberToObject(jo2, "avg_kv_bits", r.avg_kv_bits);
-                cJSON_AddNumberToObject(jo2, "loss_weights", r.loss_weights);
-                cJSON_AddNumberToObject(jo2, "loss_kv", r.loss_kv);
-            }
-            mpq_solution_free(sol);
-            mpq_kvsearch_joint_free(jp);
-        }
-        if (n_feasible == 0) {
-            st = MPQ_ERR_INFEASIBLE;
-            err = inf_err;
-            goto done;
-        }
-    }
-    if (a.json) {
-        int jr = cli_print_json(stdout, out);
-        if (jr != MPQ_EXIT_OK) {
-            st = MPQ_ERR_NOMEM;
-            mpq_err_set(&err, st, "out of memory");
-        }
-    }
-done:
-    cJSON_Delete(out);
-    free(text);
-    free(meas);
-    free(picks);
-    free(sol_ids);
-    free(keep);
-    free(group);
-    free(idx);
-    free(cmp);
-    mpq_kvsearch_eval_free(ev);
-    mpq_model_free(model);
-    mpq_kvsearch_frontier_free(f);
-    mpq_kvsearch_table_free(t);
+    mpq_kvsearch_report_free(r);
     mpq_db_close(db);
-    if (st != MPQ_OK) return cli_fail("kv", st, &err);
-    return MPQ_EXIT_OK;
+    return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("kv", st, &err);
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kv.sh - `mpq kv`: KV-cache precision search on a small real stories260K job. Checks the
 # ladder / K-vs-V report, pruning and cluster artifacts, frontier + budget solutions, KVTuner
-# and mpq-config export (the config is accepted by `mpq eval`), the joint table, --json, and
-# the exit codes of bad input (usage 2, not found 10, infeasible 9).
+# and mpq-config export (the config is accepted by `mpq eval`), the joint table, --json (strict
+# JSON checked against the database; NaN figures as null), and the exit codes of bad input
+# (usage 2, not found 10, infeasible 9).
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
@@ -62,6 +63,48 @@ expect_rc 0 "json" "$MPQ" kv kv --db "$DB" --json --budget kv-bits=3
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["blocks"])==5 and d["budgets"][0]["bits"]<=3' "$T/out.txt" \
   || fail "--json output"
 
+# --json of prune + clusters + frontier + budget + evaluation, checked against the database.
+# Strict parse: a bare NaN / Infinity (not JSON) fails; NaN figures must be null.
+cat > "$T/strict.py" <<'PY'
+import json, sys
+def no_const(c): raise ValueError("not JSON: " + c)
+d = json.load(open(sys.argv[1]), parse_constant=no_const)
+PY
+expect_rc 0 "json search" "$MPQ" kv kv --db "$DB" --json --prune --cluster 2 --frontier --budget kv-bits=4 \
+  --evaluate --max-seqs 2
+sqlite3 -separator ' ' "$DB" "SELECT id, printf('%.17g', objective) FROM solutions WHERE name='kv-bits-4'" > "$T/sol.txt"
+python3 - "$T/out.txt" "$T/sol.txt" <<PY || fail "--json search output: $(head -c 300 "$T/out.txt")"
+import json, sys
+exec(open("$T/strict.py").read())
+assert d["job"] == "kv" and d["metric"] == "kv_kl" and d["overhead"] is True
+assert len(d["blocks"]) == 5 and all(len(b["pairs"]) == 7 for b in d["blocks"])
+assert len(d["groups"]) == 5 and len(set(d["groups"])) == 2
+fr = d["frontier"]
+assert all(a["bits"] < b["bits"] and a["predicted"] > b["predicted"] for a, b in zip(fr, fr[1:]))
+kept = [{p["pair"] for p in b["pairs"] if p["pareto"]} for b in d["blocks"]]
+for pt in fr:
+    assert all(pair in kept[i] for i, pair in enumerate(pt["pairs"]))
+    assert all(pt["pairs"][i] == pt["pairs"][j] for i in range(5) for j in range(5) if d["groups"][i] == d["groups"][j])
+    assert pt["measured"]["kl"] >= 0
+sid, obj = open(sys.argv[2]).read().split()
+b = d["budgets"][0]
+assert b["solution"] == "kv-bits-4" and b["solution_id"] == int(sid), (b, sid)
+assert b["predicted"] == float(obj) and b["bits"] <= 4 and fr[b["point"]]["predicted"] == b["predicted"]
+assert d["spearman"] is None or -1 <= d["spearman"] <= 1
+assert [u["pair"] for u in d["uniform"]] == ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]
+assert d["keys_vs_values"]["comparisons"] == len(d["keys_vs_values"]["items"]) == 10
+PY
+
+# NaN case: kv_attn_rel is stored without a standard error -> "se": null, "predicted_se": null
+expect_rc 0 "json NaN" "$MPQ" kv kv --db "$DB" --json --metric kv_attn_rel --frontier
+python3 - "$T/out.txt" <<PY || fail "--json with NaN figures: $(head -c 300 "$T/out.txt")"
+import json, sys
+exec(open("$T/strict.py").read())
+assert all(p["se"] is None and p["error"] >= 0 for b in d["blocks"] for p in b["pairs"])
+assert all(p["predicted_se"] is None for p in d["frontier"])
+assert all(c["se"] is None for c in d["keys_vs_values"]["items"])
+PY
+
 # bad input -> documented exit codes, nothing stored
 n_sol=$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions")
 expect_rc 2 "no job" "$MPQ" kv --db "$DB"
@@ -73,7 +116,9 @@ expect_rc 2 "joint without context" "$MPQ" kv kv --db "$DB" --joint bytes=100000
 expect_rc 10 "unknown job" "$MPQ" kv nosuchjob --db "$DB"
 expect_rc 10 "unknown metric" "$MPQ" kv kv --db "$DB" --metric nope
 expect_rc 9 "budget below frontier" "$MPQ" kv kv --db "$DB" --budget kv-bits=1
+grep -q "exact frontier" "$T/out.txt" || fail "a failed budget no longer shows the frontier computed before it"
 expect_rc 9 "joint infeasible" "$MPQ" kv kv --db "$DB" --context 4096 --joint bytes=1000
+grep -q " 4096  infeasible (" "$T/out.txt" || fail "infeasible joint rows not shown: $(cat "$T/out.txt")"
 expect_rc 3 "export to a directory" "$MPQ" kv kv --db "$DB" --budget kv-bits=4 --export-kvtuner "$T"
 [ "$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions")" = "$n_sol" ] || fail "failed runs changed the solutions"
 [ "$(sqlite3 "$DB" 'PRAGMA integrity_check')" = ok ] || fail "integrity_check"

@@ -2,8 +2,11 @@
  * (kv_sensitivity with 7 pairs + layer_sensitivity, 2 calibration windows) run into a temporary
  * database: exact bit units vs mpq_kv_bits_per_element, pruning vs brute force, clustering
  * determinism and threshold, frontier vs brute-force enumeration, joint ILP vs brute force,
- * KVTuner JSON round trip and hostile inputs, measured evaluation, Spearman. */
+ * KVTuner JSON round trip and hostile inputs, measured evaluation, Spearman; the whole search
+ * as one request (mpq_kvsearch_run): its report against the database and the separate steps,
+ * its failures, and its JSON (NaN as null). */
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -484,6 +487,303 @@ START_TEST(test_evaluate) {
 }
 END_TEST
 
+/* Figures are compared with ck_assert_double_eq: the report and the database hold the same IEEE
+ * doubles (SQLite REAL, cJSON's 17-digit round trip), so equality is exact. */
+
+static cJSON *artifact_json(mpq_db *db, const char *name) {
+    void *data = NULL;
+    size_t n = 0;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_db_artifact_get(db, g_job, name, &data, &n, &err) == MPQ_OK, "%s", err.msg);
+    cJSON *j = cJSON_ParseWithLength(data, n);
+    free(data);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+/* prune + 2 clusters + frontier + a budget + evaluation: every stored row agrees with the report,
+ * and the report agrees with the steps run one by one. */
+START_TEST(test_run_report) {
+    mpq_db *db = open_db();
+    mpq_err err = {0};
+    double budget = 4.0;
+    mpq_kvsearch_request rq = mpq_kvsearch_request_default();
+    rq.prune = true;
+    rq.cluster = 2;
+    rq.frontier = true;
+    rq.budgets = &budget;
+    rq.n_budgets = 1;
+    rq.evaluate = true;
+    rq.max_seqs = 2;
+    mpq_kvsearch_report *r = NULL;
+    ck_assert_msg(mpq_kvsearch_run(db, "kvt", &rq, &r, &err) == MPQ_OK, "%s", err.msg);
+    const mpq_kvsearch_table *t = r->table;
+    ck_assert_int_eq(r->job_id, g_job);
+    ck_assert_str_eq(r->job_name, "kvt");
+    ck_assert_int_eq(t->n_blocks, 5);
+    ck_assert_int_eq(t->n_pairs, 7);
+    ck_assert(r->overhead && r->pruned);
+    ck_assert_int_eq(r->context_len, 0);
+
+    /* pruning: as mpq_kvsearch_prune, and the stored artifact lists exactly the kept pairs */
+    bool keep[35];
+    int n_kept = 0;
+    ck_assert_int_eq(mpq_kvsearch_prune(t, 0, true, keep, &n_kept, &err), MPQ_OK);
+    ck_assert_int_eq(r->n_kept, n_kept);
+    cJSON *pj = artifact_json(db, "kv_prune");
+    for (int b = 0; b < 5; b++) {
+        char name[32];
+        snprintf(name, sizeof name, "blk.%d.kv", b);
+        const cJSON *lst = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pj, "layers"), name);
+        int n_in = 0;
+        for (int j = 0; j < 7; j++) {
+            ck_assert(r->keep[b * 7 + j] == keep[b * 7 + j]);
+            n_in += keep[b * 7 + j];
+        }
+        ck_assert_int_eq(cJSON_GetArraySize(lst), n_in);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, lst) {
+            mpq_kv_pair pr;
+            ck_assert_int_eq(mpq_kv_pair_parse(e->valuestring, &pr, &err), MPQ_OK);
+            ck_assert(keep[b * 7 + mpq_kvsearch_pair_index(t, pr)]);
+        }
+    }
+    cJSON_Delete(pj);
+
+    /* ladder: pairs by (bits, error) in every block, a permutation */
+    for (int b = 0; b < 5; b++)
+        for (int x = 1; x < 7; x++) {
+            int p = r->ladder[b * 7 + x - 1], q = r->ladder[b * 7 + x];
+            ck_assert(r->pair_bits[p] < r->pair_bits[q] ||
+                      (r->pair_bits[p] == r->pair_bits[q] && !(t->err[b * 7 + p] > t->err[b * 7 + q])));
+        }
+
+    /* keys vs values: counts and verdict follow the comparisons */
+    int nk = 0;
+    for (int i = 0; i < r->n_cmp; i++) nk += r->cmp[i].diff > 0;
+    ck_assert_int_eq(r->n_cmp, 10);
+    ck_assert_int_eq(r->n_keys_more, nk);
+
+    /* clusters: as mpq_kvsearch_cluster on the kept pairs, stored as kv_clusters */
+    int g[5], ng = 0;
+    ck_assert_int_eq(mpq_kvsearch_cluster(t, keep, 2, 0, g, &ng, &err), MPQ_OK);
+    ck_assert_int_eq(r->n_groups, 2);
+    for (int b = 0; b < 5; b++) ck_assert_int_eq(r->group[b], g[b]);
+    cJSON *cj = artifact_json(db, "kv_clusters");
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(cj, "n_groups")->valueint, 2);
+    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(cj, "groups");
+    for (int x = 0; x < 2; x++) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetArrayItem(gs, x)) ck_assert_int_eq(g[e->valueint], x);
+    }
+    cJSON_Delete(cj);
+
+    /* frontier: stored point by point; a group shares one pair; only kept pairs */
+    const mpq_kvsearch_frontier *f = r->frontier;
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_gt(r->frontier_id, 0);
+    mpq_db_frontier_point *pts = NULL;
+    int n_pts = 0;
+    ck_assert_int_eq(mpq_db_frontier_points(db, r->frontier_id, &pts, &n_pts, &err), MPQ_OK);
+    ck_assert_int_eq((size_t)n_pts, f->n_points);
+    for (size_t k = 0; k < f->n_points; k++) {
+        ck_assert_double_eq(pts[k].cost, f->points[k].bits);
+        ck_assert_double_eq(pts[k].loss, f->points[k].loss);
+        for (int b = 0; b < 5; b++) {
+            ck_assert(keep[b * 7 + f->points[k].pair[b]]);
+            for (int c = 0; c < 5; c++)
+                if (g[b] == g[c]) ck_assert_int_eq(f->points[k].pair[b], f->points[k].pair[c]);
+        }
+    }
+    free(pts);
+
+    /* the budget: the largest point <= 4 bits, stored as solution kv-bits-4 with its pairs */
+    ck_assert_int_eq(r->n_picks, 1);
+    const mpq_kvsearch_pick *pk = &r->picks[0];
+    const mpq_kvsearch_point *p = &f->points[pk->point];
+    ck_assert_str_eq(pk->name, "kv-bits-4");
+    ck_assert(p->bits <= 4.0 && (pk->point + 1 == f->n_points || f->points[pk->point + 1].bits > 4.0));
+    int64_t sid = 0;
+    ck_assert_int_eq(mpq_db_solution_find(db, g_job, "kv-bits-4", &sid, &err), MPQ_OK);
+    ck_assert_int_eq(sid, pk->solution_id);
+    mpq_db_solution sol;
+    mpq_db_assignment *as = NULL;
+    int n_as = 0;
+    ck_assert_int_eq(mpq_db_solution_get(db, sid, &sol, &as, &n_as, &err), MPQ_OK);
+    ck_assert_double_eq(sol.objective, p->loss);
+    ck_assert_str_eq(sol.metric_expr, "kv_kl");
+    ck_assert_str_eq(sol.solver, "kv-frontier");
+    cJSON *bj = cJSON_Parse(sol.budgets_json);
+    ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(bj, "kv_bits")->valuedouble, 4.0);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bj, "overhead")));
+    ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(bj, "context")->valuedouble, 0);
+    cJSON_Delete(bj);
+    ck_assert_int_eq(n_as, 5);
+    for (int b = 0; b < 5; b++) {
+        ck_assert_int_eq(as[b].layer_id, t->layer_ids[b]);
+        ck_assert_str_eq(as[b].kv_pair, t->pair_names[p->pair[b]]);
+    }
+    free(as);
+    mpq_db_solution_release(&sol);
+
+    /* evaluation: every frontier point and uniform pair stored; the pick's row names its solution */
+    ck_assert(r->evaluated);
+    ck_assert_str_eq(r->eval_source, "evaluation");
+    mpq_db_evaluation *evs = NULL;
+    int n_ev = 0, n_seen = 0;
+    ck_assert_int_eq(mpq_db_evaluations_fetch(db, g_job, &evs, &n_ev, &err), MPQ_OK);
+    for (int i = 0; i < n_ev; i++) {
+        for (size_t k = 0; k < f->n_points; k++)
+            if (evs[i].id == r->point_evaluation_id[k]) {
+                ck_assert_double_eq(evs[i].kl, r->point_eval[k].kl_mean);
+                ck_assert_int_eq(evs[i].solution_id, k == pk->point ? sid : 0);
+                n_seen++;
+            }
+        for (int j = 0; j < 7; j++)
+            if (evs[i].id == r->uniform_evaluation_id[j]) {
+                ck_assert_double_eq(evs[i].kl, r->uniform_eval[j].kl_mean);
+                n_seen++;
+            }
+        free(evs[i].config_json);
+    }
+    free(evs);
+    ck_assert_int_eq(n_seen, (int)f->n_points + 7);
+    ck_assert(r->spearman > 0.5); /* predicted and measured KL rise together along the frontier */
+    /* the pick against the uniform pairs of no fewer bits (steady state: (K+V)/2 + 1 bit of scales) */
+    int n_cmp = 0, n_beat = 0;
+    for (int j = 0; j < 7; j++) {
+        ck_assert_double_eq(r->uniform_bits[j], (t->pairs[j].k_bits + t->pairs[j].v_bits) / 2.0 + 1.0);
+        bool in = r->uniform_bits[j] >= p->bits;
+        ck_assert(pk->uniform_compared[j] == in);
+        n_cmp += in;
+        n_beat += in && r->point_eval[pk->point].kl_mean < r->uniform_eval[j].kl_mean;
+    }
+    ck_assert_int_eq(pk->n_uniform_compared, n_cmp);
+    ck_assert_int_eq(pk->n_uniform_beaten, n_beat);
+    ck_assert_int_ge(n_cmp, 5); /* k8v8 k8v4 k4v8 k4v4 and a 4-bit pair at least */
+
+    /* the JSON says the same */
+    char *js = mpq_kvsearch_report_json(r);
+    cJSON *j = cJSON_Parse(js);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "blocks")), 5);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "frontier")), (int)f->n_points);
+    const cJSON *b0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "budgets"), 0);
+    ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(b0, "solution_id")->valuedouble, (double)sid);
+    ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(b0, "predicted")->valuedouble, p->loss);
+    ck_assert_double_eq(cJSON_GetObjectItemCaseSensitive(j, "spearman")->valuedouble, r->spearman);
+    cJSON_Delete(j);
+    free(js);
+    mpq_kvsearch_report_free(r);
+    mpq_db_close(db);
+}
+END_TEST
+
+/* Bad requests store nothing and return no report; failures after the ladder return what was
+ * done (for the caller to show) and store no solution. */
+START_TEST(test_run_errors) {
+    mpq_db *db = open_db();
+    mpq_err err = {0};
+    mpq_kvsearch_report *r = NULL;
+    mpq_kvsearch_request rq = mpq_kvsearch_request_default();
+    rq.cluster = 2;
+    rq.threshold = 0.5;
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(r);
+    rq = mpq_kvsearch_request_default();
+    rq.export_kvtuner = "x.json";
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_INVALID);
+    rq = mpq_kvsearch_request_default();
+    rq.joint = true; /* joint needs a context > 0 */
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_kvsearch_run(db, "no such job", NULL, &r, &err), MPQ_ERR_NOTFOUND);
+    ck_assert_ptr_null(r);
+    rq = mpq_kvsearch_request_default();
+    rq.metric = "nope";
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_NOTFOUND);
+    ck_assert_ptr_null(r);
+
+    /* below the cheapest point (3 bits with overhead): frontier done, no pick, nothing stored */
+    double budgets[2] = {5, 1};
+    rq = mpq_kvsearch_request_default();
+    rq.budgets = budgets;
+    rq.n_budgets = 2;
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_INFEASIBLE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "kv-bits=1"));
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_nonnull(r->frontier);
+    ck_assert_int_eq(r->n_picks, 1);
+    ck_assert_int_eq(r->picks[0].solution_id, 0);
+    mpq_kvsearch_report_free(r);
+    int64_t sid = 0;
+    ck_assert_int_eq(mpq_db_solution_find(db, g_job, "kv-bits-5", &sid, &err), MPQ_ERR_NOTFOUND);
+
+    /* an export that cannot be written: MPQ_ERR_IO, no solution stored */
+    rq.n_budgets = 1;
+    rq.export_kvtuner = g_dir; /* a directory */
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_IO);
+    mpq_kvsearch_report_free(r);
+    ck_assert_int_eq(mpq_db_solution_find(db, g_job, "kv-bits-5", &sid, &err), MPQ_ERR_NOTFOUND);
+
+    /* joint: every context infeasible -> every row reported with its reason */
+    int64_t ctx[2] = {256, 4096};
+    rq = mpq_kvsearch_request_default();
+    rq.contexts = ctx;
+    rq.n_contexts = 2;
+    rq.joint = true;
+    rq.joint_bytes = 200000;
+    ck_assert_int_eq(mpq_kvsearch_run(db, "kvt", &rq, &r, &err), MPQ_ERR_INFEASIBLE);
+    ck_assert_int_eq(r->n_joint, 2);
+    for (int i = 0; i < 2; i++) {
+        ck_assert(!r->joint[i].feasible);
+        ck_assert_int_eq(r->joint[i].context_len, ctx[i]);
+        ck_assert_int_gt(strlen(r->joint[i].message), 0);
+    }
+    ck_assert_ptr_null(r->frontier); /* not asked for */
+    mpq_kvsearch_report_free(r);
+    /* ... and a budget that fits: weights + KV within it, at every context */
+    rq.joint_bytes = 1000000;
+    ck_assert_msg(mpq_kvsearch_run(db, "kvt", &rq, &r, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_gt(r->joint_fixed_bytes, 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert(r->joint[i].feasible);
+        ck_assert(r->joint[i].result.weight_bytes + r->joint[i].result.kv_bytes <= 1000000);
+    }
+    mpq_kvsearch_report_free(r);
+    mpq_db_close(db);
+}
+END_TEST
+
+/* kv_attn_rel is stored without a standard error (NaN, SQL NULL): the JSON writes null there,
+ * never a bare nan, and stays valid JSON. */
+START_TEST(test_run_json_nan) {
+    mpq_db *db = open_db();
+    mpq_err err = {0};
+    mpq_kvsearch_request rq = mpq_kvsearch_request_default();
+    rq.metric = "kv_attn_rel";
+    rq.frontier = true;
+    mpq_kvsearch_report *r = NULL;
+    ck_assert_msg(mpq_kvsearch_run(db, "kvt", &rq, &r, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert(isnan(r->table->se[0]));
+    ck_assert(isnan(r->frontier->points[0].loss_se));
+    char *js = mpq_kvsearch_report_json(r);
+    ck_assert_ptr_nonnull(js);
+    ck_assert_ptr_null(strstr(js, "nan"));
+    cJSON *j = cJSON_Parse(js);
+    ck_assert_ptr_nonnull(j);
+    const cJSON *p0 = cJSON_GetArrayItem(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "blocks"), 0), "pairs"), 0);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(p0, "se")));
+    ck_assert(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(p0, "error")));
+    const cJSON *f0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "frontier"), 0);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(f0, "predicted_se")));
+    cJSON_Delete(j);
+    free(js);
+    mpq_kvsearch_report_free(r);
+    mpq_db_close(db);
+}
+END_TEST
+
 static Suite *kvsearch_suite(void) {
     Suite *s = suite_create("kvsearch");
     TCase *tc = tcase_create("core");
@@ -498,6 +798,9 @@ static Suite *kvsearch_suite(void) {
     tcase_add_test(tc, test_kvtuner_roundtrip);
     tcase_add_test(tc, test_spearman);
     tcase_add_test(tc, test_evaluate);
+    tcase_add_test(tc, test_run_report);
+    tcase_add_test(tc, test_run_errors);
+    tcase_add_test(tc, test_run_json_nan);
     suite_add_tcase(s, tc);
     return s;
 }
