@@ -8,4 +8,6 @@ for b in "$bin"/bench_*; do
   echo "== $(basename "$b")"
   "$b" || status=1
 done
+echo "== bench_workers.sh"
+MPQ_ROOT=${MPQ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)} bash "$(dirname "${BASH_SOURCE[0]}")/bench_workers.sh" || status=1
 exit $status
