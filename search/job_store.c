@@ -39,14 +39,25 @@ struct mpq_job {
     mpq_job_evalset evalset;
 };
 
-void mpq_job_close(mpq_job *j) {
-    if (!j) return;
+/* Frees the evaluation windows, executor and FP reference (lazily built, see load_windows). */
+static void evalset_drop(mpq_job *j) {
     mpq_exec_ref_free(j->ref);
     mpq_exec_free(j->ex);
     free(j->tokens);
     mpq_data_seqs_free(j->seqs);
     mpq_data_free(j->data);
     mpq_tokenizer_free(j->tok);
+    j->ref = NULL;
+    j->ex = NULL;
+    j->tokens = NULL;
+    j->seqs = NULL;
+    j->data = NULL;
+    j->tok = NULL;
+}
+
+void mpq_job_close(mpq_job *j) {
+    if (!j) return;
+    evalset_drop(j);
     mpq_model_free(j->model);
     mpq_model_free(j->shape);
     free(j->linear);
@@ -302,20 +313,6 @@ static void recorded_sha(mpq_job *j, const char *key, char out[65]) {
     free(blob);
 }
 
-static void evalset_drop(mpq_job *j) {
-    mpq_exec_ref_free(j->ref);
-    mpq_exec_free(j->ex);
-    free(j->tokens);
-    mpq_data_seqs_free(j->seqs);
-    mpq_data_free(j->data);
-    mpq_tokenizer_free(j->tok);
-    j->ref = NULL;
-    j->ex = NULL;
-    j->tokens = NULL;
-    j->seqs = NULL;
-    j->data = NULL;
-    j->tok = NULL;
-}
 
 static mpq_status load_windows(mpq_job *j, const mpq_job_data_spec *ds, bool from_eval, int max_seqs, mpq_err *err) {
     const mpq_model_config *mc = mpq_model_get_config(j->model);
