@@ -243,7 +243,7 @@ START_TEST(test_create_migrate) {
     mpq_db_close(db);
     /* Re-opening does not re-apply the migration. */
     db = open_ok(p, MPQ_DB_READWRITE);
-    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), 1);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), MPQ_DB_SCHEMA_VERSION);
     mpq_db_close(db);
 }
 END_TEST
@@ -362,8 +362,8 @@ START_TEST(test_newer_schema_refused) {
         ck_assert_int_eq(mpq_db_open(p, modes[i], &x, &err), MPQ_ERR_UNSUPPORTED);
         ck_assert_ptr_null(x);
         char want[1200];
-        snprintf(want, sizeof want, "%s: schema version 9 is newer than this mpq supports (1); upgrade mpq",
-                 p);
+        snprintf(want, sizeof want, "%s: schema version 9 is newer than this mpq supports (%d); upgrade mpq",
+                 p, MPQ_DB_SCHEMA_VERSION);
         ck_assert_str_eq(err.msg, want);
         sha_of(p, after);
         ck_assert_str_eq(before, after);
