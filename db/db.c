@@ -612,3 +612,17 @@ done:
     sqlite3_close(h);
     return s;
 }
+
+mpq_status mpq_db_test_create_version(const char *path, int version, mpq_err *err) {
+    if (version < 1 || version > mpq_db_n_migrations)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: no schema version %d", path, version);
+    mpq_status s = mpq_db_test_raw_exec(path, "PRAGMA journal_mode=WAL", err);
+    for (int v = 0; v < version && s == MPQ_OK; v++) {
+        for (const char *const *part = mpq_db_migrations[v]; *part && s == MPQ_OK; part++)
+            s = mpq_db_test_raw_exec(path, *part, err);
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version(version, mpq_version) VALUES(%d, 'test')", v + 1);
+        if (s == MPQ_OK) s = mpq_db_test_raw_exec(path, sql, err);
+    }
+    return s;
+}

@@ -82,5 +82,8 @@ mpq_status db_job_resolve(mpq_db *db, const char *name_or_id, int64_t *job_id, m
 /* Test hook: runs arbitrary SQL on a file with a raw sqlite3 connection (creating it),
  * bypassing every mpq check. Used by tests/unit/test_db.c to build hostile files. */
 mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err);
+/* Test hook: creates the file at schema `version` (1..MPQ_DB_SCHEMA_VERSION) exactly as that
+ * version's mpq did, to test migrations forward. */
+mpq_status mpq_db_test_create_version(const char *path, int version, mpq_err *err);
 
 #endif /* MPQ_DB_PRIVATE_H */
