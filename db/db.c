@@ -16,20 +16,83 @@
  */
 #include "db/db_private.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define DB_BUSY_TIMEOUT_MS 10000
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* Why path cannot be written: the errno of access(W_OK) on the file, else on its
+ * directory ("directory /d: Permission denied"), else "" (unknown). */
+static void write_reason(const char *path, char *buf, size_t n) {
+    buf[0] = '\0';
+    if (access(path, W_OK) != 0 && errno != ENOENT) {
+        snprintf(buf, n, "%s", strerror(errno));
+        return;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (access(dir, W_OK) != 0 && snprintf(buf, n, "directory %s: %s", dir, strerror(errno)) < 0) buf[0] = '\0';
+}
+
+/* " (job 'a' is being run by pid 1 on host h since T)" for the first live lease, else "". */
+static void lock_holder(mpq_db *db, char *buf, size_t n) {
+    sqlite3_stmt *st = NULL;
+    buf[0] = '\0';
+    if (db->schema_version < 2) return;
+    if (sqlite3_prepare_v2(db->h,
+                           "SELECT j.name, l.pid, l.host, l.started_at FROM job_leases l JOIN jobs j ON"
+                           " j.id = l.job_id WHERE mpq_lease_live(l.host, l.pid, l.pid_start,"
+                           " (julianday('now') - julianday(l.heartbeat_at)) * 86400.0) LIMIT 1",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        snprintf(buf, n, "; job '%s' is being run by pid %lld on host %s since %s",
+                 (const char *)sqlite3_column_text(st, 0), (long long)sqlite3_column_int64(st, 1),
+                 (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3));
+    sqlite3_finalize(st);
+}
+
 mpq_status db_fail(mpq_db *db, mpq_err *err, const char *what) {
-    const char *msg = (db && db->h) ? sqlite3_errmsg(db->h) : "out of memory";
-    return mpq_err_set(err, MPQ_ERR_DB, "%s: %s: %s", db && db->path ? db->path : "(db)", what, msg);
+    if (!db || !db->h)
+        return mpq_err_set(err, MPQ_ERR_DB, "%s: %s: out of memory", db && db->path ? db->path : "(db)", what);
+    char msg[512], extra[700];
+    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(db->h));
+    int code = sqlite3_extended_errcode(db->h), eno = sqlite3_system_errno(db->h);
+    extra[0] = '\0';
+    switch (code & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: {
+        char who[600];
+        lock_holder(db, who, sizeof who);
+        snprintf(extra, sizeof extra, " (another connection held the lock for more than %d s%s)",
+                 DB_BUSY_TIMEOUT_MS / 1000, who);
+        break;
+    }
+    case SQLITE_READONLY: {
+        char why[300];
+        write_reason(db->path, why, sizeof why);
+        return mpq_err_set(err, MPQ_ERR_DB, "%s: cannot write (%s): %s: %s", db->path,
+                           why[0] ? why : "opened read-only", what, msg);
+    }
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+        if (eno) snprintf(extra, sizeof extra, " (%s)", strerror(eno));
+        break;
+    default: break;
+    }
+    return mpq_err_set(err, MPQ_ERR_DB, "%s: %s: %s%s", db->path, what, msg, extra);
 }
 
 mpq_status db_prepare(mpq_db *db, const char *sql, sqlite3_stmt **st, mpq_err *err) {
@@ -248,11 +311,39 @@ done:
     return s;
 }
 
+/* The version of the file as it is now (0 without a schema_version table). */
+static mpq_status read_version(mpq_db *db, int64_t *version, mpq_err *err) {
+    int64_t has = 0;
+    *version = 0;
+    mpq_status s = query_int(db, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_version'",
+                             "read schema", &has, err);
+    if (s == MPQ_OK && has)
+        s = query_int(db, "SELECT MAX(version) FROM schema_version", "read schema_version", version, err);
+    return s;
+}
+
+/* Applies the missing steps, each in its own BEGIN IMMEDIATE transaction that first reads
+ * the version again: another process may have created or migrated the file since it was
+ * opened (two `mpq run` on a new file), and then the step is not applied twice. */
 static mpq_status migrate(mpq_db *db, mpq_err *err) {
     mpq_status s = MPQ_OK;
     sqlite3_stmt *st = NULL;
-    for (int v = db->schema_version; v < mpq_db_n_migrations; v++) {
+    for (;;) {
         if (db_exec(db, "BEGIN IMMEDIATE", "begin migration", err) != MPQ_OK) return MPQ_ERR_DB;
+        int64_t cur = 0;
+        if ((s = read_version(db, &cur, err)) != MPQ_OK) goto fail;
+        if (cur > MPQ_DB_SCHEMA_VERSION) {
+            s = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                            "%s: schema version %lld is newer than this mpq supports (%d); upgrade mpq", db->path,
+                            (long long)cur, MPQ_DB_SCHEMA_VERSION);
+            goto fail;
+        }
+        db->schema_version = (int)cur;
+        if (cur >= mpq_db_n_migrations) {
+            sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL); /* nothing was written */
+            return MPQ_OK;
+        }
+        int v = (int)cur;
         char what[64];
         snprintf(what, sizeof what, "migration to schema version %d", v + 1);
         for (const char *const *part = mpq_db_migrations[v]; *part; part++) {
@@ -275,10 +366,78 @@ static mpq_status migrate(mpq_db *db, mpq_err *err) {
         }
         db->schema_version = v + 1;
     }
-    return MPQ_OK;
 fail:
     sqlite3_finalize(st);
     if (!sqlite3_get_autocommit(db->h)) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    return s;
+}
+
+/* Opens db->h on name (a path, or a file: URI when uri) and sets up the connection. */
+static mpq_status connect(mpq_db *db, const char *name, int oflags, bool uri, mpq_err *err) {
+    int rc = sqlite3_open_v2(name, &db->h, oflags | (uri ? SQLITE_OPEN_URI : 0), NULL);
+    if (rc != SQLITE_OK) {
+        int eno = db->h ? sqlite3_system_errno(db->h) : 0;
+        char why[300] = "";
+        if ((rc & 0xff) == SQLITE_CANTOPEN && (oflags & SQLITE_OPEN_CREATE)) write_reason(db->path, why, sizeof why);
+        else if (eno) snprintf(why, sizeof why, "%s", strerror(eno));
+        return mpq_err_set(err, (rc & 0xff) == SQLITE_CANTOPEN ? MPQ_ERR_IO : MPQ_ERR_DB,
+                           "%s: cannot %s database: %s%s%s%s", db->path,
+                           (oflags & SQLITE_OPEN_CREATE) ? "open or create" : "open",
+                           db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc), why[0] ? " (" : "", why,
+                           why[0] ? ")" : "");
+    }
+    sqlite3_extended_result_codes(db->h, 1);
+    if (sqlite3_busy_timeout(db->h, DB_BUSY_TIMEOUT_MS) != SQLITE_OK) return db_fail(db, err, "busy timeout");
+    mpq_status s = db_register_functions(db, err);
+    if (s == MPQ_OK) s = db_exec(db, "PRAGMA foreign_keys=ON", "enable foreign keys", err);
+    return s;
+}
+
+/* "file:" URI of path with immutable=1 (https://sqlite.org/uri.html): every byte but
+ * unreserved characters and '/' percent-encoded. malloc'd; NULL when out of memory. */
+static char *immutable_uri(const char *path) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(path);
+    char *u = malloc(n * 3 + sizeof "file:?immutable=1");
+    if (!u) return NULL;
+    char *o = u;
+    memcpy(o, "file:", 5);
+    o += 5;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/", *p)) {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    memcpy(o, "?immutable=1", sizeof "?immutable=1");
+    return u;
+}
+
+/* Read-only open of a WAL file that SQLite cannot read because its -shm cannot be
+ * created (read-only directory or file system, https://sqlite.org/wal.html#readonly):
+ * without a -wal holding changes the main file is the whole database, so it is read as
+ * an immutable file; with one, it is refused naming the -wal file. */
+static mpq_status reopen_immutable(mpq_db *db, mpq_err *err) {
+    char wal[4200], why[300];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", db->path);
+    write_reason(db->path, why, sizeof why);
+    if (stat(wal, &sb) == 0 && sb.st_size > 0)
+        return mpq_err_set(err, MPQ_ERR_IO,
+                           "%s: cannot read: %s holds changes not yet in the database file, and without "
+                           "write access (%s) SQLite cannot create the %s-shm index it needs to read them; "
+                           "copy the database and its -wal file to a writable place",
+                           db->path, wal, why[0] ? why : "read-only", db->path);
+    char *uri = immutable_uri(db->path);
+    if (!uri) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", db->path);
+    sqlite3_close_v2(db->h);
+    db->h = NULL;
+    mpq_status s = connect(db, uri, SQLITE_OPEN_READONLY, true, err);
+    free(uri);
     return s;
 }
 
@@ -309,25 +468,32 @@ mpq_status mpq_db_open(const char *path, unsigned flags, mpq_db **out, mpq_err *
     int oflags = db->readonly ? SQLITE_OPEN_READONLY
                  : (mode == MPQ_DB_CREATE ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                                           : SQLITE_OPEN_READWRITE);
-    int rc = sqlite3_open_v2(path, &db->h, oflags, NULL);
-    if (rc != SQLITE_OK) {
-        s = mpq_err_set(err, (rc & 0xff) == SQLITE_CANTOPEN ? MPQ_ERR_IO : MPQ_ERR_DB,
-                        "%s: cannot open database: %s", path,
-                        db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+    if ((s = connect(db, path, oflags, false, err)) != MPQ_OK) goto done;
+    if (!db->readonly && sqlite3_db_readonly(db->h, "main") == 1) {
+        /* SQLite fell back to read-only: the file or its file system cannot be written. */
+        char why[300];
+        write_reason(path, why, sizeof why);
+        s = mpq_err_set(err, MPQ_ERR_IO,
+                        "%s: cannot write (%s): the database can only be opened read-only (mpq status and "
+                        "mpq query can read it)",
+                        path, why[0] ? why : "opened read-only");
         goto done;
     }
-    sqlite3_extended_result_codes(db->h, 1);
-    if (sqlite3_busy_timeout(db->h, DB_BUSY_TIMEOUT_MS) != SQLITE_OK) {
-        s = db_fail(db, err, "busy timeout");
-        goto done;
-    }
-    if ((s = db_exec(db, "PRAGMA foreign_keys=ON", "enable foreign keys", err)) != MPQ_OK) goto done;
+    int rc;
 
     /* Is this an SQLite file at all? (NOTADB / CORRUPT surface here, before any write.) */
     int64_t n_objects = 0, has_version = 0, version = 0;
-    if ((s = query_int(db, "SELECT count(*) FROM sqlite_master", "read schema", &n_objects, err)) !=
-        MPQ_OK)
-        goto done;
+    if ((s = query_int(db, "SELECT count(*) FROM sqlite_master", "read schema", &n_objects, err)) != MPQ_OK) {
+        int code = sqlite3_extended_errcode(db->h) & 0xff;
+        if (!db->readonly || (code != SQLITE_CANTOPEN && code != SQLITE_READONLY && code != SQLITE_IOERR))
+            goto done;
+        mpq_err e2 = {0};
+        if ((s = reopen_immutable(db, &e2)) != MPQ_OK ||
+            (s = query_int(db, "SELECT count(*) FROM sqlite_master", "read schema", &n_objects, &e2)) != MPQ_OK) {
+            if (err) *err = e2;
+            goto done;
+        }
+    }
     if ((s = query_int(db,
                        "SELECT count(*) FROM sqlite_master WHERE type='table' AND "
                        "name='schema_version'",
@@ -444,5 +610,19 @@ mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err)
 done:
     sqlite3_free(emsg);
     sqlite3_close(h);
+    return s;
+}
+
+mpq_status mpq_db_test_create_version(const char *path, int version, mpq_err *err) {
+    if (version < 1 || version > mpq_db_n_migrations)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: no schema version %d", path, version);
+    mpq_status s = mpq_db_test_raw_exec(path, "PRAGMA journal_mode=WAL", err);
+    for (int v = 0; v < version && s == MPQ_OK; v++) {
+        for (const char *const *part = mpq_db_migrations[v]; *part && s == MPQ_OK; part++)
+            s = mpq_db_test_raw_exec(path, *part, err);
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version(version, mpq_version) VALUES(%d, 'test')", v + 1);
+        if (s == MPQ_OK) s = mpq_db_test_raw_exec(path, sql, err);
+    }
     return s;
 }

@@ -69,11 +69,21 @@ mpq_status tx_end(mpq_db *db, int opened, bool ok, mpq_err *err);
 /* tx_end with ok = (s == MPQ_OK); returns s, or tx_end's failure when s was MPQ_OK. */
 mpq_status tx_finish(mpq_db *db, int opened, mpq_status s, mpq_err *err);
 
+/* Registers mpq_lease_live(host, pid, pid_start, heartbeat_age_s) on the connection
+ * (lease.c). */
+mpq_status db_register_functions(mpq_db *db, mpq_err *err);
+/* SQL expression of the status readers see for the jobs row aliased j: 'running' without
+ * a live lease reads 'interrupted' (schema >= 2; plain j.status before). Static text. */
+const char *db_job_status_sql(const mpq_db *db);
+
 /* Resolves a job given by name or decimal id. */
 mpq_status db_job_resolve(mpq_db *db, const char *name_or_id, int64_t *job_id, mpq_err *err);
 
 /* Test hook: runs arbitrary SQL on a file with a raw sqlite3 connection (creating it),
  * bypassing every mpq check. Used by tests/unit/test_db.c to build hostile files. */
 mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err);
+/* Test hook: creates the file at schema `version` (1..MPQ_DB_SCHEMA_VERSION) exactly as that
+ * version's mpq did, to test migrations forward. */
+mpq_status mpq_db_test_create_version(const char *path, int version, mpq_err *err);
 
 #endif /* MPQ_DB_PRIVATE_H */

@@ -316,7 +316,7 @@ mpq_status mpq_db_query_table(mpq_db *db, const char *sql, mpq_db_table **out, m
 
 static const char *const report_sql[] = {
     /* JOBS */
-    "SELECT j.id, j.name, j.status, m.path AS model, j.seed,"
+    "SELECT j.id, j.name, %s AS status, m.path AS model, j.seed,"
     " (SELECT COUNT(*) FROM units u WHERE u.job_id=j.id AND u.status='done') AS units_done,"
     " (SELECT COUNT(*) FROM units u WHERE u.job_id=j.id) AS units_total,"
     " (SELECT COUNT(*) FROM units u WHERE u.job_id=j.id AND u.status='failed') AS units_failed,"
@@ -358,7 +358,12 @@ mpq_status mpq_db_report_table(mpq_db *db, mpq_db_report report, const char *job
     if (!job && report != MPQ_DB_REPORT_JOBS)
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: this report needs a job", db->path);
     if ((s = table_new(db, &b.t, err)) != MPQ_OK) return s;
-    if ((s = db_prepare(db, report_sql[report], &st, err)) != MPQ_OK) goto done;
+    char sql[2048];
+    if (report == MPQ_DB_REPORT_JOBS) /* the status as readers see it (lease.c) */
+        snprintf(sql, sizeof sql, report_sql[report], db_job_status_sql(db));
+    else
+        snprintf(sql, sizeof sql, "%s", report_sql[report]);
+    if ((s = db_prepare(db, sql, &st, err)) != MPQ_OK) goto done;
     db_bind_id(st, 1, job_id);
     s = run_stmt(db, st, tb_start, tb_row, &b, &stopped, err);
     if (s == MPQ_OK && stopped)

@@ -3,7 +3,7 @@
  * Reference: SQLite documentation (https://sqlite.org/lang.html, /wal.html,
  * /foreignkeys.html, /lang_createindex.html#indexes_on_expressions).
  *
- * ============================= mpq results database, schema version 1 ================
+ * ============================= mpq results database, schema version 2 ================
  *
  * One SQLite file, WAL journal, foreign keys enforced by mpq (PRAGMA foreign_keys=ON).
  * Ids are INTEGER PRIMARY KEY (> 0). Timestamps are ISO-8601 UTC text with
@@ -73,8 +73,21 @@
  * artifacts(job_id -> jobs, name, blob, created_at)   PRIMARY KEY(job_id, name)
  *     Binary data of a job (e.g. stored FP reference statistics).
  *
+ * job_leases(job_id -> jobs PRIMARY KEY, token, pid, pid_start, host, started_at,
+ *            heartbeat_at)                                        (schema version 2)
+ *     The one process running a job (mpq run / resume): at most one row per job. token
+ *     is random (hex of 16 bytes) and identifies the holder's run; pid and host name it;
+ *     pid_start is the process start time (clock ticks after boot, /proc/PID/stat field
+ *     22; NULL where unknown), so a reused pid is not taken for the dead owner;
+ *     heartbeat_at is refreshed with every unit the holder commits and at least every
+ *     30 s while it waits for workers. A lease is live when its host is this host and
+ *     the process pid (with that start time) exists, or its host is another one and the
+ *     heartbeat is younger than 600 s (MPQ_DB_LEASE_TIMEOUT_S). A job whose status is
+ *     'running' without a live lease was killed: readers show it as 'interrupted' (the
+ *     row is not rewritten until the next run takes the lease over).
+ *
  * Deleting a job deletes its units, metrics, solutions (+assignments), frontiers
- * (+points), evaluations and artifacts (ON DELETE CASCADE).
+ * (+points), evaluations, artifacts and lease (ON DELETE CASCADE).
  *
  * Views:
  *   v_layer_sensitivity(job, layer, kind, block, candidate, metric, value, stderr, n,
@@ -239,12 +252,25 @@ static const char m1_views[] =
     "  WHERE s.status IN ('optimal','feasible') AND s.objective IS NOT NULL\n"
     "  GROUP BY s.job_id, s.metric_expr, s.budgets_json;\n";
 
+/* Version 2: one runner per job. */
+static const char m2_leases[] =
+    "CREATE TABLE job_leases(\n"
+    "  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,\n"
+    "  token TEXT NOT NULL,\n"
+    "  pid INTEGER NOT NULL,\n"
+    "  pid_start INTEGER,\n"
+    "  host TEXT NOT NULL,\n"
+    "  started_at TEXT NOT NULL DEFAULT " TS ",\n"
+    "  heartbeat_at TEXT NOT NULL DEFAULT " TS ");\n";
+
 /* Version 1: the SQL of one step may be split in parts (C11 guarantees string literals
  * of 4095 characters only); a step ends with NULL. */
 static const char *const migration_1[] = {m1_tables_a, m1_tables_b, m1_tables_c, m1_views, NULL};
+static const char *const migration_2[] = {m2_leases, NULL};
 
 const char *const *const mpq_db_migrations[] = {
     migration_1,
+    migration_2,
 };
 
 const int mpq_db_n_migrations = (int)(sizeof mpq_db_migrations / sizeof mpq_db_migrations[0]);

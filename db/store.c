@@ -339,11 +339,12 @@ mpq_status mpq_db_job_set_status(mpq_db *db, int64_t job_id, mpq_db_job_status s
 mpq_status mpq_db_job_get(mpq_db *db, int64_t job_id, mpq_db_job *out, mpq_err *err) {
     sqlite3_stmt *st = NULL;
     mpq_status s;
-    if ((s = db_prepare(db,
-                        "SELECT id, name, spec_sha256, model_id, dataset_id, status, created_at,"
-                        " updated_at, finished_at, mpq_version, seed FROM jobs WHERE id=?1",
-                        &st, err)) != MPQ_OK)
-        return s;
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "SELECT j.id, j.name, j.spec_sha256, j.model_id, j.dataset_id, %s, j.created_at,"
+             " j.updated_at, j.finished_at, j.mpq_version, j.seed FROM jobs j WHERE j.id=?1",
+             db_job_status_sql(db));
+    if ((s = db_prepare(db, sql, &st, err)) != MPQ_OK) return s;
     sqlite3_bind_int64(st, 1, job_id);
     s = db_step_row(db, st, "read job", err, "no job with id %lld", (long long)job_id);
     if (s == MPQ_OK) {

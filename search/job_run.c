@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mpq/mpq_calib.h"
@@ -123,6 +124,8 @@ typedef struct run_ctx {
     mpq_kv_pair *pairs;
     mpq_calib *cal;
     mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
+    mpq_db_lease lease; /* this run's hold on the job (mpq_db_lease_acquire) */
+    bool leased;        /* lease taken and not lost */
     int64_t run_done;
     int n_failed;
     mpq_status first_fail;
@@ -494,7 +497,8 @@ static bool should_stop(const run_ctx *c) {
  * Units are computed by n_workers threads, each with its own mpq_calib fork (executor,
  * weight clone, scratch); the FP reference is shared read-only. Only this thread touches the
  * database: it marks a unit started when it lets the workers have it, and commits results in
- * the order of the pending list. A unit's numbers depend only on the unit (BLAS runs one
+ * the order of the pending list; while it waits it refreshes the job lease every LEASE_BEAT_S
+ * seconds, so a long unit does not make the run look dead. A unit's numbers depend only on the unit (BLAS runs one
  * thread, see mpq_blas_threads, and every unit runs the same batches), so the worker count
  * changes speed, never the stored numbers. At most n_workers units are in flight; a stop
  * request lets the units in flight finish and commits them. The hessian stage runs on this
@@ -625,12 +629,43 @@ static mpq_status pool_feed(pool *p, const mpq_db_unit *pend, int i, bool *stopp
     return MPQ_OK;
 }
 
+/* ---- the job lease ----------------------------------------------------------------------
+ * One runner per job (mpq_db.h, "job leases"): taken before any unit is touched, refreshed
+ * with every commit (in the commit's transaction, so a run whose lease was taken over can
+ * never store a unit) and every LEASE_BEAT_S seconds while waiting for workers, released
+ * on every way out of run_job. A lost lease stops the run with MPQ_ERR_BUSY. */
+
+#define LEASE_BEAT_S 30
+
+static mpq_status lease_beat(run_ctx *c, mpq_err *err) {
+    mpq_status st = mpq_db_lease_heartbeat(c->db, &c->lease, err);
+    if (st == MPQ_ERR_BUSY) c->leased = false; /* taken over: the new owner has the job now */
+    return st;
+}
+
+/* The unit's rows and done mark, and the lease check + heartbeat, in one transaction. */
+static mpq_status commit_leased(run_ctx *c, int64_t unit_id, unit_rows *rows, mpq_err *err) {
+    mpq_status st = mpq_db_begin(c->db, err);
+    if (st != MPQ_OK) return st;
+    if ((st = lease_beat(c, err)) == MPQ_OK &&
+        (st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err)) == MPQ_OK)
+        return mpq_db_commit(c->db, err);
+    mpq_db_rollback(c->db, NULL);
+    return st;
+}
+
+static mpq_status lease_take(run_ctx *c, mpq_err *err) {
+    mpq_status st = mpq_db_lease_acquire(c->db, c->job_id, &c->lease, NULL, err);
+    if (st == MPQ_OK) c->leased = true;
+    return st;
+}
+
 /* Stores one computed unit (rows + done mark, or the failure) and reports progress. */
 static mpq_status finish_unit(run_ctx *c, const char *sname, int64_t unit_id, const mpq_job_unit *u, mpq_status ust,
                               unit_rows *rows, mpq_err *uerr, mpq_job_progress *p, mpq_err *err) {
     mpq_status st;
     if (ust == MPQ_OK) {
-        st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err);
+        st = commit_leased(c, unit_id, rows, err);
         rows_free(rows);
         if (st != MPQ_OK) return st;
         p->stage_done++;
@@ -639,6 +674,7 @@ static mpq_status finish_unit(run_ctx *c, const char *sname, int64_t unit_id, co
         p->message = NULL;
     } else {
         mpq_err_prefix(uerr, "unit %s/%s", sname, u->key);
+        if ((st = lease_beat(c, err)) != MPQ_OK) return st;
         if ((st = mpq_db_unit_fail(c->db, unit_id, uerr->msg, err)) != MPQ_OK) return st;
         if (c->n_failed++ == 0) {
             c->first_fail = ust;
@@ -697,8 +733,18 @@ static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pen
         if (i >= pl.allowed) break; /* nothing more handed out: a stop was requested */
         work_item *it = &pl.items[i];
         pthread_mutex_lock(&pl.mu);
-        while (!it->ready) pthread_cond_wait(&pl.cv_done, &pl.mu);
+        while (!it->ready && st == MPQ_OK) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += LEASE_BEAT_S;
+            if (pthread_cond_timedwait(&pl.cv_done, &pl.mu, &ts) != 0 && !it->ready) {
+                pthread_mutex_unlock(&pl.mu); /* the workers go on meanwhile */
+                st = lease_beat(c, err);
+                pthread_mutex_lock(&pl.mu);
+            }
+        }
         pthread_mutex_unlock(&pl.mu);
+        if (st != MPQ_OK) break;
         if ((st = finish_unit(c, sname, pend[i].id, us[i], it->st, it->rows, &it->err, p, err)) != MPQ_OK) break;
         free(it->rows);
         it->rows = NULL;
@@ -776,7 +822,6 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     if (c.opts.n_workers <= 0) c.opts.n_workers = mpq_job_default_workers();
     mpq_status st;
     bool running = false;
-    if ((st = load_inputs(&c, err)) != MPQ_OK) goto done;
 
     /* existing job? (mpq_db_job_find also matches ids: require the name itself) */
     mpq_db_job job;
@@ -793,12 +838,15 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
                              spec->name, mpq_db_path(db), job.spec_sha256, spec->sha256);
             goto done;
         }
-        if ((st = check_inputs(&c, err)) != MPQ_OK) goto done;
+        if ((st = lease_take(&c, err)) != MPQ_OK) goto done; /* before loading: a second runner stops here */
     } else if (st != MPQ_OK && st != MPQ_ERR_NOTFOUND) {
         *err = e2;
         goto done;
     }
+    if ((st = load_inputs(&c, err)) != MPQ_OK) goto done;
+    if (exists && (st = check_inputs(&c, err)) != MPQ_OK) goto done;
     if ((st = setup_job(&c, exists, err)) != MPQ_OK) goto done;
+    if (!exists && (st = lease_take(&c, err)) != MPQ_OK) goto done; /* another run may have created it too */
     if (job_id) *job_id = c.job_id;
     if ((st = mpq_db_units_retry_failed(db, c.job_id, NULL, err)) != MPQ_OK) goto done;
     int64_t n_done = 0, n_total = 0;
@@ -819,6 +867,7 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
         mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = spec->name, .seconds = mpq_time_now() - t0,
                               .eta_seconds = -1};
         emit(&c, &p);
+        if ((st = lease_beat(&c, err)) != MPQ_OK) goto done;
     }
     int n_stages = 0, idx = 0;
     for (int s = 0; s < MPQ_JOB_N_STAGES; s++) n_stages += spec->stages[s];
@@ -847,7 +896,10 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
         running = false;
     }
 done:
-    if (running && st != MPQ_OK) mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
+    if (c.leased) { /* only the lease holder writes the job's status */
+        if (running && st != MPQ_OK) mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
+        mpq_db_lease_release(db, &c.lease, NULL);
+    }
     ctx_free(&c);
     return st;
 }

@@ -35,7 +35,8 @@ typedef enum mpq_status {
     MPQ_ERR_SOLVER,      /* a solver failed (not infeasibility: see solvers) */
     MPQ_ERR_INTERRUPTED, /* stopped by a signal after committing finished work */
     MPQ_ERR_INFEASIBLE,  /* the problem has no solution under its constraints */
-    MPQ_ERR_NOTFOUND     /* a named object (job, layer, solution) does not exist */
+    MPQ_ERR_NOTFOUND,    /* a named object (job, layer, solution) does not exist */
+    MPQ_ERR_BUSY         /* held by another process (a job being run by another runner) */
 } mpq_status;
 
 #define MPQ_ERR_MSG_MAX 1024

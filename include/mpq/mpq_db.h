@@ -9,6 +9,12 @@
  * Writable opens migrate older schemas forward; a file whose schema is newer than
  * this build (MPQ_DB_SCHEMA_VERSION) is refused with MPQ_ERR_UNSUPPORTED, and a file
  * that is not an mpq database or is corrupted with MPQ_ERR_DB — never modified.
+ * Several processes may create the same new file at once: the schema is created by one
+ * of them, inside a write transaction, and the others see it done.
+ *
+ * A job has one runner at a time: mpq_db_lease_acquire records the process (pid, host,
+ * start time, heartbeat) in job_leases and refuses a second runner with MPQ_ERR_BUSY
+ * naming the holder; a dead holder's lease is taken over (see "job leases" below).
  *
  *     mpq_db *db = NULL;
  *     mpq_err err = {0};
@@ -43,7 +49,7 @@ extern "C" {
 #endif
 
 /* Schema version written by this build. */
-#define MPQ_DB_SCHEMA_VERSION 1
+#define MPQ_DB_SCHEMA_VERSION 2
 
 #define MPQ_DB_NAME_MAX 128  /* layer names, job names, candidates (incl. NUL) */
 #define MPQ_DB_SHORT_MAX 64  /* status, solver, kind, timestamps, versions (incl. NUL) */
@@ -60,9 +66,14 @@ typedef struct mpq_db mpq_db;
 
 /* Opens (and, when writable, creates/migrates) the database at path. On success *out
  * owns the handle (close with mpq_db_close). Errors: MPQ_ERR_INVALID (flags),
- * MPQ_ERR_IO (cannot open the file), MPQ_ERR_DB (not an SQLite file, corrupted, not
- * an mpq database, SQLite failure), MPQ_ERR_UNSUPPORTED (schema newer than this build).
- * A refused file is not modified. */
+ * MPQ_ERR_IO (cannot open or create the file; a writable open of a file or directory
+ * that cannot be written: "x.db: cannot write (Read-only file system): ..."),
+ * MPQ_ERR_DB (not an SQLite file, corrupted, not an mpq database, SQLite failure),
+ * MPQ_ERR_UNSUPPORTED (schema newer than this build). A refused file is not modified.
+ * READONLY never writes: a WAL-mode file whose -shm cannot be created (read-only
+ * directory or file system) is read as an immutable file when it has no -wal file with
+ * content (https://sqlite.org/wal.html#readonly); with such a -wal file it is refused
+ * with MPQ_ERR_IO naming the -wal file, since its changes could not be read. */
 mpq_status mpq_db_open(const char *path, unsigned flags, mpq_db **out, mpq_err *err);
 /* Closes the handle (rolls back an open transaction). Accepts NULL. */
 void mpq_db_close(mpq_db *db);
@@ -181,7 +192,9 @@ typedef struct mpq_db_job {
 mpq_status mpq_db_job_create(mpq_db *db, const char *name, const char *spec_json, int64_t model_id,
                              int64_t dataset_id, int64_t seed, int64_t *job_id, bool *existed,
                              mpq_err *err);
-/* Sets the status (and updated_at; finished_at for done/failed). MPQ_ERR_NOTFOUND if no job. */
+/* Sets the status (and updated_at; finished_at for done/failed). MPQ_ERR_NOTFOUND if no job.
+ * Stored as given; readers (mpq_db_job_get, the JOBS report) show a 'running' job with no
+ * live lease as 'interrupted' (its runner was killed). */
 mpq_status mpq_db_job_set_status(mpq_db *db, int64_t job_id, mpq_db_job_status status,
                                  mpq_err *err);
 /* Finds a job by name, or by decimal id when no job has that name. MPQ_ERR_NOTFOUND. */
@@ -192,6 +205,43 @@ mpq_status mpq_db_job_spec(mpq_db *db, int64_t job_id, char **out, mpq_err *err)
 /* Deletes a job and everything it owns (units, metrics, solutions, frontiers, evaluations,
  * artifacts). Models, layers and datasets stay. */
 mpq_status mpq_db_job_delete(mpq_db *db, int64_t job_id, mpq_err *err);
+
+/* ---- job leases (one runner per job) ------------------------------------------------- */
+
+/* A lease held by a process on another host is live while its heartbeat is younger
+ * than this (the holder refreshes it with every committed unit and every 30 s while it
+ * waits for workers). A lease of this host is live while its process exists. */
+#define MPQ_DB_LEASE_TIMEOUT_S 600
+
+typedef struct mpq_db_lease {
+    int64_t job_id;
+    char job[MPQ_DB_NAME_MAX];           /* job name (output) */
+    char token[33];                      /* random; identifies this holder's run */
+    int64_t pid;
+    int64_t pid_start;                   /* process start (clock ticks after boot), 0 unknown */
+    char host[MPQ_DB_NAME_MAX];
+    char started_at[MPQ_DB_SHORT_MAX];
+    char heartbeat_at[MPQ_DB_SHORT_MAX];
+    bool live;                           /* mpq_db_lease_get: the holder is alive by the rules above */
+} mpq_db_lease;
+
+/* Makes this process the runner of job_id, in one write transaction (a savepoint inside
+ * the caller's): with no lease, or a lease whose holder is dead, writes a new one into
+ * *out (the previous holder, if any, into *prev when prev != NULL, else prev->pid = 0).
+ * A live lease of another run is refused with MPQ_ERR_BUSY:
+ * "x.db: job 'a' is being run by pid 123 on host h since T (last heartbeat T2)". */
+mpq_status mpq_db_lease_acquire(mpq_db *db, int64_t job_id, mpq_db_lease *out, mpq_db_lease *prev,
+                                mpq_err *err);
+/* Refreshes heartbeat_at of the lease. MPQ_ERR_BUSY when the lease is no longer ours
+ * (taken over: message names the new holder), MPQ_ERR_DB on failure. Joins the caller's
+ * transaction if one is open (so a unit commit and its lease check are one transaction). */
+mpq_status mpq_db_lease_heartbeat(mpq_db *db, const mpq_db_lease *lease, mpq_err *err);
+/* Deletes the lease if it is still ours (nothing happens otherwise). Accepts NULL lease or
+ * one with an empty token. */
+mpq_status mpq_db_lease_release(mpq_db *db, const mpq_db_lease *lease, mpq_err *err);
+/* The lease of job_id, if any: *held false (and *out zeroed) when there is none, or when
+ * the file predates leases (schema 1). out->live tells whether the holder is alive. */
+mpq_status mpq_db_lease_get(mpq_db *db, int64_t job_id, mpq_db_lease *out, bool *held, mpq_err *err);
 
 /* ---- units (resumable work) --------------------------------------------------------- */
 

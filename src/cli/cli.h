@@ -21,6 +21,7 @@ enum {
     MPQ_EXIT_INFEASIBLE = 9,  /* no configuration meets the budget */
     MPQ_EXIT_NOTFOUND = 10,   /* job / solution / layer not found */
     MPQ_EXIT_NOMEM = 11,      /* out of memory */
+    MPQ_EXIT_BUSY = 12,       /* the job is being run by another process (its lease is held) */
     MPQ_EXIT_INTERRUPTED = 130 /* SIGINT/SIGTERM: finished work committed; resume with `mpq resume` */
 };
 

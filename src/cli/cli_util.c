@@ -24,6 +24,7 @@ int cli_exit_code(mpq_status st) {
         {MPQ_ERR_INTERRUPTED, MPQ_EXIT_INTERRUPTED},
         {MPQ_ERR_INFEASIBLE, MPQ_EXIT_INFEASIBLE},
         {MPQ_ERR_NOTFOUND, MPQ_EXIT_NOTFOUND},
+        {MPQ_ERR_BUSY, MPQ_EXIT_BUSY},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].st == st) return table[i].code;

@@ -21,7 +21,8 @@ static const char *query_help =
     "numbers, SQL NULL as null).\n"
     "\n"
     "WHAT:\n"
-    "  jobs                   every job with its status and units done/total/failed\n"
+    "  jobs                   every job with its status and units done/total/failed (a job\n"
+    "                         whose runner was killed shows as interrupted)\n"
     "  layers JOB             every metric of the job per layer (layer, kind, block, candidate,\n"
     "                         metric, value, stderr, n); filter with --metric / --candidate\n"
     "  model-layers JOB       the layer table of the job's model (incl. blk.N.kv rows)\n"
@@ -38,8 +39,10 @@ static const char *query_help =
     "      --json             JSON output\n"
     "  -h, --help             this help\n"
     "\n"
-    "Exit codes: 0 ok, 2 usage, 5 invalid (e.g. a writing --sql), 7 database error,\n"
-    "10 job not found.\n";
+    "The database is never written: read-only files and file systems work.\n"
+    "\n"
+    "Exit codes: 0 ok, 2 usage, 3 cannot open or read the file, 5 invalid (e.g. a writing\n"
+    "--sql), 7 database error, 10 job not found.\n";
 
 const char *cli_default_db(void) {
     const char *e = getenv("MPQ_DB");

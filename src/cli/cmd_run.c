@@ -22,8 +22,10 @@ static const char *run_help =
     "pending unit of its stages (weight_error, layer_sensitivity, kv_sensitivity). Each\n"
     "unit's numbers and its done mark are committed together: a job stopped at any point\n"
     "(Ctrl-C, SIGTERM, even SIGKILL) continues with `mpq resume JOB`, and the stored\n"
-    "numbers are identical to an uninterrupted run. Relative paths in SPEC are resolved\n"
-    "against the current directory. The spec format is documented in the README.\n"
+    "numbers are identical to an uninterrupted run. A job has one runner at a time: a\n"
+    "second run or resume of it is refused (exit 12) naming the pid, host and start of the\n"
+    "one holding it; a killed runner's hold is taken over. Relative paths in SPEC are\n"
+    "resolved against the current directory. The spec format is documented in the README.\n"
     "\n"
     "  -d, --db PATH           results database (default: mpq.db next to SPEC)\n"
     "  -n, --max-units N       stop after N units, as if interrupted (exit 130)\n"
@@ -36,7 +38,9 @@ static const char *run_help =
     "Exit codes: 0 all units done, 2 usage, 3 a file cannot be read, 4 malformed spec/data,\n"
     "5 invalid spec (message names the key) or \"job exists with a different spec\" or an\n"
     "input file changed since the job was created, 6 unsupported (e.g. newer database\n"
-    "schema), 7 database error, 130 interrupted (resume with `mpq resume JOB`).\n";
+    "schema), 7 database error, 12 the job is being run by another process, 130 interrupted\n"
+    "(resume with `mpq resume JOB`). A database that cannot be written (read-only file,\n"
+    "directory or file system) is exit 3, naming the reason.\n";
 
 static const char *resume_help =
     "usage: mpq resume JOB [--db PATH] [--workers N] [--quiet]\n"

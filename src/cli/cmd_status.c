@@ -13,14 +13,19 @@ static const char *status_help =
     "usage: mpq status [JOB] [--db PATH] [--json]\n"
     "\n"
     "Without JOB: every job of the database with its status and units done/total/failed.\n"
-    "With JOB (name or id): the job's status, times, version and seed, and per stage the\n"
-    "units done / total / failed. The database is opened read-only (safe while a job runs).\n"
+    "With JOB (name or id): the job's status, times, version and seed, the process running\n"
+    "it (pid, host, since, last heartbeat), and per stage the units done / total / failed.\n"
+    "A job whose runner was killed (even by SIGKILL) shows as interrupted: its lease names\n"
+    "a process that no longer exists. The database is opened read-only and never written\n"
+    "(safe while a job runs, works on read-only files and file systems).\n"
     "\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
-    "      --json              JSON output (an array of jobs, or one job object with \"stages\")\n"
+    "      --json              JSON output (an array of jobs, or one job object with \"stages\"\n"
+    "                          and \"runner\": {pid, host, since, heartbeat, alive} or null)\n"
     "  -h, --help              this help\n"
     "\n"
-    "Exit codes: 0 ok, 2 usage, 7 database error, 10 job not found.\n";
+    "Exit codes: 0 ok, 2 usage, 3 cannot open or read the file, 7 database error, 10 job\n"
+    "not found.\n";
 
 /* Puts the progress rows in run order (weight_error, layer_sensitivity, kv_sensitivity, others). */
 static void order_stages(mpq_db_table *t) {
@@ -91,6 +96,9 @@ int cli_status(int argc, char **argv) {
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_JOBS, id, &jobs, &err)) != MPQ_OK) goto done;
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_PROGRESS, id, &prog, &err)) != MPQ_OK) goto done;
     order_stages(prog);
+    mpq_db_lease lease;
+    bool held = false;
+    if ((st = mpq_db_lease_get(db, j.id, &lease, &held, &err)) != MPQ_OK) goto done;
     if (json) {
         cJSON *a = cli_table_json(jobs);
         cJSON *o = a ? cJSON_DetachItemFromArray(a, 0) : NULL;
@@ -98,6 +106,16 @@ int cli_status(int argc, char **argv) {
         cJSON *s = cli_table_json(prog);
         if (o && s && cJSON_AddItemToObject(o, "stages", s)) s = NULL;
         cJSON_Delete(s);
+        cJSON *r = held ? cJSON_CreateObject() : cJSON_CreateNull();
+        if (r && held &&
+            !(cJSON_AddNumberToObject(r, "pid", (double)lease.pid) && cJSON_AddStringToObject(r, "host", lease.host) &&
+              cJSON_AddStringToObject(r, "since", lease.started_at) &&
+              cJSON_AddStringToObject(r, "heartbeat", lease.heartbeat_at) && cJSON_AddBoolToObject(r, "alive", lease.live))) {
+            cJSON_Delete(r);
+            r = NULL;
+        }
+        if (o && r && cJSON_AddItemToObject(o, "runner", r)) r = NULL;
+        cJSON_Delete(r);
         out = o;
         rc = cli_print_json(stdout, out);
     } else {
@@ -114,6 +132,10 @@ int cli_status(int argc, char **argv) {
                j.name, (long long)j.id, mpq_db_job_status_name(j.status), model, done_s, total_s, failed_s,
                (long long)j.seed, j.created_at, j.updated_at);
         if (j.finished_at[0]) printf("finished  %s\n", j.finished_at);
+        if (held)
+            printf("runner    pid %lld on host %s since %s, last heartbeat %s%s\n", (long long)lease.pid, lease.host,
+                   lease.started_at, lease.heartbeat_at,
+                   lease.live ? "" : " (gone: the next run or resume takes the job over)");
         printf("version   mpq %s\nspec      sha256 %s\n\n", j.mpq_version, j.spec_sha256);
         cli_print_table(stdout, prog);
     }

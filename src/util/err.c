@@ -56,6 +56,7 @@ const char *mpq_status_str(mpq_status status) {
     case MPQ_ERR_INTERRUPTED: return "interrupted";
     case MPQ_ERR_INFEASIBLE: return "infeasible";
     case MPQ_ERR_NOTFOUND: return "not found";
+    case MPQ_ERR_BUSY: return "busy";
     }
     return "unknown status";
 }

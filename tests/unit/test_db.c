@@ -2,7 +2,9 @@
  * test_db.c - the results database (db/, include/mpq/mpq_db.h): create/migrate/reopen,
  * refusal of newer schemas and hostile files (file left byte-identical), job identity,
  * atomic unit commits, the read-only query runner, WAL reader/writer concurrency,
- * solutions/frontiers/evaluations/reports, integrity after use.
+ * solutions/frontiers/evaluations/reports, integrity after use, job leases (acquire,
+ * refuse, take over from a dead, reused-pid or stale other-host owner; 'interrupted' for
+ * readers), migration from schema 1, several processes creating one new file.
  *
  * The layer table is the real one of stories260K (from its llama2.c header in
  * MPQ_SHARED), and the stored per-layer numbers are the squared Frobenius norms of its
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mpq/mpq.h"
@@ -25,6 +28,7 @@
 
 /* Test hook in db/db.c: raw SQL on a file, bypassing mpq (to build hostile files). */
 mpq_status mpq_db_test_raw_exec(const char *path, const char *sql, mpq_err *err);
+mpq_status mpq_db_test_create_version(const char *path, int version, mpq_err *err);
 
 /* ---- the real model: stories260K layer table and per-layer weight norms ------------- */
 
@@ -243,7 +247,7 @@ START_TEST(test_create_migrate) {
     mpq_db_close(db);
     /* Re-opening does not re-apply the migration. */
     db = open_ok(p, MPQ_DB_READWRITE);
-    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), 1);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), MPQ_DB_SCHEMA_VERSION);
     mpq_db_close(db);
 }
 END_TEST
@@ -362,8 +366,8 @@ START_TEST(test_newer_schema_refused) {
         ck_assert_int_eq(mpq_db_open(p, modes[i], &x, &err), MPQ_ERR_UNSUPPORTED);
         ck_assert_ptr_null(x);
         char want[1200];
-        snprintf(want, sizeof want, "%s: schema version 9 is newer than this mpq supports (1); upgrade mpq",
-                 p);
+        snprintf(want, sizeof want, "%s: schema version 9 is newer than this mpq supports (%d); upgrade mpq",
+                 p, MPQ_DB_SCHEMA_VERSION);
         ck_assert_str_eq(err.msg, want);
         sha_of(p, after);
         ck_assert_str_eq(before, after);
@@ -880,6 +884,190 @@ START_TEST(test_solutions_reports) {
 }
 END_TEST
 
+
+/* ---- job leases, migration from schema 1, concurrent creation ----------------------- */
+
+static void raw(const char *p, const char *sql) {
+    mpq_err err = {0};
+    ck_assert_msg(mpq_db_test_raw_exec(p, sql, &err) == MPQ_OK, "%s: %s", sql, err.msg);
+}
+
+static mpq_db_job_status job_status(mpq_db *db, int64_t id) {
+    mpq_db_job j;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_db_job_get(db, id, &j, &err) == MPQ_OK, "%s", err.msg);
+    return j.status;
+}
+
+/* A pid that no process has: a child that has exited and been reaped. */
+static pid_t dead_pid(void) {
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) _exit(0);
+    ck_assert_int_eq(waitpid(p, NULL, 0), p);
+    return p;
+}
+
+START_TEST(test_lease) {
+    mk_dir();
+    const char *p = tpath("lease.db");
+    fixture f = {0};
+    mpq_err err = {0};
+    mpq_db *a = open_ok(p, MPQ_DB_CREATE), *b = open_ok(p, MPQ_DB_READWRITE);
+    fill(a, &f, false);
+    ck_assert_int_eq(mpq_db_job_set_status(a, f.job_id, MPQ_DB_JOB_RUNNING, &err), MPQ_OK);
+    /* running without any lease: a killed runner of a file migrated from schema 1 */
+    ck_assert_int_eq(job_status(b, f.job_id), MPQ_DB_JOB_INTERRUPTED);
+
+    mpq_db_lease la, lb, prev;
+    ck_assert_msg(mpq_db_lease_acquire(a, f.job_id, &la, &prev, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(strlen(la.token), 32);
+    ck_assert_int_eq(la.pid, (int64_t)getpid());
+    ck_assert(la.live);
+    ck_assert_int_eq(prev.pid, 0);
+    ck_assert_str_eq(la.job, "s260k");
+    ck_assert_int_eq(job_status(b, f.job_id), MPQ_DB_JOB_RUNNING);
+
+    /* a second runner (another handle, even of this process) is refused, naming the holder */
+    ck_assert_int_eq(mpq_db_lease_acquire(b, f.job_id, &lb, NULL, &err), MPQ_ERR_BUSY);
+    char want[256];
+    snprintf(want, sizeof want, "job 's260k' is being run by pid %lld on host %s since %s", (long long)getpid(),
+             la.host, la.started_at);
+    ck_assert_msg(strstr(err.msg, want) && strstr(err.msg, p), "%s", err.msg);
+    ck_assert_int_eq(mpq_db_lease_heartbeat(a, &la, &err), MPQ_OK);
+
+    /* release, then b holds it: a's heartbeat now reports the lease lost, naming b */
+    ck_assert_int_eq(mpq_db_lease_release(a, &la, &err), MPQ_OK);
+    ck_assert_int_eq(q_int(a, "SELECT count(*) FROM job_leases"), 0);
+    ck_assert_int_eq(mpq_db_lease_acquire(b, f.job_id, &lb, &prev, &err), MPQ_OK);
+    ck_assert_int_eq(prev.pid, 0);
+    ck_assert_int_eq(mpq_db_lease_heartbeat(a, &la, &err), MPQ_ERR_BUSY);
+    ck_assert_msg(strstr(err.msg, "was taken over"), "%s", err.msg);
+    ck_assert_int_eq(mpq_db_lease_release(a, &la, &err), MPQ_OK); /* not ours: nothing happens */
+    ck_assert_int_eq(q_int(a, "SELECT count(*) FROM job_leases"), 1);
+    mpq_db_close(b);
+
+    /* a dead owner (killed: pid gone) is interrupted to readers and taken over */
+    char sql[256];
+    pid_t dp = dead_pid();
+    snprintf(sql, sizeof sql, "UPDATE job_leases SET pid=%d, pid_start=NULL, token='dead'", (int)dp);
+    raw(p, sql);
+    mpq_db *ro = open_ok(p, MPQ_DB_READONLY);
+    ck_assert_int_eq(job_status(ro, f.job_id), MPQ_DB_JOB_INTERRUPTED);
+    bool held = false;
+    ck_assert_int_eq(mpq_db_lease_get(ro, f.job_id, &lb, &held, &err), MPQ_OK);
+    ck_assert(held && !lb.live && lb.pid == dp);
+    ck_assert_int_eq(q_int(ro, "SELECT count(*) FROM jobs WHERE status='running'"), 1); /* not rewritten */
+    ck_assert_int_eq(mpq_db_lease_acquire(ro, f.job_id, &lb, NULL, &err), MPQ_ERR_INVALID);
+    ck_assert_msg(mpq_db_lease_acquire(a, f.job_id, &la, &prev, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(prev.pid, dp);
+    ck_assert_str_eq(prev.token, "dead");
+    ck_assert_int_eq(job_status(ro, f.job_id), MPQ_DB_JOB_RUNNING);
+
+    /* our pid with another start time: the pid was reused, the owner is dead */
+    raw(p, "UPDATE job_leases SET pid_start=pid_start+12345, token='reused'");
+    ck_assert_int_eq(job_status(ro, f.job_id), MPQ_DB_JOB_INTERRUPTED);
+    ck_assert_int_eq(mpq_db_lease_acquire(a, f.job_id, &la, &prev, &err), MPQ_OK);
+    ck_assert_str_eq(prev.token, "reused");
+
+    /* another host: live while the heartbeat is younger than the timeout */
+    raw(p, "UPDATE job_leases SET host='elsewhere.example', pid=1, pid_start=NULL, token='far',"
+           " heartbeat_at=strftime('%Y-%m-%dT%H:%M:%fZ','now','-30 seconds')");
+    ck_assert_int_eq(job_status(ro, f.job_id), MPQ_DB_JOB_RUNNING);
+    ck_assert_int_eq(mpq_db_lease_acquire(a, f.job_id, &la, NULL, &err), MPQ_ERR_BUSY);
+    ck_assert_msg(strstr(err.msg, "pid 1 on host elsewhere.example since") &&
+                      strstr(err.msg, "taken over once its heartbeat is 600 s old"),
+                  "%s", err.msg);
+    snprintf(sql, sizeof sql,
+             "UPDATE job_leases SET heartbeat_at=strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ','now','-%d seconds')",
+             MPQ_DB_LEASE_TIMEOUT_S + 1);
+    raw(p, sql);
+    ck_assert_int_eq(job_status(ro, f.job_id), MPQ_DB_JOB_INTERRUPTED);
+    ck_assert_int_eq(mpq_db_lease_acquire(a, f.job_id, &la, &prev, &err), MPQ_OK);
+    ck_assert_str_eq(prev.host, "elsewhere.example");
+
+    /* deleting the job deletes its lease */
+    ck_assert_int_eq(mpq_db_job_delete(a, f.job_id, &err), MPQ_OK);
+    ck_assert_int_eq(q_int(a, "SELECT count(*) FROM job_leases"), 0);
+    mpq_db_close(ro);
+    mpq_db_close(a);
+}
+END_TEST
+
+START_TEST(test_migrate_from_1) {
+    mk_dir();
+    const char *p = tpath("v1.db");
+    mpq_err err = {0};
+    ck_assert_msg(mpq_db_test_create_version(p, 1, &err) == MPQ_OK, "%s", err.msg);
+    raw(p, "INSERT INTO models(id, sha256) VALUES(1, 'aa');"
+           "INSERT INTO jobs(id, name, spec_json, spec_sha256, model_id, status) VALUES(1, 'old', '{}', 'bb', 1,"
+           " 'running');"
+           "INSERT INTO units(job_id, stage, key, status) VALUES(1, 'weight_error', 'k', 'done');");
+    char before[65], after[65];
+    sha_of(p, before);
+    /* read-only: version 1 as it is, nothing written, status as stored (no leases to judge) */
+    mpq_db *ro = open_ok(p, MPQ_DB_READONLY);
+    ck_assert_int_eq(mpq_db_schema_version(ro), 1);
+    ck_assert_int_eq(job_status(ro, 1), MPQ_DB_JOB_RUNNING);
+    mpq_db_lease l;
+    bool held = true;
+    ck_assert_int_eq(mpq_db_lease_get(ro, 1, &l, &held, &err), MPQ_OK);
+    ck_assert(!held);
+    mpq_db_table *t = NULL;
+    ck_assert_int_eq(mpq_db_report_table(ro, MPQ_DB_REPORT_JOBS, NULL, &t, &err), MPQ_OK);
+    ck_assert_str_eq(t->cells[2], "running");
+    mpq_db_table_free(t);
+    mpq_db_close(ro);
+    sha_of(p, after);
+    ck_assert_str_eq(before, after);
+    /* writable: migrated to the current version, data kept, the lease-less running job is interrupted */
+    mpq_db *db = open_ok(p, MPQ_DB_READWRITE);
+    ck_assert_int_eq(mpq_db_schema_version(db), MPQ_DB_SCHEMA_VERSION);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), MPQ_DB_SCHEMA_VERSION);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name='job_leases'"), 1);
+    ck_assert_int_eq(q_int(db, "SELECT count(*) FROM units WHERE status='done'"), 1);
+    ck_assert_int_eq(job_status(db, 1), MPQ_DB_JOB_INTERRUPTED);
+    ck_assert_int_eq(mpq_db_report_table(db, MPQ_DB_REPORT_JOBS, NULL, &t, &err), MPQ_OK);
+    ck_assert_str_eq(t->cells[2], "interrupted");
+    mpq_db_table_free(t);
+    ck_assert_int_eq(mpq_db_lease_acquire(db, 1, &l, NULL, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_db_check(db, &err), MPQ_OK);
+    mpq_db_close(db);
+}
+END_TEST
+
+/* Several processes creating the same new file at once all succeed; the schema is made once. */
+START_TEST(test_create_race) {
+    mk_dir();
+    for (int round = 0; round < 5; round++) {
+        char name[32];
+        snprintf(name, sizeof name, "race%d.db", round);
+        const char *p = tpath(name);
+        pid_t kids[4];
+        for (int k = 0; k < 4; k++) {
+            kids[k] = fork();
+            ck_assert_int_ge(kids[k], 0);
+            if (kids[k] == 0) {
+                mpq_db *x = NULL;
+                mpq_err e = {0};
+                mpq_status s = mpq_db_open(p, MPQ_DB_CREATE, &x, &e);
+                if (s != MPQ_OK) fprintf(stderr, "child %d: %s\n", k, e.msg);
+                mpq_db_close(x);
+                _exit(s == MPQ_OK ? 0 : 10 + (int)s);
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            int wst = 0;
+            ck_assert_int_eq(waitpid(kids[k], &wst, 0), kids[k]);
+            ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "round %d child %d: status %d", round, k, wst);
+        }
+        mpq_db *db = open_ok(p, MPQ_DB_READONLY);
+        ck_assert_int_eq(q_int(db, "SELECT count(*) FROM schema_version"), MPQ_DB_SCHEMA_VERSION);
+        mpq_db_close(db);
+    }
+}
+END_TEST
+
 static Suite *db_suite(void) {
     Suite *s = suite_create("db");
     TCase *tc = tcase_create("core");
@@ -896,6 +1084,9 @@ static Suite *db_suite(void) {
     tcase_add_test(tc, test_query_readonly);
     tcase_add_test(tc, test_concurrent_reader);
     tcase_add_test(tc, test_solutions_reports);
+    tcase_add_test(tc, test_lease);
+    tcase_add_test(tc, test_migrate_from_1);
+    tcase_add_test(tc, test_create_race);
     suite_add_tcase(s, tc);
     return s;
 }
