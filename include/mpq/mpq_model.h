@@ -120,6 +120,10 @@ typedef struct mpq_model mpq_model;
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
 void mpq_model_free(mpq_model *m); /* accepts NULL */
 
+/* True when path is a regular file starting with "GGUF" (a FIFO or directory is never opened).
+ * A GGUF model carries its tokenizer: mpq_tokenizer_load(path, ...) reads it. */
+bool mpq_model_file_is_gguf(const char *path);
+
 /* A model without weights ("shape only"): the configuration cfg (head_dim as given), the
  * linear layer table layers[n_linear] (copied, names and kinds as stored) and the total
  * parameter count n_params; path is recorded for messages and never opened. This is what a

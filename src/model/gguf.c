@@ -173,6 +173,8 @@ bool mpq_gguf_sniff(const char *path) {
     return ok;
 }
 
+bool mpq_model_file_is_gguf(const char *path) { return mpq_gguf_sniff(path); }
+
 void mpq_gguf_close(mpq_gguf_file *f) {
     if (!f) return;
     for (int i = 0; i < f->n_kv; i++) free(f->kvs[i].key);
