@@ -423,7 +423,6 @@ mpq_status mpq_gguf_get_int(const mpq_gguf_file *f, const char *key, int64_t lo,
     if (!kv) return absent(f, key, found, err);
     const unsigned char *p = f->map + kv->off;
     int64_t v;
-    bool neg_ok = true;
     switch (kv->type) {
     case MPQ_GGUF_U8: v = p[0]; break;
     case MPQ_GGUF_I8: v = (int8_t)p[0]; break;
@@ -435,7 +434,6 @@ mpq_status mpq_gguf_get_int(const mpq_gguf_file *f, const char *key, int64_t lo,
         uint64_t x;
         memcpy(&x, p, 8);
         v = x > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)x;
-        neg_ok = false;
         break;
     }
     case MPQ_GGUF_I64: memcpy(&v, p, 8); break;
@@ -443,7 +441,6 @@ mpq_status mpq_gguf_get_int(const mpq_gguf_file *f, const char *key, int64_t lo,
         return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: key %s: expected an integer, got %s", f->path, key,
                            vtype_name(kv->type));
     }
-    (void)neg_ok;
     if (v < lo || v > hi)
         return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: key %s: %lld is outside %lld..%lld", f->path, key, (long long)v,
                            (long long)lo, (long long)hi);
