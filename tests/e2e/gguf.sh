@@ -47,7 +47,7 @@ job "$BIN" "\"tokenizer\": \"$TOK\"," >"$T/bin-job.json"
 job "$G/sotu-2.7M-f32.gguf" "" >"$T/gguf-job.json"
 "$MPQ" run "$T/bin-job.json" --db "$T/bin.db" --quiet >"$T/run.out" 2>&1 || { cat "$T/run.out"; fail "run .bin"; }
 "$MPQ" run "$T/gguf-job.json" --db "$T/gguf.db" --quiet >"$T/run.out" 2>&1 || { cat "$T/run.out"; fail "run .gguf"; }
-# layer, candidate, metric, value, stderr, n (the provenance names the model file)
+# layer, candidate, metric, value, stderr, n (the provenance holds the model file's sha256, which differs)
 dump "$T/bin.db" | cut -d'|' -f1-6 >"$T/bin.metrics"
 dump "$T/gguf.db" | cut -d'|' -f1-6 >"$T/gguf.metrics"
 n=$(wc -l <"$T/bin.metrics")
