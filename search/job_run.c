@@ -146,6 +146,7 @@ static const char *format_name(mpq_model_format f) {
     case MPQ_MODEL_FORMAT_LLAMA2C_LEGACY: return "llama2c-legacy";
     case MPQ_MODEL_FORMAT_LLAMA2C_V1: return "llama2c-v1";
     case MPQ_MODEL_FORMAT_HF: return "hf";
+    case MPQ_MODEL_FORMAT_GGUF: return "gguf";
     }
     return "unknown";
 }

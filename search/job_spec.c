@@ -168,6 +168,11 @@ static mpq_status get_path(const char *src, const char *key, const cJSON *v, boo
     return MPQ_OK;
 }
 
+static bool ends_with_gguf(const char *path) {
+    size_t n = strlen(path);
+    return n >= 5 && strcmp(path + n - 5, ".gguf") == 0;
+}
+
 static bool is_text_data(const char *path) {
     size_t n = strlen(path);
     return !(n >= 4 && (strcmp(path + n - 4, ".u16") == 0 || strcmp(path + n - 4, ".u32") == 0));
@@ -619,6 +624,9 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "evaluation")) &&
         (st = parse_data(src, "evaluation", v, false, s->seed + 1, stored, &s->eval, err)) != MPQ_OK)
         goto done;
+    if (!s->tokenizer && (is_text_data(s->calib.data) || (s->eval.data && is_text_data(s->eval.data))) &&
+        (ends_with_gguf(s->model) || mpq_model_file_is_gguf(s->model)) && !(s->tokenizer = dupstr(s->model)))
+        goto oom; /* a GGUF model carries its tokenizer: the spec then names the model file as tokenizer */
     if (!s->tokenizer && (is_text_data(s->calib.data) || (s->eval.data && is_text_data(s->eval.data)))) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: tokenizer: missing, and %s is text (not .u16/.u32 tokens)", src,
                          is_text_data(s->calib.data) ? "calibration.data" : "evaluation.data");

@@ -86,6 +86,7 @@ static mpq_arch arch_parse(const char *s) {
 static mpq_model_format format_parse(const char *s) {
     if (strcmp(s, "llama2c-v1") == 0) return MPQ_MODEL_FORMAT_LLAMA2C_V1;
     if (strcmp(s, "hf") == 0) return MPQ_MODEL_FORMAT_HF;
+    if (strcmp(s, "gguf") == 0) return MPQ_MODEL_FORMAT_GGUF;
     return MPQ_MODEL_FORMAT_LLAMA2C_LEGACY;
 }
 

@@ -3,7 +3,9 @@
  *
  * Loads llama2.c checkpoints (legacy 7-int header, versioned "ak42" v1 fp32) and
  * Hugging Face directories (config.json + model.safetensors, or sharded with
- * model.safetensors.index.json; Llama / Mistral / Qwen2; F32, F16, BF16 -> F32).
+ * model.safetensors.index.json; Llama / Mistral / Qwen2; F32, F16, BF16 -> F32) and GGUF
+ * files of llama-architecture models (F32, F16, BF16, Q8_0 tensors -> F32; other ggml types
+ * are refused), whose tokenizer mpq_tokenizer_load also reads.
  *
  *     mpq_model *m = NULL;
  *     mpq_err err = {0};
@@ -38,7 +40,8 @@ typedef enum mpq_arch {
 typedef enum mpq_model_format {
     MPQ_MODEL_FORMAT_LLAMA2C_LEGACY = 0,
     MPQ_MODEL_FORMAT_LLAMA2C_V1,
-    MPQ_MODEL_FORMAT_HF
+    MPQ_MODEL_FORMAT_HF,
+    MPQ_MODEL_FORMAT_GGUF
 } mpq_model_format;
 
 typedef struct mpq_model_config {
@@ -56,7 +59,7 @@ typedef struct mpq_model_config {
     bool qkv_bias;     /* q/k/v projections have biases (Qwen2) */
     mpq_arch arch;
     mpq_model_format format;
-    char source_dtype[8]; /* "F32", "F16", "BF16" as stored in the file */
+    char source_dtype[8]; /* "F32", "F16", "BF16" (GGUF: also "Q8_0") as stored in the file */
 } mpq_model_config;
 
 /* One transformer block's parameters; all pointers borrowed from an mpq_weights block. */
@@ -109,12 +112,17 @@ typedef struct mpq_layer_info {
 
 typedef struct mpq_model mpq_model;
 
-/* Loads a model: a regular file is read as a llama2.c checkpoint, a directory as a
- * Hugging Face model. On success *out owns the model (free with mpq_model_free).
+/* Loads a model: a directory is read as a Hugging Face model, a regular file that starts with
+ * "GGUF" as a GGUF file (general.architecture "llama"; q/k rows are already in llama2.c's
+ * interleaved RoPE order there), any other file as a llama2.c checkpoint. On success *out owns the model (free with mpq_model_free).
  * Returns MPQ_ERR_IO, MPQ_ERR_FORMAT (message names the file and the problem),
  * MPQ_ERR_UNSUPPORTED or MPQ_ERR_NOMEM. */
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
 void mpq_model_free(mpq_model *m); /* accepts NULL */
+
+/* True when path is a regular file starting with "GGUF" (a FIFO or directory is never opened).
+ * A GGUF model carries its tokenizer: mpq_tokenizer_load(path, ...) reads it. */
+bool mpq_model_file_is_gguf(const char *path);
 
 /* A model without weights ("shape only"): the configuration cfg (head_dim as given), the
  * linear layer table layers[n_linear] (copied, names and kinds as stored) and the total

@@ -29,7 +29,10 @@ extern "C" {
 
 typedef struct mpq_tokenizer mpq_tokenizer;
 
-/* Loads a llama2.c tokenizer.bin. vocab_size > 0: read exactly that many pieces and require the
+/* Loads a llama2.c tokenizer.bin, or the tokenizer.ggml.* vocabulary of a GGUF file (a regular
+ * file starting with "GGUF"; tokenizer.ggml.model "llama", i.e. sentencepiece pieces and scores;
+ * U+2581 read as a space, BOS/EOS pieces as llama2.c's export writes them, ids 0/1/2 and byte
+ * pieces at 3..258 required, else MPQ_ERR_UNSUPPORTED). vocab_size > 0: read exactly that many pieces and require the
  * file to end there; 0: read pieces until the end of the file. On success *out is owned by the
  * caller (mpq_tokenizer_free). Returns MPQ_ERR_IO (open/read), MPQ_ERR_FORMAT (truncated file,
  * negative or oversized length, trailing bytes; the message names the file, piece and byte

@@ -28,9 +28,10 @@ static const char *eval_help =
     "figure; with a quantized KV cache such a last-bit change can move a K or V element to\n"
     "the neighbouring quantization level, so KL and ppl can differ from the 3rd to 5th digit.\n"
     "\n"
-    "  -m, --model PATH        llama2.c checkpoint or Hugging Face directory\n"
+    "  -m, --model PATH        llama2.c checkpoint, Hugging Face directory or GGUF file\n"
     "  -d, --data PATH         text file (tokenized with --tokenizer), or .u16 / .u32 token file\n"
-    "  -t, --tokenizer PATH    llama2.c tokenizer.bin (needed for text data)\n"
+    "  -t, --tokenizer PATH    llama2.c tokenizer.bin or GGUF file (needed for text data;\n"
+    "                          default for a GGUF model: the model file's own tokenizer)\n"
     "  -c, --config PATH       quantized config (JSON, see README)\n"
     "  -w, --weights CAND      quantize every linear layer with CAND (e.g. int4g32)\n"
     "  -k, --kv PAIR           quantize every layer's KV cache with PAIR (e.g. k4v2)\n"
@@ -173,7 +174,11 @@ static mpq_status eval_load(const eval_args *a, eval_ctx *c, eval_result *r, mpq
     mpq_status st;
     if ((st = mpq_model_load(a->model, &c->m, err)) != MPQ_OK) return st;
     const mpq_model_config *mc = mpq_model_get_config(c->m);
-    if (a->tokenizer && (st = mpq_tokenizer_load(a->tokenizer, mc->vocab_size, &c->tok, err)) != MPQ_OK) return st;
+    /* a GGUF model carries its tokenizer: used for text data when --tokenizer is not given */
+    size_t dl = strlen(a->data);
+    bool text = !(dl >= 4 && (strcmp(a->data + dl - 4, ".u16") == 0 || strcmp(a->data + dl - 4, ".u32") == 0));
+    const char *tp = a->tokenizer ? a->tokenizer : (text && mc->format == MPQ_MODEL_FORMAT_GGUF) ? a->model : NULL;
+    if (tp && (st = mpq_tokenizer_load(tp, mc->vocab_size, &c->tok, err)) != MPQ_OK) return st;
     mpq_data_opts dopt = mpq_data_opts_default();
     dopt.vocab_size = mc->vocab_size;
     if ((st = mpq_data_load(a->data, c->tok, &dopt, &c->d, err)) != MPQ_OK) return st;

@@ -17,15 +17,16 @@ static const char *inspect_help =
     "       mpq inspect --tokenizer TOK [--encode TEXT]\n"
     "       mpq inspect --data FILE [--tokenizer TOK]\n"
     "\n"
-    "Prints the configuration of MODEL (a llama2.c checkpoint file or a Hugging Face\n"
-    "directory with config.json + model.safetensors) and its table of quantizable linear\n"
-    "layers: stable name, HF alias, block, kind, rows (out), cols (in), parameters.\n"
+    "Prints the configuration of MODEL (a llama2.c checkpoint file, a Hugging Face\n"
+    "directory with config.json + model.safetensors, or a GGUF file) and its table of\n"
+    "quantizable linear layers: stable name, HF alias, block, kind, rows (out), cols (in),\n"
+    "parameters.\n"
     "With --tokenizer: the vocabulary size and first pieces, or the ids of --encode TEXT\n"
     "(with BOS). With --data: the token count, SHA-256, BOS count and id range of a text\n"
     "file (tokenized with --tokenizer) or a .u16 / .u32 token file.\n"
     "\n"
     "      --json             print one JSON object instead of the text table (MODEL)\n"
-    "  -t, --tokenizer TOK    llama2.c tokenizer.bin\n"
+    "  -t, --tokenizer TOK    llama2.c tokenizer.bin, or a GGUF file (its own tokenizer)\n"
     "  -e, --encode TEXT      with --tokenizer: print the ids of TEXT and their pieces\n"
     "  -d, --data FILE        a data file\n"
     "  -h, --help             this help\n"
@@ -46,6 +47,7 @@ static const char *format_name(mpq_model_format f) {
     case MPQ_MODEL_FORMAT_LLAMA2C_LEGACY: return "llama2c-legacy";
     case MPQ_MODEL_FORMAT_LLAMA2C_V1: return "llama2c-v1";
     case MPQ_MODEL_FORMAT_HF: return "hf";
+    case MPQ_MODEL_FORMAT_GGUF: return "gguf";
     }
     return "?";
 }

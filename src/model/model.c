@@ -6,6 +6,7 @@
  * Reference: include/mpq/mpq_model.h (contract); llama2.c run.c memory_map_weights (layout idea).
  */
 #include "model/model_internal.h"
+#include "model/gguf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,7 @@ mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err) {
     if (!path || !*path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_load: empty path");
     if (stat(path, &sb) != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot stat (no such file or directory?)", path);
     if (S_ISDIR(sb.st_mode)) return mpq_model_load_hf(path, out, err);
+    if (mpq_gguf_sniff(path)) return mpq_model_load_gguf(path, out, err);
     return mpq_model_load_llama2c(path, out, err);
 }
 

@@ -4,6 +4,8 @@
  * Lookup is a bsearch over pieces sorted by (bytes, id); with duplicate pieces the lowest id wins.
  */
 #include "mpq/mpq_tokenizer.h"
+#include "model/gguf.h"
+#include "model/tokenizer_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,61 @@ int mpq_tokenizer_lookup(const mpq_tokenizer *t, const char *s) {
     return -1;
 }
 
+/* Completes a tokenizer whose pieces, lens, scores and sorted entries are filled: checks the
+ * size, sorts the lookup table, builds the byte strings. Every constructor ends here. */
+static mpq_status finish(mpq_tokenizer *t, const char *what, mpq_err *err) {
+    if (t->n_vocab < 3 + 256) /* byte fallback (+3) needs ids 3..258 */
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %d pieces; a byte-fallback vocabulary needs at least 259", what,
+                           t->n_vocab);
+    qsort(t->sorted, (size_t)t->n_vocab, sizeof *t->sorted, cmp_sorted);
+    for (int i = 0; i < 256; i++) {
+        t->bytes[2 * i] = (char)i;
+        t->bytes[2 * i + 1] = '\0';
+    }
+    return MPQ_OK;
+}
+
+mpq_status mpq_tokenizer_from_pieces(const char *const *pieces, const size_t *lens, const float *scores, int n,
+                                     const char *what, mpq_tokenizer **out, mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_tokenizer *t = NULL;
+    *out = NULL;
+    if (n < 0 || !pieces || !lens || !scores) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: no pieces", what);
+    t = mpq_calloc(1, sizeof *t);
+    if (!t) goto nomem;
+    size_t cap = n > 0 ? (size_t)n : 1;
+    t->pieces = mpq_calloc(cap, sizeof *t->pieces);
+    t->lens = mpq_calloc(cap, sizeof *t->lens);
+    t->scores = mpq_calloc(cap, sizeof *t->scores);
+    t->sorted = mpq_calloc(cap, sizeof *t->sorted);
+    if (!t->pieces || !t->lens || !t->scores || !t->sorted) goto nomem;
+    for (int i = 0; i < n; i++) {
+        if (lens[i] > (size_t)INT32_MAX - 1) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: piece %d of %zu bytes is too long", what, i, lens[i]);
+            goto done;
+        }
+        t->pieces[i] = malloc(lens[i] + 1);
+        if (!t->pieces[i]) goto nomem;
+        memcpy(t->pieces[i], pieces[i], lens[i]);
+        t->pieces[i][lens[i]] = '\0';
+        t->lens[i] = (int)strlen(t->pieces[i]); /* as C strings, like the tokenizer.bin loader */
+        t->scores[i] = scores[i];
+        if (t->lens[i] > t->max_len) t->max_len = t->lens[i];
+        t->sorted[i].str = t->pieces[i];
+        t->sorted[i].id = i;
+        t->n_vocab++;
+    }
+    if ((st = finish(t, what, err)) != MPQ_OK) goto done;
+    *out = t;
+    t = NULL;
+    goto done;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", what);
+done:
+    mpq_tokenizer_free(t);
+    return st;
+}
+
 static bool rd(const unsigned char *buf, size_t size, size_t *pos, void *dst, size_t n) {
     if (size - *pos < n) return false;
     memcpy(dst, buf + *pos, n);
@@ -74,6 +131,7 @@ mpq_status mpq_tokenizer_load(const char *path, int vocab_size, mpq_tokenizer **
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_tokenizer_load: out is NULL");
     *out = NULL;
     if (vocab_size < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: vocab_size %d < 0", path, vocab_size);
+    if (mpq_gguf_sniff(path)) return mpq_tokenizer_load_gguf(path, vocab_size, out, err);
     f = fopen(path, "rb");
     if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -135,17 +193,7 @@ mpq_status mpq_tokenizer_load(const char *path, int vocab_size, mpq_tokenizer **
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %zu trailing bytes after %d pieces", path, size - pos, t->n_vocab);
         goto done;
     }
-    if (t->n_vocab < 3 + 256) {
-        /* byte fallback (+3) needs ids 3..258 */
-        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %d pieces; a byte-fallback vocabulary needs at least 259", path,
-                         t->n_vocab);
-        goto done;
-    }
-    qsort(t->sorted, (size_t)t->n_vocab, sizeof *t->sorted, cmp_sorted);
-    for (int i = 0; i < 256; i++) {
-        t->bytes[2 * i] = (char)i;
-        t->bytes[2 * i + 1] = '\0';
-    }
+    if ((st = finish(t, path, err)) != MPQ_OK) goto done;
     *out = t;
     t = NULL;
     goto done;
