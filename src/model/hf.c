@@ -8,6 +8,7 @@
  * Reference: transformers LlamaConfig / Qwen2Config field names and defaults.
  */
 #include "model/model_internal.h"
+#include "util/file.h"
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -32,10 +33,10 @@ typedef struct hf_ctx {
 static mpq_status read_text(const char *path, char **out, size_t *len, mpq_err *err) {
     mpq_status st = MPQ_OK;
     char *buf = NULL;
-    FILE *f = fopen(path, "rb");
+    FILE *f = NULL;
     struct stat sb;
     *out = NULL;
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) return st;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_JSON) {
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: not a regular file of at most %zu bytes", path, MAX_JSON);
         goto done;

@@ -6,6 +6,7 @@
  * (legacy_export, version1_export). Files are little-endian, like the hosts we run on.
  */
 #include "model/model_internal.h"
+#include "util/file.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,11 +62,7 @@ mpq_status mpq_model_load_llama2c(const char *path, mpq_model **out, mpq_err *er
 
     *out = NULL;
     memset(&c, 0, sizeof c);
-    r.f = fopen(path, "rb");
-    if (!r.f) {
-        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
-        goto done;
-    }
+    if ((st = mpq_file_fopen_regular(path, &r.f, err)) != MPQ_OK) goto done;
     if (fstat(fileno(r.f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;

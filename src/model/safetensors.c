@@ -164,11 +164,7 @@ mpq_status mpq_st_open(const char *path, mpq_st_file **out, mpq_err *err) {
     f = mpq_calloc(1, sizeof *f);
     if (!f || !(f->path = malloc(strlen(path) + 1))) goto nomem;
     memcpy(f->path, path, strlen(path) + 1);
-    fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
-        goto done;
-    }
+    if ((st = mpq_file_open_regular(path, &fd, err)) != MPQ_OK) goto done;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;

@@ -4,6 +4,7 @@
  * Lookup is a bsearch over pieces sorted by (bytes, id); with duplicate pieces the lowest id wins.
  */
 #include "mpq/mpq_tokenizer.h"
+#include "util/file.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,8 +75,7 @@ mpq_status mpq_tokenizer_load(const char *path, int vocab_size, mpq_tokenizer **
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_tokenizer_load: out is NULL");
     *out = NULL;
     if (vocab_size < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: vocab_size %d < 0", path, vocab_size);
-    f = fopen(path, "rb");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) return st;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;
