@@ -253,11 +253,11 @@ static mpq_status load_tensor(const hf_ctx *h, const char *name, int64_t rows, i
                            (long long)rows, (long long)cols);
     }
     if (perm_heads == 0) {
-        mpq_st_read_f32(f, t, dst);
-        return MPQ_OK;
+        return mpq_st_read_f32(f, t, dst, err);
     }
     size_t rc = cols == 0 ? 1 : (size_t)cols, half = (size_t)head_dim / 2;
-    mpq_st_read_f32(f, t, tmp);
+    mpq_status st = mpq_st_read_f32(f, t, tmp, err);
+    if (st != MPQ_OK) return st;
     for (size_t hh = 0; hh < (size_t)perm_heads; hh++)
         for (size_t p = 0; p < half; p++)
             for (size_t c = 0; c < 2; c++) {

@@ -8,6 +8,7 @@
 #include "model/model_internal.h"
 #include "util/file.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,11 @@ static mpq_status read_floats(reader *r, float *dst, size_t n, const char *what,
     if (got != n)
         return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %s: short read at byte %zu (%zu of %zu floats)", r->path,
                            what, r->pos + got * sizeof(float), got, n);
+    /* a NaN or Inf weight makes every figure computed from the model meaningless */
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: tensor %s: element %zu (byte %zu) is %s; weights must be finite",
+                               r->path, what, i, r->pos + i * sizeof(float), isnan(dst[i]) ? "NaN" : dst[i] > 0 ? "+Inf" : "-Inf");
     r->pos += n * sizeof(float);
     return MPQ_OK;
 }
