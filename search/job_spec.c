@@ -5,6 +5,7 @@
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "mpq/mpq_job.h"
+#include "util/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -692,11 +693,11 @@ mpq_status mpq_job_spec_parse_stored(const char *json, const char *source, mpq_j
 mpq_status mpq_job_spec_load(const char *path, mpq_job_spec **out, mpq_err *err) {
     if (!path || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_job_spec_load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = NULL;
+    mpq_status st = mpq_file_fopen_regular(path, &f, err);
+    if (st != MPQ_OK) return st;
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    mpq_status st = MPQ_OK;
     for (;;) {
         if (n + 4096 + 1 > cap) {
             if (cap > ((size_t)16 << 20)) {

@@ -75,6 +75,13 @@ const char *mpq_version(void);
 /* Allocation helpers: zeroed, overflow-checked n*size; NULL on failure. Free with free(). */
 void *mpq_calloc(size_t n, size_t size);
 
+/* Opens path read-only if it is a regular file. A FIFO, device, socket or directory is refused
+ * at once (it is checked with fstat before any read, so a FIFO never blocks): MPQ_ERR_IO with
+ * "PATH: is a FIFO (named pipe), not a regular file; refusing to read it". A failed open is
+ * MPQ_ERR_IO with "PATH: cannot open for reading: <strerror>". On MPQ_OK *fd is a blocking
+ * descriptor the caller close()s; otherwise *fd is -1. */
+mpq_status mpq_file_open_regular(const char *path, int *fd, mpq_err *err);
+
 /* SHA-256 of a file as 64 lowercase hex chars + NUL in out[65]. */
 mpq_status mpq_sha256_file(const char *path, char out[65], mpq_err *err);
 /* SHA-256 of a buffer. */

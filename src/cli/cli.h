@@ -35,6 +35,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 #endif
     ;
 
+/* Writes text to path ("-": stdout, flushed) and closes the file; MPQ_ERR_IO naming the
+ * file and strerror when any write, the flush or the close fails (e.g. a full disk). */
+mpq_status cli_write_text(const char *path, const char *text, mpq_err *err);
+/* Flushes and closes stdout after command cmd returned rc: a failed or earlier lost write
+ * (ferror) prints "mpq CMD: stdout: write failed: REASON" and turns rc 0 into MPQ_EXIT_IO. */
+int cli_finish_stdout(const char *cmd, int rc);
+
 /* Parses a strictly positive / non-negative integer option; false on garbage. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 /* Parses a finite double (no NaN, infinity or overflow); false on garbage. */

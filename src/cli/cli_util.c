@@ -92,6 +92,34 @@ bool cli_json_add_string(cJSON *o, const char *key, const char *s) {
 
 bool cli_json_add_bool(cJSON *o, const char *key, bool v) { return o && add_item(o, key, cJSON_CreateBool(v)); }
 
+mpq_status cli_write_text(const char *path, const char *text, mpq_err *err) {
+    if (strcmp(path, "-") == 0) {
+        if (fputs(text, stdout) < 0 || fflush(stdout) != 0)
+            return mpq_err_set(err, MPQ_ERR_IO, "stdout: write failed: %s", strerror(errno));
+        return MPQ_OK;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    mpq_status st = MPQ_OK;
+    if (fputs(text, f) < 0 || fflush(f) != 0) st = mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (fclose(f) != 0 && st == MPQ_OK) st = mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    return st;
+}
+
+int cli_finish_stdout(const char *cmd, int rc) {
+    errno = 0;
+    bool failed = fflush(stdout) != 0;
+    int e = errno;
+    failed = ferror(stdout) || failed;
+    if (fclose(stdout) != 0 && !failed) {
+        failed = true;
+        e = errno;
+    }
+    if (!failed) return rc;
+    fprintf(stderr, "mpq %s: stdout: write failed: %s\n", cmd, e ? strerror(e) : "output lost");
+    return rc == MPQ_EXIT_OK ? MPQ_EXIT_IO : rc;
+}
+
 mpq_status cli_write_json(FILE *f, const char *name, cJSON *j, mpq_err *err) {
     char *s = j ? cJSON_Print(j) : NULL;
     if (!s) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for the JSON output", name);

@@ -261,6 +261,12 @@ static mpq_status eval_run(const eval_args *a, eval_ctx *c, eval_result *r, mpq_
 
 /* The result as a JSON object (NULL when out of memory). Paths and names are escaped by
  * cJSON; a NaN or infinite figure (e.g. from a model with non-finite weights) is null. */
+/* Top-1 agreement compares argmaxes, which mean nothing once a logit is NaN or Inf (the
+ * cross-entropies then are not finite): NaN, printed as "n/a" / null, rather than 1.0. */
+static double top1_or_nan(const eval_result *r) {
+    return isfinite(r->fp.ce) && isfinite(r->q.ce) ? r->q.top1 : NAN;
+}
+
 static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result *r) {
     cJSON *o = cJSON_CreateObject();
     bool ok = cli_json_add_string(o, "model", mpq_model_path(c->m)) && cli_json_add_string(o, "data", a->data) &&
@@ -285,7 +291,7 @@ static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result
         {"ce", r->q.ce},
         {"kl", r->q.kl_mean},
         {"kl_stderr", r->q.kl_se},
-        {"top1", r->q.top1},
+        {"top1", top1_or_nan(r)},
         {"avg_weight_bits", r->sizes.avg_weight_bits},
         {"weight_bytes", (double)r->sizes.total_weight_bytes},
         {"linear_bytes", (double)r->sizes.linear_bytes},
@@ -301,16 +307,27 @@ static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result
     return o;
 }
 
+/* v formatted with fmt, or "n/a" when it is not a number (NaN, Inf): text output never shows
+ * "nan" as if it were a figure. buf holds the result. */
+static const char *fig(char buf[48], const char *fmt, double v) {
+    if (!isfinite(v)) return "n/a";
+    snprintf(buf, 48, fmt, v);
+    return buf;
+}
+
 static void eval_print_text(const eval_args *a, const eval_ctx *c, const eval_result *r) {
+    char b[8][48];
     printf("model %s, data %s: %d windows x %d tokens (seed %ld, batch %d), %lld scored tokens\n",
            mpq_model_path(c->m), a->data, r->n_seqs, r->seq_len, a->seed, r->batch, (long long)r->q.n_tokens);
-    printf("fp         ppl %.4f  ce %.5f nats\n", r->fp.ppl, r->fp.ce);
+    printf("fp         ppl %s  ce %s nats\n", fig(b[0], "%.4f", r->fp.ppl), fig(b[1], "%.5f", r->fp.ce));
     if (r->quantized)
-        printf("quantized  ppl %.4f  ce %.5f nats  KL %.6g +- %.2g  top-1 agreement %.4f\n", r->q.ppl, r->q.ce,
-               r->q.kl_mean, r->q.kl_se, r->q.top1);
-    printf("weights    %.4f bits/weight (linear layers), %lld bytes total\n", r->sizes.avg_weight_bits,
+        printf("quantized  ppl %s  ce %s nats  KL %s +- %s  top-1 agreement %s\n", fig(b[2], "%.4f", r->q.ppl),
+               fig(b[3], "%.5f", r->q.ce), fig(b[4], "%.6g", r->q.kl_mean), fig(b[5], "%.2g", r->q.kl_se),
+               fig(b[6], "%.4f", top1_or_nan(r)));
+    printf("weights    %s bits/weight (linear layers), %lld bytes total\n", fig(b[7], "%.4f", r->sizes.avg_weight_bits),
            (long long)r->sizes.total_weight_bytes);
-    printf("kv cache   %.4f bits/element, %.1f bytes/token\n", r->sizes.avg_kv_bits, r->sizes.kv_bytes_per_token);
+    printf("kv cache   %s bits/element, %s bytes/token\n", fig(b[0], "%.4f", r->sizes.avg_kv_bits),
+           fig(b[1], "%.1f", r->sizes.kv_bytes_per_token));
 }
 
 /* Prints the result (text or --json) and writes --json-out. */
@@ -349,6 +366,9 @@ int cli_eval(int argc, char **argv) {
     if (st == MPQ_OK) st = eval_prepare(&a, &c, &r, &err);
     if (st == MPQ_OK) st = eval_run(&a, &c, &r, &err);
     if (st == MPQ_OK) st = eval_output(&a, &c, &r, &err);
+    if (st == MPQ_OK && !(isfinite(r.fp.ce) && (!r.quantized || isfinite(r.q.ce))))
+        fprintf(stderr, "mpq eval: warning: the model's logits are not finite (NaN or Inf), so perplexity, KL "
+                        "and top-1 agreement are not numbers (n/a)\n");
     eval_free(&c);
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("eval", st, &err);
 }

@@ -132,14 +132,7 @@ int cli_export(int argc, char **argv) {
     }
     if ((st = mpq_export_render(plan, f, &eo, &text, &notes, &err)) != MPQ_OK) goto done;
     bool to_stdout = strcmp(out, "-") == 0;
-    if (to_stdout) fputs(text, stdout);
-    else {
-        FILE *fo = fopen(out, "wb");
-        if (!fo || fputs(text, fo) < 0 || fclose(fo) != 0) {
-            st = mpq_err_set(&err, MPQ_ERR_IO, "%s: cannot write", out);
-            goto done;
-        }
-    }
+    if ((st = cli_write_text(out, text, &err)) != MPQ_OK) goto done;
     FILE *nf = to_stdout ? stderr : stdout;
     if (!to_stdout)
         fprintf(nf, "wrote %s (%s, %d layers, %d blocks%s%s%s)\n", out, mpq_export_format_name(f), plan->n_layers,

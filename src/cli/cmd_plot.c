@@ -67,12 +67,8 @@ int cli_plot(int argc, char **argv) {
     mpq_status st = mpq_db_open(dbpath ? dbpath : cli_default_db(), MPQ_DB_READONLY, &db, &err);
     if (st == MPQ_OK) st = mpq_plot_job(db, argv[optind], k, &po, &svg, &err);
     if (st == MPQ_OK) {
-        if (strcmp(out, "-") == 0) fputs(svg, stdout);
-        else {
-            FILE *f = fopen(out, "wb");
-            if (!f || fputs(svg, f) < 0 || fclose(f) != 0) st = mpq_err_set(&err, MPQ_ERR_IO, "%s: cannot write", out);
-            else printf("wrote %s (%s plot of job %s)\n", out, what, argv[optind]);
-        }
+        st = cli_write_text(out, svg, &err);
+        if (st == MPQ_OK && strcmp(out, "-") != 0) printf("wrote %s (%s plot of job %s)\n", out, what, argv[optind]);
     }
     if (st != MPQ_OK) rc = cli_fail("plot", st, &err);
     free(svg);

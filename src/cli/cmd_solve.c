@@ -6,11 +6,13 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_jobsolve.h"
@@ -95,15 +97,23 @@ typedef struct solve_args {
 enum { O_TIES = 1000, O_GROUP, O_PIN, O_ALLOW, O_F16, O_MISSING, O_NOSMOOTH, O_ACT, O_LAT, O_JSON, O_SOLVER, O_TL,
        O_ALLPTS, O_NOUNI };
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+/* NULL with *err set when path is not a readable regular file of at most 16 MiB. */
+static char *read_text(const char *path, mpq_err *err) {
+    int fd = -1;
+    if (mpq_file_open_regular(path, &fd, err) != MPQ_OK) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        mpq_err_set(err, MPQ_ERR_IO, "%s: fdopen: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
     char *buf = NULL;
     size_t n = 0, cap = 0;
     int c;
     while ((c = fgetc(f)) != EOF) {
         if (n + 2 > cap) {
             if (cap >= ((size_t)16 << 20)) { /* a latency table is a few KB */
+                mpq_err_set(err, MPQ_ERR_FORMAT, "%s: larger than 16 MiB; not a latency table", path);
                 free(buf);
                 fclose(f);
                 return NULL;
@@ -111,6 +121,7 @@ static char *read_text(const char *path) {
             cap = cap ? cap * 2 : 4096;
             char *nb = realloc(buf, cap);
             if (!nb) {
+                mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
                 free(buf);
                 fclose(f);
                 return NULL;
@@ -119,8 +130,17 @@ static char *read_text(const char *path) {
         }
         buf[n++] = (char)c;
     }
+    if (ferror(f)) {
+        mpq_err_set(err, MPQ_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
     fclose(f);
-    if (!buf && !(buf = malloc(1))) return NULL;
+    if (!buf && !(buf = malloc(1))) {
+        mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
     buf[n] = '\0';
     return buf;
 }
@@ -248,12 +268,9 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
 
 static int load_latency(const char *cmd, solve_args *a) {
     if (!a->latency_file) return 0;
-    a->latency_text = read_text(a->latency_file);
-    if (!a->latency_text) {
-        mpq_err e = {0};
-        mpq_err_set(&e, MPQ_ERR_IO, "%s: cannot read", a->latency_file);
-        return cli_fail(cmd, MPQ_ERR_IO, &e);
-    }
+    mpq_err e = {0};
+    a->latency_text = read_text(a->latency_file, &e);
+    if (!a->latency_text) return cli_fail(cmd, e.status, &e);
     a->o.latency_json = a->latency_text;
     return 0;
 }

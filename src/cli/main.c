@@ -42,14 +42,16 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("mpq %s\n", mpq_version());
-        return MPQ_EXIT_OK;
+        return cli_finish_stdout("version", MPQ_EXIT_OK);
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
-        return MPQ_EXIT_OK;
+        return cli_finish_stdout("help", MPQ_EXIT_OK);
     }
+    /* every command's output on stdout is checked once at the end: a full disk or a closed
+     * pipe is exit 3, never 0 with the output lost */
     for (size_t i = 0; i < n_commands; i++)
-        if (strcmp(cmd, commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+        if (strcmp(cmd, commands[i].name) == 0) return cli_finish_stdout(cmd, commands[i].fn(argc - 1, argv + 1));
     fprintf(stderr, "mpq: unknown command '%s'\n", cmd);
     usage(stderr);
     return MPQ_EXIT_USAGE;

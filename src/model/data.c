@@ -6,6 +6,7 @@
  * Lea, Flood 2014).
  */
 #include "mpq/mpq_data.h"
+#include "util/file.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,8 +134,7 @@ mpq_status mpq_data_load(const char *path, const mpq_tokenizer *tok, const mpq_d
     if (o.format == MPQ_DATA_TEXT && !tok)
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: a text file needs a tokenizer", path);
     int64_t vocab = o.vocab_size > 0 ? o.vocab_size : tok ? mpq_tokenizer_n_vocab(tok) : (int64_t)INT32_MAX + 1;
-    f = fopen(path, "rb");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) return st;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;

@@ -360,10 +360,7 @@ mpq_status mpq_gguf_open(const char *path, mpq_gguf_file **out, mpq_err *err) {
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_gguf_open: out is NULL");
     *out = NULL;
     if (!path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_gguf_open: path is NULL");
-    if (stat(path, &sb) != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode)) return mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
-    fd = open(path, O_RDONLY);
-    if (fd < 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if ((st = mpq_file_open_regular(path, &fd, err)) != MPQ_OK) return st; /* refuses FIFOs, devices */
     f = mpq_calloc(1, sizeof *f);
     if (!f || !(f->path = malloc(strlen(path) + 1))) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);

@@ -8,6 +8,7 @@
  * Reference: transformers LlamaConfig / Qwen2Config field names and defaults.
  */
 #include "model/model_internal.h"
+#include "util/file.h"
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -32,10 +33,10 @@ typedef struct hf_ctx {
 static mpq_status read_text(const char *path, char **out, size_t *len, mpq_err *err) {
     mpq_status st = MPQ_OK;
     char *buf = NULL;
-    FILE *f = fopen(path, "rb");
+    FILE *f = NULL;
     struct stat sb;
     *out = NULL;
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) return st;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_JSON) {
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: not a regular file of at most %zu bytes", path, MAX_JSON);
         goto done;
@@ -252,11 +253,11 @@ static mpq_status load_tensor(const hf_ctx *h, const char *name, int64_t rows, i
                            (long long)rows, (long long)cols);
     }
     if (perm_heads == 0) {
-        mpq_st_read_f32(f, t, dst);
-        return MPQ_OK;
+        return mpq_st_read_f32(f, t, dst, err);
     }
     size_t rc = cols == 0 ? 1 : (size_t)cols, half = (size_t)head_dim / 2;
-    mpq_st_read_f32(f, t, tmp);
+    mpq_status st = mpq_st_read_f32(f, t, tmp, err);
+    if (st != MPQ_OK) return st;
     for (size_t hh = 0; hh < (size_t)perm_heads; hh++)
         for (size_t p = 0; p < half; p++)
             for (size_t c = 0; c < 2; c++) {

@@ -6,7 +6,9 @@
  * (legacy_export, version1_export). Files are little-endian, like the hosts we run on.
  */
 #include "model/model_internal.h"
+#include "util/file.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,11 @@ static mpq_status read_floats(reader *r, float *dst, size_t n, const char *what,
     if (got != n)
         return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: %s: short read at byte %zu (%zu of %zu floats)", r->path,
                            what, r->pos + got * sizeof(float), got, n);
+    /* a NaN or Inf weight makes every figure computed from the model meaningless */
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: tensor %s: element %zu (byte %zu) is %s; weights must be finite",
+                               r->path, what, i, r->pos + i * sizeof(float), isnan(dst[i]) ? "NaN" : dst[i] > 0 ? "+Inf" : "-Inf");
     r->pos += n * sizeof(float);
     return MPQ_OK;
 }
@@ -61,11 +68,7 @@ mpq_status mpq_model_load_llama2c(const char *path, mpq_model **out, mpq_err *er
 
     *out = NULL;
     memset(&c, 0, sizeof c);
-    r.f = fopen(path, "rb");
-    if (!r.f) {
-        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
-        goto done;
-    }
+    if ((st = mpq_file_fopen_regular(path, &r.f, err)) != MPQ_OK) goto done;
     if (fstat(fileno(r.f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;

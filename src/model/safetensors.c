@@ -60,16 +60,22 @@ float mpq_st_f16_to_f32(uint16_t h) {
     return f;
 }
 
-void mpq_st_read_f32(const mpq_st_file *f, const mpq_st_tensor *t, float *dst) {
+mpq_status mpq_st_read_f32(const mpq_st_file *f, const mpq_st_tensor *t, float *dst, mpq_err *err) {
     const unsigned char *src = f->map + f->data_off + t->begin;
     if (t->dtype == MPQ_ST_F32) {
         memcpy(dst, src, t->n_elems * sizeof(float));
-        return;
+    } else {
+        for (size_t i = 0; i < t->n_elems; i++) {
+            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            dst[i] = t->dtype == MPQ_ST_F16 ? mpq_st_f16_to_f32(h) : mpq_st_bf16_to_f32(h);
+        }
     }
-    for (size_t i = 0; i < t->n_elems; i++) {
-        uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-        dst[i] = t->dtype == MPQ_ST_F16 ? mpq_st_f16_to_f32(h) : mpq_st_bf16_to_f32(h);
-    }
+    for (size_t i = 0; i < t->n_elems; i++)
+        if (!isfinite(dst[i]))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: tensor %s: element %zu (%s) is %s; weights must be finite",
+                               f->path, t->name, i, mpq_st_dtype_name(t->dtype),
+                               isnan(dst[i]) ? "NaN" : dst[i] > 0 ? "+Inf" : "-Inf");
+    return MPQ_OK;
 }
 
 const mpq_st_tensor *mpq_st_find(const mpq_st_file *f, const char *name) {
@@ -164,11 +170,7 @@ mpq_status mpq_st_open(const char *path, mpq_st_file **out, mpq_err *err) {
     f = mpq_calloc(1, sizeof *f);
     if (!f || !(f->path = malloc(strlen(path) + 1))) goto nomem;
     memcpy(f->path, path, strlen(path) + 1);
-    fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
-        goto done;
-    }
+    if ((st = mpq_file_open_regular(path, &fd, err)) != MPQ_OK) goto done;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;

@@ -43,8 +43,9 @@ const mpq_st_tensor *mpq_st_find(const mpq_st_file *f, const char *name);
 /* "F32", "F16", "BF16". */
 const char *mpq_st_dtype_name(mpq_st_dtype d);
 
-/* Converts tensor t to float32 into dst (t->n_elems floats). */
-void mpq_st_read_f32(const mpq_st_file *f, const mpq_st_tensor *t, float *dst);
+/* Converts tensor t to float32 into dst (t->n_elems floats). MPQ_ERR_FORMAT naming the file,
+ * tensor and flat element index when an element is NaN or Inf (dst is then partly written). */
+mpq_status mpq_st_read_f32(const mpq_st_file *f, const mpq_st_tensor *t, float *dst, mpq_err *err);
 
 /* IEEE half / bfloat16 bits to float. */
 float mpq_st_f16_to_f32(uint16_t h);

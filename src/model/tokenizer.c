@@ -6,6 +6,7 @@
 #include "mpq/mpq_tokenizer.h"
 #include "model/gguf.h"
 #include "model/tokenizer_internal.h"
+#include "util/file.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,8 +133,7 @@ mpq_status mpq_tokenizer_load(const char *path, int vocab_size, mpq_tokenizer **
     *out = NULL;
     if (vocab_size < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: vocab_size %d < 0", path, vocab_size);
     if (mpq_gguf_sniff(path)) return mpq_tokenizer_load_gguf(path, vocab_size, out, err);
-    f = fopen(path, "rb");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open", path);
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) return st;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = mpq_err_set(err, MPQ_ERR_IO, "%s: not a regular file", path);
         goto done;
@@ -259,10 +259,65 @@ mpq_status mpq_tokenizer_decode(const mpq_tokenizer *t, const int *ids, int n, c
     return MPQ_OK;
 }
 
+/* One candidate merge: tokens at nodes i (left) and j (right), as they were when ver_i/ver_j
+ * were current, merge into id with score. */
+typedef struct merge_cand {
+    float score;
+    int i, j, id;
+    unsigned ver_i, ver_j;
+} merge_cand;
+
+/* Heap order: higher score first; equal scores (as run.c's `>` sees them) leftmost first. */
+static bool cand_before(const merge_cand *a, const merge_cand *b) {
+    if (a->score > b->score) return true;
+    if (b->score > a->score) return false;
+    return a->i < b->i;
+}
+
+static void heap_push(merge_cand *h, size_t *n, merge_cand c) {
+    size_t k = (*n)++;
+    while (k > 0) {
+        size_t p = (k - 1) / 2;
+        if (!cand_before(&c, &h[p])) break;
+        h[k] = h[p];
+        k = p;
+    }
+    h[k] = c;
+}
+
+static merge_cand heap_pop(merge_cand *h, size_t *n) {
+    merge_cand top = h[0], last = h[--(*n)];
+    size_t k = 0;
+    for (;;) {
+        size_t c = 2 * k + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && cand_before(&h[c + 1], &h[c])) c++;
+        if (!cand_before(&h[c], &last)) break;
+        h[k] = h[c];
+        k = c;
+    }
+    if (*n > 0) h[k] = last;
+    return top;
+}
+
+/* Pushes the merge of nodes i and j when their concatenation is a piece run.c would pick
+ * (score above its -1e10 start; a NaN score never compares above it). */
+static void push_pair(const mpq_tokenizer *t, const int *tok, const unsigned *ver, int i, int j, char *sb,
+                      merge_cand *h, size_t *n_h) {
+    int a = tok[i], b = tok[j];
+    memcpy(sb, t->pieces[a], (size_t)t->lens[a]);
+    memcpy(sb + t->lens[a], t->pieces[b], (size_t)t->lens[b] + 1);
+    int id = mpq_tokenizer_lookup(t, sb);
+    if (id != -1 && t->scores[id] > -1e10f)
+        heap_push(h, n_h, (merge_cand){t->scores[id], i, j, id, ver[i], ver[j]});
+}
+
 mpq_status mpq_tokenizer_encode(const mpq_tokenizer *t, const char *text, bool bos, bool eos, int **ids, int *n_ids,
                                 mpq_err *err) {
     mpq_status st = MPQ_OK;
-    int *tok = NULL, n = 0;
+    int *tok = NULL, n = 0, *nxt = NULL, *prv = NULL;
+    unsigned *ver = NULL;
+    merge_cand *heap = NULL;
     char *sb = NULL;
     if (!t || !text || !ids || !n_ids) return mpq_err_set(err, MPQ_ERR_INVALID, "encode: NULL argument");
     *ids = NULL;
@@ -298,31 +353,56 @@ mpq_status mpq_tokenizer_encode(const mpq_tokenizer *t, const char *text, bool b
         }
         sl = 0;
     }
-    /* merge the best-scoring adjacent pair until none merges */
-    for (;;) {
-        float best = -1e10f;
-        int best_id = -1, best_i = -1;
-        for (int i = 0; i + 1 < n; i++) { /* run.c includes BOS in the scan */
-            int a = tok[i], b = tok[i + 1];
-            memcpy(sb, t->pieces[a], (size_t)t->lens[a]);
-            memcpy(sb + t->lens[a], t->pieces[b], (size_t)t->lens[b] + 1);
-            int id = mpq_tokenizer_lookup(t, sb);
-            if (id != -1 && t->scores[id] > best) {
-                best = t->scores[id];
-                best_id = id;
-                best_i = i;
-            }
+    /* Merge the best-scoring adjacent pair until none merges, ties to the leftmost pair, as
+     * run.c does by rescanning the sequence after every merge (quadratic in the line length).
+     * Here the tokens form a linked list and every adjacent pair that merges waits in a max-heap
+     * ordered by (score, position); a merge pushes the two pairs it creates, and an entry whose
+     * nodes have since changed (version) or are no longer adjacent is dropped when popped.
+     * O(n log n) lookups, same ids. */
+    if (n > 1) {
+        size_t n_h = 0, cap_h;
+        if (!mpq_size_mul(3, (size_t)n, &cap_h)) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "encode: text of %zu bytes is too long", tl);
+            goto done;
         }
-        if (best_i == -1) break;
-        tok[best_i] = best_id;
-        memmove(tok + best_i + 1, tok + best_i + 2, (size_t)(n - best_i - 2) * sizeof *tok);
-        n--;
+        nxt = malloc((size_t)n * sizeof *nxt);
+        prv = malloc((size_t)n * sizeof *prv);
+        ver = calloc((size_t)n, sizeof *ver);
+        heap = malloc(cap_h * sizeof *heap);
+        if (!nxt || !prv || !ver || !heap) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "encode: out of memory for %zu bytes of text", tl);
+            goto done;
+        }
+        for (int i = 0; i < n; i++) {
+            nxt[i] = i + 1 < n ? i + 1 : -1;
+            prv[i] = i - 1;
+        }
+        for (int i = 0; i + 1 < n; i++) push_pair(t, tok, ver, i, i + 1, sb, heap, &n_h); /* BOS too, as run.c */
+        while (n_h > 0) {
+            merge_cand c = heap_pop(heap, &n_h);
+            if (nxt[c.i] != c.j || ver[c.i] != c.ver_i || ver[c.j] != c.ver_j) continue; /* stale */
+            tok[c.i] = c.id;
+            ver[c.i]++;
+            ver[c.j]++; /* j leaves the list; its entries go stale */
+            nxt[c.i] = nxt[c.j];
+            if (nxt[c.i] >= 0) prv[nxt[c.i]] = c.i;
+            nxt[c.j] = -2;
+            if (prv[c.i] >= 0) push_pair(t, tok, ver, prv[c.i], c.i, sb, heap, &n_h);
+            if (nxt[c.i] >= 0) push_pair(t, tok, ver, c.i, nxt[c.i], sb, heap, &n_h);
+        }
+        int m = 0; /* node 0 is never merged away: the list starts there */
+        for (int i = 0; i >= 0; i = nxt[i]) tok[m++] = tok[i];
+        n = m;
     }
     if (eos) tok[n++] = MPQ_TOKEN_EOS;
     *ids = tok;
     *n_ids = n;
     tok = NULL;
 done:
+    free(heap);
+    free(ver);
+    free(prv);
+    free(nxt);
     free(tok);
     free(sb);
     return st;

@@ -5,6 +5,7 @@
  * Reference: include/mpq/mpq_config.h (format and contract); mpq_quant.h (candidates, pairs).
  */
 #include "mpq/mpq_config.h"
+#include "util/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -439,11 +440,8 @@ mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config 
     if (!path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_load: path is NULL");
     mpq_status st = MPQ_OK;
     char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        st = mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto done;
-    }
+    FILE *f = NULL;
+    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) goto done;
     size_t cap = 4096, n = 0;
     buf = malloc(cap + 1);
     if (!buf) {

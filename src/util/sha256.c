@@ -1,5 +1,6 @@
 /* sha256.c - SHA-256 (FIPS 180-4) of buffers and files, for model and data provenance. */
 #include "mpq/mpq.h"
+#include "util/file.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -96,9 +97,9 @@ void mpq_sha256(const void *data, size_t n, char out[65]) {
 }
 
 mpq_status mpq_sha256_file(const char *path, char out[65], mpq_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    mpq_status st = MPQ_OK;
+    FILE *f = NULL;
+    mpq_status st = mpq_file_fopen_regular(path, &f, err);
+    if (st != MPQ_OK) return st;
     sha256_ctx c;
     ctx_init(&c);
     unsigned char *buf = malloc(1 << 16);

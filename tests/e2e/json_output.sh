@@ -60,14 +60,16 @@ else
   bad "json-out: $(cat "$T/err")"
 fi
 
-# a NaN in the token embedding table: every ppl / ce / KL figure is NaN, written as null
+# a finite but huge weight (FLT_MAX; a NaN is refused at load) overflows the logits: every
+# ppl / ce / KL figure is NaN, written as null
 nan="$dir/n\"a\\n.bin"
 cp "$MODEL" "$nan"
-printf '\x00\x00\xc0\x7f' | dd of="$nan" bs=1 seek=$((28 + 4 * 100)) conv=notrunc status=none
+printf '\xff\xff\x7f\x7f' | dd of="$nan" bs=1 seek=$((28 + 4 * 32768 + 4 * 3)) conv=notrunc status=none
 json eval-nan "$MPQ" eval -m "$nan" -d "$data" -L 16 -n 2 -w int4g32 --json && {
   want eval-nan-fp-ppl null fp_ppl
   want eval-nan-ppl null ppl
   want eval-nan-kl null kl
+  want eval-nan-top1 null top1
   want eval-nan-path "$nan" model
 }
 

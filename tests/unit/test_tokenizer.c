@@ -147,6 +147,197 @@ START_TEST(test_encode_decode_basics) {
 }
 END_TEST
 
+
+static int ref_pair(const mpq_tokenizer *t, int ta, int tb, char *sb) {
+    const char *a = mpq_tokenizer_piece(t, ta), *b = mpq_tokenizer_piece(t, tb);
+    size_t la = strlen(a);
+    memcpy(sb, a, la);
+    memcpy(sb + la, b, strlen(b) + 1);
+    return mpq_tokenizer_lookup(t, sb);
+}
+
+/* The encoder as it was before the merge heap, kept as the reference: llama2.c run.c encode(),
+ * which rescans every adjacent pair after each merge and takes the first best-scoring one. */
+static int *ref_encode(const mpq_tokenizer *t, const char *text, int *n_out) {
+    size_t tl = strlen(text);
+    int *tok = malloc((tl + 3) * sizeof *tok), n = 0, max_len = 0;
+    for (int i = 0; i < mpq_tokenizer_n_vocab(t); i++) {
+        int l = (int)strlen(mpq_tokenizer_piece(t, i));
+        if (l > max_len) max_len = l;
+    }
+    char *sb = malloc((size_t)max_len * 2 + 8);
+    ck_assert(tok && sb);
+    tok[n++] = MPQ_TOKEN_BOS;
+    if (text[0] != '\0') {
+        int dummy = mpq_tokenizer_lookup(t, " ");
+        if (dummy >= 0) tok[n++] = dummy;
+    }
+    size_t sl = 0;
+    for (const char *c = text; *c; c++) {
+        if (((unsigned char)*c & 0xC0) != 0x80) sl = 0;
+        sb[sl++] = *c;
+        sb[sl] = '\0';
+        if (((unsigned char)c[1] & 0xC0) == 0x80 && sl < 4) continue;
+        int id = mpq_tokenizer_lookup(t, sb);
+        if (id != -1) tok[n++] = id;
+        else
+            for (size_t i = 0; i < sl; i++) tok[n++] = (unsigned char)sb[i] + 3;
+        sl = 0;
+    }
+    /* pair[i]: the piece tok[i] tok[i+1] make (-1: none); only the two pairs next to a merge
+     * change, so they alone are looked up again, which keeps the reference fast enough to run
+     * on whole files while the choice of merge is run.c's scan */
+    int *pair = malloc((size_t)(n > 1 ? n : 1) * sizeof *pair);
+    ck_assert_ptr_nonnull(pair);
+    for (int i = 0; i + 1 < n; i++) pair[i] = ref_pair(t, tok[i], tok[i + 1], sb);
+    for (;;) {
+        float best = -1e10f;
+        int best_id = -1, best_i = -1;
+        for (int i = 0; i + 1 < n; i++) {
+            int id = pair[i];
+            if (id != -1 && mpq_tokenizer_score(t, id) > best) {
+                best = mpq_tokenizer_score(t, id);
+                best_id = id;
+                best_i = i;
+            }
+        }
+        if (best_i == -1) break;
+        tok[best_i] = best_id;
+        memmove(tok + best_i + 1, tok + best_i + 2, (size_t)(n - best_i - 2) * sizeof *tok);
+        memmove(pair + best_i + 1, pair + best_i + 2, (size_t)(n - best_i - 2) * sizeof *pair);
+        n--;
+        if (best_i > 0) pair[best_i - 1] = ref_pair(t, tok[best_i - 1], tok[best_i], sb);
+        if (best_i + 1 < n) pair[best_i] = ref_pair(t, tok[best_i], tok[best_i + 1], sb);
+    }
+    free(pair);
+    free(sb);
+    *n_out = n;
+    return tok;
+}
+
+/* Encodes text with BOS and checks the ids against ref_encode; returns the number of ids. */
+static int same_as_ref(const mpq_tokenizer *t, const char *what, const char *text) {
+    int *ids = NULL, n = 0, nr = 0;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_tokenizer_encode(t, text, true, false, &ids, &n, &err) == MPQ_OK, "%s: %s", what, err.msg);
+    int *want = ref_encode(t, text, &nr);
+    int at = 0;
+    while (at < n && at < nr && ids[at] == want[at]) at++;
+    ck_assert_msg(n == nr && at == n, "%s: %d ids vs %d from the reference, first difference at %d", what, n, nr, at);
+    free(want);
+    free(ids);
+    return n;
+}
+
+/* Every line of the shared text files (split as mpq_data_load does) gives the reference's ids. */
+static void same_as_ref_file(const mpq_tokenizer *t, const char *rel) {
+    size_t size = 0;
+    char *buf = test_read_file(shared_path(rel), &size);
+    ck_assert_ptr_nonnull(buf);
+    buf = realloc(buf, size + 1);
+    buf[size] = '\0';
+    int n_lines = 0;
+    long n_ids = 0;
+    for (char *p = buf, *end = buf + size; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char *next = nl ? nl + 1 : end;
+        if (len > 0 && p[len - 1] == '\r') len--;
+        p[len] = '\0';
+        char what[64];
+        snprintf(what, sizeof what, "%s line %d", rel, n_lines + 1);
+        n_ids += same_as_ref(t, what, p);
+        n_lines++;
+        p = next;
+    }
+    ck_assert_int_gt(n_lines, 1000);
+    ck_assert_int_gt(n_ids, (long)(size / 8)); /* it encoded something: >= 1 id per 8 bytes */
+    free(buf);
+}
+
+START_TEST(test_heap_same_ids_shared_text) {
+    const char *toks[] = {"models/stories260K/tok512.bin", "models/sotu-2.7M/tok2048.bin"};
+    mpq_tokenizer *t = load_tok(toks[_i / 2], 0);
+    same_as_ref_file(t, _i % 2 ? "data/tinyshakespeare.txt" : "data/wikitext2-raw-test.txt");
+    mpq_tokenizer_free(t);
+}
+END_TEST
+
+/* Adversarial lines: long, one repeated byte (every pair ties), CR-only, invalid UTF-8. */
+START_TEST(test_heap_same_ids_adversarial) {
+    mpq_tokenizer *toks[] = {load_tok("models/stories260K/tok512.bin", 0),
+                             load_tok("models/sotu-2.7M/tok2048.bin", 0)};
+    size_t n = 3000;
+    char *s = malloc(n + 1);
+    ck_assert_ptr_nonnull(s);
+    for (int k = 0; k < 2; k++) {
+        const mpq_tokenizer *t = toks[k];
+        const char *reps[] = {"a", "\r", " ", "ab", "aab", "the ", "e", "\xE2\x98\x83", "\xff", "\xE2\x98", "ll"};
+        for (size_t r = 0; r < sizeof reps / sizeof reps[0]; r++) {
+            size_t lr = strlen(reps[r]), m = 0;
+            while (m + lr <= n) {
+                memcpy(s + m, reps[r], lr);
+                m += lr;
+            }
+            s[m] = '\0';
+            for (size_t cut = 1; cut <= m; cut = cut * 3 + 1) { /* lengths 1, 4, 13, ..., 2188 and all */
+                char keep = s[cut];
+                s[cut] = '\0';
+                same_as_ref(t, reps[r], s);
+                s[cut] = keep;
+            }
+            same_as_ref(t, reps[r], s);
+        }
+        /* pseudo-random bytes (xorshift) drawn from a small alphabet so that many pairs merge */
+        uint32_t x = 2463534242u;
+        const char alpha[] = "aeinost \r\xC3\xA9";
+        for (int round = 0; round < 20; round++) {
+            size_t m = 1 + (size_t)round * 150;
+            for (size_t i = 0; i < m; i++) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                s[i] = alpha[x % (sizeof alpha - 1)];
+            }
+            s[m] = '\0';
+            same_as_ref(t, "random", s);
+        }
+    }
+    free(s);
+    mpq_tokenizer_free(toks[0]);
+    mpq_tokenizer_free(toks[1]);
+}
+END_TEST
+
+/* One 1 MB line (the shared wikitext with '\n' turned into '\r', as a CR-only file is read):
+ * the quadratic encoder took minutes on lines this long; this one must finish within the test
+ * timeout and decode back to the line. */
+START_TEST(test_encode_long_line) {
+    mpq_tokenizer *t = load_tok("models/sotu-2.7M/tok2048.bin", 0);
+    size_t size = 0;
+    char *buf = test_read_file(shared_path("data/wikitext2-raw-test.txt"), &size);
+    ck_assert_ptr_nonnull(buf);
+    buf = realloc(buf, size + 1);
+    buf[size] = '\0';
+    for (size_t i = 0; i < size; i++)
+        if (buf[i] == '\n') buf[i] = '\r';
+    int *ids = NULL, n = 0;
+    mpq_err err = {0};
+    double t0 = mpq_time_now();
+    ck_assert_int_eq(mpq_tokenizer_encode(t, buf, true, false, &ids, &n, &err), MPQ_OK);
+    fprintf(stderr, "one %zu-byte line: %d ids in %.2f s\n", size, n, mpq_time_now() - t0);
+    ck_assert_int_gt(n, (int)(size / 8));
+    ck_assert_int_lt(n, (int)(size / 2));
+    char *back = NULL;
+    ck_assert_int_eq(mpq_tokenizer_decode(t, ids, n, &back, &err), MPQ_OK);
+    ck_assert_msg(strcmp(back, buf) == 0, "decoding the ids does not give the line back");
+    free(back);
+    free(ids);
+    free(buf);
+    mpq_tokenizer_free(t);
+}
+END_TEST
+
 /* Hostile tokenizer files made from the real tok512.bin. */
 START_TEST(test_hostile_tokenizer) {
     char dir[512], path[600];
@@ -210,6 +401,9 @@ Suite *tokenizer_suite(void) {
     tcase_add_test(tc, test_sentencepiece_golden_32k);
     tcase_add_test(tc, test_encode_decode_basics);
     tcase_add_test(tc, test_hostile_tokenizer);
+    tcase_add_loop_test(tc, test_heap_same_ids_shared_text, 0, 4);
+    tcase_add_test(tc, test_heap_same_ids_adversarial);
+    tcase_add_test(tc, test_encode_long_line);
     suite_add_tcase(s, tc);
     return s;
 }

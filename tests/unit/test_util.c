@@ -4,6 +4,9 @@
 #include <check.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_rng.h"
@@ -99,6 +102,41 @@ START_TEST(test_rng) {
 }
 END_TEST
 
+/* Only regular files open: a FIFO (with no writer: it must not block), a directory and a
+ * character device are refused with the path and the kind in the message. */
+START_TEST(test_file_open_regular) {
+    char dir[512], fifo[600], reg[600];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(fifo, sizeof fifo, "%s/p.fifo", dir);
+    snprintf(reg, sizeof reg, "%s/r.bin", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(test_write_file(reg, "abc", 3), 0);
+    struct {
+        const char *path, *msg;
+    } bad[] = {{fifo, "is a FIFO"}, {dir, "is a directory"}, {"/dev/zero", "is a character device"},
+               {"/nonexistent/x", "cannot open for reading: No such file or directory"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int fd = 7;
+        mpq_err err = {0};
+        double t0 = mpq_time_now();
+        ck_assert_int_eq(mpq_file_open_regular(bad[i].path, &fd, &err), MPQ_ERR_IO);
+        ck_assert_double_lt(mpq_time_now() - t0, 5.0); /* refused, not waited on */
+        ck_assert_int_eq(fd, -1);
+        ck_assert_msg(strstr(err.msg, bad[i].path) && strstr(err.msg, bad[i].msg), "%s: '%s'", bad[i].path, err.msg);
+    }
+    int fd = -1;
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_file_open_regular(reg, &fd, &err), MPQ_OK);
+    char b[4] = {0};
+    ck_assert_int_eq(read(fd, b, 4), 3); /* blocking again, reads the file */
+    ck_assert_str_eq(b, "abc");
+    close(fd);
+    remove(reg);
+    remove(fifo);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *util_suite(void) {
     Suite *s = suite_create("util");
     TCase *tc = tcase_create("core");
@@ -107,6 +145,7 @@ static Suite *util_suite(void) {
     tcase_add_test(tc, test_size_overflow);
     tcase_add_test(tc, test_err_messages);
     tcase_add_test(tc, test_rng);
+    tcase_add_test(tc, test_file_open_regular);
     suite_add_tcase(s, tc);
     return s;
 }
