@@ -42,8 +42,10 @@
 #include <stdbool.h>
 
 #include "mpq/mpq.h"
+#include "mpq/mpq_calib.h"
 #include "mpq/mpq_config.h"
 #include "mpq/mpq_db.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 
@@ -163,7 +165,17 @@ typedef enum mpq_export_format {
     MPQ_EXPORT_COMPRESSED_TENSORS,/* "compressed-tensors": {"quantization_config": {...}} */
     MPQ_EXPORT_KVTUNER,           /* "kvtuner": {"0": {"nbits_key": 8, "nbits_value": 4}, ...} */
     MPQ_EXPORT_KVTUNER_YAML,      /* "kvtuner-yaml": the same as YAML */
-    MPQ_EXPORT_HAWQ               /* "hawq": {"model.layers.0.self_attn.q_proj": 4, ...} */
+    MPQ_EXPORT_HAWQ,              /* "hawq": {"model.layers.0.self_attn.q_proj": 4, ...} */
+    MPQ_EXPORT_IMATRIX,           /* "imatrix": llama.cpp importance matrix, GGUF layout (binary;
+                                     not through mpq_export_render: mpq_imatrix_serialize) */
+    MPQ_EXPORT_IMATRIX_DAT,       /* "imatrix-dat": the same, legacy .dat layout */
+    MPQ_EXPORT_KV_SGLANG,         /* "sglang-kv": --kv-cache-dtype D [--kv-cache-per-layer-dtype RANGES] */
+    MPQ_EXPORT_KV_TRTLLM,         /* "trtllm-kv": "0-3:fp8,4-35:nvfp4" (KvCacheConfig per-layer dtype) */
+    MPQ_EXPORT_KV_VLLM,           /* "vllm-kv": --kv-cache-dtype fp8_e4m3 [--kv-cache-dtype-skip-layers I ...] */
+    MPQ_EXPORT_KV_LLAMACPP,       /* "llamacpp-kv": -ctk/-ctv plus ik_llama.cpp's -ctk-first/-last ... */
+    MPQ_EXPORT_GPTQMODEL,         /* "gptqmodel": quantize config with "dynamic" {"+:regex": {bits, group_size}} */
+    MPQ_EXPORT_AUTOROUND,         /* "autoround": {"bits", "group_size", "sym", "layer_config": {module: ...}} */
+    MPQ_EXPORT_MODELOPT           /* "modelopt": Python QUANT_CFG with "quant_cfg" wildcard patterns */
 } mpq_export_format;
 
 /* Format by name (above); MPQ_ERR_INVALID naming the string. */
@@ -177,6 +189,10 @@ typedef struct mpq_export_opts {
     const char *model_gguf;    /* llamacpp: input GGUF named in the command line (default "model-f32.gguf") */
     const char *output_gguf;   /* llamacpp: output GGUF (default "model-mpq.gguf") */
     const char *tensor_type_file; /* llamacpp: the file named in the command (default "tensor-types.txt") */
+    bool strict;               /* refuse (MPQ_ERR_UNSUPPORTED) instead of warning when the target would not
+                                  load the file as written (compressed-tensors: vLLM's bit widths and
+                                  group sizes) or a layer or block had to be collapsed (KV engines,
+                                  GPTQModel, AutoRound, ModelOpt) */
 } mpq_export_opts;
 
 mpq_export_opts mpq_export_opts_default(void);
@@ -190,9 +206,79 @@ mpq_export_opts mpq_export_opts_default(void);
 mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, const mpq_export_opts *opts,
                              char **text, char **notes, mpq_err *err);
 
-/* llama.cpp KV cache type for one precision (16 -> "f16", 8 -> "q8_0", 2..5 -> "q4_1"/"q5_1":
- * asymmetric like mpq's min-max KV quantizer, never fewer bits). Static. */
+/* llama.cpp KV cache type for one precision. llama.cpp offers f16, q8_0, q5_1, q5_0, q4_1,
+ * q4_0 and iq4_nl (block 32); the rule is the cheapest with at least `bits` element bits and an
+ * asymmetric min/max grid like mpq's KV quantizer: 2, 3, 4 -> "q4_1" (there is no 2- or 3-bit
+ * type), 5 -> "q5_1", 6..8 -> "q8_0" (symmetric, the only 8-bit type), 16 -> "f16". Static. */
 const char *mpq_export_llama_kv_type(int bits);
+
+/* ---- KV cache dtypes of serving engines ----------------------------------------------------
+ *
+ * Each engine offers a small menu of KV-cache dtypes. Rule (mpq_kv_engine_dtype): a block's
+ * K (or V) precision of b bits gets the cheapest dtype of the menu with at least b element bits.
+ * Engines with one dtype per layer for K and V together (sglang, TensorRT-LLM, vLLM) take
+ * b = max(K bits, V bits). Menus (element bits):
+ *   sglang     fp4_e2m1 4, fp8_e4m3 8, bf16 16  (per layer: --kv-cache-per-layer-dtype, an
+ *              unmerged proposal, sgl-project/sglang PRs #15420 and #17530)
+ *   trtllm     nvfp4 4, fp8 8, bf16 16          (per layer: range strings of the open PR
+ *              NVIDIA/TensorRT-LLM #13695)
+ *   vllm       fp8_e4m3 8, auto 16              (--kv-cache-dtype and --kv-cache-dtype-skip-layers,
+ *              merged: skipped layers keep the model dtype; a per-layer map is RFC #57445)
+ *   llamacpp   q4_1 4, q5_1 5, q8_0 8, f16 16   (mpq_export_llama_kv_type; per K and V; first/last-N
+ *              layers with ik_llama.cpp's -ctk-first/-ctk-last/-ctv-first/-ctv-last, its PR #1599)
+ * mpq_kv_engine_offers tells whether a pair maps without rounding up (K and V each exactly a
+ * menu width; K == V for the one-dtype-per-layer engines): the KV search's menu restriction. */
+typedef enum mpq_kv_engine {
+    MPQ_KV_ENGINE_SGLANG = 0,
+    MPQ_KV_ENGINE_TRTLLM,
+    MPQ_KV_ENGINE_VLLM,
+    MPQ_KV_ENGINE_LLAMACPP
+} mpq_kv_engine;
+
+/* "sglang", "trtllm", "vllm", "llamacpp"; MPQ_ERR_INVALID naming the string. */
+mpq_status mpq_kv_engine_parse(const char *name, mpq_kv_engine *out, mpq_err *err);
+const char *mpq_kv_engine_name(mpq_kv_engine e); /* static */
+/* The engine's dtype for `bits` (see above) and its element bits (*dtype_bits may be NULL). Static. */
+const char *mpq_kv_engine_dtype(mpq_kv_engine e, int bits, int *dtype_bits);
+/* True when pair p is expressible by engine e without rounding up. */
+bool mpq_kv_engine_offers(mpq_kv_engine e, mpq_kv_pair p);
+
+/* ---- importance matrix (llama.cpp) ----------------------------------------------------------
+ *
+ * Per linear layer, keyed by its GGUF tensor name ("blk.0.attn_q.weight"), the mean over the
+ * calibration tokens of each input column's squared activation: the diagonal of mpq's
+ * X^T X / N (mpq_calib_xtx), N = n_tokens. Files (see src/export/imatrix.c for the layouts):
+ *   GGUF (format "imatrix"): "<name>.in_sum2" = diag * N, "<name>.counts" = N, plus
+ *     general.type "imatrix", imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size;
+ *   legacy .dat ("imatrix-dat"): values = diag * n_chunks with ncall = n_chunks.
+ * llama-quantize reads either (values / count = diag). */
+typedef struct mpq_imatrix_entry {
+    char name[MPQ_EXPORT_NAME_MAX]; /* GGUF tensor name */
+    int64_t n_values;               /* input columns */
+    double *mean_sq;                /* n_values: diag(X^T X / N) */
+} mpq_imatrix_entry;
+
+typedef struct mpq_imatrix {
+    int n_entries;
+    mpq_imatrix_entry *entries;     /* model order */
+    int64_t n_tokens;               /* N */
+    int n_chunks;                   /* calibration windows */
+    int chunk_size;                 /* tokens per window */
+    char dataset[256];              /* base name of the calibration data file */
+} mpq_imatrix;
+
+/* From a calibration created with collect_xtx. *out owned (mpq_imatrix_free). MPQ_ERR_INVALID
+ * (no X^T X), MPQ_ERR_NOMEM. */
+mpq_status mpq_imatrix_from_calib(const mpq_calib *cal, const mpq_model *model, const char *dataset,
+                                  mpq_imatrix **out, mpq_err *err);
+/* From a stored job: loads the job's model (mpq_job_load_model: a missing file is MPQ_ERR_IO
+ * naming it and the SHA-256 it must have, a changed one MPQ_ERR_INVALID), its calibration data
+ * (checked against the recorded SHA-256) and windows, and runs the FP reference collecting
+ * X^T X. Unlike every other export this needs the model file. */
+mpq_status mpq_imatrix_from_job(mpq_job *job, mpq_imatrix **out, mpq_err *err);
+void mpq_imatrix_free(mpq_imatrix *im); /* accepts NULL */
+/* The file bytes (gguf: GGUF layout, else legacy .dat); *buf malloc'd (free()). */
+mpq_status mpq_imatrix_serialize(const mpq_imatrix *im, bool gguf, unsigned char **buf, size_t *len, mpq_err *err);
 
 /* ---- report --------------------------------------------------------------------------- */
 

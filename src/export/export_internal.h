@@ -10,6 +10,7 @@
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_db.h"
+#include "mpq/mpq_export.h"
 
 typedef struct sbuf {
     char *s;
@@ -24,13 +25,24 @@ void sb_printf(sbuf *b, const char *fmt, ...)
 #endif
     ;
 void sb_puts(sbuf *b, const char *s);
+/* Appends n raw bytes (binary files; the buffer stays NUL-terminated after them). */
+void sb_bytes(sbuf *b, const void *p, size_t n);
 /* Appends s with XML escapes (& < > " '). */
 void sb_xml(sbuf *b, const char *s);
 /* Hands the text over (NULL if an append failed; "" when empty); the buffer is reset. */
 char *sb_take(sbuf *b);
 void sb_free(sbuf *b);
 
-char *export_strdup(const char *s); /* NULL if out of memory */
+char *export_strdup(const char *s);
+
+/* Appends s with the regex metacharacters . ^ $ | ( ) [ ] { } * + ? \ escaped. */
+void export_regex_escape(sbuf *b, const char *s);
+
+/* targets.c: KV-engine flags and Python quantizer configs (mpq_export_render). */
+mpq_status export_render_kv_engine(const mpq_export_plan *p, mpq_kv_engine engine, const mpq_export_opts *o,
+                                   char **text, char **notes, mpq_err *err);
+mpq_status export_render_pyquant(const mpq_export_plan *p, mpq_export_format format, const mpq_export_opts *o,
+                                 char **text, char **notes, mpq_err *err); /* NULL if out of memory */
 
 /* Writes text to path (MPQ_ERR_IO naming path). */
 mpq_status export_write_file(const char *path, const char *text, mpq_err *err);

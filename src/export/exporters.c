@@ -23,8 +23,10 @@
 
 #include "export/export_internal.h"
 
-static const char *const format_names[] = {"mpq", "llamacpp", "compressed-tensors", "kvtuner", "kvtuner-yaml",
-                                           "hawq"};
+static const char *const format_names[] = {"mpq",         "llamacpp",  "compressed-tensors", "kvtuner",
+                                           "kvtuner-yaml", "hawq",     "imatrix",            "imatrix-dat",
+                                           "sglang-kv",   "trtllm-kv", "vllm-kv",            "llamacpp-kv",
+                                           "gptqmodel",   "autoround", "modelopt"};
 
 mpq_status mpq_export_format_parse(const char *name, mpq_export_format *out, mpq_err *err) {
     for (size_t i = 0; name && i < sizeof format_names / sizeof format_names[0]; i++)
@@ -37,7 +39,9 @@ mpq_status mpq_export_format_parse(const char *name, mpq_export_format *out, mpq
         return MPQ_OK;
     }
     return mpq_err_set(err, MPQ_ERR_INVALID,
-                       "unknown export format '%s' (mpq, llamacpp, compressed-tensors, kvtuner, kvtuner-yaml, hawq)",
+                       "unknown export format '%s' (mpq, llamacpp, compressed-tensors, kvtuner, kvtuner-yaml, hawq, "
+                       "imatrix, imatrix-dat, sglang-kv, trtllm-kv, vllm-kv, llamacpp-kv, gptqmodel, autoround, "
+                       "modelopt)",
                        name ? name : "(null)");
 }
 
@@ -54,6 +58,10 @@ mpq_export_opts mpq_export_opts_default(void) {
     return o;
 }
 
+/* llama.cpp cache types (common/arg.cpp kv_cache_types): f32 f16 bf16 q8_0 q4_0 q4_1 iq4_nl
+ * q5_0 q5_1. Rule: the cheapest with at least `bits` element bits and an asymmetric grid
+ * (min/max, as mpq's KV quantizer) - q4_1 for 2..4, q5_1 for 5, q8_0 (the only 8-bit type,
+ * symmetric) for 6..8, f16 above. */
 const char *mpq_export_llama_kv_type(int bits) {
     if (bits >= 16) return "f16";
     if (bits > 5) return "q8_0";
@@ -218,7 +226,7 @@ done:
 
 /* ---- llama.cpp ---------------------------------------------------------------------------- */
 
-static void regex_escape(sbuf *b, const char *s) {
+void export_regex_escape(sbuf *b, const char *s) {
     for (; *s; s++) {
         if (strchr(".^$|()[]{}*+?\\", *s)) sb_puts(b, "\\");
         char c[2] = {*s, 0};
@@ -264,7 +272,7 @@ static mpq_status render_llamacpp(const mpq_export_plan *p, const mpq_export_opt
             goto done;
         }
         sb_puts(&f, "^");
-        regex_escape(&f, L->gguf_name);
+        export_regex_escape(&f, L->gguf_name);
         sb_printf(&f, "$=%s\n", ch[i].resolved->name);
         lin += ch[i].bytes;
         n_fb += ch[i].fallback;
@@ -306,9 +314,19 @@ static mpq_status render_llamacpp(const mpq_export_plan *p, const mpq_export_opt
     if (kmin != kmax || vmin != vmax)
         sb_printf(&n, "  note: the per-layer KV plan (K %d..%d bits, V %d..%d bits) was collapsed to one global "
                       "pair k%dv%d: llama.cpp has one cache type for all layers\n", kmin, kmax, vmin, vmax, kmax, vmax);
-    if ((kmax < 16 && kmax != 8) || (vmax < 16 && vmax != 8))
-        sb_printf(&n, "  note: llama.cpp has no %d-bit cache type; rounded up to %s/%s (asymmetric, block 32)\n",
-                  (kmax < 16 && kmax != 8) ? kmax : vmax, ctk, ctv);
+    /* rule (mpq_export_llama_kv_type): the cheapest llama.cpp cache type with at least the
+     * plan's bits and an asymmetric min/max grid like mpq's KV quantizer */
+    for (int h = 0; h < 2; h++) {
+        int bits = h ? vmax : kmax;
+        const char *t = h ? ctv : ctk;
+        if (bits < 4)
+            sb_printf(&n, "  note: %s %d bits -> %s: llama.cpp's smallest cache types are 4-bit (q4_0, q4_1, "
+                          "iq4_nl); rounded up to the asymmetric one, like mpq's min/max grid\n",
+                      h ? "V" : "K", bits, t);
+        else if (bits == 4)
+            sb_printf(&n, "  note: %s 4 bits -> q4_1 (4-bit asymmetric, block 32, like mpq's min/max grid; "
+                          "q4_0 and iq4_nl are symmetric)\n", h ? "V" : "K");
+    }
     if (strcmp(ctv, "f16") != 0) sb_printf(&n, "  note: a quantized V cache needs flash attention (-fa on)\n");
     if (kmax < 16 || vmax < 16)
         sb_printf(&n, "  note: llama.cpp quantizes K and V per token in blocks of 32; mpq measured %s, group %d\n",
@@ -384,7 +402,8 @@ static const char *ct_format(const ct_scheme *s) {
     return strcmp(s->type, "float") == 0 ? "float-quantized" : "pack-quantized";
 }
 
-static mpq_status render_ct(const mpq_export_plan *p, char **text, char **notes, mpq_err *err) {
+static mpq_status render_ct(const mpq_export_plan *p, const mpq_export_opts *o, char **text, char **notes,
+                            mpq_err *err) {
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
     sbuf n = {0};
@@ -396,6 +415,32 @@ static mpq_status render_ct(const mpq_export_plan *p, char **text, char **notes,
     }
     for (int i = 0; i < p->n_layers; i++)
         if ((st = ct_of(&p->layers[i], &sc[i], err)) != MPQ_OK) goto done;
+    /* what vLLM will not load: its weight-only int path (CompressedTensorsWNA16) has 4 and 8 bits
+     * only (WNA16_SUPPORTED_BITS), sizes group scales as in_features // group_size, and its
+     * fp8 weight-only path (CompressedTensorsW8A16Fp8) takes channel or tensor strategies */
+    for (int i = 0; i < p->n_layers; i++) {
+        const mpq_export_layer *L = &p->layers[i];
+        const ct_scheme *c = &sc[i];
+        char why[256] = "";
+        if (c->keep) continue;
+        if (strcmp(c->type, "int") == 0 && c->num_bits != 4 && c->num_bits != 8)
+            snprintf(why, sizeof why, "num_bits %d: vLLM's WNA16 scheme loads only 4 and 8 bits", c->num_bits);
+        else if (c->group_size > 0 && L->cols % c->group_size != 0)
+            snprintf(why, sizeof why,
+                     "group_size %d does not divide its %lld input features: vLLM sizes the group scales as "
+                     "%lld // %d = %lld and the weight will not load", c->group_size, (long long)L->cols,
+                     (long long)L->cols, c->group_size, (long long)(L->cols / c->group_size));
+        else if (strcmp(c->type, "float") == 0 && c->group_size > 0)
+            snprintf(why, sizeof why, "fp8 weights with group_size %d: vLLM's fp8 weight-only scheme takes the "
+                     "channel or tensor strategy", c->group_size);
+        if (!why[0]) continue;
+        if (o->strict) {
+            st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "export compressed-tensors: %s (%s, %s): %s (--strict)",
+                             L->name, L->hf_name, L->cand.name, why);
+            goto done;
+        }
+        sb_printf(&n, "warning: vLLM will refuse %s (%s): %s\n", L->hf_name, L->cand.name, why);
+    }
     /* fused shards: q/k/v -> qkv_proj, gate/up -> gate_up_proj */
     for (int i = 0; i < p->n_layers; i++) {
         const mpq_export_layer *A = &p->layers[i];
@@ -451,7 +496,7 @@ static mpq_status render_ct(const mpq_export_plan *p, char **text, char **notes,
             s = &sc[i];
             sbuf t = {0};
             sb_puts(&t, "re:^");
-            regex_escape(&t, p->layers[i].hf_name);
+            export_regex_escape(&t, p->layers[i].hf_name);
             sb_puts(&t, "$");
             char *ts = sb_take(&t);
             if (!ts) {
@@ -579,10 +624,22 @@ mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, c
     switch (f) {
     case MPQ_EXPORT_MPQ: return render_mpq(plan, text, notes, err);
     case MPQ_EXPORT_LLAMACPP: return render_llamacpp(plan, opts, text, notes, err);
-    case MPQ_EXPORT_COMPRESSED_TENSORS: return render_ct(plan, text, notes, err);
+    case MPQ_EXPORT_COMPRESSED_TENSORS: return render_ct(plan, opts, text, notes, err);
     case MPQ_EXPORT_KVTUNER: return render_kvtuner(plan, false, text, notes, err);
     case MPQ_EXPORT_KVTUNER_YAML: return render_kvtuner(plan, true, text, notes, err);
     case MPQ_EXPORT_HAWQ: return render_hawq(plan, text, notes, err);
+    case MPQ_EXPORT_IMATRIX:
+    case MPQ_EXPORT_IMATRIX_DAT:
+        return mpq_err_set(err, MPQ_ERR_INVALID, "export %s: an importance matrix is computed from calibration "
+                           "(mpq_imatrix_from_job, mpq_imatrix_serialize), not rendered from a plan",
+                           mpq_export_format_name(f));
+    case MPQ_EXPORT_KV_SGLANG: return export_render_kv_engine(plan, MPQ_KV_ENGINE_SGLANG, opts, text, notes, err);
+    case MPQ_EXPORT_KV_TRTLLM: return export_render_kv_engine(plan, MPQ_KV_ENGINE_TRTLLM, opts, text, notes, err);
+    case MPQ_EXPORT_KV_VLLM: return export_render_kv_engine(plan, MPQ_KV_ENGINE_VLLM, opts, text, notes, err);
+    case MPQ_EXPORT_KV_LLAMACPP: return export_render_kv_engine(plan, MPQ_KV_ENGINE_LLAMACPP, opts, text, notes, err);
+    case MPQ_EXPORT_GPTQMODEL:
+    case MPQ_EXPORT_AUTOROUND:
+    case MPQ_EXPORT_MODELOPT: return export_render_pyquant(plan, f, opts, text, notes, err);
     }
     return mpq_err_set(err, MPQ_ERR_INVALID, "export: unknown format %d", (int)f);
 }

@@ -69,32 +69,40 @@ mpq_status mpq_export_ggml_choose(const mpq_candidate *c, int64_t rows, int64_t 
     memset(out, 0, sizeof *out);
     double b = c->type == MPQ_QTYPE_F32 ? 32.0 : c->type == MPQ_QTYPE_F16 ? 16.0 : mpq_candidate_bits(c, cols);
     out->candidate_bits = b;
-    const mpq_ggml_type_info *req = NULL;
+    /* llama-quantize resolves the row-length fallback first and then asks for an importance
+     * matrix only if the RESOLVED type needs one (llama_tensor_get_type, then
+     * tensor_requires_imatrix): iq3_xxs on 192 columns becomes iq4_nl and needs none. */
+    const mpq_ggml_type_info *req = NULL, *res = NULL;
+    bool no_fb = false;
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++) {
         const mpq_ggml_type_info *t = mpq_ggml_type_find(ladder[i]);
         if (type_bits(t) + 1e-9 < b) continue;
-        if (t->needs_imatrix && !allow_imatrix) {
+        const mpq_ggml_type_info *r = t;
+        no_fb = false;
+        if (cols % t->block != 0) {
+            const char *fb = llama_fallback(t->name);
+            if (!fb) {
+                no_fb = true;
+                r = mpq_ggml_type_find("f16");
+            } else {
+                r = mpq_ggml_type_find(fb);
+                if (cols % r->block != 0) r = mpq_ggml_type_find("f16");
+            }
+        }
+        if (r->needs_imatrix && !allow_imatrix) {
             if (skip_imatrix) continue;
             return mpq_err_set(err, MPQ_ERR_INVALID,
                                "%s (%.4f bits/weight) maps to %s, which needs an importance matrix: pass "
-                               "--imatrix FILE, or --skip-imatrix-types to round up to the next type",
+                               "--imatrix FILE (mpq export JOB --format imatrix writes one), or "
+                               "--skip-imatrix-types to round up to the next type",
                                c->name, b, t->name);
         }
         req = t;
+        res = r;
         break;
     }
-    if (!req) req = mpq_ggml_type_find("f32");
-    const mpq_ggml_type_info *res = req;
-    if (cols % req->block != 0) {
-        const char *fb = llama_fallback(req->name);
-        if (!fb) {
-            out->no_llama_fallback = true;
-            res = mpq_ggml_type_find("f16");
-        } else {
-            res = mpq_ggml_type_find(fb);
-            if (cols % res->block != 0) res = mpq_ggml_type_find("f16");
-        }
-    }
+    if (!req) req = res = mpq_ggml_type_find("f32");
+    out->no_llama_fallback = no_fb;
     out->requested = req;
     out->resolved = res;
     out->fallback = res != req;

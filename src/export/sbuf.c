@@ -57,6 +57,13 @@ void sb_puts(sbuf *b, const char *s) {
     b->len += n;
 }
 
+void sb_bytes(sbuf *b, const void *p, size_t n) {
+    if (!sb_reserve(b, n)) return;
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
 void sb_xml(sbuf *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
