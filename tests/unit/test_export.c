@@ -14,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "model/gguf.h"
+#include "mpq/mpq_calib.h"
 #include "mpq/mpq_config.h"
+#include "mpq/mpq_data.h"
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_export.h"
 #include "test_util.h"
@@ -91,6 +95,10 @@ START_TEST(test_golden_all_formats) {
         {MPQ_EXPORT_COMPRESSED_TENSORS, "mixed.compressed-tensors.json"},
         {MPQ_EXPORT_KVTUNER, "mixed.kvtuner.json"}, {MPQ_EXPORT_KVTUNER_YAML, "mixed.kvtuner.yaml"},
         {MPQ_EXPORT_HAWQ, "mixed.hawq.json"},
+        {MPQ_EXPORT_KV_SGLANG, "mixed.sglang-kv.txt"},   {MPQ_EXPORT_KV_TRTLLM, "mixed.trtllm-kv.txt"},
+        {MPQ_EXPORT_KV_VLLM, "mixed.vllm-kv.txt"},       {MPQ_EXPORT_KV_LLAMACPP, "mixed.llamacpp-kv.txt"},
+        {MPQ_EXPORT_GPTQMODEL, "mixed.gptqmodel.json"},  {MPQ_EXPORT_AUTOROUND, "mixed.autoround.json"},
+        {MPQ_EXPORT_MODELOPT, "mixed.modelopt.py"},
     };
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
         char *notes = NULL;
@@ -183,7 +191,7 @@ START_TEST(test_ggml_fallback) {
         {"int4g32", 64, 64, "q5_k", "q5_1", 64 * 2 * 24},       /* 5.0 bpw; 64 % 256 -> Q5_K->Q5_1 */
         {"int4g32s", 64, 64, "q4_k", "q5_0", 64 * 2 * 22},      /* 4.5 bpw; Q4_K->Q5_0 */
         {"int3g32", 64, 64, "iq4_xs", "iq4_nl", 64 * 2 * 18},   /* 4.0 bpw; IQ4_XS->IQ4_NL */
-        {"int2g32", 64, 64, "q3_k", "q4_0", 64 * 2 * 18},       /* 3.0 bpw, iq3_xxs skipped; Q3_K->Q4_0 */
+        {"int2g32", 64, 64, "iq3_xxs", "iq4_nl", 64 * 2 * 18},  /* 3.0 bpw; IQ3_XXS->IQ4_NL, no imatrix */
         {"int2c", 64, 64, "q2_k", "q4_0", 64 * 2 * 18},         /* 2.5 bpw; Q2_K->Q4_0 */
         {"int6g32", 64, 64, "q8_0", "q8_0", 64 * 2 * 34},       /* 7.0 bpw > q6_k 6.5625 */
         {"int5g32", 64, 64, "q6_k", "q8_0", 64 * 2 * 34},       /* 5 + 1 = 6.0 -> Q6_K->Q8_0 */
@@ -420,7 +428,7 @@ START_TEST(test_format_names) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_int_eq(mpq_export_format_parse(bad[i], &f, &err), MPQ_ERR_INVALID);
     ck_assert_int_eq(mpq_export_format_parse(NULL, &f, &err), MPQ_ERR_INVALID);
-    for (int i = 0; i <= MPQ_EXPORT_HAWQ; i++) {
+    for (int i = 0; i <= MPQ_EXPORT_MODELOPT; i++) {
         ck_assert_int_eq(mpq_export_format_parse(mpq_export_format_name((mpq_export_format)i), &f, &err), MPQ_OK);
         ck_assert_int_eq(f, i);
     }
@@ -523,6 +531,260 @@ START_TEST(test_plan_from_db) {
 }
 END_TEST
 
+/* compressed-tensors: what vLLM will not load is a warning naming the layer, or with strict a
+ * refusal (int3 / int2: WNA16 has 4 and 8 bits; group 32 on 172 inputs: 172 // 32 scales) */
+START_TEST(test_ct_vllm_checks) {
+    mpq_err err = {0};
+    mpq_export_plan *plan = mixed_plan(NULL);
+    char *notes = NULL, *t = render(plan, MPQ_EXPORT_COMPRESSED_TENSORS, false, &notes);
+    ck_assert_ptr_nonnull(strstr(notes, "vLLM will refuse model.layers.1.self_attn.o_proj (int3g32): num_bits 3"));
+    ck_assert_ptr_nonnull(strstr(notes, "model.layers.2.mlp.down_proj (int4g32): group_size 32 does not divide its "
+                                        "172 input features: vLLM sizes the group scales as 172 // 32 = 5"));
+    ck_assert_ptr_null(strstr(notes, "model.layers.0.self_attn.q_proj (int8c)"));
+    free(t);
+    free(notes);
+    mpq_export_opts o = mpq_export_opts_default();
+    o.strict = true;
+    t = NULL;
+    ck_assert_int_eq(mpq_export_render(plan, MPQ_EXPORT_COMPRESSED_TENSORS, &o, &t, &notes, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err.msg, "blk.1.attn_o"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "only 4 and 8 bits"));
+    ck_assert_ptr_null(t);
+    mpq_export_plan_free(plan);
+}
+END_TEST
+
+/* KV engines: the dtype rule, the menu test, collapse notes and --strict refusals */
+START_TEST(test_kv_engines) {
+    mpq_err err = {0};
+    int b = 0;
+    ck_assert_str_eq(mpq_kv_engine_dtype(MPQ_KV_ENGINE_TRTLLM, 2, &b), "nvfp4");
+    ck_assert_int_eq(b, 4);
+    ck_assert_str_eq(mpq_kv_engine_dtype(MPQ_KV_ENGINE_SGLANG, 8, &b), "fp8_e4m3");
+    ck_assert_str_eq(mpq_kv_engine_dtype(MPQ_KV_ENGINE_VLLM, 4, &b), "fp8_e4m3");
+    ck_assert_int_eq(b, 8);
+    ck_assert_str_eq(mpq_kv_engine_dtype(MPQ_KV_ENGINE_VLLM, 16, NULL), "auto");
+    ck_assert_str_eq(mpq_kv_engine_dtype(MPQ_KV_ENGINE_LLAMACPP, 3, NULL), "q4_1");
+    ck_assert(mpq_kv_engine_offers(MPQ_KV_ENGINE_TRTLLM, (mpq_kv_pair){4, 4}));
+    ck_assert(!mpq_kv_engine_offers(MPQ_KV_ENGINE_TRTLLM, (mpq_kv_pair){8, 4})); /* one dtype per layer */
+    ck_assert(!mpq_kv_engine_offers(MPQ_KV_ENGINE_VLLM, (mpq_kv_pair){4, 4}));   /* fp8 only */
+    ck_assert(mpq_kv_engine_offers(MPQ_KV_ENGINE_LLAMACPP, (mpq_kv_pair){8, 4}));
+    ck_assert(!mpq_kv_engine_offers(MPQ_KV_ENGINE_LLAMACPP, (mpq_kv_pair){4, 2}));
+    mpq_kv_engine e;
+    ck_assert_int_eq(mpq_kv_engine_parse("tgi", &e, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_kv_engine_parse("vllm", &e, &err), MPQ_OK);
+
+    mpq_export_plan *plan = mixed_plan(NULL); /* KV k8v4 k4v4 k4v2 k8v8 k8v8 */
+    char *notes = NULL, *t = render(plan, MPQ_EXPORT_KV_TRTLLM, false, &notes);
+    ck_assert_str_eq(t, "0-0:fp8,1-2:nvfp4,3-4:fp8\n");
+    ck_assert_ptr_nonnull(strstr(notes, "block 0 k8v4 -> fp8 for K and V (one dtype per layer for K and V)"));
+    ck_assert_ptr_nonnull(strstr(notes, "open PR NVIDIA/TensorRT-LLM#13695"));
+    free(t);
+    free(notes);
+    t = render(plan, MPQ_EXPORT_KV_SGLANG, false, &notes);
+    ck_assert_str_eq(t, "--kv-cache-dtype fp8_e4m3 --kv-cache-per-layer-dtype 1-2:fp4_e2m1\n");
+    ck_assert_ptr_nonnull(strstr(notes, "is a proposal"));
+    free(t);
+    free(notes);
+    t = render(plan, MPQ_EXPORT_KV_LLAMACPP, false, &notes);
+    ck_assert_str_eq(t, "-ctk q4_1 -ctv q4_1 -ctk-first q8_0,1 -ctk-last q8_0,2 -ctv-last q8_0,2 -fa on\n");
+    ck_assert_ptr_nonnull(strstr(notes, "block 2 k4v2 -> K q4_1, V q4_1"));
+    free(t);
+    free(notes);
+    mpq_export_opts o = mpq_export_opts_default();
+    o.strict = true;
+    static const mpq_export_format kvf[] = {MPQ_EXPORT_KV_SGLANG, MPQ_EXPORT_KV_TRTLLM, MPQ_EXPORT_KV_VLLM,
+                                            MPQ_EXPORT_KV_LLAMACPP};
+    for (size_t i = 0; i < 4; i++) {
+        t = NULL;
+        ck_assert_int_eq(mpq_export_render(plan, kvf[i], &o, &t, &notes, &err), MPQ_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(err.msg, "block"));
+        ck_assert_ptr_null(t);
+    }
+    mpq_export_plan_free(plan);
+
+    /* uniform k8v8 with two unquantized blocks: vLLM skip list, nothing collapsed */
+    mpq_config *cfg = NULL;
+    ck_assert_int_eq(mpq_config_uniform(g_model, "f32", NULL, &cfg, &err), MPQ_OK);
+    for (int k = 0; k < 5; k++)
+        ck_assert_int_eq(mpq_config_set_kv(cfg, k, k == 0 || k == 4 ? (mpq_kv_pair){16, 16} : (mpq_kv_pair){8, 8}, &err),
+                         MPQ_OK);
+    ck_assert_int_eq(mpq_export_plan_build(g_model, cfg, NULL, &plan, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_export_render(plan, MPQ_EXPORT_KV_VLLM, &o, &t, &notes, &err), MPQ_OK);
+    ck_assert_str_eq(t, "--kv-cache-dtype fp8_e4m3 --kv-cache-dtype-skip-layers 0 4\n");
+    ck_assert_ptr_nonnull(strstr(notes, "0 of 5 block(s) collapsed"));
+    free(t);
+    free(notes);
+    mpq_export_plan_free(plan);
+    mpq_config_free(cfg);
+}
+END_TEST
+
+/* Python quantizers: fp8 is collapsed to int8 per channel for GPTQModel / AutoRound (kept by
+ * ModelOpt), int2/int3 rounded up to 4 bits for ModelOpt; strict refuses naming the layer */
+START_TEST(test_pyquant) {
+    mpq_err err = {0};
+    mpq_export_plan *plan = mixed_plan(NULL);
+    char *notes = NULL, *t = render(plan, MPQ_EXPORT_GPTQMODEL, false, &notes);
+    cJSON *j = cJSON_Parse(t);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "bits")->valueint, 4);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "group_size")->valueint, 32);
+    cJSON *d = cJSON_GetObjectItem(j, "dynamic");
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(d, "-:^model\\.layers\\.0\\.mlp\\.down_proj$"));
+    ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "+:^model\\.layers\\.2\\.self_attn\\.o_proj$"), "bits")
+                         ->valueint, 2);
+    ck_assert_ptr_nonnull(strstr(notes, "model.layers.4.self_attn.o_proj fp8e4m3 -> int8 per channel"));
+    cJSON_Delete(j);
+    free(t);
+    free(notes);
+    t = render(plan, MPQ_EXPORT_AUTOROUND, false, &notes);
+    j = cJSON_Parse(t);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "layer_config"),
+                                                             "model.layers.0.mlp.down_proj"), "bits")->valueint, 16);
+    cJSON_Delete(j);
+    free(t);
+    free(notes);
+    t = render(plan, MPQ_EXPORT_MODELOPT, false, &notes);
+    ck_assert_ptr_nonnull(strstr(t, "\"*model.layers.4.self_attn.o_proj.weight_quantizer\": {\"num_bits\": (4, 3)"));
+    ck_assert_ptr_nonnull(strstr(notes, "int2g32 -> 4 bits (ModelOpt has no 2-bit integer type)"));
+    free(t);
+    free(notes);
+    mpq_export_opts o = mpq_export_opts_default();
+    o.strict = true;
+    t = NULL;
+    ck_assert_int_eq(mpq_export_render(plan, MPQ_EXPORT_GPTQMODEL, &o, &t, &notes, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err.msg, "blk.4.attn_o"));
+    ck_assert_int_eq(mpq_export_render(plan, MPQ_EXPORT_MODELOPT, &o, &t, &notes, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_int_eq(mpq_export_render(plan, MPQ_EXPORT_IMATRIX, &o, &t, &notes, &err), MPQ_ERR_INVALID);
+    mpq_export_plan_free(plan);
+}
+END_TEST
+
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static float rdf(const unsigned char *p) {
+    uint32_t u = rd32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The importance matrix from a real calibration of stories260K, written in both layouts and
+ * read back: GGUF in_sum2 = diag(X^T X / N) * N and counts = N (through mpq's GGUF reader);
+ * legacy: int n_entries, per entry int len, name, int ncall, int nval, float values, then the
+ * chunk count and dataset name, with values / ncall = diag. Floats are rounded once from
+ * double, so the relative tolerance is float epsilon (2^-23 ~ 1.2e-7), doubled. */
+START_TEST(test_imatrix_file) {
+    mpq_err err = {0};
+    mpq_data *data = NULL;
+    mpq_data_seqs *seqs = NULL;
+    mpq_data_opts dopt = mpq_data_opts_default();
+    dopt.vocab_size = mpq_model_get_config(g_model)->vocab_size;
+    ck_assert_msg(mpq_data_load(shared_path("data/tinystories-calib.tok512.u16"), NULL, &dopt, &data, &err) == MPQ_OK,
+                  "%s", err.msg);
+    ck_assert_int_eq(mpq_data_sequences(data, 32, 3, 1, &seqs, &err), MPQ_OK);
+    int tokens[3 * 33];
+    for (int i = 0; i < 3 * 33; i++) tokens[i] = (int)seqs->tokens[i];
+    mpq_calib_opts co = mpq_calib_opts_default();
+    mpq_calib *cal = NULL;
+    ck_assert_int_eq(mpq_calib_create(g_model, tokens, 3, 32, &co, &cal, &err), MPQ_OK);
+    mpq_imatrix *im = NULL;
+    ck_assert_int_eq(mpq_imatrix_from_calib(cal, g_model, "calib.u16", &im, &err), MPQ_OK);
+    ck_assert_int_eq(im->n_entries, 35);
+    ck_assert_int_eq(im->n_tokens, 96);
+    ck_assert_str_eq(im->entries[3].name, "blk.0.attn_output.weight");
+    const double N = 96.0;
+    char dir[256], path[300];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/im.gguf", dir);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(mpq_imatrix_serialize(im, true, &buf, &len, &err), MPQ_OK);
+    ck_assert_int_eq(test_write_file(path, buf, len), 0);
+    free(buf);
+    mpq_gguf_file *g = NULL;
+    ck_assert_msg(mpq_gguf_open(path, &g, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(g->n_tensors, 70);
+    const char *sv;
+    size_t sl;
+    ck_assert_int_eq(mpq_gguf_get_string(g, "general.type", &sv, &sl, NULL, &err), MPQ_OK);
+    ck_assert(sl == 7 && memcmp(sv, "imatrix", 7) == 0);
+    int64_t v;
+    ck_assert_int_eq(mpq_gguf_get_int(g, "imatrix.chunk_count", 0, 1 << 30, &v, NULL, &err), MPQ_OK);
+    ck_assert_int_eq(v, 3);
+    ck_assert_int_eq(mpq_gguf_get_int(g, "imatrix.chunk_size", 0, 1 << 30, &v, NULL, &err), MPQ_OK);
+    ck_assert_int_eq(v, 32);
+    ck_assert_ptr_nonnull(mpq_gguf_find_kv(g, "imatrix.datasets"));
+    for (int i = 0; i < mpq_model_n_linear(g_model); i++) {
+        int64_t cols = 0;
+        const double *S = mpq_calib_xtx(cal, i, &cols);
+        char nm[160];
+        snprintf(nm, sizeof nm, "%s.in_sum2", im->entries[i].name);
+        const mpq_gguf_tensor *ts = mpq_gguf_find_tensor(g, nm);
+        snprintf(nm, sizeof nm, "%s.counts", im->entries[i].name);
+        const mpq_gguf_tensor *tc = mpq_gguf_find_tensor(g, nm);
+        ck_assert_ptr_nonnull(ts);
+        ck_assert_ptr_nonnull(tc);
+        ck_assert_int_eq(ts->ne[0], cols);
+        ck_assert_int_eq(ts->ne[1], 1);
+        ck_assert_int_eq(tc->n_elems, 1);
+        float *x = malloc((size_t)cols * sizeof *x), c1;
+        mpq_gguf_read_f32(g, ts, x);
+        mpq_gguf_read_f32(g, tc, &c1);
+        ck_assert(c1 == (float)N); /* an integer below 2^24: exact in float */
+        for (int64_t c = 0; c < cols; c++) {
+            double want = S[c * cols + c] * N;
+            ck_assert_double_eq_tol(x[c], want, 2.4e-7 * want);
+        }
+        free(x);
+    }
+    mpq_gguf_close(g);
+
+    ck_assert_int_eq(mpq_imatrix_serialize(im, false, &buf, &len, &err), MPQ_OK);
+    const unsigned char *q = buf, *end = buf + len;
+    ck_assert_int_eq(rd32(q), 35);
+    q += 4;
+    for (int i = 0; i < 35; i++) {
+        uint32_t nl = rd32(q);
+        q += 4;
+        ck_assert(nl == strlen(im->entries[i].name) && memcmp(q, im->entries[i].name, nl) == 0);
+        q += nl;
+        uint32_t ncall = rd32(q), nval = rd32(q + 4);
+        q += 8;
+        int64_t cols = 0;
+        const double *S = mpq_calib_xtx(cal, i, &cols);
+        ck_assert_int_eq(ncall, 3);
+        ck_assert_int_eq(nval, cols);
+        for (uint32_t c = 0; c < nval; c++) {
+            double want = S[(size_t)c * (size_t)cols + c];
+            ck_assert_double_eq_tol(rdf(q + 4 * c) / ncall, want, 2.4e-7 * want);
+        }
+        q += 4 * (size_t)nval;
+    }
+    ck_assert_int_eq(rd32(q), 3);
+    ck_assert_int_eq(rd32(q + 4), 9);
+    ck_assert(memcmp(q + 8, "calib.u16", 9) == 0);
+    ck_assert(q + 17 == end);
+    free(buf);
+    /* no X^T X collected: refused */
+    mpq_imatrix_free(im);
+    im = NULL;
+    mpq_calib_free(cal);
+    co.collect_xtx = false;
+    ck_assert_int_eq(mpq_calib_create(g_model, tokens, 3, 32, &co, &cal, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_imatrix_from_calib(cal, g_model, "x", &im, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(im);
+    mpq_calib_free(cal);
+    mpq_data_seqs_free(seqs);
+    mpq_data_free(data);
+    remove(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *export_suite(void) {
     Suite *s = suite_create("export");
     TCase *tc = tcase_create("core");
@@ -541,6 +803,10 @@ static Suite *export_suite(void) {
     tcase_add_test(tc, test_format_names);
     tcase_add_test(tc, test_hf_model_plan);
     tcase_add_test(tc, test_plan_from_db);
+    tcase_add_test(tc, test_ct_vllm_checks);
+    tcase_add_test(tc, test_kv_engines);
+    tcase_add_test(tc, test_pyquant);
+    tcase_add_test(tc, test_imatrix_file);
     suite_add_tcase(s, tc);
     return s;
 }
