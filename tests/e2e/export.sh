@@ -14,7 +14,9 @@ same() { # name file golden
 }
 
 for f in mpq:mpq.json llamacpp:llamacpp.txt compressed-tensors:compressed-tensors.json kvtuner:kvtuner.json \
-         kvtuner-yaml:kvtuner.yaml hawq:hawq.json; do
+         kvtuner-yaml:kvtuner.yaml hawq:hawq.json sglang-kv:sglang-kv.txt trtllm-kv:trtllm-kv.txt \
+         vllm-kv:vllm-kv.txt llamacpp-kv:llamacpp-kv.txt gptqmodel:gptqmodel.json autoround:autoround.json \
+         modelopt:modelopt.py; do
   fmt=${f%%:*} ext=${f#*:}
   check "config-$fmt" 0 "wrote" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" -f "$fmt" \
     -o "$tmp/mixed.$ext" --skip-imatrix-types
@@ -26,10 +28,29 @@ grep -q "llama-quantize --tensor-type-file $tmp/t.txt" "$tmp/out" || { echo "FAI
 if grep -q '#' "$tmp/t.txt"; then echo "FAIL '#' in tensor-type file"; fails=$((fails + 1)); else echo "ok   no-hash"; fi
 n=$(grep -cE '^\^blk\\\.[0-4]\\\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\\\.weight\$=[a-z0-9_]+$' "$tmp/t.txt")
 [ "$n" = 35 ] && echo "ok   35-anchored-lines" || { echo "FAIL $n anchored lines (want 35)"; fails=$((fails + 1)); }
-check imatrix-refused 5 "needs an importance matrix" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" \
+# iq3_xxs falls back to iq4_nl on 64-wide rows before llama-quantize's imatrix test: no refusal
+check imatrix-not-needed 0 "wrote" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" \
   -f llamacpp -o "$tmp/x.txt"
-check imatrix-given 0 "--imatrix im.dat" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" \
+grep -q 'attn_output\\.weight\$=iq4_nl' "$tmp/x.txt" && echo "ok   iq4_nl-fallback" || { echo "FAIL iq4_nl-fallback"; fails=$((fails + 1)); }
+# sotu-2.7M: ffn_down has 512 columns, where iq3_xxs stays and needs an importance matrix
+sotu=$MPQ_SHARED/models/sotu-2.7M/sotu-2.7M.bin
+echo '{"mpq_config_version": 1, "weights": {"default": "int2g32"}}' >"$tmp/int2.json"
+check imatrix-refused 5 "blk.0.ffn_down" -- "$MPQ" export --config "$tmp/int2.json" --model "$sotu" \
+  -f llamacpp -o "$tmp/x.txt"
+check imatrix-given 0 "--imatrix im.dat" -- "$MPQ" export --config "$tmp/int2.json" --model "$sotu" \
   -f llamacpp -o "$tmp/x.txt" --imatrix im.dat
+grep -q 'blk\\.0\\.ffn_down\\.weight\$=iq3_xxs' "$tmp/x.txt" && grep -q 'blk\\.0\\.attn_q\\.weight\$=iq4_nl' "$tmp/x.txt" \
+  && echo "ok   iq3_xxs-on-512-iq4_nl-on-192" || { echo "FAIL iq3_xxs-on-512-iq4_nl-on-192"; fails=$((fails + 1)); }
+# what the targets cannot load: warnings, or exit 6 with --strict
+check ct-warns 0 "vLLM will refuse model.layers.1.self_attn.o_proj (int3g32)" -- "$MPQ" export \
+  --config "$fix/mixed.json" --model "$model" -f compressed-tensors -o "$tmp/ct.json"
+check ct-strict 6 "only 4 and 8 bits" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" \
+  -f compressed-tensors -o "$tmp/ct.json" --strict
+for f in sglang-kv trtllm-kv vllm-kv llamacpp-kv gptqmodel autoround modelopt; do
+  check "$f-strict" 6 "collapsed" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" -f "$f" \
+    -o "$tmp/s.txt" --strict
+done
+check imatrix-needs-job 2 "give JOB" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" -f imatrix -o "$tmp/i"
 # the mpq JSON is a config mpq eval accepts
 check mpq-json-evals 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -c "$tmp/mixed.mpq.json" \
   -d "$MPQ_SHARED/data/tinystories-eval.tok512.u16" -L 64 -n 2
@@ -59,6 +80,11 @@ check job-named 0 "solution kl@knee" -- "$MPQ" export "e2e-export:kl@knee" --db 
 check job-option 0 "nbits_key" -- "$MPQ" export e2e-export --solution kl@knee --db "$db" -f kvtuner -o -
 check job-missing 10 "no solution 'nope'" -- "$MPQ" export "e2e-export:nope" --db "$db" -f mpq -o "$tmp/x"
 check nojob 10 "nojob" -- "$MPQ" export nojob --db "$db" -f mpq -o "$tmp/x"
+# importance matrix from the job's calibration (2 windows of 32 tokens): GGUF and legacy
+check imatrix-gguf 0 "64 tokens in 2 windows of 32" -- "$MPQ" export e2e-export --db "$db" -f imatrix -o "$tmp/im.gguf"
+[ "$(head -c 4 "$tmp/im.gguf")" = GGUF ] && echo "ok   imatrix-magic" || { echo "FAIL imatrix-magic"; fails=$((fails + 1)); }
+check imatrix-dat 0 "llama-quantize --imatrix" -- "$MPQ" export e2e-export --db "$db" -f imatrix-dat -o "$tmp/im.dat"
+check imatrix-stdout 2 "binary file" -- "$MPQ" export e2e-export --db "$db" -f imatrix -o -
 
 [ "$fails" = 0 ] && echo "all export checks passed" || echo "$fails export checks FAILED"
 exit $((fails > 0))

@@ -29,7 +29,8 @@ check pareto 0 "knee" -- "$MPQ" pareto $job --db "$db"
 check kv 0 "k8v8" -- "$MPQ" kv $job --db "$db" --prune --frontier --budget kv-bits=5 \
   --export-kvtuner "$T/kv.json" --export-config "$T/kvcfg.json"
 check kv-joint 0 "joint weights + KV" -- "$MPQ" kv $job --db "$db" --joint bytes=2000000 --context 64,256
-for f in mpq:json llamacpp:txt compressed-tensors:json kvtuner:json kvtuner-yaml:yaml hawq:json; do
+for f in mpq:json llamacpp:txt compressed-tensors:json kvtuner:json kvtuner-yaml:yaml hawq:json sglang-kv:txt \
+         trtllm-kv:txt vllm-kv:txt llamacpp-kv:txt gptqmodel:json autoround:json modelopt:py; do
   fmt=${f%%:*} ext=${f#*:}
   check "export-$fmt" 0 "wrote" -- "$MPQ" export "$job:s45" --db "$db" -f "$fmt" -o "$T/x.$fmt.$ext" \
     --skip-imatrix-types
@@ -55,6 +56,8 @@ check evaluate 3 "$T/m/model.bin" -- "$MPQ" evaluate $job s45 --db "$db"
 check pareto-evaluate 3 "$T/m/model.bin" -- "$MPQ" pareto $job --db "$db" --evaluate 1
 check kv-evaluate 3 "$T/m/model.bin" -- "$MPQ" kv $job --db "$db" --frontier --evaluate
 check resume 3 "$T/m/model.bin" -- "$MPQ" resume $job --db "$db"
+check export-imatrix 3 "$T/m/model.bin" -- "$MPQ" export $job --db "$db" -f imatrix -o "$T/im.gguf"
+grep -qF "$sha" "$T/err" && ok export-imatrix-names-sha256 || bad export-imatrix-names-sha256
 
 # a changed file at that path is refused with both hashes
 cp "$T/model.moved" "$T/m/model.bin"
@@ -64,6 +67,7 @@ grep -qF "$sha" "$T/err" && ok changed-names-recorded-sha256 || bad changed-name
 # the original file back: evaluation works again
 cp "$T/model.moved" "$T/m/model.bin"
 check evaluate-restored 0 "Spearman" -- "$MPQ" evaluate $job s45 --db "$db"
+check export-imatrix-restored 0 "wrote" -- "$MPQ" export $job --db "$db" -f imatrix-dat -o "$T/im.dat"
 
 # budgets are range-checked before any arithmetic (exit 2, message naming the budget)
 check budget-overflow 2 "more than 64 bits per weight" -- "$MPQ" solve $job --db "$db" \
