@@ -1,8 +1,10 @@
 /*
  * mpq_export.h - the export plan of a quantized configuration and the exporters that
- * deployment tools read: mpq JSON, llama.cpp `llama-quantize --tensor-type-file`,
- * compressed-tensors / Hugging Face `quantization_config` (vLLM), KVTuner-style per-layer
- * KV bits (JSON or YAML) and HAWQ-style per-module bits; and `mpq report` (Markdown).
+ * deployment tools read: mpq JSON, llama.cpp `llama-quantize --tensor-type-file` and
+ * importance matrix, compressed-tensors / Hugging Face `quantization_config` (vLLM),
+ * KVTuner-style per-layer KV bits (JSON or YAML), HAWQ-style per-module bits, serving
+ * engines' per-layer KV flags (sglang, TensorRT-LLM, vLLM, ik_llama.cpp), GPTQModel /
+ * AutoRound / ModelOpt mixed weight configs; and `mpq report` (Markdown).
  *
  * Every exporter renders ONE canonical plan, built from (model, config, provenance):
  * per linear layer its stable name ("blk.3.attn_q"), GGUF tensor name
@@ -24,13 +26,14 @@
  * (mpq_candidate_bits at the layer's row length) gets the cheapest type of the ladder
  * q2_k 2.625, iq3_xxs 3.0625, q3_k 3.4375, iq4_xs 4.25, q4_k 4.5, q5_k 5.5, q6_k 6.5625,
  * q8_0 8.5, f16 16, f32 32 whose bits are >= b (never fewer bits than mpq measured).
- * iq3_xxs needs an importance matrix: it is only used with opts.imatrix_path, and without
- * it the export fails (MPQ_ERR_INVALID naming the layer) unless opts.skip_imatrix_types,
- * which rounds up to q3_k. Then llama-quantize's own fallback for a row length (GGUF ne[0]
- * = cols) not divisible by the type's block size is applied - IQ types -> iq4_nl,
- * q2_k/q3_k -> q4_0, q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, and f16 when even that
- * does not divide (llama.cpp src/llama-quant.cpp, tensor_type_fallback) - and where
- * llama.cpp defines no fallback (q8_0 on cols % 32 != 0 makes it throw) mpq writes f16.
+ * Then llama-quantize's own fallback for a row length (GGUF ne[0] = cols) not divisible by
+ * the type's block size is applied - IQ types -> iq4_nl, q2_k/q3_k -> q4_0, q4_k -> q5_0,
+ * q5_k -> q5_1, q6_k -> q8_0, and f16 when even that does not divide (llama.cpp
+ * src/llama-quant.cpp, tensor_type_fallback) - and where llama.cpp defines no fallback (q8_0
+ * on cols % 32 != 0 makes it throw) mpq writes f16. Only then, as llama-quantize does, the
+ * importance-matrix test on the RESOLVED type: iq3_xxs that stays iq3_xxs (cols % 256 == 0)
+ * needs opts.imatrix_path, else the export fails (MPQ_ERR_INVALID naming the layer) unless
+ * opts.skip_imatrix_types, which rounds up to q3_k; iq3_xxs that fell back to iq4_nl needs none.
  * The file lists the RESOLVED type, so llama-quantize never falls back and the bytes
  * mpq reports are the bytes it writes.
  */
