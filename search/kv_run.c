@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mpq/mpq_config.h"
+#include "mpq/mpq_export.h"
 #include "mpq/mpq_job.h"
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void) {
@@ -78,6 +79,8 @@ static mpq_status check_request(const mpq_kvsearch_request *rq, mpq_err *err) {
                                (long long)rq->contexts[i]);
     }
     if (rq->cluster < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "kv: cluster count %d < 0", rq->cluster);
+    mpq_kv_engine e;
+    if (rq->engine && mpq_kv_engine_parse(rq->engine, &e, err) != MPQ_OK) return MPQ_ERR_INVALID;
     if (isinf(rq->threshold) || (rq->cluster > 0 && rq->threshold >= 0))
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv: give a cluster count or a finite threshold, not both");
     if (rq->n_budgets < 0 || (rq->n_budgets > 0 && !rq->budgets))
@@ -176,6 +179,36 @@ static mpq_status step_clusters(run_ctx *c, mpq_err *err) {
     return mpq_kvsearch_groups_store(c->db, r->job_id, t, r->group, n_groups, c->rq.cluster, c->rq.threshold, err);
 }
 
+/* The search's pairs restricted to what the request's engine offers (on top of pruning): a
+ * block left with no pair is an error naming the engine and the block. */
+static mpq_status engine_menu(run_ctx *c, bool **out, mpq_err *err) {
+    const mpq_kvsearch_report *r = c->r;
+    const mpq_kvsearch_table *t = r->table;
+    mpq_kv_engine e;
+    mpq_status st = mpq_kv_engine_parse(c->rq.engine, &e, err);
+    if (st != MPQ_OK) return st;
+    size_t n = (size_t)t->n_blocks * (size_t)t->n_pairs;
+    bool *m = mpq_calloc(n ? n : 1, sizeof *m);
+    if (!m) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+    for (int b = 0; b < t->n_blocks; b++) {
+        bool any = false;
+        for (int j = 0; j < t->n_pairs; j++) {
+            size_t k = (size_t)b * (size_t)t->n_pairs + (size_t)j;
+            m[k] = (!r->pruned || r->keep[k]) && mpq_kv_engine_offers(e, t->pairs[j]);
+            any = any || m[k];
+        }
+        if (!any) {
+            free(m);
+            return mpq_err_set(err, MPQ_ERR_NOTFOUND,
+                               "kv: engine %s offers none of block %d's %spairs (it takes K and V widths of its "
+                               "KV dtypes exactly: see mpq export --help); add such pairs to the job's spec",
+                               mpq_kv_engine_name(e), b, r->pruned ? "kept " : "");
+        }
+    }
+    *out = m;
+    return MPQ_OK;
+}
+
 static mpq_status step_frontier(run_ctx *c, mpq_err *err) {
     mpq_kvsearch_report *r = c->r;
     if (!c->rq.frontier && c->rq.n_budgets == 0 && !c->rq.evaluate) return MPQ_OK;
@@ -187,7 +220,12 @@ static mpq_status step_frontier(run_ctx *c, mpq_err *err) {
         o.group = r->group;
         o.n_groups = r->n_groups;
     }
-    mpq_status st = mpq_kvsearch_frontier_compute(r->table, &o, &r->frontier, err);
+    bool *menu = NULL;
+    mpq_status st = MPQ_OK;
+    if (c->rq.engine && (st = engine_menu(c, &menu, err)) != MPQ_OK) return st;
+    if (menu) o.keep = menu;
+    st = mpq_kvsearch_frontier_compute(r->table, &o, &r->frontier, err);
+    free(menu);
     if (st == MPQ_OK) st = mpq_kvsearch_frontier_store(c->db, r->job_id, r->table, r->frontier, &r->frontier_id, err);
     return st;
 }

@@ -343,6 +343,11 @@ typedef struct mpq_kvsearch_request {
     int64_t batch;              /* sequences of KV cache for joint (default 1) */
     const char *export_kvtuner; /* NULL or a file: KVTuner config of the first budget's pick */
     const char *export_config;  /* NULL or a file: mpq config of the first budget's pick */
+    const char *engine;         /* NULL, or a serving engine ("sglang", "trtllm", "vllm", "llamacpp";
+                                   mpq_export.h): the frontier, budgets and evaluation search only
+                                   the pairs that engine offers without rounding up
+                                   (mpq_kv_engine_offers); MPQ_ERR_INVALID for an unknown name,
+                                   MPQ_ERR_NOTFOUND when a block keeps no pair */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);

@@ -20,7 +20,7 @@ static const char *kv_help =
     "usage: mpq kv JOB [--db PATH] [--metric NAME] [--context L[,L2,...]] [--nominal] [--prune]\n"
     "              [--cluster K | --threshold T] [--frontier] [--budget kv-bits=B[,B2]]\n"
     "              [--evaluate [--max-seqs N]] [--joint bytes=N [--batch B]]\n"
-    "              [--export-kvtuner FILE] [--export-config FILE] [--json]\n"
+    "              [--engine NAME] [--export-kvtuner FILE] [--export-config FILE] [--json]\n"
     "\n"
     "KV-cache precision search over the per-(block, pair) sensitivities stored by JOB's\n"
     "kv_sensitivity stage. Always prints each block's ladder (pairs by equivalent bits, with and\n"
@@ -48,6 +48,9 @@ static const char *kv_help =
     "                          token), one ILP over linear layers (stored metric kl; plus f32) and\n"
     "                          KV blocks (plus k16v16); assumes the predicted KLs add up\n"
     "      --batch B           sequences for --joint (default 1)\n"
+    "      --engine NAME       search only the pairs serving engine NAME offers as they are\n"
+    "                          (sglang, trtllm, vllm, llamacpp; K and V widths of its KV dtypes,\n"
+    "                          K = V where it has one dtype per layer): frontier, budgets, evaluate\n"
     "      --export-kvtuner F  KVTuner layer config {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..}\n"
     "                          of the first --budget pick\n"
     "      --export-config F   mpq config (weights f32, kv.layers) of the first --budget pick\n"
@@ -61,7 +64,7 @@ static const char *kv_help =
 #define MAX_LIST 16
 
 typedef struct kv_args {
-    const char *db_path, *job, *metric, *export_kvtuner, *export_config;
+    const char *db_path, *job, *metric, *export_kvtuner, *export_config, *engine;
     int64_t contexts[MAX_LIST];
     int n_contexts;
     double budgets[MAX_LIST];
@@ -93,11 +96,11 @@ static bool parse_list(const char *s, const char *prefix, double *out, int *n) {
 
 static int parse_args(int argc, char **argv, kv_args *a) {
     enum { O_NOMINAL = 1000, O_PRUNE, O_CLUSTER, O_THRESHOLD, O_FRONTIER, O_BUDGET, O_EVALUATE, O_MAXSEQS, O_JOINT,
-           O_BATCH, O_EXPK, O_EXPC, O_JSON };
+           O_BATCH, O_EXPK, O_EXPC, O_JSON, O_ENGINE };
     static const struct option opts[] = {
         {"db", required_argument, 0, 'd'},          {"metric", required_argument, 0, 'm'},
         {"context", required_argument, 0, 'L'},     {"nominal", no_argument, 0, O_NOMINAL},
-        {"prune", no_argument, 0, O_PRUNE},         {"cluster", required_argument, 0, O_CLUSTER},
+        {"engine", required_argument, 0, O_ENGINE}, {"prune", no_argument, 0, O_PRUNE},         {"cluster", required_argument, 0, O_CLUSTER},
         {"threshold", required_argument, 0, O_THRESHOLD}, {"frontier", no_argument, 0, O_FRONTIER},
         {"budget", required_argument, 0, O_BUDGET}, {"evaluate", no_argument, 0, O_EVALUATE},
         {"max-seqs", required_argument, 0, O_MAXSEQS}, {"joint", required_argument, 0, O_JOINT},
@@ -128,6 +131,7 @@ static int parse_args(int argc, char **argv, kv_args *a) {
             break;
         case O_NOMINAL: a->nominal = true; break;
         case O_PRUNE: a->prune = true; break;
+        case O_ENGINE: a->engine = optarg; break;
         case O_CLUSTER:
             if (!cli_parse_int(optarg, 1, 100000, &lv)) return cli_usage_error("kv", "--cluster: expected a positive integer, got '%s'", optarg);
             a->cluster = (int)lv;
@@ -359,6 +363,7 @@ static mpq_kvsearch_request make_request(const kv_args *a) {
     rq.batch = a->batch;
     rq.export_kvtuner = a->export_kvtuner;
     rq.export_config = a->export_config;
+    rq.engine = a->engine;
     return rq;
 }
 

@@ -105,6 +105,18 @@ assert all(p["predicted_se"] is None for p in d["frontier"])
 assert all(c["se"] is None for c in d["keys_vs_values"]["items"])
 PY
 
+# --engine: only the pairs an engine offers as they are (vLLM: fp8 for K and V together; sglang:
+# fp4/fp8 with K = V; llama.cpp: q4_1/q5_1/q8_0 per K and V)
+pairs_used() { awk '/pairs per block/ {on=1; next} on && /^ +[0-9]+ / {for (i = 6; i <= NF; i++) print $i}' "$T/out.txt" | sort -u | tr '\n' ' '; }
+expect_rc 0 "engine vllm" "$MPQ" kv kv --db "$DB" --engine vllm --frontier
+[ "$(pairs_used)" = "k8v8 " ] || fail "engine vllm searched $(pairs_used)"
+expect_rc 0 "engine sglang" "$MPQ" kv kv --db "$DB" --engine sglang --frontier
+[ "$(pairs_used)" = "k4v4 k8v8 " ] || fail "engine sglang searched $(pairs_used)"
+expect_rc 0 "engine llamacpp" "$MPQ" kv kv --db "$DB" --engine llamacpp --frontier
+for p in $(pairs_used); do case $p in k4v4 | k4v8 | k8v4 | k8v8) ;; *) fail "engine llamacpp searched $p" ;; esac; done
+expect_rc 5 "unknown engine" "$MPQ" kv kv --db "$DB" --engine bogus
+grep -q "unknown KV engine 'bogus'" "$T/err.txt" || fail "unknown engine message: $(cat "$T/err.txt")"
+
 # bad input -> documented exit codes, nothing stored
 n_sol=$(sqlite3 "$DB" "SELECT COUNT(*) FROM solutions")
 expect_rc 2 "no job" "$MPQ" kv --db "$DB"
