@@ -280,6 +280,9 @@ typedef struct mpq_kvsearch_eval mpq_kvsearch_eval; /* model + data windows + FP
 mpq_status mpq_kvsearch_eval_open(mpq_db *db, int64_t job_id, int max_seqs, mpq_kvsearch_eval **out,
                                   mpq_err *err);
 void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev); /* accepts NULL */
+/* Threads of mpq_kvsearch_eval_run (mpq_job_set_eval_workers: numbers do not depend on it);
+ * <= 0 = one per processor (the default). */
+void mpq_kvsearch_eval_set_workers(mpq_kvsearch_eval *ev, int n_workers);
 /* Borrowed, valid until mpq_kvsearch_eval_free. */
 const mpq_model *mpq_kvsearch_eval_model(const mpq_kvsearch_eval *ev);
 /* "evaluation" or "calibration": which windows are used. */
@@ -343,6 +346,8 @@ typedef struct mpq_kvsearch_request {
     int64_t batch;              /* sequences of KV cache for joint (default 1) */
     const char *export_kvtuner; /* NULL or a file: KVTuner config of the first budget's pick */
     const char *export_config;  /* NULL or a file: mpq config of the first budget's pick */
+    int eval_workers;           /* threads of the evaluations (mpq_kvsearch_eval_set_workers);
+                                   <= 0 = one per processor (default 0) */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);
