@@ -37,6 +37,7 @@ struct mpq_job {
     mpq_exec_ref *ref;
     int eval_max_seqs;
     mpq_job_evalset evalset;
+    int eval_workers; /* mpq_job_set_eval_workers; <= 0: one per processor */
 };
 
 /* Frees the evaluation windows, executor and FP reference (lazily built, see load_windows). */
@@ -53,6 +54,15 @@ static void evalset_drop(mpq_job *j) {
     j->seqs = NULL;
     j->data = NULL;
     j->tok = NULL;
+}
+
+void mpq_job_set_eval_workers(mpq_job *j, int n) {
+    if (j) j->eval_workers = n;
+}
+
+int mpq_job_eval_workers(const mpq_job *j) {
+    int n = j && j->eval_workers > 0 ? j->eval_workers : mpq_job_default_workers();
+    return n > MPQ_EXEC_MAX_WORKERS ? MPQ_EXEC_MAX_WORKERS : n;
 }
 
 void mpq_job_close(mpq_job *j) {

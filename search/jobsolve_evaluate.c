@@ -17,8 +17,10 @@
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
 
-/* Runs cfg (parsed on the loaded model) on the evaluation windows. */
-static mpq_status run_config(const mpq_job_evalset *es, const mpq_config *cfg, mpq_eval_stats *out, mpq_err *err) {
+/* Runs cfg (parsed on the loaded model) on the evaluation windows, on the job's evaluation
+ * workers (mpq_job_set_eval_workers; the numbers do not depend on their count). */
+static mpq_status run_config(const mpq_job *job, const mpq_job_evalset *es, const mpq_config *cfg, mpq_eval_stats *out,
+                             mpq_err *err) {
     mpq_weights *qw = NULL;
     mpq_kv_pair *pairs = NULL;
     const mpq_model_config *mc = mpq_model_get_config(es->model);
@@ -33,7 +35,7 @@ static mpq_status run_config(const mpq_job_evalset *es, const mpq_config *cfg, m
         eo.n_kv_pairs = mc->n_layers;
         eo.kv_scheme = *mpq_config_kv_scheme(cfg);
         memset(out, 0, sizeof *out);
-        st = mpq_exec_eval_ref(es->ex, qw, &eo, es->ref, 0, out, err);
+        st = mpq_exec_eval_ref_workers(es->ex, mpq_job_eval_workers(job), qw, &eo, es->ref, 0, out, err);
     }
     free(pairs);
     mpq_weights_free(qw);
@@ -51,7 +53,7 @@ mpq_status mpq_jobsolve_evaluate_config(mpq_job *job, const char *config_json, i
     mpq_eval_stats ev;
     mpq_config_stats cs;
     if ((st = mpq_config_parse(config_json, "config", es->model, &cfg, err)) != MPQ_OK) goto done;
-    if ((st = run_config(es, cfg, &ev, err)) != MPQ_OK) goto done;
+    if ((st = run_config(job, es, cfg, &ev, err)) != MPQ_OK) goto done;
     if ((st = mpq_config_get_stats(cfg, es->model, 0, &cs, err)) != MPQ_OK) goto done;
     out->ppl = ev.ppl;
     out->kl = ev.kl_mean;

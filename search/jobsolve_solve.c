@@ -131,7 +131,9 @@ static mpq_status config_of(mpq_job *job, const mpq_jobsolve_problem *p, const m
     bool ok = prov && cJSON_AddStringToObject(prov, "job", row->name) &&
               cJSON_AddNumberToObject(prov, "job_id", (double)row->id) &&
               cJSON_AddStringToObject(prov, "solution", r->name) && cJSON_AddStringToObject(prov, "solver", r->solver) &&
-              cJSON_AddStringToObject(prov, "engine", s->solver) && cJSON_AddStringToObject(prov, "metric", p->metric) &&
+              cJSON_AddStringToObject(prov, "engine", s->solver) &&
+              (!r->solver_reason[0] || cJSON_AddStringToObject(prov, "solver_choice", r->solver_reason)) &&
+              cJSON_AddStringToObject(prov, "metric", p->metric) &&
               cJSON_AddStringToObject(prov, "ties", ties_name(opts->ties)) &&
               cJSON_AddBoolToObject(prov, "smooth", s->smoothed) &&
               cJSON_AddStringToObject(prov, "status", status_name(s->status)) &&
@@ -208,9 +210,10 @@ static double bound_bits(const mpq_jobsolve_problem *p, const mpq_jobsolve_opts 
     return bits_budget;
 }
 
-mpq_status jobsolve_store_choice(mpq_job *job, const mpq_jobsolve_problem *p, const mpq_jobsolve_opts *opts,
-                                 const mpq_solution *s, const char *solver, const char *name, double lp_bound,
-                                 mpq_jobsolve_result **out, mpq_err *err) {
+/* jobsolve_store_choice with why (may be NULL) recorded as the solver_reason. */
+static mpq_status store_choice_why(mpq_job *job, const mpq_jobsolve_problem *p, const mpq_jobsolve_opts *opts,
+                                   const mpq_solution *s, const char *solver, const char *why, const char *name,
+                                   double lp_bound, mpq_jobsolve_result **out, mpq_err *err) {
     *out = NULL;
     mpq_status st;
     char *budgets = NULL;
@@ -218,6 +221,7 @@ mpq_status jobsolve_store_choice(mpq_job *job, const mpq_jobsolve_problem *p, co
     mpq_jobsolve_result *r = mpq_calloc(1, sizeof *r);
     if (!r) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
     if ((st = result_of(p, opts, s, solver, name, lp_bound, r, err)) != MPQ_OK) goto done;
+    snprintf(r->solver_reason, sizeof r->solver_reason, "%s", why ? why : "");
     r->waterfill_sse = waterfill_bound(job, p, bound_bits(p, opts, r), r->choice, &r->weight_sse);
     asg = mpq_calloc((size_t)p->n_layers, sizeof *asg);
     if (!asg || !(budgets = budgets_json_of(opts))) {
@@ -251,20 +255,36 @@ done:
     return st;
 }
 
+mpq_status jobsolve_store_choice(mpq_job *job, const mpq_jobsolve_problem *p, const mpq_jobsolve_opts *opts,
+                                 const mpq_solution *s, const char *solver, const char *name, double lp_bound,
+                                 mpq_jobsolve_result **out, mpq_err *err) {
+    return store_choice_why(job, p, opts, s, solver, NULL, name, lp_bound, out, err);
+}
+
 static void default_name(const mpq_jobsolve_opts *opts, const char *metric, char *out, size_t n) {
     int k = snprintf(out, n, "%s@", metric);
     for (int b = 0; b < opts->n_budgets && k > 0 && (size_t)k < n; b++)
         k += snprintf(out + k, n - (size_t)k, "%s%s", b ? "," : "", opts->budgets[b].text);
 }
 
-/* "auto" -> dp or ilp; checks an explicit choice. *dp_res: the budgeted resource for dp. */
-static mpq_status pick_solver(const mpq_jobsolve_problem *p, const char *asked, const char **solver, int *dp_res,
-                              mpq_err *err) {
+/* "auto" -> dp or ilp by the estimated cost of each (mpq_solve_estimate_cost; *why says
+ * what was compared); checks an explicit choice. *dp_res: the budgeted resource for dp. */
+static mpq_status pick_solver(const mpq_jobsolve_problem *p, const char *asked, const mpq_solve_opts *so,
+                              const char **solver, int *dp_res, char *why, size_t why_n, mpq_err *err) {
+    why[0] = '\0';
     *dp_res = -1;
     for (int r = 0; r < p->n_resources; r++)
         if (isfinite(mpq_problem_budget(p->problem, r))) *dp_res = r;
     bool dp_ok = p->n_finite_budgets == 1 && mpq_problem_resource_integral(p->problem, *dp_res);
-    if (strcmp(asked, "auto") == 0) *solver = dp_ok ? "dp" : "ilp";
+    if (strcmp(asked, "auto") == 0) {
+        mpq_solve_opts o = *so;
+        o.dp_resource = *dp_res >= 0 ? *dp_res : 0;
+        mpq_solve_estimate e;
+        mpq_status st = mpq_solve_estimate_cost(p->problem, &o, &e, err);
+        if (st != MPQ_OK) return st;
+        *solver = dp_ok ? e.solver : "ilp";
+        snprintf(why, why_n, "auto: %s", e.reason);
+    }
     else if (strcmp(asked, "dp") == 0 && !dp_ok)
         return mpq_err_set(err, MPQ_ERR_INVALID, "solve: dp needs exactly one budget on an integral resource (bits, "
                                                  "bytes, bops); use --solver ilp");
@@ -305,10 +325,13 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
     else default_name(opts, p->metric, name, sizeof name);
     const char *solver = NULL;
     int dp_res = -1;
-    if ((st = pick_solver(p, opts->solver ? opts->solver : "auto", &solver, &dp_res, err)) != MPQ_OK) goto done;
+    char why[256];
     mpq_solve_opts so = mpq_solve_opts_default();
     so.smooth = opts->smooth;
     so.time_limit_s = opts->time_limit_s;
+    if ((st = pick_solver(p, opts->solver ? opts->solver : "auto", &so, &solver, &dp_res, why, sizeof why, err)) !=
+        MPQ_OK)
+        goto done;
     so.dp_resource = dp_res >= 0 ? dp_res : 0;
     st = strcmp(solver, "dp") == 0 ? mpq_solve_dp(p->problem, &so, &s, err) : mpq_solve_ilp(p->problem, &so, &s, err);
     if (st == MPQ_ERR_INFEASIBLE) {
@@ -319,7 +342,7 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
     if (st != MPQ_OK) goto done;
     double lb = NAN;
     if (mpq_bound_lp(p->problem, &so, &lb, NULL) != MPQ_OK) lb = NAN;
-    st = jobsolve_store_choice(job, p, opts, s, solver, name, lb, out, err);
+    st = store_choice_why(job, p, opts, s, solver, why, name, lb, out, err);
 done:
     mpq_solution_free(s);
     mpq_jobsolve_problem_free(p);

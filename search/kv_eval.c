@@ -30,6 +30,10 @@ void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev) {
     free(ev);
 }
 
+void mpq_kvsearch_eval_set_workers(mpq_kvsearch_eval *ev, int n_workers) {
+    if (ev) mpq_job_set_eval_workers(ev->job, n_workers);
+}
+
 const mpq_model *mpq_kvsearch_eval_model(const mpq_kvsearch_eval *ev) { return ev && ev->es ? ev->es->model : NULL; }
 const char *mpq_kvsearch_eval_source(const mpq_kvsearch_eval *ev) { return ev && ev->es ? ev->es->source : "calibration"; }
 
@@ -67,7 +71,8 @@ mpq_status mpq_kvsearch_eval_run(mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs
     o.kv_scheme = *scheme;
     o.kv_pairs = pairs;
     o.n_kv_pairs = mpq_model_get_config(ev->es->model)->n_layers;
-    return mpq_exec_eval_ref(ev->es->ex, mpq_model_get_weights(ev->es->model), &o, ev->es->ref, 0, stats, err);
+    return mpq_exec_eval_ref_workers(ev->es->ex, mpq_job_eval_workers(ev->job), mpq_model_get_weights(ev->es->model),
+                                     &o, ev->es->ref, 0, stats, err);
 }
 
 mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs,

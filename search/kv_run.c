@@ -384,6 +384,7 @@ static mpq_status step_evaluate(run_ctx *c, mpq_err *err) {
     mpq_kvsearch_eval *ev = NULL;
     mpq_status st = mpq_kvsearch_eval_open(c->db, r->job_id, c->rq.max_seqs, &ev, err);
     if (st == MPQ_OK) {
+        mpq_kvsearch_eval_set_workers(ev, c->rq.eval_workers);
         r->eval_source = mpq_kvsearch_eval_source(ev);
         if ((st = eval_frontier(c, ev, err)) == MPQ_OK) st = eval_uniform(c, ev, err);
     }

@@ -13,6 +13,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,6 +256,80 @@ done:
     return st;
 }
 
+/* The DP engine for shifted budget bs over m, and g / W / table cells of the dense one
+ * (shared by mpq_solve_dp and mpq_solve_estimate_cost, so the estimate names the engine run). */
+static const char *dp_plan(const solv_mck *m, double bs, const mpq_solve_opts *o, int64_t *g_out, int64_t *W_out,
+                           size_t *cells) {
+    *g_out = 1;
+    *W_out = 0;
+    *cells = 0;
+    if (bs >= m->max_total) return "dp-trivial"; /* the budget admits every item's least-loss option */
+    int64_t g = 0;
+    for (int k = 0; k < m->start[m->n_items]; k++) g = gcd64((int64_t)m->cost[k], g);
+    if (g <= 0) g = 1;
+    int64_t W = (int64_t)bs / g;
+    size_t tab;
+    *g_out = g;
+    *W_out = W;
+    if (mpq_size_mul((size_t)m->n_items, (size_t)W + 1, &tab) && tab <= o->dp_max_bytes) {
+        *cells = tab;
+        return "dp-array";
+    }
+    return "dp-pareto";
+}
+
+mpq_status mpq_solve_estimate_cost(const mpq_problem *p, const mpq_solve_opts *opts, mpq_solve_estimate *out,
+                                   mpq_err *err) {
+    if (!p || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "solve_estimate: NULL argument");
+    mpq_solve_opts def = mpq_solve_opts_default();
+    if (!opts) opts = &def;
+    memset(out, 0, sizeof *out);
+    mpq_status st = mpq_problem_validate(p, err);
+    if (st != MPQ_OK) return st;
+    int64_t ncol = 0;
+    for (int i = 0; i < p->n_items; i++)
+        for (int o = 0; o < p->n_opt[i]; o++) ncol += p->mask[solv_lo(p, i, o)] != 0;
+    out->n_columns = ncol;
+    out->ilp_seconds = MPQ_SOLVE_ILP_BASE_S + MPQ_SOLVE_ILP_COL_S * (double)ncol;
+    out->dp_seconds = INFINITY;
+    int r = opts->dp_resource, n_finite = 0;
+    for (int q = 0; q < p->n_res; q++) n_finite += p->budget[q] != INFINITY;
+    bool dp_ok = r >= 0 && r < p->n_res && n_finite <= 1 && (n_finite == 0 || p->budget[r] != INFINITY) &&
+                 mpq_problem_resource_integral(p, r);
+    double *eff = NULL;
+    solv_mck m = {0};
+    if (dp_ok) {
+        if ((st = solv_effective_losses(p, opts->smooth, &eff, err)) != MPQ_OK ||
+            (st = solv_mck_build(p, eff, r, &m, err)) != MPQ_OK)
+            goto done;
+        int64_t g, W;
+        size_t cells;
+        out->dp_engine = dp_plan(&m, floor(p->budget[r] - m.base), opts, &g, &W, &cells);
+        if (strcmp(out->dp_engine, "dp-trivial") == 0) out->dp_seconds = 0;
+        else if (cells > 0) {
+            out->dp_cells = (double)cells;
+            out->dp_seconds = MPQ_SOLVE_DP_CELL_S * (double)cells * (double)ncol / (double)p->n_items;
+        }
+    }
+    out->solver = out->dp_seconds <= out->ilp_seconds ? "dp" : "ilp";
+    if (!dp_ok)
+        snprintf(out->reason, sizeof out->reason, "ilp: dp does not apply (%s)",
+                 n_finite > 1 ? "several budgets" : "non-integral costs");
+    else if (out->dp_cells > 0)
+        snprintf(out->reason, sizeof out->reason,
+                 "%s: estimated dp-array %.3g s (%d items x %.0f budget steps x %.3g options) vs ilp %.3g s "
+                 "(%lld columns)",
+                 out->solver, out->dp_seconds, p->n_items, out->dp_cells / p->n_items, (double)ncol / p->n_items,
+                 out->ilp_seconds, (long long)ncol);
+    else
+        snprintf(out->reason, sizeof out->reason, "%s: %s (estimated %.3g s) vs ilp %.3g s (%lld columns)",
+                 out->solver, out->dp_engine, out->dp_seconds, out->ilp_seconds, (long long)ncol);
+done:
+    free(eff);
+    solv_mck_free(&m);
+    return st;
+}
+
 mpq_status mpq_solve_dp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_solution **out,
                         mpq_err *err) {
     mpq_status st = MPQ_OK;
@@ -290,22 +365,13 @@ mpq_status mpq_solve_dp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_so
     pos = mpq_calloc((size_t)p->n_items, sizeof *pos);
     if (!pos) { st = mpq_err_set(err, MPQ_ERR_NOMEM, "solve_dp: out of memory"); goto done; }
     double bs = floor(p->budget[r] - m.base); /* integers: exact below 2^53 */
-    const char *engine = "dp-pareto";
-    if (bs >= m.max_total) {
+    int64_t g, W;
+    size_t cells;
+    const char *engine = dp_plan(&m, bs, opts, &g, &W, &cells);
+    if (strcmp(engine, "dp-trivial") == 0) {
         for (int i = 0; i < p->n_items; i++) pos[i] = m.start[i + 1] - 1;
-        engine = "dp-trivial"; /* the budget admits every item's least-loss option */
     } else {
-        int64_t g = 0;
-        for (int k = 0; k < m.start[m.n_items]; k++) g = gcd64((int64_t)m.cost[k], g);
-        if (g <= 0) g = 1;
-        int64_t W = (int64_t)bs / g;
-        size_t tab;
-        if (mpq_size_mul((size_t)p->n_items, (size_t)W + 1, &tab) && tab <= opts->dp_max_bytes) {
-            engine = "dp-array";
-            st = dense_dp(&m, g, W, pos, err);
-        } else {
-            st = solv_mck_exact(&m, bs, pos, err);
-        }
+        st = strcmp(engine, "dp-array") == 0 ? dense_dp(&m, g, W, pos, err) : solv_mck_exact(&m, bs, pos, err);
         if (st != MPQ_OK) goto done;
     }
     st = solv_solution_new(p, engine, &s, err);

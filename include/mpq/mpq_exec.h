@@ -210,6 +210,50 @@ mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq
                                    const mpq_exec_ref *ref, int layer, mpq_exec_entry entry,
                                    mpq_eval_stats *stats, mpq_err *err);
 
+/* ---- evaluation on worker threads ----
+ * The statistics are sums over positions and sequences in floating point, so their last
+ * bits depend on the order of the additions. A batch can instead be scored into a part,
+ * which records every addition it would make, and parts added to the totals in batch order
+ * give exactly the bits of one thread calling mpq_exec_eval batch after batch (the batch
+ * composition, i.e. max_B, must stay the same: it sets the rows of every matrix product). */
+
+typedef struct mpq_eval_part mpq_eval_part;
+
+/* A part for batches of up to max_B x max_T. MPQ_ERR_INVALID, MPQ_ERR_NOMEM. */
+mpq_status mpq_eval_part_create(int max_B, int max_T, mpq_eval_part **out, mpq_err *err);
+void mpq_eval_part_free(mpq_eval_part *part); /* accepts NULL */
+
+/* As mpq_exec_eval, but the batch's contributions are recorded in part (overwritten) instead
+ * of added to statistics. MPQ_ERR_INVALID also when B x T exceeds the part. */
+mpq_status mpq_exec_eval_part(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
+                              int T, const mpq_eval_io *io, mpq_eval_part *part, mpq_err *err);
+
+/* Adds a part to *stats with the additions mpq_exec_eval would have made, and recomputes
+ * the derived fields. */
+void mpq_eval_stats_add(mpq_eval_stats *stats, const mpq_eval_part *part);
+
+/* One batch's work for mpq_exec_batches_run; `worker` in 0..n_workers-1 selects the
+ * caller's per-worker state (an executor, a part, buffers). Returns an mpq_status. */
+typedef mpq_status (*mpq_exec_batch_fn)(void *user, int worker, int batch, mpq_err *err);
+
+#define MPQ_EXEC_MAX_WORKERS 256
+
+/* Runs compute(batch) for batches 0..n_batches-1 on n_workers threads (the calling thread
+ * is one of them; capped at n_batches and MPQ_EXEC_MAX_WORKERS) and commit(batch) on the
+ * worker that computed it, after that batch's compute and after every earlier batch's
+ * commit, never two commits at once. Accumulate in commit and the result does not depend on
+ * n_workers. The first batch (in order) whose compute or commit fails stops the run: its
+ * status and message are returned, later batches are not committed. */
+mpq_status mpq_exec_batches_run(int n_workers, int n_batches, mpq_exec_batch_fn compute, mpq_exec_batch_fn commit,
+                                void *user, mpq_err *err);
+
+/* mpq_exec_eval_ref with n_workers threads: ex and n_workers-1 executors created for the
+ * call (each holds its own activations, mpq_exec_activation_bytes) take whole batches of
+ * ex's max_B sequences; the statistics are bit-identical to mpq_exec_eval_ref's for any
+ * n_workers. n_workers <= 1 is mpq_exec_eval_ref. */
+mpq_status mpq_exec_eval_ref_workers(mpq_exec *ex, int n_workers, const mpq_weights *w, const mpq_exec_opts *opts,
+                                     const mpq_exec_ref *ref, int layer_start, mpq_eval_stats *stats, mpq_err *err);
+
 /* ---- incremental decode (one sequence, KV cache of seq_len tokens) ---- */
 
 /* Empties the KV cache (position 0). */

@@ -318,6 +318,12 @@ typedef struct mpq_job_evalset {
  * as mpq_job_load_model, data errors naming the file. */
 mpq_status mpq_job_load_evalset(mpq_job *job, int max_seqs, const mpq_job_evalset **out, mpq_err *err);
 
+/* Threads the evaluations of this job use (mpq_jobsolve_evaluate_*, mpq_kvsearch_eval_run),
+ * each with its own executor, taking whole batches (mpq_exec_eval_ref_workers): the numbers
+ * do not depend on it. n <= 0 (the default): one per processor (mpq_job_default_workers). */
+void mpq_job_set_eval_workers(mpq_job *job, int n);
+int mpq_job_eval_workers(const mpq_job *job); /* the resolved count, >= 1 */
+
 /* ---- driver ----------------------------------------------------------------------------- */
 
 typedef enum mpq_job_event {

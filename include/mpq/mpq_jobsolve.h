@@ -27,8 +27,9 @@
  *  - pins "blk.0.attn_v=int8c" and allowed sets "blk.*.ffn_down=int4g32,int8c" (globs, fnmatch);
  *  - monotone smoothing of losses (mpq_solvers.h) on by default, recorded.
  *
- * Solvers: "dp" (exact, one integral budget), "ilp" (GLPK; any budgets), "auto" (dp when
- * exactly one finite budget on an integral resource, else ilp). The stored solution row has
+ * Solvers: "dp" (exact, one integral budget), "ilp" (GLPK; any budgets), "auto" (the one with
+ * the lower estimated time, mpq_solve_estimate_cost, when dp applies, else ilp; the comparison
+ * is recorded as "solver_choice" in the config's provenance). The stored solution row has
  * objective = optimized (smoothed) predicted loss, bound = LP relaxation bound, gap = the
  * solver's proven relative optimality gap (0 when optimal). Its config_json is an mpq config
  * (mpq_config.h) with every layer listed plus a "mpq_solution" provenance object: job,
@@ -171,6 +172,7 @@ typedef struct mpq_jobsolve_result {
     char name[MPQ_DB_NAME_MAX];
     char solver[MPQ_DB_SHORT_MAX];   /* "dp" or "ilp" (stored) */
     char engine[32];                 /* mpq_solution.solver, e.g. "dp-array", "glpk-ilp" */
+    char solver_reason[256];         /* why "auto" picked the solver (estimated times), else "" */
     mpq_solve_status status;
     double objective;                /* optimized (smoothed) predicted loss */
     double objective_raw;            /* unsmoothed predicted loss of the same choice */

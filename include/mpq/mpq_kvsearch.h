@@ -280,6 +280,9 @@ typedef struct mpq_kvsearch_eval mpq_kvsearch_eval; /* model + data windows + FP
 mpq_status mpq_kvsearch_eval_open(mpq_db *db, int64_t job_id, int max_seqs, mpq_kvsearch_eval **out,
                                   mpq_err *err);
 void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev); /* accepts NULL */
+/* Threads of mpq_kvsearch_eval_run (mpq_job_set_eval_workers: numbers do not depend on it);
+ * <= 0 = one per processor (the default). */
+void mpq_kvsearch_eval_set_workers(mpq_kvsearch_eval *ev, int n_workers);
 /* Borrowed, valid until mpq_kvsearch_eval_free. */
 const mpq_model *mpq_kvsearch_eval_model(const mpq_kvsearch_eval *ev);
 /* "evaluation" or "calibration": which windows are used. */
@@ -348,6 +351,8 @@ typedef struct mpq_kvsearch_request {
                                    the pairs that engine offers without rounding up
                                    (mpq_kv_engine_offers); MPQ_ERR_INVALID for an unknown name,
                                    MPQ_ERR_NOTFOUND when a block keeps no pair */
+    int eval_workers;           /* threads of the evaluations (mpq_kvsearch_eval_set_workers);
+                                   <= 0 = one per processor (default 0) */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);

@@ -13,6 +13,7 @@
 #include "mpq/mpq_config.h"
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_exec.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_tokenizer.h"
 
@@ -40,6 +41,8 @@ static const char *eval_help =
     "  -n, --n-seqs N          windows to evaluate (default 0 = all)\n"
     "  -s, --seed S            window sampling seed (default 1)\n"
     "  -b, --batch B           windows per forward batch (default 8)\n"
+    "      --workers N         threads evaluating whole batches (default: the number of\n"
+    "                          processors); the figures and --logits-out do not depend on N\n"
     "      --json              print the result as JSON\n"
     "  -o, --json-out FILE     also write the JSON result to FILE\n"
     "      --logits-out FILE   write the logits of every evaluated position: float32\n"
@@ -49,12 +52,12 @@ static const char *eval_help =
 
 typedef struct eval_args {
     const char *model, *data, *tokenizer, *config, *weights, *kv, *kv_mode, *json_out, *logits_out;
-    long seq_len, n_seqs, seed, batch, kv_group, kv_residual;
+    long seq_len, n_seqs, seed, batch, kv_group, kv_residual, workers;
     bool json;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a) {
-    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES };
+    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"tokenizer", required_argument, 0, 't'}, {"config", required_argument, 0, 'c'},
@@ -64,7 +67,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"n-seqs", required_argument, 0, 'n'},  {"seed", required_argument, 0, 's'},
         {"batch", required_argument, 0, 'b'},   {"json", no_argument, 0, OPT_JSON},
         {"json-out", required_argument, 0, 'o'}, {"logits-out", required_argument, 0, OPT_LOGITS},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"workers", required_argument, 0, OPT_WORKERS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->seed = 1;
     a->batch = 8;
@@ -99,6 +102,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case 'b':
             if (!cli_parse_int(optarg, 1, 4096, &a->batch)) return cli_usage_error("eval", "bad --batch '%s'", optarg);
             break;
+        case OPT_WORKERS:
+            if (!cli_parse_int(optarg, 1, MPQ_EXEC_MAX_WORKERS, &a->workers))
+                return cli_usage_error("eval", "bad --workers '%s' (1..%d)", optarg, MPQ_EXEC_MAX_WORKERS);
+            break;
         case OPT_JSON: a->json = true; break;
         case 'o': a->json_out = optarg; break;
         case OPT_LOGITS: a->logits_out = optarg; break;
@@ -132,7 +139,7 @@ typedef struct eval_result {
     mpq_eval_stats fp, q;
     bool quantized;
     mpq_config_stats sizes;
-    int n_seqs, seq_len, batch;
+    int n_seqs, seq_len, batch, workers;
     double seconds;
 } eval_result;
 
@@ -147,18 +154,30 @@ typedef struct eval_ctx {
     mpq_weights *qw;   /* quantized clone of the weights (cfg only) */
     mpq_kv_pair *pairs;
     mpq_exec_opts qopt;
-    mpq_exec *ex;
-    float *ref, *logits;
-    int *tokens;
+    int n_workers;
+    struct eval_worker { /* one per worker thread */
+        mpq_exec *ex;
+        mpq_eval_part *fp, *q; /* the batch's contributions, added in batch order */
+        float *ref, *logits;
+        int *tokens;
+        int nb;                /* windows of the batch it holds */
+    } *w;
+    eval_result *r;
+    const char *logits_out;
     FILE *lf; /* --logits-out */
 } eval_ctx;
 
 static void eval_free(eval_ctx *c) {
     if (c->lf) fclose(c->lf);
-    free(c->tokens);
-    free(c->logits);
-    free(c->ref);
-    mpq_exec_free(c->ex);
+    for (int i = 0; c->w && i < c->n_workers; i++) {
+        free(c->w[i].tokens);
+        free(c->w[i].logits);
+        free(c->w[i].ref);
+        mpq_eval_part_free(c->w[i].q);
+        mpq_eval_part_free(c->w[i].fp);
+        mpq_exec_free(c->w[i].ex);
+    }
+    free(c->w);
     free(c->pairs);
     mpq_weights_free(c->qw);
     mpq_config_free(c->fpcfg);
@@ -197,7 +216,7 @@ static mpq_status eval_load(const eval_args *a, eval_ctx *c, eval_result *r, mpq
 
 /* Quantized weights and KV pairs (with a config), the executor, the logit buffers and the
  * --logits-out file. */
-static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, const eval_result *r, mpq_err *err) {
+static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, mpq_err *err) {
     mpq_status st;
     const mpq_model_config *mc = mpq_model_get_config(c->m);
     c->qopt = mpq_exec_opts_default();
@@ -211,39 +230,73 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, const eval_resul
         c->qopt.n_kv_pairs = mc->n_layers;
         c->qopt.kv_scheme = *mpq_config_kv_scheme(c->cfg);
     }
-    int B = r->batch, T = r->seq_len;
-    if ((st = mpq_exec_create(c->m, B, T, &c->ex, err)) != MPQ_OK) return st;
+    int B = r->batch, T = r->seq_len, n_batches = (r->n_seqs + B - 1) / B;
+    c->n_workers = a->workers > 0 ? (int)a->workers : mpq_job_default_workers();
+    if (c->n_workers > n_batches) c->n_workers = n_batches > 0 ? n_batches : 1;
+    r->workers = c->n_workers;
+    if (!(c->w = mpq_calloc((size_t)c->n_workers, sizeof *c->w)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d workers", c->n_workers);
     size_t per_batch;
-    if (!mpq_size_mul3((size_t)B, (size_t)T, (size_t)mc->vocab_size, &per_batch) ||
-        !(c->ref = mpq_calloc(per_batch, sizeof *c->ref)) || !(c->logits = mpq_calloc(per_batch, sizeof *c->logits)) ||
-        !(c->tokens = mpq_calloc((size_t)B * (size_t)(T + 1), sizeof *c->tokens)))
-        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d x %d x %d logits", B, T, mc->vocab_size);
+    if (!mpq_size_mul3((size_t)B, (size_t)T, (size_t)mc->vocab_size, &per_batch))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%d x %d x %d logits overflow", B, T, mc->vocab_size);
+    for (int i = 0; i < c->n_workers; i++) {
+        struct eval_worker *w = &c->w[i];
+        if ((st = mpq_exec_create(c->m, B, T, &w->ex, err)) != MPQ_OK ||
+            (st = mpq_eval_part_create(B, T, &w->fp, err)) != MPQ_OK ||
+            (st = mpq_eval_part_create(B, T, &w->q, err)) != MPQ_OK)
+            return st;
+        if (!(w->ref = mpq_calloc(per_batch, sizeof *w->ref)) || !(w->logits = mpq_calloc(per_batch, sizeof *w->logits)) ||
+            !(w->tokens = mpq_calloc((size_t)B * (size_t)(T + 1), sizeof *w->tokens)))
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d x %d x %d logits (worker %d of %d)", B, T,
+                               mc->vocab_size, i + 1, c->n_workers);
+    }
     if (a->logits_out && !(c->lf = fopen(a->logits_out, "wb")))
         return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot create: %s", a->logits_out, strerror(errno));
+    c->logits_out = a->logits_out;
     return MPQ_OK;
 }
 
-/* Runs every batch of windows: the FP pass (reference log-probabilities), then the
- * quantized pass against it; writes the logits when asked. */
-static mpq_status eval_run(const eval_args *a, eval_ctx *c, eval_result *r, mpq_err *err) {
+/* One batch of windows on worker `worker`: the FP pass (reference log-probabilities), then
+ * the quantized pass against it, recorded in the worker's parts. */
+static mpq_status eval_compute(void *user, int worker, int batch, mpq_err *err) {
+    eval_ctx *c = user;
+    struct eval_worker *w = &c->w[worker];
+    const eval_result *r = c->r;
+    const int B = r->batch, T = r->seq_len, s0 = batch * B;
+    const int nb = c->seqs->n_seqs - s0 < B ? c->seqs->n_seqs - s0 : B;
     mpq_status st;
-    const mpq_weights *fw = mpq_model_get_weights(c->m);
-    const int B = r->batch, T = r->seq_len, V = mpq_model_get_config(c->m)->vocab_size;
-    const mpq_data_seqs *seqs = c->seqs;
-    double t0 = mpq_time_now();
-    for (int s0 = 0; s0 < seqs->n_seqs; s0 += B) {
-        int nb = seqs->n_seqs - s0 < B ? seqs->n_seqs - s0 : B;
-        memcpy(c->tokens, seqs->tokens + (size_t)s0 * (size_t)(T + 1), (size_t)nb * (size_t)(T + 1) * sizeof *c->tokens);
-        mpq_eval_io fio = {.logprobs_out = c->ref, .logits_out = r->quantized ? NULL : c->logits};
-        if ((st = mpq_exec_eval(c->ex, fw, NULL, c->tokens, nb, T, &fio, &r->fp, err)) != MPQ_OK) return st;
-        if (r->quantized) {
-            mpq_eval_io qio = {.ref_logprobs = c->ref, .logits_out = c->logits};
-            if ((st = mpq_exec_eval(c->ex, c->qw, &c->qopt, c->tokens, nb, T, &qio, &r->q, err)) != MPQ_OK) return st;
-        }
-        size_t n = (size_t)nb * (size_t)T * (size_t)V;
-        if (c->lf && fwrite(c->logits, sizeof *c->logits, n, c->lf) != n)
-            return mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", a->logits_out, strerror(errno));
+    w->nb = nb;
+    memcpy(w->tokens, c->seqs->tokens + (size_t)s0 * (size_t)(T + 1), (size_t)nb * (size_t)(T + 1) * sizeof *w->tokens);
+    mpq_eval_io fio = {.logprobs_out = w->ref, .logits_out = r->quantized ? NULL : w->logits};
+    if ((st = mpq_exec_eval_part(w->ex, mpq_model_get_weights(c->m), NULL, w->tokens, nb, T, &fio, w->fp, err)) != MPQ_OK)
+        return st;
+    if (r->quantized) {
+        mpq_eval_io qio = {.ref_logprobs = w->ref, .logits_out = w->logits};
+        st = mpq_exec_eval_part(w->ex, c->qw, &c->qopt, w->tokens, nb, T, &qio, w->q, err);
     }
+    return st;
+}
+
+/* In batch order: adds the batch's parts to the totals and writes its logits. */
+static mpq_status eval_commit(void *user, int worker, int batch, mpq_err *err) {
+    (void)batch;
+    eval_ctx *c = user;
+    struct eval_worker *w = &c->w[worker];
+    mpq_eval_stats_add(&c->r->fp, w->fp);
+    if (c->r->quantized) mpq_eval_stats_add(&c->r->q, w->q);
+    size_t n = (size_t)w->nb * (size_t)c->r->seq_len * (size_t)mpq_model_get_config(c->m)->vocab_size;
+    if (c->lf && fwrite(w->logits, sizeof *w->logits, n, c->lf) != n)
+        return mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", c->logits_out, strerror(errno));
+    return MPQ_OK;
+}
+
+/* Runs every batch of windows on the workers; writes the logits when asked. */
+static mpq_status eval_run(eval_ctx *c, eval_result *r, mpq_err *err) {
+    const int n_batches = (r->n_seqs + r->batch - 1) / r->batch;
+    c->r = r;
+    double t0 = mpq_time_now();
+    mpq_status st = mpq_exec_batches_run(c->n_workers, n_batches, eval_compute, eval_commit, c, err);
+    if (st != MPQ_OK) return st;
     r->seconds = mpq_time_now() - t0;
     if (!r->quantized) {
         r->q = r->fp;
@@ -254,7 +307,7 @@ static mpq_status eval_run(const eval_args *a, eval_ctx *c, eval_result *r, mpq_
     if (c->lf) {
         int rc = fclose(c->lf);
         c->lf = NULL;
-        if (rc != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", a->logits_out, strerror(errno));
+        if (rc != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", c->logits_out, strerror(errno));
     }
     return MPQ_OK;
 }
@@ -364,7 +417,7 @@ int cli_eval(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     mpq_status st = eval_load(&a, &c, &r, &err);
     if (st == MPQ_OK) st = eval_prepare(&a, &c, &r, &err);
-    if (st == MPQ_OK) st = eval_run(&a, &c, &r, &err);
+    if (st == MPQ_OK) st = eval_run(&c, &r, &err);
     if (st == MPQ_OK) st = eval_output(&a, &c, &r, &err);
     if (st == MPQ_OK && !(isfinite(r.fp.ce) && (!r.quantized || isfinite(r.q.ce))))
         fprintf(stderr, "mpq eval: warning: the model's logits are not finite (NaN or Inf), so perplexity, KL "

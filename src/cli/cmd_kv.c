@@ -14,12 +14,13 @@
 #include <string.h>
 
 #include "mpq/mpq_db.h"
+#include "mpq/mpq_exec.h"
 #include "mpq/mpq_kvsearch.h"
 
 static const char *kv_help =
     "usage: mpq kv JOB [--db PATH] [--metric NAME] [--context L[,L2,...]] [--nominal] [--prune]\n"
     "              [--cluster K | --threshold T] [--frontier] [--budget kv-bits=B[,B2]]\n"
-    "              [--evaluate [--max-seqs N]] [--joint bytes=N [--batch B]]\n"
+    "              [--evaluate [--max-seqs N] [--workers N]] [--joint bytes=N [--batch B]]\n"
     "              [--engine NAME] [--export-kvtuner FILE] [--export-config FILE] [--json]\n"
     "\n"
     "KV-cache precision search over the per-(block, pair) sensitivities stored by JOB's\n"
@@ -44,6 +45,8 @@ static const char *kv_help =
     "                          the job's evaluation windows against FP; store the evaluations;\n"
     "                          print Spearman(predicted, measured) and the budget comparisons\n"
     "      --max-seqs N        at most N evaluation windows (default: all of the spec's)\n"
+    "      --workers N         threads of --evaluate, each taking whole batches of windows\n"
+    "                          (default: the number of processors; the numbers do not depend on N)\n"
     "      --joint bytes=N     weights + KV cache under N total bytes (KV = batch x L x bytes per\n"
     "                          token), one ILP over linear layers (stored metric kl; plus f32) and\n"
     "                          KV blocks (plus k16v16); assumes the predicted KLs add up\n"
@@ -75,7 +78,7 @@ typedef struct kv_args {
     bool has_threshold;
     double joint_bytes;
     bool joint;
-    long batch, max_seqs;
+    long batch, max_seqs, workers;
 } kv_args;
 
 /* "a,b,c" of doubles after an optional "prefix=" */
@@ -96,14 +99,14 @@ static bool parse_list(const char *s, const char *prefix, double *out, int *n) {
 
 static int parse_args(int argc, char **argv, kv_args *a) {
     enum { O_NOMINAL = 1000, O_PRUNE, O_CLUSTER, O_THRESHOLD, O_FRONTIER, O_BUDGET, O_EVALUATE, O_MAXSEQS, O_JOINT,
-           O_BATCH, O_EXPK, O_EXPC, O_JSON, O_ENGINE };
+           O_BATCH, O_EXPK, O_EXPC, O_JSON, O_ENGINE, O_WORKERS };
     static const struct option opts[] = {
         {"db", required_argument, 0, 'd'},          {"metric", required_argument, 0, 'm'},
         {"context", required_argument, 0, 'L'},     {"nominal", no_argument, 0, O_NOMINAL},
         {"engine", required_argument, 0, O_ENGINE}, {"prune", no_argument, 0, O_PRUNE},         {"cluster", required_argument, 0, O_CLUSTER},
         {"threshold", required_argument, 0, O_THRESHOLD}, {"frontier", no_argument, 0, O_FRONTIER},
         {"budget", required_argument, 0, O_BUDGET}, {"evaluate", no_argument, 0, O_EVALUATE},
-        {"max-seqs", required_argument, 0, O_MAXSEQS}, {"joint", required_argument, 0, O_JOINT},
+        {"max-seqs", required_argument, 0, O_MAXSEQS}, {"workers", required_argument, 0, O_WORKERS}, {"joint", required_argument, 0, O_JOINT},
         {"batch", required_argument, 0, O_BATCH},   {"export-kvtuner", required_argument, 0, O_EXPK},
         {"export-config", required_argument, 0, O_EXPC}, {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
@@ -147,6 +150,10 @@ static int parse_args(int argc, char **argv, kv_args *a) {
                 return cli_usage_error("kv", "--budget: expected kv-bits=B[,B2...] with B >= 0, got '%s'", optarg);
             break;
         case O_EVALUATE: a->evaluate = true; break;
+        case O_WORKERS:
+            if (!cli_parse_int(optarg, 1, MPQ_EXEC_MAX_WORKERS, &a->workers))
+                return cli_usage_error("kv", "bad --workers '%s' (1..%d)", optarg, MPQ_EXEC_MAX_WORKERS);
+            break;
         case O_MAXSEQS:
             if (!cli_parse_int(optarg, 1, 1000000, &a->max_seqs)) return cli_usage_error("kv", "--max-seqs: expected a positive integer, got '%s'", optarg);
             break;
@@ -358,6 +365,7 @@ static mpq_kvsearch_request make_request(const kv_args *a) {
     rq.n_budgets = a->n_budgets;
     rq.evaluate = a->evaluate;
     rq.max_seqs = (int)a->max_seqs;
+    rq.eval_workers = (int)a->workers;
     rq.joint = a->joint;
     rq.joint_bytes = a->joint_bytes;
     rq.batch = a->batch;

@@ -21,6 +21,8 @@
 
 static const char *problem_opts_help =
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
+    "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
+    "                          (default: the number of processors; the numbers do not depend on N)\n"
     "  -m, --metric EXPR       loss: a stored metric (kl default, dloss, act_err, weight_sse,\n"
     "                          hawq_omega, ...) or a weighted sum such as \"kl+0.5*act_err\"\n"
     "      --ties LIST         none (default) | qkv | gate_up | qkv,gate_up: tied layers share\n"
@@ -46,7 +48,8 @@ static const char *solve_help =
     "bits=N, bytes=N, bops=N (MACs x weight bits x activation bits), latency=US (needs a table).\n"
     "\n"
     "  -b, --budget KIND=VALUE budget (repeatable; several at once use the ILP)\n"
-    "      --solver S          auto (default: dp for one integral budget, else ilp) | ilp | dp\n"
+    "      --solver S          auto (default: the lower estimated time of dp and ilp; both exact)\n"
+    "                          | ilp | dp\n"
     "      --time-limit S      ILP time limit in seconds (0 = none; reports the proven gap)\n"
     "  -n, --name NAME         solution name (default METRIC@BUDGETS; an existing one is replaced)\n"
     "  -e, --evaluate          also measure the solution (and uniform baselines) on the job's\n"
@@ -77,6 +80,8 @@ static const char *evaluate_help =
     "  -a, --all               every stored solution of the job that has a configuration\n"
     "      --no-uniform        skip the uniform baselines\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
+    "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
+    "                          (default: the number of processors; the numbers do not depend on N)\n"
     "  -m, --metric EXPR       predicted loss expression for the comparison (default kl)\n"
     "      --json              JSON output\n"
     "  -h, --help              this help\n";
@@ -88,14 +93,14 @@ typedef struct solve_args {
     mpq_budget budgets[MAX_LIST];
     mpq_jobsolve_opts o;
     bool json, evaluate_flag, all_points, all, no_uniform;
-    long evaluate_k;
+    long evaluate_k, workers;
     const char *solutions[MAX_LIST];
     int n_solutions;
     char *latency_text;
 } solve_args;
 
 enum { O_TIES = 1000, O_GROUP, O_PIN, O_ALLOW, O_F16, O_MISSING, O_NOSMOOTH, O_ACT, O_LAT, O_JSON, O_SOLVER, O_TL,
-       O_ALLPTS, O_NOUNI };
+       O_ALLPTS, O_NOUNI, O_WORKERS };
 
 /* NULL with *err set when path is not a readable regular file of at most 16 MiB. */
 static char *read_text(const char *path, mpq_err *err) {
@@ -161,6 +166,7 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         {"evaluate", optional_argument, 0, 'e'},    {"resource", required_argument, 0, 'r'},
         {"all-points", no_argument, 0, O_ALLPTS},   {"all", no_argument, 0, 'a'},
         {"no-uniform", no_argument, 0, O_NOUNI},    {"help", no_argument, 0, 'h'},
+        {"workers", required_argument, 0, O_WORKERS},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->o = mpq_jobsolve_opts_default();
@@ -230,6 +236,10 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         case O_ALLPTS: a->all_points = true; break;
         case 'a': a->all = true; break;
         case O_NOUNI: a->no_uniform = true; break;
+        case O_WORKERS:
+            if (!cli_parse_int(optarg, 1, MPQ_EXEC_MAX_WORKERS, &a->workers))
+                return cli_usage_error(cmd, "bad --workers '%s' (1..%d)", optarg, MPQ_EXEC_MAX_WORKERS);
+            break;
         case 'h':
             if (which == 0) fputs(solve_help, stdout);
             else if (which == 1) fputs(pareto_help, stdout);
@@ -350,6 +360,7 @@ int cli_solve(int argc, char **argv) {
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
     if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    mpq_job_set_eval_workers(job, (int)a.workers);
     if ((st = mpq_jobsolve_run(job, &a.o, &r, &err)) != MPQ_OK) goto done;
     if (a.json) {
         jout = cJSON_Parse(r->config_json);
@@ -418,6 +429,7 @@ int cli_pareto(int argc, char **argv) {
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
     if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    mpq_job_set_eval_workers(job, (int)a.workers);
     if ((st = mpq_jobsolve_pareto(job, &a.o, a.evaluate_flag ? (int)a.evaluate_k : 0, &r, &err)) != MPQ_OK) goto done;
     size_t n = r->exact->n_points, nh = r->hull->n_points;
     bool bits = a.o.frontier_resource == MPQ_RESOURCE_BITS;
@@ -494,6 +506,7 @@ int cli_evaluate(int argc, char **argv) {
     cJSON *jout = NULL;
     if ((st = mpq_db_open(a.db, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
     if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
+    mpq_job_set_eval_workers(job, (int)a.workers);
     int64_t job_id = mpq_job_get_row(job)->id;
     if (a.all) {
         char jid[32];

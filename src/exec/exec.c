@@ -133,6 +133,7 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
     st = carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &ex->act_block, &ex->act_floats,
                      "activations", err);
     if (st != MPQ_OK) goto done;
+    if ((st = mpq_eval_part_create(max_B, max_T, &ex->part, err)) != MPQ_OK) goto done;
     *out = ex;
     ex = NULL;
 done:
@@ -148,6 +149,7 @@ void mpq_exec_free(mpq_exec *ex) {
     free(ex->rope_sin);
     free(ex->act_block);
     free(ex->d.block);
+    mpq_eval_part_free(ex->part);
     free(ex);
 }
 
@@ -358,12 +360,94 @@ static void stats_finish(mpq_eval_stats *s) {
     s->top1_se = seq_se(s->top1_seq_sum, s->top1_seq_sumsq, s->n_ref_seqs);
 }
 
-/* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1]. ref_p / ref_am
- * (may be NULL) are this batch's exp of io->ref_logprobs in double and its argmax per position,
+/* ---- evaluation parts ----
+ * A batch is scored into a part (per position: log p(target) and KL; per sequence: the
+ * sequence's sums), and a part is added to the totals by replaying the additions in the
+ * order the scoring loop meets them. Batches scored on different threads and added in batch
+ * order therefore give the same bits as one thread adding as it goes. */
+struct mpq_eval_part {
+    int max_B, max_T;
+    int B, T;            /* of the recorded batch (B = 0: empty) */
+    bool has_ref;
+    float *lp_tgt;       /* (B, T) log p(target) */
+    double *kl;          /* (B, T) KL(P_ref || P) per position (has_ref) */
+    double *kl_seq;      /* (B) sum over the sequence's positions of kl */
+    double *dnll_seq;    /* (B) sum of nll - nll_ref */
+    int64_t *top1_seq;   /* (B) positions whose argmax equals the reference's */
+};
+
+mpq_status mpq_eval_part_create(int max_B, int max_T, mpq_eval_part **out, mpq_err *err) {
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    *out = NULL;
+    size_t n;
+    if (max_B < 1 || max_T < 1 || !mpq_size_mul((size_t)max_B, (size_t)max_T, &n))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: evaluation part of %d x %d", max_B, max_T);
+    mpq_eval_part *p = mpq_calloc(1, sizeof *p);
+    if (!p) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
+    p->max_B = max_B;
+    p->max_T = max_T;
+    p->lp_tgt = mpq_calloc(n, sizeof *p->lp_tgt);
+    p->kl = mpq_calloc(n, sizeof *p->kl);
+    p->kl_seq = mpq_calloc((size_t)max_B, sizeof *p->kl_seq);
+    p->dnll_seq = mpq_calloc((size_t)max_B, sizeof *p->dnll_seq);
+    p->top1_seq = mpq_calloc((size_t)max_B, sizeof *p->top1_seq);
+    if (!p->lp_tgt || !p->kl || !p->kl_seq || !p->dnll_seq || !p->top1_seq) {
+        mpq_eval_part_free(p);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: evaluation part of %d x %d: out of memory", max_B, max_T);
+    }
+    *out = p;
+    return MPQ_OK;
+}
+
+void mpq_eval_part_free(mpq_eval_part *p) {
+    if (!p) return;
+    free(p->lp_tgt);
+    free(p->kl);
+    free(p->kl_seq);
+    free(p->dnll_seq);
+    free(p->top1_seq);
+    free(p);
+}
+
+void mpq_eval_stats_add(mpq_eval_stats *s, const mpq_eval_part *p) {
+    if (!s || !p || p->B == 0) return;
+    const int T = p->T;
+    for (int b = 0; b < p->B; b++) {
+        const size_t r0 = (size_t)b * (size_t)T;
+        for (int t = 0; t < T; t++) s->nll_sum -= p->lp_tgt[r0 + t];
+        if (p->has_ref) {
+            for (int t = 0; t < T; t++) s->kl_sum += p->kl[r0 + t];
+            s->top1_same += p->top1_seq[b];
+        }
+        s->n_tokens += T;
+        s->n_seqs += 1;
+        if (p->has_ref) {
+            double m = p->kl_seq[b] / T;
+            s->n_ref_tokens += T;
+            s->n_ref_seqs += 1;
+            s->kl_seq_sum += m;
+            s->kl_seq_sumsq += m * m;
+            double dm = p->dnll_seq[b] / T, tm = (double)p->top1_seq[b] / T;
+            s->dnll_sum += p->dnll_seq[b];
+            s->dnll_seq_sum += dm;
+            s->dnll_seq_sumsq += dm * dm;
+            s->top1_seq_sum += tm;
+            s->top1_seq_sumsq += tm * tm;
+        }
+    }
+    stats_finish(s);
+}
+
+/* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1] into part
+ * (B <= part->max_B, T <= part->max_T, checked by the callers). ref_p / ref_am (may be NULL)
+ * are this batch's exp of io->ref_logprobs in double and its argmax per position,
  * precomputed by a stored reference: the same values the loop below would compute. */
 static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, const double *ref_p,
-                        const int *ref_am, mpq_eval_stats *s) {
+                        const int *ref_am, mpq_eval_part *part) {
     const int V = ex->cfg.vocab_size;
+    part->B = B;
+    part->T = T;
+    part->has_ref = io && io->ref_logprobs;
     for (int b = 0; b < B; b++) {
         double kl_seq = 0.0, dnll_seq = 0.0;
         int64_t top1_seq = 0;
@@ -373,7 +457,7 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
             float *lp = (io && io->logprobs_out) ? io->logprobs_out + r * V : ex->a.row;
             int am = logsoftmax_forward(lp, lg, V);
             int tgt = tokens[(size_t)b * (T + 1) + t + 1];
-            s->nll_sum -= lp[tgt];
+            part->lp_tgt[r] = lp[tgt];
             if (io && io->target_logprobs_out) io->target_logprobs_out[r] = lp[tgt];
             if (io && io->logits_out) memcpy(io->logits_out + r * V, lg, (size_t)V * sizeof(float));
             if (io && io->ref_logprobs) {
@@ -393,36 +477,22 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
                 }
                 if (kl < 0.0) kl = 0.0; /* rounding of near-identical distributions */
                 kl_seq += kl;
-                s->kl_sum += kl;
-                s->top1_same += (ram == am);
+                part->kl[r] = kl;
                 top1_seq += (ram == am);
                 dnll_seq += (double)rp[tgt] - (double)lp[tgt]; /* nll - nll_ref */
             }
         }
-        s->n_tokens += T;
-        s->n_seqs += 1;
-        if (io && io->ref_logprobs) {
-            double m = kl_seq / T;
-            s->n_ref_tokens += T;
-            s->n_ref_seqs += 1;
-            s->kl_seq_sum += m;
-            s->kl_seq_sumsq += m * m;
-            double dm = dnll_seq / T, tm = (double)top1_seq / T;
-            s->dnll_sum += dnll_seq;
-            s->dnll_seq_sum += dm;
-            s->dnll_seq_sumsq += dm * dm;
-            s->top1_seq_sum += tm;
-            s->top1_seq_sumsq += tm * tm;
-        }
+        part->kl_seq[b] = kl_seq;
+        part->dnll_seq[b] = dnll_seq;
+        part->top1_seq[b] = top1_seq;
     }
-    stats_finish(s);
 }
 
-/* mpq_exec_eval with the reference's precomputed exp / argmax of this batch (may be NULL). */
+/* Forward over tokens (B, T+1) and score into part (ex->part when part is NULL); ref_p /
+ * ref_am: the reference's precomputed exp / argmax of this batch (may be NULL). */
 static mpq_status eval_tokens(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
                               int T, const mpq_eval_io *io, const double *ref_p, const int *ref_am,
-                              mpq_eval_stats *stats, mpq_err *err) {
-    if (!ex || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+                              mpq_eval_part *part, mpq_err *err) {
     mpq_exec_opts def = mpq_exec_opts_default();
     const mpq_exec_opts *o = opts ? opts : &def;
     mpq_status st = check_call(ex, w, o, B, T, err);
@@ -432,13 +502,26 @@ static mpq_status eval_tokens(mpq_exec *ex, const mpq_weights *w, const mpq_exec
     for (int b = 0; b < B; b++) memcpy(ex->tok + (size_t)b * T, tokens + (size_t)b * (T + 1), (size_t)T * sizeof(int));
     encoder_forward(ex->a.res, ex->tok, w->tok_emb, B * T, ex->cfg.dim);
     run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T);
-    score_batch(ex, tokens, B, T, io, ref_p, ref_am, stats);
+    score_batch(ex, tokens, B, T, io, ref_p, ref_am, part);
     return MPQ_OK;
 }
 
 mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
                          int T, const mpq_eval_io *io, mpq_eval_stats *stats, mpq_err *err) {
-    return eval_tokens(ex, w, opts, tokens, B, T, io, NULL, NULL, stats, err);
+    if (!ex || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    mpq_status st = eval_tokens(ex, w, opts, tokens, B, T, io, NULL, NULL, ex->part, err);
+    if (st == MPQ_OK) mpq_eval_stats_add(stats, ex->part);
+    return st;
+}
+
+mpq_status mpq_exec_eval_part(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const int *tokens, int B,
+                              int T, const mpq_eval_io *io, mpq_eval_part *part, mpq_err *err) {
+    if (!ex || !part) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    if (B > part->max_B || T > part->max_T)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d exceeds the evaluation part's %d x %d", B, T,
+                           part->max_B, part->max_T);
+    part->B = 0;
+    return eval_tokens(ex, w, opts, tokens, B, T, io, NULL, NULL, part, err);
 }
 
 /* ---- stored reference ---- */
@@ -549,10 +632,8 @@ done:
     return st;
 }
 
-mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
-                                   const mpq_exec_ref *ref, int layer, mpq_exec_entry entry, mpq_eval_stats *stats,
-                                   mpq_err *err) {
-    if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+static mpq_status ref_check(const mpq_exec *ex, const mpq_exec_ref *ref, int layer, mpq_exec_entry entry,
+                            mpq_err *err) {
     if (ref->vocab != ex->cfg.vocab_size || ref->dim != ex->cfg.dim || ref->n_layers != ex->cfg.n_layers ||
         ref->qd != ex->qd)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference was built for another model shape");
@@ -561,31 +642,97 @@ mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq
     if (layer < 0 || layer >= ref->n_layers)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d", layer,
                            ref->n_layers - 1);
-    const bool from_store = layer > 0 || entry != MPQ_EXEC_ENTRY_BLOCK;
-    if (from_store && !ref->res)
+    if ((layer > 0 || entry != MPQ_EXEC_ENTRY_BLOCK) && !ref->res)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d needs a reference with stored residuals (0..%d)",
                            layer, ref->n_layers - 1);
-    const int T = ref->T;
+    return MPQ_OK;
+}
+
+/* Batch `batch` (sequences batch*max_B ..) of a reference evaluation, scored into part. */
+static mpq_status ref_batch(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,
+                            int layer, mpq_exec_entry entry, int batch, mpq_eval_part *part, mpq_err *err) {
+    const int T = ref->T, s0 = batch * ex->max_B;
+    const int nb = ref->n_seqs - s0 < ex->max_B ? ref->n_seqs - s0 : ex->max_B;
     const size_t V = (size_t)ref->vocab, dim = (size_t)ref->dim, qd = (size_t)ref->qd;
-    const size_t per_layer = (size_t)layer * (size_t)ref->n_seqs;
-    for (int s0 = 0; s0 < ref->n_seqs; s0 += ex->max_B) {
-        int nb = ref->n_seqs - s0 < ex->max_B ? ref->n_seqs - s0 : ex->max_B;
-        const int *tok = ref->tokens + (size_t)s0 * (T + 1);
-        const size_t off = (size_t)s0 * (size_t)T;
-        mpq_eval_io io = {0};
-        io.ref_logprobs = ref->logprobs + off * V;
-        mpq_status st;
-        if (!from_store) {
-            st = eval_tokens(ex, w, opts, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, stats, err);
-        } else {
-            const size_t row = (per_layer + (size_t)s0) * (size_t)T;
-            const float *x = entry == MPQ_EXEC_ENTRY_FFN ? ref->res2 + row * dim : ref->res + row * dim;
-            st = mpq_exec_forward_from_entry(ex, w, opts, layer, entry, x, ref->atty + row * qd, nb, T, err);
-            if (st == MPQ_OK) score_batch(ex, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, stats);
-        }
-        if (st != MPQ_OK) return st;
+    const int *tok = ref->tokens + (size_t)s0 * (T + 1);
+    const size_t off = (size_t)s0 * (size_t)T;
+    mpq_eval_io io = {0};
+    io.ref_logprobs = ref->logprobs + off * V;
+    if (layer == 0 && entry == MPQ_EXEC_ENTRY_BLOCK)
+        return eval_tokens(ex, w, opts, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, part, err);
+    const size_t row = ((size_t)layer * (size_t)ref->n_seqs + (size_t)s0) * (size_t)T;
+    const float *x = entry == MPQ_EXEC_ENTRY_FFN ? ref->res2 + row * dim : ref->res + row * dim;
+    mpq_status st = mpq_exec_forward_from_entry(ex, w, opts, layer, entry, x, ref->atty + row * qd, nb, T, err);
+    if (st == MPQ_OK) score_batch(ex, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, part);
+    return st;
+}
+
+mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                   const mpq_exec_ref *ref, int layer, mpq_exec_entry entry, mpq_eval_stats *stats,
+                                   mpq_err *err) {
+    if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    mpq_status st = ref_check(ex, ref, layer, entry, err);
+    if (st != MPQ_OK) return st;
+    const int n_batches = (ref->n_seqs + ex->max_B - 1) / ex->max_B;
+    for (int k = 0; k < n_batches; k++) {
+        if ((st = ref_batch(ex, w, opts, ref, layer, entry, k, ex->part, err)) != MPQ_OK) return st;
+        mpq_eval_stats_add(stats, ex->part);
     }
     return MPQ_OK;
+}
+
+/* mpq_exec_eval_ref_workers: worker i evaluates with exs[i] into parts[i]. */
+typedef struct ref_work {
+    mpq_exec **exs;
+    mpq_eval_part **parts;
+    const mpq_weights *w;
+    const mpq_exec_opts *opts;
+    const mpq_exec_ref *ref;
+    int layer;
+    mpq_eval_stats *stats;
+} ref_work;
+
+static mpq_status ref_work_compute(void *user, int worker, int batch, mpq_err *err) {
+    ref_work *rw = user;
+    return ref_batch(rw->exs[worker], rw->w, rw->opts, rw->ref, rw->layer, MPQ_EXEC_ENTRY_BLOCK, batch,
+                     rw->parts[worker], err);
+}
+
+static mpq_status ref_work_commit(void *user, int worker, int batch, mpq_err *err) {
+    (void)batch;
+    (void)err;
+    ref_work *rw = user;
+    mpq_eval_stats_add(rw->stats, rw->parts[worker]);
+    return MPQ_OK;
+}
+
+mpq_status mpq_exec_eval_ref_workers(mpq_exec *ex, int n_workers, const mpq_weights *w, const mpq_exec_opts *opts,
+                                     const mpq_exec_ref *ref, int layer_start, mpq_eval_stats *stats, mpq_err *err) {
+    if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    const int n_batches = (ref->n_seqs + ex->max_B - 1) / ex->max_B;
+    if (n_workers > n_batches) n_workers = n_batches;
+    if (n_workers <= 1) return mpq_exec_eval_ref(ex, w, opts, ref, layer_start, stats, err);
+    mpq_status st = ref_check(ex, ref, layer_start, MPQ_EXEC_ENTRY_BLOCK, err);
+    if (st != MPQ_OK) return st;
+    mpq_exec **exs = mpq_calloc((size_t)n_workers, sizeof *exs);
+    mpq_eval_part **parts = mpq_calloc((size_t)n_workers, sizeof *parts);
+    if (!exs || !parts) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory for %d workers", n_workers);
+        goto done;
+    }
+    exs[0] = ex;
+    parts[0] = ex->part;
+    for (int i = 1; i < n_workers && st == MPQ_OK; i++)
+        if ((st = mpq_exec_create(ex->model, ex->max_B, ex->max_T, &exs[i], err)) == MPQ_OK)
+            parts[i] = exs[i]->part;
+    if (st != MPQ_OK) goto done;
+    ref_work rw = {.exs = exs, .parts = parts, .w = w, .opts = opts, .ref = ref, .layer = layer_start, .stats = stats};
+    st = mpq_exec_batches_run(n_workers, n_batches, ref_work_compute, ref_work_commit, &rw, err);
+done:
+    for (int i = 1; exs && i < n_workers; i++) mpq_exec_free(exs[i]);
+    free(exs);
+    free(parts);
+    return st;
 }
 
 mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,

@@ -60,6 +60,7 @@ struct mpq_exec {
     exec_acts a;
     exec_decode d;
     int pos;               /* decode position */
+    mpq_eval_part *part;   /* scores of the last evaluation batch (mpq_exec_eval) */
 };
 
 /* ---- backward kernels (backward.c), llm.c convention: every d<x> output is ACCUMULATED

@@ -4,11 +4,14 @@
  * Costs are storage bits: bits per weight {2.25, 3.25, 4.25, 5.25, 6.25, 8.25, 12.25, 16}
  * times n_params = 4096 * k, k in 1..16; losses n * s_i * 2^(-2 bpw) * (1 + 0.1 noise) with
  * a log-uniform per-item sensitivity s_i (decreasing, convex-ish, noisy).
- * Run: cmake --build BUILD --target bench_solvers && BUILD/bench_solvers */
+ * First, the solver choice of "auto" (mpq_solve_estimate_cost) for n x 8 items, n = 30 ..
+ * 3,000: the estimated and measured times of the DP and the ILP, and the pick.
+ * Run: cmake --build BUILD --target bench_solvers && BUILD/bench_solvers [--choice-only] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_rng.h"
@@ -44,11 +47,53 @@ static mpq_problem *make(int n, double avg_bits, double *total_params) {
     return p;
 }
 
-int main(void) {
+/* auto's choice vs measured times over a range of sizes; 1 when the pick was > 2x slower
+ * than the other engine (beyond timing noise) or the objectives differ. */
+static int bench_choice(void) {
+    static const int sizes[] = {30, 100, 300, 1000, 3000};
+    int status = 0;
+    printf("%-6s %-10s %12s %12s %12s %12s  %-5s %s\n", "items", "dp engine", "dp est s", "dp s", "ilp est s", "ilp s",
+           "auto", "objectives");
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        double tp = 0;
+        mpq_err err = {0};
+        mpq_problem *p = make(sizes[k], 4.0, &tp);
+        mpq_solve_opts opts = mpq_solve_opts_default();
+        mpq_solve_estimate e;
+        mpq_solution *sd = NULL, *si = NULL;
+        if (mpq_solve_estimate_cost(p, &opts, &e, &err) != MPQ_OK) {
+            printf("estimate FAILED: %s\n", err.msg);
+            status = 1;
+        }
+        double t0 = mpq_time_now();
+        mpq_status a = mpq_solve_dp(p, &opts, &sd, &err);
+        double td = mpq_time_now() - t0;
+        t0 = mpq_time_now();
+        mpq_status b = mpq_solve_ilp(p, &opts, &si, &err);
+        double ti = mpq_time_now() - t0;
+        if (a != MPQ_OK || b != MPQ_OK) {
+            printf("%d items: FAILED: %s\n", sizes[k], err.msg);
+            status = 1;
+        } else {
+            bool same = fabs(sd->total_loss - si->total_loss) <= 1e-9 * fabs(sd->total_loss);
+            double picked = strcmp(e.solver, "dp") == 0 ? td : ti, other = strcmp(e.solver, "dp") == 0 ? ti : td;
+            printf("%-6d %-10s %12.4g %12.4g %12.4g %12.4g  %-5s %s\n", sizes[k], sd->solver, e.dp_seconds, td,
+                   e.ilp_seconds, ti, e.solver, same ? "equal" : "DIFFER");
+            if (!same || (picked > 2 * other && picked > 0.05)) status = 1;
+        }
+        mpq_solution_free(sd);
+        mpq_solution_free(si);
+        mpq_problem_free(p);
+    }
+    return status;
+}
+
+int main(int argc, char **argv) {
     mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     mpq_err err = {0};
-    int status = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    int status = bench_choice();
+    if (argc > 1 && strcmp(argv[1], "--choice-only") == 0) return status;
     double tp = 0;
     mpq_problem *p = make(50000, 4.0, &tp);
     mpq_solve_opts opts = mpq_solve_opts_default();

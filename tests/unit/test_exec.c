@@ -458,6 +458,105 @@ START_TEST(test_perplexity_tinystories) {
 }
 END_TEST
 
+/* Evaluation on worker threads: the same reference evaluation with 1, 2 and 3 workers
+ * (batches of 3 windows, the last one partial, KV quantized so KL / top-1 are not trivial)
+ * gives bit-identical statistics, equal to mpq_exec_eval_ref and to mpq_exec_eval batch after
+ * batch; parts added in batch order by mpq_exec_batches_run reproduce them too. Exact
+ * comparison (memcmp) is the claim: the additions are made in the same order. */
+typedef struct part_run {
+    mpq_exec *ex[3];
+    mpq_eval_part *part[3];
+    const mpq_weights *w;
+    const mpq_exec_opts *o;
+    const int *tok;
+    const float *ref_lp;
+    int n, B, T, V;
+    mpq_eval_stats st;
+} part_run;
+
+static mpq_status part_compute(void *user, int worker, int batch, mpq_err *err) {
+    part_run *r = user;
+    int s0 = batch * r->B, nb = r->n - s0 < r->B ? r->n - s0 : r->B;
+    mpq_eval_io io = {.ref_logprobs = r->ref_lp + (size_t)s0 * r->T * r->V};
+    return mpq_exec_eval_part(r->ex[worker], r->w, r->o, r->tok + (size_t)s0 * (r->T + 1), nb, r->T, &io,
+                              r->part[worker], err);
+}
+
+static mpq_status part_commit(void *user, int worker, int batch, mpq_err *err) {
+    (void)batch;
+    (void)err;
+    part_run *r = user;
+    mpq_eval_stats_add(&r->st, r->part[worker]);
+    return MPQ_OK;
+}
+
+START_TEST(test_eval_workers_bit_identical) {
+    mpq_model *m = load(M260);
+    size_t n;
+    int *tok = read_tokens(EVAL_TOK, &n);
+    enum { T = 64, B = 3, NS = 11 };
+    int *win = malloc((size_t)NS * (T + 1) * sizeof(int));
+    ck_assert_ptr_nonnull(win);
+    for (int s = 0; s < NS; s++) memcpy(win + (size_t)s * (T + 1), tok + (size_t)s * 97, (T + 1) * sizeof(int));
+    mpq_err err = {0};
+    mpq_exec *ex = NULL;
+    mpq_exec_ref *ref = NULL;
+    ck_assert_int_eq(mpq_exec_create(m, B, T, &ex, &err), MPQ_OK);
+    const mpq_weights *w = mpq_model_get_weights(m);
+    ck_assert_int_eq(mpq_exec_ref_build(ex, w, NULL, win, NS, T, false, &ref, &err), MPQ_OK);
+    mpq_kv_pair pairs[16];
+    int L = mpq_model_get_config(m)->n_layers;
+    for (int l = 0; l < L; l++) pairs[l] = (mpq_kv_pair){.k_bits = 4, .v_bits = 2};
+    mpq_exec_opts o = mpq_exec_opts_default();
+    o.kv_pairs = pairs;
+    o.n_kv_pairs = L;
+    mpq_eval_stats s1 = {0}, sw[3];
+    ck_assert_int_eq(mpq_exec_eval_ref(ex, w, &o, ref, 0, &s1, &err), MPQ_OK);
+    ck_assert_int_eq(s1.n_ref_seqs, NS);
+    ck_assert(s1.kl_mean > 0 && s1.top1 < 1);
+    for (int k = 0; k < 3; k++) {
+        memset(&sw[k], 0, sizeof sw[k]);
+        ck_assert_msg(mpq_exec_eval_ref_workers(ex, k + 1, w, &o, ref, 0, &sw[k], &err) == MPQ_OK, "%s", err.msg);
+        ck_assert_msg(memcmp(&sw[k], &s1, sizeof s1) == 0, "%d workers: kl %.17g vs %.17g, ce %.17g vs %.17g", k + 1,
+                      sw[k].kl_mean, s1.kl_mean, sw[k].ce, s1.ce);
+    }
+    /* the same with mpq_exec_eval, batch after batch, against the stored log-probs */
+    mpq_eval_stats sq = {0};
+    const float *lp = mpq_exec_ref_logprobs(ref);
+    const int V = mpq_model_get_config(m)->vocab_size;
+    for (int s0 = 0; s0 < NS; s0 += B) {
+        int nb = NS - s0 < B ? NS - s0 : B;
+        mpq_eval_io io = {.ref_logprobs = lp + (size_t)s0 * T * V};
+        ck_assert_int_eq(mpq_exec_eval(ex, w, &o, win + (size_t)s0 * (T + 1), nb, T, &io, &sq, &err), MPQ_OK);
+    }
+    ck_assert(memcmp(&sq, &s1, sizeof s1) == 0);
+    /* parts through the ordered batch runner, 1 and 3 workers */
+    for (int nw = 1; nw <= 3; nw += 2) {
+        part_run r = {.w = w, .o = &o, .tok = win, .ref_lp = lp, .n = NS, .B = B, .T = T, .V = V};
+        for (int i = 0; i < nw; i++) {
+            ck_assert_int_eq(mpq_exec_create(m, B, T, &r.ex[i], &err), MPQ_OK);
+            ck_assert_int_eq(mpq_eval_part_create(B, T, &r.part[i], &err), MPQ_OK);
+        }
+        ck_assert_int_eq(mpq_exec_batches_run(nw, (NS + B - 1) / B, part_compute, part_commit, &r, &err), MPQ_OK);
+        ck_assert_msg(memcmp(&r.st, &sq, sizeof sq) == 0, "parts with %d workers differ", nw);
+        for (int i = 0; i < nw; i++) {
+            mpq_eval_part_free(r.part[i]);
+            mpq_exec_free(r.ex[i]);
+        }
+    }
+    /* a batch larger than the part is refused */
+    mpq_eval_part *small = NULL;
+    ck_assert_int_eq(mpq_eval_part_create(1, T, &small, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_exec_eval_part(ex, w, NULL, win, 2, T, NULL, small, &err), MPQ_ERR_INVALID);
+    mpq_eval_part_free(small);
+    mpq_exec_ref_free(ref);
+    mpq_exec_free(ex);
+    free(win);
+    free(tok);
+    mpq_model_free(m);
+}
+END_TEST
+
 /* KV quantization on real data: k16v16 == unquantized exactly; k2v2 KL > k4v4 KL > k8v8 KL > 0;
  * a residual window R >= T reproduces the FP run exactly; KL(P||P) = 0, top-1 = 1. */
 START_TEST(test_kv_quant_kl) {
@@ -884,6 +983,7 @@ static Suite *exec_suite(void) {
     tcase_add_test(tc, test_kv_batch_vs_decode);
     tcase_add_test(tc, test_hf_vs_llama2c);
     tcase_add_test(tc, test_perplexity_tinystories);
+    tcase_add_test(tc, test_eval_workers_bit_identical);
     tcase_add_test(tc, test_kv_quant_kl);
     tcase_add_test(tc, test_kv_sotu_keys_values);
     tcase_add_test(tc, test_prefix_reuse);

@@ -526,6 +526,59 @@ START_TEST(test_segment_dp) {
 }
 END_TEST
 
+/* The "auto" choice (mpq_solve_estimate_cost): on bench_solvers' 1,000 x 8 instance (storage
+ * bits of 4096 x k weights, budget 4 bits/weight: a 15M-cell DP table, seconds) it picks the
+ * ILP (milliseconds); on 12 items with costs 1..8 (a table of a few hundred cells) the DP;
+ * with two budgets the ILP, as the DP does not apply. Each time both engines reach the
+ * same objective (both exact: ILP at mip_gap 0). */
+static const double AUTO_BPW[8] = {2.25, 3.25, 4.25, 5.25, 6.25, 8.25, 12.25, 16};
+
+START_TEST(test_auto_choice) {
+    mpq_err err = {0};
+    for (int c = 0; c < 3; c++) {
+        rng_state = 12345;
+        int n = c == 0 ? 1000 : 12;
+        mpq_problem *p = NULL;
+        ck_assert_int_eq(mpq_problem_create(n, 8, c == 2 ? 2 : 1, &p, &err), MPQ_OK);
+        double tp = 0;
+        for (int i = 0; i < n; i++) {
+            double np = c == 0 ? 4096.0 * (double)(1 + rng_next() % 16) : 1.0;
+            double sens = exp(log(1e-3) + rng_unif() * log(1e4));
+            tp += np;
+            for (int o = 0; o < 8; o++) {
+                double cost = c == 0 ? AUTO_BPW[o] * np : (double)(o + 1);
+                ck_assert_int_eq(mpq_problem_set_cost(p, 0, i, o, cost, &err), MPQ_OK);
+                if (c == 2) ck_assert_int_eq(mpq_problem_set_cost(p, 1, i, o, (double)(8 - o), &err), MPQ_OK);
+                double loss = np * sens * exp2(-2.0 * (c == 0 ? AUTO_BPW[o] : o + 1)) * (1 + 0.1 * rng_unif());
+                ck_assert_int_eq(mpq_problem_set_loss(p, i, o, loss, &err), MPQ_OK);
+            }
+        }
+        ck_assert_int_eq(mpq_problem_set_budget(p, 0, c == 0 ? floor(4.0 * tp) : 4.0 * n, &err), MPQ_OK);
+        if (c == 2) ck_assert_int_eq(mpq_problem_set_budget(p, 1, 6.0 * n, &err), MPQ_OK);
+        mpq_solve_opts o = mpq_solve_opts_default();
+        mpq_solve_estimate e;
+        ck_assert_int_eq(mpq_solve_estimate_cost(p, &o, &e, &err), MPQ_OK);
+        ck_assert_str_eq(e.solver, c == 1 ? "dp" : "ilp");
+        ck_assert_msg(strstr(e.reason, e.solver) == e.reason, "reason '%s'", e.reason);
+        ck_assert_int_eq(e.n_columns, 8 * n);
+        mpq_solution *si = NULL, *sd = NULL;
+        ck_assert_int_eq(mpq_solve_ilp(p, &o, &si, &err), MPQ_OK);
+        if (c < 2) {
+            ck_assert_str_eq(e.dp_engine, "dp-array");
+            ck_assert(c == 0 ? e.dp_seconds > 100 * e.ilp_seconds : e.dp_seconds < e.ilp_seconds);
+            ck_assert_int_eq(mpq_solve_dp(p, &o, &sd, &err), MPQ_OK);
+            ck_assert_double_eq_tol(si->total_loss, sd->total_loss, 1e-12 * sd->total_loss);
+        } else {
+            ck_assert_ptr_null(e.dp_engine);
+            ck_assert(isinf(e.dp_seconds));
+        }
+        mpq_solution_free(si);
+        mpq_solution_free(sd);
+        mpq_problem_free(p);
+    }
+}
+END_TEST
+
 START_TEST(test_hostile_problem) {
     mpq_err err = {0};
     mpq_problem *p = NULL;
@@ -750,6 +803,7 @@ static Suite *solvers_suite(void) {
     tcase_add_test(tc, test_waterfill);
     tcase_add_test(tc, test_segment_dp);
     tcase_add_test(tc, test_hostile_problem);
+    tcase_add_test(tc, test_auto_choice);
     tcase_add_test(tc, test_real_model);
     suite_add_tcase(s, tc);
     return s;
