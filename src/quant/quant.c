@@ -8,6 +8,9 @@
  *   subnormals) and E5M2 (bias 15, max 57344); we saturate instead of producing inf.
  * - OCP Microscaling Formats (MX) v1.0: FP4 E2M1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
  * - Dettmers et al. 2023, "QLoRA", Appendix E: the 16 NormalFloat-4 levels.
+ * - Li et al. 2025, "SAQ: Pushing the Limits of Vector Quantization through Code Adjustment
+ *   and Dimension Segmentation" (arXiv 2509.12086), section 3, Algorithm 1: code adjustment
+ *   (CAQ), used by the int candidates with suffix a and by KV groups with scheme.caq.
  *
  * Conventions chosen here (also stated in mpq_quant.h):
  * - Asymmetric int<N>: per group an fp16 scale and an fp16 *float offset* zero = the group

@@ -1,7 +1,8 @@
 /*
  * test_quant.c - quantizer candidates (names, exact bits/bytes), fp16 rounding, the RTN
- * fake quantizers (int asym/sym, fp8 e4m3/e5m2, fp4 e2m1, nf4) and KV pair naming/bits.
- * The quantizers are shown on the real stories260K weights (../shared via MPQ_SHARED).
+ * fake quantizers (int asym/sym, fp8 e4m3/e5m2, fp4 e2m1, nf4), CAQ code adjustment (suffix a
+ * and the KV scheme flag) and KV pair naming/bits. The quantizers are shown on the real
+ * stories260K weights, CAQ also on sotu-2.7M (../shared via MPQ_SHARED).
  */
 #include <check.h>
 #include <float.h>
