@@ -392,6 +392,7 @@ static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
         ok = sch && cJSON_AddStringToObject(sch, "mode", mpq_kv_mode_name(s->kv_scheme.mode)) &&
              cJSON_AddNumberToObject(sch, "group_size", s->kv_scheme.group_size) &&
              cJSON_AddNumberToObject(sch, "residual", s->kv_scheme.residual);
+        if (ok && s->kv_scheme.caq) ok = cJSON_AddTrueToObject(sch, "caq") != NULL;
     }
     if (!ok) {
         cJSON_Delete(o);

@@ -296,9 +296,11 @@ static void free_names(char **s, int n) {
     free(s);
 }
 
+static mpq_status get_bool(const char *src, const char *key, const cJSON *v, bool def, bool *out, mpq_err *err);
+
 static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mpq_err *err) {
     static const char *const kv_keys[] = {"scheme", "pairs", NULL};
-    static const char *const scheme_keys[] = {"mode", "group_size", "residual", NULL};
+    static const char *const scheme_keys[] = {"mode", "group_size", "residual", "caq", NULL};
     mpq_status st;
     if (!cJSON_IsObject(kv)) {
         char got[64];
@@ -334,6 +336,9 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
                           s->kv_scheme.residual, &v, err)) != MPQ_OK)
             return st;
         s->kv_scheme.residual = (int)v;
+        if ((st = get_bool(src, "kv.scheme.caq", cJSON_GetObjectItemCaseSensitive(sch, "caq"), false,
+                           &s->kv_scheme.caq, err)) != MPQ_OK)
+            return st;
     }
     const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(kv, "pairs");
     if (!pairs) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.pairs: missing (e.g. [\"k8v4\", \"k4v4\"])", src);
@@ -485,6 +490,8 @@ static char *canonical(const mpq_job_spec *s) {
         bool k = kv && sch && cJSON_AddStringToObject(sch, "mode", mpq_kv_mode_name(s->kv_scheme.mode)) &&
                  cJSON_AddNumberToObject(sch, "group_size", s->kv_scheme.group_size) &&
                  cJSON_AddNumberToObject(sch, "residual", s->kv_scheme.residual);
+        /* caq only when set: specs written before the key existed keep their text and hash */
+        if (k && s->kv_scheme.caq) k = cJSON_AddTrueToObject(sch, "caq") != NULL;
         if (k) {
             k = add_item(kv, "scheme", sch);
             sch = NULL;

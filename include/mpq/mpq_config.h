@@ -21,7 +21,8 @@
  *   weights.layers: keys are stable layer names ("blk.3.attn_q") or Hugging Face aliases
  *   ("model.layers.3.self_attn.q_proj", with or without ".weight"); values candidate names
  *   (see mpq_quant.h). A layer given twice (e.g. by both names) is an error.
- * - kv.scheme: mode "kivi" | "per-token", group_size > 0, residual >= 0 (default: KIVI, 32, 0).
+ * - kv.scheme: mode "kivi" | "per-token", group_size > 0, residual >= 0, caq true | false
+ *   (CAQ code adjustment of the KV groups; written only when true) (default: KIVI, 32, 0, false).
  *   kv.default: pair for every block not listed (default "k16v16"). kv.layers: keys "blk.N"
  *   or "model.layers.N", values pairs such as "k8v4".
  * mpq_config_to_json writes weights.layers / kv.layers only for entries that differ from

@@ -31,7 +31,7 @@
  *
  * KV quantization, exact causal emulation (same numbers in batch and decode mode):
  * K and V are quantized after RoPE with mpq_quant_rtn_minmax (asymmetric min-max RTN,
- * fp16 scale/zero). For a query at position t the cache holds tokens 0..t, and token j's
+ * fp16 scale/zero), or mpq_quant_caq_minmax (RTN + CAQ code adjustment) when scheme.caq. For a query at position t the cache holds tokens 0..t, and token j's
  * key/value is read quantized iff
  *   - values, and keys in MPQ_KV_PER_TOKEN mode (each token's kv_dim-wide vector in groups
  *     of G consecutive channels, last group partial): j <= t - R;

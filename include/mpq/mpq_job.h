@@ -38,7 +38,8 @@
  *     "candidates": ["int2g32", "int3g32", "int4g32", "int8c"],  weight formats (mpq_quant.h);
  *                           required and non-empty when a weight stage is selected
  *     "kv": {               required when kv_sensitivity is selected
- *       "scheme": {"mode": "kivi" | "per-token", "group_size": 32 (> 0), "residual": 0 (>= 0)},
+ *       "scheme": {"mode": "kivi" | "per-token", "group_size": 32 (> 0), "residual": 0 (>= 0),
+ *                  "caq": false (CAQ code adjustment of the KV groups; canonical spec: only if true)},
  *       "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]   (non-empty)
  *     },
  *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity", "hessian"]

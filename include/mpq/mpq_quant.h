@@ -2,15 +2,17 @@
  * mpq_quant.h - quantizer candidates (weights) and KV-cache precision pairs.
  *
  * A weight candidate is named by a short string parsed in one place:
- *   int<N>[g<G>|c][s]   N = 2..8 bits; g<G>: groups of G consecutive weights along a row
+ *   int<N>[g<G>|c][s][a] N = 2..8 bits; g<G>: groups of G consecutive weights along a row
  *                       (G = 16/32/64/128/256); c: one group per output channel (row); default
  *                       asymmetric (fp16 scale + fp16 zero per group), suffix s = symmetric
- *                       (fp16 scale only). e.g. int4g128, int3g64s, int8c
+ *                       (fp16 scale only); suffix a = CAQ code adjustment (below), same stored
+ *                       fields and bits as without it. e.g. int4g128, int3g64s, int8c, int3g32a
  *   fp8e4m3[g<G>|c], fp8e5m2[...], fp4e2m1g<G>   minifloat with an fp16 scale per group
  *   nf4g<G>             NormalFloat-4 levels with an fp16 absmax scale per group
  *   f16, f32            keep (rounded to fp16, or unchanged)
  * bits_per_weight counts the overhead exactly: e.g. int4g128 = 4 + 32/128 = 4.25.
- * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "fp8e4m3" (per channel; the
+ * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "int3g32a", "int2g32sa", "int8ca",
+ * "fp8e4m3" (per channel; the
  * spelling "fp8e4m3c" is accepted), "fp8e5m2g32", "fp4e2m1g32", "nf4g64", "f16", "f32".
  *
  * Quantizer conventions (round to nearest; scales and zeros stored in fp16; every detail needed
@@ -26,6 +28,13 @@
  *   nearest even, saturate at the format max. nf4: the 16 QLoRA NormalFloat levels in
  *   [-1, 1] times an fp16 absmax scale, nearest level.
  * - A group with zero range / zero absmax does not divide: it dequantizes to its offset / 0.
+ * - int<N>...a (CAQ, code adjustment from SAQ, Li et al. 2025, arXiv 2509.12086, section 3):
+ *   start from the RTN codes above; MPQ_CAQ_ROUNDS rounds over the group's coordinates in
+ *   order, each trying code +1 then -1 (within the code range) and keeping a step that
+ *   strictly raises the cosine between the weights and the codes (asymmetric: both centred
+ *   on their means); then the scale (and zero) are refitted by least squares for the new
+ *   codes and rounded to fp16, and the group keeps the CAQ result only if its squared error
+ *   is strictly below the RTN result's. So a CAQ group is never worse than RTN.
  *
  *     mpq_candidate c;
  *     if (mpq_candidate_parse("int4g128", &c, &err) != MPQ_OK) ...
@@ -62,7 +71,11 @@ typedef struct mpq_candidate {
     int bits;        /* bits per stored element (4 for int4 / nf4 / fp4, 8 for fp8, 16, 32) */
     int group_size;  /* > 0: elements per group along a row; 0: one group per row (per channel) */
     bool symmetric;  /* no zero point stored */
+    bool adjust;     /* int only: CAQ code adjustment (suffix a); same stored fields */
 } mpq_candidate;
+
+/* Rounds of CAQ code adjustment (SAQ recommends 4..8). */
+#define MPQ_CAQ_ROUNDS 6
 
 /* Parses a candidate name. MPQ_ERR_INVALID with a message naming the string on failure. */
 mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *err);
@@ -85,6 +98,11 @@ void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t
  * Used for KV-cache groups. Scale and zero are kept in fp16, as stored. */
 void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits);
 
+/* As mpq_quant_rtn_minmax, then CAQ code adjustment and the least-squares (scale, zero) refit
+ * of an asymmetric int candidate with suffix a (the RTN result is kept when it is at least as
+ * good; bits 9..15 stay RTN). Used for KV-cache groups when the scheme has caq set. */
+void mpq_quant_caq_minmax(float *x, size_t n, size_t stride, int bits);
+
 /* fp16 round trip (round to nearest even), used for stored scales. */
 float mpq_fp16_round(float x);
 
@@ -104,9 +122,11 @@ typedef struct mpq_kv_scheme {
     mpq_kv_mode mode;
     int group_size; /* elements per quantization group (tokens for KIVI keys, channels otherwise) */
     int residual;   /* most recent tokens kept in full precision (0 = none) */
+    bool caq;       /* CAQ code adjustment of every quantized group (mpq_quant_caq_minmax);
+                       same stored fields, so the bits per element do not change */
 } mpq_kv_scheme;
 
-/* KIVI, group 32, no residual window. */
+/* KIVI, group 32, no residual window, no CAQ. */
 mpq_kv_scheme mpq_kv_scheme_default(void);
 
 /* "k8v4" -> {8, 4}; MPQ_ERR_INVALID naming the string otherwise. */

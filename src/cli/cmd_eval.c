@@ -37,6 +37,7 @@ static const char *eval_help =
     "  -w, --weights CAND      quantize every linear layer with CAND (e.g. int4g32)\n"
     "  -k, --kv PAIR           quantize every layer's KV cache with PAIR (e.g. k4v2)\n"
     "      --kv-mode MODE      kivi (default) | per-token;  --kv-group G (32);  --kv-residual R (0)\n"
+    "      --kv-caq            CAQ code adjustment of every quantized KV group (same bits)\n"
     "  -L, --seq-len T         tokens per window (default min(256, model seq len))\n"
     "  -n, --n-seqs N          windows to evaluate (default 0 = all)\n"
     "  -s, --seed S            window sampling seed (default 1)\n"
@@ -53,17 +54,18 @@ static const char *eval_help =
 typedef struct eval_args {
     const char *model, *data, *tokenizer, *config, *weights, *kv, *kv_mode, *json_out, *logits_out;
     long seq_len, n_seqs, seed, batch, kv_group, kv_residual, workers;
-    bool json;
+    bool json, kv_caq;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a) {
-    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS };
+    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS, OPT_KVCAQ };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"tokenizer", required_argument, 0, 't'}, {"config", required_argument, 0, 'c'},
         {"weights", required_argument, 0, 'w'}, {"kv", required_argument, 0, 'k'},
         {"kv-mode", required_argument, 0, OPT_KVMODE}, {"kv-group", required_argument, 0, OPT_KVGROUP},
-        {"kv-residual", required_argument, 0, OPT_KVRES}, {"seq-len", required_argument, 0, 'L'},
+        {"kv-residual", required_argument, 0, OPT_KVRES}, {"kv-caq", no_argument, 0, OPT_KVCAQ},
+        {"seq-len", required_argument, 0, 'L'},
         {"n-seqs", required_argument, 0, 'n'},  {"seed", required_argument, 0, 's'},
         {"batch", required_argument, 0, 'b'},   {"json", no_argument, 0, OPT_JSON},
         {"json-out", required_argument, 0, 'o'}, {"logits-out", required_argument, 0, OPT_LOGITS},
@@ -84,6 +86,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case 'w': a->weights = optarg; break;
         case 'k': a->kv = optarg; break;
         case OPT_KVMODE: a->kv_mode = optarg; break;
+        case OPT_KVCAQ: a->kv_caq = true; break;
         case OPT_KVGROUP:
             if (!cli_parse_int(optarg, 1, 1 << 20, &a->kv_group)) return cli_usage_error("eval", "bad --kv-group '%s'", optarg);
             break;
@@ -122,7 +125,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
 /* Builds the config from --config or --weights/--kv and the --kv-* overrides; NULL *out = FP. */
 static mpq_status build_config(const eval_args *a, const mpq_model *m, mpq_config **out, mpq_err *err) {
     *out = NULL;
-    bool kv_opts = a->kv_mode || a->kv_group >= 0 || a->kv_residual >= 0;
+    bool kv_opts = a->kv_mode || a->kv_group >= 0 || a->kv_residual >= 0 || a->kv_caq;
     if (!a->config && !a->weights && !a->kv && !kv_opts) return MPQ_OK;
     mpq_status st;
     if (a->config) st = mpq_config_load(a->config, m, out, err);
@@ -132,6 +135,7 @@ static mpq_status build_config(const eval_args *a, const mpq_model *m, mpq_confi
     if (a->kv_mode && (st = mpq_kv_mode_parse(a->kv_mode, &s.mode, err)) != MPQ_OK) return st;
     if (a->kv_group >= 0) s.group_size = (int)a->kv_group;
     if (a->kv_residual >= 0) s.residual = (int)a->kv_residual;
+    if (a->kv_caq) s.caq = true;
     return mpq_config_set_kv_scheme(*out, &s, err);
 }
 
@@ -330,7 +334,8 @@ static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result
         const mpq_kv_scheme *s = mpq_config_kv_scheme(c->cfg);
         cJSON *ks = cJSON_AddObjectToObject(o, "kv_scheme");
         ok = cli_json_add_string(ks, "mode", mpq_kv_mode_name(s->mode)) &&
-             cli_json_add_number(ks, "group_size", s->group_size) && cli_json_add_number(ks, "residual", s->residual);
+             cli_json_add_number(ks, "group_size", s->group_size) && cli_json_add_number(ks, "residual", s->residual) &&
+             (!s->caq || cJSON_AddTrueToObject(ks, "caq") != NULL);
     }
     const struct { const char *key; double v; } nums[] = {
         {"seq_len", r->seq_len},

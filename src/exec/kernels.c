@@ -77,12 +77,14 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
     size_t n = (size_t)B * T * kv_dim;
     memcpy(dst, src, n * sizeof(float));
     int G = s->group_size;
+    /* one group: min-max RTN, or RTN + CAQ code adjustment with a least-squares refit */
+    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
     if (key && s->mode == MPQ_KV_KIVI) {
         /* each channel over complete groups of G tokens (stride kv_dim) */
         for (int b = 0; b < B; b++)
             for (int g0 = 0; g0 + G <= T; g0 += G) {
                 float *blk = dst + ((size_t)b * T + g0) * kv_dim;
-                for (int c = 0; c < kv_dim; c++) mpq_quant_rtn_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                for (int c = 0; c < kv_dim; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
             }
     } else {
         /* each token's vector in groups of G consecutive channels, last group partial */
@@ -90,7 +92,7 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
             float *row = dst + r * kv_dim;
             for (int c0 = 0; c0 < kv_dim; c0 += G) {
                 int len = kv_dim - c0 < G ? kv_dim - c0 : G;
-                mpq_quant_rtn_minmax(row + c0, (size_t)len, 1, bits);
+                quant(row + c0, (size_t)len, 1, bits);
             }
         }
     }

@@ -263,9 +263,10 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
     const cJSON *it;
     cJSON_ArrayForEach(it, s) {
         if (strcmp(it->string, "mode") != 0 && strcmp(it->string, "group_size") != 0 &&
-            strcmp(it->string, "residual") != 0)
-            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.%s: unknown key (expected mode, group_size, residual)",
-                               src, it->string);
+            strcmp(it->string, "residual") != 0 && strcmp(it->string, "caq") != 0)
+            return mpq_err_set(err, MPQ_ERR_FORMAT,
+                               "%s: kv.scheme.%s: unknown key (expected mode, group_size, residual, caq)", src,
+                               it->string);
     }
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(s, "mode");
     const cJSON *gs = cJSON_GetObjectItemCaseSensitive(s, "group_size");
@@ -284,6 +285,12 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
         if (!json_int(res, 0, 1L << 30, &v))
             return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.residual: expected a non-negative integer", src);
         cfg->scheme.residual = (int)v;
+    }
+    const cJSON *caq = cJSON_GetObjectItemCaseSensitive(s, "caq");
+    if (caq) {
+        if (!cJSON_IsBool(caq))
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.caq: expected true or false", src);
+        cfg->scheme.caq = cJSON_IsTrue(caq);
     }
     return MPQ_OK;
 }
@@ -512,7 +519,8 @@ char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model) {
     cJSON *sc = cJSON_AddObjectToObject(kv, "scheme");
     if (!sc || !cJSON_AddStringToObject(sc, "mode", mpq_kv_mode_name(cfg->scheme.mode)) ||
         !cJSON_AddNumberToObject(sc, "group_size", cfg->scheme.group_size) ||
-        !cJSON_AddNumberToObject(sc, "residual", cfg->scheme.residual))
+        !cJSON_AddNumberToObject(sc, "residual", cfg->scheme.residual) ||
+        (cfg->scheme.caq && !cJSON_AddTrueToObject(sc, "caq")))
         goto done;
     if (!cJSON_AddStringToObject(kv, "default", mpq_kv_pair_name(cfg->kvdefault, pbuf, sizeof pbuf))) goto done;
     cJSON *kl = cJSON_AddObjectToObject(kv, "layers");

@@ -27,6 +27,7 @@ mpq_kv_scheme mpq_kv_scheme_default(void) {
     s.mode = MPQ_KV_KIVI;
     s.group_size = 32;
     s.residual = 0;
+    s.caq = false;
     return s;
 }
 

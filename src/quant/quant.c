@@ -8,6 +8,9 @@
  *   subnormals) and E5M2 (bias 15, max 57344); we saturate instead of producing inf.
  * - OCP Microscaling Formats (MX) v1.0: FP4 E2M1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
  * - Dettmers et al. 2023, "QLoRA", Appendix E: the 16 NormalFloat-4 levels.
+ * - Li et al. 2025, "SAQ: Pushing the Limits of Vector Quantization through Code Adjustment
+ *   and Dimension Segmentation" (arXiv 2509.12086), section 3, Algorithm 1: code adjustment
+ *   (CAQ), used by the int candidates with suffix a and by KV groups with scheme.caq.
  *
  * Conventions chosen here (also stated in mpq_quant.h):
  * - Asymmetric int<N>: per group an fp16 scale and an fp16 *float offset* zero = the group
@@ -115,50 +118,183 @@ static float fp16_cover_scale(double need, float base, float qmax, float top) {
 
 /* ---------------- group quantizers ---------------- */
 
-static void group_int_asym(float *x, size_t n, size_t stride, int bits) {
-    if (n == 0) return;
+/* Asymmetric grid of a group: zero = fp16 floor of the minimum, covering fp16 scale. */
+static void asym_grid(const float *x, size_t n, size_t stride, float qmax, float *zero, float *scale) {
     float lo = x[0], hi = x[0];
     for (size_t i = 1; i < n; i++) {
         float v = x[i * stride];
         if (v < lo) lo = v;
         if (v > hi) hi = v;
     }
-    const float qmax = (float)((1u << bits) - 1u);
-    const float zero = fp16_floor(lo);
-    const float scale = fp16_cover_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi);
-    for (size_t i = 0; i < n; i++) {
-        float *p = &x[i * stride];
-        if (scale == 0.0f) {
-            *p = zero;
-            continue;
-        }
-        float q = rintf((*p - zero) / scale);
-        if (!(q >= 0.0f)) q = 0.0f; /* also catches NaN */
-        if (q > qmax) q = qmax;
-        *p = zero + q * scale;
-    }
+    *zero = fp16_floor(lo);
+    *scale = fp16_cover_scale(((double)hi - (double)*zero) / qmax, *zero, qmax, hi);
 }
 
-static void group_int_sym(float *x, size_t n, size_t stride, int bits) {
-    if (n == 0) return;
+/* Nearest asymmetric code of v (scale > 0), clamped to [0, qmax]. */
+static float asym_code(float v, float zero, float scale, float qmax) {
+    float q = rintf((v - zero) / scale);
+    if (!(q >= 0.0f)) q = 0.0f; /* also catches NaN */
+    if (q > qmax) q = qmax;
+    return q;
+}
+
+/* Symmetric scale of a group: covering fp16 absmax / qmax. */
+static float sym_scale(const float *x, size_t n, size_t stride, float qmax) {
     float amax = 0.0f;
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i * stride]);
         if (a > amax) amax = a;
     }
-    const float qmax = (float)((1u << (bits - 1)) - 1u);
-    const float scale = fp16_cover_scale((double)amax / qmax, 0.0f, qmax, amax);
+    return fp16_cover_scale((double)amax / qmax, 0.0f, qmax, amax);
+}
+
+/* Nearest symmetric code of v (scale > 0), clamped to [-qmax, qmax]. */
+static float sym_code(float v, float scale, float qmax) {
+    float q = rintf(v / scale);
+    if (!(q >= -qmax)) q = -qmax;
+    if (q > qmax) q = qmax;
+    return q;
+}
+
+static void group_int_asym(float *x, size_t n, size_t stride, int bits) {
+    if (n == 0) return;
+    const float qmax = (float)((1u << bits) - 1u);
+    float zero, scale;
+    asym_grid(x, n, stride, qmax, &zero, &scale);
     for (size_t i = 0; i < n; i++) {
         float *p = &x[i * stride];
-        if (scale == 0.0f) {
-            *p = 0.0f;
-            continue;
-        }
-        float q = rintf(*p / scale);
-        if (!(q >= -qmax)) q = -qmax;
-        if (q > qmax) q = qmax;
-        *p = q * scale;
+        *p = (scale == 0.0f) ? zero : zero + asym_code(*p, zero, scale, qmax) * scale;
     }
+}
+
+static void group_int_sym(float *x, size_t n, size_t stride, int bits) {
+    if (n == 0) return;
+    const float qmax = (float)((1u << (bits - 1)) - 1u);
+    const float scale = sym_scale(x, n, stride, qmax);
+    for (size_t i = 0; i < n; i++) {
+        float *p = &x[i * stride];
+        *p = (scale == 0.0f) ? 0.0f : sym_code(*p, scale, qmax) * scale;
+    }
+}
+
+/* ---------------- CAQ: code adjustment (SAQ, Li et al. 2025, section 3, Algorithm 1) -------
+ * Start from the RTN codes q of the group x (length n), then MPQ_CAQ_ROUNDS rounds over the
+ * coordinates in order: try q_i + 1, and if that is not accepted q_i - 1 (within the code
+ * range); a step is accepted when it strictly raises the cosine between x and the
+ * reconstruction direction. Asymmetric groups use the centred cosine
+ *     cos(x - mean(x), q - mean(q)) = D / sqrt(||x - m||^2 * W / n),
+ *     D = sum (x_i - m) q_i,  W = n sum q_i^2 - (sum q_i)^2   (an exact integer),
+ * symmetric groups the plain one, D = sum x_i q_i, W = sum q_i^2; the criterion compared is
+ * D / sqrt(W) (the other factors are constant), kept as running sums: O(1) per trial. A round
+ * without an accepted step ends the search. Then (scale, zero) are refitted by least squares
+ * for the new codes (the maximal cosine is exactly the minimal least-squares residual:
+ * ||x - m||^2 (1 - cos^2)), rounded to fp16 (scale first, the zero refitted for the rounded
+ * scale), and the group keeps whichever of the RTN and the CAQ reconstruction has the smaller
+ * squared error (RTN on a tie). Every step and its arithmetic is in the README, "Exact
+ * quantizer conventions". */
+
+#define CAQ_STACK_CODES 4096
+#define CAQ_MAX_N ((size_t)1 << 22) /* keeps n * sum q^2 <= 2^22 * 2^22 * 255^2 < 2^63 */
+
+static double caq_crit(double d, int64_t w) { return d / sqrt((double)w); }
+
+static void group_int_caq(float *x, size_t n, size_t stride, int bits, bool sym) {
+    if (n == 0) return;
+    const float qmax = sym ? (float)((1u << (bits - 1)) - 1u) : (float)((1u << bits) - 1u);
+    float zero = 0.0f, scale;
+    if (sym) scale = sym_scale(x, n, stride, qmax);
+    else asym_grid(x, n, stride, qmax, &zero, &scale);
+    uint8_t stack_codes[CAQ_STACK_CODES];
+    uint8_t *cb = (n <= CAQ_STACK_CODES) ? stack_codes : (n <= CAQ_MAX_N ? malloc(n) : NULL);
+    bool use_caq = scale > 0.0f && cb != NULL && bits <= 8;
+    const int off = sym ? (int)qmax : 0; /* codes stored as q + off in 0..254 (sym) / 0..255 */
+    const int qlo = -off, qhi = (int)qmax;
+    double m = 0.0;
+    float s16 = 0.0f, z16 = 0.0f;
+    if (use_caq) {
+        if (!sym) {
+            for (size_t i = 0; i < n; i++) m += (double)x[i * stride];
+            m /= (double)n;
+        }
+        int64_t s1 = 0, s2 = 0;
+        double d = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i * stride];
+            int q = (int)(sym ? sym_code(v, scale, qmax) : asym_code(v, zero, scale, qmax));
+            cb[i] = (uint8_t)(q + off);
+            s1 += q;
+            s2 += (int64_t)q * q;
+            d += ((double)v - m) * (double)q;
+        }
+        int64_t w = sym ? s2 : (int64_t)n * s2 - s1 * s1;
+        use_caq = w > 0 && d > 0.0;
+        if (use_caq) {
+            double f = caq_crit(d, w);
+            for (int round = 0; round < MPQ_CAQ_ROUNDS; round++) {
+                bool moved = false;
+                for (size_t i = 0; i < n; i++) {
+                    int q = (int)cb[i] - off;
+                    double c = (double)x[i * stride] - m;
+                    for (int step = 1; step >= -1; step -= 2) {
+                        if (q + step < qlo || q + step > qhi) continue;
+                        double d2 = step > 0 ? d + c : d - c;
+                        int64_t s1b = s1 + step, s2b = s2 + 2 * (int64_t)step * q + 1;
+                        int64_t w2 = sym ? s2b : (int64_t)n * s2b - s1b * s1b;
+                        if (w2 <= 0) continue;
+                        double f2 = caq_crit(d2, w2);
+                        if (f2 > f) {
+                            cb[i] = (uint8_t)(q + step + off);
+                            d = d2, s1 = s1b, s2 = s2b, f = f2;
+                            moved = true;
+                            break;
+                        }
+                    }
+                }
+                if (!moved) break;
+            }
+            /* least-squares refit from the final codes, sums recomputed from scratch */
+            s1 = 0, s2 = 0, d = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                int q = (int)cb[i] - off;
+                s1 += q;
+                s2 += (int64_t)q * q;
+                d += ((double)x[i * stride] - m) * (double)q;
+            }
+            w = sym ? s2 : (int64_t)n * s2 - s1 * s1;
+            double s = sym ? d / (double)s2 : d * (double)n / (double)w;
+            float sf = (float)s;
+            s16 = mpq_fp16_round(sf > FP16_MAX ? FP16_MAX : sf);
+            use_caq = s16 > 0.0f; /* also false for NaN */
+            if (use_caq && !sym) {
+                float zf = (float)(m - (double)s16 * ((double)s1 / (double)n));
+                if (zf > FP16_MAX) zf = FP16_MAX;
+                if (zf < -FP16_MAX) zf = -FP16_MAX;
+                z16 = mpq_fp16_round(zf);
+            }
+        }
+    }
+    if (use_caq) { /* keep the CAQ result only when its squared error is strictly smaller */
+        double e_rtn = 0.0, e_caq = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i * stride];
+            float r = sym ? sym_code(v, scale, qmax) * scale : zero + asym_code(v, zero, scale, qmax) * scale;
+            float t = (float)((int)cb[i] - off) * s16, y = sym ? t : z16 + t;
+            e_rtn += ((double)v - (double)r) * ((double)v - (double)r);
+            e_caq += ((double)v - (double)y) * ((double)v - (double)y);
+        }
+        use_caq = e_caq < e_rtn;
+    }
+    if (use_caq) {
+        for (size_t i = 0; i < n; i++) {
+            float t = (float)((int)cb[i] - off) * s16;
+            x[i * stride] = sym ? t : z16 + t;
+        }
+    } else if (sym) {
+        group_int_sym(x, n, stride, bits);
+    } else {
+        group_int_asym(x, n, stride, bits);
+    }
+    if (cb != stack_codes) free(cb);
 }
 
 typedef struct minifloat {
@@ -238,10 +374,19 @@ void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits) {
     group_int_asym(x, n, stride, bits);
 }
 
+void mpq_quant_caq_minmax(float *x, size_t n, size_t stride, int bits) {
+    if (!x || n == 0 || bits >= 16) return;
+    if (bits < 1) bits = 1;
+    if (stride == 0) stride = 1;
+    group_int_caq(x, n, stride, bits, false);
+}
+
 static void quant_group(const mpq_candidate *c, float *x, size_t n) {
     switch (c->type) {
     case MPQ_QTYPE_INT:
-        if (c->symmetric)
+        if (c->adjust)
+            group_int_caq(x, n, 1, c->bits, c->symmetric);
+        else if (c->symmetric)
             group_int_sym(x, n, 1, c->bits);
         else
             group_int_asym(x, n, 1, c->bits);
@@ -306,8 +451,8 @@ static void candidate_canonical(mpq_candidate *c) {
     if (c->group_size > 0) snprintf(grp, sizeof grp, "g%d", c->group_size);
     switch (c->type) {
     case MPQ_QTYPE_INT:
-        snprintf(c->name, sizeof c->name, "int%d%s%s", c->bits, c->group_size > 0 ? grp : "c",
-                 c->symmetric ? "s" : "");
+        snprintf(c->name, sizeof c->name, "int%d%s%s%s", c->bits, c->group_size > 0 ? grp : "c",
+                 c->symmetric ? "s" : "", c->adjust ? "a" : "");
         break;
     case MPQ_QTYPE_FP8_E4M3: snprintf(c->name, sizeof c->name, "fp8e4m3%s", grp); break;
     case MPQ_QTYPE_FP8_E5M2: snprintf(c->name, sizeof c->name, "fp8e5m2%s", grp); break;
@@ -333,6 +478,10 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
             ok = parse_grouping(&p, &c.group_size, false, true);
             if (ok && *p == 's') {
                 c.symmetric = true;
+                p++;
+            }
+            if (ok && *p == 'a') {
+                c.adjust = true;
                 p++;
             }
         }
@@ -369,7 +518,7 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
     }
     if (!ok || *p != '\0')
         return mpq_err_set(err, MPQ_ERR_INVALID,
-                           "candidate '%.64s': not a known quantizer (expected int<2..8>g<G>|c[s], "
+                           "candidate '%.64s': not a known quantizer (expected int<2..8>g<G>|c[s][a], "
                            "fp8e4m3[g<G>|c], fp8e5m2[g<G>|c], fp4e2m1g<G>, nf4g<G>, f16 or f32; "
                            "G in 16/32/64/128/256)",
                            name);

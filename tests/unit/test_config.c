@@ -119,7 +119,7 @@ START_TEST(test_roundtrip_and_extras) {
     ck_assert(strstr(err.msg, "35"));
     mpq_kv_pair bad = {5, 4};
     ck_assert_int_eq(mpq_config_set_kv(a, 0, bad, &err), MPQ_ERR_INVALID);
-    mpq_kv_scheme sbad = {MPQ_KV_KIVI, 0, 0};
+    mpq_kv_scheme sbad = {MPQ_KV_KIVI, 0, 0, false};
     ck_assert_int_eq(mpq_config_set_kv_scheme(a, &sbad, &err), MPQ_ERR_INVALID);
 
     char *json = mpq_config_to_json(a, g_model);

@@ -946,7 +946,7 @@ END_TEST
  * quantized copies: KIVI keys per channel over complete groups of G tokens (an incomplete
  * trailing group stays exact), values per token in groups of G channels. */
 START_TEST(test_kv_rule_table) {
-    mpq_kv_scheme kivi = {MPQ_KV_KIVI, 4, 2}, tok = {MPQ_KV_PER_TOKEN, 4, 2};
+    mpq_kv_scheme kivi = {MPQ_KV_KIVI, 4, 2, false}, tok = {MPQ_KV_PER_TOKEN, 4, 2, false};
     /* t:                       0  1  2  3  4  5  6  7  8  9 */
     const int keys_kivi[10] = {0, 0, 0, 2, 3, 4, 4, 6, 7, 8};  /* min(t+1-R, complete groups) */
     const int vals[10] = {0, 0, 1, 2, 3, 4, 5, 6, 7, 8};       /* t+1-R, clamped at 0 */

@@ -101,7 +101,7 @@ END_TEST
  * the final divisions and sums (a few ulps of ~10), so 1e-12 absolute is ample. */
 START_TEST(test_units_exact) {
     mpq_kv_pair pr[] = {{8, 8}, {8, 4}, {4, 2}, {3, 2}, {2, 2}, {16, 4}, {16, 16}};
-    mpq_kv_scheme sch[] = {{MPQ_KV_KIVI, 32, 0}, {MPQ_KV_KIVI, 32, 20}, {MPQ_KV_PER_TOKEN, 12, 8}};
+    mpq_kv_scheme sch[] = {{MPQ_KV_KIVI, 32, 0, false}, {MPQ_KV_KIVI, 32, 20, false}, {MPQ_KV_PER_TOKEN, 12, 8, false}};
     int64_t ctx[] = {0, 1, 100, 256, 4096, 65536};
     mpq_err err = {0};
     for (size_t s = 0; s < 3; s++) {

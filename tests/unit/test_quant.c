@@ -1,7 +1,8 @@
 /*
  * test_quant.c - quantizer candidates (names, exact bits/bytes), fp16 rounding, the RTN
- * fake quantizers (int asym/sym, fp8 e4m3/e5m2, fp4 e2m1, nf4) and KV pair naming/bits.
- * The quantizers are shown on the real stories260K weights (../shared via MPQ_SHARED).
+ * fake quantizers (int asym/sym, fp8 e4m3/e5m2, fp4 e2m1, nf4), CAQ code adjustment (suffix a
+ * and the KV scheme flag) and KV pair naming/bits. The quantizers are shown on the real
+ * stories260K weights, CAQ also on sotu-2.7M (../shared via MPQ_SHARED).
  */
 #include <check.h>
 #include <float.h>
@@ -10,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec/exec_kernels.h"
+#include "mpq/mpq_calib.h"
+#include "mpq/mpq_config.h"
+#include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "test_util.h"
@@ -38,6 +43,10 @@ static const good_case GOOD[] = {
     {"int5g16", "int5g16", MPQ_QTYPE_INT, 5, 16, false},
     {"int6g256s", "int6g256s", MPQ_QTYPE_INT, 6, 256, true},
     {"int7c", "int7c", MPQ_QTYPE_INT, 7, 0, false},
+    {"int3g32a", "int3g32a", MPQ_QTYPE_INT, 3, 32, false},
+    {"int2g32sa", "int2g32sa", MPQ_QTYPE_INT, 2, 32, true},
+    {"int8ca", "int8ca", MPQ_QTYPE_INT, 8, 0, false},
+    {"int4csa", "int4csa", MPQ_QTYPE_INT, 4, 0, true},
     {"fp8e4m3", "fp8e4m3", MPQ_QTYPE_FP8_E4M3, 8, 0, true},
     {"fp8e4m3c", "fp8e4m3", MPQ_QTYPE_FP8_E4M3, 8, 0, true},
     {"fp8e5m2g32", "fp8e5m2g32", MPQ_QTYPE_FP8_E5M2, 8, 32, true},
@@ -58,11 +67,14 @@ START_TEST(test_parse_good) {
     ck_assert_int_eq(c.bits, g->bits);
     ck_assert_int_eq(c.group_size, g->group);
     ck_assert(c.symmetric == g->sym);
+    /* suffix a (CAQ): int only, the last letter of the canonical name */
+    ck_assert(c.adjust == (g->type == MPQ_QTYPE_INT && g->canon[strlen(g->canon) - 1] == 'a'));
     /* canonical names round-trip */
     ck_assert_int_eq(mpq_candidate_parse(c.name, &c2, &err), MPQ_OK);
     ck_assert_str_eq(c2.name, c.name);
     ck_assert_int_eq(c2.type, c.type);
     ck_assert_int_eq(c2.group_size, c.group_size);
+    ck_assert(c2.adjust == c.adjust);
 }
 END_TEST
 
@@ -70,6 +82,7 @@ static const char *BAD[] = {
     "int1g32", "int9g32", "int4g0", "int4g7", "int4g128x", "int4", "int4g", "int10g32", "int4g032",
     "int4g512", "int4g48", "int4g128ss", "int4cs2", "", "garbage", "fp4e2m1", "nf4", "nf4c", "fp8e4m3s",
     "fp8e4m3g8", "f16x", "f8", "INT4G128", " int4g32", "int4g32 ", "fp8e3m4", "int-4g32", "int4g99999999999",
+    "int3g32as", "int3g32aa", "int3a", "int3ga", "int3g32A", "fp8e4m3a", "nf4g32a", "fp4e2m1g32a", "f16a",
 };
 
 START_TEST(test_parse_bad) {
@@ -260,7 +273,7 @@ END_TEST
 /* ---------------- degenerate groups ---------------- */
 
 static const char *ALL_CANDS[] = {"int2g32", "int4g128", "int8c", "int3g32s", "int8cs", "fp8e4m3g32",
-                                  "fp8e5m2", "fp4e2m1g32", "nf4g64", "f16", "f32"};
+                                  "fp8e5m2", "fp4e2m1g32", "nf4g64", "f16", "f32", "int3g32a", "int4csa"};
 
 START_TEST(test_degenerate) {
     mpq_candidate c;
@@ -675,6 +688,161 @@ static void ref_nf4(float *x, int64_t n, ref_counts *rc) {
     }
 }
 
+/* CAQ (README, "CAQ code adjustment, suffix a"), written from the README's five steps. */
+typedef struct caq_info {
+    bool adjusted;          /* steps 2-4 ran (not an early base result) */
+    bool kept_base;         /* the group ended with the base result */
+    int steps;              /* accepted +-1 steps */
+    double f_start, f_end;  /* criterion D / sqrt(W) of the RTN codes and of the final codes */
+    double e_base, e_final; /* squared error of the base result and of the group's result */
+    double e_fit, e_fit_tol;/* least-squares refit of the final codes before fp16 rounding, and a
+                               bound on how far below e_base float rounding of r can put it */
+} caq_info;
+
+static void ref_int_caq(float *x, int64_t n, int bits, bool sym, caq_info *ci) {
+    memset(ci, 0, sizeof *ci);
+    float qmax = sym ? (float)((1 << (bits - 1)) - 1) : (float)((1 << bits) - 1);
+    float zero = 0.0f, scale;
+    int bumped = 0;
+    if (sym) {
+        float amax = 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+        scale = ref_int_scale((double)amax / qmax, 0.0f, qmax, amax, &bumped);
+    } else {
+        float lo = x[0], hi = x[0];
+        for (int64_t i = 1; i < n; i++) {
+            if (x[i] < lo) lo = x[i];
+            if (x[i] > hi) hi = x[i];
+        }
+        zero = (float)ref_fp16_floor(lo);
+        scale = ref_int_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi, &bumped);
+    }
+    /* step 1: integer codes and the base result */
+    int *q = malloc((size_t)n * sizeof *q);
+    float *r = malloc((size_t)n * sizeof *r);
+    ck_assert(q && r);
+    for (int64_t i = 0; i < n; i++) {
+        if (scale == 0.0f) {
+            q[i] = 0;
+            r[i] = sym ? 0.0f : zero;
+            continue;
+        }
+        float d = sym ? x[i] : x[i] - zero;
+        float qq = (float)ref_rne(d / scale);
+        float lo_code = sym ? -qmax : 0.0f;
+        if (!(qq >= lo_code)) qq = lo_code;
+        if (qq > qmax) qq = qmax;
+        q[i] = (int)qq;
+        float t = qq * scale;
+        r[i] = sym ? t : zero + t;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)x[i] - (double)r[i];
+        ci->e_base += e * e;
+        /* r_i = fl(zero + fl(q*scale)): each rounding moves it by at most half an ulp of
+         * magnitudes <= |zero| + |q*scale|, so by <= u_i = ulp(|zero| + |q*scale|) in all */
+        double u = ldexp(1.0, ilogb(fabs((double)zero) + fabs((double)q[i] * scale) + 1e-300) - 23);
+        ci->e_fit_tol += 2.0 * fabs(e) * u + u * u;
+    }
+    ci->e_fit_tol += 1e-12 * ci->e_base;
+    bool caq = scale > 0.0f && bits <= 8;
+    double m = 0.0, D = 0.0;
+    int64_t S1 = 0, S2 = 0, W = 0;
+    float s16 = 0.0f, z16 = 0.0f;
+    if (caq) { /* step 2 */
+        if (!sym) {
+            for (int64_t i = 0; i < n; i++) m += (double)x[i];
+            m /= (double)n;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            S1 += q[i];
+            S2 += (int64_t)q[i] * q[i];
+            D += ((double)x[i] - m) * (double)q[i];
+        }
+        W = sym ? S2 : n * S2 - S1 * S1;
+        caq = W > 0 && D > 0.0;
+    }
+    if (caq) { /* step 3 */
+        ci->adjusted = true;
+        double f = D / sqrt((double)W);
+        ci->f_start = f;
+        int lo_code = sym ? -(int)qmax : 0;
+        for (int round = 0; round < 6; round++) {
+            int taken = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double c = (double)x[i] - m;
+                const int steps[2] = {1, -1};
+                for (int k = 0; k < 2; k++) {
+                    int t = steps[k];
+                    if (q[i] + t < lo_code || q[i] + t > (int)qmax) continue;
+                    double D2 = t > 0 ? D + c : D - c;
+                    int64_t S1b = S1 + t, S2b = S2 + 2 * t * (int64_t)q[i] + 1;
+                    int64_t W2 = sym ? S2b : n * S2b - S1b * S1b;
+                    if (W2 <= 0) continue;
+                    double f2 = D2 / sqrt((double)W2);
+                    if (f2 > f) {
+                        q[i] += t;
+                        D = D2, S1 = S1b, S2 = S2b, f = f2;
+                        taken++;
+                        break;
+                    }
+                }
+            }
+            ci->steps += taken;
+            if (taken == 0) break;
+        }
+        /* step 4 */
+        S1 = S2 = 0;
+        D = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            S1 += q[i];
+            S2 += (int64_t)q[i] * q[i];
+            D += ((double)x[i] - m) * (double)q[i];
+        }
+        W = sym ? S2 : n * S2 - S1 * S1;
+        ci->f_end = D / sqrt((double)W);
+        double s = sym ? D / (double)S2 : D * (double)n / (double)W;
+        double zfit = sym ? 0.0 : m - s * ((double)S1 / (double)n);
+        for (int64_t i = 0; i < n; i++) {
+            double e = (double)x[i] - (zfit + s * q[i]);
+            ci->e_fit += e * e;
+        }
+        float sf = (float)s;
+        s16 = (float)ref_fp16(sf > 65504.0f ? 65504.0f : sf);
+        caq = s16 > 0.0f;
+        if (caq && !sym) {
+            float z = (float)(m - (double)s16 * ((double)S1 / (double)n));
+            if (z > 65504.0f) z = 65504.0f;
+            if (z < -65504.0f) z = -65504.0f;
+            z16 = (float)ref_fp16(z);
+        }
+    }
+    float *y = r;
+    if (caq) { /* step 5 */
+        float *yy = malloc((size_t)n * sizeof *yy);
+        ck_assert_ptr_nonnull(yy);
+        double e_caq = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            float t = (float)q[i] * s16;
+            yy[i] = sym ? t : z16 + t;
+            e_caq += ((double)x[i] - (double)yy[i]) * ((double)x[i] - (double)yy[i]);
+        }
+        if (e_caq < ci->e_base) {
+            y = yy;
+            ci->e_final = e_caq;
+        } else {
+            free(yy);
+        }
+    }
+    ci->kept_base = y == r;
+    if (ci->kept_base) ci->e_final = ci->e_base;
+    memcpy(x, y, (size_t)n * sizeof *x);
+    if (y != r) free(y);
+    free(r);
+    free(q);
+}
+
 /* The README's group layout: groups of G along each row from column 0, the last one
  * partial; one group per row for per-channel or G >= cols. */
 static void ref_quantize(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, ref_counts *rc) {
@@ -690,7 +858,11 @@ static void ref_quantize(const mpq_candidate *c, float *w, int64_t rows, int64_t
             int64_t len = cols - j0 < G ? cols - j0 : G;
             switch (c->type) {
             case MPQ_QTYPE_INT:
-                if (c->symmetric) ref_int_sym(g, len, c->bits, rc);
+                if (c->adjust) {
+                    caq_info ci;
+                    ref_int_caq(g, len, c->bits, c->symmetric, &ci);
+                    rc->groups++;
+                } else if (c->symmetric) ref_int_sym(g, len, c->bits, rc);
                 else ref_int_asym(g, len, c->bits, rc);
                 break;
             case MPQ_QTYPE_FP8_E4M3: ref_minifloat(g, len, 3, -6, 448.0, rc); break;
@@ -709,7 +881,8 @@ START_TEST(test_reference_bits) {
     static const char *NAMES[] = {"int2g32", "int3g64", "int4g128", "int8g16", "int4c", "int5g256", "int6g32",
                                   "int7g64", "int2g16s", "int3g32s", "int4cs", "int8g64s", "fp8e4m3", "fp8e4m3g16",
                                   "fp8e5m2g32", "fp8e5m2", "fp4e2m1g32", "fp4e2m1g128", "nf4g64", "nf4g16",
-                                  "nf4g256", "f16", "f32"};
+                                  "nf4g256", "f16", "f32", "int2g32a", "int3g64a", "int4ca", "int8g16a",
+                                  "int3g32sa", "int2csa"};
     const mpq_weights *W = mpq_model_get_weights(g_model);
     for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
         mpq_candidate c;
@@ -749,6 +922,398 @@ START_TEST(test_reference_bits) {
                "bumped, %ld zeros below the min\n",
                NAMES[k], n_total, changed, rc.groups, rc.bumped, rc.zero_below_min);
     }
+}
+END_TEST
+
+/* ---------------- CAQ (suffix a) ---------------- */
+
+/* splitmix64 and Box-Muller: reproducible test vectors */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(uint64_t *s) { return ((double)(rng_next(s) >> 11) + 0.5) * 0x1.0p-53; }
+static double rng_gauss(uint64_t *s) {
+    double u = rng_unif(s), v = rng_unif(s);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* one test vector of kind k: 0 Gaussian, 1 Gaussian + offset, 2 heavy tail (t-like), 3 uniform */
+static void rand_vec(float *x, int n, int kind, uint64_t *s) {
+    double off = kind == 1 ? 3.0 * rng_gauss(s) : 0.0, sc = 0.01 + rng_unif(s);
+    for (int i = 0; i < n; i++) {
+        double v = rng_gauss(s);
+        if (kind == 2) v /= sqrt(0.05 + rng_unif(s));
+        if (kind == 3) v = 2.0 * rng_unif(s) - 1.0;
+        x[i] = (float)(sc * (v + off));
+    }
+}
+
+START_TEST(test_caq_bits_equal_base) {
+    /* same stored fields: bits and bytes of every int candidate with a equal the base's */
+    static const char *BASE[] = {"int2g16", "int3g32", "int4g128", "int8g256", "int5c", "int3g64s", "int8cs"};
+    static const int64_t COLS[] = {1, 5, 64, 172, 4096};
+    for (size_t k = 0; k < sizeof BASE / sizeof BASE[0]; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%sa", BASE[k]);
+        mpq_candidate b, a;
+        ck_assert_int_eq(mpq_candidate_parse(BASE[k], &b, NULL), MPQ_OK);
+        ck_assert_int_eq(mpq_candidate_parse(name, &a, NULL), MPQ_OK);
+        ck_assert_str_eq(a.name, name);
+        ck_assert(a.adjust && !b.adjust);
+        for (size_t j = 0; j < sizeof COLS / sizeof COLS[0]; j++) {
+            ck_assert_double_eq(mpq_candidate_bits(&a, COLS[j]), mpq_candidate_bits(&b, COLS[j]));
+            ck_assert_int_eq(mpq_candidate_bytes(&a, 7, COLS[j]), mpq_candidate_bytes(&b, 7, COLS[j]));
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_caq_random) {
+    /* Random vectors (4 kinds x lengths 8/32/64/100 x bits 2/3/4/8 x asym/sym, 200 each):
+     * - mpq_quantize_matrix equals the README reference bit for bit;
+     * - the adjustment never lowers the criterion (the cosine) of its starting RTN code;
+     * - the result's squared error is <= RTN's (guard, exact) and the least-squares refit of the
+     *   final codes before fp16 rounding is <= RTN's up to e_fit_tol: the float rounding of the
+     *   RTN reconstruction (derived in ref_int_caq) plus 1e-12 relative for the double sums. */
+    static const int LEN[] = {8, 32, 64, 100};
+    static const int BITS_[] = {2, 3, 4, 8};
+    uint64_t seed = 12345;
+    long n_groups = 0, n_adj = 0, n_base = 0, fit_over = 0;
+    double sum_base = 0, sum_final = 0;
+    float x[100], y[100], w[100];
+    for (int sym = 0; sym < 2; sym++)
+        for (size_t bi = 0; bi < 4; bi++)
+            for (size_t li = 0; li < 4; li++)
+                for (int rep = 0; rep < 200; rep++) {
+                    int n = LEN[li], bits = BITS_[bi];
+                    rand_vec(x, n, rep % 4, &seed);
+                    char name[32];
+                    snprintf(name, sizeof name, "int%dc%sa", bits, sym ? "s" : "");
+                    mpq_candidate c;
+                    ck_assert_int_eq(mpq_candidate_parse(name, &c, NULL), MPQ_OK);
+                    memcpy(y, x, sizeof x);
+                    memcpy(w, x, sizeof x);
+                    mpq_quantize_matrix(&c, y, 1, n);
+                    caq_info ci;
+                    ref_int_caq(w, n, bits, sym, &ci);
+                    for (int i = 0; i < n; i++)
+                        if (memcmp(&y[i], &w[i], sizeof(float)) != 0)
+                            ck_abort_msg("%s n %d rep %d element %d: mpq %a, README reference %a", name, n, rep, i,
+                                         (double)y[i], (double)w[i]);
+                    ck_assert_msg(ci.adjusted, "%s n %d rep %d: no adjustment on a random vector", name, n, rep);
+                    ck_assert_msg(ci.f_end >= ci.f_start, "%s: criterion fell %.17g -> %.17g", name, ci.f_start,
+                                  ci.f_end);
+                    ck_assert_msg(ci.e_final <= ci.e_base, "%s: error %.17g > RTN %.17g", name, ci.e_final, ci.e_base);
+                    fit_over += ci.e_fit > ci.e_base + ci.e_fit_tol;
+                    n_groups++;
+                    n_adj += ci.steps > 0;
+                    n_base += ci.kept_base;
+                    sum_base += ci.e_base;
+                    sum_final += ci.e_final;
+                }
+    printf("CAQ on %ld random vectors: codes adjusted in %ld, RTN kept (fp16 guard) in %ld, refit above RTN in %ld; "
+           "sum error / RTN = %.4f\n",
+           n_groups, n_adj, n_base, fit_over, sum_final / sum_base);
+    ck_assert_int_eq(fit_over, 0);
+    ck_assert(sum_final < sum_base);
+}
+END_TEST
+
+/* max over all 4^8 (asym, B = 2) or 3^8 (sym int2: -1, 0, 1) code vectors of D / sqrt(W) */
+static double exhaustive_best(const float *x, int sym) {
+    const int n = 8, L = sym ? 3 : 4, lo = sym ? -1 : 0;
+    double m = 0.0;
+    if (!sym) {
+        for (int i = 0; i < n; i++) m += (double)x[i];
+        m /= n;
+    }
+    int total = 1;
+    for (int i = 0; i < n; i++) total *= L;
+    double best = -INFINITY;
+    for (int code = 0; code < total; code++) {
+        int v = code;
+        int64_t s1 = 0, s2 = 0;
+        double d = 0.0;
+        for (int i = 0; i < n; i++) {
+            int q = v % L + lo;
+            v /= L;
+            s1 += q;
+            s2 += (int64_t)q * q;
+            d += ((double)x[i] - m) * q;
+        }
+        int64_t w = sym ? s2 : n * s2 - s1 * s1;
+        if (w > 0 && d / sqrt((double)w) > best) best = d / sqrt((double)w);
+    }
+    return best;
+}
+
+START_TEST(test_caq_exhaustive_d8_b2) {
+    /* D = 8, B = 2: CAQ's final cosine against the best over every code vector (the criterion is
+     * the cosine times a constant, so comparing it compares cosines). Two sums of 8 double
+     * products of the same terms in a different order differ by < 1e-15 relative: a match is
+     * f_end >= best * (1 - 1e-12). CAQ is a local search: "most cases", not all. */
+    uint64_t seed = 777;
+    const int N = 500;
+    for (int sym = 0; sym < 2; sym++) {
+        int match = 0, rtn_match = 0;
+        double worst = 1.0, mean_ratio = 0.0;
+        float x[8], w[8];
+        for (int rep = 0; rep < N; rep++) {
+            rand_vec(x, 8, rep % 4, &seed);
+            memcpy(w, x, sizeof x);
+            caq_info ci;
+            ref_int_caq(w, 8, 2, sym, &ci);
+            double best = exhaustive_best(x, sym);
+            ck_assert(ci.adjusted);
+            ck_assert_msg(ci.f_end <= best * (1 + 1e-12), "CAQ above the exhaustive best: %g > %g", ci.f_end, best);
+            match += ci.f_end >= best * (1 - 1e-12);
+            rtn_match += ci.f_start >= best * (1 - 1e-12);
+            if (ci.f_end / best < worst) worst = ci.f_end / best;
+            mean_ratio += ci.f_end / best / N;
+        }
+        printf("D=8 B=2 %s: CAQ reaches the exhaustive best cosine in %d/%d vectors (RTN start: %d); worst "
+               "cos ratio %.4f, mean %.6f\n",
+               sym ? "symmetric (3 levels, 3^8 codes)" : "asymmetric (4^8 codes)", match, N, rtn_match, worst,
+               mean_ratio);
+        ck_assert_msg(match > N / 2, "CAQ matches the exhaustive best in only %d/%d", match, N);
+        ck_assert_int_gt(match, rtn_match);
+    }
+}
+END_TEST
+
+/* Per group on every layer of a model: mpq == README reference bit for bit, error <= RTN (exact),
+ * least-squares refit before fp16 rounding <= RTN + e_fit_tol (exceptions counted, must be 0). */
+static void caq_real_groups(mpq_model *m, const char *label) {
+    static const char *NAMES[] = {"int2g32a", "int3g32a", "int4g32a", "int8g32a", "int3ca", "int3g32sa"};
+    const mpq_weights *W = mpq_model_get_weights(m);
+    for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
+        mpq_candidate c;
+        ck_assert_int_eq(mpq_candidate_parse(NAMES[k], &c, NULL), MPQ_OK);
+        long groups = 0, adjusted = 0, kept = 0, fit_over = 0;
+        double sb = 0, sf = 0;
+        for (int l = 0; l < mpq_model_n_linear(m); l++) {
+            const mpq_layer_info *li = mpq_model_linear(m, l);
+            const float *w = mpq_weights_linear(W, li);
+            size_t n = (size_t)li->n_params;
+            float *q = malloc(n * sizeof *q);
+            ck_assert_ptr_nonnull(q);
+            memcpy(q, w, n * sizeof *q);
+            mpq_quantize_matrix(&c, q, li->rows, li->cols);
+            int64_t G = (c.group_size == 0 || c.group_size >= li->cols) ? li->cols : c.group_size;
+            float *g = malloc((size_t)G * sizeof *g);
+            ck_assert_ptr_nonnull(g);
+            for (int64_t r = 0; r < li->rows; r++)
+                for (int64_t j = 0; j < li->cols; j += G) {
+                    int64_t len = li->cols - j < G ? li->cols - j : G;
+                    const float *src = w + r * li->cols + j, *got = q + r * li->cols + j;
+                    memcpy(g, src, (size_t)len * sizeof *g);
+                    caq_info ci;
+                    ref_int_caq(g, len, c.bits, c.symmetric, &ci);
+                    if (memcmp(g, got, (size_t)len * sizeof *g) != 0)
+                        ck_abort_msg("%s %s %s row %lld col %lld: mpq differs from the README reference", label,
+                                     NAMES[k], li->name, (long long)r, (long long)j);
+                    if (!(ci.e_final <= ci.e_base))
+                        ck_abort_msg("%s %s %s row %lld: error %g > RTN %g", label, NAMES[k], li->name, (long long)r,
+                                     ci.e_final, ci.e_base);
+                    fit_over += ci.adjusted && ci.e_fit > ci.e_base + ci.e_fit_tol;
+                    groups++;
+                    adjusted += ci.steps > 0;
+                    kept += ci.kept_base;
+                    sb += ci.e_base;
+                    sf += ci.e_final;
+                }
+            free(g);
+            free(q);
+        }
+        printf("%s %-10s %6ld groups: codes adjusted %5.1f%%, RTN kept (fp16 guard) %5.2f%%, refit above RTN %ld, "
+               "squared error / RTN %.4f\n",
+               label, NAMES[k], groups, 100.0 * adjusted / groups, 100.0 * kept / groups, fit_over, sf / sb);
+        ck_assert_int_eq(fit_over, 0);
+        ck_assert_msg(sf < sb * (c.bits <= 4 ? 0.9 : 0.99), "%s %s: error ratio %g", label, NAMES[k], sf / sb);
+    }
+}
+
+START_TEST(test_caq_real_groups) {
+    ck_assert_ptr_nonnull(g_model);
+    caq_real_groups(g_model, "stories260K");
+    mpq_model *m = NULL;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_model_load(shared_path("models/sotu-2.7M/sotu-2.7M.bin"), &m, &err) == MPQ_OK, "%s", err.msg);
+    caq_real_groups(m, "sotu-2.7M");
+    mpq_model_free(m);
+}
+END_TEST
+
+START_TEST(test_caq_act_err_sotu) {
+    /* act_err = trace(E X^T X E^T)/n_tokens with X^T X from sotu-2.7M's own calibration text
+     * (8 windows of 128 tokens): CAQ lowers the weight error of every group, but act_err weighs
+     * the errors by the input covariance, so it can rise on a layer; the issue asks for a lower
+     * act_err on at least 90% of the layers for int3g32a vs int3g32. */
+    const int ns = 8, T = 128;
+    mpq_model *m = NULL;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_model_load(shared_path("models/sotu-2.7M/sotu-2.7M.bin"), &m, &err) == MPQ_OK, "%s", err.msg);
+    size_t nb = 0;
+    uint8_t *raw = test_read_file(shared_path("data/sotu-calib.tok2048.u16"), &nb);
+    ck_assert_ptr_nonnull(raw);
+    ck_assert_uint_ge(nb / 2, (size_t)ns * T + 1);
+    int *tok = malloc((size_t)ns * (T + 1) * sizeof *tok);
+    ck_assert_ptr_nonnull(tok);
+    for (int s = 0; s < ns; s++)
+        for (int j = 0; j <= T; j++) {
+            size_t p = (size_t)s * T + j;
+            tok[(size_t)s * (T + 1) + j] = raw[2 * p] | (raw[2 * p + 1] << 8);
+        }
+    free(raw);
+    mpq_calib_opts o = mpq_calib_opts_default();
+    o.batch = 4;
+    mpq_calib *cal = NULL;
+    ck_assert_msg(mpq_calib_create(m, tok, ns, T, &o, &cal, &err) == MPQ_OK, "%s", err.msg);
+    static const char *PAIRS[][2] = {{"int3g32", "int3g32a"}, {"int2g32", "int2g32a"}, {"int4g32", "int4g32a"}};
+    int nl = mpq_model_n_linear(m);
+    for (int k = 0; k < 3; k++) {
+        mpq_candidate cb, ca;
+        ck_assert_int_eq(mpq_candidate_parse(PAIRS[k][0], &cb, NULL), MPQ_OK);
+        ck_assert_int_eq(mpq_candidate_parse(PAIRS[k][1], &ca, NULL), MPQ_OK);
+        int lower = 0;
+        double mean_impr = 0.0, worst = -INFINITY;
+        for (int i = 0; i < nl; i++) {
+            mpq_calib_weight_stats wb, wa;
+            ck_assert_int_eq(mpq_calib_weight_error(cal, i, &cb, &wb, &err), MPQ_OK);
+            ck_assert_int_eq(mpq_calib_weight_error(cal, i, &ca, &wa, &err), MPQ_OK);
+            ck_assert_msg(wa.sse < wb.sse, "%s: sse %g >= %g", mpq_model_linear(m, i)->name, wa.sse, wb.sse);
+            lower += wa.act_err < wb.act_err;
+            double rel = 1.0 - wa.act_err / wb.act_err;
+            mean_impr += rel / nl;
+            if (-rel > worst) worst = -rel;
+        }
+        printf("sotu-2.7M act_err %s < %s on %d/%d layers; mean relative reduction %.1f%%, least favourable layer "
+               "act_err change %+.1f%%\n",
+               PAIRS[k][1], PAIRS[k][0], lower, nl, 100.0 * mean_impr, 100.0 * worst);
+        if (k == 0) ck_assert_msg(lower * 10 >= nl * 9, "int3g32a lower act_err on only %d/%d layers", lower, nl);
+    }
+    mpq_calib_free(cal);
+    free(tok);
+    mpq_model_free(m);
+}
+END_TEST
+
+START_TEST(test_caq_kv) {
+    /* kv_quantize_forward with scheme.caq: each group as mpq_quant_caq_minmax, which is the
+     * README reference (asymmetric); per group never worse than RTN; 16 bits untouched */
+    const int B = 2, T = 40, C = 48;
+    size_t n = (size_t)B * T * C;
+    float *src = malloc(n * sizeof *src), *dst = malloc(n * sizeof *dst), *want = malloc(n * sizeof *want),
+          *rtn = malloc(n * sizeof *rtn);
+    ck_assert(src && dst && want && rtn);
+    uint64_t seed = 99;
+    for (size_t i = 0; i < n; i += C) rand_vec(src + i, C, (int)(i / C) % 4, &seed);
+    for (int mode = 0; mode < 2; mode++) {
+        mpq_kv_scheme s = mpq_kv_scheme_default();
+        s.mode = mode ? MPQ_KV_KIVI : MPQ_KV_PER_TOKEN;
+        s.group_size = 16;
+        s.caq = true;
+        for (int bits = 2; bits <= 4; bits++) {
+            kv_quantize_forward(dst, src, B, T, C, bits, mode == 1, &s);
+            memcpy(want, src, n * sizeof *want);
+            memcpy(rtn, src, n * sizeof *rtn);
+            long groups = 0;
+            double eb = 0, ec = 0;
+            if (mode == 1) { /* KIVI keys: channel c over tokens g0..g0+15, stride C */
+                for (int b = 0; b < B; b++)
+                    for (int g0 = 0; g0 + 16 <= T; g0 += 16)
+                        for (int c = 0; c < C; c++) {
+                            size_t off = ((size_t)b * T + g0) * C + c;
+                            float g[16];
+                            for (int t = 0; t < 16; t++) g[t] = src[off + (size_t)t * C];
+                            caq_info ci;
+                            ref_int_caq(g, 16, bits, false, &ci);
+                            for (int t = 0; t < 16; t++) want[off + (size_t)t * C] = g[t];
+                            mpq_quant_rtn_minmax(rtn + off, 16, C, bits);
+                            groups++;
+                        }
+            } else {
+                for (size_t r = 0; r < (size_t)B * T; r++)
+                    for (int c0 = 0; c0 < C; c0 += 16) {
+                        caq_info ci;
+                        ref_int_caq(want + r * C + c0, 16, bits, false, &ci);
+                        mpq_quant_rtn_minmax(rtn + r * C + c0, 16, 1, bits);
+                        groups++;
+                    }
+            }
+            ck_assert_int_eq(memcmp(dst, want, n * sizeof *dst), 0);
+            for (size_t i = 0; i < n; i++) {
+                eb += ((double)rtn[i] - src[i]) * ((double)rtn[i] - src[i]);
+                ec += ((double)dst[i] - src[i]) * ((double)dst[i] - src[i]);
+            }
+            ck_assert_msg(ec < eb, "mode %d bits %d: CAQ %g >= RTN %g", mode, bits, ec, eb);
+            printf("KV %s k%d, %ld groups of 16: squared error CAQ / RTN = %.4f\n", mode ? "kivi keys" : "per-token",
+                   bits, groups, ec / eb);
+        }
+        kv_quantize_forward(dst, src, B, T, C, 16, false, &s);
+        ck_assert_int_eq(memcmp(dst, src, n * sizeof *dst), 0);
+    }
+    free(src);
+    free(dst);
+    free(want);
+    free(rtn);
+}
+END_TEST
+
+START_TEST(test_caq_kv_scheme_keys) {
+    /* config: kv.scheme.caq read, written only when true, type checked */
+    mpq_err err = {0};
+    mpq_config *cfg = NULL;
+    ck_assert_ptr_nonnull(g_model);
+    ck_assert_msg(mpq_config_parse("{\"mpq_config_version\":1,\"kv\":{\"scheme\":{\"mode\":\"per-token\",\"group_size\":32,\"residual\":0,"
+                                   "\"caq\":true},\"default\":\"k3v3\"}}",
+                                   "cfg.json", g_model, &cfg, &err) == MPQ_OK,
+                  "%s", err.msg);
+    ck_assert(mpq_config_kv_scheme(cfg)->caq);
+    char *js = mpq_config_to_json(cfg, g_model);
+    ck_assert_ptr_nonnull(js);
+    ck_assert_ptr_nonnull(strstr(js, "\"caq\""));
+    mpq_config *back = NULL; /* the written config reads back with the flag */
+    ck_assert_msg(mpq_config_parse(js, "written.json", g_model, &back, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert(mpq_config_kv_scheme(back)->caq);
+    mpq_config_free(back);
+    free(js);
+    mpq_kv_scheme s = *mpq_config_kv_scheme(cfg);
+    s.caq = false;
+    ck_assert_int_eq(mpq_config_set_kv_scheme(cfg, &s, &err), MPQ_OK);
+    js = mpq_config_to_json(cfg, g_model);
+    ck_assert_ptr_nonnull(js);
+    ck_assert_ptr_null(strstr(js, "caq"));
+    free(js);
+    mpq_config_free(cfg);
+    cfg = NULL;
+    ck_assert_int_eq(mpq_config_parse("{\"mpq_config_version\":1,\"kv\":{\"scheme\":{\"caq\":1}}}", "cfg.json", g_model, &cfg, &err),
+                     MPQ_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "kv.scheme.caq"));
+    /* job spec: kv.scheme.caq parsed; canonical text has it only when true */
+    char spec[4096];
+    const char *fmt = "{\"name\":\"a\",\"model\":\"%s\",\"calibration\":{\"data\":\"%s\"},\"candidates\":[\"int3g32a\"],"
+                      "\"kv\":{\"scheme\":{\"mode\":\"per-token\"%s},\"pairs\":[\"k3v3\"]}}";
+    char model[1024], data[1024];
+    snprintf(model, sizeof model, "%s", shared_path("models/stories260K/stories260K.bin"));
+    snprintf(data, sizeof data, "%s", shared_path("data/tinystories-calib.tok512.u16"));
+    const char *extra[3] = {",\"caq\":true", "", ",\"caq\":false"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(spec, sizeof spec, fmt, model, data, extra[k]);
+        mpq_job_spec *js2 = NULL;
+        ck_assert_msg(mpq_job_spec_parse(spec, "job.json", &js2, &err) == MPQ_OK, "%s", err.msg);
+        ck_assert(js2->kv_scheme.caq == (k == 0));
+        ck_assert_str_eq(js2->candidates[0], "int3g32a");
+        ck_assert((strstr(js2->canonical_json, "\"caq\":true") != NULL) == (k == 0));
+        mpq_job_spec_free(js2);
+    }
+    snprintf(spec, sizeof spec, fmt, model, data, ",\"caq\":\"yes\"");
+    mpq_job_spec *bad = NULL;
+    ck_assert_int_eq(mpq_job_spec_parse(spec, "job.json", &bad, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err.msg, "kv.scheme.caq"));
 }
 END_TEST
 
@@ -819,7 +1384,7 @@ START_TEST(test_kv_bits) {
     /* residual longer than the context: everything fp16 */
     ck_assert_double_eq_tol(mpq_kv_bits_per_element(p2, &s, 32, 100, true, true), 16.0, BITS_TOL);
     /* per-token mode, G = 64, kv_dim 192 (sotu-2.7M: 3 groups): keys like values: 8 + 96/192 = 8.5 */
-    mpq_kv_scheme t = {MPQ_KV_PER_TOKEN, 64, 0};
+    mpq_kv_scheme t = {MPQ_KV_PER_TOKEN, 64, 0, false};
     mpq_kv_pair p8 = {8, 8};
     ck_assert_double_eq_tol(mpq_kv_bits_per_element(p8, &t, 192, 512, true, true), 8.5, BITS_TOL);
     ck_assert_double_eq_tol(mpq_kv_bits_per_element(p8, &t, 192, 512, false, true), 8.5, BITS_TOL);
@@ -836,6 +1401,7 @@ static Suite *quant_suite(void) {
     tcase_add_test(tc, test_fp16_round);
     tcase_add_test(tc, test_kv_pairs);
     tcase_add_test(tc, test_kv_bits);
+    tcase_add_test(tc, test_caq_bits_equal_base);
     suite_add_tcase(s, tc);
     TCase *tq = tcase_create("quantizers");
     tcase_add_test(tq, test_fp8_e4m3_exact);
@@ -843,6 +1409,9 @@ static Suite *quant_suite(void) {
     tcase_add_test(tq, test_fp4_nf4_exact);
     tcase_add_loop_test(tq, test_degenerate, 0, (int)(sizeof ALL_CANDS / sizeof ALL_CANDS[0]));
     tcase_add_test(tq, test_rtn_minmax_strided);
+    tcase_add_test(tq, test_caq_random);
+    tcase_add_test(tq, test_caq_exhaustive_d8_b2);
+    tcase_add_test(tq, test_caq_kv);
     suite_add_tcase(s, tq);
     TCase *tr = tcase_create("real_model");
     tcase_add_unchecked_fixture(tr, model_setup, model_teardown);
@@ -851,6 +1420,9 @@ static Suite *quant_suite(void) {
     tcase_add_test(tr, test_real_formats);
     tcase_add_test(tr, test_real_group_properties);
     tcase_add_test(tr, test_reference_bits);
+    tcase_add_test(tr, test_caq_real_groups);
+    tcase_add_test(tr, test_caq_act_err_sotu);
+    tcase_add_test(tr, test_caq_kv_scheme_keys);
     suite_add_tcase(s, tr);
     return s;
 }
