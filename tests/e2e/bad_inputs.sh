@@ -209,7 +209,7 @@ cp "$DB" "$T/nover.db"; sqlite3 "$T/nover.db" 'DROP TABLE schema_version'
 ALSO=$T/nover.db t db-no-schema-version 7 "nover.db" -- "$MPQ" run "$T/good.json" --db "$T/nover.db" -q
 cp "$DB" "$T/spec.db"; sqlite3 "$T/spec.db" "UPDATE jobs SET spec_json = '{\"name\": ' WHERE name = 'good'"
 ALSO=$T/spec.db t db-stored-spec-not-json 4 "good" -- "$MPQ" resume good --db "$T/spec.db" -q
-cp "$DB" "$T/moved.db"; sqlite3 "$T/moved.db" "UPDATE jobs SET spec_json = replace(spec_json, '$M', '$T/gone.bin') WHERE name = 'good'"
+cp "$DB" "$T/moved.db"; sqlite3 "$T/moved.db" "UPDATE jobs SET spec_json = json_set(spec_json, '\$.model', '$T/gone.bin') WHERE name = 'good'"
 ALSO=$T/moved.db t db-model-moved 3 "gone.bin" -- "$MPQ" evaluate good --all --db "$T/moved.db"
 
 # ---- a database locked by another process (BEGIN EXCLUSIVE held by the sqlite3 shell)
