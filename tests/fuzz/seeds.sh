@@ -35,8 +35,8 @@ head -c 8192 "$S/data/tokenizer-32k.bin" >"$O/tokenizer/tok32k.head"
 head -c 100 "$S/models/stories260K/tok512.bin" >"$O/tokenizer/tok512.head"
 
 # Token data: first byte = format (0 text, 1 u16, 2 u32) + vocabulary bound, then the file.
-{ printf '\x00'; head -c 300 "$S/data/tinystories-calib.txt"; } >"$O/data/text"
-{ printf '\x03'; head -c 300 "$S/data/sotu-calib.txt"; } >"$O/data/text-512"
+{ printf '\x00'; head -c 256 "$S/data/tinystories-calib.txt"; } >"$O/data/text"
+{ printf '\x03'; head -c 256 "$S/data/sotu-calib.txt"; } >"$O/data/text-512"
 { printf '\x04'; head -c 1024 "$S/data/tinystories-calib.tok512.u16"; } >"$O/data/u16-512"
 { printf '\x01'; head -c 1024 "$S/data/sotu-calib.tok2048.u16"; } >"$O/data/u16"
 { printf '\x02'; head -c 1024 "$S/data/tinystories-eval.tok512.u16"; } >"$O/data/u32"
