@@ -17,16 +17,25 @@ head -c 4096 "$S/models/sotu-2.7M/sotu-2.7M.bin" >"$O/llama2c/sotu-2.7M.4096"
 { printf '\x32\x34\x6b\x61\x01\x00\x00\x00'; head -c 28 "$m"; printf '\x01'
   head -c $((256 - 37)) /dev/zero; dd if="$m" bs=4096 skip=28 count=8192 iflag=skip_bytes,count_bytes status=none; } >"$O/llama2c/ak42-v1"
 
-# Hugging Face folders: config.json, a NUL, model.safetensors (whole, or cut after its header).
+# Hugging Face folders: config.json, NUL, index (empty: none), NUL, the safetensors bytes
+# (whole, or cut after the header); the indexed seeds map every tensor to s1.safetensors.
 for d in stories260K-hf stories260K-hf-bf16 sotu-2.7M-hf; do
   st=$S/models/$d/model.safetensors
   hl=$(od -An -tu8 -N8 "$st" | tr -d ' ')
-  { cat "$S/models/$d/config.json"; printf '\0'; head -c $((8 + hl)) "$st"; } >"$O/safetensors/$d.header"
-  { cat "$S/models/$d/config.json"; printf '\0'; head -c $((8 + hl + 256)) "$st"; } >"$O/safetensors/$d.head"
+  { cat "$S/models/$d/config.json"; printf '\0\0'; head -c $((8 + hl)) "$st"; } >"$O/safetensors/$d.header"
+  { cat "$S/models/$d/config.json"; printf '\0\0'; head -c $((8 + hl + 256)) "$st"; } >"$O/safetensors/$d.head"
+  names=$(dd if="$st" bs=4096 skip=8 count="$hl" iflag=skip_bytes,count_bytes status=none |
+          grep -o '"[^"]*":{"dtype"' | sed 's/:{"dtype"/:"s1.safetensors"/' | paste -sd, -)
+  { cat "$S/models/$d/config.json"; printf '\0{"metadata":{},"weight_map":{%s}}\0' "$names"
+    head -c $((8 + hl)) "$st"; } >"$O/safetensors/$d.index-header"
 done
 for d in stories260K-hf stories260K-hf-bf16; do
-  { cat "$S/models/$d/config.json"; printf '\0'; cat "$S/models/$d/model.safetensors"; } >"$O/safetensors/$d.whole"
+  { cat "$S/models/$d/config.json"; printf '\0\0'; cat "$S/models/$d/model.safetensors"; } >"$O/safetensors/$d.whole"
 done
+d=stories260K-hf-bf16
+cp "$O/safetensors/$d.index-header" "$O/safetensors/$d.index-whole"
+tail -c +$((9 + $(od -An -tu8 -N8 "$S/models/$d/model.safetensors" | tr -d ' '))) "$S/models/$d/model.safetensors" \
+  >>"$O/safetensors/$d.index-whole"
 
 # Tokenizers: whole (512, 2048) and the first bytes of the 32k one.
 cp "$S/models/stories260K/tok512.bin" "$O/tokenizer/tok512.bin"
