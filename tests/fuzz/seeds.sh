@@ -7,7 +7,7 @@ S=$(cd "$1" && pwd)
 R=$(cd "$2" && pwd)
 O=$3
 rm -rf "$O"
-mkdir -p "$O"/{llama2c,safetensors,tokenizer,data,job_spec,config,kvtuner,budget_expr,latency}
+mkdir -p "$O"/{gguf,llama2c,safetensors,tokenizer,data,job_spec,config,kvtuner,budget_expr,latency}
 
 # llama2.c checkpoints: whole (stories260K), headers and truncations, and an "ak42" v1 header.
 m=$S/models/stories260K/stories260K.bin
@@ -16,6 +16,13 @@ for n in 28 64 4096 65536; do head -c $n "$m" >"$O/llama2c/stories260K.$n"; done
 head -c 4096 "$S/models/sotu-2.7M/sotu-2.7M.bin" >"$O/llama2c/sotu-2.7M.4096"
 { printf '\x32\x34\x6b\x61\x01\x00\x00\x00'; head -c 28 "$m"; printf '\x01'
   head -c $((256 - 37)) /dev/zero; dd if="$m" bs=4096 skip=28 count=8192 iflag=skip_bytes,count_bytes status=none; } >"$O/llama2c/ak42-v1"
+
+# GGUF files (sotu-2.7M): metadata and tokenizer with the first tensor bytes; F32 whole is 11 MB.
+for f in "$S"/models/sotu-2.7M-gguf/*.gguf; do
+  [ -f "$f" ] || continue
+  head -c 65536 "$f" >"$O/gguf/$(basename "$f" .gguf).64k"
+  head -c 24 "$f" >"$O/gguf/$(basename "$f" .gguf).24"
+done
 
 # Hugging Face folders: config.json, NUL, index (empty: none), NUL, the safetensors bytes
 # (whole, or cut after the header); the indexed seeds map every tensor to s1.safetensors.
