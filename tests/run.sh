@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: a normal build (warnings are errors) with all ctest tests, then an
-# AddressSanitizer + UndefinedBehaviorSanitizer build with the unit and e2e tests.
-# Usage: bash tests/run.sh            (from anywhere; builds in build/ and build-asan/)
+# AddressSanitizer + UndefinedBehaviorSanitizer build with the unit and e2e tests, then a
+# libFuzzer build (clang) whose harnesses each run MPQ_FUZZ_SECONDS (15) seconds.
+# Usage: bash tests/run.sh            (from anywhere; builds in build/, build-asan/, build-fuzz/)
 #        MPQ_TEST_ASAN=0 bash tests/run.sh   to skip the sanitizer build
+#        MPQ_TEST_FUZZ=0 bash tests/run.sh   to skip the fuzzing step
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tests/deps.sh"
@@ -22,4 +24,16 @@ if [ "${MPQ_TEST_ASAN:-1}" != 0 ]; then
   (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
      LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs" -LE slow)
+fi
+
+if [ "${MPQ_TEST_FUZZ:-1}" != 0 ]; then
+  # Each harness (tests/fuzz/) runs under ASan + UBSan; any crash, sanitizer report, leak,
+  # slow input (-timeout 10 s) or memory blow-up (2 GB) fails the step. Warnings are not
+  # errors here: clang warns of things gcc does not, and this build looks for findings.
+  start=$(date +%s)
+  cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DMPQ_FUZZ=ON -DMPQ_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$root/build-fuzz" -j"$jobs" --target fuzz_harnesses
+  MPQ_SHARED="$root/../shared" bash "$root/tests/fuzz/run.sh" "$root/build-fuzz" "${MPQ_FUZZ_SECONDS:-15}"
+  echo "fuzz step: $(($(date +%s) - start)) s"
 fi
