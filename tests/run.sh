@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: a normal build (warnings are errors) with all ctest tests, then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build with the unit and e2e tests, then a
-# libFuzzer build (clang) whose harnesses each run MPQ_FUZZ_SECONDS (15) seconds.
+# libFuzzer build (clang) whose harnesses each run MPQ_FUZZ_SECONDS (10) seconds.
 # Usage: bash tests/run.sh            (from anywhere; builds in build/, build-asan/, build-fuzz/)
 #        MPQ_TEST_ASAN=0 bash tests/run.sh   to skip the sanitizer build
 #        MPQ_TEST_FUZZ=0 bash tests/run.sh   to skip the fuzzing step
@@ -34,6 +34,6 @@ if [ "${MPQ_TEST_FUZZ:-1}" != 0 ]; then
   cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DMPQ_FUZZ=ON -DMPQ_BUILD_TESTS=OFF >/dev/null
   cmake --build "$root/build-fuzz" -j"$jobs" --target fuzz_harnesses
-  MPQ_SHARED="$root/../shared" bash "$root/tests/fuzz/run.sh" "$root/build-fuzz" "${MPQ_FUZZ_SECONDS:-15}"
+  MPQ_SHARED="$root/../shared" bash "$root/tests/fuzz/run.sh" "$root/build-fuzz" "${MPQ_FUZZ_SECONDS:-10}"
   echo "fuzz step: $(($(date +%s) - start)) s"
 fi
