@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -322,6 +323,29 @@ static mpq_status read_version(mpq_db *db, int64_t *version, mpq_err *err) {
     return s;
 }
 
+/* PRAGMA journal_mode=WAL. Switching a new file to WAL needs an exclusive lock, and SQLite
+ * may answer SQLITE_BUSY at once without calling the busy handler (several processes creating
+ * the same file): retry every 5 ms up to the busy timeout; a file another process has already
+ * switched answers "wal" on the next try. */
+static mpq_status set_wal(mpq_db *db, const char *path, mpq_err *err) {
+    for (int waited_ms = 0;; waited_ms += 5) {
+        sqlite3_stmt *st = NULL;
+        mpq_status s = db_prepare(db, "PRAGMA journal_mode=WAL", &st, err);
+        if (s != MPQ_OK) return s;
+        int rc = sqlite3_step(st);
+        const char *jm = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        bool wal = jm && strcmp(jm, "wal") == 0;
+        if (rc == SQLITE_ROW && !wal)
+            s = mpq_err_set(err, MPQ_ERR_DB, "%s: cannot use WAL journal mode (got '%s')", path, jm ? jm : "");
+        else if (rc != SQLITE_ROW && ((rc & 0xff) != SQLITE_BUSY || waited_ms >= DB_BUSY_TIMEOUT_MS))
+            s = db_fail(db, err, "set WAL journal mode");
+        sqlite3_finalize(st);
+        if (s != MPQ_OK || rc == SQLITE_ROW) return s;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Applies the missing steps, each in its own BEGIN IMMEDIATE transaction that first reads
  * the version again: another process may have created or migrated the file since it was
  * opened (two `mpq run` on a new file), and then the step is not applied twice. */
@@ -479,7 +503,6 @@ mpq_status mpq_db_open(const char *path, unsigned flags, mpq_db **out, mpq_err *
                         path, why[0] ? why : "opened read-only");
         goto done;
     }
-    int rc;
 
     /* Is this an SQLite file at all? (NOTADB / CORRUPT surface here, before any write.) */
     int64_t n_objects = 0, has_version = 0, version = 0;
@@ -529,17 +552,7 @@ mpq_status mpq_db_open(const char *path, unsigned flags, mpq_db **out, mpq_err *
     }
 
     if (!db->readonly) {
-        sqlite3_stmt *st = NULL;
-        if ((s = db_prepare(db, "PRAGMA journal_mode=WAL", &st, err)) != MPQ_OK) goto done;
-        rc = sqlite3_step(st);
-        const char *jm = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-        bool wal = jm && strcmp(jm, "wal") == 0;
-        if (rc != SQLITE_ROW) s = db_fail(db, err, "set WAL journal mode");
-        else if (!wal)
-            s = mpq_err_set(err, MPQ_ERR_DB, "%s: cannot use WAL journal mode (got '%s')", path,
-                            jm ? jm : "");
-        sqlite3_finalize(st);
-        if (s != MPQ_OK) goto done;
+        if ((s = set_wal(db, path, err)) != MPQ_OK) goto done;
         if ((s = db_exec(db, "PRAGMA synchronous=NORMAL", "set synchronous", err)) != MPQ_OK) goto done;
         if ((s = migrate(db, err)) != MPQ_OK) goto done;
     }
