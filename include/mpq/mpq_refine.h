@@ -1,0 +1,127 @@
+/*
+ * mpq_refine.h - interaction-aware closed loop (`mpq refine`): re-measures layer damage in
+ * the context of the current solution and re-solves, because per-layer damages measured one
+ * layer at a time (mpq_calib_layer, stored "kl") do not add up at low bits.
+ *
+ * Loop (budgets, ties and smoothing as given; candidates those of the job):
+ *   iteration 0   the additive solution: the job's stored single-layer "kl" summed per group
+ *                 (mpq_jobsolve), stored and evaluated like every iteration;
+ *   iteration k   given the assignment A = A_{k-1} (per item = group of tied layers):
+ *                 base     K(A) = KL(P_fp || P_A) of the model quantized as in A, on the job's
+ *                          calibration windows (the FP reference of the job);
+ *                 units    for each item g and each candidate c adjacent in bits to A(g) (the
+ *                          next cheaper and the next dearer allowed option of g, by the item's
+ *                          exact stored bits), K(A with g at c). The unit enters the executor
+ *                          at g's earliest layer from the stored residuals of the A-quantized
+ *                          model (mpq_exec_eval_ref_entry_from) and is scored against the FP
+ *                          reference: bitwise the full forward of that model;
+ *                 table    per layer l of item g (|g| layers) and option c:
+ *                            share_l  = K(A) * a(l, A(l)) / sum_l' a(l', A(l'))   (a = additive;
+ *                                       equal shares when that sum is not positive)
+ *                            L(l, A(l)) = share_l
+ *                            L(l, c)    = share_l + (K(A with g at c) - K(A)) / |g|   measured c
+ *                            L(l, c)    = a(l, c) + (share_l - a(l, A(l)))            otherwise
+ *                          (unmeasured options: the additive loss shifted by the layer's
+ *                          measured offset at A(l)); so the predicted loss of A is K(A)
+ *                          exactly, and of a one-item move its measured in-context loss;
+ *                 re-solve with that table (same budgets, ties, smoothing, solver choice as
+ *                 `mpq solve`), store and evaluate -> A_k.
+ *   stop          when A_k == A_{k-1} ("converged"), when A_k repeats an earlier assignment
+ *                 ("cycle"), or after max_iterations re-solves ("iterations").
+ *
+ * Storage. Solutions "refine@<budgets>[;ties=...]/it<k>" (solver "refine", metric "kl",
+ * objective = predicted loss under iteration k's table; config provenance "mpq_solution" as
+ * `mpq solve` plus "mpq_refine": iteration, budgets, n_measured, base_kl of the context it was
+ * built from), each with an evaluation row (mpq_jobsolve_evaluate_solution, on the job's
+ * evaluation windows). Measurements are units of stage "refine", keys
+ * "<tag>/it<k>/base" and "<tag>/it<k>/<first layer of item>/<candidate>", each committing one
+ * metric row "refine_kl@<tag>#<k>" (layer NULL + candidate "" for the base, else the item's
+ * first layer + candidate; value, stderr over windows, n windows) with its done mark in one
+ * transaction. A killed refine resumes from those rows: every number it stores again is the
+ * same (same choices, same table; an iteration's solution and evaluation already stored are
+ * kept, not redone).
+ *
+ *     mpq_refine_opts o = mpq_refine_opts_default();
+ *     o.budgets = &b; o.n_budgets = 1; o.max_iterations = 5;
+ *     mpq_refine_result *r = NULL;
+ *     if (mpq_refine_run(job, &o, &r, &err) != MPQ_OK) ...   // MPQ_ERR_INTERRUPTED: resumable
+ *     for (int k = 0; k < r->n_iters; k++) r->iters[k].predicted, r->iters[k].measured_kl ...
+ *     mpq_refine_result_free(r);
+ */
+#ifndef MPQ_REFINE_H
+#define MPQ_REFINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "mpq/mpq.h"
+#include "mpq/mpq_job.h"
+#include "mpq/mpq_jobsolve.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPQ_REFINE_MAX_ITERATIONS 50
+
+/* Progress of the measurements (borrowed for the call). */
+typedef struct mpq_refine_progress {
+    int iteration;        /* the context being measured (A_{iteration-1}) */
+    int64_t done, total;  /* units of this iteration */
+    const char *unit_key; /* the unit just committed; NULL for "iteration solved" */
+    double predicted, measured_kl; /* when unit_key is NULL: of the stored iteration */
+} mpq_refine_progress;
+typedef void (*mpq_refine_progress_fn)(void *user, const mpq_refine_progress *p);
+
+typedef struct mpq_refine_opts {
+    const mpq_budget *budgets;   /* borrowed; at least one */
+    int n_budgets;
+    unsigned ties;               /* MPQ_TIES_* (default 0) */
+    bool smooth;                 /* monotone smoothing of every table (default true) */
+    const char *solver;          /* "auto" (default) | "ilp" | "dp" */
+    double time_limit_s;         /* ILP time limit (0 = none) */
+    int max_iterations;          /* re-solves after the additive start, 1..MPQ_REFINE_MAX_ITERATIONS (5) */
+    int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
+    mpq_refine_progress_fn progress;
+    void *progress_user;
+} mpq_refine_opts;
+
+mpq_refine_opts mpq_refine_opts_default(void);
+
+typedef struct mpq_refine_iter {
+    int iteration;
+    int64_t solution_id, evaluation_id;
+    int64_t total_bits;
+    double avg_bits;
+    double predicted;      /* raw predicted loss of the choice under this iteration's table */
+    double measured_kl, measured_kl_se; /* executor, evaluation windows */
+    double context_kl;     /* K(A_k) on the calibration windows (NaN when not measured) */
+    int n_measured;        /* in-context measurements behind this iteration's table (0: additive) */
+    int n_changed;         /* layers whose candidate differs from the context's */
+    int context;           /* iteration whose solution was the context (k > 0) */
+    int max_changed;       /* trust region: at most this many groups could change */
+    bool accepted;         /* its calibration KL beat the context's: it became the context */
+} mpq_refine_iter;
+
+typedef struct mpq_refine_result {
+    char tag[MPQ_DB_NAME_MAX];  /* "avg-bits=3.5" (+ ";ties=qkv") */
+    int n_iters;                /* stored iterations, 0..n_iters-1 */
+    mpq_refine_iter *iters;
+    char stop[32];              /* "converged", "no-better-step", "iterations" */
+    int selected;               /* the last accepted iteration (lowest calibration KL) */
+    int n_units_run;            /* measurements computed by this call (not resumed) */
+} mpq_refine_result;
+void mpq_refine_result_free(mpq_refine_result *r); /* accepts NULL */
+
+/* Runs (or resumes) the loop on a stored job; needs the model and data files (checked against
+ * the recorded SHA-256). Takes the job's lease for the duration (MPQ_ERR_BUSY if another run
+ * holds it). Stop requests (mpq_job_request_stop, SIGINT/SIGTERM with mpq_job_signals_install)
+ * or max_units end it after the unit in flight with MPQ_ERR_INTERRUPTED (*out NULL).
+ * MPQ_ERR_INVALID (no budget, bad iterations), MPQ_ERR_INFEASIBLE, solver / DB / IO errors. */
+mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_result **out, mpq_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPQ_REFINE_H */
