@@ -6,6 +6,8 @@
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,8 +49,13 @@ static const char refine_help[] =
 
 enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON };
 
+/* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
+static long kill_after, commits;
+
 static void on_progress(void *user, const mpq_refine_progress *p) {
-    (void)user;
+    bool quiet = *(const bool *)user;
+    if (p->unit_key && kill_after > 0 && ++commits >= kill_after) raise(SIGKILL);
+    if (quiet) return;
     if (p->unit_key) {
         if (p->done == p->total || p->done % 10 == 0)
             fprintf(stderr, "mpq refine: iteration %d: %lld/%lld measurements\n", p->iteration, (long long)p->done,
@@ -116,7 +123,10 @@ int cli_refine(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("refine", "unexpected argument '%s'", argv[optind]);
     if (o.n_budgets == 0) return cli_usage_error("refine", "at least one --budget is required (e.g. avg-bits=3.5)");
     o.budgets = budgets;
-    if (!quiet) o.progress = on_progress;
+    const char *ka = getenv("MPQ_TEST_KILL_AFTER_UNITS");
+    kill_after = ka ? atol(ka) : 0;
+    o.progress = on_progress;
+    o.progress_user = &quiet;
 
     mpq_err err = {0};
     mpq_db *db = NULL;
