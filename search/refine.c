@@ -313,18 +313,53 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     return MPQ_OK;
 }
 
-/* The in-context table of iteration k (mpq_refine.h) from the units around A. */
-static void build_table(refine_ctx *c, const int *A, const unit_def *u, int n) {
-    double K = u[0].kl, S = 0;
-    for (int l = 0; l < c->L; l++) S += c->add[at(c, l, A[c->p->group_of[l]])];
-    for (int l = 0; l < c->L; l++) {
-        int g = c->p->group_of[l], a = A[g];
-        double share = S > 0 ? K * c->add[at(c, l, a)] / S : K / c->L;
-        for (int o = 0; o < c->O; o++) c->table[at(c, l, o)] = c->add[at(c, l, o)] + (share - c->add[at(c, l, a)]);
-        c->table[at(c, l, a)] = share;
-        for (int i = 1; i < n; i++)
-            if (u[i].item == g) c->table[at(c, l, u[i].option)] = share + (u[i].kl - K) / c->size[g];
+mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int *group_of, const int *choice,
+                            const double *additive, double context_kl, const mpq_refine_move *moves, int n_moves,
+                            double *table, mpq_err *err) {
+    if (n_layers < 1 || n_options < 1 || n_items < 1 || n_moves < 0 || !group_of || !choice || !additive || !table ||
+        (n_moves && !moves) || !isfinite(context_kl))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine table: bad arguments");
+    int *size = mpq_calloc((size_t)n_items, sizeof *size);
+    if (!size) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine table: out of memory");
+    mpq_status st = MPQ_OK;
+    double S = 0;
+    for (int l = 0; l < n_layers && st == MPQ_OK; l++) {
+        int g = group_of[l];
+        if (g < 0 || g >= n_items || choice[g] < 0 || choice[g] >= n_options)
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "refine table: layer %d: item or choice out of range", l);
+        else if (!isfinite(additive[(size_t)l * (size_t)n_options + (size_t)choice[g]]))
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "refine table: layer %d: no additive loss at its choice", l);
+        else {
+            size[g]++;
+            S += additive[(size_t)l * (size_t)n_options + (size_t)choice[g]];
+        }
     }
+    for (int i = 0; i < n_moves && st == MPQ_OK; i++)
+        if (moves[i].item < 0 || moves[i].item >= n_items || moves[i].option < 0 || moves[i].option >= n_options ||
+            !isfinite(moves[i].kl) || !size[moves[i].item])
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "refine table: move %d out of range", i);
+    for (int l = 0; l < n_layers && st == MPQ_OK; l++) {
+        int g = group_of[l], a = choice[g];
+        const double *ad = additive + (size_t)l * (size_t)n_options;
+        double *t = table + (size_t)l * (size_t)n_options;
+        double share = S > 0 ? context_kl * ad[a] / S : context_kl / n_layers;
+        for (int o = 0; o < n_options; o++) t[o] = ad[o] + (share - ad[a]);
+        t[a] = share;
+        for (int i = 0; i < n_moves; i++)
+            if (moves[i].item == g && moves[i].option != a) t[moves[i].option] = share + (moves[i].kl - context_kl) / size[g];
+    }
+    free(size);
+    return st;
+}
+
+/* The in-context table around A from its units (u[0] the base). */
+static mpq_status build_table(refine_ctx *c, const int *A, const unit_def *u, int n, mpq_err *err) {
+    mpq_refine_move *mv = mpq_calloc((size_t)n, sizeof *mv);
+    if (!mv) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
+    for (int i = 1; i < n; i++) mv[i - 1] = (mpq_refine_move){.item = u[i].item, .option = u[i].option, .kl = u[i].kl};
+    mpq_status st = mpq_refine_table(c->L, c->O, c->n_items, c->p->group_of, A, c->add, u[0].kl, mv, n - 1, c->table, err);
+    free(mv);
+    return st;
 }
 
 /* ---- solve, store, evaluate ------------------------------------------------------------- */
@@ -619,7 +654,7 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
         free(u);
         u = NULL;
         if ((st = run_units(&c, ctx, A, true, &u, &n_u, err)) != MPQ_OK) goto done;
-        build_table(&c, A, u, n_u);
+        if ((st = build_table(&c, A, u, n_u, err)) != MPQ_OK) goto done;
         if ((st = do_iteration(&c, k, ctx, A, m, n_u, K_ctx, choice, items, err)) != MPQ_OK) goto done;
         c.res->n_iters = k + 1;
         c.res->iters[k].context = ctx;

@@ -114,6 +114,21 @@ typedef struct mpq_refine_result {
 } mpq_refine_result;
 void mpq_refine_result_free(mpq_refine_result *r); /* accepts NULL */
 
+/* One in-context measurement: item (group) g moved to option o, the rest as in the context. */
+typedef struct mpq_refine_move {
+    int item, option;
+    double kl;            /* K(A with item at option) */
+} mpq_refine_move;
+
+/* The in-context table of the rule above: table[l * n_options + o] (caller buffer) from the
+ * additive table (same layout), the items (group_of[l], n_items) and the context choice
+ * (choice[item]), the context's measured K = context_kl and the measured moves. A move of an
+ * item to its own option is ignored. MPQ_ERR_INVALID (NULL, sizes, an item or option out of
+ * range, a non-finite number). */
+mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int *group_of, const int *choice,
+                            const double *additive, double context_kl, const mpq_refine_move *moves, int n_moves,
+                            double *table, mpq_err *err);
+
 /* Runs (or resumes) the loop on a stored job; needs the model and data files (checked against
  * the recorded SHA-256). Takes the job's lease for the duration (MPQ_ERR_BUSY if another run
  * holds it). Stop requests (mpq_job_request_stop, SIGINT/SIGTERM with mpq_job_signals_install)
