@@ -181,7 +181,8 @@ static void neighbours(const refine_ctx *c, int g, int a, int *lo, int *hi) {
 }
 
 typedef struct unit_def {
-    int item, option; /* item -1: base */
+    int item, option; /* item -1: base (the context, or a trial configuration) */
+    char cand[32];    /* candidate of a base row: "" (context) or "trial.m<m>" */
     char key[MPQ_DB_NAME_MAX];
     int64_t id, layer_id;
     double kl;
@@ -217,8 +218,8 @@ static bool stop_now(const refine_ctx *c) {
 
 /* Ensures, computes (pending ones) and reads the units of iteration k around item choice A.
  * *units malloc'd, *n_units. */
-static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, unit_def **units, int *n_units,
-                            mpq_err *err) {
+static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, int trial, unit_def **units,
+                            int *n_units, mpq_err *err) {
     int cap = 1 + 2 * c->n_items, n = 0;
     unit_def *u = mpq_calloc((size_t)cap, sizeof *u);
     mpq_db_unit *pend = NULL;
@@ -229,7 +230,8 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     mpq_status st = MPQ_OK;
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
     u[n++] = (unit_def){.item = -1, .option = -1};
-    snprintf(u[0].key, sizeof u[0].key, "%.48s/ctx%d/base", c->res->tag, k);
+    if (trial > 0) snprintf(u[0].cand, sizeof u[0].cand, "trial.m%d", trial);
+    snprintf(u[0].key, sizeof u[0].key, "%.48s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
         int nb[2];
         neighbours(c, g, A[g], &nb[0], &nb[1]);
@@ -239,7 +241,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
             d->item = g;
             d->option = nb[s];
             d->layer_id = c->p->layers[c->first[g]].id;
-            snprintf(d->key, sizeof d->key, "%.48s/ctx%d/%.40s/%.24s", c->res->tag, k, c->p->layers[c->first[g]].name,
+            snprintf(d->key, sizeof d->key, "%.48s/ctx%d/%.40s/%.20s", c->res->tag, k, c->p->layers[c->first[g]].name,
                      c->p->options[nb[s]]);
         }
     }
@@ -282,7 +284,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
             break;
         }
         mpq_db_metric row = {.layer_id = u[i].item < 0 ? 0 : u[i].layer_id,
-                             .candidate = u[i].item < 0 ? "" : c->p->options[u[i].option],
+                             .candidate = u[i].item < 0 ? u[i].cand : c->p->options[u[i].option],
                              .metric = mname, .value = s.kl_mean, .se = s.kl_se, .n = s.n_ref_seqs,
                              .provenance_json = prov};
         if ((st = mpq_db_lease_heartbeat(c->db, &c->lease, err)) != MPQ_OK) {
@@ -300,7 +302,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     }
     for (int i = 0; i < n && st == MPQ_OK; i++)
         st = mpq_db_metric_get(c->db, job_id, u[i].item < 0 ? 0 : u[i].layer_id,
-                               u[i].item < 0 ? "" : c->p->options[u[i].option], mname, &u[i].kl, NULL, NULL, err);
+                               u[i].item < 0 ? u[i].cand : c->p->options[u[i].option], mname, &u[i].kl, NULL, NULL, err);
     free(prov);
     free(pend);
     mpq_exec_ref_free(aref);
@@ -375,7 +377,9 @@ static mpq_status limited_problem(const refine_ctx *c, const int *A, int m, mpq_
     for (int g = 0; g < c->n_items && st == MPQ_OK; g++) {
         st = mpq_problem_set_item_name(q, g, mpq_problem_item_name(p, g), err);
         for (int o = 0; o < c->O && st == MPQ_OK; o++) {
-            bool ok = mpq_problem_allowed(p, g, o);
+            int lo, hi;
+            neighbours(c, g, A[g], &lo, &hi);
+            bool ok = mpq_problem_allowed(p, g, o) && (o == A[g] || o == lo || o == hi);
             st = mpq_problem_set_allowed(q, g, o, ok, err);
             if (!ok || st != MPQ_OK) continue;
             st = mpq_problem_set_loss(q, g, o, mpq_problem_loss(p, g, o), err);
@@ -424,7 +428,7 @@ static mpq_status solve_table(refine_ctx *c, const int *A, int m, mpq_solution *
     so.smooth = c->o->smooth;
     so.time_limit_s = c->o->time_limit_s;
     so.dp_resource = dp_res >= 0 ? dp_res : 0;
-    if (A && m < c->n_items) {
+    if (A) {
         mpq_problem *q = NULL;
         if ((st = limited_problem(c, A, m, &q, err)) != MPQ_OK) return st;
         st = mpq_solve_ilp(q, &so, s, err);
@@ -608,6 +612,9 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
         if (c->first[g] < 0) c->first[g] = l;
         c->size[g]++;
         c->lin[l] = mpq_model_find_linear(mpq_job_get_shape(c->job), c->p->layers[l].name);
+        if (strlen(c->p->layers[l].name) > 40)
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "refine: layer name %s longer than 40 characters (unit keys)",
+                               c->p->layers[l].name);
         if (c->lin[l] < 0)
             return mpq_err_set(err, MPQ_ERR_INVALID, "refine: layer %s not in the model", c->p->layers[l].name);
     }
@@ -645,43 +652,70 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     if ((st = do_iteration(&c, 0, 0, NULL, c.n_items, 0, NAN, choice, items, err)) != MPQ_OK) goto done;
     c.res->n_iters = 1;
     memcpy(hist, items, (size_t)c.n_items * sizeof *items);
-    int ctx = 0, m = c.n_items;
+    int ctx = 0;
     double K_ctx = NAN;
-    if ((st = run_units(&c, 0, hist, false, &u, &n_u, err)) != MPQ_OK) goto done;
+    if ((st = run_units(&c, 0, hist, false, 0, &u, &n_u, err)) != MPQ_OK) goto done;
     K_ctx = c.res->iters[0].context_kl = u[0].kl;
     for (int k = 1; k <= N; k++) {
         const int *A = hist + (size_t)ctx * (size_t)c.n_items;
+        int *B = hist + (size_t)k * (size_t)c.n_items;
         free(u);
         u = NULL;
-        if ((st = run_units(&c, ctx, A, true, &u, &n_u, err)) != MPQ_OK) goto done;
+        if ((st = run_units(&c, ctx, A, true, 0, &u, &n_u, err)) != MPQ_OK) goto done;
         if ((st = build_table(&c, A, u, n_u, err)) != MPQ_OK) goto done;
-        if ((st = do_iteration(&c, k, ctx, A, m, n_u, K_ctx, choice, items, err)) != MPQ_OK) goto done;
-        c.res->n_iters = k + 1;
-        c.res->iters[k].context = ctx;
-        c.res->iters[k].max_changed = m;
-        memcpy(hist + (size_t)k * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
-        int changed_items = 0;
-        for (int g = 0; g < c.n_items; g++) changed_items += A[g] != items[g];
-        for (int l = 0; l < c.L; l++) c.res->iters[k].n_changed += A[c.p->group_of[l]] != items[c.p->group_of[l]];
-        if (changed_items == 0) { /* no move predicted to help within the trust region */
-            c.res->iters[k].context_kl = K_ctx;
+        int n_meas = n_u;
+        /* trust-region line search: solve with at most m changed groups, m = all, then half of
+         * the previous trial's changes (>= 2, one swap); measure each distinct trial on the
+         * calibration windows; the best one becomes iteration k if it beats the context */
+        int best_m = -1, m = c.n_items, n_trials = 0;
+        double best_K = INFINITY;
+        while (m >= 2 || (m == c.n_items && m >= 1)) {
+            mpq_solution *s = NULL;
+            double lb;
+            if ((st = solve_table(&c, A, m, &s, &lb, err)) != MPQ_OK) goto done;
+            int changed = 0;
+            for (int g = 0; g < c.n_items; g++) {
+                items[g] = s->choice[g];
+                changed += items[g] != A[g];
+            }
+            mpq_solution_free(s);
+            if (changed == 0) break; /* the table predicts no better assignment */
+            unit_def *tu = NULL;
+            int n_tu = 0;
+            if ((st = run_units(&c, ctx, items, false, changed, &tu, &n_tu, err)) != MPQ_OK) goto done;
+            n_trials++;
+            if (tu[0].kl < best_K) {
+                best_K = tu[0].kl;
+                best_m = changed;
+                memcpy(B, items, (size_t)c.n_items * sizeof *items);
+            }
+            free(tu);
+            if (changed < 2) break;
+            m = changed / 2 >= 2 ? changed / 2 : (changed > 2 ? 2 : 1);
+            if (m >= changed) break;
+        }
+        if (n_trials == 0) {
             snprintf(c.res->stop, sizeof c.res->stop, "converged");
             break;
         }
-        free(u);
-        u = NULL;
-        if ((st = run_units(&c, k, hist + (size_t)k * (size_t)c.n_items, false, &u, &n_u, err)) != MPQ_OK) goto done;
-        double K = c.res->iters[k].context_kl = u[0].kl;
-        if (K < K_ctx) { /* accepted: the new context */
-            c.res->iters[k].accepted = true;
-            ctx = k;
-            K_ctx = K;
-        } else if (changed_items <= 2) { /* even the smallest step (one swap of two groups) does not help */
+        if (!(best_K < K_ctx)) {
             snprintf(c.res->stop, sizeof c.res->stop, "no-better-step");
             break;
-        } else {
-            m = changed_items / 2 > 2 ? changed_items / 2 : 2; /* rejected: halve the trust region (>= one swap) */
         }
+        if ((st = do_iteration(&c, k, ctx, A, best_m, n_meas + n_trials, K_ctx, choice, items, err)) != MPQ_OK)
+            goto done;
+        if (memcmp(items, B, (size_t)c.n_items * sizeof *items) != 0) {
+            st = mpq_err_set(err, MPQ_ERR_SOLVER, "refine: iteration %d: the re-solve is not reproducible", k);
+            goto done;
+        }
+        c.res->n_iters = k + 1;
+        c.res->iters[k].context = ctx;
+        c.res->iters[k].max_changed = best_m;
+        c.res->iters[k].accepted = true;
+        c.res->iters[k].context_kl = best_K;
+        for (int l = 0; l < c.L; l++) c.res->iters[k].n_changed += A[c.p->group_of[l]] != B[c.p->group_of[l]];
+        ctx = k;
+        K_ctx = best_K;
     }
     c.res->selected = ctx;
     c.res->n_units_run = c.n_units_run;

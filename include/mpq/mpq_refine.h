@@ -24,19 +24,31 @@
  *                          (unmeasured options: the additive loss shifted by the layer's
  *                          measured offset at A(l)); so the predicted loss of A is K(A)
  *                          exactly, and of a one-item move its measured in-context loss;
- *                 re-solve with that table (same budgets, ties, smoothing, solver choice as
- *                 `mpq solve`), store and evaluate -> A_k.
- *   stop          when A_k == A_{k-1} ("converged"), when A_k repeats an earlier assignment
- *                 ("cycle"), or after max_iterations re-solves ("iterations").
+ *                 re-solve with that table (same budgets, ties, smoothing; GLPK ILP) over the
+ *                 MEASURED options only (A(g) and its two neighbours: on stories260K the
+ *                 shifted additive value of a two-step move was far too optimistic and every
+ *                 re-solve that could use one picked it and measured worse), with a trust
+ *                 region: at most m items change. Line search on m: m = all items, then half
+ *                 the previous trial's changes (>= 2); every distinct trial configuration is
+ *                 measured on the calibration windows (unit ".../trial.m<changes>"); the best
+ *                 one becomes iteration k (stored, evaluated, the next context) if its
+ *                 calibration KL is below K(A).
+ *   stop          "converged": the table predicts no better assignment than A within its
+ *                 neighbours; "no-better-step": no trial beat K(A); "iterations": after
+ *                 max_iterations accepted re-solves. Each stored iteration k >= 1 therefore
+ *                 has a lower calibration KL than iteration k-1 (the loop cannot cycle);
+ *                 the measured KL on the evaluation windows is reported, not used.
  *
  * Storage. Solutions "refine@<budgets>[;ties=...]/it<k>" (solver "refine", metric "kl",
  * objective = predicted loss under iteration k's table; config provenance "mpq_solution" as
- * `mpq solve` plus "mpq_refine": iteration, budgets, n_measured, base_kl of the context it was
- * built from), each with an evaluation row (mpq_jobsolve_evaluate_solution, on the job's
- * evaluation windows). Measurements are units of stage "refine", keys
- * "<tag>/it<k>/base" and "<tag>/it<k>/<first layer of item>/<candidate>", each committing one
- * metric row "refine_kl@<tag>#<k>" (layer NULL + candidate "" for the base, else the item's
- * first layer + candidate; value, stderr over windows, n windows) with its done mark in one
+ * `mpq solve` plus "mpq_refine": iteration, budgets, table, n_measured, context_iteration,
+ * context_kl, max_changed_groups, rule), each with an evaluation row
+ * (mpq_jobsolve_evaluate_solution, on the job's evaluation windows). Measurements are units of
+ * stage "refine" around the context iteration j: keys "<tag>/ctx<j>/base",
+ * "<tag>/ctx<j>/<first layer of item>/<candidate>" and "<tag>/ctx<j>/trial.m<n>", each
+ * committing one metric row "refine_kl@<tag>#<j>" (layer NULL + candidate "" for the base,
+ * "trial.m<n>" for a trial, else the item's first layer + candidate; value, stderr over
+ * windows, n windows; provenance with the measured configuration) with its done mark in one
  * transaction. A killed refine resumes from those rows: every number it stores again is the
  * same (same choices, same table; an iteration's solution and evaluation already stored are
  * kept, not redone).
@@ -81,7 +93,7 @@ typedef struct mpq_refine_opts {
     bool smooth;                 /* monotone smoothing of every table (default true) */
     const char *solver;          /* "auto" (default) | "ilp" | "dp" */
     double time_limit_s;         /* ILP time limit (0 = none) */
-    int max_iterations;          /* re-solves after the additive start, 1..MPQ_REFINE_MAX_ITERATIONS (5) */
+    int max_iterations;          /* accepted re-solves after the additive start, 1..MPQ_REFINE_MAX_ITERATIONS (5) */
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
     mpq_refine_progress_fn progress;
     void *progress_user;
@@ -97,11 +109,11 @@ typedef struct mpq_refine_iter {
     double predicted;      /* raw predicted loss of the choice under this iteration's table */
     double measured_kl, measured_kl_se; /* executor, evaluation windows */
     double context_kl;     /* K(A_k) on the calibration windows (NaN when not measured) */
-    int n_measured;        /* in-context measurements behind this iteration's table (0: additive) */
+    int n_measured;        /* in-context measurements behind this iteration (table + trials; 0: additive) */
     int n_changed;         /* layers whose candidate differs from the context's */
     int context;           /* iteration whose solution was the context (k > 0) */
     int max_changed;       /* trust region: at most this many groups could change */
-    bool accepted;         /* its calibration KL beat the context's: it became the context */
+    bool accepted;         /* its calibration KL beat the context's (every stored k >= 1) */
 } mpq_refine_iter;
 
 typedef struct mpq_refine_result {
@@ -109,7 +121,7 @@ typedef struct mpq_refine_result {
     int n_iters;                /* stored iterations, 0..n_iters-1 */
     mpq_refine_iter *iters;
     char stop[32];              /* "converged", "no-better-step", "iterations" */
-    int selected;               /* the last accepted iteration (lowest calibration KL) */
+    int selected;               /* the last iteration (lowest calibration KL) */
     int n_units_run;            /* measurements computed by this call (not resumed) */
 } mpq_refine_result;
 void mpq_refine_result_free(mpq_refine_result *r); /* accepts NULL */

@@ -22,19 +22,21 @@ static const char refine_help[] =
     "usage: mpq refine JOB --budget KIND=VALUE [--budget ...] [OPTIONS]\n"
     "\n"
     "Interaction-aware closed loop: start from the additive solution (stored single-layer KL\n"
-    "summed), then, each iteration, measure with the executor on the calibration windows the\n"
-    "KL of the model quantized as in the current solution and of every one-group move to the\n"
-    "next cheaper / next dearer candidate, with every other layer as in the current solution;\n"
-    "re-solve with these in-context losses; stop when the assignment stops changing, repeats,\n"
-    "or after N re-solves. Every iteration is stored as solution\n"
-    "'refine@<budgets>/it<k>' (solver 'refine') and evaluated on the job's evaluation windows.\n"
-    "Measurements are units of stage 'refine': a killed refine resumes (same command) with the\n"
-    "same numbers.\n"
+    "summed); each iteration, measure with the executor on the calibration windows the KL of\n"
+    "the model quantized as in the current solution and of every one-group move to the next\n"
+    "cheaper / next dearer candidate, every other layer as in the current solution; re-solve\n"
+    "with these in-context losses over the measured moves, with a trust region on the number\n"
+    "of changed groups (all, then halves); measure each trial and keep the best if it beats\n"
+    "the current solution on the calibration windows. Stops when no better assignment is\n"
+    "predicted, no trial is better, or after N accepted iterations. Every iteration is stored\n"
+    "as solution 'refine@<budgets>/it<k>' (solver 'refine') and evaluated on the job's\n"
+    "evaluation windows. Measurements are units of stage 'refine': a killed refine resumes\n"
+    "(same command) with the same numbers.\n"
     "\n"
     "options:\n"
     "  -d, --db FILE           results database (default $MPQ_DB, else mpq.db)\n"
     "  -b, --budget KIND=V     avg-bits=3.5, bits=N, bytes=N, bops=N (at least one)\n"
-    "  -n, --iterations N      re-solves after the additive start, 1..50 (default 5)\n"
+    "  -n, --iterations N      accepted re-solves after the additive start, 1..50 (default 5)\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
     "      --no-smooth         no monotone smoothing of the loss tables\n"
     "      --solver S          auto (default) | ilp | dp\n"
@@ -180,7 +182,7 @@ int cli_refine(int argc, char **argv) {
         }
         printf("predicted: sum of the iteration's loss table over the choice (it0: stored single-layer KL);\n"
                "measured: executor KL vs FP on the evaluation windows; context_kl: KL of the same\n"
-               "configuration on the calibration windows (measured as the next iteration's context).\n");
+               "configuration on the calibration windows (what the loop decides on).\n");
     }
 done:
     cJSON_Delete(j);
