@@ -189,7 +189,7 @@ typedef struct unit_def {
 } unit_def;
 
 static void metric_name(const refine_ctx *c, int k, char *out, size_t n) {
-    snprintf(out, n, "refine_kl@%.48s#%d", c->res->tag, k);
+    snprintf(out, n, "refine_kl@%.56s#%d", c->res->tag, k);
 }
 
 static char *unit_provenance(const refine_ctx *c, int k, const unit_def *u, const int *choice) {
@@ -231,7 +231,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
     u[n++] = (unit_def){.item = -1, .option = -1};
     if (trial > 0) snprintf(u[0].cand, sizeof u[0].cand, "trial.m%d", trial);
-    snprintf(u[0].key, sizeof u[0].key, "%.48s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
+    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
         int nb[2];
         neighbours(c, g, A[g], &nb[0], &nb[1]);
@@ -241,7 +241,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
             d->item = g;
             d->option = nb[s];
             d->layer_id = c->p->layers[c->first[g]].id;
-            snprintf(d->key, sizeof d->key, "%.48s/ctx%d/%.40s/%.20s", c->res->tag, k, c->p->layers[c->first[g]].name,
+            snprintf(d->key, sizeof d->key, "%.56s/ctx%d/%.40s/%.15s", c->res->tag, k, c->p->layers[c->first[g]].name,
                      c->p->options[nb[s]]);
         }
     }
@@ -524,7 +524,7 @@ static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *A, int 
     for (int g = 0; g < c->n_items; g++) item_out[g] = s->choice[g];
     for (int l = 0; l < c->L; l++) choice_out[l] = s->choice[c->p->group_of[l]];
     char name[MPQ_DB_NAME_MAX];
-    snprintf(name, sizeof name, "refine@%.48s/it%d", c->res->tag, k);
+    snprintf(name, sizeof name, "refine@%.56s/it%d", c->res->tag, k);
     mpq_refine_iter *it = &c->res->iters[k];
     memset(it, 0, sizeof *it);
     it->iteration = k;
@@ -577,10 +577,16 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
     int k = 0;
     for (int b = 0; b < o->n_budgets; b++)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, "%s%s", b ? "," : "", o->budgets[b].text);
-    if (o->ties)
-        snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";ties=%s",
-                 (o->ties & MPQ_TIES_QKV) ? ((o->ties & MPQ_TIES_GATE_UP) ? "qkv,gate_up" : "qkv") : "gate_up");
-    if (strlen(res->tag) > 48) return mpq_err_set(err, MPQ_ERR_INVALID, "refine: budgets '%s': too long", res->tag);
+    /* everything that can change a choice is in the tag, so resumed units always belong to it */
+    if (o->ties && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";ties=%s",
+                      (o->ties & MPQ_TIES_QKV) ? ((o->ties & MPQ_TIES_GATE_UP) ? "qkv,gate_up" : "qkv") : "gate_up");
+    if (!o->smooth && k < (int)sizeof res->tag) k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";nosmooth");
+    if (o->solver && strcmp(o->solver, "auto") && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";solver=%.8s", o->solver);
+    if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
+    if (strlen(res->tag) > 56) return mpq_err_set(err, MPQ_ERR_INVALID, "refine: budgets '%s': too long", res->tag);
     c->jo = mpq_jobsolve_opts_default();
     c->jo.metric = "kl";
     c->jo.ties = o->ties;

@@ -39,7 +39,9 @@
  *                 has a lower calibration KL than iteration k-1 (the loop cannot cycle);
  *                 the measured KL on the evaluation windows is reported, not used.
  *
- * Storage. Solutions "refine@<budgets>[;ties=...]/it<k>" (solver "refine", metric "kl",
+ * Storage. Solutions "refine@<tag>/it<k>", tag = the budgets as given plus ";ties=...",
+ * ";nosmooth", ";solver=...", ";tl=..." when not the defaults (so a resumed run only reuses
+ * measurements made under the same settings), (solver "refine", metric "kl",
  * objective = predicted loss under iteration k's table; config provenance "mpq_solution" as
  * `mpq solve` plus "mpq_refine": iteration, budgets, table, n_measured, context_iteration,
  * context_kl, max_changed_groups, rule), each with an evaluation row

@@ -176,7 +176,7 @@ int cli_refine(int argc, char **argv) {
         for (int k = 0; k < r->n_iters; k++) {
             const mpq_refine_iter *it = &r->iters[k];
             char name[MPQ_DB_NAME_MAX];
-            snprintf(name, sizeof name, "refine@%.48s/it%d", r->tag, it->iteration);
+            snprintf(name, sizeof name, "refine@%.56s/it%d", r->tag, it->iteration);
             printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d\n", it->iteration, name, it->avg_bits,
                    it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed);
         }
