@@ -81,8 +81,9 @@ extern "C" {
 
 /* Progress of the measurements (borrowed for the call). */
 typedef struct mpq_refine_progress {
-    int iteration;        /* the context being measured (A_{iteration-1}) */
-    int64_t done, total;  /* units of this iteration */
+    int iteration;        /* unit_key: the iteration whose solution is the context measured
+                             around; NULL: the iteration just stored */
+    int64_t done, total;  /* units of this batch (context + moves, or one trial) */
     const char *unit_key; /* the unit just committed; NULL for "iteration solved" */
     double predicted, measured_kl; /* when unit_key is NULL: of the stored iteration */
 } mpq_refine_progress;

@@ -60,8 +60,8 @@ static void on_progress(void *user, const mpq_refine_progress *p) {
     if (quiet) return;
     if (p->unit_key) {
         if (p->done == p->total || p->done % 10 == 0)
-            fprintf(stderr, "mpq refine: iteration %d: %lld/%lld measurements\n", p->iteration, (long long)p->done,
-                    (long long)p->total);
+            fprintf(stderr, "mpq refine: around iteration %d: %lld/%lld measurements\n", p->iteration,
+                    (long long)p->done, (long long)p->total);
     } else {
         fprintf(stderr, "mpq refine: iteration %d stored: predicted %.6g, measured KL %.6g\n", p->iteration,
                 p->predicted, p->measured_kl);
