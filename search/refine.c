@@ -28,6 +28,7 @@ mpq_refine_opts mpq_refine_opts_default(void) {
     o.smooth = true;
     o.solver = "auto";
     o.max_iterations = 5;
+    o.reach = 1;
     return o;
 }
 
@@ -167,16 +168,23 @@ static mpq_status measure(refine_ctx *c, const mpq_exec_ref *aref, int g, int o,
     return st;
 }
 
-/* Allowed options of item g adjacent in exact bits to option a (-1 when none). */
-static void neighbours(const refine_ctx *c, int g, int a, int *lo, int *hi) {
-    *lo = *hi = -1;
+/* The options of item g measured around option a: the allowed options within `reach` steps
+ * of a in exact bits (reach 0: all allowed options), a excluded; *n of them into out[]. */
+static void measured_options(const refine_ctx *c, int g, int a, int *out, int *n) {
     const mpq_problem *pr = c->p->problem;
     double ba = mpq_problem_cost(pr, 0, g, a);
+    int reach = c->o->reach;
+    *n = 0;
     for (int o = 0; o < c->O; o++) {
         if (o == a || !mpq_problem_allowed(pr, g, o)) continue;
         double b = mpq_problem_cost(pr, 0, g, o);
-        if (b < ba && (*lo < 0 || b > mpq_problem_cost(pr, 0, g, *lo))) *lo = o;
-        if (b > ba && (*hi < 0 || b < mpq_problem_cost(pr, 0, g, *hi))) *hi = o;
+        int steps = 1; /* allowed options strictly between a and o in bits, plus one */
+        for (int q = 0; q < c->O; q++) {
+            if (q == a || q == o || !mpq_problem_allowed(pr, g, q)) continue;
+            double bq = mpq_problem_cost(pr, 0, g, q);
+            if ((b < ba && bq > b && bq < ba) || (b > ba && bq < b && bq > ba)) steps++;
+        }
+        if (b != ba && (reach <= 0 || steps <= reach)) out[(*n)++] = o;
     }
 }
 
@@ -220,7 +228,7 @@ static bool stop_now(const refine_ctx *c) {
  * *units malloc'd, *n_units. */
 static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, int trial, unit_def **units,
                             int *n_units, mpq_err *err) {
-    int cap = 1 + 2 * c->n_items, n = 0;
+    int cap = 1 + c->O * c->n_items, n = 0;
     unit_def *u = mpq_calloc((size_t)cap, sizeof *u);
     mpq_db_unit *pend = NULL;
     mpq_exec_ref *aref = NULL;
@@ -233,10 +241,9 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     if (trial > 0) snprintf(u[0].cand, sizeof u[0].cand, "trial.m%d", trial);
     snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
-        int nb[2];
-        neighbours(c, g, A[g], &nb[0], &nb[1]);
-        for (int s = 0; s < 2; s++) {
-            if (nb[s] < 0) continue;
+        int nb[256], n_nb = 0;
+        measured_options(c, g, A[g], nb, &n_nb);
+        for (int s = 0; s < n_nb; s++) {
             unit_def *d = &u[n++];
             d->item = g;
             d->option = nb[s];
@@ -377,9 +384,10 @@ static mpq_status limited_problem(const refine_ctx *c, const int *A, int m, mpq_
     for (int g = 0; g < c->n_items && st == MPQ_OK; g++) {
         st = mpq_problem_set_item_name(q, g, mpq_problem_item_name(p, g), err);
         for (int o = 0; o < c->O && st == MPQ_OK; o++) {
-            int lo, hi;
-            neighbours(c, g, A[g], &lo, &hi);
-            bool ok = mpq_problem_allowed(p, g, o) && (o == A[g] || o == lo || o == hi);
+            int nb[256], n_nb = 0;
+            measured_options(c, g, A[g], nb, &n_nb);
+            bool ok = mpq_problem_allowed(p, g, o) && o == A[g];
+            for (int t = 0; t < n_nb; t++) ok |= nb[t] == o && mpq_problem_allowed(p, g, o);
             st = mpq_problem_set_allowed(q, g, o, ok, err);
             if (!ok || st != MPQ_OK) continue;
             st = mpq_problem_set_loss(q, g, o, mpq_problem_loss(p, g, o), err);
@@ -584,6 +592,8 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
     if (!o->smooth && k < (int)sizeof res->tag) k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";nosmooth");
     if (o->solver && strcmp(o->solver, "auto") && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";solver=%.8s", o->solver);
+    if (o->reach != 1 && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";reach=%d", o->reach < 0 ? 0 : o->reach);
     if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
     if (strlen(res->tag) > 56) return mpq_err_set(err, MPQ_ERR_INVALID, "refine: budgets '%s': too long", res->tag);

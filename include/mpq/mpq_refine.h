@@ -97,6 +97,8 @@ typedef struct mpq_refine_opts {
     const char *solver;          /* "auto" (default) | "ilp" | "dp" */
     double time_limit_s;         /* ILP time limit (0 = none) */
     int max_iterations;          /* accepted re-solves after the additive start, 1..MPQ_REFINE_MAX_ITERATIONS (5) */
+    int reach;                   /* moves measured per group: options within this many steps in
+                                    bits of the current one (default 1: the two neighbours); 0 = all */
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
     mpq_refine_progress_fn progress;
     void *progress_user;

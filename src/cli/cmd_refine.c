@@ -37,6 +37,9 @@ static const char refine_help[] =
     "  -d, --db FILE           results database (default $MPQ_DB, else mpq.db)\n"
     "  -b, --budget KIND=V     avg-bits=3.5, bits=N, bytes=N, bops=N (at least one)\n"
     "  -n, --iterations N      accepted re-solves after the additive start, 1..50 (default 5)\n"
+    "      --reach R           moves measured per group: candidates within R steps in bits\n"
+    "                          of the current one (default 1: next cheaper and next dearer);\n"
+    "                          0 = every candidate\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
     "      --no-smooth         no monotone smoothing of the loss tables\n"
     "      --solver S          auto (default) | ilp | dp\n"
@@ -49,7 +52,7 @@ static const char refine_help[] =
     "8 solver, 9 infeasible, 10 job not found, 12 busy (job leased by another run),\n"
     "130 interrupted (measurements so far are kept; run the same command to resume).\n";
 
-enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON };
+enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH };
 
 /* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
 static long kill_after, commits;
@@ -73,6 +76,7 @@ int cli_refine(int argc, char **argv) {
                                        {"iterations", required_argument, 0, 'n'}, {"ties", required_argument, 0, O_TIES},
                                        {"no-smooth", no_argument, 0, O_NOSMOOTH}, {"solver", required_argument, 0, O_SOLVER},
                                        {"time-limit", required_argument, 0, O_TL}, {"json", no_argument, 0, O_JSON},
+                                       {"reach", required_argument, 0, O_REACH},
                                        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_budget budgets[MAX_BUDGETS];
@@ -115,6 +119,10 @@ int cli_refine(int argc, char **argv) {
             o.time_limit_s = d;
             break;
         case O_JSON: json = true; break;
+        case O_REACH:
+            if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("refine", "bad --reach '%s' (0..255)", optarg);
+            o.reach = (int)v;
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(refine_help, stdout); return MPQ_EXIT_OK;
         default: return cli_usage_error("refine", "bad option");
