@@ -254,6 +254,18 @@ mpq_status mpq_exec_batches_run(int n_workers, int n_batches, mpq_exec_batch_fn 
 mpq_status mpq_exec_eval_ref_workers(mpq_exec *ex, int n_workers, const mpq_weights *w, const mpq_exec_opts *opts,
                                      const mpq_exec_ref *ref, int layer_start, mpq_eval_stats *stats, mpq_err *err);
 
+/* As mpq_exec_eval_ref_entry, but the residuals / attention outputs entering block `layer`
+ * at `entry` are read from `from` (a run on the same tokens with keep_residuals, e.g. of the
+ * model quantized as in a configuration) while KL / top-1 are scored against `ref` (e.g. the
+ * FP run): the in-context damage of changing layers at or after the entry point of a
+ * configuration whose earlier layers are as in `from`. Bitwise equal to
+ * mpq_exec_eval_ref(ex, w, opts, ref, 0, ...) when everything before the entry point has
+ * from's weights and KV pairs. MPQ_ERR_INVALID when from and ref differ in shape or tokens,
+ * from has no residuals, or as mpq_exec_eval_ref_entry. */
+mpq_status mpq_exec_eval_ref_entry_from(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                        const mpq_exec_ref *ref, const mpq_exec_ref *from, int layer,
+                                        mpq_exec_entry entry, mpq_eval_stats *stats, mpq_err *err);
+
 /* ---- incremental decode (one sequence, KV cache of seq_len tokens) ---- */
 
 /* Empties the KV cache (position 0). */

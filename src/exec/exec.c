@@ -735,6 +735,46 @@ done:
     return st;
 }
 
+
+/* Prefix reuse from another model's run: the residuals / attention outputs entering block
+ * `layer` at `entry` come from `from` (same tokens, built with keep_residuals), the scores
+ * (KL, top-1, nll_ref) are against `ref`. */
+mpq_status mpq_exec_eval_ref_entry_from(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                        const mpq_exec_ref *ref, const mpq_exec_ref *from, int layer,
+                                        mpq_exec_entry entry, mpq_eval_stats *stats, mpq_err *err) {
+    if (!ex || !ref || !from || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    if (ref->vocab != ex->cfg.vocab_size || ref->dim != ex->cfg.dim || ref->n_layers != ex->cfg.n_layers ||
+        ref->qd != ex->qd || from->dim != ref->dim || from->n_layers != ref->n_layers || from->qd != ref->qd)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: reference was built for another model shape");
+    if (from->n_seqs != ref->n_seqs || from->T != ref->T ||
+        memcmp(from->tokens, ref->tokens, (size_t)ref->n_seqs * (size_t)(ref->T + 1) * sizeof *ref->tokens) != 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: the two references were run on different tokens");
+    if (entry != MPQ_EXEC_ENTRY_BLOCK && entry != MPQ_EXEC_ENTRY_ATTN_O && entry != MPQ_EXEC_ENTRY_FFN)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: entry %d (block, attn_o or ffn)", (int)entry);
+    if (layer < 0 || layer >= ref->n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d: residuals are stored for blocks 0..%d", layer,
+                           ref->n_layers - 1);
+    if (!from->res)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: entering from another run needs its stored residuals");
+    const int T = ref->T;
+    const size_t V = (size_t)ref->vocab, dim = (size_t)ref->dim, qd = (size_t)ref->qd;
+    const size_t per_layer = (size_t)layer * (size_t)ref->n_seqs;
+    for (int s0 = 0; s0 < ref->n_seqs; s0 += ex->max_B) {
+        int nb = ref->n_seqs - s0 < ex->max_B ? ref->n_seqs - s0 : ex->max_B;
+        const int *tok = ref->tokens + (size_t)s0 * (T + 1);
+        const size_t off = (size_t)s0 * (size_t)T;
+        mpq_eval_io io = {0};
+        io.ref_logprobs = ref->logprobs + off * V;
+        const size_t row = (per_layer + (size_t)s0) * (size_t)T;
+        const float *x = entry == MPQ_EXEC_ENTRY_FFN ? from->res2 + row * dim : from->res + row * dim;
+        mpq_status st = mpq_exec_forward_from_entry(ex, w, opts, layer, entry, x, from->atty + row * qd, nb, T, err);
+        if (st != MPQ_OK) return st;
+        score_batch(ex, tok, nb, T, &io, ref->p ? ref->p + off * V : NULL, ref->am + off, ex->part);
+        mpq_eval_stats_add(stats, ex->part); /* the additions one scoring pass makes, in order */
+    }
+    return MPQ_OK;
+}
+
 mpq_status mpq_exec_eval_ref(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts, const mpq_exec_ref *ref,
                              int layer_start, mpq_eval_stats *stats, mpq_err *err) {
     if (ref && layer_start == ref->n_layers && layer_start > 0)
