@@ -352,6 +352,13 @@ static mpq_status set_wal(mpq_db *db, const char *path, mpq_err *err) {
 static mpq_status migrate(mpq_db *db, mpq_err *err) {
     mpq_status s = MPQ_OK;
     sqlite3_stmt *st = NULL;
+    /* the usual case, a current schema, needs no write lock (a live writer may hold it) */
+    int64_t now = 0;
+    if ((s = read_version(db, &now, err)) != MPQ_OK) return s;
+    if (now >= mpq_db_n_migrations && now <= MPQ_DB_SCHEMA_VERSION) {
+        db->schema_version = (int)now;
+        return MPQ_OK;
+    }
     for (;;) {
         if (db_exec(db, "BEGIN IMMEDIATE", "begin migration", err) != MPQ_OK) return MPQ_ERR_DB;
         int64_t cur = 0;

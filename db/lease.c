@@ -174,7 +174,14 @@ mpq_status mpq_db_lease_acquire(mpq_db *db, int64_t job_id, mpq_db_lease *out, m
     if (db->readonly)
         return mpq_err_set(err, MPQ_ERR_INVALID, "%s: cannot run a job on a database opened read-only",
                            db->path);
-    if ((s = tx_begin(db, &opened, err)) != MPQ_OK) return s;
+    if ((s = tx_begin(db, &opened, err)) != MPQ_OK) {
+        /* the write lock stayed taken for the whole busy timeout: if a live runner holds the
+         * job's lease, say so (a read needs no lock in WAL mode) instead of "database is locked" */
+        mpq_err e2 = {0};
+        if (read_lease(db, job_id, &cur, &held, &e2) == MPQ_OK && held && cur.live)
+            return busy_error(db, &cur, "is being run by", err);
+        return s;
+    }
     if ((s = read_lease(db, job_id, &cur, &held, err)) != MPQ_OK) goto done;
     if (held && cur.live) {
         s = busy_error(db, &cur, "is being run by", err);

@@ -94,6 +94,14 @@ done
 kill -STOP $p
 check "resume refused while the runner lives" 12 "is being run by pid $p on host" -- "$MPQ" resume ls --db "$db" -q
 check "status of a live run" 0 "status    running" -- "$MPQ" status ls --db "$db"
+# the runner may be stopped inside a write transaction: the database lock then outlasts the
+# busy timeout, and a second runner must still name the live holder (exit 12), not "locked"
+(echo "BEGIN IMMEDIATE;"; sleep 12; echo "ROLLBACK;") | sqlite3 "$db" &
+lk=$!
+sleep 0.5
+check "resume refused while the runner lives and the write lock is held" 12 "is being run by pid $p on host" -- \
+  "$MPQ" resume ls --db "$db" -q
+wait $lk || true
 kill -CONT $p
 r=0; wait $p || r=$?
 [ "$r" = 0 ] || bad "the stopped and continued run: exit $r"
