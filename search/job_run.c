@@ -132,25 +132,6 @@ typedef struct run_ctx {
     char first_fail_msg[MPQ_ERR_MSG_MAX];
 } run_ctx;
 
-static const char *arch_name(mpq_arch a) {
-    switch (a) {
-    case MPQ_ARCH_LLAMA: return "llama";
-    case MPQ_ARCH_MISTRAL: return "mistral";
-    case MPQ_ARCH_QWEN2: return "qwen2";
-    }
-    return "unknown";
-}
-
-static const char *format_name(mpq_model_format f) {
-    switch (f) {
-    case MPQ_MODEL_FORMAT_LLAMA2C_LEGACY: return "llama2c-legacy";
-    case MPQ_MODEL_FORMAT_LLAMA2C_V1: return "llama2c-v1";
-    case MPQ_MODEL_FORMAT_HF: return "hf";
-    case MPQ_MODEL_FORMAT_GGUF: return "gguf";
-    }
-    return "unknown";
-}
-
 /* Loads model, tokenizer, data and the calibration windows; parses candidates / pairs. */
 static mpq_status load_inputs(run_ctx *c, mpq_err *err) {
     const mpq_job_spec *s = c->spec;
@@ -310,8 +291,8 @@ static mpq_status setup_job(run_ctx *c, bool exists, mpq_err *err) {
         l->cols = (int64_t)mc->n_kv_heads * mc->head_dim;
         l->n_params = 0;
     }
-    mpq_db_model dm = {.path = c->spec->model, .sha256 = c->model_sha, .arch = arch_name(mc->arch),
-                       .format = format_name(mc->format), .dtype = mc->source_dtype, .dim = mc->dim,
+    mpq_db_model dm = {.path = c->spec->model, .sha256 = c->model_sha, .arch = mpq_arch_name(mc->arch),
+                       .format = mpq_model_format_name(mc->format), .dtype = mc->source_dtype, .dim = mc->dim,
                        .hidden_dim = mc->hidden_dim, .n_layers = mc->n_layers, .n_heads = mc->n_heads,
                        .n_kv_heads = mc->n_kv_heads, .vocab_size = mc->vocab_size, .seq_len = mc->seq_len,
                        .n_params = mpq_model_n_params(c->model)};

@@ -87,19 +87,6 @@ static bool kind_parse(const char *s, mpq_layer_kind *out) {
     return false;
 }
 
-static mpq_arch arch_parse(const char *s) {
-    if (strcmp(s, "mistral") == 0) return MPQ_ARCH_MISTRAL;
-    if (strcmp(s, "qwen2") == 0) return MPQ_ARCH_QWEN2;
-    return MPQ_ARCH_LLAMA;
-}
-
-static mpq_model_format format_parse(const char *s) {
-    if (strcmp(s, "llama2c-v1") == 0) return MPQ_MODEL_FORMAT_LLAMA2C_V1;
-    if (strcmp(s, "hf") == 0) return MPQ_MODEL_FORMAT_HF;
-    if (strcmp(s, "gguf") == 0) return MPQ_MODEL_FORMAT_GGUF;
-    return MPQ_MODEL_FORMAT_LLAMA2C_LEGACY;
-}
-
 /* Splits the stored layer table into linear layers and per-block KV rows. */
 static mpq_status split_layers(mpq_job *j, mpq_db_layer *all, int n_all, mpq_err *err) {
     const mpq_db_model_row *mr = &j->model_row;
@@ -146,8 +133,12 @@ static mpq_status build_shape(mpq_job *j, mpq_err *err) {
     cfg.vocab_size = mr->vocab_size;
     cfg.seq_len = mr->seq_len;
     cfg.head_dim = mr->n_heads > 0 ? mr->dim / mr->n_heads : 0;
-    cfg.arch = arch_parse(mr->arch);
-    cfg.format = format_parse(mr->format);
+    if (!mpq_arch_parse(mr->arch, &cfg.arch))
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': model row %lld: unknown arch '%s'", mpq_db_path(j->db),
+                           j->row.name, (long long)mr->id, mr->arch);
+    if (!mpq_model_format_parse(mr->format, &cfg.format))
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': model row %lld: unknown format '%s'",
+                           mpq_db_path(j->db), j->row.name, (long long)mr->id, mr->format);
     snprintf(cfg.source_dtype, sizeof cfg.source_dtype, "%.7s", mr->dtype);
     mpq_layer_info *li = mpq_calloc((size_t)j->n_linear, sizeof *li);
     if (!li) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");

@@ -159,6 +159,14 @@ void mpq_weights_free(mpq_weights *w); /* accepts NULL */
 
 const char *mpq_layer_kind_name(mpq_layer_kind kind); /* "attn_q", ..., "ffn_down" */
 
+/* Names stored in the results database's models table (arch, format) and printed by
+ * `mpq inspect`: "llama", "mistral", "qwen2"; "llama2c-legacy", "llama2c-v1", "hf", "gguf".
+ * _name returns "?" for a value outside the enum; _parse returns false for an unknown name. */
+const char *mpq_arch_name(mpq_arch a);
+bool mpq_arch_parse(const char *name, mpq_arch *out);
+const char *mpq_model_format_name(mpq_model_format f);
+bool mpq_model_format_parse(const char *name, mpq_model_format *out);
+
 #ifdef __cplusplus
 }
 #endif

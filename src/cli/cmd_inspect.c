@@ -33,25 +33,6 @@ static const char *inspect_help =
     "\n"
     "Exit codes: 0 ok, 2 usage, 3 cannot read, 4 malformed file, 6 unsupported model.\n";
 
-static const char *arch_name(mpq_arch a) {
-    switch (a) {
-    case MPQ_ARCH_LLAMA: return "llama";
-    case MPQ_ARCH_MISTRAL: return "mistral";
-    case MPQ_ARCH_QWEN2: return "qwen2";
-    }
-    return "?";
-}
-
-static const char *format_name(mpq_model_format f) {
-    switch (f) {
-    case MPQ_MODEL_FORMAT_LLAMA2C_LEGACY: return "llama2c-legacy";
-    case MPQ_MODEL_FORMAT_LLAMA2C_V1: return "llama2c-v1";
-    case MPQ_MODEL_FORMAT_HF: return "hf";
-    case MPQ_MODEL_FORMAT_GGUF: return "gguf";
-    }
-    return "?";
-}
-
 /* A float as the double of its shortest decimal spelling (1e-05, not 9.99999974737875e-06). */
 static double float_value(float f) {
     char buf[32];
@@ -80,8 +61,8 @@ static cJSON *model_json(const mpq_model *m) {
     const mpq_model_config *c = mpq_model_get_config(m);
     cJSON *o = cJSON_CreateObject();
     bool ok = cli_json_add_string(o, "path", mpq_model_path(m)) &&
-              cli_json_add_string(o, "format", format_name(c->format)) &&
-              cli_json_add_string(o, "arch", arch_name(c->arch)) && cli_json_add_string(o, "dtype", c->source_dtype);
+              cli_json_add_string(o, "format", mpq_model_format_name(c->format)) &&
+              cli_json_add_string(o, "arch", mpq_arch_name(c->arch)) && cli_json_add_string(o, "dtype", c->source_dtype);
     const struct { const char *key; double v; } nums[] = {
         {"dim", c->dim},           {"hidden_dim", c->hidden_dim},
         {"n_layers", c->n_layers}, {"n_heads", c->n_heads},
@@ -117,8 +98,8 @@ static int print_json(const mpq_model *m) {
 
 static void print_text(const mpq_model *m) {
     const mpq_model_config *c = mpq_model_get_config(m);
-    printf("model      %s\nformat     %s (%s)\narch       %s\n", mpq_model_path(m), format_name(c->format),
-           c->source_dtype, arch_name(c->arch));
+    printf("model      %s\nformat     %s (%s)\narch       %s\n", mpq_model_path(m), mpq_model_format_name(c->format),
+           c->source_dtype, mpq_arch_name(c->arch));
     printf("dim %d, hidden %d, layers %d, heads %d, kv heads %d (head dim %d), vocab %d, seq len %d\n", c->dim,
            c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len);
     printf("rope theta %g, rms eps %g, classifier %s, qkv bias %s, parameters %lld\n\n", (double)c->rope_theta,

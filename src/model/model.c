@@ -24,6 +24,39 @@ const char *mpq_layer_kind_name(mpq_layer_kind kind) {
     return kind_names[kind];
 }
 
+static const char *const arch_names[] = {[MPQ_ARCH_LLAMA] = "llama", [MPQ_ARCH_MISTRAL] = "mistral",
+                                         [MPQ_ARCH_QWEN2] = "qwen2"};
+static const char *const format_names[] = {[MPQ_MODEL_FORMAT_LLAMA2C_LEGACY] = "llama2c-legacy",
+                                           [MPQ_MODEL_FORMAT_LLAMA2C_V1] = "llama2c-v1",
+                                           [MPQ_MODEL_FORMAT_HF] = "hf", [MPQ_MODEL_FORMAT_GGUF] = "gguf"};
+#define N_OF(a) ((int)(sizeof(a) / sizeof(a)[0]))
+
+const char *mpq_arch_name(mpq_arch a) {
+    return (int)a >= 0 && (int)a < N_OF(arch_names) && arch_names[a] ? arch_names[a] : "?";
+}
+
+bool mpq_arch_parse(const char *name, mpq_arch *out) {
+    for (int i = 0; name && i < N_OF(arch_names); i++)
+        if (arch_names[i] && strcmp(name, arch_names[i]) == 0) {
+            *out = (mpq_arch)i;
+            return true;
+        }
+    return false;
+}
+
+const char *mpq_model_format_name(mpq_model_format f) {
+    return (int)f >= 0 && (int)f < N_OF(format_names) && format_names[f] ? format_names[f] : "?";
+}
+
+bool mpq_model_format_parse(const char *name, mpq_model_format *out) {
+    for (int i = 0; name && i < N_OF(format_names); i++)
+        if (format_names[i] && strcmp(name, format_names[i]) == 0) {
+            *out = (mpq_model_format)i;
+            return true;
+        }
+    return false;
+}
+
 mpq_status mpq_model_check_config(mpq_model_config *c, const char *what, mpq_err *err) {
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->vocab_size <= 0 || c->seq_len <= 0)

@@ -211,6 +211,10 @@ cp "$DB" "$T/spec.db"; sqlite3 "$T/spec.db" "UPDATE jobs SET spec_json = '{\"nam
 ALSO=$T/spec.db t db-stored-spec-not-json 4 "good" -- "$MPQ" resume good --db "$T/spec.db" -q
 cp "$DB" "$T/moved.db"; sqlite3 "$T/moved.db" "UPDATE jobs SET spec_json = json_set(spec_json, '\$.model', '$T/gone.bin') WHERE name = 'good'"
 ALSO=$T/moved.db t db-model-moved 3 "gone.bin" -- "$MPQ" evaluate good --all --db "$T/moved.db"
+cp "$DB" "$T/arch.db"; sqlite3 "$T/arch.db" "UPDATE models SET arch = 'gpt-j'"
+ALSO=$T/arch.db t db-unknown-arch 4 "unknown arch 'gpt-j'" -- "$MPQ" solve good --db "$T/arch.db" --budget avg-bits=4
+cp "$DB" "$T/fmt.db"; sqlite3 "$T/fmt.db" "UPDATE models SET format = 'onnx'"
+ALSO=$T/fmt.db t db-unknown-format 4 "unknown format 'onnx'" -- "$MPQ" export good --db "$T/fmt.db" --format mpq -o -
 
 # ---- a database locked by another process (BEGIN EXCLUSIVE held by the sqlite3 shell)
 mkfifo "$T/lock.in"
