@@ -595,7 +595,11 @@ mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_w
         const mpq_layer_info *li = mpq_model_linear(model, i);
         float *w = mpq_weights_linear(dst, li);
         if (!w) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: no matrix in destination", li->name);
-        mpq_quantize_matrix(&cfg->layers[i], w, li->rows, li->cols);
+        mpq_status st = mpq_quantize_matrix_checked(&cfg->layers[i], w, li->rows, li->cols, err);
+        if (st != MPQ_OK) {
+            mpq_err_prefix(err, "mpq_config_apply: layer %s", li->name);
+            return st;
+        }
     }
     return MPQ_OK;
 }
@@ -615,7 +619,7 @@ mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, i
             return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: %s: size overflows", li->name);
         out->linear_params += li->n_params;
         out->linear_bytes += by;
-        bits += mpq_candidate_bits(&cfg->layers[i], li->cols) * (double)li->n_params;
+        bits += mpq_candidate_bits_matrix(&cfg->layers[i], li->rows, li->cols) * (double)li->n_params;
     }
     out->avg_weight_bits = out->linear_params > 0 ? bits / (double)out->linear_params : 0.0;
     out->other_params = mpq_model_n_params(model) - out->linear_params;
