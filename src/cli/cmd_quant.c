@@ -49,6 +49,8 @@ static const char *quant_help =
 static bool parse_shape(const char *s, int64_t *rows, int64_t *cols) {
     const char *x = strchr(s, 'x');
     if (!x || x == s || strchr(x + 1, 'x')) return false;
+    for (const char *p = s; *p; p++) /* digits only: no sign, space or exponent */
+        if (p != x && (*p < '0' || *p > '9')) return false;
     char a[32];
     size_t la = (size_t)(x - s);
     if (la >= sizeof a) return false;
