@@ -98,7 +98,7 @@ mpq_status mpq_hadamard_fill(int64_t n, float *h, mpq_err *err) {
     return MPQ_OK;
 }
 
-void mpq_rng_gauss_pair(struct mpq_rng *r, double *z0, double *z1) {
+void mpq_rotation_gauss_pair(struct mpq_rng *r, double *z0, double *z1) {
     double u1 = mpq_rng_uniform(r), u2 = mpq_rng_uniform(r);
     double rad = sqrt(-2.0 * log(1.0 - u1));
     *z0 = rad * cos(2.0 * 3.14159265358979323846 * u2);
@@ -120,7 +120,7 @@ static mpq_status side(int64_t n, const float *s, mpq_rng *r, float *q, mpq_err 
                                "largest random orthogonal rotation", (long long)n, MPQ_PALETTE_MAX_RANDOM_DIM);
         for (int64_t i = 0; i < n * n; i += 2) {
             double z0, z1;
-            mpq_rng_gauss_pair(r, &z0, &z1);
+            mpq_rotation_gauss_pair(r, &z0, &z1);
             q[i] = (float)z0;
             if (i + 1 < n * n) q[i + 1] = (float)z1;
         }

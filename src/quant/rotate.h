@@ -43,6 +43,6 @@ void mpq_rotation_apply(const float *qm, const float *qn, float *w, float *tmp, 
 /* Box-Muller normal pair from two uniform draws u1, u2 of r (mpq_rng_uniform, in that order):
  * rad = sqrt(-2 ln(1 - u1)); z0 = rad cos(2 pi u2), z1 = rad sin(2 pi u2). */
 struct mpq_rng;
-void mpq_rng_gauss_pair(struct mpq_rng *r, double *z0, double *z1);
+void mpq_rotation_gauss_pair(struct mpq_rng *r, double *z0, double *z1);
 
 #endif /* MPQ_ROTATE_H */

@@ -195,7 +195,7 @@ static float *gaussian(int64_t rows, int64_t cols, uint64_t seed) {
     mpq_rng_seed(&r, seed);
     for (size_t i = 0; i < n; i += 2) {
         double z0, z1;
-        mpq_rng_gauss_pair(&r, &z0, &z1);
+        mpq_rotation_gauss_pair(&r, &z0, &z1);
         w[i] = (float)z0;
         if (i + 1 < n) w[i + 1] = (float)z1;
     }
