@@ -218,9 +218,10 @@ static mpq_status parse_weights(mpq_config *cfg, const cJSON *w, const char *src
     if (def) {
         if (!cJSON_IsString(def))
             return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: expected a string (candidate name)", src);
-        if (mpq_candidate_parse(def->valuestring, &cfg->wdefault, NULL) != MPQ_OK)
-            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: unknown candidate '%.64s'", src,
-                               def->valuestring);
+        mpq_err pe = {0};
+        if (mpq_candidate_parse(def->valuestring, &cfg->wdefault, &pe) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: unknown candidate '%.64s' (%.400s)", src,
+                               def->valuestring, pe.msg);
         for (int i = 0; i < cfg->n_linear; i++) cfg->layers[i] = cfg->wdefault;
     }
     if (!layers) return MPQ_OK;
@@ -247,9 +248,10 @@ static mpq_status parse_weights(mpq_config *cfg, const cJSON *w, const char *src
                              it->string);
             goto done;
         }
-        if (mpq_candidate_parse(it->valuestring, &cfg->layers[idx], NULL) != MPQ_OK) {
-            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: unknown candidate '%.64s'", src,
-                             it->string, it->valuestring);
+        mpq_err pe = {0};
+        if (mpq_candidate_parse(it->valuestring, &cfg->layers[idx], &pe) != MPQ_OK) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: unknown candidate '%.64s' (%.400s)", src,
+                             it->string, it->valuestring, pe.msg);
             goto done;
         }
     }

@@ -112,7 +112,7 @@ done
 sed 's/"int3g32", "vq3", "nuq3", "tcq3"/"int3g32", "vq2.7"/; s/"name": "palette"/"name": "bad"/' "$T/spec.json" > "$T/bad.json"
 check "spec with vq2.7" 5 "candidates[1]: candidate 'vq2.7': rate 2.7 is not in the palette" -- "$MPQ" run "$T/bad.json" --db "$T/bad.db" -q
 sed 's/"vq3"/"tcq1.3"/' "$T/pal.json" > "$T/badcfg.json"
-check "config with tcq1.3 (a malformed config file: 4)" 4 "unknown candidate 'tcq1.3'" -- "$MPQ" eval --model "$MODEL" --data "$MPQ_SHARED/data/tinystories-eval.tok512.u16" \
+check "config with tcq1.3 (a malformed config file: 4)" 4 "unknown candidate 'tcq1.3' (candidate 'tcq1.3': rate 1.3 is not in the palette" -- "$MPQ" eval --model "$MODEL" --data "$MPQ_SHARED/data/tinystories-eval.tok512.u16" \
   --seq-len 64 --n-seqs 2 --config "$T/badcfg.json"
 [ "$fails" -eq 0 ] || fail "$fails check(s) failed"
 echo "all ok"
