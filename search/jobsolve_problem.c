@@ -159,11 +159,7 @@ static mpq_status latency_of(const cJSON *tab, const char *cand, const mpq_db_la
 
 /* Exact stored bits of a (rows, cols) layer under c; -1 on overflow. */
 static int64_t layer_bits_of(const mpq_candidate *c, int64_t rows, int64_t cols) {
-    double rb = mpq_candidate_bits(c, cols) * (double)cols; /* an integer: row bits */
-    if (!(rb >= 0) || rb > 9007199254740992.0) return -1;
-    int64_t r = (int64_t)llround(rb);
-    if (rows > 0 && r > INT64_MAX / rows) return -1;
-    return r * rows;
+    return mpq_candidate_matrix_bits(c, rows, cols); /* rows-aware: exact for tcq<R> too */
 }
 
 /* Per-layer losses (the metric expression over stored rows) and costs of one option. */

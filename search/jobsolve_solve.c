@@ -53,7 +53,7 @@ static double waterfill_bound(mpq_job *job, const mpq_jobsolve_problem *p, doubl
         for (int l = 0; l < L; l++) {
             if (choice && choice[l] == o) chosen[l] = v[l];
             if (!isfinite(v[l]) || cand.type == MPQ_QTYPE_F32) continue;
-            double b = mpq_candidate_bits(&cand, p->layers[l].cols);
+            double b = mpq_candidate_bits_matrix(&cand, p->layers[l].rows, p->layers[l].cols);
             c[l] += v[l] / n[l] * exp2(2.0 * b);
             cnt[l] += 1;
         }

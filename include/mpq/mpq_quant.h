@@ -10,6 +10,13 @@
  *   fp8e4m3[g<G>|c], fp8e5m2[...], fp4e2m1g<G>   minifloat with an fp16 scale per group
  *   nf4g<G>             NormalFloat-4 levels with an fp16 absmax scale per group
  *   f16, f32            keep (rounded to fp16, or unchanged)
+ *   tcq<R>, vq<R>, nuq<R>  Q-Palette quantizers (Lee & Song 2025, arXiv 2509.20214) at rate R
+ *                       bits per weight, applied after incoherence processing (a seeded
+ *                       randomized Hadamard / orthogonal rotation of both sides of the matrix)
+ *                       with an fp16 scale per row: tcq = trellis-coded (R = 1.5, 1.75, ..., 5),
+ *                       vq = 2-D vector quantizer with a 2^(2R)-point k-means codebook
+ *                       (R = 1.5, 2, ..., 4), nuq = 1-D Lloyd-Max quantizer for N(0,1)
+ *                       (R = 2..8). R is written without trailing zeros: tcq2, tcq2.25, vq1.5.
  * bits_per_weight counts the overhead exactly: e.g. int4g128 = 4 + 32/128 = 4.25.
  * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "int3g32a", "int2g32sa", "int8ca",
  * "fp8e4m3" (per channel; the
@@ -36,6 +43,15 @@
  *   codes and rounded to fp16, and the group keeps the CAQ result only if its squared error
  *   is strictly below the RTN result's. So a CAQ group is never worse than RTN.
  *
+ * - Palette candidates (tcq/vq/nuq): W' = Q_m W Q_n^T with Q_k = M_k diag(s_k) orthogonal
+ *   (M_k a normalised Hadamard matrix when k = 2^a 12^b 20^c, a >= 2(b+c), else a seeded
+ *   random orthogonal matrix), signs s and random matrices drawn from the project PRNG seeded
+ *   by the shape only (mpq_rotation_seed); per row r of W' an fp16 scale
+ *   s_r = RMS(W'_r); the codebook quantizes W'_r / s_r; the result is scaled back and rotated
+ *   back: W_hat = Q_m^T Q(W') Q_n. Stored: the codes and one fp16 scale per row (the rotation
+ *   is regenerated from the shape: 0 stored bits). Exact details: README, "Exact quantizer
+ *   conventions".
+ *
  *     mpq_candidate c;
  *     if (mpq_candidate_parse("int4g128", &c, &err) != MPQ_OK) ...
  *     double bpw = mpq_candidate_bits(&c, cols);      // 4.25
@@ -60,7 +76,10 @@ typedef enum mpq_qtype {
     MPQ_QTYPE_FP4_E2M1,
     MPQ_QTYPE_NF4,
     MPQ_QTYPE_F16,
-    MPQ_QTYPE_F32
+    MPQ_QTYPE_F32,
+    MPQ_QTYPE_TCQ, /* Q-Palette trellis-coded quantizer, fractional rate */
+    MPQ_QTYPE_VQ,  /* Q-Palette 2-D vector quantizer (k-means codebook of 2^(2R) points) */
+    MPQ_QTYPE_NUQ  /* Q-Palette 1-D non-uniform (Lloyd-Max) quantizer */
 } mpq_qtype;
 
 #define MPQ_CANDIDATE_NAME_MAX 32
@@ -68,11 +87,22 @@ typedef enum mpq_qtype {
 typedef struct mpq_candidate {
     char name[MPQ_CANDIDATE_NAME_MAX]; /* canonical name, e.g. "int4g128" */
     mpq_qtype type;
-    int bits;        /* bits per stored element (4 for int4 / nf4 / fp4, 8 for fp8, 16, 32) */
+    int bits;        /* bits per stored element (4 for int4 / nf4 / fp4, 8 for fp8, 16, 32);
+                        palette candidates: ceil(rate) */
     int group_size;  /* > 0: elements per group along a row; 0: one group per row (per channel) */
     bool symmetric;  /* no zero point stored */
     bool adjust;     /* int only: CAQ code adjustment (suffix a); same stored fields */
+    double rate;     /* code bits per weight without overhead: R of tcq<R>/vq<R>/nuq<R>, else bits */
 } mpq_candidate;
+
+/* Is c one of the Q-Palette candidates (tcq, vq, nuq)? */
+bool mpq_candidate_is_palette(const mpq_candidate *c);
+
+/* Largest dimension (rows or cols) a palette candidate accepts: the rotation is a dense
+ * k x k matrix. A dimension without a Hadamard construction (see above) is rotated by a
+ * random orthogonal matrix built by QR, accepted up to MPQ_PALETTE_MAX_RANDOM_DIM. */
+#define MPQ_PALETTE_MAX_DIM 8192
+#define MPQ_PALETTE_MAX_RANDOM_DIM 4096
 
 /* Rounds of CAQ code adjustment (SAQ recommends 4..8). */
 #define MPQ_CAQ_ROUNDS 6
@@ -82,15 +112,42 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
 
 /* Exact bits per weight for a row of `cols` weights, counting scale (fp16) and zero (fp16)
  * overhead: per-channel groups count 16 (or 32) bits per row; a trailing partial group
- * still stores a full scale. */
+ * still stores a full scale. vq<R>: (ceil(cols/2) * 2R + 16) / cols; nuq<R>: R + 16/cols.
+ * tcq<R>, whose code bits depend on the number of rows too: the value for a single row
+ * (mpq_candidate_bits_matrix gives every shape exactly). */
 double mpq_candidate_bits(const mpq_candidate *c, int64_t cols);
 
+/* Exact stored bits of a (rows, cols) matrix: rows * row bits for every candidate but tcq<R>,
+ * which is mpq_tcq_code_bits(rows, cols, R) + 16 * rows. 0 for empty shapes, -1 on int64
+ * overflow or a shape the candidate cannot code. */
+int64_t mpq_candidate_matrix_bits(const mpq_candidate *c, int64_t rows, int64_t cols);
+
+/* mpq_candidate_matrix_bits / (rows * cols): exact bits per weight of that shape
+ * (equal to mpq_candidate_bits(c, cols) for every candidate but tcq). 0 for empty shapes,
+ * NAN when the shape cannot be coded. */
+double mpq_candidate_bits_matrix(const mpq_candidate *c, int64_t rows, int64_t cols);
+
 /* Exact storage bytes for a (rows, cols) matrix (bits rounded up to whole bytes per matrix):
- * ceil(rows * row_bits / 8) computed in integers. 0 for empty shapes, -1 on int64 overflow. */
+ * ceil(mpq_candidate_matrix_bits / 8) computed in integers. 0 for empty shapes, -1 on int64
+ * overflow (or a shape the candidate cannot code). */
 int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols);
 
-/* Fake-quantizes a row-major (rows, cols) matrix in place (round-to-nearest quantize then
- * dequantize, scales/zeros themselves rounded to fp16). */
+/* Fake-quantizes a row-major (rows, cols) matrix in place (quantize then dequantize, scales
+ * and zeros themselves rounded to fp16). MPQ_ERR_NOMEM when a palette candidate cannot
+ * allocate its rotation, MPQ_ERR_UNSUPPORTED for a palette candidate on a dimension above
+ * MPQ_PALETTE_MAX_DIM (or a non-Hadamard one above MPQ_PALETTE_MAX_RANDOM_DIM); w is then
+ * unchanged. The other candidates never fail. NaN weights do not make it loop or crash (their
+ * results are unspecified; palette candidates spread a NaN over the whole matrix). */
+mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t rows, int64_t cols,
+                                       mpq_err *err);
+
+/* The incoherence rotation of the palette candidates on its own: inverse = false:
+ * w <- Q_m w Q_n^T; inverse = true: w <- Q_m^T w Q_n (Q_k as above, seeded by the shape).
+ * MPQ_ERR_UNSUPPORTED / MPQ_ERR_NOMEM as mpq_quantize_matrix_checked (w unchanged). */
+mpq_status mpq_palette_rotate(float *w, int64_t rows, int64_t cols, bool inverse, mpq_err *err);
+
+/* As mpq_quantize_matrix_checked without a status: when that fails, every element of w is
+ * set to NAN so that a failure cannot pass for a small error. */
 void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t cols);
 
 /* In-place asymmetric min-max round-to-nearest quantize-dequantize of the n elements

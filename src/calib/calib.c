@@ -318,7 +318,10 @@ mpq_status mpq_calib_weight_error(mpq_calib *cal, int linear_index, const mpq_ca
     const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     const int64_t n = li->n_params;
     memcpy(cal->wq, W, (size_t)n * sizeof(float));
-    mpq_quantize_matrix(c, cal->wq, li->rows, li->cols);
+    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "layer %s", li->name);
+        return st;
+    }
     double sse = 0.0, wn = 0.0;
     for (int64_t k = 0; k < n; k++) {
         double w = (double)W[k], e = (double)cal->wq[k] - w;
@@ -364,7 +367,10 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     float *Wq = mpq_weights_linear(cal->scratch, li);
     const size_t nbytes = (size_t)li->n_params * sizeof(float);
-    mpq_quantize_matrix(c, Wq, li->rows, li->cols);
+    if ((st = mpq_quantize_matrix_checked(c, Wq, li->rows, li->cols, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "layer %s", li->name);
+        return st;
+    }
     mpq_eval_stats s;
     memset(&s, 0, sizeof s);
     mpq_exec_opts eo = mpq_exec_opts_default();

@@ -73,6 +73,7 @@ int cli_refine(int argc, char **argv);   /* cmd_refine.c */
 int cli_export(int argc, char **argv); /* cmd_export.c */
 int cli_plot(int argc, char **argv);   /* cmd_plot.c */
 int cli_report(int argc, char **argv); /* cmd_report.c */
+int cli_quant(int argc, char **argv);  /* cmd_quant.c */
 
 /* Shared by status / query (cmd_query.c). Default database: $MPQ_DB, else "mpq.db". */
 struct mpq_db_table;

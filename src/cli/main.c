@@ -19,6 +19,7 @@ static const cli_command commands[] = {
     {"export", cli_export, "write a solution or config for llama.cpp, vLLM (compressed-tensors), KVTuner, HAWQ"},
     {"plot", cli_plot, "SVG plots of a job: frontier, bits per layer, sensitivity heat map, KV ladder"},
     {"report", cli_report, "Markdown report of a job with its plots"},
+    {"quant", cli_quant, "bits per weight and error of candidates on a seeded Gaussian matrix or a layer"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

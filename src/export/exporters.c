@@ -614,9 +614,26 @@ static mpq_status render_hawq(const mpq_export_plan *p, char **text, char **note
     return MPQ_OK;
 }
 
+/* Weight formats of other tools cannot express the Q-Palette candidates (rotated weights,
+ * codebooks, trellis codes): MPQ_ERR_UNSUPPORTED naming the first such layer. */
+static mpq_status refuse_palette(const mpq_export_plan *p, mpq_export_format f, mpq_err *err) {
+    for (int i = 0; i < p->n_layers; i++)
+        if (mpq_candidate_is_palette(&p->layers[i].cand))
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                               "export %s: layer %s: candidate %s is a Q-Palette quantizer (rotated weights with "
+                               "codebook or trellis codes) that this format cannot express; export --format mpq",
+                               mpq_export_format_name(f), p->layers[i].name, p->layers[i].cand.name);
+    return MPQ_OK;
+}
+
 mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, const mpq_export_opts *opts,
                              char **text, char **notes, mpq_err *err) {
     if (!plan || !text) return mpq_err_set(err, MPQ_ERR_INVALID, "export: plan or text is NULL");
+    if (f == MPQ_EXPORT_LLAMACPP || f == MPQ_EXPORT_COMPRESSED_TENSORS || f == MPQ_EXPORT_HAWQ ||
+        f == MPQ_EXPORT_GPTQMODEL || f == MPQ_EXPORT_AUTOROUND || f == MPQ_EXPORT_MODELOPT) {
+        mpq_status st = refuse_palette(plan, f, err);
+        if (st != MPQ_OK) return st;
+    }
     *text = NULL;
     if (notes) *notes = NULL;
     mpq_export_opts def = mpq_export_opts_default();

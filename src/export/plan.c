@@ -67,6 +67,10 @@ mpq_status mpq_export_ggml_choose(const mpq_candidate *c, int64_t rows, int64_t 
         return mpq_err_set(err, MPQ_ERR_INVALID, "ggml type: bad arguments (rows %lld, cols %lld)",
                            (long long)rows, (long long)cols);
     memset(out, 0, sizeof *out);
+    if (mpq_candidate_is_palette(c))
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "ggml type: candidate %s is a Q-Palette quantizer that no ggml tensor type expresses",
+                           c->name);
     double b = c->type == MPQ_QTYPE_F32 ? 32.0 : c->type == MPQ_QTYPE_F16 ? 16.0 : mpq_candidate_bits(c, cols);
     out->candidate_bits = b;
     /* llama-quantize resolves the row-length fallback first and then asks for an importance
@@ -212,7 +216,7 @@ mpq_status mpq_export_plan_build(const mpq_model *model, const mpq_config *cfg,
         L->cols = li->cols;
         L->n_params = li->n_params;
         L->cand = *mpq_config_layer(cfg, i);
-        L->bits = mpq_candidate_bits(&L->cand, li->cols);
+        L->bits = mpq_candidate_bits_matrix(&L->cand, li->rows, li->cols);
         L->bytes = mpq_candidate_bytes(&L->cand, li->rows, li->cols);
         if (L->bytes < 0) {
             st = mpq_err_set(err, MPQ_ERR_INVALID, "export plan: %s: size overflows", li->name);

@@ -89,7 +89,7 @@ double plot_avg_bits(const mpq_db_layer *L, int nL, const mpq_candidate *cand) {
     double bits = 0, n = 0;
     for (int i = 0; i < nL; i++) {
         if (!is_linear(&L[i])) continue;
-        bits += mpq_candidate_bits(&cand[i], L[i].cols) * (double)L[i].n_params;
+        bits += mpq_candidate_bits_matrix(&cand[i], L[i].rows, L[i].cols) * (double)L[i].n_params;
         n += (double)L[i].n_params;
     }
     return n > 0 ? bits / n : NAN;
@@ -252,7 +252,7 @@ static mpq_status bits_plot(ctx *c, const mpq_plot_opts *o, char **svg, mpq_err 
         cn[n] = cand[i].name;
         block[n] = c->L[i].block;
         kind[n] = kind_index(c->L[i].kind);
-        bits[n] = mpq_candidate_bits(&cand[i], c->L[i].cols);
+        bits[n] = mpq_candidate_bits_matrix(&cand[i], c->L[i].rows, c->L[i].cols);
         np[n] = c->L[i].n_params;
         n++;
     }

@@ -218,9 +218,10 @@ static mpq_status parse_weights(mpq_config *cfg, const cJSON *w, const char *src
     if (def) {
         if (!cJSON_IsString(def))
             return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: expected a string (candidate name)", src);
-        if (mpq_candidate_parse(def->valuestring, &cfg->wdefault, NULL) != MPQ_OK)
-            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: unknown candidate '%.64s'", src,
-                               def->valuestring);
+        mpq_err pe = {0};
+        if (mpq_candidate_parse(def->valuestring, &cfg->wdefault, &pe) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.default: unknown candidate '%.64s' (%.400s)", src,
+                               def->valuestring, pe.msg);
         for (int i = 0; i < cfg->n_linear; i++) cfg->layers[i] = cfg->wdefault;
     }
     if (!layers) return MPQ_OK;
@@ -247,9 +248,10 @@ static mpq_status parse_weights(mpq_config *cfg, const cJSON *w, const char *src
                              it->string);
             goto done;
         }
-        if (mpq_candidate_parse(it->valuestring, &cfg->layers[idx], NULL) != MPQ_OK) {
-            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: unknown candidate '%.64s'", src,
-                             it->string, it->valuestring);
+        mpq_err pe = {0};
+        if (mpq_candidate_parse(it->valuestring, &cfg->layers[idx], &pe) != MPQ_OK) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: weights.layers.%.200s: unknown candidate '%.64s' (%.400s)", src,
+                             it->string, it->valuestring, pe.msg);
             goto done;
         }
     }
@@ -595,7 +597,11 @@ mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_w
         const mpq_layer_info *li = mpq_model_linear(model, i);
         float *w = mpq_weights_linear(dst, li);
         if (!w) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: no matrix in destination", li->name);
-        mpq_quantize_matrix(&cfg->layers[i], w, li->rows, li->cols);
+        mpq_status st = mpq_quantize_matrix_checked(&cfg->layers[i], w, li->rows, li->cols, err);
+        if (st != MPQ_OK) {
+            mpq_err_prefix(err, "mpq_config_apply: layer %s", li->name);
+            return st;
+        }
     }
     return MPQ_OK;
 }
@@ -615,7 +621,7 @@ mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, i
             return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: %s: size overflows", li->name);
         out->linear_params += li->n_params;
         out->linear_bytes += by;
-        bits += mpq_candidate_bits(&cfg->layers[i], li->cols) * (double)li->n_params;
+        bits += mpq_candidate_bits_matrix(&cfg->layers[i], li->rows, li->cols) * (double)li->n_params;
     }
     out->avg_weight_bits = out->linear_params > 0 ? bits / (double)out->linear_params : 0.0;
     out->other_params = mpq_model_n_params(model) - out->linear_params;

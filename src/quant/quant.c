@@ -28,6 +28,9 @@
 #include "mpq/mpq_quant.h"
 
 #include <math.h>
+
+#include "quant/palette.h"
+#include "quant/tcq.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,12 +402,32 @@ static void quant_group(const mpq_candidate *c, float *x, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = mpq_fp16_round(x[i]);
         break;
     case MPQ_QTYPE_F32: break;
+    case MPQ_QTYPE_TCQ:
+    case MPQ_QTYPE_VQ:
+    case MPQ_QTYPE_NUQ: break; /* whole-matrix quantizers: mpq_palette_quantize */
     }
+}
+
+bool mpq_candidate_is_palette(const mpq_candidate *c) {
+    return c && (c->type == MPQ_QTYPE_TCQ || c->type == MPQ_QTYPE_VQ || c->type == MPQ_QTYPE_NUQ);
+}
+
+mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t rows, int64_t cols,
+                                       mpq_err *err) {
+    if (!c || !w || rows <= 0 || cols <= 0) return MPQ_OK;
+    if (mpq_candidate_is_palette(c)) return mpq_palette_quantize(c, w, rows, cols, err);
+    mpq_quantize_matrix(c, w, rows, cols);
+    return MPQ_OK;
 }
 
 void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t cols) {
     if (!c || !w || rows <= 0 || cols <= 0) return;
     if (c->type == MPQ_QTYPE_F32) return;
+    if (mpq_candidate_is_palette(c)) {
+        if (mpq_palette_quantize(c, w, rows, cols, NULL) != MPQ_OK)
+            for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++) w[i] = NAN;
+        return;
+    }
     int64_t g = (c->group_size > 0 && c->group_size < cols) ? c->group_size : cols;
     for (int64_t r = 0; r < rows; r++) {
         float *row = w + (size_t)r * (size_t)cols;
@@ -460,7 +483,55 @@ static void candidate_canonical(mpq_candidate *c) {
     case MPQ_QTYPE_NF4: snprintf(c->name, sizeof c->name, "nf4%s", grp); break;
     case MPQ_QTYPE_F16: snprintf(c->name, sizeof c->name, "f16"); break;
     case MPQ_QTYPE_F32: snprintf(c->name, sizeof c->name, "f32"); break;
+    case MPQ_QTYPE_TCQ: snprintf(c->name, sizeof c->name, "tcq%g", c->rate); break;
+    case MPQ_QTYPE_VQ: snprintf(c->name, sizeof c->name, "vq%g", c->rate); break;
+    case MPQ_QTYPE_NUQ: snprintf(c->name, sizeof c->name, "nuq%g", c->rate); break;
     }
+}
+
+/* Rate of a palette candidate at *p: one digit 1..9, optionally '.' and one or two digits,
+ * the last not 0 (one spelling per rate). Returns 1 with *rate set and *p advanced. */
+static int parse_rate(const char **p, double *rate) {
+    const char *s = *p;
+    if (*s < '1' || *s > '9') return 0;
+    int ip = *s++ - '0', frac = 0, nd = 0;
+    if (*s == '.') {
+        s++;
+        while (*s >= '0' && *s <= '9' && nd < 3) frac = frac * 10 + (*s++ - '0'), nd++;
+        if (nd == 0 || nd > 2 || s[-1] == '0') return 0;
+    }
+    if (*s >= '0' && *s <= '9') return 0;
+    *rate = ip + (nd == 0 ? 0.0 : frac / (nd == 1 ? 10.0 : 100.0));
+    *p = s;
+    return 1;
+}
+
+static mpq_status parse_palette(const char *name, mpq_candidate *c, mpq_err *err) {
+    const char *p = name;
+    const char *fam;
+    if (strncmp(p, "tcq", 3) == 0) c->type = MPQ_QTYPE_TCQ, p += 3, fam = "tcq";
+    else if (strncmp(p, "vq", 2) == 0) c->type = MPQ_QTYPE_VQ, p += 2, fam = "vq";
+    else c->type = MPQ_QTYPE_NUQ, p += 3, fam = "nuq";
+    double r = 0.0;
+    if (!parse_rate(&p, &r) || *p != '\0')
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "candidate '%.64s': expected %s<R> with R written as in the palette, without "
+                           "leading or trailing zeros (e.g. tcq2, tcq2.25, vq1.5, nuq3)",
+                           name, fam);
+    bool ok = c->type == MPQ_QTYPE_TCQ ? mpq_tcq_rate_valid(r)
+              : c->type == MPQ_QTYPE_VQ ? (2.0 * r == floor(2.0 * r) && r >= 1.5 && r <= 4.0)
+                                        : (r == floor(r) && r >= 2.0 && r <= 8.0);
+    if (!ok)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "candidate '%.64s': rate %g is not in the palette of %s (%s)", name,
+                           r, fam,
+                           c->type == MPQ_QTYPE_TCQ  ? "1.5, 1.75, ..., 5"
+                           : c->type == MPQ_QTYPE_VQ ? "1.5, 2, 2.5, 3, 3.5, 4"
+                                                     : "2, 3, 4, 5, 6, 7, 8");
+    c->rate = r;
+    c->bits = (int)ceil(r);
+    c->group_size = 0;
+    c->symmetric = true;
+    return MPQ_OK;
 }
 
 mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *err) {
@@ -469,6 +540,13 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
     memset(&c, 0, sizeof c);
     const char *p = name;
     int ok = 0;
+    if (strncmp(p, "tcq", 3) == 0 || strncmp(p, "vq", 2) == 0 || strncmp(p, "nuq", 3) == 0) {
+        mpq_status st = parse_palette(name, &c, err);
+        if (st != MPQ_OK) return st;
+        candidate_canonical(&c);
+        *out = c;
+        return MPQ_OK;
+    }
     if (strncmp(p, "int", 3) == 0) {
         p += 3;
         if (*p >= '2' && *p <= '8' && !(p[1] >= '0' && p[1] <= '9')) {
@@ -519,9 +597,10 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
     if (!ok || *p != '\0')
         return mpq_err_set(err, MPQ_ERR_INVALID,
                            "candidate '%.64s': not a known quantizer (expected int<2..8>g<G>|c[s][a], "
-                           "fp8e4m3[g<G>|c], fp8e5m2[g<G>|c], fp4e2m1g<G>, nf4g<G>, f16 or f32; "
-                           "G in 16/32/64/128/256)",
+                           "fp8e4m3[g<G>|c], fp8e5m2[g<G>|c], fp4e2m1g<G>, nf4g<G>, f16, f32, tcq<R>, "
+                           "vq<R> or nuq<R>; G in 16/32/64/128/256)",
                            name);
+    c.rate = c.bits;
     candidate_canonical(&c);
     *out = c;
     return MPQ_OK;
@@ -533,6 +612,12 @@ static int64_t row_bits(const mpq_candidate *c, int64_t cols) {
     if (cols > INT64_MAX / 64) return -1; /* bits <= 32 plus <= 32 overhead per weight */
     if (c->type == MPQ_QTYPE_F16) return 16 * cols;
     if (c->type == MPQ_QTYPE_F32) return 32 * cols;
+    if (c->type == MPQ_QTYPE_NUQ) return (int64_t)c->rate * cols + 16;
+    if (c->type == MPQ_QTYPE_VQ) return (cols + 1) / 2 * (int64_t)(2.0 * c->rate) + 16;
+    if (c->type == MPQ_QTYPE_TCQ) {
+        int64_t cb = mpq_tcq_code_bits(1, cols, c->rate);
+        return cb < 0 || cb > INT64_MAX - 16 ? -1 : cb + 16;
+    }
     int64_t per_group = (c->type == MPQ_QTYPE_INT && !c->symmetric) ? 32 : 16;
     int64_t groups = (c->group_size > 0) ? (cols + c->group_size - 1) / c->group_size : 1;
     return (int64_t)c->bits * cols + per_group * groups;
@@ -544,10 +629,28 @@ double mpq_candidate_bits(const mpq_candidate *c, int64_t cols) {
     return (double)row_bits(c, cols) / (double)cols;
 }
 
-int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols) {
+int64_t mpq_candidate_matrix_bits(const mpq_candidate *c, int64_t rows, int64_t cols) {
     if (!c || rows <= 0 || cols <= 0) return 0;
+    if (c->type == MPQ_QTYPE_TCQ) {
+        int64_t cb = mpq_tcq_code_bits(rows, cols, c->rate);
+        if (cb < 0 || rows > (INT64_MAX - cb) / 16) return -1;
+        return cb + 16 * rows;
+    }
     int64_t rb = row_bits(c, cols);
     if (rb < 0 || rb > INT64_MAX / rows) return -1; /* overflow: not representable */
-    int64_t total = rb * rows;
+    return rb * rows;
+}
+
+double mpq_candidate_bits_matrix(const mpq_candidate *c, int64_t rows, int64_t cols) {
+    if (!c || rows <= 0 || cols <= 0) return 0.0;
+    int64_t t = mpq_candidate_matrix_bits(c, rows, cols);
+    if (t < 0) return NAN;
+    return (double)t / ((double)rows * (double)cols);
+}
+
+int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols) {
+    if (!c || rows <= 0 || cols <= 0) return 0;
+    int64_t total = mpq_candidate_matrix_bits(c, rows, cols);
+    if (total < 0) return -1;
     return total / 8 + (total % 8 != 0);
 }
