@@ -237,7 +237,11 @@ static bool predict(mpq_job *job, const jobsolve_expr *e, const char *config_jso
             if (mpq_db_metric_get(mpq_job_db(job), mpq_job_get_row(job)->id, ly->id, c->name, e->name[t], &v, NULL,
                                   NULL, NULL) != MPQ_OK)
                 v = NAN;
-            p += e->w[t] * v;
+            double lv = 1.0; /* the per-layer factor of a product (candidate "") */
+            if (e->name2[t][0] && mpq_db_metric_get(mpq_job_db(job), mpq_job_get_row(job)->id, ly->id, "",
+                                                    e->name2[t], &lv, NULL, NULL, NULL) != MPQ_OK)
+                lv = NAN;
+            p += e->w[t] * v * lv;
         }
     }
     mpq_config_free(cfg);
@@ -259,6 +263,7 @@ mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_c
     mpq_jobsolve_compare_row *rows = NULL;
     double *xs = NULL, *ys = NULL;
     mpq_status st = jobsolve_expr_parse(metric ? metric : "kl", &e, err);
+    if (st == MPQ_OK) st = jobsolve_expr_resolve(job, &e, err);
     if (st != MPQ_OK) return st;
     if ((st = mpq_db_evaluations_fetch(mpq_job_db(job), mpq_job_get_row(job)->id, &evs, &n_evs, err)) != MPQ_OK)
         return st;
