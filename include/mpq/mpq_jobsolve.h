@@ -262,6 +262,22 @@ typedef struct mpq_jobsolve_compare_row {
 mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_compare_row **rows, int *n_rows,
                              double *spearman, int *n_used, mpq_err *err);
 
+/* Random configurations, to check a loss model against measurements on configurations no
+ * solver chose. Draws n assignments (1..MPQ_JOBSOLVE_RANDOM_MAX): one xoshiro256** stream
+ * (mpq_rng.h) seeded with `seed`, consumed configuration by configuration and, within one, layer
+ * by layer in the stored layer order, each layer's candidate = spec->candidates[mpq_rng_below(r,
+ * n_candidates)]. Configuration i (0-based) is stored as solution "random-<seed>-<i>" (solver
+ * "random", status "feasible", objective = the unsmoothed sum of `metric` over layers, bound and
+ * gap NaN; an existing solution of that name is replaced) and evaluated as
+ * mpq_jobsolve_evaluate_solution does - unless a solution of that name already has exactly these
+ * assignments and an evaluation, which is then kept (re-running with another --metric measures
+ * nothing again). solution_ids[0..n) get the ids; *n_reused (may be NULL) counts the kept ones.
+ * Errors: MPQ_ERR_INVALID (n out of range, bad or missing metric: as mpq_jobsolve_problem_build),
+ * evaluation errors, MPQ_ERR_DB. */
+#define MPQ_JOBSOLVE_RANDOM_MAX 1000
+mpq_status mpq_jobsolve_random(mpq_job *job, const char *metric, int n, uint64_t seed, int64_t *solution_ids,
+                               int *n_reused, mpq_err *err);
+
 /* Spearman rank correlation of x and y (n >= 2; NaN if a side is constant). */
 double mpq_jobsolve_spearman(const double *x, const double *y, int n);
 
