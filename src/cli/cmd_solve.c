@@ -24,7 +24,9 @@ static const char *problem_opts_help =
     "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
     "                          (default: the number of processors; the numbers do not depend on N)\n"
     "  -m, --metric EXPR       loss: a stored metric (kl default, dloss, act_err, weight_sse,\n"
-    "                          hawq_omega, ...) or a weighted sum such as \"kl+0.5*act_err\"\n"
+    "                          hawq_omega, ...) or a weighted sum such as \"kl+0.5*act_err\";\n"
+    "                          a term may be a per-layer metric times a per-candidate one,\n"
+    "                          e.g. \"noise_a*weight_rel\" (noise_sensitivity stage)\n"
     "      --ties LIST         none (default) | qkv | gate_up | qkv,gate_up: tied layers share\n"
     "                          a candidate\n"
     "      --group L1,L2,...   user group of layers (names or globs) sharing a candidate (repeatable)\n"
@@ -89,7 +91,8 @@ static const char *evaluate_help =
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
     "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
     "                          (default: the number of processors; the numbers do not depend on N)\n"
-    "  -m, --metric EXPR       predicted loss expression for the comparison (default kl)\n"
+    "  -m, --metric EXPR       predicted loss expression for the comparison (default kl;\n"
+    "                          forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --json              JSON output\n"
     "  -h, --help              this help\n";
 
