@@ -4,7 +4,7 @@
 # bit-identical rows; `mpq solve --metric noise_a*weight_rel` optimizes exactly the sum of
 # noise_a x weight_rel over the chosen candidates (checked in SQL); `mpq evaluate --random`
 # stores seeded random configurations (solver "random"), measures them once and reports
-# Spearman over them; hostile noise sections, expressions and options are refused with the
+# Spearman over them; `mpq refine --metric` starts from that loss; hostile noise sections, expressions and options are refused with the
 # documented exit code and a message naming the problem, and nothing stored changes.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
@@ -104,5 +104,11 @@ check "--random on solve" 2 "--random and --seed apply to mpq evaluate" -- "$MPQ
 dump "$T/a.db" > "$T/after.txt"
 cmp -s "$T/before.txt" "$T/after.txt" || fail "refused commands changed stored metrics"
 [ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM evaluations")" = 4 ] || fail "refused commands added evaluations"
+
+# refine with the product as its additive loss (iteration 0 is the solve of that loss)
+check "refine without kl rows" 5 "metric 'kl' missing for layer" -- "$MPQ" refine nz --db "$T/a.db" --budget avg-bits=4.5 -n 1 -q
+"$MPQ" refine nz --db "$T/a.db" --budget avg-bits=4.5 --metric 'noise_a*weight_rel' -n 1 -q > "$T/refine.txt"
+me=$(sqlite3 "$T/a.db" "SELECT metric_expr FROM solutions WHERE name = 'refine@avg-bits=4.5;metric=noise_a*weight_rel/it0'")
+[ "$me" = 'noise_a*weight_rel' ] || fail "refine it0: metric_expr '$me'"
 [ "$fails" = 0 ] || exit 1
 echo "noise: all passed"
