@@ -13,7 +13,12 @@
  *  - loss of (group, option): sum over the group's layers of a metric expression over stored
  *    per-(layer, candidate) metrics: "kl" (default), "dloss", "act_err", "weight_sse",
  *    "hawq_omega", ... or a weighted sum such as "kl+0.5*act_err" (terms "[w*]name" joined
- *    by '+'; w a finite number). A missing metric of an allowed option is an error naming the
+ *    by '+'; w a finite number); a term may also be "[w*]name*name", the product of a
+ *    per-layer metric (stored with candidate "", e.g. noise_a) and a per-candidate one (e.g.
+ *    weight_rel), in either order: Q-Palette's sum_l a_l * ||Q(W_l)-W_l||^2/||W_l||^2 is
+ *    "noise_a*weight_rel". A product whose factor has no rows in the job, or whose factors
+ *    are both per-candidate or both per-layer, is MPQ_ERR_INVALID naming the expression. A
+ *    missing metric of an allowed option is an error naming the
  *    layer and candidate, or (allow_missing) removes that option for that group;
  *  - costs (resource 0 is always "bits"):
  *      bits    exact stored bits of the layer, rows x row bits (mpq_candidate_bits x cols,
