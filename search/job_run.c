@@ -25,6 +25,7 @@
 #include "mpq/mpq_tokenizer.h"
 
 #include "job_hessian.h"
+#include "job_noise.h"
 
 int mpq_job_default_workers(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -415,6 +416,35 @@ static mpq_status hessian_row(void *user, cJSON *prov, int64_t layer_id, const c
     return add_row(user, prov, layer_id, cand, metric, value, se, n, err);
 }
 
+/* The noise_sensitivity rows of one layer (search/job_noise.c); provenance gets "noise". */
+static const char *const noise_kl_names[MPQ_JOB_NOISE_MAX_LEVELS] = {
+    "noise_kl_0", "noise_kl_1", "noise_kl_2", "noise_kl_3", "noise_kl_4", "noise_kl_5", "noise_kl_6", "noise_kl_7"};
+
+static mpq_status noise_rows(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, cJSON *prov, unit_rows *r,
+                             mpq_err *err) {
+    const mpq_job_noise_spec *ns = &c->spec->noise;
+    mpq_job_noise_result res;
+    mpq_status st = mpq_job_noise_compute(cal, c->model, ns, u->linear_index, &res, err);
+    if (st != MPQ_OK) return st;
+    cJSON *no = cJSON_AddObjectToObject(prov, "noise");
+    cJSON *lv = cJSON_CreateDoubleArray(ns->levels, ns->n_levels);
+    cJSON *re = cJSON_CreateDoubleArray(res.realized, res.n_levels);
+    bool ok = no && lv && re && cJSON_AddNumberToObject(no, "seed", (double)ns->seed) &&
+              cJSON_AddItemToObject(no, "levels", lv);
+    if (ok) lv = NULL;
+    ok = ok && cJSON_AddItemToObject(no, "realized", re);
+    if (ok) re = NULL;
+    cJSON_Delete(lv);
+    cJSON_Delete(re);
+    if (!ok) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    int64_t lid = c->layer_ids[u->linear_index];
+    for (int i = 0; i < res.n_levels && st == MPQ_OK; i++)
+        st = add_row(r, prov, lid, "", noise_kl_names[i], res.kl[i].kl, res.kl[i].kl_se, res.kl[i].n_seqs, err);
+    if (st == MPQ_OK) st = add_row(r, prov, lid, "", "noise_a", res.a, res.a_se, res.n_levels, err);
+    if (st == MPQ_OK) st = add_row(r, prov, lid, "", "noise_resid", res.resid, NAN, res.n_levels, err);
+    return st;
+}
+
 /* Computes one unit's rows (no database access, except the hessian stage's trace chunks,
  * which write their running-sum artifact idempotently before the unit commits). */
 static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
@@ -446,6 +476,8 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
             (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
             st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
+    } else if (u->stage == MPQ_JOB_STAGE_NOISE) {
+        st = noise_rows(c, cal, u, prov, r, err);
     } else if (u->stage == MPQ_JOB_STAGE_HESSIAN) {
         mpq_job_hessian_env env = {.db = c->db, .job_id = c->job_id, .spec = s, .model = c->model,
                                    .tokens = c->tokens, .n_seqs = c->seqs->n_seqs, .seq_len = c->seqs->seq_len,

@@ -19,7 +19,7 @@
 #include "job_hessian.h"
 
 static const char *const stage_names[MPQ_JOB_N_STAGES] = {"weight_error", "layer_sensitivity", "kv_sensitivity",
-                                                           "hessian"};
+                                                           "hessian", "noise_sensitivity"};
 
 const char *mpq_job_stage_name(mpq_job_stage s) {
     if ((int)s < 0 || (int)s >= MPQ_JOB_N_STAGES) return "?";
@@ -33,7 +33,8 @@ mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *er
             return MPQ_OK;
         }
     return mpq_err_set(err, MPQ_ERR_INVALID,
-                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity or hessian)",
+                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian or "
+                       "noise_sensitivity)",
                        name ? name : "(null)");
 }
 
@@ -433,6 +434,56 @@ static mpq_status parse_hessian(const char *src, const cJSON *obj, mpq_job_spec 
     return MPQ_OK;
 }
 
+/* The "noise" section (obj may be NULL: all defaults). Needs s->seed. */
+static mpq_status parse_noise(const char *src, const cJSON *obj, mpq_job_spec *s, mpq_err *err) {
+    static const char *const keys[] = {"levels", "seed", NULL};
+    static const double def_levels[] = {1e-3, 1e-2, 1e-1};
+    mpq_job_noise_spec *ns = &s->noise;
+    mpq_status st;
+    char got[64];
+    if (obj && !cJSON_IsObject(obj)) {
+        value_text(obj, got, sizeof got);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: noise: expected an object, got %s %s", src, type_name(obj), got);
+    }
+    if (obj && (st = check_keys(src, "noise", obj, keys, err)) != MPQ_OK) return st;
+    const cJSON *lv = obj ? cJSON_GetObjectItemCaseSensitive(obj, "levels") : NULL;
+    if (!lv) {
+        ns->n_levels = 3;
+        memcpy(ns->levels, def_levels, sizeof def_levels);
+    } else {
+        if (!cJSON_IsArray(lv)) {
+            value_text(lv, got, sizeof got);
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: noise.levels: expected an array of numbers, got %s %s", src,
+                               type_name(lv), got);
+        }
+        int n = cJSON_GetArraySize(lv);
+        if (n < 1 || n > MPQ_JOB_NOISE_MAX_LEVELS)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: noise.levels: expected 1..%d levels, got %d", src,
+                               MPQ_JOB_NOISE_MAX_LEVELS, n);
+        int i = 0;
+        for (const cJSON *x = lv->child; x; x = x->next, i++) {
+            value_text(x, got, sizeof got);
+            if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || !(x->valuedouble > 0) || x->valuedouble > 10)
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "%s: noise.levels[%d]: expected a finite number in (0, 10], got %s %s", src, i,
+                                   type_name(x), got);
+            if (i > 0 && !(x->valuedouble > ns->levels[i - 1]))
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "%s: noise.levels[%d]: %s is not above the previous level %g (levels must be "
+                                   "strictly increasing)",
+                                   src, i, got, ns->levels[i - 1]);
+            ns->levels[i] = x->valuedouble;
+        }
+        ns->n_levels = n;
+    }
+    int64_t v;
+    if ((st = get_int(src, "noise.seed", obj ? cJSON_GetObjectItemCaseSensitive(obj, "seed") : NULL, 0, INT32_MAX,
+                      s->seed, &v, err)) != MPQ_OK)
+        return st;
+    ns->seed = v;
+    return MPQ_OK;
+}
+
 /* ---- canonical form --------------------------------------------------------------------- */
 
 static cJSON *names_array(char **names, int n) {
@@ -527,6 +578,17 @@ static char *canonical(const mpq_job_spec *s) {
             ok = false;
         }
     }
+    if (ok && s->stages[MPQ_JOB_STAGE_NOISE]) {
+        cJSON *no = cJSON_CreateObject(), *lv = cJSON_CreateDoubleArray(s->noise.levels, s->noise.n_levels);
+        bool k = no && lv && cJSON_AddItemToObject(no, "levels", lv);
+        if (!k) cJSON_Delete(lv);
+        k = k && cJSON_AddNumberToObject(no, "seed", (double)s->noise.seed);
+        if (k) ok = add_item(o, "noise", no);
+        else {
+            cJSON_Delete(no);
+            ok = false;
+        }
+    }
     if (ok) {
         cJSON *m = cJSON_CreateArray();
         for (int i = 0; m && i < MPQ_JOB_N_STAGES; i++)
@@ -558,7 +620,7 @@ static bool valid_name(const char *n) {
 static mpq_status spec_parse(const char *json, const char *source, bool stored, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
-                                           "hessian",     "threads",     NULL};
+                                           "hessian",     "threads",     "noise",      NULL};
     const char *src = source && *source ? source : "spec";
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
@@ -658,6 +720,7 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
         s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] = s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY] = true;
         s->stages[MPQ_JOB_STAGE_KV_SENSITIVITY] = s->has_kv;
         s->stages[MPQ_JOB_STAGE_HESSIAN] = cJSON_GetObjectItemCaseSensitive(root, "hessian") != NULL;
+        s->stages[MPQ_JOB_STAGE_NOISE] = cJSON_GetObjectItemCaseSensitive(root, "noise") != NULL;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "hessian");
     if (v && !s->stages[MPQ_JOB_STAGE_HESSIAN]) {
@@ -665,6 +728,13 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
         goto done;
     }
     if (s->stages[MPQ_JOB_STAGE_HESSIAN] && (st = parse_hessian(src, v, s, err)) != MPQ_OK) goto done;
+    v = cJSON_GetObjectItemCaseSensitive(root, "noise");
+    if (v && !s->stages[MPQ_JOB_STAGE_NOISE]) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: noise: given, but metrics does not list \"noise_sensitivity\"",
+                         src);
+        goto done;
+    }
+    if (s->stages[MPQ_JOB_STAGE_NOISE] && (st = parse_noise(src, v, s, err)) != MPQ_OK) goto done;
     if ((s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] || s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) && s->n_candidates == 0) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: candidates: missing, and metrics %s need weight candidates", src,
                          s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] ? "weight_error" : "layer_sensitivity");
@@ -754,6 +824,7 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
     if (spec->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) total += (size_t)nl * (size_t)spec->n_candidates;
     if (spec->stages[MPQ_JOB_STAGE_KV_SENSITIVITY]) total += (size_t)nb * (size_t)spec->n_kv_pairs;
     if (spec->stages[MPQ_JOB_STAGE_HESSIAN]) total += (size_t)mpq_job_hessian_n_units(spec, m);
+    if (spec->stages[MPQ_JOB_STAGE_NOISE]) total += (size_t)nl;
     if (total > (size_t)INT_MAX / 2) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %zu units", spec->source, total);
     mpq_job_unit *u = mpq_calloc(total ? total : 1, sizeof *u);
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for %zu units", spec->source, total);
@@ -776,13 +847,14 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
                 }
             continue;
         }
-        int nopt = stage == MPQ_JOB_STAGE_WEIGHT_ERROR ? 1 : spec->n_candidates;
+        const bool per_layer = stage == MPQ_JOB_STAGE_WEIGHT_ERROR || stage == MPQ_JOB_STAGE_NOISE;
+        int nopt = per_layer ? 1 : spec->n_candidates;
         for (int i = 0; i < nl; i++) {
             const mpq_layer_info *li = mpq_model_linear(m, i);
             for (int c = 0; c < nopt; c++, k++) {
                 u[k] = (mpq_job_unit){.stage = (mpq_job_stage)stage, .linear_index = i, .block = li->block,
-                                      .option = stage == MPQ_JOB_STAGE_WEIGHT_ERROR ? -1 : c};
-                int w = stage == MPQ_JOB_STAGE_WEIGHT_ERROR
+                                      .option = per_layer ? -1 : c};
+                int w = per_layer
                             ? snprintf(u[k].key, sizeof u[k].key, "%s", li->name)
                             : snprintf(u[k].key, sizeof u[k].key, "%s/%s", li->name, spec->candidates[c]);
                 if (w < 0 || (size_t)w >= sizeof u[k].key) st = MPQ_ERR_INVALID;

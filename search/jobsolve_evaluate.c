@@ -16,6 +16,7 @@
 #include "mpq/mpq_config.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
+#include "mpq/mpq_rng.h"
 
 /* Runs cfg (parsed on the loaded model) on the evaluation windows, on the job's evaluation
  * workers (mpq_job_set_eval_workers; the numbers do not depend on their count). */
@@ -237,7 +238,11 @@ static bool predict(mpq_job *job, const jobsolve_expr *e, const char *config_jso
             if (mpq_db_metric_get(mpq_job_db(job), mpq_job_get_row(job)->id, ly->id, c->name, e->name[t], &v, NULL,
                                   NULL, NULL) != MPQ_OK)
                 v = NAN;
-            p += e->w[t] * v;
+            double lv = 1.0; /* the per-layer factor of a product (candidate "") */
+            if (e->name2[t][0] && mpq_db_metric_get(mpq_job_db(job), mpq_job_get_row(job)->id, ly->id, "",
+                                                    e->name2[t], &lv, NULL, NULL, NULL) != MPQ_OK)
+                lv = NAN;
+            p += e->w[t] * v * lv;
         }
     }
     mpq_config_free(cfg);
@@ -259,6 +264,7 @@ mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_c
     mpq_jobsolve_compare_row *rows = NULL;
     double *xs = NULL, *ys = NULL;
     mpq_status st = jobsolve_expr_parse(metric ? metric : "kl", &e, err);
+    if (st == MPQ_OK) st = jobsolve_expr_resolve(job, &e, err);
     if (st != MPQ_OK) return st;
     if ((st = mpq_db_evaluations_fetch(mpq_job_db(job), mpq_job_get_row(job)->id, &evs, &n_evs, err)) != MPQ_OK)
         return st;
@@ -302,5 +308,98 @@ done:
     free(rows);
     for (int i = 0; i < n_evs; i++) free(evs[i].config_json);
     free(evs);
+    return st;
+}
+
+/* ------------------------------------------------------------------- random configurations */
+
+/* True when stored solution `name` has exactly the candidates of `choice` (by layer) and an
+ * evaluation among evs; *id gets its id. */
+static bool random_reusable(mpq_job *job, const mpq_jobsolve_problem *p, const int *choice, const char *name,
+                            const mpq_db_evaluation *evs, int n_evs, int64_t *id) {
+    mpq_db *db = mpq_job_db(job);
+    if (mpq_db_solution_find(db, mpq_job_get_row(job)->id, name, id, NULL) != MPQ_OK) return false;
+    bool evaluated = false;
+    for (int i = 0; i < n_evs && !evaluated; i++) evaluated = evs[i].solution_id == *id;
+    if (!evaluated) return false;
+    mpq_db_solution s;
+    mpq_db_assignment *as = NULL;
+    int n_as = 0;
+    memset(&s, 0, sizeof s);
+    if (mpq_db_solution_get(db, *id, &s, &as, &n_as, NULL) != MPQ_OK) return false;
+    bool same = n_as == p->n_layers && strcmp(s.solver, "random") == 0;
+    for (int a = 0; same && a < n_as; a++) {
+        int l = 0;
+        while (l < p->n_layers && p->layers[l].id != as[a].layer_id) l++;
+        same = l < p->n_layers && strcmp(as[a].candidate, p->options[choice[p->group_of[l]]]) == 0;
+    }
+    free(as);
+    mpq_db_solution_release(&s);
+    return same;
+}
+
+mpq_status mpq_jobsolve_random(mpq_job *job, const char *metric, int n, uint64_t seed, int64_t *solution_ids,
+                               int *n_reused, mpq_err *err) {
+    if (!job || !solution_ids) return mpq_err_set(err, MPQ_ERR_INVALID, "random: NULL argument");
+    if (n < 1 || n > MPQ_JOBSOLVE_RANDOM_MAX)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "random: %d configurations (1..%d)", n, MPQ_JOBSOLVE_RANDOM_MAX);
+    if (n_reused) *n_reused = 0;
+    mpq_jobsolve_opts o = mpq_jobsolve_opts_default();
+    o.metric = metric ? metric : "kl";
+    o.smooth = false;
+    mpq_jobsolve_problem *p = NULL;
+    mpq_db_evaluation *evs = NULL;
+    int n_evs = 0;
+    int *choice = NULL;
+    mpq_status st = mpq_jobsolve_problem_build(job, &o, &p, err);
+    if (st != MPQ_OK) return st;
+    const int ni = mpq_problem_n_items(p->problem), n_cand = mpq_job_get_spec(job)->n_candidates;
+    if (ni != p->n_layers || p->n_options != n_cand) { /* cannot happen: no ties, no f16 */
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "random: unexpected problem shape");
+        goto done;
+    }
+    if ((st = mpq_db_evaluations_fetch(mpq_job_db(job), mpq_job_get_row(job)->id, &evs, &n_evs, err)) != MPQ_OK)
+        goto done;
+    if (!(choice = mpq_calloc((size_t)ni, sizeof *choice))) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    mpq_rng r;
+    mpq_rng_seed(&r, seed);
+    for (int k = 0; k < n; k++) {
+        for (int l = 0; l < p->n_layers; l++) choice[p->group_of[l]] = (int)mpq_rng_below(&r, (uint64_t)n_cand);
+        char name[MPQ_DB_NAME_MAX];
+        snprintf(name, sizeof name, "random-%llu-%d", (unsigned long long)seed, k);
+        if (random_reusable(job, p, choice, name, evs, n_evs, &solution_ids[k])) {
+            if (n_reused) (*n_reused)++;
+            continue;
+        }
+        mpq_solution s;
+        double tc[MPQ_N_RESOURCE_KINDS] = {0, 0, 0, 0};
+        memset(&s, 0, sizeof s);
+        s.n_items = ni;
+        s.n_resources = p->n_resources;
+        s.choice = choice;
+        s.total_cost = tc;
+        for (int i = 0; i < ni; i++) {
+            s.total_loss_raw += mpq_problem_loss(p->problem, i, choice[i]);
+            for (int q = 0; q < p->n_resources; q++) tc[q] += mpq_problem_cost(p->problem, q, i, choice[i]);
+        }
+        s.total_loss = s.total_loss_raw;
+        s.bound = s.gap = NAN;
+        s.status = MPQ_SOLVE_FEASIBLE;
+        snprintf(s.solver, sizeof s.solver, "random");
+        mpq_jobsolve_result *sr = NULL;
+        if ((st = jobsolve_store_choice(job, p, &o, &s, "random", name, NAN, &sr, err)) != MPQ_OK) goto done;
+        solution_ids[k] = sr->solution_id;
+        mpq_jobsolve_result_free(sr);
+        mpq_jobsolve_eval ev;
+        if ((st = mpq_jobsolve_evaluate_solution(job, solution_ids[k], &ev, err)) != MPQ_OK) goto done;
+    }
+done:
+    free(choice);
+    for (int i = 0; i < n_evs; i++) free(evs[i].config_json);
+    free(evs);
+    mpq_jobsolve_problem_free(p);
     return st;
 }

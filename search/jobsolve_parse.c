@@ -127,10 +127,18 @@ mpq_status mpq_ties_parse(const char *text, unsigned *out, mpq_err *err) {
 
 #define WEIGHT_MAX 1e12 /* a term weight beyond this only hides the other terms */
 
+/* Length of the metric name at p (letters, digits, '_'). */
+static size_t name_len(const char *p) {
+    size_t n = 0;
+    while (isalnum((unsigned char)p[n]) || p[n] == '_') n++;
+    return n;
+}
+
 mpq_status jobsolve_expr_parse(const char *s, jobsolve_expr *e, mpq_err *err) {
     memset(e, 0, sizeof *e);
     const char *p = s;
     if (!s || !*s) return mpq_err_set(err, MPQ_ERR_INVALID, "metric expression is empty");
+    snprintf(e->text, sizeof e->text, "%s", s);
     for (;;) {
         while (*p == ' ') p++;
         if (e->n == JOBSOLVE_MAX_TERMS)
@@ -151,20 +159,86 @@ mpq_status jobsolve_expr_parse(const char *s, jobsolve_expr *e, mpq_err *err) {
             p = end + 1;
             while (*p == ' ') p++;
         }
-        size_t n = 0;
-        while (isalnum((unsigned char)p[n]) || p[n] == '_') n++;
-        if (n == 0 || n >= MPQ_DB_NAME_MAX)
+        size_t n = name_len(p);
+        if (n == 0 || n >= MPQ_DB_NAME_MAX || isdigit((unsigned char)*p))
             return mpq_err_set(err, MPQ_ERR_INVALID, "metric '%s': expected a metric name at offset %d", s,
                                (int)(p - s));
         memcpy(e->name[e->n], p, n);
         e->w[e->n] = w;
-        e->n++;
         p += n;
         while (*p == ' ') p++;
+        if (*p == '*') { /* a product: PER_LAYER*PER_CANDIDATE, in either order */
+            p++;
+            while (*p == ' ') p++;
+            n = name_len(p);
+            if (n == 0 || n >= MPQ_DB_NAME_MAX || isdigit((unsigned char)*p))
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "metric '%s': expected a metric name after '*' at offset %d (a weight goes first: "
+                                   "W*A*B)",
+                                   s, (int)(p - s));
+            memcpy(e->name2[e->n], p, n);
+            p += n;
+            while (*p == ' ') p++;
+            if (*p == '*')
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "metric '%s': at most two metrics in a product (offset %d): a per-layer metric times "
+                                   "a per-candidate one",
+                                   s, (int)(p - s));
+        }
+        e->n++;
         if (*p == '\0') break;
         if (*p != '+')
             return mpq_err_set(err, MPQ_ERR_INVALID, "metric '%s': unexpected '%c' at offset %d", s, *p, (int)(p - s));
         p++;
+    }
+    return MPQ_OK;
+}
+
+/* How metric m is stored in the job: 0 no rows, 1 only with candidate "", 2 only with
+ * candidates, 3 both. */
+static mpq_status metric_kind(mpq_job *job, const char *m, int *kind, mpq_err *err) {
+    char **c = NULL;
+    int n = 0;
+    mpq_status st = mpq_db_metric_candidates(mpq_job_db(job), mpq_job_get_row(job)->id, m, &c, &n, err);
+    if (st != MPQ_OK) return st;
+    *kind = 0;
+    for (int i = 0; i < n; i++) *kind |= c[i][0] ? 2 : 1;
+    mpq_db_strings_free(c, n);
+    return MPQ_OK;
+}
+
+mpq_status jobsolve_expr_resolve(mpq_job *job, jobsolve_expr *e, mpq_err *err) {
+    const char *jn = mpq_job_get_row(job)->name;
+    for (int t = 0; t < e->n; t++) {
+        if (!e->name2[t][0]) continue;
+        int k[2];
+        const char *nm[2] = {e->name[t], e->name2[t]};
+        for (int f = 0; f < 2; f++) {
+            mpq_status st = metric_kind(job, nm[f], &k[f], err);
+            if (st != MPQ_OK) return st;
+            if (k[f] == 0)
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "metric '%s': '%s' is not stored for job '%s' (noise_a is stored by the "
+                                   "noise_sensitivity stage, weight_rel by weight_error)",
+                                   e->text, nm[f], jn);
+            if (k[f] == 3)
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "metric '%s': '%s' is stored both per layer and per candidate in job '%s'; cannot "
+                                   "tell which factor is per layer",
+                                   e->text, nm[f], jn);
+        }
+        if (k[0] == k[1])
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "metric '%s': '%s*%s' multiplies two %s metrics; a product needs one per-layer metric "
+                               "(stored with candidate \"\", e.g. noise_a) and one per-candidate metric (e.g. "
+                               "weight_rel)",
+                               e->text, nm[0], nm[1], k[0] == 2 ? "per-candidate" : "per-layer");
+        if (k[0] == 1) { /* per-layer factor first: swap so that name is per candidate */
+            char tmp[MPQ_DB_NAME_MAX];
+            memcpy(tmp, e->name[t], sizeof tmp);
+            memcpy(e->name[t], e->name2[t], sizeof tmp);
+            memcpy(e->name2[t], tmp, sizeof tmp);
+        }
     }
     return MPQ_OK;
 }

@@ -93,7 +93,7 @@ static mpq_status build_alloc(build *b, mpq_err *err) {
     b->pin = mpq_calloc((size_t)L, sizeof *b->pin);
     b->item_of_root = mpq_calloc((size_t)L, sizeof *b->item_of_root);
     b->allowed = mpq_calloc(LO, 1);
-    b->vals = mpq_calloc((size_t)L, sizeof *b->vals);
+    b->vals = mpq_calloc(2 * (size_t)L, sizeof *b->vals); /* [L] values, [L] per-layer factors */
     b->rcost = mpq_calloc((size_t)MPQ_N_RESOURCE_KINDS * LO, sizeof *b->rcost);
     b->layer_ids = mpq_calloc((size_t)L, sizeof *b->layer_ids);
     if (!p->layers || !p->group_of || !p->options || !p->layer_loss || !p->layer_bits || !b->par || !b->pin ||
@@ -174,6 +174,13 @@ static mpq_status build_option(build *b, const jobsolve_expr *e, int o, mpq_err 
         if ((st = mpq_db_metric_fetch(mpq_job_db(b->job), mpq_job_get_row(b->job)->id, e->name[t], p->options[o], b->L,
                                       b->layer_ids, b->vals, NULL, &found, err)) != MPQ_OK)
             return st;
+        if (e->name2[t][0]) { /* product: times the per-layer factor (candidate "") */
+            double *lv = b->vals + b->L;
+            if ((st = mpq_db_metric_fetch(mpq_job_db(b->job), mpq_job_get_row(b->job)->id, e->name2[t], "", b->L,
+                                          b->layer_ids, lv, NULL, &found, err)) != MPQ_OK)
+                return st;
+            for (int l = 0; l < b->L; l++) b->vals[l] *= lv[l];
+        }
         for (int l = 0; l < b->L; l++) p->layer_loss[at(b, l, o)] += e->w[t] * b->vals[l];
     }
     int act_bits = b->o->act_bits > 0 ? b->o->act_bits : 16;
@@ -402,7 +409,8 @@ static mpq_status build_steps(build *b, mpq_err *err) {
     jobsolve_expr e;
     mpq_status st;
     const char *metric = b->o->metric ? b->o->metric : "kl";
-    if ((st = jobsolve_expr_parse(metric, &e, err)) != MPQ_OK) return st;
+    if ((st = jobsolve_expr_parse(metric, &e, err)) != MPQ_OK || (st = jobsolve_expr_resolve(b->job, &e, err)) != MPQ_OK)
+        return st;
     snprintf(p->metric, sizeof p->metric, "%s", metric);
     if ((st = build_alloc(b, err)) != MPQ_OK || (st = build_resources(b, err)) != MPQ_OK) return st;
     for (int o = 0; o < b->n_opt; o++)

@@ -596,9 +596,11 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";reach=%d", o->reach < 0 ? 0 : o->reach);
     if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
+    if (o->metric && strcmp(o->metric, "kl") != 0 && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";metric=%.40s", o->metric);
     if (strlen(res->tag) > 56) return mpq_err_set(err, MPQ_ERR_INVALID, "refine: budgets '%s': too long", res->tag);
     c->jo = mpq_jobsolve_opts_default();
-    c->jo.metric = "kl";
+    c->jo.metric = o->metric ? o->metric : "kl";
     c->jo.ties = o->ties;
     c->jo.budgets = o->budgets;
     c->jo.n_budgets = o->n_budgets;

@@ -103,6 +103,13 @@ typedef struct mpq_calib_result {
 mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
                            mpq_calib_result *out, mpq_err *err);
 
+/* The same measurement with linear layer i's weights replaced by w ((rows, cols) row-major,
+ * borrowed for the call) instead of a candidate's Q(W): same windows, entry point and prefix
+ * reuse as mpq_calib_layer, and the layer restored afterwards (the noise_sensitivity stage
+ * passes W + E). MPQ_ERR_INVALID for a bad index or NULL argument. */
+mpq_status mpq_calib_layer_weights(mpq_calib *cal, int linear_index, const float *w, mpq_calib_result *out,
+                                   mpq_err *err);
+
 /* Measured sensitivity of block b's KV cache quantized with pair p (scheme from opts). */
 mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_result *out, mpq_err *err);
 

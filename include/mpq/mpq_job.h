@@ -42,10 +42,12 @@
  *                  "caq": false (CAQ code adjustment of the KV groups; canonical spec: only if true)},
  *       "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]   (non-empty)
  *     },
- *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity", "hessian"]
+ *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity", "hessian",
+ *                 "noise_sensitivity"]
  *                           stages to run, in this fixed order whatever the list order
  *                           (default: weight_error + layer_sensitivity, + kv_sensitivity
- *                           when "kv" is given, + hessian when "hessian" is given)
+ *                           when "kv" is given, + hessian when "hessian" is given,
+ *                           + noise_sensitivity when "noise" is given)
  *     "hessian": {          optional; only with the hessian metric (an error otherwise)
  *       "probes_min": 10, "probes_max": 200,   Hutchinson probes, 2 <= min <= max <= 100000
  *       "probes_per_unit": 10,                  probes per committed unit, >= 1
@@ -61,6 +63,11 @@
  *       "slq": true, "slq_steps": 30 (1..250), "slq_probes": 4 (1..64),
  *       "fisher": true
  *     }                     defaults from HAWQ-V2 / NNCF (tol, probes) and PyHessian (eig, SLQ)
+ *     "noise": {            optional; only with the noise_sensitivity metric (an error otherwise)
+ *       "levels": [0.001, 0.01, 0.1],  relative noise levels t = ||E||^2/||W||^2: 1..8 finite
+ *                           numbers, strictly increasing, in (0, 10]
+ *       "seed": S           noise seed, integer >= 0 (default: the top-level seed)
+ *     }
  *   }
  *
  * Relative paths are resolved against the CURRENT directory of the process that parses
@@ -110,6 +117,19 @@
  *                                       vector seeded by seed + P), and slq_trace_P = n * sum
  *                                       weight*node*slq_probes (this probe's estimate of Tr H).
  *                      Same spec => the same numbers however the stage was interrupted.
+ *   noise_sensitivity  unit = one linear layer, key "blk.3.attn_q" (Q-Palette's linear loss
+ *                      model dKL ~= a_l * ||Q(W)-W||^2/||W||^2). For each level t_i the layer's
+ *                      W is replaced by W + E_i, E_i Gaussian (seeded by noise.seed, the layer
+ *                      index and i; see search/job_noise.c) rescaled so that
+ *                      ||E_i||^2/||W||^2 = t_i, and measured exactly as layer_sensitivity
+ *                      (mean KL over the calibration windows). Rows (candidate ""):
+ *                      noise_kl_<i> (i = 0.., se over sequences, n = n_seqs), noise_a = the
+ *                      weighted least-squares slope through the origin with weights 1/t_i^2,
+ *                      i.e. the mean of kl_i / t_i (se = their standard deviation / sqrt(m),
+ *                      NaN-free: 0 when m = 1), noise_resid = sqrt(mean_i ((kl_i - a t_i) /
+ *                      (a t_i))^2), the relative RMS deviation from the line (n = m levels).
+ *                      Provenance "noise": {seed, levels, realized}: realized = the relative
+ *                      noise of the float weights actually used (the fit uses these).
  * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, data_sha256,
  * model_sha256, mpq_version, candidate, and for KV rows the scheme; hessian rows also carry
  * "hessian": {seed, probes_min, probes_max, tol, rse_tol, fd_step, n_seqs, seq_len} (and
@@ -150,13 +170,14 @@ typedef enum mpq_job_stage {
     MPQ_JOB_STAGE_WEIGHT_ERROR = 0,
     MPQ_JOB_STAGE_LAYER_SENSITIVITY,
     MPQ_JOB_STAGE_KV_SENSITIVITY,
-    MPQ_JOB_STAGE_HESSIAN
+    MPQ_JOB_STAGE_HESSIAN,
+    MPQ_JOB_STAGE_NOISE
 } mpq_job_stage;
 
-#define MPQ_JOB_N_STAGES 4
+#define MPQ_JOB_N_STAGES 5
 
-/* "weight_error", "layer_sensitivity", "kv_sensitivity", "hessian" (static); "?" for other
- * values. */
+/* "weight_error", "layer_sensitivity", "kv_sensitivity", "hessian", "noise_sensitivity"
+ * (static); "?" for other values. */
 const char *mpq_job_stage_name(mpq_job_stage s);
 /* Stage by name; MPQ_ERR_INVALID naming the string if unknown. */
 mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *err);
@@ -188,6 +209,14 @@ typedef struct mpq_job_hessian_spec {
     bool fisher;                /* empirical Fisher traces (true) */
 } mpq_job_hessian_spec;
 
+/* The "noise" section (see the top of this file). */
+#define MPQ_JOB_NOISE_MAX_LEVELS 8
+typedef struct mpq_job_noise_spec {
+    int n_levels;                             /* 1..MPQ_JOB_NOISE_MAX_LEVELS (default 3) */
+    double levels[MPQ_JOB_NOISE_MAX_LEVELS];  /* relative noise ||E||^2/||W||^2, increasing */
+    int64_t seed;                             /* noise seed (default: the top-level seed) */
+} mpq_job_noise_spec;
+
 /* A parsed, validated and defaulted spec. All strings malloc'd and owned by the spec. */
 typedef struct mpq_job_spec {
     char *name;
@@ -209,6 +238,7 @@ typedef struct mpq_job_spec {
     char source[256];          /* file name used in messages ("job.json") */
     mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
     int threads;               /* no effect; accepted for older specs (default 1) */
+    mpq_job_noise_spec noise;  /* defaulted; meaningful when stages[MPQ_JOB_STAGE_NOISE] */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;

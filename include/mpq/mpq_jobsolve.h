@@ -13,7 +13,12 @@
  *  - loss of (group, option): sum over the group's layers of a metric expression over stored
  *    per-(layer, candidate) metrics: "kl" (default), "dloss", "act_err", "weight_sse",
  *    "hawq_omega", ... or a weighted sum such as "kl+0.5*act_err" (terms "[w*]name" joined
- *    by '+'; w a finite number). A missing metric of an allowed option is an error naming the
+ *    by '+'; w a finite number); a term may also be "[w*]name*name", the product of a
+ *    per-layer metric (stored with candidate "", e.g. noise_a) and a per-candidate one (e.g.
+ *    weight_rel), in either order: Q-Palette's sum_l a_l * ||Q(W_l)-W_l||^2/||W_l||^2 is
+ *    "noise_a*weight_rel". A product whose factor has no rows in the job, or whose factors
+ *    are both per-candidate or both per-layer, is MPQ_ERR_INVALID naming the expression. A
+ *    missing metric of an allowed option is an error naming the
  *    layer and candidate, or (allow_missing) removes that option for that group;
  *  - costs (resource 0 is always "bits"):
  *      bits    exact stored bits of the layer, rows x row bits (mpq_candidate_bits x cols,
@@ -261,6 +266,22 @@ typedef struct mpq_jobsolve_compare_row {
  * predicted and measured KL over rows with both finite (NaN with fewer than 3). */
 mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_compare_row **rows, int *n_rows,
                              double *spearman, int *n_used, mpq_err *err);
+
+/* Random configurations, to check a loss model against measurements on configurations no
+ * solver chose. Draws n assignments (1..MPQ_JOBSOLVE_RANDOM_MAX): one xoshiro256** stream
+ * (mpq_rng.h) seeded with `seed`, consumed configuration by configuration and, within one, layer
+ * by layer in the stored layer order, each layer's candidate = spec->candidates[mpq_rng_below(r,
+ * n_candidates)]. Configuration i (0-based) is stored as solution "random-<seed>-<i>" (solver
+ * "random", status "feasible", objective = the unsmoothed sum of `metric` over layers, bound and
+ * gap NaN; an existing solution of that name is replaced) and evaluated as
+ * mpq_jobsolve_evaluate_solution does - unless a solution of that name already has exactly these
+ * assignments and an evaluation, which is then kept (re-running with another --metric measures
+ * nothing again). solution_ids[0..n) get the ids; *n_reused (may be NULL) counts the kept ones.
+ * Errors: MPQ_ERR_INVALID (n out of range, bad or missing metric: as mpq_jobsolve_problem_build),
+ * evaluation errors, MPQ_ERR_DB. */
+#define MPQ_JOBSOLVE_RANDOM_MAX 1000
+mpq_status mpq_jobsolve_random(mpq_job *job, const char *metric, int n, uint64_t seed, int64_t *solution_ids,
+                               int *n_reused, mpq_err *err);
 
 /* Spearman rank correlation of x and y (n >= 2; NaN if a side is constant). */
 double mpq_jobsolve_spearman(const double *x, const double *y, int n);

@@ -100,6 +100,9 @@ typedef struct mpq_refine_opts {
     int reach;                   /* moves measured per group: options within this many steps in
                                     bits of the current one (default 1: the two neighbours); 0 = all */
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
+    const char *metric;          /* the additive loss a: a metric expression (mpq_jobsolve.h; e.g.
+                                    "noise_a*weight_rel"); NULL = "kl". Not "kl": ";metric=<expr>"
+                                    is appended to the tag */
     mpq_refine_progress_fn progress;
     void *progress_user;
 } mpq_refine_opts;

@@ -358,19 +358,13 @@ static void fill_result(const mpq_eval_stats *s, double seconds, mpq_calib_resul
     out->seconds = seconds;
 }
 
-mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
-                           mpq_calib_result *out, mpq_err *err) {
-    mpq_status st = check_linear(cal, linear_index, c, out, err);
-    if (st != MPQ_OK) return st;
-    const double t0 = mpq_time_now();
-    const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
+/* Runs the single-layer measurement of linear layer li, whose weights in cal->scratch were
+ * replaced by the caller, and restores them from the model (also on error). */
+static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const char *what, double t0,
+                                mpq_calib_result *out, mpq_err *err) {
     const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     float *Wq = mpq_weights_linear(cal->scratch, li);
     const size_t nbytes = (size_t)li->n_params * sizeof(float);
-    if ((st = mpq_quantize_matrix_checked(c, Wq, li->rows, li->cols, err)) != MPQ_OK) {
-        mpq_err_prefix(err, "layer %s", li->name);
-        return st;
-    }
     mpq_eval_stats s;
     memset(&s, 0, sizeof s);
     mpq_exec_opts eo = mpq_exec_opts_default();
@@ -378,17 +372,44 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     if (li->kind == MPQ_LAYER_ATTN_O) entry = MPQ_EXEC_ENTRY_ATTN_O;
     else if (li->kind == MPQ_LAYER_FFN_GATE || li->kind == MPQ_LAYER_FFN_UP || li->kind == MPQ_LAYER_FFN_DOWN)
         entry = MPQ_EXEC_ENTRY_FFN;
+    mpq_status st;
     if (cal->opts.prefix_reuse)
         st = mpq_exec_eval_ref_entry(cal->ex, cal->scratch, &eo, cal->ref, li->block, entry, &s, err);
     else
         st = mpq_exec_eval_ref(cal->ex, cal->scratch, &eo, cal->ref, 0, &s, err);
     memcpy(Wq, W, nbytes); /* restore exactly, also on error */
     if (st != MPQ_OK) {
-        mpq_err_prefix(err, "calib: %s %s", li->name, c->name);
+        mpq_err_prefix(err, "calib: %s %s", li->name, what);
         return st;
     }
     fill_result(&s, mpq_time_now() - t0, out);
     return MPQ_OK;
+}
+
+mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
+                           mpq_calib_result *out, mpq_err *err) {
+    mpq_status st = check_linear(cal, linear_index, c, out, err);
+    if (st != MPQ_OK) return st;
+    const double t0 = mpq_time_now();
+    const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
+    float *Wq = mpq_weights_linear(cal->scratch, li);
+    if ((st = mpq_quantize_matrix_checked(c, Wq, li->rows, li->cols, err)) != MPQ_OK) {
+        /* restore exactly: the fork measures further units with this scratch */
+        memcpy(Wq, mpq_weights_linear(mpq_model_get_weights(cal->model), li), (size_t)li->n_params * sizeof(float));
+        mpq_err_prefix(err, "layer %s", li->name);
+        return st;
+    }
+    return eval_replaced(cal, li, c->name, t0, out, err);
+}
+
+mpq_status mpq_calib_layer_weights(mpq_calib *cal, int linear_index, const float *w, mpq_calib_result *out,
+                                   mpq_err *err) {
+    mpq_status st = check_linear(cal, linear_index, w, out, err);
+    if (st != MPQ_OK) return st;
+    const double t0 = mpq_time_now();
+    const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
+    memcpy(mpq_weights_linear(cal->scratch, li), w, (size_t)li->n_params * sizeof(float));
+    return eval_replaced(cal, li, "(given weights)", t0, out, err);
 }
 
 /* Capture state of a KV unit: compares the attn_o input of one block with the stored FP one. */

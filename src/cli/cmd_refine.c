@@ -40,6 +40,8 @@ static const char refine_help[] =
     "      --reach R           moves measured per group: candidates within R steps in bits\n"
     "                          of the current one (default 1: next cheaper and next dearer);\n"
     "                          0 = every candidate\n"
+    "  -m, --metric EXPR       the additive loss of the start and of unmeasured options\n"
+    "                          (default kl; forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
     "      --no-smooth         no monotone smoothing of the loss tables\n"
     "      --solver S          auto (default) | ilp | dp\n"
@@ -76,7 +78,7 @@ int cli_refine(int argc, char **argv) {
                                        {"iterations", required_argument, 0, 'n'}, {"ties", required_argument, 0, O_TIES},
                                        {"no-smooth", no_argument, 0, O_NOSMOOTH}, {"solver", required_argument, 0, O_SOLVER},
                                        {"time-limit", required_argument, 0, O_TL}, {"json", no_argument, 0, O_JSON},
-                                       {"reach", required_argument, 0, O_REACH},
+                                       {"reach", required_argument, 0, O_REACH}, {"metric", required_argument, 0, 'm'},
                                        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_budget budgets[MAX_BUDGETS];
@@ -87,7 +89,7 @@ int cli_refine(int argc, char **argv) {
     long v;
     double d;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:b:n:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:b:n:m:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dbp = optarg; break;
         case 'b': {
@@ -123,6 +125,7 @@ int cli_refine(int argc, char **argv) {
             if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("refine", "bad --reach '%s' (0..255)", optarg);
             o.reach = (int)v;
             break;
+        case 'm': o.metric = optarg; break;
         case 'q': quiet = true; break;
         case 'h': fputs(refine_help, stdout); return MPQ_EXIT_OK;
         default: return cli_usage_error("refine", "bad option");
@@ -188,9 +191,10 @@ int cli_refine(int argc, char **argv) {
             printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d\n", it->iteration, name, it->avg_bits,
                    it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed);
         }
-        printf("predicted: sum of the iteration's loss table over the choice (it0: stored single-layer KL);\n"
+        printf("predicted: sum of the iteration's loss table over the choice (it0: stored %s);\n"
                "measured: executor KL vs FP on the evaluation windows; context_kl: KL of the same\n"
-               "configuration on the calibration windows (what the loop decides on).\n");
+               "configuration on the calibration windows (what the loop decides on).\n",
+               o.metric && strcmp(o.metric, "kl") ? o.metric : "single-layer KL");
     }
 done:
     cJSON_Delete(j);

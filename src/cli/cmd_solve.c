@@ -24,7 +24,9 @@ static const char *problem_opts_help =
     "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
     "                          (default: the number of processors; the numbers do not depend on N)\n"
     "  -m, --metric EXPR       loss: a stored metric (kl default, dloss, act_err, weight_sse,\n"
-    "                          hawq_omega, ...) or a weighted sum such as \"kl+0.5*act_err\"\n"
+    "                          hawq_omega, ...) or a weighted sum such as \"kl+0.5*act_err\";\n"
+    "                          a term may be a per-layer metric times a per-candidate one,\n"
+    "                          e.g. \"noise_a*weight_rel\" (noise_sensitivity stage)\n"
     "      --ties LIST         none (default) | qkv | gate_up | qkv,gate_up: tied layers share\n"
     "                          a candidate\n"
     "      --group L1,L2,...   user group of layers (names or globs) sharing a candidate (repeatable)\n"
@@ -70,19 +72,27 @@ static const char *pareto_help =
 
 static const char *evaluate_help =
     "usage: mpq evaluate JOB [SOLUTION...] [--all] [options]\n"
+    "       mpq evaluate JOB --random N [--seed S] [options]\n"
     "\n"
     "Measures stored solutions (names or ids) of JOB on the job's evaluation data (its spec's\n"
     "\"evaluation\" windows, else the calibration windows) against the FP model, stores\n"
     "evaluations (ppl, KL, its standard error, top-1, cross-entropy), evaluates every candidate\n"
     "uniformly once per job as a baseline, and prints predicted vs measured with the Spearman\n"
     "rank correlation between predicted loss (--metric) and measured KL.\n"
+    "With --random N: draws N random configurations (each linear layer uniform over the job's\n"
+    "candidates), stores them as solutions random-S-0 .. random-S-(N-1) (solver \"random\"),\n"
+    "measures them (a configuration already stored and measured under that name is not measured\n"
+    "again) and prints predicted vs measured and the Spearman correlation over these N only.\n"
     "\n"
     "  -a, --all               every stored solution of the job that has a configuration\n"
+    "      --random N          N random configurations (1..1000) instead of stored solutions\n"
+    "      --seed S            seed of --random (integer >= 0, default 1)\n"
     "      --no-uniform        skip the uniform baselines\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
     "      --workers N         threads of the evaluations, each taking whole batches of windows\n"
     "                          (default: the number of processors; the numbers do not depend on N)\n"
-    "  -m, --metric EXPR       predicted loss expression for the comparison (default kl)\n"
+    "  -m, --metric EXPR       predicted loss expression for the comparison (default kl;\n"
+    "                          forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --json              JSON output\n"
     "  -h, --help              this help\n";
 
@@ -93,14 +103,14 @@ typedef struct solve_args {
     mpq_budget budgets[MAX_LIST];
     mpq_jobsolve_opts o;
     bool json, evaluate_flag, all_points, all, no_uniform;
-    long evaluate_k, workers;
+    long evaluate_k, workers, random_n, seed;
     const char *solutions[MAX_LIST];
     int n_solutions;
     char *latency_text;
 } solve_args;
 
 enum { O_TIES = 1000, O_GROUP, O_PIN, O_ALLOW, O_F16, O_MISSING, O_NOSMOOTH, O_ACT, O_LAT, O_JSON, O_SOLVER, O_TL,
-       O_ALLPTS, O_NOUNI, O_WORKERS };
+       O_ALLPTS, O_NOUNI, O_WORKERS, O_RANDOM, O_SEED };
 
 /* NULL with *err set when path is not a readable regular file of at most 16 MiB. */
 static char *read_text(const char *path, mpq_err *err) {
@@ -167,10 +177,12 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         {"all-points", no_argument, 0, O_ALLPTS},   {"all", no_argument, 0, 'a'},
         {"no-uniform", no_argument, 0, O_NOUNI},    {"help", no_argument, 0, 'h'},
         {"workers", required_argument, 0, O_WORKERS},
+        {"random", required_argument, 0, O_RANDOM}, {"seed", required_argument, 0, O_SEED},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->o = mpq_jobsolve_opts_default();
     a->db = cli_default_db();
+    a->seed = 1;
     optind = 1;
     int c;
     long v;
@@ -240,6 +252,14 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
             if (!cli_parse_int(optarg, 1, MPQ_EXEC_MAX_WORKERS, &a->workers))
                 return cli_usage_error(cmd, "bad --workers '%s' (1..%d)", optarg, MPQ_EXEC_MAX_WORKERS);
             break;
+        case O_RANDOM:
+        case O_SEED:
+            if (which != 2) return cli_usage_error(cmd, "--random and --seed apply to mpq evaluate");
+            if (c == O_RANDOM && !cli_parse_int(optarg, 1, MPQ_JOBSOLVE_RANDOM_MAX, &a->random_n))
+                return cli_usage_error(cmd, "bad --random '%s' (1..%d configurations)", optarg, MPQ_JOBSOLVE_RANDOM_MAX);
+            if (c == O_SEED && !cli_parse_int(optarg, 0, INT64_MAX, &a->seed))
+                return cli_usage_error(cmd, "bad --seed '%s' (an integer >= 0)", optarg);
+            break;
         case 'h':
             if (which == 0) fputs(solve_help, stdout);
             else if (which == 1) fputs(pareto_help, stdout);
@@ -261,6 +281,8 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         a->solutions[a->n_solutions++] = argv[optind];
     }
     if (which == 0 && a->n_budgets == 0) return cli_usage_error(cmd, "at least one --budget is required (e.g. avg-bits=3.5)");
+    if (a->random_n > 0 && (a->all || a->n_solutions > 0))
+        return cli_usage_error(cmd, "--random cannot be combined with SOLUTION names or --all");
     if (a->ties) {
         mpq_err e = {0};
         if (mpq_ties_parse(a->ties, &a->o.ties, &e) != MPQ_OK) return cli_usage_error(cmd, "%s", e.msg);
@@ -492,6 +514,85 @@ done:
     return st == MPQ_OK ? MPQ_EXIT_OK : cli_fail("pareto", st, &err);
 }
 
+/* mpq evaluate --random: draw, store, measure, and compare over the random configurations only. */
+static mpq_status evaluate_random(mpq_job *job, const solve_args *a, cJSON *jout, mpq_err *err) {
+    const char *metric = a->o.metric ? a->o.metric : "kl";
+    int n = (int)a->random_n, reused = 0, nr = 0, nu = 0, nsel = 0;
+    int64_t *ids = calloc((size_t)n, sizeof *ids);
+    double *xs = calloc((size_t)n, sizeof *xs), *ys = calloc((size_t)n, sizeof *ys);
+    mpq_jobsolve_compare_row *rows = NULL, *sel = calloc((size_t)n, sizeof *sel);
+    double rho_all = NAN, rho = NAN;
+    mpq_status st = MPQ_OK;
+    if (!ids || !xs || !ys || !sel) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (!a->json)
+        printf("job '%s': %d random configurations (seed %ld), each layer uniform over %d candidates\n",
+               mpq_job_get_row(job)->name, n, a->seed, mpq_job_get_spec(job)->n_candidates);
+    if ((st = mpq_jobsolve_random(job, metric, n, (uint64_t)a->seed, ids, &reused, err)) != MPQ_OK) goto done;
+    if ((st = mpq_jobsolve_compare(job, metric, &rows, &nr, &rho_all, &nu, err)) != MPQ_OK) goto done;
+    for (int k = 0; k < n; k++) /* in draw order */
+        for (int i = 0; i < nr; i++)
+            if (rows[i].solution_id == ids[k]) {
+                sel[nsel++] = rows[i];
+                break;
+            }
+    nu = 0;
+    for (int i = 0; i < nsel; i++)
+        if (isfinite(sel[i].predicted) && isfinite(sel[i].kl)) {
+            xs[nu] = sel[i].predicted;
+            ys[nu++] = sel[i].kl;
+        }
+    if (nu >= 3) rho = mpq_jobsolve_spearman(xs, ys, nu);
+    if (a->json) {
+        cJSON *ro = cJSON_AddObjectToObject(jout, "random");
+        if (ro) {
+            cJSON_AddNumberToObject(ro, "n", n);
+            cJSON_AddNumberToObject(ro, "seed", (double)a->seed);
+            cJSON_AddNumberToObject(ro, "reused", reused);
+            cJSON_AddStringToObject(ro, "metric", metric);
+        }
+        cJSON *arr = cJSON_AddArrayToObject(jout, "evaluations");
+        for (int i = 0; arr && i < nsel; i++) {
+            cJSON *o = cJSON_CreateObject();
+            if (!o) break;
+            cJSON_AddStringToObject(o, "label", sel[i].label);
+            cJSON_AddNumberToObject(o, "solution_id", (double)sel[i].solution_id);
+            cJSON_AddNumberToObject(o, "avg_bits", sel[i].avg_bits);
+            if (isfinite(sel[i].predicted)) cJSON_AddNumberToObject(o, "predicted", sel[i].predicted);
+            else cJSON_AddNullToObject(o, "predicted");
+            cJSON_AddNumberToObject(o, "kl", sel[i].kl);
+            cJSON_AddNumberToObject(o, "kl_stderr", sel[i].kl_stderr);
+            cJSON_AddNumberToObject(o, "ppl", sel[i].ppl);
+            cJSON_AddNumberToObject(o, "top1", sel[i].top1);
+            cJSON_AddItemToArray(arr, o);
+        }
+        if (isfinite(rho)) cJSON_AddNumberToObject(jout, "spearman", rho);
+        else cJSON_AddNullToObject(jout, "spearman");
+        cJSON_AddNumberToObject(jout, "spearman_n", nu);
+    } else {
+        printf("measured %d, kept %d measured before\n", n - reused, reused);
+        printf("\npredicted (sum of %s over layers) vs measured on the evaluation data:\n", metric);
+        printf("%-28s %9s %12s %12s %10s %9s %7s\n", "configuration", "avg bits", "predicted", "measured KL", "+- se",
+               "ppl", "top-1");
+        for (int i = 0; i < nsel; i++)
+            printf("%-28.28s %9.4f %12.6g %12.6g %10.2g %9.4f %7.4f\n", sel[i].label, sel[i].avg_bits,
+                   sel[i].predicted, sel[i].kl, sel[i].kl_stderr, sel[i].ppl, sel[i].top1);
+        if (isfinite(rho))
+            printf("Spearman rank correlation (predicted vs measured KL): %.4f over %d random configurations\n", rho,
+                   nu);
+        else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
+    }
+done:
+    free(rows);
+    free(sel);
+    free(xs);
+    free(ys);
+    free(ids);
+    return st;
+}
+
 int cli_evaluate(int argc, char **argv) {
     solve_args a;
     int rc = parse_args(2, argc, argv, &a);
@@ -508,6 +609,15 @@ int cli_evaluate(int argc, char **argv) {
     if ((st = mpq_job_open(db, a.job, &job, &err)) != MPQ_OK) goto done;
     mpq_job_set_eval_workers(job, (int)a.workers);
     int64_t job_id = mpq_job_get_row(job)->id;
+    if (a.random_n > 0) {
+        if (a.json && !(jout = cJSON_CreateObject())) {
+            st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((st = evaluate_random(job, &a, jout, &err)) == MPQ_OK && a.json && cli_print_json(stdout, jout))
+            st = MPQ_ERR_NOMEM;
+        goto done;
+    }
     if (a.all) {
         char jid[32];
         snprintf(jid, sizeof jid, "%lld", (long long)job_id);
