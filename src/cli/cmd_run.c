@@ -170,6 +170,31 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, run_a
     return 0;
 }
 
+/* Under an MPI launcher (mpq_job.h, "MPI"): ranks other than 0 serve rank 0 here and their
+ * exit code is returned; -1 on rank 0 (or without MPI), which goes on as a single process. */
+static int mpi_start(const char *cmd, const mpq_job_opts *o) {
+    int rank = 0, n_ranks = 1;
+    mpq_err err = {0};
+    mpq_status st = mpq_job_mpi_init(&rank, &n_ranks, &err);
+    if (st == MPQ_OK && rank == 0) return -1;
+    /* SIGINT / SIGTERM only set the stop flag, which a serving rank does not read: it goes on
+     * until rank 0 (which stops as a single process does) tells it to finish */
+    if (st == MPQ_OK && (st = mpq_job_signals_install(&err)) == MPQ_OK) st = mpq_job_mpi_serve(o, &err);
+    int rc = st == MPQ_OK ? MPQ_EXIT_OK : cli_fail(cmd, st, &err);
+    mpq_job_mpi_finalize();
+    return rc;
+}
+
+/* Rank 0 of an MPI run: how many units the other ranks computed (stderr, unless --quiet). */
+static void mpi_report(const char *cmd, const run_args *a) {
+    int rank = 0, n = 1;
+    mpq_err e = {0};
+    if (a->quiet || !mpq_job_mpi_launched() || mpq_job_mpi_init(&rank, &n, &e) != MPQ_OK || n < 2) return;
+    fprintf(stderr, "mpq %s: %d MPI ranks; units computed by the other ranks:", cmd, n);
+    for (int r = 1; r < n; r++) fprintf(stderr, " rank %d: %lld%s", r, (long long)mpq_job_mpi_units(r), r + 1 < n ? "," : "");
+    fputc('\n', stderr);
+}
+
 static int finish(const char *cmd, mpq_status st, mpq_err *err, mpq_db *db, const char *job, double t0) {
     if (st == MPQ_OK) {
         mpq_db_job j;
@@ -211,6 +236,7 @@ int cli_run(int argc, char **argv) {
     progress_state ps;
     mpq_job_opts o;
     setup_progress(&ps, "run", &a, &o);
+    if ((rc = mpi_start("run", &o)) >= 0) return rc;
     if ((st = mpq_job_spec_load(a.arg, &spec, &err)) != MPQ_OK) goto done;
     const char *db_path = a.db;
     if (!db_path) { /* mpq.db in the spec's directory */
@@ -227,11 +253,13 @@ int cli_run(int argc, char **argv) {
     if ((st = mpq_db_open(db_path, MPQ_DB_CREATE, &db, &err)) != MPQ_OK) goto done;
     if ((st = mpq_job_signals_install(&err)) != MPQ_OK) goto done;
     st = mpq_job_run(db, spec, &o, NULL, &err);
+    mpi_report("run", &a);
     rc = finish("run", st, &err, db, spec->name, t0);
     goto out;
 done:
     rc = cli_fail("run", st, &err);
 out:
+    mpq_job_mpi_finalize(); /* under MPI: the other ranks stop */
     mpq_db_close(db);
     mpq_job_spec_free(spec);
     free(db_buf);
@@ -249,6 +277,7 @@ int cli_resume(int argc, char **argv) {
     progress_state ps;
     mpq_job_opts o;
     setup_progress(&ps, "resume", &a, &o);
+    if ((rc = mpi_start("resume", &o)) >= 0) return rc;
     if ((st = mpq_db_open(a.db ? a.db : cli_default_db(), MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) {
         rc = cli_fail("resume", st, &err);
         goto out;
@@ -258,8 +287,10 @@ int cli_resume(int argc, char **argv) {
         goto out;
     }
     st = mpq_job_resume(db, a.arg, &o, &err);
+    mpi_report("resume", &a);
     rc = finish("resume", st, &err, db, a.arg, t0);
 out:
+    mpq_job_mpi_finalize();
     mpq_db_close(db);
     return rc;
 }
