@@ -259,20 +259,22 @@ static mpq_status get_rows(buf *b, unit_rows *r, mpq_err *err) {
         m.n = get_i64(b);
         int64_t lc, lm, lp;
         const char *c = get_strn(b, &lc), *mt = get_strn(b, &lm), *pv = get_strn(b, &lp);
-        if (b->bad || !c || !mt) return mpq_err_set(err, MPQ_ERR_FORMAT, "malformed rows message (row %lld)", (long long)i);
-        size_t np = pv ? (size_t)lp + 1 : 0;
-        char *blk = cJSON_malloc(np + (size_t)lc + 1 + (size_t)lm + 1);
+        if (b->bad || !mt) return mpq_err_set(err, MPQ_ERR_FORMAT, "malformed rows message (row %lld)", (long long)i);
+        size_t np = pv ? (size_t)lp + 1 : 0, nc = c ? (size_t)lc + 1 : 0; /* NULL strings stay NULL */
+        char *blk = cJSON_malloc(np + nc + (size_t)lm + 1);
         if (!blk) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit rows");
-        char *pc = blk + np, *pm = pc + lc + 1;
+        char *pc = blk + np, *pm = pc + nc;
         if (pv) {
             memcpy(blk, pv, (size_t)lp);
             blk[lp] = '\0';
         }
-        memcpy(pc, c, (size_t)lc);
-        pc[lc] = '\0';
+        if (c) {
+            memcpy(pc, c, (size_t)lc);
+            pc[lc] = '\0';
+        }
         memcpy(pm, mt, (size_t)lm);
         pm[lm] = '\0';
-        m.candidate = pc;
+        m.candidate = c ? pc : NULL;
         m.metric = pm;
         m.provenance_json = pv ? blk : NULL;
         r->prov[r->n] = blk;
@@ -343,6 +345,9 @@ static const char *blas_core(void) {
 mpq_status job_mpi_announce(const mpq_job_spec *spec, const char *inputs_json, const int64_t *layer_ids, int n_ids,
                             mpq_err *err) {
     if (!job_mpi_active()) return MPQ_OK;
+    if (g.announced) /* the other ranks serve one job, then stop */
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "job '%s': this MPI run already ran a job; one job per mpirun",
+                           spec->name);
     buf b = {0};
     put_str(&b, mpq_version());
     put_str(&b, blas_core());

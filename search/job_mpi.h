@@ -64,7 +64,8 @@ void job_worker_close(job_worker *w); /* accepts NULL */
 /* True on rank 0 of a run with more than one rank. */
 bool job_mpi_active(void);
 /* Sends the job to every other rank: canonical spec, rank 0's input record (inputs_json),
- * layer ids. Each rank starts loading and computing its FP reference at once. */
+ * layer ids. Each rank starts loading and computing its FP reference at once. Once per
+ * process (the other ranks serve one job): MPQ_ERR_UNSUPPORTED for a second job. */
 mpq_status job_mpi_announce(const mpq_job_spec *spec, const char *inputs_json, const int64_t *layer_ids, int n_ids,
                             mpq_err *err);
 /* Waits for every rank's answer to job_mpi_announce: its worker count, or the reason it

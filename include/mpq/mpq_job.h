@@ -407,7 +407,9 @@ int mpq_job_stop_signal(void);
  * refuse (reported by rank 0, naming rank and host) if a file's SHA-256 differs from the
  * job's record or the mpq version or OpenBLAS kernel differs from rank 0's, and compute the
  * units of the worker-pool stages rank 0 hands them, each on opts->n_workers threads. The
- * hessian stage runs on rank 0 only. Stored numbers are those of a single process.
+ * hessian stage runs on rank 0 only. Stored numbers are those of a single process. One job
+ * per MPI run: a second mpq_job_run / mpq_job_resume with units to compute on rank 0 of the
+ * same run fails with MPQ_ERR_UNSUPPORTED.
  *
  *     int rank, n;
  *     if (mpq_job_mpi_init(&rank, &n, &err) != MPQ_OK) ...    // before any other work
