@@ -59,9 +59,9 @@ mpq_status mpq_job_mpi_init(int *rank, int *n_ranks, mpq_err *err) {
     long size = env_num("OMPI_COMM_WORLD_SIZE"), r = env_num("PMIX_RANK");
     if (size > 1 || r > 0)
         return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "started by an MPI launcher (%s=%ld) but this mpq was built without MPI (Open MPI was "
-                           "not found when it was configured): every rank would run the whole job; install "
-                           "libopenmpi-dev and rebuild, or run mpq without mpirun",
+                           "started by an MPI launcher (%s=%ld) but this mpq was built without MPI (no MPI "
+                           "library found when it was configured, or MPQ_MPI=OFF): every rank would run the "
+                           "whole job; install libopenmpi-dev and rebuild, or run mpq without mpirun",
                            size > 1 ? "OMPI_COMM_WORLD_SIZE" : "PMIX_RANK", size > 1 ? size : r);
     return MPQ_OK;
 }

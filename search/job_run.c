@@ -498,7 +498,9 @@ static bool should_stop(const run_ctx *c) {
  * seconds, so a long unit does not make the run look dead. A unit's numbers depend only on the unit (BLAS runs one
  * thread, see mpq_blas_threads, and every unit runs the same batches), so the worker count
  * changes speed, never the stored numbers. At most n_workers units are in flight; a stop
- * request lets the units in flight finish and commits them. The hessian stage runs on this
+ * request lets the units in flight finish and commits them. Under MPI (job_mpi.h) a
+ * dispatcher thread takes units from the same queue for the other ranks, and their worker
+ * slots count in the window of units in flight. The hessian stage runs on this
  * thread, in order: its chunks continue one running estimate. */
 
 typedef struct work_item {
