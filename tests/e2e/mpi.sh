@@ -67,10 +67,15 @@ same_as_ref() { # db what [attempts]
   sql_dump "$1" ${3:-} > "$T/cmp.txt"
   cmp -s "$T/ref.txt" "$T/cmp.txt" || { diff "$T/ref.txt" "$T/cmp.txt" | head -4; fail "$2: stored rows differ from a single process"; }
 }
-rank_pid() { # mpirun's pid, rank: the pid of that rank (a child of mpirun on localhost)
-  local p
-  for p in $(pgrep -P "$1"); do
-    tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
+rank_pid() { # mpirun's pid, rank: the pid of that rank (a child of mpirun on localhost; /proc, no procps)
+  local d p st rest
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    read -r st < "$d/stat" 2> /dev/null || continue
+    rest=${st##*) }                 # "S PPID ...", after the command name
+    rest=${rest#* }
+    [ "${rest%% *}" = "$1" ] || continue
+    tr '\0' '\n' < "$d/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
   done
 }
 wait_done() { # db n: until n units are done
