@@ -6,8 +6,9 @@
 # seconds and pids left out); a stop and resume under mpirun, a SIGKILL of rank 1 (then
 # `mpq resume` without MPI) and a SIGKILL of rank 0 (then resume under mpirun) end with the
 # same numbers; a rank whose model file differs from the job's record makes the run refuse
-# (exit 5, naming rank, host and file) without storing anything; the hessian stage (rank 0
-# only) with pool stages on every rank stores the same numbers too.
+# (exit 5, naming rank, host and file) without storing anything, as does a rank running
+# another OpenBLAS kernel (exit 6); the hessian stage (rank 0 only) with pool stages on every
+# rank stores the same numbers too.
 # Built without MPI (MPQ_WITH_MPI=OFF): a launcher's environment with 2 ranks is refused
 # (exit 6). Exit 77 (skipped) without mpirun.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data), MPQ_WITH_MPI (ON/OFF, from CMake).
@@ -147,6 +148,17 @@ if unshare -m sh -c "mount --bind '$T/m2.bin' '$T/m.bin'" 2> /dev/null; then
   [ "$(sqlite3 "$T/f.db" "SELECT COUNT(*) FROM units WHERE status='pending'")" = "$TOTAL" ] || bad "units not pending"
 else
   echo "skip: rank with another model (unshare -m / mount --bind not permitted here)"
+fi
+
+# 5b. rank 2 runs another OpenBLAS kernel (forced; Core2 and Nehalem run on any x86-64 with
+# SSE4.2): its last bits would differ, so it refuses (exit 6)
+if [ "$(uname -m)" = x86_64 ] && grep -q sse4_2 /proc/cpuinfo; then
+  check "rank 2 with another BLAS kernel" 6 "OpenBLAS uses its Nehalem kernels here, Core2 on rank 0" -- \
+    "${MPIRUN[@]}" -n 2 env OPENBLAS_CORETYPE=Core2 "$MPQ" run "$T/spec.json" --db "$T/k.db" -q : \
+    -n 1 env OPENBLAS_CORETYPE=Nehalem "$MPQ" run "$T/spec.json" --db "$T/k.db" -q
+  [ "$(sqlite3 "$T/k.db" 'SELECT COUNT(*) FROM metrics')" = 0 ] || bad "rank 2 with another BLAS kernel: metrics stored"
+else
+  echo "skip: rank with another BLAS kernel (needs x86-64 with SSE4.2)"
 fi
 
 # 6. the hessian stage runs on rank 0, its pool stages on every rank: same rows
