@@ -79,8 +79,9 @@ rank_pid() { # mpirun's pid, rank: the pid of that rank (a child of mpirun on lo
     tr '\0' '\n' < "$d/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
   done
 }
-wait_done() { # db n: until n units are done
+wait_done() { # db n pid: until n units are done (fails if pid ends first)
   while [ "$(sqlite3 "$1" "SELECT COUNT(*) FROM units WHERE status='done'" 2> /dev/null || echo 0)" -lt "$2" ]; do
+    kill -0 "$3" 2> /dev/null || fail "mpirun (pid $3) ended before $2 units were done"
     sleep 0.1
   done
 }
@@ -113,7 +114,7 @@ ok "stopped after $n units and resumed under mpirun: same rows"
 # 3. SIGKILL of rank 1 in the middle: Open MPI ends the run; `mpq resume` without MPI finishes it
 "${MPIRUN[@]}" -n 3 "$MPQ" run "$T/spec.json" --db "$T/d.db" --workers 1 -q > /dev/null 2>&1 &
 mp=$!
-wait_done "$T/d.db" 30
+wait_done "$T/d.db" 30 "$mp"
 r1=$(rank_pid "$mp" 1)
 [ -n "$r1" ] || fail "rank 1 of mpirun $mp not found"
 kill -KILL "$r1"
