@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Sets mpq up on a fresh Debian 12 machine and runs the main job on the bundled model:
-# installs the Debian packages, builds (build/), checks ../shared is there, then runs the
-# main job on the bundled model (examples/stories260K.json; its results database,
-# examples/mpq.db, is created beside the spec), solves it, and writes configs, plots and
-# a report to examples/out/.
+# installs the Debian packages (listed in tests/deps.sh: build, test and Open MPI ones),
+# builds (build/), checks ../shared is there, then runs the main job on the bundled model
+# (examples/stories260K.json; its results database, examples/mpq.db, is created beside the
+# spec), solves it, and writes configs, plots and a report to examples/out/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tests/deps.sh"

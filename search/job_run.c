@@ -26,6 +26,7 @@
 
 #include "job_hessian.h"
 #include "job_noise.h"
+#include "job_mpi.h"
 
 int mpq_job_default_workers(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -383,18 +384,12 @@ static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
     return o;
 }
 
-#define MAX_UNIT_ROWS 512
-
-typedef struct unit_rows {
-    mpq_db_metric rows[MAX_UNIT_ROWS];
-    char *prov[MAX_UNIT_ROWS];
-    int n;
-} unit_rows;
-
-static void rows_free(unit_rows *r) {
+static void rows_free(unit_rows *r) { /* unit_rows: job_mpi.h */
     for (int i = 0; i < r->n; i++) cJSON_free(r->prov[i]);
     r->n = 0;
 }
+
+void job_rows_free(unit_rows *r) { rows_free(r); }
 
 static mpq_status add_row(unit_rows *r, cJSON *prov, int64_t layer_id, const char *cand, const char *metric,
                           double value, double se, int64_t n, mpq_err *err) {
@@ -516,7 +511,9 @@ static bool should_stop(const run_ctx *c) {
  * seconds, so a long unit does not make the run look dead. A unit's numbers depend only on the unit (BLAS runs one
  * thread, see mpq_blas_threads, and every unit runs the same batches), so the worker count
  * changes speed, never the stored numbers. At most n_workers units are in flight; a stop
- * request lets the units in flight finish and commits them. The hessian stage runs on this
+ * request lets the units in flight finish and commits them. Under MPI (job_mpi.h) a
+ * dispatcher thread takes units from the same queue for the other ranks, and their worker
+ * slots count in the window of units in flight. The hessian stage runs on this
  * thread, in order: its chunks continue one running estimate. */
 
 typedef struct work_item {
@@ -545,6 +542,8 @@ struct pool {
     worker_arg *args;
     pthread_t *threads;
     int n_workers, n_started;
+    int n_remote;         /* worker slots of other MPI ranks (job_mpi.h), 0 without MPI */
+    bool remote_started;  /* job_mpi_dispatch_start succeeded */
 };
 
 static void *worker_main(void *arg) {
@@ -572,6 +571,7 @@ static void pool_stop(pool *p) {
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n_started; i++) pthread_join(p->threads[i], NULL);
+    if (p->remote_started) job_mpi_dispatch_stop(); /* waits for the units other ranks hold */
     for (int i = 1; p->cals && i < p->n_workers; i++) mpq_calib_free(p->cals[i]);
     for (int i = 0; p->items && i < p->n_items; i++)
         if (p->items[i].rows) {
@@ -587,7 +587,35 @@ static void pool_stop(pool *p) {
     pthread_cond_destroy(&p->cv_done);
 }
 
-/* Forks c->cal for workers 2..n and starts the threads; pool_stop undoes a partial start. */
+/* The MPI dispatcher's view of the pool (job_mpi.h): it takes items as a worker does. */
+static bool pool_take(void *pv, int *item, int *unit_index, unit_rows **rows, bool *quit) {
+    pool *p = pv;
+    bool got = false;
+    pthread_mutex_lock(&p->mu);
+    *quit = p->quit;
+    if (!p->quit && p->next < p->allowed) {
+        work_item *it = &p->items[p->next];
+        *item = p->next++;
+        *unit_index = (int)(it->u - p->c->units);
+        *rows = it->rows;
+        got = true;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return got;
+}
+
+static void pool_deliver(void *pv, int item, mpq_status st, const mpq_err *err) {
+    pool *p = pv;
+    pthread_mutex_lock(&p->mu);
+    p->items[item].st = st;
+    if (st != MPQ_OK && err) p->items[item].err = *err;
+    p->items[item].ready = true;
+    pthread_cond_broadcast(&p->cv_done);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Forks c->cal for workers 2..n and starts the threads (and, under MPI, the dispatcher to
+ * the other ranks); pool_stop undoes a partial start. */
 static mpq_status pool_start(pool *p, run_ctx *c, const mpq_job_unit **us, int n_items, mpq_err *err) {
     memset(p, 0, sizeof *p);
     p->c = c;
@@ -617,6 +645,11 @@ static mpq_status pool_start(pool *p, run_ctx *c, const mpq_job_unit **us, int n
         if (rc != 0) return mpq_err_set(err, MPQ_ERR_NOMEM, "cannot start worker thread %d: %s", i + 1, strerror(rc));
         p->n_started++;
     }
+    if ((p->n_remote = job_mpi_slots()) > 0) {
+        job_mpi_pool_ops ops = {.take = pool_take, .deliver = pool_deliver, .pool = p};
+        if ((st = job_mpi_dispatch_start(&ops, err)) != MPQ_OK) return st;
+        p->remote_started = true;
+    }
     return MPQ_OK;
 }
 
@@ -624,7 +657,7 @@ static mpq_status pool_start(pool *p, run_ctx *c, const mpq_job_unit **us, int n
  * handing out once a stop was requested or max_units commits would be exceeded. */
 static mpq_status pool_feed(pool *p, const mpq_db_unit *pend, int i, bool *stopping, mpq_err *err) {
     run_ctx *c = p->c;
-    const int window = p->n_workers; /* one unit per worker: a stop request is honoured promptly */
+    const int window = p->n_workers + p->n_remote; /* one unit per worker: a stop is honoured promptly */
     while (!*stopping && p->allowed < p->n_items && p->allowed < i + window) {
         int in_flight = p->allowed - i;
         if (mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done + in_flight >= c->opts.max_units)) {
@@ -812,6 +845,29 @@ done:
     return st;
 }
 
+/* The FP reference every unit is measured against (the same options on every MPI rank). */
+static mpq_status reference_create(run_ctx *c, mpq_err *err) {
+    const mpq_job_spec *spec = c->spec;
+    mpq_calib_opts co = mpq_calib_opts_default();
+    co.batch = spec->calib.batch;
+    co.collect_xtx = spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR];
+    co.prefix_reuse = true;
+    if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
+    mpq_status st = mpq_calib_create(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len, &co, &c->cal, err);
+    if (st != MPQ_OK) mpq_err_prefix(err, "job '%s': FP reference", spec->name);
+    return st;
+}
+
+/* Rank 0 under MPI: the job, this run's input record and the layer ids to the other ranks. */
+static mpq_status mpi_announce(run_ctx *c, mpq_err *err) {
+    char *inputs = inputs_json(c);
+    if (!inputs) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    int n_ids = mpq_model_n_linear(c->model) + mpq_model_get_config(c->model)->n_layers;
+    mpq_status st = job_mpi_announce(c->spec, inputs, c->layer_ids, n_ids, err);
+    free(inputs);
+    return st;
+}
+
 static void ctx_free(run_ctx *c) {
     mpq_job_hessian_free(c->hess);
     mpq_calib_free(c->cal);
@@ -869,16 +925,10 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     if (n_done < n_total) {
         if ((st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_RUNNING, err)) != MPQ_OK) goto done;
         running = true;
-        mpq_calib_opts co = mpq_calib_opts_default();
-        co.batch = spec->calib.batch;
-        co.collect_xtx = spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR];
-        co.prefix_reuse = true;
-        if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
+        if (job_mpi_active() && (st = mpi_announce(&c, err)) != MPQ_OK) goto done; /* the ranks load meanwhile */
         double t0 = mpq_time_now();
-        if ((st = mpq_calib_create(c.model, c.tokens, c.seqs->n_seqs, c.seqs->seq_len, &co, &c.cal, err)) != MPQ_OK) {
-            mpq_err_prefix(err, "job '%s': FP reference", spec->name);
-            goto done;
-        }
+        if ((st = reference_create(&c, err)) != MPQ_OK) goto done;
+        if ((st = job_mpi_gather(err)) != MPQ_OK) goto done; /* no-op without MPI */
         mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = spec->name, .seconds = mpq_time_now() - t0,
                               .eta_seconds = -1};
         emit(&c, &p);
@@ -956,4 +1006,69 @@ mpq_status mpq_job_resume(mpq_db *db, const char *job, const mpq_job_opts *opts,
         st = run_job(db, spec, opts, NULL, err);
     mpq_job_close(jh);
     return st;
+}
+
+/* ---- the worker half, for the other ranks of an MPI run (job_mpi.h) ---------------------- */
+
+struct job_worker {
+    run_ctx c;
+    mpq_calib **cals; /* (n_cals) cals[0] = c.cal, the others forks of it */
+    int n_cals;
+};
+
+mpq_status job_worker_open(const mpq_job_spec *spec, const int64_t *layer_ids, int n_ids, job_worker **out,
+                           mpq_err *err) {
+    job_worker *w = mpq_calloc(1, sizeof *w);
+    if (!w) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    w->c.spec = spec;
+    w->c.opts = mpq_job_opts_default();
+    mpq_status st = load_inputs(&w->c, err);
+    if (st == MPQ_OK &&
+        n_ids != mpq_model_n_linear(w->c.model) + mpq_model_get_config(w->c.model)->n_layers)
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "model %s: %d linear layers + blocks here, %d on rank 0", spec->model,
+                         mpq_model_n_linear(w->c.model) + mpq_model_get_config(w->c.model)->n_layers, n_ids);
+    if (st == MPQ_OK) memcpy(w->c.layer_ids, layer_ids, (size_t)n_ids * sizeof *layer_ids);
+    if (st != MPQ_OK) {
+        job_worker_close(w);
+        return st;
+    }
+    *out = w;
+    return MPQ_OK;
+}
+
+char *job_worker_inputs_json(const job_worker *w) { return inputs_json(&w->c); }
+
+mpq_status job_worker_reference(job_worker *w, int n_workers, mpq_err *err) {
+    mpq_status st = reference_create(&w->c, err);
+    if (st != MPQ_OK) return st;
+    if (!(w->cals = mpq_calloc(n_workers > 0 ? (size_t)n_workers : 1, sizeof *w->cals)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d workers", n_workers);
+    w->cals[0] = w->c.cal;
+    w->n_cals = 1;
+    for (; w->n_cals < n_workers; w->n_cals++)
+        if ((st = mpq_calib_fork(w->c.cal, &w->cals[w->n_cals], err)) != MPQ_OK) {
+            mpq_err_prefix(err, "worker %d of %d", w->n_cals + 1, n_workers);
+            return st;
+        }
+    return MPQ_OK;
+}
+
+int job_worker_n_units(const job_worker *w) { return w->c.n_units; }
+
+const mpq_job_unit *job_worker_unit(const job_worker *w, int i) {
+    return i >= 0 && i < w->c.n_units ? &w->c.units[i] : NULL;
+}
+
+mpq_status job_worker_compute(job_worker *w, int slot, int i, unit_rows *rows, mpq_err *err) {
+    if (slot < 0 || slot >= w->n_cals || i < 0 || i >= w->c.n_units || w->c.units[i].stage == MPQ_JOB_STAGE_HESSIAN)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "unit %d (slot %d) cannot be computed on this rank", i, slot);
+    return compute_unit(&w->c, w->cals[slot], &w->c.units[i], rows, err);
+}
+
+void job_worker_close(job_worker *w) {
+    if (!w) return;
+    for (int i = 1; i < w->n_cals; i++) mpq_calib_free(w->cals[i]);
+    free(w->cals);
+    ctx_free(&w->c);
+    free(w);
 }

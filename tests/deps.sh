@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages mpq builds and tests with (apt-get; sudo when not root).
 # Sourced by examples/setup.sh and tests/run.sh. Does nothing when all are present.
 mpq_packages=(build-essential cmake pkg-config libglpk-dev libsqlite3-dev libopenblas-dev libopenblas-pthread-dev
-              liblapacke-dev libcjson-dev check sqlite3 clang libclang-rt-14-dev)
+              liblapacke-dev libcjson-dev check sqlite3 clang libclang-rt-14-dev libopenmpi-dev openmpi-bin)
 
 mpq_install_deps() {
   local missing=()

@@ -430,6 +430,48 @@ void mpq_job_stop_clear(void);
 /* Signal number that set the flag (0 if mpq_job_request_stop or none). */
 int mpq_job_stop_signal(void);
 
+/* ---- MPI (README "Runs across MPI ranks") ------------------------------------------------
+ * Under an MPI launcher, rank 0 calls mpq_job_run / mpq_job_resume as a single process does
+ * (it alone opens the database, takes the lease, commits); the other ranks call
+ * mpq_job_mpi_serve instead: they receive the job, load its model and data themselves,
+ * refuse (reported by rank 0, naming rank and host) if a file's SHA-256 differs from the
+ * job's record or the mpq version or OpenBLAS kernel differs from rank 0's, and compute the
+ * units of the worker-pool stages rank 0 hands them, each on opts->n_workers threads. The
+ * hessian stage runs on rank 0 only. Stored numbers are those of a single process. One job
+ * per MPI run: a second mpq_job_run / mpq_job_resume with units to compute on rank 0 of the
+ * same run fails with MPQ_ERR_UNSUPPORTED.
+ *
+ *     int rank, n;
+ *     if (mpq_job_mpi_init(&rank, &n, &err) != MPQ_OK) ...    // before any other work
+ *     if (rank == 0) st = mpq_job_run(db, spec, &o, NULL, &err);
+ *     else st = mpq_job_mpi_serve(&o, &err);
+ *     mpq_job_mpi_finalize();                                 // every rank, on every way out */
+
+/* Whether the environment says an MPI launcher started this process: OMPI_COMM_WORLD_SIZE
+ * (Open MPI's mpirun / mpiexec) or PMIX_RANK (PMIx launchers, e.g. srun --mpi=pmix) is set. */
+bool mpq_job_mpi_launched(void);
+/* Whether this build has MPI (Open MPI found when it was configured). */
+bool mpq_job_mpi_available(void);
+/* Not launched by MPI: *rank = 0, *n_ranks = 1, MPI untouched. Launched: MPI_Init_thread
+ * (MPI_THREAD_SERIALIZED) and this process's rank and the number of ranks. MPQ_ERR_UNSUPPORTED
+ * when the build has no MPI and the launcher started more than one rank (OMPI_COMM_WORLD_SIZE
+ * > 1 or PMIX_RANK > 0), or when MPI cannot give MPI_THREAD_SERIALIZED. Later calls give
+ * the same rank and count without initializing again. */
+mpq_status mpq_job_mpi_init(int *rank, int *n_ranks, mpq_err *err);
+/* On ranks other than 0: serves rank 0 until it finishes (its job, a refusal, or nothing).
+ * opts->n_workers threads (0: mpq_job_default_workers of this host); the other fields are
+ * unused. Returns MPQ_OK once rank 0 is done (a refusal is reported by rank 0, not here);
+ * MPQ_ERR_INVALID on rank 0 or without MPI. A failure of MPI itself aborts every rank
+ * (MPI's default error handler). */
+mpq_status mpq_job_mpi_serve(const mpq_job_opts *opts, mpq_err *err);
+/* Rank 0 tells every other rank to stop and waits for them; then MPI_Finalize. No-op when
+ * mpq_job_mpi_init did not initialize MPI. */
+void mpq_job_mpi_finalize(void);
+/* On rank 0, after mpq_job_run / mpq_job_resume: the units rank `rank` (1 .. n_ranks-1)
+ * computed and sent back without error (committed, unless the run stopped on an error
+ * first); 0 for other ranks, other processes or without MPI. */
+int64_t mpq_job_mpi_units(int rank);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,11 +27,17 @@ static const char *run_help =
     "one holding it; a killed runner's hold is taken over. Relative paths in SPEC are\n"
     "resolved against the current directory. The spec format is documented in the README.\n"
     "\n"
+    "Under an MPI launcher (`mpirun -n N mpq run SPEC --db DB`; detected by the variable\n"
+    "OMPI_COMM_WORLD_SIZE or PMIX_RANK) rank 0 owns the database and commits; the other ranks\n"
+    "load the model and data themselves and compute units with --workers threads each; the\n"
+    "database is the one a single process writes (README \"Runs across MPI ranks\").\n"
+    "\n"
     "  -d, --db PATH           results database (default: mpq.db next to SPEC)\n"
     "  -n, --max-units N       stop after N units, as if interrupted (exit 130)\n"
     "  -w, --workers N         threads computing units (default: the number of processors);\n"
     "                          each holds a copy of the weights; changes speed, never the\n"
-    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says)\n"
+    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says); under\n"
+    "                          MPI: threads of each rank (default: that host's processors)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n"
     "\n"
@@ -40,7 +46,9 @@ static const char *run_help =
     "input file changed since the job was created, 6 unsupported (e.g. newer database\n"
     "schema), 7 database error, 12 the job is being run by another process, 130 interrupted\n"
     "(resume with `mpq resume JOB`). A database that cannot be written (read-only file,\n"
-    "directory or file system) is exit 3, naming the reason.\n";
+    "directory or file system) is exit 3, naming the reason. Under MPI: a rank whose model or\n"
+    "data differ from the job's record is exit 5, a rank without them exit 3, a different\n"
+    "mpq version or OpenBLAS kernel or an mpq built without MPI exit 6.\n";
 
 static const char *resume_help =
     "usage: mpq resume JOB [--db PATH] [--workers N] [--quiet]\n"
@@ -48,12 +56,14 @@ static const char *resume_help =
     "Continues job JOB (name or id) with the spec stored in the database: runs every unit\n"
     "that is pending, was in flight when the job was killed, or failed. Refuses to run if\n"
     "the model or data files changed since the job was created (their SHA-256 is recorded).\n"
+    "`mpirun -n N mpq resume JOB --db DB` spreads the units over N ranks as `mpq run` does.\n"
     "\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
     "  -n, --max-units N       stop after N units, as if interrupted (exit 130)\n"
     "  -w, --workers N         threads computing units (default: the number of processors);\n"
     "                          each holds a copy of the weights; changes speed, never the\n"
-    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says)\n"
+    "                          stored numbers (whatever OPENBLAS_NUM_THREADS says); under\n"
+    "                          MPI: threads of each rank (default: that host's processors)\n"
     "  -q, --quiet             no progress output\n"
     "  -h, --help              this help\n"
     "\n"
@@ -170,6 +180,31 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, run_a
     return 0;
 }
 
+/* Under an MPI launcher (mpq_job.h, "MPI"): ranks other than 0 serve rank 0 here and their
+ * exit code is returned; -1 on rank 0 (or without MPI), which goes on as a single process. */
+static int mpi_start(const char *cmd, const mpq_job_opts *o) {
+    int rank = 0, n_ranks = 1;
+    mpq_err err = {0};
+    mpq_status st = mpq_job_mpi_init(&rank, &n_ranks, &err);
+    if (st == MPQ_OK && rank == 0) return -1;
+    /* SIGINT / SIGTERM only set the stop flag, which a serving rank does not read: it goes on
+     * until rank 0 (which stops as a single process does) tells it to finish */
+    if (st == MPQ_OK && (st = mpq_job_signals_install(&err)) == MPQ_OK) st = mpq_job_mpi_serve(o, &err);
+    int rc = st == MPQ_OK ? MPQ_EXIT_OK : cli_fail(cmd, st, &err);
+    mpq_job_mpi_finalize();
+    return rc;
+}
+
+/* Rank 0 of an MPI run: how many units the other ranks computed (stderr, unless --quiet). */
+static void mpi_report(const char *cmd, const run_args *a, mpq_status st) {
+    int rank = 0, n = 1;
+    mpq_err e = {0};
+    if (a->quiet || (st != MPQ_OK && st != MPQ_ERR_INTERRUPTED) || !mpq_job_mpi_launched() || mpq_job_mpi_init(&rank, &n, &e) != MPQ_OK || n < 2) return;
+    fprintf(stderr, "mpq %s: %d MPI ranks; units computed by the other ranks:", cmd, n);
+    for (int r = 1; r < n; r++) fprintf(stderr, " rank %d: %lld%s", r, (long long)mpq_job_mpi_units(r), r + 1 < n ? "," : "");
+    fputc('\n', stderr);
+}
+
 static int finish(const char *cmd, mpq_status st, mpq_err *err, mpq_db *db, const char *job, double t0) {
     if (st == MPQ_OK) {
         mpq_db_job j;
@@ -211,6 +246,7 @@ int cli_run(int argc, char **argv) {
     progress_state ps;
     mpq_job_opts o;
     setup_progress(&ps, "run", &a, &o);
+    if ((rc = mpi_start("run", &o)) >= 0) return rc;
     if ((st = mpq_job_spec_load(a.arg, &spec, &err)) != MPQ_OK) goto done;
     const char *db_path = a.db;
     if (!db_path) { /* mpq.db in the spec's directory */
@@ -227,11 +263,13 @@ int cli_run(int argc, char **argv) {
     if ((st = mpq_db_open(db_path, MPQ_DB_CREATE, &db, &err)) != MPQ_OK) goto done;
     if ((st = mpq_job_signals_install(&err)) != MPQ_OK) goto done;
     st = mpq_job_run(db, spec, &o, NULL, &err);
+    mpi_report("run", &a, st);
     rc = finish("run", st, &err, db, spec->name, t0);
     goto out;
 done:
     rc = cli_fail("run", st, &err);
 out:
+    mpq_job_mpi_finalize(); /* under MPI: the other ranks stop */
     mpq_db_close(db);
     mpq_job_spec_free(spec);
     free(db_buf);
@@ -249,6 +287,7 @@ int cli_resume(int argc, char **argv) {
     progress_state ps;
     mpq_job_opts o;
     setup_progress(&ps, "resume", &a, &o);
+    if ((rc = mpi_start("resume", &o)) >= 0) return rc;
     if ((st = mpq_db_open(a.db ? a.db : cli_default_db(), MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) {
         rc = cli_fail("resume", st, &err);
         goto out;
@@ -258,8 +297,10 @@ int cli_resume(int argc, char **argv) {
         goto out;
     }
     st = mpq_job_resume(db, a.arg, &o, &err);
+    mpi_report("resume", &a, st);
     rc = finish("resume", st, &err, db, a.arg, t0);
 out:
+    mpq_job_mpi_finalize();
     mpq_db_close(db);
     return rc;
 }
