@@ -13,6 +13,7 @@
 #include "db/db_private.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +139,15 @@ static mpq_status run_stmt(mpq_db *db, sqlite3_stmt *st, stmt_start_fn start, mp
             }
             if (t == SQLITE_BLOB) {
                 snprintf(blobs[i], sizeof blobs[i], "<blob %d bytes>", sqlite3_column_bytes(st, i));
+                vals[i] = blobs[i];
+            } else if (t == SQLITE_FLOAT && isfinite(sqlite3_column_double(st, i))) {
+                /* the shortest of %.15g..%.17g that reads back as the same double (SQLite's own
+                 * text conversion keeps 15 digits) */
+                const double v = sqlite3_column_double(st, i);
+                for (int prec = 15; prec <= 17; prec++) {
+                    snprintf(blobs[i], sizeof blobs[i], "%.*g", prec, v);
+                    if (strtod(blobs[i], NULL) == v) break;
+                }
                 vals[i] = blobs[i];
             } else {
                 vals[i] = (const char *)sqlite3_column_text(st, i);

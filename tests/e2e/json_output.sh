@@ -88,6 +88,10 @@ if "$MPQ" run "$T/spec.json" --db "$T/m.db" --quiet >/dev/null 2>"$T/err"; then
     want query-ninf null 0.ninf
     want query-string 'a"b\c' 0.s
   }
+  # text output: every REAL with the digits that read back as the same double
+  got=$("$MPQ" query --db "$T/m.db" --sql "SELECT 0.1 + 0.2 AS a, 1.0 / 3 AS b, 2.5 AS c" | tail -1 | tr -s ' ')
+  [ "$got" = "0.30000000000000004 0.3333333333333333 2.5" ] && echo "ok   query-text-digits" \
+    || bad "query text digits: '$got'"
 else
   bad "run: $(cat "$T/err")"
 fi

@@ -30,8 +30,8 @@ check() { # name expected_code needle -- command...
   fi
 }
 
-dump() { # every stored metric, values printed exactly
-  sqlite3 -separator '|' "$1" "SELECT l.name, m.candidate, m.metric, printf('%.17g', m.value),
-    COALESCE(printf('%.17g', m.stderr), 'NULL'), m.n, m.provenance_json FROM metrics m
+dump() { # every stored metric, values printed exactly (%!.17g: SQLite's %.17g stops at 16 digits)
+  sqlite3 -separator '|' "$1" "SELECT l.name, m.candidate, m.metric, printf('%!.17g', m.value),
+    COALESCE(printf('%!.17g', m.stderr), 'NULL'), m.n, m.provenance_json FROM metrics m
     LEFT JOIN layers l ON l.id = m.layer_id ORDER BY l.name, m.candidate, m.metric"
 }
