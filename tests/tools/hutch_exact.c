@@ -13,11 +13,16 @@
  * Usage (from the project root; prints a table; slow: 2 gradient passes per HVP):
  *   mpq_hutch_exact MODEL TOKENS.u16 [--seq-len 128] [--n-seqs 16] [--seed 1] [--hess-seqs 8]
  *                   [--hess-len 128] [--probe-seed 0] [--probes 200] [--fd-step 1e-2]
- *                   [--exact blk.0.attn_q,blk.1.attn_o] [--fd-check 0]
+ *                   [--exact blk.0.attn_q,blk.1.attn_o] [--fd-check 0] [--min-probes 10] [--tol 1e-3]
+ *                   [--rse-tol 0.05]
+ * It also replays the stage's stopping rule on the probes (the probe count a job with these
+ * settings stores), since an estimate stopped when its own stderr looks small has a stderr
+ * biased low.
  * The calibration windows are drawn as a job draws them (mpq_data_sequences with --seed),
  * and the Hessian is that of the first --hess-seqs windows' first --hess-len tokens, as the
  * hessian stage takes them. Not a test: run by hand; numbers are quoted in the README. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +86,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *model_path = argv[1], *data_path = argv[2];
-    int seq_len = 128, n_seqs = 16, hess_seqs = 8, hess_len = 128, probes = 200, fd_check = 0;
+    int seq_len = 128, n_seqs = 16, hess_seqs = 8, hess_len = 128, probes = 200, fd_check = 0, min_probes = 10;
+    double tol = 1e-3, rse_tol = 0.05;
     long long seed = 1, probe_seed = 0;
     double fd = 1e-2;
     char exact[1024] = "blk.0.attn_q,blk.1.attn_o";
@@ -96,6 +102,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--probes")) probes = atoi(v);
         else if (!strcmp(k, "--fd-step")) fd = atof(v);
         else if (!strcmp(k, "--fd-check")) fd_check = atoi(v);
+        else if (!strcmp(k, "--min-probes")) min_probes = atoi(v);
+        else if (!strcmp(k, "--tol")) tol = atof(v);
+        else if (!strcmp(k, "--rse-tol")) rse_tol = atof(v);
         else if (!strcmp(k, "--exact")) snprintf(exact, sizeof exact, "%s", v);
         else {
             fprintf(stderr, "%s: unknown option %s\n", argv[0], k);
@@ -163,8 +172,37 @@ int main(int argc, char **argv) {
     double t_probe = (mpq_time_now() - t0) / probes;
     printf("probes: %d in %.1f s (%.3f s per HVP), fd_step %g, %zu parameters\n", probes, t_probe * probes, t_probe,
            fd, n);
-    printf("%-16s %12s %11s %11s %8s %12s %8s %8s %7s %7s\n", "layer", "hutch_mean", "se_formula", "se_boot",
-           "se_ratio", "exact", "z", "z_boot", "skew", "exkurt");
+    printf("%-16s %12s %11s %11s %8s %12s %8s %8s %7s %7s %12s %11s %8s\n", "layer", "hutch_mean", "se_formula",
+           "se_boot", "se_ratio", "exact", "z", "z_boot", "skew", "exkurt", "mean_at_stop", "se_at_stop", "z_stop");
+    /* the stopping rule of the hessian stage (hutchinson.c) replayed on these probes: the first
+     * k >= min_probes at which every layer has rel_change < tol and se / |mean| < rse_tol */
+    int k_stop = probes;
+    {
+        double *sum = calloc((size_t)nl, sizeof(double)), *sq = calloc((size_t)nl, sizeof(double)),
+               *prev = calloc((size_t)nl, sizeof(double));
+        for (int k = 1; k <= probes; k++) {
+            bool all = true;
+            for (int l = 0; l < nl; l++) {
+                double xv = x[(size_t)(k - 1) * nl + l];
+                sum[l] += xv;
+                sq[l] += xv * xv;
+                double mean = sum[l] / k, var = k > 1 ? (sq[l] - k * mean * mean) / (k - 1) : 0;
+                double relc = k > 1 ? fabs(mean - prev[l]) / (fabs(prev[l]) + 1e-6) : INFINITY;
+                double rse = mean != 0 ? sqrt(var > 0 ? var / k : 0) / fabs(mean) : INFINITY;
+                prev[l] = mean;
+                all = all && k >= min_probes && relc < tol && rse < rse_tol;
+            }
+            if (all) {
+                k_stop = k;
+                break;
+            }
+        }
+        free(sum);
+        free(sq);
+        free(prev);
+        printf("stopping rule (min %d, tol %g, rse_tol %g): the stage would stop after %d probes%s\n", min_probes,
+               tol, rse_tol, k_stop, k_stop == probes ? " (the cap here)" : "");
+    }
     double *col = calloc((size_t)probes, sizeof(double));
     for (int l = 0; l < nl; l++) {
         const mpq_layer_info *li = mpq_model_linear(m, l);
@@ -191,8 +229,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "exact %s: %lld HVPs in %.1f s\n", li->name, (long long)li->n_params,
                     mpq_time_now() - te);
         }
-        fprintf(stdout, "%-16s %12.6g %11.4g %11.4g %8.3f %12.6g %8.2f %8.2f %7.2f %7.2f\n", li->name, mean, se, bse,
-                bse / se, ex, (mean - ex) / se, (mean - ex) / bse, sk, ek);
+        double ms = mean, ss = se, d1, d2;
+        if (k_stop < probes && k_stop >= 2) stats(col, k_stop, &ms, &ss, &d1, &d2);
+        fprintf(stdout, "%-16s %12.6g %11.4g %11.4g %8.3f %12.6g %8.2f %8.2f %7.2f %7.2f %12.6g %11.4g %8.2f\n",
+                li->name, mean, se, bse, bse / se, ex, (mean - ex) / se, (mean - ex) / bse, sk, ek, ms, ss,
+                (ms - ex) / ss);
         fflush(stdout);
     }
     free(col);
