@@ -14,7 +14,9 @@
  *   mpq_hutch_exact MODEL TOKENS.u16 [--seq-len 128] [--n-seqs 16] [--seed 1] [--hess-seqs 8]
  *                   [--hess-len 128] [--probe-seed 0] [--probes 200] [--fd-step 1e-2]
  *                   [--exact blk.0.attn_q,blk.1.attn_o] [--fd-check 0] [--min-probes 10] [--tol 1e-3]
- *                   [--rse-tol 0.05]
+ *                   [--rse-tol 0.05] [--layer-probes 0] [--probe-layers blk.0.attn_q,blk.1.attn_o]
+ * --layer-probes N: for the --probe-layers layers, also N probes supported on that layer alone
+ * (seeded by probe-seed + 1000 + layer index).
  * It also replays the stage's stopping rule on the probes (the probe count a job with these
  * settings stores), since an estimate stopped when its own stderr looks small has a stderr
  * biased low.
@@ -86,11 +88,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *model_path = argv[1], *data_path = argv[2];
-    int seq_len = 128, n_seqs = 16, hess_seqs = 8, hess_len = 128, probes = 200, fd_check = 0, min_probes = 10;
+    int seq_len = 128, n_seqs = 16, hess_seqs = 8, hess_len = 128, probes = 200, fd_check = 0, min_probes = 10,
+        layer_probes = 0;
     double tol = 1e-3, rse_tol = 0.05;
     long long seed = 1, probe_seed = 0;
     double fd = 1e-2;
-    char exact[1024] = "blk.0.attn_q,blk.1.attn_o";
+    char exact[1024] = "blk.0.attn_q,blk.1.attn_o", lp_layers[1024] = "blk.0.attn_q,blk.1.attn_o";
     for (int i = 3; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--seq-len")) seq_len = atoi(v);
@@ -103,9 +106,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--fd-step")) fd = atof(v);
         else if (!strcmp(k, "--fd-check")) fd_check = atoi(v);
         else if (!strcmp(k, "--min-probes")) min_probes = atoi(v);
+        else if (!strcmp(k, "--layer-probes")) layer_probes = atoi(v);
         else if (!strcmp(k, "--tol")) tol = atof(v);
         else if (!strcmp(k, "--rse-tol")) rse_tol = atof(v);
         else if (!strcmp(k, "--exact")) snprintf(exact, sizeof exact, "%s", v);
+        else if (!strcmp(k, "--probe-layers")) snprintf(lp_layers, sizeof lp_layers, "%s", v);
         else {
             fprintf(stderr, "%s: unknown option %s\n", argv[0], k);
             return 2;
@@ -168,6 +173,32 @@ int main(int argc, char **argv) {
                 }
             }
         }
+    }
+    /* per-layer probes: v Rademacher on the named layer only (zero elsewhere), so x has no
+     * cross-layer terms v_l . H_lm v_m; one HVP per layer and probe */
+    for (int l = 0; l < nl && layer_probes > 0; l++) {
+        const mpq_layer_info *li = mpq_model_linear(m, l);
+        char pat[MPQ_LAYER_NAME_MAX + 2], list[1030];
+        snprintf(pat, sizeof pat, "%s,", li->name);
+        snprintf(list, sizeof list, "%s,", lp_layers);
+        const char *at = strstr(list, pat);
+        if (!at || (at != list && at[-1] != ',')) continue;
+        size_t off = mpq_hessian_layer_offset(hs, l), np = (size_t)li->n_params;
+        double *xl = calloc((size_t)layer_probes, sizeof(double));
+        mpq_rng rl;
+        mpq_rng_seed(&rl, (uint64_t)probe_seed + 1000u + (uint64_t)l);
+        memset(v, 0, n * sizeof(float));
+        for (int k = 0; k < layer_probes; k++) {
+            mpq_rng_rademacher(&rl, v + off, np);
+            if (mpq_hessian_hvp(hs, v, hv, &err) != MPQ_OK) goto fail;
+            xl[k] = dot(v + off, hv + off, np);
+        }
+        memset(v, 0, n * sizeof(float));
+        double mean, se, sk, ek;
+        stats(xl, layer_probes, &mean, &se, &sk, &ek);
+        printf("per-layer probes %-16s %d probes: %.6g +- %.4g (sd per probe %.4g)\n", li->name, layer_probes, mean,
+               se, se * sqrt((double)layer_probes));
+        free(xl);
     }
     double t_probe = (mpq_time_now() - t0) / probes;
     printf("probes: %d in %.1f s (%.3f s per HVP), fd_step %g, %zu parameters\n", probes, t_probe * probes, t_probe,
