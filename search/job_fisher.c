@@ -40,7 +40,8 @@ mpq_status mpq_job_fisher_compute(const mpq_job_fisher_env *env, const mpq_job_u
     size_t n_out;
     double *win = NULL;
     mpq_status st = MPQ_OK;
-    if (!mpq_size_mul3((size_t)nl, (size_t)nc, (size_t)ns, &n_out) || !(win = mpq_calloc(n_out ? n_out : 1, sizeof *win)))
+    if (!mpq_size_mul3((size_t)nl, (size_t)nc, (size_t)ns, &n_out) ||
+        !(win = mpq_calloc(n_out ? n_out : 1, sizeof *win)))
         return mpq_err_set(err, MPQ_ERR_NOMEM, "fisher: out of memory");
     cJSON *fo = cJSON_AddObjectToObject(prov, "fisher");
     if (!fo || !cJSON_AddStringToObject(fo, "loss", "next-token cross-entropy") ||

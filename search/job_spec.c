@@ -34,7 +34,8 @@ mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *er
             return MPQ_OK;
         }
     return mpq_err_set(err, MPQ_ERR_INVALID,
-                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian or fisher)",
+                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian or "
+                       "fisher)",
                        name ? name : "(null)");
 }
 

@@ -138,7 +138,8 @@ START_TEST(test_tap_gradient_fd) {
         for (int t = 0; t < N; t++)
             for (int o = 0; o < li->rows; o++) {
                 double dy = 0.0;
-                for (int i = 0; i < li->cols; i++) dy += (double)e[o * li->cols + i] * c.inp[k][(size_t)t * li->cols + i];
+                for (int i = 0; i < li->cols; i++)
+                    dy += (double)e[o * li->cols + i] * c.inp[k][(size_t)t * li->cols + i];
                 an += (double)c.dout[k][(size_t)t * li->rows + o] * dy;
             }
         float *wl = mpq_weights_linear(wp, li);
