@@ -24,6 +24,7 @@
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_tokenizer.h"
 
+#include "job_fisher.h"
 #include "job_hessian.h"
 #include "job_noise.h"
 #include "job_mpi.h"
@@ -479,6 +480,11 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
                                    .layer_ids = c->layer_ids, .cands = c->cands, .add_row = hessian_row,
                                    .row_user = r};
         st = mpq_job_hessian_compute(&c->hess, &env, u, prov, err);
+    } else if (u->stage == MPQ_JOB_STAGE_FISHER) {
+        mpq_job_fisher_env env = {.spec = s, .model = c->model, .tokens = c->tokens, .n_seqs = c->seqs->n_seqs,
+                                  .seq_len = c->seqs->seq_len, .layer_ids = c->layer_ids, .cands = c->cands,
+                                  .add_row = hessian_row, .row_user = r};
+        st = mpq_job_fisher_compute(&env, u, prov, err);
     } else {
         int nl = mpq_model_n_linear(c->model);
         int64_t lid = c->layer_ids[nl + u->block];

@@ -16,10 +16,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "job_fisher.h"
 #include "job_hessian.h"
 
 static const char *const stage_names[MPQ_JOB_N_STAGES] = {"weight_error", "layer_sensitivity", "kv_sensitivity",
-                                                           "hessian", "noise_sensitivity"};
+                                                           "hessian", "noise_sensitivity", "fisher"};
 
 const char *mpq_job_stage_name(mpq_job_stage s) {
     if ((int)s < 0 || (int)s >= MPQ_JOB_N_STAGES) return "?";
@@ -33,8 +34,8 @@ mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *er
             return MPQ_OK;
         }
     return mpq_err_set(err, MPQ_ERR_INVALID,
-                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian or "
-                       "noise_sensitivity)",
+                       "unknown metric '%s' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian, "
+                       "noise_sensitivity or fisher)",
                        name ? name : "(null)");
 }
 
@@ -735,9 +736,13 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
         goto done;
     }
     if (s->stages[MPQ_JOB_STAGE_NOISE] && (st = parse_noise(src, v, s, err)) != MPQ_OK) goto done;
-    if ((s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] || s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) && s->n_candidates == 0) {
+    if ((s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] || s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY] ||
+         s->stages[MPQ_JOB_STAGE_FISHER]) &&
+        s->n_candidates == 0) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: candidates: missing, and metrics %s need weight candidates", src,
-                         s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] ? "weight_error" : "layer_sensitivity");
+                         s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR]        ? "weight_error"
+                         : s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY] ? "layer_sensitivity"
+                                                                      : "fisher");
         goto done;
     }
     if (s->stages[MPQ_JOB_STAGE_KV_SENSITIVITY] && !s->has_kv) {
@@ -825,6 +830,7 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
     if (spec->stages[MPQ_JOB_STAGE_KV_SENSITIVITY]) total += (size_t)nb * (size_t)spec->n_kv_pairs;
     if (spec->stages[MPQ_JOB_STAGE_HESSIAN]) total += (size_t)mpq_job_hessian_n_units(spec, m);
     if (spec->stages[MPQ_JOB_STAGE_NOISE]) total += (size_t)nl;
+    if (spec->stages[MPQ_JOB_STAGE_FISHER]) total += (size_t)mpq_job_fisher_n_units(spec, m);
     if (total > (size_t)INT_MAX / 2) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %zu units", spec->source, total);
     mpq_job_unit *u = mpq_calloc(total ? total : 1, sizeof *u);
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for %zu units", spec->source, total);
@@ -836,6 +842,12 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
             int nh = mpq_job_hessian_n_units(spec, m);
             if (mpq_job_hessian_units(spec, m, u + k, nh) != MPQ_OK) st = MPQ_ERR_INVALID;
             k += nh;
+            continue;
+        }
+        if (stage == MPQ_JOB_STAGE_FISHER) {
+            int nf = mpq_job_fisher_n_units(spec, m);
+            if (mpq_job_fisher_units(spec, m, u + k, nf) != MPQ_OK) st = MPQ_ERR_INVALID;
+            k += nf;
             continue;
         }
         if (stage == MPQ_JOB_STAGE_KV_SENSITIVITY) {

@@ -58,6 +58,31 @@ void mpq_grad_weights_clear(mpq_weights *g);
 mpq_status mpq_grad_compute(mpq_grad *g, const mpq_weights *w, const int *tokens, int B, int T,
                             float scale, mpq_weights *grads, double *loss, mpq_err *err);
 
+/* ---- taps: the gradient of every linear layer's output ----------------------------------
+ * A tap sees, for each linear layer y = x W^T (+ b) of the selected block(s), the gradient of
+ * the loss with respect to the layer's OUTPUT, dout (N, out_features) row-major, and its
+ * input x, inp (N, in_features), with N = B*T rows in (sequence, position) order. dout is
+ * scaled as the parameter gradients are: scale/(B*T) * d(sum of the B*T token losses)/dy, so
+ * scale = (float)(B*T) gives the gradient of the SUM of the token losses. For attn_q / attn_k
+ * it is the gradient before RoPE (the projection's output). Both pointers are borrowed for
+ * the call. Order: blocks from last to first; within a block ffn_down, ffn_gate, ffn_up,
+ * attn_o, attn_q, attn_k, attn_v. A tap returning non-OK stops the pass with that status. */
+typedef mpq_status (*mpq_grad_tap_fn)(void *user, int block, mpq_layer_kind kind, const float *dout,
+                                      const float *inp, int N, int out_features, int in_features, mpq_err *err);
+
+typedef struct mpq_grad_tap {
+    mpq_grad_tap_fn fn;
+    void *user;
+    int block; /* >= 0: call fn for this block only and stop the backward pass after it (the
+                  parameter gradients of lower blocks and of the embedding are then NOT
+                  accumulated); < 0: every block, full backward */
+} mpq_grad_tap;
+
+/* As mpq_grad_compute, calling tap (may be NULL: identical to mpq_grad_compute). Errors as
+ * mpq_grad_compute, or the tap's status. */
+mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *tokens, int B, int T, float scale,
+                                mpq_weights *grads, double *loss, const mpq_grad_tap *tap, mpq_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,7 +43,7 @@
  *       "pairs": ["k8v8", "k8v4", "k4v8", "k4v4", "k4v2", "k2v4", "k2v2"]   (non-empty)
  *     },
  *     "metrics": ["weight_error", "layer_sensitivity", "kv_sensitivity", "hessian",
- *                 "noise_sensitivity"]
+ *                 "noise_sensitivity", "fisher"]
  *                           stages to run, in this fixed order whatever the list order
  *                           (default: weight_error + layer_sensitivity, + kv_sensitivity
  *                           when "kv" is given, + hessian when "hessian" is given,
@@ -130,6 +130,10 @@
  *                      (a t_i))^2), the relative RMS deviation from the line (n = m levels).
  *                      Provenance "noise": {seed, levels, realized}: realized = the relative
  *                      noise of the float weights actually used (the fit uses these).
+ *   fisher             unit = one transformer block, key "blk.3": one forward + backward of
+ *                      the FP model per calibration batch (mpq_fisher.h). Rows: for every
+ *                      linear layer of the block and every candidate fisher_err (se over
+ *                      windows, n = n_seqs). Only when listed in metrics; needs candidates.
  * Every row carries provenance JSON: stage, seed, n_seqs, seq_len, batch, data_sha256,
  * model_sha256, mpq_version, candidate, and for KV rows the scheme; hessian rows also carry
  * "hessian": {seed, probes_min, probes_max, tol, rse_tol, fd_step, n_seqs, seq_len} (and
@@ -171,13 +175,14 @@ typedef enum mpq_job_stage {
     MPQ_JOB_STAGE_LAYER_SENSITIVITY,
     MPQ_JOB_STAGE_KV_SENSITIVITY,
     MPQ_JOB_STAGE_HESSIAN,
-    MPQ_JOB_STAGE_NOISE
+    MPQ_JOB_STAGE_NOISE,
+    MPQ_JOB_STAGE_FISHER
 } mpq_job_stage;
 
-#define MPQ_JOB_N_STAGES 5
+#define MPQ_JOB_N_STAGES 6
 
-/* "weight_error", "layer_sensitivity", "kv_sensitivity", "hessian", "noise_sensitivity"
- * (static); "?" for other values. */
+/* "weight_error", "layer_sensitivity", "kv_sensitivity", "hessian", "noise_sensitivity",
+ * "fisher" (static); "?" for other values. */
 const char *mpq_job_stage_name(mpq_job_stage s);
 /* Stage by name; MPQ_ERR_INVALID naming the string if unknown. */
 mpq_status mpq_job_stage_parse(const char *name, mpq_job_stage *out, mpq_err *err);

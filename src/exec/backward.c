@@ -221,6 +221,18 @@ void mpq_grad_weights_clear(mpq_weights *g) {
 
 mpq_status mpq_grad_compute(mpq_grad *g, const mpq_weights *w, const int *tokens, int B, int T, float scale,
                             mpq_weights *grads, double *loss, mpq_err *err) {
+    return mpq_grad_compute_tap(g, w, tokens, B, T, scale, grads, loss, NULL, err);
+}
+
+/* Hands the tap one linear layer's output gradient and input (no-op without a tap). */
+static mpq_status tap_call(const mpq_grad_tap *tap, int block, mpq_layer_kind kind, const float *dout,
+                           const float *inp, int N, int OC, int C, mpq_err *err) {
+    if (!tap || !tap->fn || (tap->block >= 0 && tap->block != block)) return MPQ_OK;
+    return tap->fn(tap->user, block, kind, dout, inp, N, OC, C, err);
+}
+
+mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *tokens, int B, int T, float scale,
+                                mpq_weights *grads, double *loss, const mpq_grad_tap *tap, mpq_err *err) {
     if (!g || !w || !tokens || !grads || !grads->blocks)
         return mpq_err_set(err, MPQ_ERR_INVALID, "grad: NULL argument");
     mpq_exec *ex = g->ex;
@@ -259,7 +271,9 @@ mpq_status mpq_grad_compute(mpq_grad *g, const mpq_weights *w, const int *tokens
     rmsnorm_backward(g->dres, grads->final_norm, g->dln, a->res + (size_t)c->n_layers * BT * dim, w->final_norm,
                      a->lnf_rstd, N, dim);
 
-    for (int l = c->n_layers - 1; l >= 0; l--) {
+    const int l_stop = tap && tap->block >= 0 && tap->block < c->n_layers ? tap->block : 0;
+    mpq_status st_tap = MPQ_OK;
+    for (int l = c->n_layers - 1; l >= l_stop; l--) {
         const mpq_block_weights *bw = &w->blocks[l];
         mpq_block_weights *gw = &grads->blocks[l];
         const size_t L = (size_t)l;
@@ -274,8 +288,12 @@ mpq_status mpq_grad_compute(mpq_grad *g, const mpq_weights *w, const int *tokens
         memset(g->dgate, 0, n * hid * sizeof(float));
         memset(g->dup, 0, n * hid * sizeof(float));
         memset(g->dln, 0, n * dim * sizeof(float));
+        if ((st_tap = tap_call(tap, l, MPQ_LAYER_FFN_DOWN, g->dres, hact, N, dim, hid, err)) != MPQ_OK) return st_tap;
         matmul_backward(g->dhact, gw->w_down, NULL, g->dres, hact, bw->w_down, N, hid, dim);
         swiglu_backward(g->dgate, g->dup, g->dhact, gate, up, n * hid);
+        if ((st_tap = tap_call(tap, l, MPQ_LAYER_FFN_GATE, g->dgate, ln2, N, hid, dim, err)) != MPQ_OK ||
+            (st_tap = tap_call(tap, l, MPQ_LAYER_FFN_UP, g->dup, ln2, N, hid, dim, err)) != MPQ_OK)
+            return st_tap;
         matmul_backward(g->dln, gw->w_gate, NULL, g->dgate, ln2, bw->w_gate, N, dim, hid);
         matmul_backward(g->dln, gw->w_up, NULL, g->dup, ln2, bw->w_up, N, dim, hid);
         rmsnorm_backward(g->dres, gw->ffn_norm, g->dln, res2, bw->ffn_norm, a->ln2_rstd + L * BT, N, dim);
@@ -286,15 +304,21 @@ mpq_status mpq_grad_compute(mpq_grad *g, const mpq_weights *w, const int *tokens
         memset(g->dk, 0, n * kvd * sizeof(float));
         memset(g->dv, 0, n * kvd * sizeof(float));
         memset(g->dln, 0, n * dim * sizeof(float));
+        if ((st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_O, g->dres, atty, N, dim, qd, err)) != MPQ_OK) return st_tap;
         matmul_backward(g->datty, gw->wo, NULL, g->dres, atty, bw->wo, N, qd, dim);
         attention_backward(g->dq, g->dk, g->dv, g->scratch, g->datty, q, k, v, att, B, T, NH, NKV, hd);
         rope_backward(g->dq, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
         rope_backward(g->dk, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
+        /* dq, dk now hold the gradients of the projections' outputs (before RoPE) */
+        if ((st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_Q, g->dq, ln1, N, qd, dim, err)) != MPQ_OK ||
+            (st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_K, g->dk, ln1, N, kvd, dim, err)) != MPQ_OK ||
+            (st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_V, g->dv, ln1, N, kvd, dim, err)) != MPQ_OK)
+            return st_tap;
         matmul_backward(g->dln, gw->wq, gw->bq, g->dq, ln1, bw->wq, N, dim, qd);
         matmul_backward(g->dln, gw->wk, gw->bk, g->dk, ln1, bw->wk, N, dim, kvd);
         matmul_backward(g->dln, gw->wv, gw->bv, g->dv, ln1, bw->wv, N, dim, kvd);
         rmsnorm_backward(g->dres, gw->attn_norm, g->dln, x, bw->attn_norm, a->ln1_rstd + L * BT, N, dim);
     }
-    encoder_backward(grads->tok_emb, g->dres, g->tok, N, dim);
+    if (l_stop == 0) encoder_backward(grads->tok_emb, g->dres, g->tok, N, dim);
     return MPQ_OK;
 }
