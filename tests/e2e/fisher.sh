@@ -64,7 +64,7 @@ check "fisher without candidates" 5 "candidates: missing, and metrics fisher nee
 sed 's/"metrics"/"candidates": [], "metrics"/' "$T/nc.json" > "$T/ne.json"
 check "fisher with an empty candidate list" 5 "candidates" -- "$MPQ" run "$T/ne.json" --db "$T/x.db"
 sed 's/"fisher"/"fischer"/' "$T/nc.json" > "$T/nm.json"
-check "misspelt metric" 5 "unknown metric 'fischer' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian or fisher)" -- \
+check "misspelt metric" 5 "unknown metric 'fischer' (expected weight_error, layer_sensitivity, kv_sensitivity, hessian, noise_sensitivity or fisher)" -- \
   "$MPQ" run "$T/nm.json" --db "$T/x.db"
 [ ! -e "$T/x.db" ] || [ "$(sqlite3 "$T/x.db" 'SELECT COUNT(*) FROM jobs')" = 0 ] || fail "a refused spec created a job"
 [ "$fails" = 0 ] || exit 1
