@@ -194,6 +194,30 @@ static void step_fold(const float *restrict mcur, float *restrict mnext, const f
     }
 }
 
+/* step_fold for two independent sequences a and b on the same trellis, both with unit
+ * weights and every state admitted (steps >= 1, chunked layout): each table entry is loaded
+ * once for both, and each sequence gets exactly the floats step_fold would give it. */
+static void step_fold2(const float *restrict ma, const float *restrict mb, float *restrict na,
+                       float *restrict nb, const float *restrict lx, const float *restrict ly,
+                       int L, int k, float xa0, float xa1, float xb0, float xb1) {
+    const size_t nk = (size_t)1 << k, nm = (size_t)1 << (L - k);
+    for (size_t u = 0; u < nm; u++) {
+        const float ba = ma[u], bb = mb[u];
+        for (size_t b0 = 0; b0 < nk; b0 += CH) {
+            size_t s0 = u * nk + b0;
+            float *restrict ta = na + (s0 & (nm - 1)), *restrict tb = nb + (s0 & (nm - 1));
+            const float *restrict px = lx + s0, *restrict py = ly + s0;
+            for (size_t b = 0; b < CH; b++) {
+                float dxa = xa0 - px[b], dya = xa1 - py[b];
+                float dxb = xb0 - px[b], dyb = xb1 - py[b];
+                float ca = ba + dxa * dxa + dya * dya, cb = bb + dxb * dxb + dyb * dyb;
+                ta[b] = ca < ta[b] ? ca : ta[b];
+                tb[b] = cb < tb[b] ? cb : tb[b];
+            }
+        }
+    }
+}
+
 /* Cost of reaching state s at step i, recomputed bit for bit as the forward pass computed it:
  * step 0 from base 0 (infinite outside the allowed starts), step i >= 1 from the stored prefix
  * minimum mm[i*nm + (s >> k)]. */
@@ -210,24 +234,28 @@ static float cost_at(const mpq_tcq_trellis *tr, const mpq_tcq_work *wk, const fl
     return pair_err(base, xs[2 * i], xs[2 * i + 1], wt[2 * i], wt[2 * i + 1], tr->x[s], tr->y[s]);
 }
 
-float mpq_tcq_viterbi(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
-                      const float *wt, int n_steps, int32_t overlap, uint32_t *states) {
+/* Forward step i (0 <= i < n-1) of one sequence: folds its costs into mm[i + 1]; step 0
+ * admits every state or only those whose top L-k bits are the overlap. */
+static void forward_step(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
+                         const float *wt, int i, int32_t overlap) {
     const int L = tr->L, k = tr->k;
     const size_t ns = (size_t)1 << L, nk = (size_t)1 << k, nm = (size_t)1 << (L - k);
-    const float *lx = tr->x, *ly = tr->y;
-    /* step 0 .. n-2 fold into the prefix minima mm[1 .. n-1]; step 0 admits every state or
-     * only those whose top L-k bits are the overlap */
     size_t s_lo = 0, s_hi = ns;
-    if (overlap >= 0) {
+    if (i == 0 && overlap >= 0) {
         s_lo = (size_t)overlap << k;
         s_hi = s_lo + nk;
     }
-    for (int i = 0; i + 1 < n_steps; i++) {
-        float *mnext = wk->mm + (size_t)(i + 1) * nm;
-        for (size_t u = 0; u < nm; u++) mnext[u] = INFINITY;
-        step_fold(i ? wk->mm + (size_t)i * nm : NULL, mnext, lx, ly, L, k, i ? 0 : s_lo,
-                  i ? ns : s_hi, xs[2 * i], xs[2 * i + 1], wt[2 * i], wt[2 * i + 1]);
-    }
+    float *mnext = wk->mm + (size_t)(i + 1) * nm;
+    for (size_t u = 0; u < nm; u++) mnext[u] = INFINITY;
+    step_fold(i ? wk->mm + (size_t)i * nm : NULL, mnext, tr->x, tr->y, L, k, s_lo, s_hi,
+              xs[2 * i], xs[2 * i + 1], wt[2 * i], wt[2 * i + 1]);
+}
+
+/* The last step and the traceback of a sequence whose forward steps are done. */
+static float viterbi_finish(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
+                            const float *wt, int n_steps, int32_t overlap, uint32_t *states) {
+    const int L = tr->L, k = tr->k;
+    const size_t ns = (size_t)1 << L, nk = (size_t)1 << k, nm = (size_t)1 << (L - k);
     /* the last step's costs, kept */
     float *prev = wk->cost_a;
     {
@@ -276,11 +304,42 @@ float mpq_tcq_viterbi(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *
     return bc;
 }
 
-float mpq_tcq_encode_tailbiting(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
-                                const float *wt, int n_steps, uint32_t *states,
-                                int32_t *overlap_out) {
+float mpq_tcq_viterbi(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
+                      const float *wt, int n_steps, int32_t overlap, uint32_t *states) {
+    for (int i = 0; i + 1 < n_steps; i++) forward_step(tr, wk, xs, wt, i, overlap);
+    return viterbi_finish(tr, wk, xs, wt, n_steps, overlap, states);
+}
+
+/* mpq_tcq_viterbi on two sequences a, b (workspaces wa, wb) at once: the steps where both have
+ * unit weights go through step_fold2; the results are those of two separate calls. */
+static void viterbi_pair(const mpq_tcq_trellis *tr, mpq_tcq_work *wa, mpq_tcq_work *wb,
+                         const float *xa, const float *ta, const float *xb, const float *tb,
+                         int n_steps, int32_t oa, int32_t ob, uint32_t *sa, uint32_t *sb,
+                         float *ca, float *cb) {
+    const int L = tr->L, k = tr->k;
+    const size_t nk = (size_t)1 << k, nm = (size_t)1 << (L - k);
+    const bool chunked = nk % CH == 0 && nm % CH == 0;
+    for (int i = 0; i + 1 < n_steps; i++) {
+        bool unit = ta[2 * i] == 1.0f && ta[2 * i + 1] == 1.0f && tb[2 * i] == 1.0f &&
+                    tb[2 * i + 1] == 1.0f;
+        if (i > 0 && chunked && unit) {
+            float *na = wa->mm + (size_t)(i + 1) * nm, *nb = wb->mm + (size_t)(i + 1) * nm;
+            for (size_t u = 0; u < nm; u++) na[u] = nb[u] = INFINITY;
+            step_fold2(wa->mm + (size_t)i * nm, wb->mm + (size_t)i * nm, na, nb, tr->x, tr->y,
+                       L, k, xa[2 * i], xa[2 * i + 1], xb[2 * i], xb[2 * i + 1]);
+        } else {
+            forward_step(tr, wa, xa, ta, i, oa);
+            forward_step(tr, wb, xb, tb, i, ob);
+        }
+    }
+    *ca = viterbi_finish(tr, wa, xa, ta, n_steps, oa, sa);
+    *cb = viterbi_finish(tr, wb, xb, tb, n_steps, ob, sb);
+}
+
+/* the sequence rotated by h = n_steps/2 steps into wk->xr, wk->wr: rotated step j = original
+ * step (j + h) mod n, so original step 0 is rotated step n - h */
+static void rotate_half(mpq_tcq_work *wk, const float *xs, const float *wt, int n_steps) {
     int h = n_steps / 2;
-    /* rotated step j = original step (j + h) mod n: original step 0 is rotated step n - h */
     for (int j = 0; j < n_steps; j++) {
         int o = (j + h) % n_steps;
         wk->xr[2 * j] = xs[2 * o];
@@ -288,6 +347,28 @@ float mpq_tcq_encode_tailbiting(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, con
         wk->wr[2 * j] = wt[2 * o];
         wk->wr[2 * j + 1] = wt[2 * o + 1];
     }
+}
+
+void mpq_tcq_encode_tailbiting2(const mpq_tcq_trellis *tr, mpq_tcq_work *wa, mpq_tcq_work *wb,
+                                const float *xa, const float *ta, const float *xb,
+                                const float *tb, int n_steps, uint32_t *sa, uint32_t *sb,
+                                float *ca, float *cb) {
+    int h = n_steps / 2;
+    float ra, rb;
+    rotate_half(wa, xa, ta, n_steps);
+    rotate_half(wb, xb, tb, n_steps);
+    viterbi_pair(tr, wa, wb, wa->xr, wa->wr, wb->xr, wb->wr, n_steps, -1, -1, wa->st, wb->st,
+                 &ra, &rb);
+    int32_t oa = (int32_t)(wa->st[n_steps - h] >> tr->k);
+    int32_t ob = (int32_t)(wb->st[n_steps - h] >> tr->k);
+    viterbi_pair(tr, wa, wb, xa, ta, xb, tb, n_steps, oa, ob, sa, sb, ca, cb);
+}
+
+float mpq_tcq_encode_tailbiting(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const float *xs,
+                                const float *wt, int n_steps, uint32_t *states,
+                                int32_t *overlap_out) {
+    int h = n_steps / 2;
+    rotate_half(wk, xs, wt, n_steps);
     mpq_tcq_viterbi(tr, wk, wk->xr, wk->wr, n_steps, -1, wk->st);
     int32_t ov = (int32_t)(wk->st[n_steps - h] >> tr->k);
     if (overlap_out) *overlap_out = ov;
@@ -374,10 +455,31 @@ static inline uint32_t get_bits_cyclic(const uint8_t *buf, size_t nbits, size_t 
     return v;
 }
 
+/* Tile (tr, tc) of the row-major (rows, cols) matrix as a step sequence: xs[p], p = 16 r + c,
+ * with weight wt[p] = 1, or 0 and xs[p] = 0 where (r, c) is padding. */
+static void gather_tile(const float *w, int64_t rows, int64_t cols, int64_t tr, int64_t tc,
+                        float *xs, float *wt) {
+    for (int p = 0; p < 256; p++) {
+        int64_t r = tr * 16 + p / 16, c = tc * 16 + p % 16;
+        bool in = r < rows && c < cols;
+        xs[p] = in ? w[r * cols + c] : 0.0f;
+        wt[p] = in ? 1.0f : 0.0f;
+    }
+}
+
+/* Writes the decoded values of a tile's path into the matrix (padding skipped). */
+static void scatter_tile(float *w, int64_t rows, int64_t cols, int64_t tr, int64_t tc,
+                         const float *x, const float *y, const uint32_t *path) {
+    for (int p = 0; p < 256; p++) {
+        int64_t r = tr * 16 + p / 16, c = tc * 16 + p % 16;
+        if (r < rows && c < cols) w[r * cols + c] = (p & 1) ? y[path[p / 2]] : x[path[p / 2]];
+    }
+}
+
 mpq_status mpq_tcq_quantize_matrix(float *w, int64_t rows, int64_t cols, double rate,
                                    uint8_t *codes, mpq_err *err) {
     tcq_setup su;
-    mpq_tcq_work *wk = NULL;
+    mpq_tcq_work *wk = NULL, *wk2 = NULL;
     mpq_status st = setup_open(&su, rows, cols, rate, "quantize", err);
     if (st != MPQ_OK) goto done;
     if (rows == 0 || cols == 0) goto done;
@@ -396,37 +498,41 @@ mpq_status mpq_tcq_quantize_matrix(float *w, int64_t rows, int64_t cols, double 
                 goto done;
             }
     wk = mpq_tcq_work_new(MPQ_TCQ_L, su.k_lo, MPQ_TCQ_STEPS);
-    if (!wk) {
+    wk2 = mpq_tcq_work_new(MPQ_TCQ_L, su.k_lo, MPQ_TCQ_STEPS);
+    if (!wk || !wk2) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "tcq quantize: out of memory for the workspace");
         goto done;
     }
-    float xs[256], wt[256];
-    uint32_t path[MPQ_TCQ_STEPS];
+    float xs[2][256], wt[2][256];
+    uint32_t path[2][MPQ_TCQ_STEPS];
     size_t off = 0; /* byte offset of the tile in codes */
     for (int64_t tr = 0; tr < su.nr; tr++) {
-        for (int64_t tc = 0; tc < su.nc; tc++) {
+        /* tiles are encoded two at a time when neighbours share k (same result as one by one) */
+        for (int64_t tc = 0; tc < su.nc;) {
             int k = tile_k(&su, tc);
-            for (int p = 0; p < 256; p++) {
-                int64_t r = tr * 16 + p / 16, c = tc * 16 + p % 16;
-                bool in = r < rows && c < cols;
-                xs[p] = in ? w[r * cols + c] : 0.0f;
-                wt[p] = in ? 1.0f : 0.0f;
-            }
+            int n_t = (tc + 1 < su.nc && tile_k(&su, tc + 1) == k) ? 2 : 1;
+            for (int j = 0; j < n_t; j++) gather_tile(w, rows, cols, tr, tc + j, xs[j], wt[j]);
             mpq_tcq_trellis trl = {MPQ_TCQ_L, k, su.x, su.y};
-            mpq_tcq_encode_tailbiting(&trl, wk, xs, wt, MPQ_TCQ_STEPS, path, NULL);
-            for (int i = 0; i < MPQ_TCQ_STEPS; i++) {
-                for (int v = 0; v < 2; v++) {
-                    int p = 2 * i + v;
-                    int64_t r = tr * 16 + p / 16, c = tc * 16 + p % 16;
-                    if (r < rows && c < cols) w[r * cols + c] = v ? su.y[path[i]] : su.x[path[i]];
-                }
-                if (codes) put_bits(codes + off, (size_t)i * k, path[i] >> (MPQ_TCQ_L - k), k);
+            if (n_t == 2) {
+                float ca, cb;
+                mpq_tcq_encode_tailbiting2(&trl, wk, wk2, xs[0], wt[0], xs[1], wt[1],
+                                           MPQ_TCQ_STEPS, path[0], path[1], &ca, &cb);
+            } else {
+                mpq_tcq_encode_tailbiting(&trl, wk, xs[0], wt[0], MPQ_TCQ_STEPS, path[0], NULL);
             }
-            off += (size_t)16 * k;
+            for (int j = 0; j < n_t; j++) {
+                scatter_tile(w, rows, cols, tr, tc + j, su.x, su.y, path[j]);
+                if (codes)
+                    for (int i = 0; i < MPQ_TCQ_STEPS; i++)
+                        put_bits(codes + off, (size_t)i * k, path[j][i] >> (MPQ_TCQ_L - k), k);
+                off += (size_t)16 * k;
+            }
+            tc += n_t;
         }
     }
 done:
     mpq_tcq_work_free(wk);
+    mpq_tcq_work_free(wk2);
     setup_close(&su);
     return st;
 }

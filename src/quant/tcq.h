@@ -117,6 +117,14 @@ float mpq_tcq_encode_tailbiting(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, con
                                 const float *wt, int n_steps, uint32_t *states,
                                 int32_t *overlap_out);
 
+/* mpq_tcq_encode_tailbiting on two sequences a and b at once (workspaces wa, wb): the same
+ * paths sa, sb and costs *ca, *cb as two separate calls, faster (each codebook entry is read
+ * once per step for both). */
+void mpq_tcq_encode_tailbiting2(const mpq_tcq_trellis *tr, mpq_tcq_work *wa, mpq_tcq_work *wb,
+                                const float *xa, const float *ta, const float *xb,
+                                const float *tb, int n_steps, uint32_t *sa, uint32_t *sb,
+                                float *ca, float *cb);
+
 /* Exact tail-biting optimum: the constrained Viterbi for every overlap (2^(L-k) runs), the
  * smallest cost (smallest overlap on ties). For tests on small trellises. */
 float mpq_tcq_encode_tailbiting_exact(const mpq_tcq_trellis *tr, mpq_tcq_work *wk,

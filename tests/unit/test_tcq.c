@@ -198,6 +198,41 @@ START_TEST(test_viterbi_brute_force) {
 }
 END_TEST
 
+/* Two tiles encoded at once (the matrix encoder's fast path) give the paths and costs of two
+ * separate encodes, with the real 16-bit trellis, for a plain and a padded tile. */
+START_TEST(test_pair_equals_single) {
+    float *x = malloc(sizeof(float) << 16), *y = malloc(sizeof(float) << 16);
+    ck_assert(x && y);
+    mpq_tcq_lut_expand(mpq_tcq_lut_table(9), 9, x, y);
+    float xa[256], xb[256], ta[256], tb[256];
+    uint32_t pa[MPQ_TCQ_STEPS], pb[MPQ_TCQ_STEPS], qa[MPQ_TCQ_STEPS], qb[MPQ_TCQ_STEPS];
+    fill_normal(xa, 256, 11);
+    fill_normal(xb, 256, 12);
+    for (int p = 0; p < 256; p++) {
+        ta[p] = 1.0f;
+        tb[p] = (p % 16 >= 12) ? 0.0f : 1.0f; /* a tile of a 12-column edge */
+    }
+    for (int k = 3; k <= 8; k += 5) {
+        mpq_tcq_trellis tr = {16, k, x, y};
+        mpq_tcq_work *wa = mpq_tcq_work_new(16, k, MPQ_TCQ_STEPS);
+        mpq_tcq_work *wb = mpq_tcq_work_new(16, k, MPQ_TCQ_STEPS);
+        ck_assert(wa && wb);
+        float ca, cb;
+        mpq_tcq_encode_tailbiting2(&tr, wa, wb, xa, ta, xb, tb, MPQ_TCQ_STEPS, pa, pb, &ca, &cb);
+        float sa = mpq_tcq_encode_tailbiting(&tr, wa, xa, ta, MPQ_TCQ_STEPS, qa, NULL);
+        float sb = mpq_tcq_encode_tailbiting(&tr, wa, xb, tb, MPQ_TCQ_STEPS, qb, NULL);
+        ck_assert_int_eq(memcmp(pa, qa, sizeof pa), 0);
+        ck_assert_int_eq(memcmp(pb, qb, sizeof pb), 0);
+        ck_assert_float_eq(ca, sa);
+        ck_assert_float_eq(cb, sb);
+        mpq_tcq_work_free(wa);
+        mpq_tcq_work_free(wb);
+    }
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* ---------------- bitstream and round trips ---------------- */
 
 /* Encodes a seeded N(0,1) matrix, checks the reconstruction is what the decoder gives (bit
@@ -451,6 +486,7 @@ static Suite *tcq_suite(bool slow) {
         tcase_add_test(tc, test_rates);
         tcase_add_test(tc, test_code_bits);
         tcase_add_test(tc, test_viterbi_brute_force);
+        tcase_add_test(tc, test_pair_equals_single);
         tcase_add_test(tc, test_round_trip_rates);
         tcase_add_test(tc, test_round_trip_shapes);
         tcase_add_test(tc, test_decode_any_bits);
