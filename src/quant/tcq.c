@@ -602,7 +602,7 @@ void mpq_tcq_normal_pair(mpq_rng *r, double out[2]) {
 #define LUT_TRAIN_POINTS ((size_t)1 << 20) /* Gaussian pairs, as QTIP's 2^20 */
 #define LUT_TRAIN_SEED 20240611u           /* + t */
 #define LUT_TRAIN_MAX_ITERS 100
-#define LUT_TRAIN_REL_TOL 1e-5 /* stop when the mean squared error drops by less than this (relative) */
+#define LUT_TRAIN_REL_TOL 1e-5 /* stop when the mean squared error falls by less (relative) */
 
 typedef struct { double x; int32_t i; } xkey;
 

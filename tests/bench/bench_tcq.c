@@ -70,7 +70,8 @@ static int bench_gaussian(double rate) {
     job jobs[2];
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
-        jobs[i] = (job){q2 + (size_t)i * n / 2, R / 2, C, rate, c2 + (size_t)i * nb / 2, MPQ_OK, {0}};
+        jobs[i] = (job){q2 + (size_t)i * n / 2, R / 2, C, rate, c2 + (size_t)i * nb / 2,
+                        MPQ_OK, {0}};
         if (pthread_create(&th[i], NULL, run_job, &jobs[i]) != 0) goto done;
     }
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);

@@ -114,12 +114,12 @@ static bool path_valid(const mpq_tcq_trellis *tr, int n, const uint32_t *st) {
     return true;
 }
 
-/* L = 6, k = 2 with 8 steps and k = 3 with 6 steps, a random 64-state codebook, random data with some
- * zero-weight (padding) positions: the plain Viterbi equals the minimum over all 2^(L+7k)
- * paths, the constrained Viterbi equals the minimum over the tail-biting paths (cyclic bit
- * strings of 8k bits) with each overlap, the exact tail-biting search equals the global
- * tail-biting minimum, and QTIP's two-pass encoder returns a valid tail-biting path whose
- * cost is what it reports and at least that minimum. */
+/* L = 6, k = 2 with N = 8 steps and k = 3 with N = 6 steps, a random 64-state codebook,
+ * random data with some zero-weight (padding) positions: the plain Viterbi equals the minimum
+ * over all 2^(L+(N-1)k) paths, the constrained Viterbi equals the minimum over the tail-biting
+ * paths (cyclic bit strings of N k bits) with each overlap, the exact tail-biting search
+ * equals the global tail-biting minimum, and QTIP's two-pass encoder returns a valid
+ * tail-biting path whose cost is what it reports and at least that minimum. */
 START_TEST(test_viterbi_brute_force) {
     enum { L = 6, NMAX = 8 };
     float lx[1 << L], ly[1 << L], xs[2 * NMAX], wt[2 * NMAX];
@@ -385,8 +385,8 @@ END_TEST
 START_TEST(test_real_weights) {
     mpq_model *m = NULL;
     mpq_err err = {0};
-    ck_assert_msg(mpq_model_load(shared_path("models/stories260K/stories260K.bin"), &m, &err) == MPQ_OK,
-                  "%s", err.msg);
+    const char *path = shared_path("models/stories260K/stories260K.bin");
+    ck_assert_msg(mpq_model_load(path, &m, &err) == MPQ_OK, "%s", err.msg);
     const mpq_weights *wts = mpq_model_get_weights(m);
     const char *names[] = {"blk.0.attn_q", "blk.0.ffn_gate", "blk.0.ffn_down"};
     for (int li = 0; li < 3; li++) {
