@@ -103,10 +103,10 @@ void mpq_tcq_lut_expand(const float *tab, int t, float *x, float *y) {
 
 struct mpq_tcq_work {
     int L, k_min, n_steps;
-    float *cost_a;          /* 2^L costs of the last step */
-    float *mm;              /* n_steps * 2^(L-k) prefix minima (row i used by step i) */
-    float *xr, *wr;             /* rotated sequence, 2*n_steps each */
-    uint32_t *st;               /* n_steps states */
+    float *cost_a;  /* 2^L costs of the last step */
+    float *mm;      /* n_steps rows of 2^(L-k) prefix minima (row i is the base of step i) */
+    float *xr, *wr; /* rotated sequence, 2*n_steps each */
+    uint32_t *st;   /* n_steps states */
 };
 
 mpq_tcq_work *mpq_tcq_work_new(int L, int k_min, int n_steps) {
@@ -284,7 +284,7 @@ static float viterbi_finish(const mpq_tcq_trellis *tr, mpq_tcq_work *wk, const f
             }
     }
     /* traceback: the predecessor of s_i is the first j (smallest state) minimising the cost
-     * of j * 2^(L-k) + (s_i >> k) at step i-1, the value prefix_min took */
+     * of j * 2^(L-k) + (s_i >> k) at step i-1, recomputed: the minimum step_fold kept */
     uint32_t s = (uint32_t)best;
     states[n_steps - 1] = s;
     for (int i = n_steps - 1; i > 0; i--) {
