@@ -128,7 +128,7 @@ START_TEST(test_viterbi_brute_force) {
         const int N = k == 2 ? 8 : 6; /* 2^(L + (N-1) k) plain paths: 2^20, 2^21 */
         mpq_tcq_work *wk = mpq_tcq_work_new(L, k, N);
         ck_assert_ptr_nonnull(wk);
-        for (int trial = 0; trial < 12; trial++) {
+        for (int trial = 0; trial < 6; trial++) {
             mpq_rng r;
             mpq_rng_seed(&r, 1000 + 37 * (uint64_t)k + (uint64_t)trial);
             fill_normal(lx, 1 << L, mpq_rng_next(&r));
