@@ -141,8 +141,16 @@ void mpq_tcq_work_free(mpq_tcq_work *wk) {
 
 /* The hot loop of a step, written over fixed chunks of CH lanes (no epilogue) so that gcc -O2
  * vectorises it; the scalar version computes the same values in the same order (the chunked
- * one is used when the run lengths are multiples of CH). */
+ * one is used when the run lengths are multiples of CH). On x86-64 with gcc the two folding
+ * functions are also compiled for AVX2 and picked at load time (target_clones): the same
+ * element-wise float operations (AVX2 does not bring fused multiply-add, and ISO C mode does
+ * not contract), so the same bits, in about 0.6x the time. */
 #define CH 8
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define HOT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT_CLONES
+#endif
 
 /* base + w0 (x0 - lx)^2 + w1 (x1 - ly)^2: the cost of state (lx, ly) on the pair (x0, x1)
  * after the best cost `base` of reaching its prefix */
@@ -157,6 +165,7 @@ static inline float pair_err(float base, float x0, float x1, float w0, float w1,
  * next step's prefix minima mnext[s mod 2^(L-k)] = min over the top k bits of s, in increasing
  * s (strict <, so ties keep the smallest state; mnext must enter as +inf). The first step of a
  * constrained run passes only the allowed states through [s_lo, s_hi). */
+HOT_CLONES
 static void step_fold(const float *restrict mcur, float *restrict mnext, const float *restrict lx,
                       const float *restrict ly, int L, int k, size_t s_lo, size_t s_hi, float x0,
                       float x1, float w0, float w1) {
@@ -197,6 +206,7 @@ static void step_fold(const float *restrict mcur, float *restrict mnext, const f
 /* step_fold for two independent sequences a and b on the same trellis, both with unit
  * weights and every state admitted (steps >= 1, chunked layout): each table entry is loaded
  * once for both, and each sequence gets exactly the floats step_fold would give it. */
+HOT_CLONES
 static void step_fold2(const float *restrict ma, const float *restrict mb, float *restrict na,
                        float *restrict nb, const float *restrict lx, const float *restrict ly,
                        int L, int k, float xa0, float xa1, float xb0, float xb1) {
