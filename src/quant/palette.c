@@ -88,6 +88,16 @@ mpq_status mpq_palette_quantize(const mpq_candidate *c, float *w, int64_t rows, 
         mpq_err_prefix(err, "%s", c->name);
         goto done;
     }
+    /* (after the shape checks of the rotation) The rotation would spread one non-finite weight
+     * over the whole matrix, and the trellis cannot code it: refuse, naming the element in the
+     * caller's (row, column) coordinates. */
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(w[i])) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: weight (row %lld, column %lld) is %s; palette candidates "
+                             "code only finite weights", c->name, (long long)(i / (size_t)cols),
+                             (long long)(i % (size_t)cols), isnan(w[i]) ? "NaN" : "infinite");
+            goto done;
+        }
     x = malloc(n * sizeof *x);
     tmp = malloc(n * sizeof *tmp);
     sc = malloc((size_t)rows * sizeof *sc);

@@ -382,17 +382,24 @@ START_TEST(test_deterministic) {
 }
 END_TEST
 
-/* NaN / infinite weights: no loop, no crash; zero rows dequantize to 0. */
+/* NaN / infinite weights: refused naming the element, w unchanged; zero rows dequantize to 0. */
 START_TEST(test_nan_and_zero) {
     const char *names[] = {"vq3", "nuq3", "tcq3", "vq1.5"};
     for (int k = 0; k < 4; k++) {
         mpq_candidate c;
         ck_assert_int_eq(mpq_candidate_parse(names[k], &c, NULL), MPQ_OK);
-        float w[12 * 5];
+        float w[12 * 5], w0[12 * 5];
         for (int i = 0; i < 60; i++) w[i] = (float)i / 10.0f;
         w[7] = NAN;
         w[20] = INFINITY;
-        ck_assert_int_eq(mpq_quantize_matrix_checked(&c, w, 12, 5, NULL), MPQ_OK);
+        memcpy(w0, w, sizeof w);
+        mpq_err err = {0};
+        ck_assert_int_eq(mpq_quantize_matrix_checked(&c, w, 12, 5, &err), MPQ_ERR_INVALID);
+        ck_assert_msg(strstr(err.msg, "weight (row 1, column 2) is NaN") != NULL, "%s", err.msg);
+        ck_assert_mem_eq(w, w0, sizeof w);
+        w[7] = 1.0f;
+        ck_assert_int_eq(mpq_quantize_matrix_checked(&c, w, 12, 5, &err), MPQ_ERR_INVALID);
+        ck_assert_msg(strstr(err.msg, "weight (row 4, column 0) is infinite") != NULL, "%s", err.msg);
         float z[4 * 6] = {0};
         ck_assert_int_eq(mpq_quantize_matrix_checked(&c, z, 4, 6, NULL), MPQ_OK);
         for (int i = 0; i < 24; i++) ck_assert(z[i] == 0.0f);
