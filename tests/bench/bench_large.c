@@ -25,11 +25,13 @@
  * for the 1.1B shape at 16 x 128 tokens on 1, 2 and 16 cores, LINEARLY from the per-unit
  * times: a layer / KV unit at block b costs t(last block) + (L-1-b) * (one block), one block
  * = (t(attn_q at block 0) - t(attn_q at last block)) / (L-1); wall(n cores) = reference pass
- * + sum of unit times / n. Asserts nothing about time.
+ * + sum of unit CPU times / n (n dedicated cores, no other load). Asserts nothing about time.
  *
  * Disk: needs the generated folders' size (2.2 GB + 0.5 GB + 0.2 GB) + 1 GiB free in $TMPDIR
  * (default /tmp), else it says so and exits 0 without running. Memory: about 8 GB at its
- * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b]. */
+ * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b | --only-1b]. Unit costs are CPU seconds of
+ * the process (wall seconds on a shared machine measure its load); both are printed for the
+ * forward and the reference pass. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +39,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mpq/mpq_calib.h"
@@ -200,6 +204,14 @@ static void remove_model(const char *dir) {
 
 static int mkdir_0700(const char *d) { return mkdir(d, 0700); }
 
+/* CPU seconds of this process (all its threads): on a shared machine wall seconds measure the
+ * load as much as the work, so unit costs are taken in CPU seconds (BLAS runs one thread). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ---- measurements ------------------------------------------------------------------------ */
 
 static double vm_hwm_gib(void) {
@@ -297,6 +309,7 @@ static int part_rss(const char *dir, int n_workers, bool old_clone) {
 typedef struct big_times {
     double load_s, fwd1_tps, fwd2_tps, ref_s, layer_last[MPQ_N_LAYER_KINDS], q_first, kv_last, layer2_par, rss;
     double act_bytes;
+    double fwd1_wall_tps, fwd2_wall_tps, ref_wall; /* wall-clock counterparts */
 } big_times;
 
 static int part_big(const char *dir, big_times *bt) {
@@ -317,11 +330,15 @@ static int part_big(const char *dir, big_times *bt) {
     par p = {.exs = exs, .w = mpq_model_get_weights(m), .tokens = fwd_tok, .B = B, .T = SEQ_T};
     /* 1 worker, then 2 at once (A B A B would double a heavy run; each is one batch) */
     t0 = mpq_time_now();
+    double c0 = cpu_now();
     if (mpq_exec_batches_run(1, 1, par_forward, par_nop, &p, &err) != MPQ_OK) die("forward", &err);
-    bt->fwd1_tps = B * SEQ_T / (mpq_time_now() - t0);
+    bt->fwd1_tps = B * SEQ_T / (cpu_now() - c0);
+    bt->fwd1_wall_tps = B * SEQ_T / (mpq_time_now() - t0);
     t0 = mpq_time_now();
+    c0 = cpu_now();
     if (mpq_exec_batches_run(2, 2, par_forward, par_nop, &p, &err) != MPQ_OK) die("forward x2", &err);
-    bt->fwd2_tps = 2 * B * SEQ_T / (mpq_time_now() - t0);
+    bt->fwd2_tps = 2 * B * SEQ_T / (cpu_now() - c0);
+    bt->fwd2_wall_tps = 2 * B * SEQ_T / (mpq_time_now() - t0);
     mpq_exec_free(exs[1]);
     mpq_exec_free(exs[0]);
 
@@ -333,27 +350,32 @@ static int part_big(const char *dir, big_times *bt) {
     o.kv_scheme.residual = 0;
     mpq_calib *cals[2] = {NULL, NULL};
     t0 = mpq_time_now();
+    c0 = cpu_now();
     if (mpq_calib_create(m, tok, N_SEQS, SEQ_T, &o, &cals[0], &err) != MPQ_OK) die("calib", &err);
-    bt->ref_s = mpq_time_now() - t0;
+    bt->ref_s = cpu_now() - c0;
+    bt->ref_wall = mpq_time_now() - t0;
     mpq_candidate c;
     if (mpq_candidate_parse("int4g32", &c, &err) != MPQ_OK) die("candidate", &err);
     mpq_calib_result r;
     for (int k = 0; k < MPQ_N_LAYER_KINDS; k++) {
+        c0 = cpu_now();
         if (mpq_calib_layer(cals[0], find_layer(m, L - 1, (mpq_layer_kind)k), &c, &r, &err) != MPQ_OK)
             die("layer unit", &err);
-        bt->layer_last[k] = r.seconds;
+        bt->layer_last[k] = cpu_now() - c0;
     }
     mpq_kv_pair kp;
+    c0 = cpu_now();
     if (mpq_kv_pair_parse("k4v4", &kp, &err) != MPQ_OK || mpq_calib_kv(cals[0], L - 1, kp, &r, &err) != MPQ_OK)
         die("kv unit", &err);
-    bt->kv_last = r.seconds;
+    bt->kv_last = cpu_now() - c0;
+    c0 = cpu_now();
     if (mpq_calib_layer(cals[0], find_layer(m, 0, MPQ_LAYER_ATTN_Q), &c, &r, &err) != MPQ_OK) die("layer unit", &err);
-    bt->q_first = r.seconds;
+    bt->q_first = cpu_now() - c0;
     if (mpq_calib_fork(cals[0], &cals[1], &err) != MPQ_OK) die("fork", &err);
     p = (par){.cals = cals, .lin = find_layer(m, L - 1, MPQ_LAYER_FFN_DOWN), .cand = c};
-    t0 = mpq_time_now();
+    c0 = cpu_now();
     if (mpq_exec_batches_run(2, 2, par_layer, par_nop, &p, &err) != MPQ_OK) die("units x2", &err);
-    bt->layer2_par = (mpq_time_now() - t0) / 2; /* seconds per unit with 2 workers */
+    bt->layer2_par = (cpu_now() - c0) / 2; /* CPU seconds per unit with 2 workers */
     bt->rss = vm_hwm_gib();
     mpq_calib_free(cals[1]);
     mpq_calib_free(cals[0]);
@@ -378,10 +400,10 @@ static int part_werr(const char *dir, double we[MPQ_N_LAYER_KINDS][4]) {
             mpq_candidate c;
             mpq_calib_weight_stats ws;
             if (mpq_candidate_parse(CANDS[j], &c, &err) != MPQ_OK) die("candidate", &err);
-            double t0 = mpq_time_now();
+            double c0 = cpu_now();
             if (mpq_calib_weight_error(cal, find_layer(m, 0, (mpq_layer_kind)k), &c, &ws, &err) != MPQ_OK)
                 die("weight_error", &err);
-            we[k][j] = mpq_time_now() - t0;
+            we[k][j] = cpu_now() - c0;
         }
     mpq_calib_free(cal);
     free(tok);
@@ -433,8 +455,19 @@ static int c_werr(void *a, void *out) { return part_werr(a, out); }
 static const char *kind_short[MPQ_N_LAYER_KINDS] = {"attn_q", "attn_k", "attn_v", "attn_o",
                                                     "ffn_gate", "ffn_up", "ffn_down"};
 
+static char g_dirs[3][4200], g_root[4096];
+
+/* SIGINT / SIGTERM: delete the generated folders (unlink and rmdir are async-signal-safe). */
+static void on_signal(int sig) {
+    for (int i = 0; i < 3; i++) remove_model(g_dirs[i]);
+    rmdir(g_root);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(int argc, char **argv) {
     bool skip_1b = argc > 1 && strcmp(argv[1], "--skip-1b") == 0;
+    bool only_1b = argc > 1 && strcmp(argv[1], "--only-1b") == 0;
     mpq_blas_set_threads(1);
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
@@ -446,17 +479,27 @@ int main(int argc, char **argv) {
                tmp, need / 1e9);
         return 0;
     }
-    char root[4096], d110[4200], d1b[4200], d1b1[4200];
-    snprintf(root, sizeof root, "%s/mpqbench.XXXXXX", tmp);
+    char *root = g_root, *d110 = g_dirs[0], *d1b = g_dirs[1], *d1b1 = g_dirs[2];
+    snprintf(root, sizeof g_root, "%s/mpqbench.XXXXXX", tmp);
     if (!mkdtemp(root)) {
         perror("bench_large: mkdtemp");
         return 1;
     }
-    snprintf(d110, sizeof d110, "%s/110m", root);
-    snprintf(d1b, sizeof d1b, "%s/1b", root);
-    snprintf(d1b1, sizeof d1b1, "%s/1b1", root);
+    snprintf(d110, sizeof g_dirs[0], "%s/110m", root);
+    snprintf(d1b, sizeof g_dirs[1], "%s/1b", root);
+    snprintf(d1b1, sizeof g_dirs[2], "%s/1b1", root);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     int rc = 0;
+    char loadavg[64] = "?";
+    FILE *la = fopen("/proc/loadavg", "r");
+    if (la) {
+        if (!fgets(loadavg, sizeof loadavg, la)) snprintf(loadavg, sizeof loadavg, "?");
+        loadavg[strcspn(loadavg, "\n")] = 0;
+        fclose(la);
+    }
 
+    if (only_1b) goto big;
     printf("1. peak RSS of a calibration (16 x 128 tokens, batch 8, X^T X on, 2 layer units per worker)\n");
     double t0 = mpq_time_now();
     if (mkdir_0700(d110) != 0 || generate(&SHAPE_110M, d110, 1) != 0) {
@@ -476,6 +519,7 @@ int main(int argc, char **argv) {
     }
     remove_model(d110);
     if (skip_1b) goto done;
+big:
 
     printf("2. %s (22 blocks), 16 x 128 random tokens, batch 4, int4g32 / k4v4 units\n", SHAPE_1B.name);
     t0 = mpq_time_now();
@@ -503,17 +547,19 @@ int main(int argc, char **argv) {
     const int L = SHAPE_1B.layers;
     printf("  load (BF16 -> F32) %.1f s; executor activations %.2f GiB per worker (batch 4 x 128)\n", bt.load_s,
            bt.act_bytes / (1 << 30));
-    printf("  forward: %.1f tokens/s with 1 worker, %.1f tokens/s with 2 workers (batches of 4 x 128)\n",
-           bt.fwd1_tps, bt.fwd2_tps);
-    printf("  reference pass (16 x 128): %.1f s\n", bt.ref_s);
+    printf("  forward (batches of 4 x 128): %.1f tokens per CPU second with 1 worker, %.1f with 2 workers "
+           "(wall: %.1f and %.1f tokens/s; load average %s)\n",
+           bt.fwd1_tps, bt.fwd2_tps, bt.fwd1_wall_tps, bt.fwd2_wall_tps, loadavg);
+    printf("  reference pass (16 x 128): %.1f CPU s (%.1f s wall)\n", bt.ref_s, bt.ref_wall);
+    printf("  unit costs below are CPU seconds\n");
     printf("  layer_sensitivity unit at block %d (prefix reuse):", L - 1);
     for (int k = 0; k < MPQ_N_LAYER_KINDS; k++) printf(" %s %.2f s", kind_short[k], bt.layer_last[k]);
     printf("\n  layer_sensitivity attn_q at block 0: %.2f s; kv_sensitivity k4v4 at block %d: %.2f s\n", bt.q_first,
            L - 1, bt.kv_last);
-    printf("  2 workers, ffn_down at block %d: %.2f s per unit (1 worker %.2f s)\n", L - 1, bt.layer2_par,
+    printf("  2 workers, ffn_down at block %d: %.2f CPU s per unit (1 worker %.2f s)\n", L - 1, bt.layer2_par,
            bt.layer_last[MPQ_LAYER_FFN_DOWN]);
     printf("  peak RSS (1 and 2 workers, F32 weights in memory): %.2f GiB\n", bt.rss);
-    printf("  weight_error seconds per unit (one block of the same widths, X^T X on):\n");
+    printf("  weight_error CPU seconds per unit (one block of the same widths, X^T X on):\n");
     for (int k = 0; k < MPQ_N_LAYER_KINDS; k++) {
         printf("    %-8s", kind_short[k]);
         for (int j = 0; j < 4; j++) printf(" %s %.2f", CANDS[j], we[k][j]);
@@ -530,7 +576,7 @@ int main(int argc, char **argv) {
     }
     printf("  one block's forward over 16 x 128 tokens: %.2f s\n", blk);
     printf("  projected examples/stories260K.json stages for this shape, 16 x 128 tokens, LINEAR in the unit "
-           "times (reference pass + sum / cores):\n");
+           "CPU times, on dedicated cores (reference pass + sum / cores):\n");
     printf("    unit-seconds: weight_error %.0f (%d units), layer_sensitivity %.0f (%d), kv_sensitivity %.0f (%d)\n",
            s_we, 7 * L * 4, s_ls, 7 * L * 4, s_kv, L * 7);
     const int cores[3] = {1, 2, 16};
