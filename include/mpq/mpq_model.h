@@ -82,8 +82,9 @@ typedef struct mpq_weights {
     float *final_norm; /* (dim) */
     float *classifier; /* (vocab_size, dim); equals tok_emb when shared_classifier */
     int n_layers;
-    size_t n_floats;   /* total floats in the block that holds all of the above */
-    float *data;       /* that block (owned by whoever owns this struct) */
+    size_t n_floats;   /* total floats in the block that holds all of the above (0 for a view) */
+    float *data;       /* that block (owned by whoever owns this struct); NULL for a view
+                          (mpq_weights_view), whose pointers borrow another set's block */
 } mpq_weights;
 
 typedef enum mpq_layer_kind {
