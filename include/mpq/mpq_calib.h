@@ -51,8 +51,9 @@ void mpq_calib_free(mpq_calib *cal); /* accepts NULL */
 
 /* A worker's copy of `cal` for running units on another thread: it shares cal's FP
  * reference and X^T X (read-only; cal must outlive the fork and must not be freed before
- * it) and has its own executor, weight clone and layer scratch (one model's worth of
- * weights plus activations for opts.batch windows). mpq_calib_weight_error / _layer / _kv
+ * it) and the model's weights (read-only, never copied), and has its own executor, weight
+ * table and layer scratch (activations for opts.batch windows plus three doubles and one
+ * float per weight of the largest linear layer). mpq_calib_weight_error / _layer / _kv
  * on different forks (and on cal) may run at the same time, and give the same results,
  * bit for bit, as on cal. Free with mpq_calib_free. MPQ_ERR_NOMEM. */
 mpq_status mpq_calib_fork(const mpq_calib *cal, mpq_calib **out, mpq_err *err);
@@ -68,10 +69,10 @@ double mpq_calib_xtx_trace(const mpq_calib *cal, int linear_index);
  * NULL (and *cols = 0) when xtx was not collected or i is out of range. cols may be NULL. */
 const double *mpq_calib_xtx(const mpq_calib *cal, int linear_index, int64_t *cols);
 
-/* A mpq_calib holds one executor and one weight clone: not thread-safe (one per thread).
- * Memory, N = n_seqs * T: reference log-probs N*vocab floats, block inputs and FP attention
- * outputs n_layers*N*(dim + n_heads*head_dim) floats, X^T X 4*n_layers*cols^2 doubles, one
- * weight clone. */
+/* A mpq_calib holds one executor and one weight table: not thread-safe (one per thread).
+ * Memory, N = n_seqs * T: reference log-probs N*vocab floats, block inputs, residuals after
+ * attention and FP attention outputs n_layers*N*(2*dim + n_heads*head_dim) floats, X^T X
+ * 4*n_layers*cols^2 doubles, the layer scratch; the model's weights are borrowed, not copied. */
 
 /* Number of calibration sequences, tokens per sequence, and scored tokens (n_seqs * T). */
 int mpq_calib_n_seqs(const mpq_calib *cal);

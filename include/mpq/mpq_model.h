@@ -82,8 +82,9 @@ typedef struct mpq_weights {
     float *final_norm; /* (dim) */
     float *classifier; /* (vocab_size, dim); equals tok_emb when shared_classifier */
     int n_layers;
-    size_t n_floats;   /* total floats in the block that holds all of the above */
-    float *data;       /* that block (owned by whoever owns this struct) */
+    size_t n_floats;   /* total floats in the block that holds all of the above (0 for a view) */
+    float *data;       /* that block (owned by whoever owns this struct); NULL for a view
+                          (mpq_weights_view), whose pointers borrow another set's block */
 } mpq_weights;
 
 typedef enum mpq_layer_kind {
@@ -152,6 +153,20 @@ int mpq_model_find_linear(const mpq_model *m, const char *name);
 
 /* Pointer to layer i's matrix inside any weights set of this model's shape. */
 float *mpq_weights_linear(const mpq_weights *w, const mpq_layer_info *li);
+
+/* Address of the slot in w's table that holds layer li's matrix pointer (NULL for a bad
+ * layer): a caller may point it at another (rows, cols) matrix for a while (e.g. a
+ * quantized copy of that one layer) and must put the old pointer back before the
+ * weights are freed or used as the model's own. */
+float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li);
+
+/* A weight table that borrows every tensor of m (no copy: data NULL, n_floats 0): the same
+ * numbers as mpq_model_get_weights(m), with a table of its own whose per-layer pointers
+ * may be substituted (mpq_weights_linear_slot) without touching m or other views. One view
+ * per thread costs n_layers block entries, not a model. m must outlive it; free with
+ * mpq_weights_free (which frees only the table). MPQ_ERR_INVALID (NULL, shape only),
+ * MPQ_ERR_NOMEM. */
+mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err);
 
 /* Deep copy of a model's weights in one block (for quantized copies). Free with mpq_weights_free. */
 mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err);

@@ -18,8 +18,10 @@
  *   2 * n_layers * N * dim (prefix reuse), FP attention outputs n_layers * N * (n_heads*head_dim)
  *   (prefix reuse for attn_o units and kv_attn_rel; e.g. sotu-2.7M, 64 x 256 tokens:
  *   6 * 16384 * 192 * 4 B = 72 MiB), all held by the stored reference (mpq_exec_ref); X^T X
- *   n_layers * 4 distinct inputs * cols^2 doubles, one clone of the weights, and one
- *   layer-sized scratch.
+ *   n_layers * 4 distinct inputs * cols^2 doubles, and one layer-sized scratch. The model's
+ *   weights are not copied: each mpq_calib (and each fork) has its own weight table
+ *   (mpq_weights_view) that borrows the model's read-only tensors, so n workers hold one
+ *   model, plus per worker an executor's activations and the layer scratch.
  *
  * Prefix reuse: a unit quantizing layer i of block b restarts at the first operation that
  * uses it, from what the FP reference stored: wq/wk/wv at block b's input, wo at wo (from the
@@ -27,8 +29,10 @@
  * attention); a KV unit at block b's input. The later operations are the ones of a full pass,
  * so results are bitwise equal to the naive path (every unit from block 0).
  *
- * Determinism: mpq_calib_layer quantizes layer i of the clone in place and copies the model's
- * bytes back afterwards, so a unit's result does not depend on the units run before it.
+ * Determinism: mpq_calib_layer quantizes a copy of layer i in the layer scratch, points that
+ * layer's slot of its own weight table at it for the one evaluation and points it back at the
+ * model's tensor afterwards (also on error), so a unit's result does not depend on the units
+ * run before it or on the worker that runs it.
  */
 #include <cblas.h>
 #include <math.h>
@@ -47,7 +51,7 @@ struct mpq_calib {
     int64_t n_tokens;
     mpq_exec *ex;
     mpq_exec_ref *ref;
-    mpq_weights *scratch;  /* clone of the model's weights; all layers FP between calls */
+    mpq_weights *view;     /* own table borrowing the model's weights; all layers FP between calls */
     int *lin_slot;         /* (n_lin) input slot of each linear layer */
     int *slot_first;       /* (n_slots) first linear index with that input, -1 if none */
     int64_t *slot_cols;    /* (n_slots) */
@@ -104,7 +108,7 @@ void mpq_calib_free(mpq_calib *cal) {
     free(cal->ed);
     free(cal->wd);
     free(cal->md);
-    mpq_weights_free(cal->scratch);
+    mpq_weights_free(cal->view);
     mpq_exec_free(cal->ex);
     if (cal->is_fork) { /* the rest belongs to the parent */
         free(cal);
@@ -143,14 +147,14 @@ mpq_status mpq_calib_fork(const mpq_calib *parent, mpq_calib **out, mpq_err *err
     *cal = *parent;
     cal->is_fork = true;
     cal->ex = NULL;
-    cal->scratch = NULL;
+    cal->view = NULL;
     cal->wq = NULL;
     cal->ed = cal->wd = cal->md = NULL;
     cal->xbuf = NULL;
     cal->xbuf_n = 0;
     mpq_status st;
     if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK ||
-        (st = mpq_weights_clone(parent->model, &cal->scratch, err)) != MPQ_OK ||
+        (st = mpq_weights_view(parent->model, &cal->view, err)) != MPQ_OK ||
         (st = mpq_exec_create(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
         mpq_calib_free(cal);
         return st;
@@ -229,7 +233,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
             }
         }
     }
-    st = mpq_weights_clone(model, &cal->scratch, err);
+    st = mpq_weights_view(model, &cal->view, err);
     if (st != MPQ_OK) goto done;
     st = mpq_exec_create(model, o.batch, T, &cal->ex, err);
     if (st != MPQ_OK) goto done;
@@ -358,13 +362,14 @@ static void fill_result(const mpq_eval_stats *s, double seconds, mpq_calib_resul
     out->seconds = seconds;
 }
 
-/* Runs the single-layer measurement of linear layer li, whose weights in cal->scratch were
- * replaced by the caller, and restores them from the model (also on error). */
+/* Runs the single-layer measurement of linear layer li with the weights the caller put in
+ * cal->wq: points the layer's slot of cal's weight table at them, evaluates, and points it
+ * back at the model's tensor (also on error). */
 static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const char *what, double t0,
                                 mpq_calib_result *out, mpq_err *err) {
-    const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
-    float *Wq = mpq_weights_linear(cal->scratch, li);
-    const size_t nbytes = (size_t)li->n_params * sizeof(float);
+    float **slot = mpq_weights_linear_slot(cal->view, li);
+    float *W = *slot; /* the model's tensor */
+    *slot = cal->wq;
     mpq_eval_stats s;
     memset(&s, 0, sizeof s);
     mpq_exec_opts eo = mpq_exec_opts_default();
@@ -374,10 +379,10 @@ static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const 
         entry = MPQ_EXEC_ENTRY_FFN;
     mpq_status st;
     if (cal->opts.prefix_reuse)
-        st = mpq_exec_eval_ref_entry(cal->ex, cal->scratch, &eo, cal->ref, li->block, entry, &s, err);
+        st = mpq_exec_eval_ref_entry(cal->ex, cal->view, &eo, cal->ref, li->block, entry, &s, err);
     else
-        st = mpq_exec_eval_ref(cal->ex, cal->scratch, &eo, cal->ref, 0, &s, err);
-    memcpy(Wq, W, nbytes); /* restore exactly, also on error */
+        st = mpq_exec_eval_ref(cal->ex, cal->view, &eo, cal->ref, 0, &s, err);
+    *slot = W; /* the model's tensor again, also on error */
     if (st != MPQ_OK) {
         mpq_err_prefix(err, "calib: %s %s", li->name, what);
         return st;
@@ -392,10 +397,8 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     if (st != MPQ_OK) return st;
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    float *Wq = mpq_weights_linear(cal->scratch, li);
-    if ((st = mpq_quantize_matrix_checked(c, Wq, li->rows, li->cols, err)) != MPQ_OK) {
-        /* restore exactly: the fork measures further units with this scratch */
-        memcpy(Wq, mpq_weights_linear(mpq_model_get_weights(cal->model), li), (size_t)li->n_params * sizeof(float));
+    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
+    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;
     }
@@ -408,7 +411,7 @@ mpq_status mpq_calib_layer_weights(mpq_calib *cal, int linear_index, const float
     if (st != MPQ_OK) return st;
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    memcpy(mpq_weights_linear(cal->scratch, li), w, (size_t)li->n_params * sizeof(float));
+    memcpy(cal->wq, w, (size_t)li->n_params * sizeof(float));
     return eval_replaced(cal, li, "(given weights)", t0, out, err);
 }
 

@@ -315,6 +315,41 @@ float *mpq_weights_linear(const mpq_weights *w, const mpq_layer_info *li) {
     return NULL;
 }
 
+float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li) {
+    if (!w || !li || li->block < 0 || li->block >= w->n_layers) return NULL;
+    mpq_block_weights *b = &w->blocks[li->block];
+    switch (li->kind) {
+    case MPQ_LAYER_ATTN_Q: return &b->wq;
+    case MPQ_LAYER_ATTN_K: return &b->wk;
+    case MPQ_LAYER_ATTN_V: return &b->wv;
+    case MPQ_LAYER_ATTN_O: return &b->wo;
+    case MPQ_LAYER_FFN_GATE: return &b->w_gate;
+    case MPQ_LAYER_FFN_UP: return &b->w_up;
+    case MPQ_LAYER_FFN_DOWN: return &b->w_down;
+    }
+    return NULL;
+}
+
+mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err) {
+    if (!m || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_view: NULL argument");
+    *out = NULL;
+    if (m->shape_only) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: shape only (no weights loaded)", m->path);
+    mpq_weights *w = mpq_calloc(1, sizeof *w);
+    if (w) w->blocks = mpq_calloc((size_t)m->cfg.n_layers, sizeof *w->blocks);
+    if (!w || !w->blocks) {
+        mpq_weights_free(w);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for a weight table", m->path);
+    }
+    mpq_block_weights *keep = w->blocks;
+    *w = m->w;
+    w->blocks = keep;
+    memcpy(w->blocks, m->w.blocks, (size_t)m->cfg.n_layers * sizeof *w->blocks);
+    w->data = NULL; /* borrowed: mpq_weights_free frees only the table */
+    w->n_floats = 0;
+    *out = w;
+    return MPQ_OK;
+}
+
 mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_weights *w = NULL;

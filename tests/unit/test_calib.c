@@ -455,8 +455,9 @@ START_TEST(test_exec_entry_points) {
 END_TEST
 
 START_TEST(test_determinism_aba) {
-    /* A, then B (same block and another block), then A again: bitwise equal (the scratch clone
-     * is restored byte for byte); f32 leaves the model unchanged: KL exactly 0 */
+    /* A, then B (same block and another block), then A again: bitwise equal (the layer's slot
+     * in the weight table points at the model's tensor again); f32 leaves the model unchanged:
+     * KL exactly 0 */
     mpq_err err = {0};
     mpq_candidate c2 = cand("int2g32"), c4 = cand("int4g64s"), f32 = cand("f32");
     int A = mpq_model_find_linear(g_m, "blk.2.ffn_down"), B1 = mpq_model_find_linear(g_m, "blk.2.ffn_up"),
@@ -479,6 +480,69 @@ START_TEST(test_determinism_aba) {
     ck_assert_int_eq(mpq_calib_weight_error(g_cal, A, &f32, &we, &err), MPQ_OK);
     ck_assert_double_eq(we.sse, 0.0);
     ck_assert_double_eq(we.act_err, 0.0);
+}
+END_TEST
+
+/* Worker state for test_fork_threads: unit i = linear layer i on calib[worker]. */
+typedef struct fork_run {
+    mpq_calib *cals[2];
+    mpq_candidate c;
+    mpq_calib_result *res;
+} fork_run;
+
+static mpq_status fork_unit(void *user, int worker, int batch, mpq_err *err) {
+    fork_run *f = user;
+    return mpq_calib_layer(f->cals[worker], batch, &f->c, &f->res[batch], err);
+}
+
+static mpq_status fork_nop(void *user, int worker, int batch, mpq_err *err) {
+    (void)user, (void)worker, (void)batch, (void)err;
+    return MPQ_OK;
+}
+
+/* A fork borrows the model's weights (no clone) and substitutes only the layer it quantizes:
+ * every layer unit and a KV unit on the fork, in reverse order, are bitwise those of the
+ * parent in forward order; the parent and the fork running units at the same time on two
+ * threads give the same bits again; and the model's weights are byte for byte unchanged. */
+START_TEST(test_fork_shares_weights) {
+    mpq_err err = {0};
+    mpq_weights *before = NULL;
+    ck_assert_int_eq(mpq_weights_clone(g_m, &before, &err), MPQ_OK);
+    fork_run f = {.c = cand("int2g32")};
+    f.cals[0] = g_cal;
+    ck_assert_msg(mpq_calib_fork(g_cal, &f.cals[1], &err) == MPQ_OK, "%s", err.msg);
+    const int n = mpq_model_n_linear(g_m);
+    mpq_calib_result *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
+    f.res = calloc((size_t)n, sizeof *f.res);
+    ck_assert(a && b && f.res);
+    for (int i = 0; i < n; i++) ck_assert_int_eq(mpq_calib_layer(g_cal, i, &f.c, &a[i], &err), MPQ_OK);
+    for (int i = n - 1; i >= 0; i--) ck_assert_int_eq(mpq_calib_layer(f.cals[1], i, &f.c, &b[i], &err), MPQ_OK);
+    for (int i = 0; i < n; i++) {
+        results_equal(&a[i], &b[i], mpq_model_linear(g_m, i)->name);
+        ck_assert(a[i].kl > 0); /* int2g32 does change every layer's output */
+    }
+    ck_assert_int_eq(mpq_exec_batches_run(2, n, fork_unit, fork_nop, &f, &err), MPQ_OK);
+    for (int i = 0; i < n; i++) results_equal(&a[i], &f.res[i], "two threads");
+    mpq_kv_pair p = {4, 2};
+    mpq_calib_result ka, kb;
+    ck_assert_int_eq(mpq_calib_kv(g_cal, 1, p, &ka, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_calib_kv(f.cals[1], 1, p, &kb, &err), MPQ_OK);
+    results_equal(&ka, &kb, "kv blk.1 k4v2");
+    const mpq_weights *w = mpq_model_get_weights(g_m);
+    ck_assert_int_eq(memcmp(before->data, w->data, w->n_floats * sizeof(float)), 0);
+    /* both tables point at the model's tensors again: f32 on layer 0 changes nothing */
+    mpq_candidate f32 = cand("f32");
+    for (int k = 0; k < 2; k++) {
+        mpq_calib_result z;
+        ck_assert_int_eq(mpq_calib_layer(f.cals[k], 0, &f32, &z, &err), MPQ_OK);
+        ck_assert_double_eq(z.kl, 0.0);
+        ck_assert_double_eq(z.top1, 1.0);
+    }
+    free(f.res);
+    free(b);
+    free(a);
+    mpq_calib_free(f.cals[1]);
+    mpq_weights_free(before);
 }
 END_TEST
 
@@ -691,6 +755,7 @@ static Suite *calib_suite(void) {
     tcase_add_test(tc, test_prefix_reuse_equals_naive);
     tcase_add_test(tc, test_exec_entry_points);
     tcase_add_test(tc, test_determinism_aba);
+    tcase_add_test(tc, test_fork_shares_weights);
     tcase_add_test(tc, test_dloss_matches_full_eval);
     tcase_add_test(tc, test_kv);
     tcase_add_test(tc, test_bad_args);

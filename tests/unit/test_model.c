@@ -102,6 +102,45 @@ START_TEST(test_clone) {
 }
 END_TEST
 
+/* A view borrows every tensor, owns only its table: substituting one layer's pointer in it
+ * changes neither the model nor another view. */
+START_TEST(test_view) {
+    mpq_model *m = NULL;
+    mpq_weights *v1 = NULL, *v2 = NULL;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_model_load(shared_path(STORIES), &m, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(mpq_weights_view(m, &v1, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_weights_view(m, &v2, &err), MPQ_OK);
+    const mpq_weights *w = mpq_model_get_weights(m);
+    ck_assert_ptr_null(v1->data);
+    ck_assert_ptr_ne(v1->blocks, w->blocks);
+    ck_assert_ptr_eq(v1->tok_emb, w->tok_emb);
+    ck_assert_ptr_eq(v1->classifier, w->classifier);
+    ck_assert_ptr_eq(v1->final_norm, w->final_norm);
+    for (int i = 0; i < mpq_model_n_linear(m); i++) {
+        const mpq_layer_info *li = mpq_model_linear(m, i);
+        ck_assert_ptr_eq(mpq_weights_linear(v1, li), mpq_weights_linear(w, li));
+        float **slot = mpq_weights_linear_slot(v1, li);
+        ck_assert_ptr_nonnull(slot);
+        ck_assert_ptr_eq(*slot, mpq_weights_linear(w, li));
+    }
+    const mpq_layer_info *li = mpq_model_linear(m, 30);
+    float other = 0.0f, *orig = mpq_weights_linear(w, li);
+    *mpq_weights_linear_slot(v1, li) = &other;
+    ck_assert_ptr_eq(mpq_weights_linear(v1, li), &other);
+    ck_assert_ptr_eq(mpq_weights_linear(w, li), orig);
+    ck_assert_ptr_eq(mpq_weights_linear(v2, li), orig);
+    mpq_layer_info bad = *li;
+    bad.block = w->n_layers;
+    ck_assert_ptr_null(mpq_weights_linear_slot(v1, &bad));
+    ck_assert_ptr_null(mpq_weights_linear_slot(NULL, li));
+    ck_assert_int_eq(mpq_weights_view(NULL, &v1, &err), MPQ_ERR_INVALID);
+    mpq_weights_free(v2);
+    mpq_weights_free(v1);
+    mpq_model_free(m);
+}
+END_TEST
+
 START_TEST(test_llama2c_sotu) {
     mpq_model *m = NULL;
     mpq_err err = {0};
@@ -591,6 +630,7 @@ Suite *model_suite(void) {
     tcase_add_test(tc, test_llama2c_legacy_stories);
     tcase_add_test(tc, test_layer_table);
     tcase_add_test(tc, test_clone);
+    tcase_add_test(tc, test_view);
     tcase_add_test(tc, test_llama2c_sotu);
     suite_add_tcase(s, tc);
     tc = tcase_create("hf");
