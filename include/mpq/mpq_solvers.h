@@ -174,6 +174,31 @@ mpq_solve_opts mpq_solve_opts_default(void);
 mpq_status mpq_solve_ilp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_solution **out,
                          mpq_err *err);
 
+/* Pairwise interaction terms (layer damages that do not add up): term t adds `value` to the
+ * loss when item item_a takes option_a and item item_b takes option_b (item_a != item_b).
+ * Several terms on the same two (item, option) choices add up. */
+typedef struct mpq_pair_term {
+    int item_a, option_a;
+    int item_b, option_b;
+    double value;           /* finite, any sign */
+} mpq_pair_term;
+
+/* Sum of the terms active under choice[n_items] (no checks). */
+double mpq_pair_terms_value(const mpq_pair_term *terms, int n_terms, const int *choice);
+
+/* The ILP of mpq_solve_ilp plus pair terms, minimizing sum_i L'(i, o_i) + sum of the active
+ * terms (L' the smoothed losses when opts->smooth: smoothing applies to the per-item losses
+ * only). Each term whose two options are allowed gets a column y in [0, 1] with the standard
+ * product linearisation  y <= x(a, oa),  y <= x(b, ob),  y >= x(a, oa) + x(b, ob) - 1, so
+ * y = x(a, oa) x(b, ob) at every integer point. No reduced-cost fixing or warm start (they
+ * need a separable objective): GLPK solves the whole model (glp_simplex, glp_intopt with
+ * opts->presolve, mip_gap, time_limit_s). s->total_loss / total_loss_raw include the active
+ * terms; s->bound is the LP relaxation (or the loss itself when proven optimal); solver
+ * "glpk-ilp-pairs". MPQ_ERR_INVALID (a term out of range, equal items, non-finite value),
+ * MPQ_ERR_INFEASIBLE (names the budget), MPQ_ERR_SOLVER, MPQ_ERR_NOMEM. */
+mpq_status mpq_solve_ilp_pairs(const mpq_problem *p, const mpq_pair_term *terms, int n_terms,
+                               const mpq_solve_opts *opts, mpq_solution **out, mpq_err *err);
+
 /* Exact DP for one budget (resource opts->dp_resource; every other budget must be +inf),
  * integral costs required (MPQ_ERR_UNSUPPORTED otherwise). Two exact engines:
  *  - "dp-array": costs shifted by each item's cheapest option and divided by g = gcd of all
