@@ -150,7 +150,7 @@ static void near_options(const pairs_ctx *c, int l, int a, int *out, int *n) {
     const int64_t *bits = c->p->layer_bits + (size_t)l * (size_t)c->O;
     *n = 0;
     out[(*n)++] = a;
-    for (int o = 0; o < c->O; o++) {
+    for (int o = 0; o < c->O && !c->o->solution_only; o++) {
         if (o == a) continue;
         /* steps: distinct bit values strictly between a and o, plus one */
         int steps = 1;

@@ -14,6 +14,8 @@
  *   candidates    C_l = {s_l} plus the job's candidates within `reach` steps of s_l in exact
  *                 stored bits of l (1 step = the next cheaper / next dearer candidate; equal
  *                 bits count as one step; reach 0 = every candidate);
+ *                 (solution_only: C_l = {s_l}, one term per layer pair: enough to correct the
+ *                 solution's prediction, not to move the solver);
  *   terms         every (i, a, j, b) with a in C_i, b in C_j.
  * Each term is a unit of stage "pairs" (key "<layer i>/<a>/<layer j>/<b>", independent of S, so
  * solutions and scopes share measurements) committing, with its done mark in one transaction,
@@ -71,6 +73,7 @@ typedef struct mpq_pairs_opts {
     const char *solution;   /* stored solution name (required) */
     mpq_pairs_scope scope;  /* default block */
     int reach;              /* 0..n_candidates-1; default 1; 0 = every candidate */
+    bool solution_only;     /* C_l = {s_l}: only the solution's own combinations (reach unused) */
     int max_units;          /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
     mpq_pairs_progress_fn progress;
     void *progress_user;

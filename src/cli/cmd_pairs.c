@@ -18,7 +18,7 @@
 #include "mpq/mpq_pairs.h"
 
 static const char pairs_help[] =
-    "usage: mpq pairs JOB --solution NAME [--scope block|all] [--reach R] [OPTIONS]\n"
+    "usage: mpq pairs JOB --solution NAME [--scope block|all] [--reach R | --solution-only] [OPTIONS]\n"
     "\n"
     "Measures pairwise interaction terms of layer damage around a stored solution: for layer\n"
     "pairs i < j (same block, or all pairs) and candidates a, b near the solution's (its own and\n"
@@ -37,6 +37,8 @@ static const char pairs_help[] =
     "      --scope S           block (default: pairs of layers of the same block) | all\n"
     "      --reach R           candidates within R steps in bits of the solution's one\n"
     "                          (default 1; 0 = every candidate; at most candidates - 1)\n"
+    "      --solution-only     only the solution's own candidates (one term per layer pair:\n"
+    "                          corrects its prediction; too few for solve --pairs to move)\n"
     "  -e, --evaluate          evaluate the solution on the job's evaluation windows if it has\n"
     "                          no evaluation yet\n"
     "      --json              print the result as JSON\n"
@@ -47,7 +49,7 @@ static const char pairs_help[] =
     "without layer_sensitivity, solution without assignments), 7 database, 10 job or solution\n"
     "not found, 12 busy (job leased by another run), 130 interrupted (terms so far are kept).\n";
 
-enum { O_SCOPE = 256, O_REACH, O_JSON };
+enum { O_SCOPE = 256, O_REACH, O_JSON, O_SOLONLY };
 
 /* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
 static long kill_after, commits;
@@ -63,6 +65,7 @@ int cli_pairs(int argc, char **argv) {
     static const struct option lo[] = {{"db", required_argument, 0, 'd'},     {"solution", required_argument, 0, 's'},
                                        {"scope", required_argument, 0, O_SCOPE}, {"reach", required_argument, 0, O_REACH},
                                        {"evaluate", no_argument, 0, 'e'},      {"json", no_argument, 0, O_JSON},
+                                       {"solution-only", no_argument, 0, O_SOLONLY},
                                        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_pairs_opts o = mpq_pairs_opts_default();
@@ -84,6 +87,7 @@ int cli_pairs(int argc, char **argv) {
             if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("pairs", "bad --reach '%s' (0..255)", optarg);
             o.reach = (int)v;
             break;
+        case O_SOLONLY: o.solution_only = true; break;
         case 'e': evaluate = true; break;
         case O_JSON: json = true; break;
         case 'q': quiet = true; break;
@@ -121,7 +125,7 @@ int cli_pairs(int argc, char **argv) {
             !cli_json_add_string(j, "solution", o.solution) ||
             !cli_json_add_number(j, "solution_id", (double)r->solution_id) ||
             !cli_json_add_string(j, "scope", o.scope == MPQ_PAIRS_SCOPE_ALL ? "all" : "block") ||
-            !cli_json_add_number(j, "reach", o.reach) || !cli_json_add_number(j, "layer_pairs", r->n_layer_pairs) ||
+            !cli_json_add_number(j, "reach", o.reach) || !cli_json_add_bool(j, "solution_only", o.solution_only) || !cli_json_add_number(j, "layer_pairs", r->n_layer_pairs) ||
             !cli_json_add_number(j, "terms", r->n_terms) || !cli_json_add_number(j, "measured_now", r->n_units_run) ||
             !cli_json_add_number(j, "additive", r->additive) || !cli_json_add_number(j, "pair_sum", r->pair_sum) ||
             !cli_json_add_number(j, "predicted", r->predicted) ||
