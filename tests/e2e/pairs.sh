@@ -66,6 +66,13 @@ cmp -s "$T/a.txt" "$T/b.txt" || { diff "$T/a.txt" "$T/b.txt" | head -10; fail "k
 grep -q "(0 measured now)" "$T/c.out" || fail "re-run measured again: $(head -1 "$T/c.out")"
 ok "killed twice and resumed: identical numbers; re-run measures nothing"
 
+# --solution-only: one term per same-block layer pair (5 blocks x 21), all already stored
+"$MPQ" pairs pr --db "$T/a.db" --solution kl@avg-bits=3.5 --solution-only --json -q > "$T/own.json"
+own_terms=$(sqlite3 :memory: "SELECT json_extract(readfile('$T/own.json'), '\$.terms') || ' ' ||
+  json_extract(readfile('$T/own.json'), '\$.measured_now') || ' ' || json_extract(readfile('$T/own.json'), '\$.layer_pairs')")
+[ "$own_terms" = "105 0 105" ] || fail "--solution-only: terms, measured now, layer pairs = $own_terms (want 105 0 105)"
+ok "--solution-only: 105 terms, none measured again"
+
 # 3. solve with the terms
 "$MPQ" solve pr --db "$T/a.db" --budget avg-bits=3.5 --pairs > "$T/s.out"
 grep -q "kl+pairs@avg-bits=3.5" "$T/s.out" || fail "solve --pairs: $(head -3 "$T/s.out")"
