@@ -742,8 +742,15 @@ mpq_status mpq_solve_ilp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_s
  *     y_t <= x(a_t, oa_t),   y_t <= x(b_t, ob_t),   y_t >= x(a_t, oa_t) + x(b_t, ob_t) - 1,
  * so y_t = x(a_t, oa_t) * x(b_t, ob_t) for every binary x whatever the sign of value_t. A term
  * whose options are not both allowed can never be active and is left out; several terms on the
- * same product simply add. Fixing and warm starts of mpq_solve_ilp are not used here (they
- * rely on the separable objective). */
+ * same product simply add. That is the form with opts->pair_standard_form. By default the
+ * tighter aggregated form (Adams & Sherali 1986, the level-1 reformulation-linearisation of the
+ * one-hot rows; Frieze & Yadegar 1983 for the QAP): for every pair of items (i, j) with a term,
+ * one column y(i, oa, j, ob) >= 0 per pair of allowed options (cost = the sum of its terms, 0
+ * when none) and the rows
+ *     sum_ob y(i, oa, j, ob) = x(i, oa)  for every oa,   sum_oa y(i, oa, j, ob) = x(j, ob)  for every ob,
+ * i.e. y is a joint distribution with the one-hot marginals: at integer x it is again the
+ * product, and its LP relaxation is at least as tight as the three rows'. Fixing and warm starts
+ * of mpq_solve_ilp are not used here (they rely on the separable objective). */
 
 typedef struct pair_ctx {
     jmp_buf jb;
@@ -764,11 +771,22 @@ typedef struct pair_model {
     int n_x, n_y;      /* columns: x 1..n_x, y n_x+1..n_x+n_y */
     int *col;          /* [n_items * n_opt_max] 1-based x column, 0 = not allowed */
     int *col_item, *col_opt; /* [n_x + 1] */
-    int *y_term;       /* [n_y] term index of each y column */
+    int *y_term;       /* standard form: [n_y] term index of each y column */
+    double *y_cost;    /* [n_y] objective coefficient of each y column */
+    /* aggregated form: item pairs lo < hi, their dense option-pair slots and slot columns */
+    int n_ip;
+    int64_t *ip_key;   /* [n_ip] lo * n_items + hi, ascending */
+    size_t *ip_base;   /* [n_ip] first slot; slot = base + oa * n_opt[hi] + ob */
+    int *slot_col;     /* [n_slots] 1-based y column, 0 = an option not allowed */
     double *x;         /* [n_x + n_y + 1] solution */
     double lp_value, mip_value;
     int lp_ret, lp_status, mip_ret, mip_status;
 } pair_model;
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
 
 static void pair_build(pair_model *m, glp_prob *lp) {
     const mpq_problem *p = m->p;
@@ -782,7 +800,7 @@ static void pair_build(pair_model *m, glp_prob *lp) {
     for (int k = 0; k < m->n_y; k++) {
         int j = m->n_x + 1 + k;
         glp_set_col_bnds(lp, j, GLP_DB, 0.0, 1.0);
-        glp_set_obj_coef(lp, j, m->terms[m->y_term[k]].value);
+        glp_set_obj_coef(lp, j, m->y_cost[k]);
     }
     int ind[4];
     double val[4];
@@ -832,7 +850,41 @@ static void pair_build(pair_model *m, glp_prob *lp) {
         free(ix);
         free(vx);
     }
-    for (int k = 0; k < m->n_y; k++) { /* linearisation */
+    for (int q = 0; q < m->n_ip; q++) { /* aggregated: marginal rows of each item pair */
+        int lo = (int)(m->ip_key[q] / p->n_items), hi = (int)(m->ip_key[q] % p->n_items);
+        int na = p->n_opt[lo], nb = p->n_opt[hi];
+        int *ix = mpq_calloc((size_t)(na > nb ? na : nb) + 2, sizeof *ix);
+        double *vx = mpq_calloc((size_t)(na > nb ? na : nb) + 2, sizeof *vx);
+        if (!ix || !vx) {
+            free(ix);
+            free(vx);
+            glp_error("out of memory\n");
+            return;
+        }
+        for (int side = 0; side < 2; side++) {
+            int it = side ? hi : lo, n_own = side ? nb : na, n_other = side ? na : nb;
+            for (int o = 0; o < n_own; o++) {
+                int xc = m->col[solv_lo(p, it, o)];
+                if (!xc) continue;
+                int n = 0;
+                for (int u = 0; u < n_other; u++) {
+                    size_t slot = m->ip_base[q] + (side ? (size_t)u * nb + (size_t)o : (size_t)o * nb + (size_t)u);
+                    if (m->slot_col[slot]) {
+                        ix[++n] = m->slot_col[slot];
+                        vx[n] = 1.0;
+                    }
+                }
+                ix[++n] = xc;
+                vx[n] = -1.0;
+                int r = glp_add_rows(lp, 1);
+                glp_set_row_bnds(lp, r, GLP_FX, 0.0, 0.0);
+                glp_set_mat_row(lp, r, n, ix, vx);
+            }
+        }
+        free(ix);
+        free(vx);
+    }
+    for (int k = 0; k < m->n_y && m->y_term; k++) { /* standard: three rows per term */
         const mpq_pair_term *t = &m->terms[m->y_term[k]];
         int y = m->n_x + 1 + k, xa = m->col[solv_lo(p, t->item_a, t->option_a)],
             xb = m->col[solv_lo(p, t->item_b, t->option_b)];
@@ -935,17 +987,13 @@ mpq_status mpq_solve_ilp_pairs(const mpq_problem *p, const mpq_pair_term *terms,
     m.col = mpq_calloc((size_t)p->n_items * (size_t)p->n_opt_max, sizeof *m.col);
     for (int i = 0; m.col && i < p->n_items; i++)
         for (int o = 0; o < p->n_opt[i]; o++) m.n_x += mpq_problem_allowed(p, i, o);
+    int n_valid = 0;
     for (int t = 0; t < n_terms; t++)
-        m.n_y += mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
-                 mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b);
+        n_valid += mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                   mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b);
     m.col_item = mpq_calloc((size_t)m.n_x + 1, sizeof *m.col_item);
     m.col_opt = mpq_calloc((size_t)m.n_x + 1, sizeof *m.col_opt);
-    m.y_term = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_term);
-    m.x = mpq_calloc((size_t)m.n_x + (size_t)m.n_y + 1, sizeof *m.x);
-    if (!m.col || !m.col_item || !m.col_opt || !m.y_term || !m.x) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "solve_ilp_pairs: out of memory for %d terms", n_terms);
-        goto done;
-    }
+    if (!m.col || !m.col_item || !m.col_opt) goto nomem;
     int j = 0;
     for (int i = 0; i < p->n_items; i++)
         for (int o = 0; o < p->n_opt[i]; o++)
@@ -954,10 +1002,75 @@ mpq_status mpq_solve_ilp_pairs(const mpq_problem *p, const mpq_pair_term *terms,
                 m.col_item[j] = i;
                 m.col_opt[j] = o;
             }
-    for (int t = 0, k = 0; t < n_terms; t++)
-        if (mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
-            mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b))
-            m.y_term[k++] = t;
+    if (opts->pair_standard_form) {
+        m.n_y = n_valid;
+        m.y_term = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_term);
+        m.y_cost = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_cost);
+        if (!m.y_term || !m.y_cost) goto nomem;
+        for (int t = 0, k = 0; t < n_terms; t++)
+            if (mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b)) {
+                m.y_cost[k] = terms[t].value;
+                m.y_term[k++] = t;
+            }
+    } else if (n_valid > 0) {
+        /* distinct item pairs (lo, hi) of the valid terms */
+        m.ip_key = mpq_calloc((size_t)n_valid, sizeof *m.ip_key);
+        if (!m.ip_key) goto nomem;
+        for (int t = 0; t < n_terms; t++)
+            if (mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b)) {
+                int lo = terms[t].item_a < terms[t].item_b ? terms[t].item_a : terms[t].item_b;
+                int hi = terms[t].item_a ^ terms[t].item_b ^ lo;
+                m.ip_key[m.n_ip++] = (int64_t)lo * p->n_items + hi;
+            }
+        qsort(m.ip_key, (size_t)m.n_ip, sizeof *m.ip_key, cmp_i64);
+        int u = 0;
+        for (int q = 0; q < m.n_ip; q++)
+            if (q == 0 || m.ip_key[q] != m.ip_key[u - 1]) m.ip_key[u++] = m.ip_key[q];
+        m.n_ip = u;
+        m.ip_base = mpq_calloc((size_t)m.n_ip, sizeof *m.ip_base);
+        if (!m.ip_base) goto nomem;
+        size_t n_slots = 0;
+        for (int q = 0; q < m.n_ip; q++) {
+            m.ip_base[q] = n_slots;
+            n_slots += (size_t)p->n_opt[m.ip_key[q] / p->n_items] * (size_t)p->n_opt[m.ip_key[q] % p->n_items];
+        }
+        m.slot_col = mpq_calloc(n_slots, sizeof *m.slot_col);
+        double *slot_cost = mpq_calloc(n_slots, sizeof *slot_cost);
+        if (!m.slot_col || !slot_cost) {
+            free(slot_cost);
+            goto nomem;
+        }
+        for (int t = 0; t < n_terms; t++) {
+            const mpq_pair_term *q = &terms[t];
+            if (!mpq_problem_allowed(p, q->item_a, q->option_a) || !mpq_problem_allowed(p, q->item_b, q->option_b))
+                continue;
+            bool sw = q->item_a > q->item_b;
+            int lo = sw ? q->item_b : q->item_a, hi = sw ? q->item_a : q->item_b;
+            int olo = sw ? q->option_b : q->option_a, ohi = sw ? q->option_a : q->option_b;
+            int64_t key = (int64_t)lo * p->n_items + hi;
+            const int64_t *f = bsearch(&key, m.ip_key, (size_t)m.n_ip, sizeof *m.ip_key, cmp_i64);
+            slot_cost[m.ip_base[f - m.ip_key] + (size_t)olo * p->n_opt[hi] + (size_t)ohi] += q->value;
+        }
+        for (int q = 0; q < m.n_ip; q++) {
+            int lo = (int)(m.ip_key[q] / p->n_items), hi = (int)(m.ip_key[q] % p->n_items);
+            for (int a = 0; a < p->n_opt[lo]; a++)
+                for (int b = 0; b < p->n_opt[hi]; b++)
+                    if (mpq_problem_allowed(p, lo, a) && mpq_problem_allowed(p, hi, b))
+                        m.slot_col[m.ip_base[q] + (size_t)a * p->n_opt[hi] + (size_t)b] = m.n_x + ++m.n_y;
+        }
+        m.y_cost = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_cost);
+        if (!m.y_cost) {
+            free(slot_cost);
+            goto nomem;
+        }
+        for (size_t k = 0; k < n_slots; k++)
+            if (m.slot_col[k]) m.y_cost[m.slot_col[k] - m.n_x - 1] = slot_cost[k];
+        free(slot_cost);
+    }
+    m.x = mpq_calloc((size_t)m.n_x + (size_t)m.n_y + 1, sizeof *m.x);
+    if (!m.x) goto nomem;
     if (pair_run(&m)) {
         st = mpq_err_set(err, MPQ_ERR_SOLVER, "solve_ilp_pairs: GLPK failed (error hook)");
         goto done;
@@ -1008,6 +1121,10 @@ done:
     free(m.col_item);
     free(m.col_opt);
     free(m.y_term);
+    free(m.y_cost);
+    free(m.ip_key);
+    free(m.ip_base);
+    free(m.slot_col);
     free(m.x);
     free(eff);
     if (st != MPQ_OK) {
@@ -1016,4 +1133,7 @@ done:
     }
     *out = s;
     return st;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "solve_ilp_pairs: out of memory for %d terms", n_terms);
+    goto done;
 }

@@ -1,7 +1,7 @@
 /*
  * test_pairs.c - the allocation ILP with pairwise interaction terms (mpq_solve_ilp_pairs,
- * the terms mpq_pairs.h measures): against exhaustive enumeration of every assignment on small
- * random instances, with no terms against mpq_solve_ilp, and hostile arguments.
+ * the terms mpq_pairs.h measures): both linearisations against exhaustive enumeration of every
+ * assignment on small random instances, with no terms against mpq_solve_ilp, hostile arguments.
  */
 #include <check.h>
 #include <float.h>
@@ -71,14 +71,16 @@ static double brute(const mpq_problem *p, const mpq_pair_term *t, int nt) {
     return best;
 }
 
+/* _i = 0: the aggregated linearisation (default), 1: the three-row standard one */
 START_TEST(test_pairs_vs_brute) {
     rng_state = 12345;
     mpq_solve_opts so = mpq_solve_opts_default();
     so.smooth = false; /* brute force enumerates the raw losses */
+    so.pair_standard_form = _i == 1;
     for (int inst = 0; inst < 40; inst++) {
         int n = 3 + inst % 4, n_opt = 2 + inst % 3;
         mpq_problem *p = make_problem(n, n_opt, 0.2 + 0.15 * (inst % 5));
-        int nt = 4 + (int)(urand() * 20);
+        int nt = 4 + (int)(urand() * 28); /* with repeats of the same product */
         mpq_pair_term t[32];
         for (int k = 0; k < nt; k++) {
             int a = (int)(urand() * n), b = (int)(urand() * (n - 1));
@@ -168,7 +170,7 @@ static Suite *pairs_suite(void) {
     Suite *s = suite_create("pairs");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_pairs_vs_brute);
+    tcase_add_loop_test(tc, test_pairs_vs_brute, 0, 2);
     tcase_add_test(tc, test_no_terms_equals_ilp);
     tcase_add_test(tc, test_hostile_terms);
     suite_add_tcase(s, tc);
