@@ -185,7 +185,7 @@ static float get_le32(const unsigned char *b) {
 }
 
 /* Loads (or measures and stores) every (layer, allowed candidate)'s per-window values. */
-static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, mpq_err *err) {
+static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, double *check_abs, mpq_err *err) {
     const int64_t job_id = mpq_job_get_row(c->job)->id;
     const mpq_model *shape = mpq_job_get_shape(c->job);
     unsigned char *buf = mpq_calloc((size_t)c->n, 4);
@@ -194,7 +194,7 @@ static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, mpq_
     if (!buf) return mpq_err_set(err, MPQ_ERR_NOMEM, "bootstrap: out of memory");
     for (int l = 0; l < c->L; l++)
         for (int o = 0; o < c->O; o++) total += isfinite(c->p->layer_loss[(size_t)l * c->O + o]);
-    *check = 0;
+    *check = *check_abs = 0;
     for (int l = 0; l < c->L && st == MPQ_OK; l++)
         for (int o = 0; o < c->O && st == MPQ_OK; o++) {
             float *w = c->w + wi(c, l, o);
@@ -244,6 +244,7 @@ static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, mpq_
             }
             double rel = fabs(m - kl) / fmax(fabs(kl), 1e-300);
             if (rel > *check) *check = rel;
+            if (fabs(m - kl) > *check_abs) *check_abs = fabs(m - kl);
             done++;
             if (c->o->progress) {
                 mpq_bootstrap_progress pg = {.done = done, .total = total, .what = "windows"};
@@ -411,7 +412,7 @@ mpq_status mpq_bootstrap_run(mpq_job *job, const mpq_bootstrap_opts *o, mpq_boot
     r->n_windows = c.n;
     r->resamples = o->resamples;
     memcpy(base, c.p->layer_loss, LO * sizeof *base);
-    if ((st = load_windows(&c, &r->n_measured, &r->window_check, err)) != MPQ_OK) goto done;
+    if ((st = load_windows(&c, &r->n_measured, &r->window_check, &r->window_check_abs, err)) != MPQ_OK) goto done;
     for (size_t q = 0; q < LO; q++) {
         double m = 0;
         for (int k = 0; k < c.n; k++) m += c.w[q * c.n + k];

@@ -131,6 +131,7 @@ int cli_bootstrap(int argc, char **argv) {
             !cli_json_add_number(j, "seed", (double)o.seed) || !cli_json_add_bool(j, "identity", o.identity) ||
             !cli_json_add_number(j, "windows", r->n_windows) || !cli_json_add_number(j, "measured_now", r->n_measured) ||
             !cli_json_add_number(j, "window_check", r->window_check) ||
+            !cli_json_add_number(j, "window_check_abs", r->window_check_abs) ||
             !cli_json_add_number(j, "p_optimal", r->p_optimal) || !cli_json_add_number(j, "predicted", r->predicted) ||
             !cli_json_add_number(j, "loss_mean", r->loss_mean) || !cli_json_add_number(j, "loss_p5", r->loss_p5) ||
             !cli_json_add_number(j, "loss_p50", r->loss_p50) || !cli_json_add_number(j, "loss_p95", r->loss_p95) ||
@@ -154,7 +155,8 @@ int cli_bootstrap(int argc, char **argv) {
         printf("job '%s': solution '%s', %d resamples of %d windows (seed %llu%s), %d per-window measurements now\n",
                mpq_job_get_row(job)->name, r->solution, r->resamples, r->n_windows, (unsigned long long)o.seed,
                o.identity ? ", identity" : "", r->n_measured);
-        printf("per-window means vs stored kl: max relative difference %.3g\n", r->window_check);
+        printf("per-window means vs stored kl: max difference %.3g nats/token, max relative %.3g\n",
+               r->window_check_abs, r->window_check);
         printf("stays optimal in %.1f%% of resamples\n", 100.0 * r->p_optimal);
         printf("predicted loss %.6g; over resamples mean %.6g, p5 %.6g, p50 %.6g, p95 %.6g\n", r->predicted,
                r->loss_mean, r->loss_p5, r->loss_p50, r->loss_p95);

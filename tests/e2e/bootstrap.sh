@@ -37,11 +37,13 @@ ok "identity resamples reproduce kl@avg-bits=4.5"
 n_art=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM artifacts WHERE name LIKE 'window_kl/%' AND length(blob) = 24")
 n_kl=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics WHERE metric = 'kl'")
 [ "$n_art" = "$n_kl" ] || fail "per-window artifacts: $n_art of 6 windows x 4 bytes, $n_kl stored kl"
-check_max=$(jq_num window_check "$T/id.json")
-# the per-window KL is recomputed in double from float32 log-probabilities; the stored kl sums
-# the same forward's terms in another order: agreement to 1e-2 relative at worst (tiny KL of
-# int8c layers is where rounding shows), anything larger means other windows or weights
-awk -v x="$check_max" 'BEGIN { exit !(x < 1e-2) }' || fail "per-window means differ from stored kl by $check_max"
+check_max=$(jq_num window_check_abs "$T/id.json")
+# the per-window KL is recomputed in double from the same forward's logits and float32 FP
+# log-probabilities; the stored kl comes from the executor's own sums. Each log-probability is
+# rounded to float32 (relative 6e-8 of |log p| <= ~20 nats here), so a position's KL can differ
+# by ~1e-6 nats at worst; the means agree far better (measured 2.7e-9 on the main job). A
+# larger difference means other windows or weights.
+awk -v x="$check_max" 'BEGIN { exit !(x < 1e-6) }' || fail "per-window means differ from stored kl by $check_max"
 # another budget's solution is not the 4.5 optimum, even with identity resamples
 "$MPQ" bootstrap bs --db "$T/a.db" --budget avg-bits=4.5 --solution kl@avg-bits=3.5 --identity -r 2 --json -q > "$T/o.json"
 [ "$(jq_num p_optimal "$T/o.json")" = 0 ] || fail "kl@avg-bits=3.5 optimal at 4.5: $(jq_num p_optimal "$T/o.json")"
