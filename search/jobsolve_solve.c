@@ -144,7 +144,8 @@ static mpq_status config_of(mpq_job *job, const mpq_jobsolve_problem *p, const m
         if (isfinite(mpq_problem_budget(p->problem, q)))
             ok = add_num(res, jobsolve_resource_names[p->resource[q]], mpq_problem_budget(p->problem, q));
     if (ok && opts->pairs)
-        ok = cJSON_AddNumberToObject(prov, "pair_terms", r->n_pair_terms) && add_num(prov, "pair_loss", r->pair_loss);
+        ok = cJSON_AddNumberToObject(prov, "pair_terms", r->n_pair_terms) && add_num(prov, "pair_loss", r->pair_loss) &&
+             cJSON_AddStringToObject(prov, "pair_form", opts->pairs_standard_form ? "standard" : "aggregated");
     ok = ok && add_num(prov, "predicted_loss", r->objective) && add_num(prov, "predicted_loss_raw", r->objective_raw) &&
          add_num(prov, "lp_bound", r->lp_bound) && add_num(prov, "gap", r->gap) && add_num(prov, "avg_bits", r->avg_bits) &&
          add_num(prov, "total_bits", (double)r->total_bits) && add_num(prov, "weight_sse", r->weight_sse) &&
@@ -357,6 +358,7 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
         solver = "ilp";
         snprintf(why, sizeof why, "pairs: GLPK ILP with pair terms");
         if ((st = mpq_pairs_terms(job, p, &terms, &n_terms, err)) != MPQ_OK) goto done;
+        so.pair_standard_form = opts->pairs_standard_form;
         st = mpq_solve_ilp_pairs(p->problem, terms, n_terms, &so, &s, err);
     } else {
         st = strcmp(solver, "dp") == 0 ? mpq_solve_dp(p->problem, &so, &s, err) : mpq_solve_ilp(p->problem, &so, &s, err);

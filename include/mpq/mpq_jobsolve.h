@@ -140,6 +140,7 @@ typedef struct mpq_jobsolve_opts {
     bool pairs;                  /* solve: add the job's stored pair interaction terms
                                     (mpq_pairs.h; metric "kl" only, GLPK ILP with pair terms,
                                     mpq_solve_ilp_pairs; default name "kl+pairs@<budgets>") */
+    bool pairs_standard_form;    /* with pairs: the three-row linearisation (default: aggregated) */
 } mpq_jobsolve_opts;
 
 mpq_jobsolve_opts mpq_jobsolve_opts_default(void);

@@ -56,7 +56,9 @@ static const char *solve_help =
     "                          evaluation data against the FP model\n"
     "      --pairs             add the job's stored pair interaction terms (`mpq pairs`) to the\n"
     "                          loss: GLPK ILP with linearised pair products; metric kl only;\n"
-    "                          default name kl+pairs@BUDGETS\n";
+    "                          default name kl+pairs@BUDGETS\n"
+    "      --pairs-form F      aggregated (default: marginal rows per layer pair) | standard\n"
+    "                          (three rows per term): the linearisation of the pair products\n";
 
 static const char *pareto_help =
     "usage: mpq pareto JOB [options]\n"
@@ -103,7 +105,7 @@ typedef struct solve_args {
 } solve_args;
 
 enum { O_TIES = 1000, O_GROUP, O_PIN, O_ALLOW, O_F16, O_MISSING, O_NOSMOOTH, O_ACT, O_LAT, O_JSON, O_SOLVER, O_TL,
-       O_ALLPTS, O_NOUNI, O_WORKERS, O_PAIRS };
+       O_ALLPTS, O_NOUNI, O_WORKERS, O_PAIRS, O_PAIRS_FORM };
 
 /* NULL with *err set when path is not a readable regular file of at most 16 MiB. */
 static char *read_text(const char *path, mpq_err *err) {
@@ -170,6 +172,7 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         {"all-points", no_argument, 0, O_ALLPTS},   {"all", no_argument, 0, 'a'},
         {"no-uniform", no_argument, 0, O_NOUNI},    {"help", no_argument, 0, 'h'},
         {"workers", required_argument, 0, O_WORKERS}, {"pairs", no_argument, 0, O_PAIRS},
+        {"pairs-form", required_argument, 0, O_PAIRS_FORM},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->o = mpq_jobsolve_opts_default();
@@ -239,6 +242,12 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         case O_PAIRS:
             if (which != 0) return cli_usage_error(cmd, "--pairs applies to mpq solve");
             a->o.pairs = true;
+            break;
+        case O_PAIRS_FORM:
+            if (which != 0) return cli_usage_error(cmd, "--pairs-form applies to mpq solve");
+            if (strcmp(optarg, "aggregated") && strcmp(optarg, "standard"))
+                return cli_usage_error(cmd, "bad --pairs-form '%s' (aggregated, standard)", optarg);
+            a->o.pairs_standard_form = strcmp(optarg, "standard") == 0;
             break;
         case O_ALLPTS: a->all_points = true; break;
         case 'a': a->all = true; break;

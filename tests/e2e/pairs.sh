@@ -79,6 +79,13 @@ grep -q "kl+pairs@avg-bits=3.5" "$T/s.out" || fail "solve --pairs: $(head -3 "$T
 nt=$(sqlite3 "$T/a.db" "SELECT json_extract(config_json, '$.mpq_solution.pair_terms') FROM solutions WHERE name='kl+pairs@avg-bits=3.5'")
 [ "$nt" = "$n_int" ] || fail "solve --pairs used $nt terms, stored $n_int"
 ok "solve --pairs: $nt terms in the ILP"
+# both linearisations reach the same optimum (GLPK proves each up to its relative tol_obj 1e-7)
+"$MPQ" solve pr --db "$T/a.db" --budget avg-bits=3.5 --pairs --pairs-form standard --name std > /dev/null
+oa=$(sqlite3 "$T/a.db" "SELECT printf('%.17g', objective) FROM solutions WHERE name='kl+pairs@avg-bits=3.5'")
+os=$(sqlite3 "$T/a.db" "SELECT printf('%.17g', objective) FROM solutions WHERE name='std'")
+awk -v a="$oa" -v b="$os" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-7 * (1 + (a < 0 ? -a : a))) }' ||
+  fail "aggregated objective $oa, standard $os"
+ok "aggregated and standard linearisations: same optimum $oa"
 
 # 4. hostile arguments
 check "unknown solution" 10 "no solution 'nosuch'" -- "$MPQ" pairs pr --db "$T/a.db" --solution nosuch
@@ -87,6 +94,7 @@ check "bad reach" 2 "reach" -- "$MPQ" pairs pr --db "$T/a.db" --solution kl@avg-
 check "bad scope" 2 "scope" -- "$MPQ" pairs pr --db "$T/a.db" --solution kl@avg-bits=3.5 --scope blocks
 check "no solution option" 2 "--solution" -- "$MPQ" pairs pr --db "$T/a.db"
 check "unknown job" 10 "nojob" -- "$MPQ" pairs nojob --db "$T/a.db" --solution kl@avg-bits=3.5
+check "bad pairs form" 2 "pairs-form" -- "$MPQ" solve pr --db "$T/a.db" --budget avg-bits=3.5 --pairs --pairs-form rlt
 check "pairs with dloss" 5 "--pairs needs --metric kl" -- "$MPQ" solve pr --db "$T/a.db" --budget avg-bits=3.5 --pairs --metric dloss
 sed -e 's/"name": "pr"/"name": "we"/' -e 's/, "layer_sensitivity"//' "$T/spec.json" > "$T/we.json"
 "$MPQ" run "$T/we.json" --db "$T/a.db" -q > /dev/null
