@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mpq/mpq_config.h"
+#include "mpq/mpq_pairs.h"
 #include "mpq/mpq_quant.h"
 
 void mpq_jobsolve_result_free(mpq_jobsolve_result *r) {
@@ -142,6 +143,9 @@ static mpq_status config_of(mpq_job *job, const mpq_jobsolve_problem *p, const m
     for (int q = 0; ok && q < p->n_resources; q++)
         if (isfinite(mpq_problem_budget(p->problem, q)))
             ok = add_num(res, jobsolve_resource_names[p->resource[q]], mpq_problem_budget(p->problem, q));
+    if (ok && opts->pairs)
+        ok = cJSON_AddNumberToObject(prov, "pair_terms", r->n_pair_terms) && add_num(prov, "pair_loss", r->pair_loss) &&
+             cJSON_AddStringToObject(prov, "pair_form", opts->pairs_standard_form ? "standard" : "aggregated");
     ok = ok && add_num(prov, "predicted_loss", r->objective) && add_num(prov, "predicted_loss_raw", r->objective_raw) &&
          add_num(prov, "lp_bound", r->lp_bound) && add_num(prov, "gap", r->gap) && add_num(prov, "avg_bits", r->avg_bits) &&
          add_num(prov, "total_bits", (double)r->total_bits) && add_num(prov, "weight_sse", r->weight_sse) &&
@@ -213,7 +217,7 @@ static double bound_bits(const mpq_jobsolve_problem *p, const mpq_jobsolve_opts 
 /* jobsolve_store_choice with why (may be NULL) recorded as the solver_reason. */
 static mpq_status store_choice_why(mpq_job *job, const mpq_jobsolve_problem *p, const mpq_jobsolve_opts *opts,
                                    const mpq_solution *s, const char *solver, const char *why, const char *name,
-                                   double lp_bound, mpq_jobsolve_result **out, mpq_err *err) {
+                                   double lp_bound, int n_pair_terms, mpq_jobsolve_result **out, mpq_err *err) {
     *out = NULL;
     mpq_status st;
     char *budgets = NULL;
@@ -221,6 +225,12 @@ static mpq_status store_choice_why(mpq_job *job, const mpq_jobsolve_problem *p, 
     mpq_jobsolve_result *r = mpq_calloc(1, sizeof *r);
     if (!r) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
     if ((st = result_of(p, opts, s, solver, name, lp_bound, r, err)) != MPQ_OK) goto done;
+    if (opts->pairs) { /* the active pair terms: what the objective adds to the per-layer losses */
+        double raw = 0;
+        for (int l = 0; l < p->n_layers; l++) raw += r->layer_loss[l];
+        r->pair_loss = s->total_loss_raw - raw;
+        r->n_pair_terms = n_pair_terms;
+    }
     snprintf(r->solver_reason, sizeof r->solver_reason, "%s", why ? why : "");
     r->waterfill_sse = waterfill_bound(job, p, bound_bits(p, opts, r), r->choice, &r->weight_sse);
     asg = mpq_calloc((size_t)p->n_layers, sizeof *asg);
@@ -258,11 +268,11 @@ done:
 mpq_status jobsolve_store_choice(mpq_job *job, const mpq_jobsolve_problem *p, const mpq_jobsolve_opts *opts,
                                  const mpq_solution *s, const char *solver, const char *name, double lp_bound,
                                  mpq_jobsolve_result **out, mpq_err *err) {
-    return store_choice_why(job, p, opts, s, solver, NULL, name, lp_bound, out, err);
+    return store_choice_why(job, p, opts, s, solver, NULL, name, lp_bound, 0, out, err);
 }
 
 static void default_name(const mpq_jobsolve_opts *opts, const char *metric, char *out, size_t n) {
-    int k = snprintf(out, n, "%s@", metric);
+    int k = snprintf(out, n, "%s%s@", metric, opts->pairs ? "+pairs" : "");
     for (int b = 0; b < opts->n_budgets && k > 0 && (size_t)k < n; b++)
         k += snprintf(out + k, n - (size_t)k, "%s%s", b ? "," : "", opts->budgets[b].text);
 }
@@ -318,6 +328,8 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
     mpq_status st;
     mpq_jobsolve_problem *p = NULL;
     mpq_solution *s = NULL;
+    mpq_pair_term *terms = NULL;
+    int n_terms = 0;
     if (opts->n_budgets <= 0) return mpq_err_set(err, MPQ_ERR_INVALID, "solve: no budget given (e.g. avg-bits=3.5)");
     if ((st = mpq_jobsolve_problem_build(job, opts, &p, err)) != MPQ_OK) return st;
     char name[MPQ_DB_NAME_MAX];
@@ -333,7 +345,24 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
         MPQ_OK)
         goto done;
     so.dp_resource = dp_res >= 0 ? dp_res : 0;
-    st = strcmp(solver, "dp") == 0 ? mpq_solve_dp(p->problem, &so, &s, err) : mpq_solve_ilp(p->problem, &so, &s, err);
+    if (opts->pairs) {
+        if (strcmp(p->metric, "kl") != 0) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "solve: --pairs needs --metric kl (the pair terms are "
+                                                   "interactions of single-layer KL), not '%s'", p->metric);
+            goto done;
+        }
+        if (opts->solver && !strcmp(opts->solver, "dp")) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "solve: --pairs uses the ILP; --solver dp does not apply");
+            goto done;
+        }
+        solver = "ilp";
+        snprintf(why, sizeof why, "pairs: GLPK ILP with pair terms");
+        if ((st = mpq_pairs_terms(job, p, &terms, &n_terms, err)) != MPQ_OK) goto done;
+        so.pair_standard_form = opts->pairs_standard_form;
+        st = mpq_solve_ilp_pairs(p->problem, terms, n_terms, &so, &s, err);
+    } else {
+        st = strcmp(solver, "dp") == 0 ? mpq_solve_dp(p->problem, &so, &s, err) : mpq_solve_ilp(p->problem, &so, &s, err);
+    }
     if (st == MPQ_ERR_INFEASIBLE) {
         store_infeasible(job, p, opts, solver, name);
         mpq_err_prefix(err, "job '%s'", mpq_job_get_row(job)->name);
@@ -341,9 +370,11 @@ mpq_status mpq_jobsolve_run(mpq_job *job, const mpq_jobsolve_opts *opts, mpq_job
     }
     if (st != MPQ_OK) goto done;
     double lb = NAN;
-    if (mpq_bound_lp(p->problem, &so, &lb, NULL) != MPQ_OK) lb = NAN;
-    st = store_choice_why(job, p, opts, s, solver, why, name, lb, out, err);
+    if (opts->pairs) lb = s->bound; /* the LP relaxation of the model with pair terms */
+    else if (mpq_bound_lp(p->problem, &so, &lb, NULL) != MPQ_OK) lb = NAN;
+    st = store_choice_why(job, p, opts, s, solver, why, name, lb, n_terms, out, err);
 done:
+    free(terms);
     mpq_solution_free(s);
     mpq_jobsolve_problem_free(p);
     return st;

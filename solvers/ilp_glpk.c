@@ -734,3 +734,406 @@ mpq_status mpq_solve_ilp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_s
                          mpq_err *err) {
     return solv_ilp_solve(p, opts, true, out, NULL, err);
 }
+
+/* ---- pairwise interaction terms ------------------------------------------------------------
+ * The same allocation ILP with a quadratic part: term t adds value_t when item a_t takes option
+ * oa_t AND item b_t takes option ob_t. Linearised with one continuous column y_t in [0, 1] and
+ * the three rows of the standard product linearisation (Glover & Woolsey 1974; Fortet 1960):
+ *     y_t <= x(a_t, oa_t),   y_t <= x(b_t, ob_t),   y_t >= x(a_t, oa_t) + x(b_t, ob_t) - 1,
+ * so y_t = x(a_t, oa_t) * x(b_t, ob_t) for every binary x whatever the sign of value_t. A term
+ * whose options are not both allowed can never be active and is left out; several terms on the
+ * same product simply add. That is the form with opts->pair_standard_form. By default the
+ * tighter aggregated form (Adams & Sherali 1986, the level-1 reformulation-linearisation of the
+ * one-hot rows; Frieze & Yadegar 1983 for the QAP): for every pair of items (i, j) with a term,
+ * one column y(i, oa, j, ob) >= 0 per pair of allowed options (cost = the sum of its terms, 0
+ * when none) and the rows
+ *     sum_ob y(i, oa, j, ob) = x(i, oa)  for every oa,   sum_oa y(i, oa, j, ob) = x(j, ob)  for every ob,
+ * i.e. y is a joint distribution with the one-hot marginals: at integer x it is again the
+ * product, and its LP relaxation is at least as tight as the three rows'. Fixing and warm starts
+ * of mpq_solve_ilp are not used here (they rely on the separable objective). */
+
+typedef struct pair_ctx {
+    jmp_buf jb;
+    glp_prob *lp;
+} pair_ctx;
+
+static void on_glpk_error_pairs(void *info) {
+    pair_ctx *c = info;
+    longjmp(c->jb, 1);
+}
+
+typedef struct pair_model {
+    const mpq_problem *p;
+    const double *eff;
+    const mpq_pair_term *terms;
+    int n_terms;
+    const mpq_solve_opts *opts;
+    int n_x, n_y;      /* columns: x 1..n_x, y n_x+1..n_x+n_y */
+    int *col;          /* [n_items * n_opt_max] 1-based x column, 0 = not allowed */
+    int *col_item, *col_opt; /* [n_x + 1] */
+    int *y_term;       /* standard form: [n_y] term index of each y column */
+    double *y_cost;    /* [n_y] objective coefficient of each y column */
+    /* aggregated form: item pairs lo < hi, their dense option-pair slots and slot columns */
+    int n_ip;
+    int64_t *ip_key;   /* [n_ip] lo * n_items + hi, ascending */
+    size_t *ip_base;   /* [n_ip] first slot; slot = base + oa * n_opt[hi] + ob */
+    int *slot_col;     /* [n_slots] 1-based y column, 0 = an option not allowed */
+    double *x;         /* [n_x + n_y + 1] solution */
+    double lp_value, mip_value;
+    int lp_ret, lp_status, mip_ret, mip_status;
+} pair_model;
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void pair_build(pair_model *m, glp_prob *lp) {
+    const mpq_problem *p = m->p;
+    glp_set_obj_dir(lp, GLP_MIN);
+    int ncol = m->n_x + m->n_y;
+    glp_add_cols(lp, ncol);
+    for (int j = 1; j <= m->n_x; j++) {
+        glp_set_col_kind(lp, j, GLP_BV);
+        glp_set_obj_coef(lp, j, m->eff[solv_lo(p, m->col_item[j], m->col_opt[j])]);
+    }
+    for (int k = 0; k < m->n_y; k++) {
+        int j = m->n_x + 1 + k;
+        glp_set_col_bnds(lp, j, GLP_DB, 0.0, 1.0);
+        glp_set_obj_coef(lp, j, m->y_cost[k]);
+    }
+    int ind[4];
+    double val[4];
+    for (int i = 0; i < p->n_items; i++) { /* one-hot */
+        int r = glp_add_rows(lp, 1), n = 0;
+        glp_set_row_bnds(lp, r, GLP_FX, 1.0, 1.0);
+        for (int o = 0; o < p->n_opt[i]; o++)
+            if (m->col[solv_lo(p, i, o)]) n++;
+        int *ix = mpq_calloc((size_t)n + 1, sizeof *ix);
+        double *vx = mpq_calloc((size_t)n + 1, sizeof *vx);
+        if (!ix || !vx) {
+            free(ix);
+            free(vx);
+            glp_error("out of memory\n"); /* longjmps through the hook */
+            return;
+        }
+        n = 0;
+        for (int o = 0; o < p->n_opt[i]; o++)
+            if (m->col[solv_lo(p, i, o)]) {
+                ix[++n] = m->col[solv_lo(p, i, o)];
+                vx[n] = 1.0;
+            }
+        glp_set_mat_row(lp, r, n, ix, vx);
+        free(ix);
+        free(vx);
+    }
+    for (int res = 0; res < p->n_res; res++) { /* budgets, each row divided by its largest cost */
+        if (p->budget[res] == INFINITY) continue;
+        double scale = 0;
+        for (int j = 1; j <= m->n_x; j++) scale = fmax(scale, fabs(p->cost[solv_co(p, res, m->col_item[j], m->col_opt[j])]));
+        if (!(scale > 0)) scale = 1.0;
+        int r = glp_add_rows(lp, 1);
+        glp_set_row_bnds(lp, r, GLP_UP, 0.0, p->budget[res] / scale);
+        int *ix = mpq_calloc((size_t)m->n_x + 1, sizeof *ix);
+        double *vx = mpq_calloc((size_t)m->n_x + 1, sizeof *vx);
+        if (!ix || !vx) {
+            free(ix);
+            free(vx);
+            glp_error("out of memory\n");
+            return;
+        }
+        for (int j = 1; j <= m->n_x; j++) {
+            ix[j] = j;
+            vx[j] = p->cost[solv_co(p, res, m->col_item[j], m->col_opt[j])] / scale;
+        }
+        glp_set_mat_row(lp, r, m->n_x, ix, vx);
+        free(ix);
+        free(vx);
+    }
+    for (int q = 0; q < m->n_ip; q++) { /* aggregated: marginal rows of each item pair */
+        int lo = (int)(m->ip_key[q] / p->n_items), hi = (int)(m->ip_key[q] % p->n_items);
+        int na = p->n_opt[lo], nb = p->n_opt[hi];
+        int *ix = mpq_calloc((size_t)(na > nb ? na : nb) + 2, sizeof *ix);
+        double *vx = mpq_calloc((size_t)(na > nb ? na : nb) + 2, sizeof *vx);
+        if (!ix || !vx) {
+            free(ix);
+            free(vx);
+            glp_error("out of memory\n");
+            return;
+        }
+        for (int side = 0; side < 2; side++) {
+            int it = side ? hi : lo, n_own = side ? nb : na, n_other = side ? na : nb;
+            for (int o = 0; o < n_own; o++) {
+                int xc = m->col[solv_lo(p, it, o)];
+                if (!xc) continue;
+                int n = 0;
+                for (int u = 0; u < n_other; u++) {
+                    size_t slot = m->ip_base[q] + (side ? (size_t)u * nb + (size_t)o : (size_t)o * nb + (size_t)u);
+                    if (m->slot_col[slot]) {
+                        ix[++n] = m->slot_col[slot];
+                        vx[n] = 1.0;
+                    }
+                }
+                ix[++n] = xc;
+                vx[n] = -1.0;
+                int r = glp_add_rows(lp, 1);
+                glp_set_row_bnds(lp, r, GLP_FX, 0.0, 0.0);
+                glp_set_mat_row(lp, r, n, ix, vx);
+            }
+        }
+        free(ix);
+        free(vx);
+    }
+    for (int k = 0; k < m->n_y && m->y_term; k++) { /* standard: three rows per term */
+        const mpq_pair_term *t = &m->terms[m->y_term[k]];
+        int y = m->n_x + 1 + k, xa = m->col[solv_lo(p, t->item_a, t->option_a)],
+            xb = m->col[solv_lo(p, t->item_b, t->option_b)];
+        int r = glp_add_rows(lp, 3);
+        glp_set_row_bnds(lp, r, GLP_UP, 0.0, 0.0); /* y - xa <= 0 */
+        ind[1] = y; val[1] = 1.0; ind[2] = xa; val[2] = -1.0;
+        glp_set_mat_row(lp, r, 2, ind, val);
+        glp_set_row_bnds(lp, r + 1, GLP_UP, 0.0, 0.0); /* y - xb <= 0 */
+        ind[2] = xb;
+        glp_set_mat_row(lp, r + 1, 2, ind, val);
+        glp_set_row_bnds(lp, r + 2, GLP_LO, -1.0, 0.0); /* y - xa - xb >= -1 */
+        ind[2] = xa; ind[3] = xb; val[3] = -1.0;
+        glp_set_mat_row(lp, r + 2, 3, ind, val);
+    }
+}
+
+/* simplex + intopt; GLPK errors longjmp here: returns nonzero. */
+static int pair_run(pair_model *m) {
+    pair_ctx c;
+    memset(&c, 0, sizeof c);
+    if (setjmp(c.jb)) {
+        glp_error_hook(NULL, NULL);
+        glp_free_env();
+        return 1;
+    }
+    glp_error_hook(on_glpk_error_pairs, &c);
+    glp_term_out(GLP_OFF);
+    c.lp = glp_create_prob();
+    pair_build(m, c.lp);
+    glp_scale_prob(c.lp, GLP_SF_AUTO);
+    glp_adv_basis(c.lp, 0);
+    glp_smcp sp;
+    glp_init_smcp(&sp);
+    sp.msg_lev = GLP_MSG_OFF;
+    if (m->opts->time_limit_s > 0) sp.tm_lim = (int)fmax(1.0, fmin(m->opts->time_limit_s * 1000.0, 2e9));
+    m->lp_ret = glp_simplex(c.lp, &sp);
+    m->lp_status = m->lp_ret == 0 ? glp_get_status(c.lp) : 0;
+    if (m->lp_ret == 0 && m->lp_status == GLP_OPT) {
+        m->lp_value = glp_get_obj_val(c.lp);
+        glp_iocp ip;
+        glp_init_iocp(&ip);
+        ip.msg_lev = GLP_MSG_OFF;
+        ip.presolve = m->opts->presolve ? GLP_ON : GLP_OFF;
+        ip.mip_gap = m->opts->mip_gap > 0 ? m->opts->mip_gap : 0.0;
+        if (m->opts->time_limit_s > 0) ip.tm_lim = (int)fmax(1.0, fmin(m->opts->time_limit_s * 1000.0, 2e9));
+        m->mip_ret = glp_intopt(c.lp, &ip);
+        m->mip_status = glp_mip_status(c.lp);
+        if (m->mip_status == GLP_OPT || m->mip_status == GLP_FEAS) {
+            m->mip_value = glp_mip_obj_val(c.lp);
+            for (int j = 1; j <= m->n_x + m->n_y; j++) m->x[j] = glp_mip_col_val(c.lp, j);
+        }
+    }
+    glp_delete_prob(c.lp);
+    glp_error_hook(NULL, NULL);
+    return 0;
+}
+
+double mpq_pair_terms_value(const mpq_pair_term *terms, int n_terms, const int *choice) {
+    double v = 0;
+    for (int t = 0; t < n_terms; t++)
+        if (choice[terms[t].item_a] == terms[t].option_a && choice[terms[t].item_b] == terms[t].option_b)
+            v += terms[t].value;
+    return v;
+}
+
+mpq_status mpq_solve_ilp_pairs(const mpq_problem *p, const mpq_pair_term *terms, int n_terms,
+                               const mpq_solve_opts *opts, mpq_solution **out, mpq_err *err) {
+    mpq_solve_opts def = mpq_solve_opts_default();
+    pair_model m;
+    mpq_solution *s = NULL;
+    double *eff = NULL;
+    double t0 = mpq_time_now();
+    memset(&m, 0, sizeof m);
+    if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "solve_ilp_pairs: out is NULL");
+    *out = NULL;
+    if (!p || n_terms < 0 || (n_terms > 0 && !terms))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "solve_ilp_pairs: bad arguments");
+    if (!opts) opts = &def;
+    if (!(opts->mip_gap >= 0) || isnan(opts->time_limit_s))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "solve_ilp_pairs: mip_gap %g / time limit %g invalid", opts->mip_gap,
+                           opts->time_limit_s);
+    for (int t = 0; t < n_terms; t++) {
+        const mpq_pair_term *q = &terms[t];
+        if (q->item_a < 0 || q->item_a >= p->n_items || q->item_b < 0 || q->item_b >= p->n_items ||
+            q->item_a == q->item_b || q->option_a < 0 || q->option_a >= p->n_opt[q->item_a] || q->option_b < 0 ||
+            q->option_b >= p->n_opt[q->item_b] || !isfinite(q->value))
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "solve_ilp_pairs: term %d: items %d/%d, options %d/%d, value %g out of range or "
+                               "not finite (two different items are needed)",
+                               t, q->item_a, q->item_b, q->option_a, q->option_b, q->value);
+    }
+    mpq_status st = mpq_problem_check_budgets(p, NULL, err);
+    if (st != MPQ_OK) return st;
+    if ((st = solv_effective_losses(p, opts->smooth, &eff, err)) != MPQ_OK) return st;
+    m.p = p;
+    m.eff = eff;
+    m.terms = terms;
+    m.n_terms = n_terms;
+    m.opts = opts;
+    m.col = mpq_calloc((size_t)p->n_items * (size_t)p->n_opt_max, sizeof *m.col);
+    for (int i = 0; m.col && i < p->n_items; i++)
+        for (int o = 0; o < p->n_opt[i]; o++) m.n_x += mpq_problem_allowed(p, i, o);
+    int n_valid = 0;
+    for (int t = 0; t < n_terms; t++)
+        n_valid += mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                   mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b);
+    m.col_item = mpq_calloc((size_t)m.n_x + 1, sizeof *m.col_item);
+    m.col_opt = mpq_calloc((size_t)m.n_x + 1, sizeof *m.col_opt);
+    if (!m.col || !m.col_item || !m.col_opt) goto nomem;
+    int j = 0;
+    for (int i = 0; i < p->n_items; i++)
+        for (int o = 0; o < p->n_opt[i]; o++)
+            if (mpq_problem_allowed(p, i, o)) {
+                m.col[solv_lo(p, i, o)] = ++j;
+                m.col_item[j] = i;
+                m.col_opt[j] = o;
+            }
+    if (opts->pair_standard_form) {
+        m.n_y = n_valid;
+        m.y_term = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_term);
+        m.y_cost = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_cost);
+        if (!m.y_term || !m.y_cost) goto nomem;
+        for (int t = 0, k = 0; t < n_terms; t++)
+            if (mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b)) {
+                m.y_cost[k] = terms[t].value;
+                m.y_term[k++] = t;
+            }
+    } else if (n_valid > 0) {
+        /* distinct item pairs (lo, hi) of the valid terms */
+        m.ip_key = mpq_calloc((size_t)n_valid, sizeof *m.ip_key);
+        if (!m.ip_key) goto nomem;
+        for (int t = 0; t < n_terms; t++)
+            if (mpq_problem_allowed(p, terms[t].item_a, terms[t].option_a) &&
+                mpq_problem_allowed(p, terms[t].item_b, terms[t].option_b)) {
+                int lo = terms[t].item_a < terms[t].item_b ? terms[t].item_a : terms[t].item_b;
+                int hi = terms[t].item_a ^ terms[t].item_b ^ lo;
+                m.ip_key[m.n_ip++] = (int64_t)lo * p->n_items + hi;
+            }
+        qsort(m.ip_key, (size_t)m.n_ip, sizeof *m.ip_key, cmp_i64);
+        int u = 0;
+        for (int q = 0; q < m.n_ip; q++)
+            if (q == 0 || m.ip_key[q] != m.ip_key[u - 1]) m.ip_key[u++] = m.ip_key[q];
+        m.n_ip = u;
+        m.ip_base = mpq_calloc((size_t)m.n_ip, sizeof *m.ip_base);
+        if (!m.ip_base) goto nomem;
+        size_t n_slots = 0;
+        for (int q = 0; q < m.n_ip; q++) {
+            m.ip_base[q] = n_slots;
+            n_slots += (size_t)p->n_opt[m.ip_key[q] / p->n_items] * (size_t)p->n_opt[m.ip_key[q] % p->n_items];
+        }
+        m.slot_col = mpq_calloc(n_slots, sizeof *m.slot_col);
+        double *slot_cost = mpq_calloc(n_slots, sizeof *slot_cost);
+        if (!m.slot_col || !slot_cost) {
+            free(slot_cost);
+            goto nomem;
+        }
+        for (int t = 0; t < n_terms; t++) {
+            const mpq_pair_term *q = &terms[t];
+            if (!mpq_problem_allowed(p, q->item_a, q->option_a) || !mpq_problem_allowed(p, q->item_b, q->option_b))
+                continue;
+            bool sw = q->item_a > q->item_b;
+            int lo = sw ? q->item_b : q->item_a, hi = sw ? q->item_a : q->item_b;
+            int olo = sw ? q->option_b : q->option_a, ohi = sw ? q->option_a : q->option_b;
+            int64_t key = (int64_t)lo * p->n_items + hi;
+            const int64_t *f = bsearch(&key, m.ip_key, (size_t)m.n_ip, sizeof *m.ip_key, cmp_i64);
+            slot_cost[m.ip_base[f - m.ip_key] + (size_t)olo * p->n_opt[hi] + (size_t)ohi] += q->value;
+        }
+        for (int q = 0; q < m.n_ip; q++) {
+            int lo = (int)(m.ip_key[q] / p->n_items), hi = (int)(m.ip_key[q] % p->n_items);
+            for (int a = 0; a < p->n_opt[lo]; a++)
+                for (int b = 0; b < p->n_opt[hi]; b++)
+                    if (mpq_problem_allowed(p, lo, a) && mpq_problem_allowed(p, hi, b))
+                        m.slot_col[m.ip_base[q] + (size_t)a * p->n_opt[hi] + (size_t)b] = m.n_x + ++m.n_y;
+        }
+        m.y_cost = mpq_calloc((size_t)m.n_y + 1, sizeof *m.y_cost);
+        if (!m.y_cost) {
+            free(slot_cost);
+            goto nomem;
+        }
+        for (size_t k = 0; k < n_slots; k++)
+            if (m.slot_col[k]) m.y_cost[m.slot_col[k] - m.n_x - 1] = slot_cost[k];
+        free(slot_cost);
+    }
+    m.x = mpq_calloc((size_t)m.n_x + (size_t)m.n_y + 1, sizeof *m.x);
+    if (!m.x) goto nomem;
+    if (pair_run(&m)) {
+        st = mpq_err_set(err, MPQ_ERR_SOLVER, "solve_ilp_pairs: GLPK failed (error hook)");
+        goto done;
+    }
+    if ((m.lp_ret == 0 && m.lp_status == GLP_NOFEAS) || m.mip_ret == GLP_ENOPFS || m.mip_status == GLP_NOFEAS) {
+        st = solv_infeasible(p, err);
+        goto done;
+    }
+    if (m.lp_ret != 0 || m.lp_status != GLP_OPT) {
+        st = mpq_err_set(err, MPQ_ERR_SOLVER, "solve_ilp_pairs: LP relaxation not solved (glp_simplex %d, status %d)",
+                         m.lp_ret, m.lp_status);
+        goto done;
+    }
+    if (m.mip_status != GLP_OPT && m.mip_status != GLP_FEAS) {
+        st = mpq_err_set(err, MPQ_ERR_SOLVER, "solve_ilp_pairs: no integer solution (glp_intopt returned %d%s)",
+                         m.mip_ret, m.mip_ret == GLP_ETMLIM ? ": time limit reached" : "");
+        goto done;
+    }
+    if ((st = solv_solution_new(p, "glpk-ilp-pairs", &s, err)) != MPQ_OK) goto done;
+    for (int i = 0; i < p->n_items; i++) {
+        double best = -1;
+        for (int o = 0; o < p->n_opt[i]; o++) {
+            int c = m.col[solv_lo(p, i, o)];
+            if (c && m.x[c] > best) {
+                best = m.x[c];
+                s->choice[i] = o;
+            }
+        }
+    }
+    if (!solv_choice_feasible(p, s->choice)) {
+        st = mpq_err_set(err, MPQ_ERR_SOLVER, "solve_ilp_pairs: GLPK's solution exceeds a budget (within GLPK's "
+                                              "feasibility tolerance)");
+        goto done;
+    }
+    solv_solution_totals(p, eff, s);
+    double pv = mpq_pair_terms_value(terms, n_terms, s->choice);
+    s->total_loss += pv;
+    s->total_loss_raw += pv;
+    bool proven = m.mip_ret == 0 && m.mip_status == GLP_OPT && !(opts->mip_gap > 0);
+    double bound = proven ? s->total_loss : fmin(m.lp_value, s->total_loss);
+    s->bound = bound;
+    s->gap = fabs(s->total_loss - bound) / (fabs(s->total_loss) + DBL_EPSILON);
+    s->status = (proven || s->gap == 0) ? MPQ_SOLVE_OPTIMAL : MPQ_SOLVE_FEASIBLE;
+    s->smoothed = opts->smooth;
+    s->seconds = mpq_time_now() - t0;
+done:
+    free(m.col);
+    free(m.col_item);
+    free(m.col_opt);
+    free(m.y_term);
+    free(m.y_cost);
+    free(m.ip_key);
+    free(m.ip_base);
+    free(m.slot_col);
+    free(m.x);
+    free(eff);
+    if (st != MPQ_OK) {
+        mpq_solution_free(s);
+        s = NULL;
+    }
+    *out = s;
+    return st;
+nomem:
+    st = mpq_err_set(err, MPQ_ERR_NOMEM, "solve_ilp_pairs: out of memory for %d terms", n_terms);
+    goto done;
+}

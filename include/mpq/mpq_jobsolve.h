@@ -142,6 +142,10 @@ typedef struct mpq_jobsolve_opts {
     double time_limit_s;         /* ILP time limit (0 = none) */
     const char *name;            /* solution name; NULL = "<metric>@<budgets>" */
     mpq_resource_kind frontier_resource; /* pareto: resource of the frontier (default bits) */
+    bool pairs;                  /* solve: add the job's stored pair interaction terms
+                                    (mpq_pairs.h; metric "kl" only, GLPK ILP with pair terms,
+                                    mpq_solve_ilp_pairs; default name "kl+pairs@<budgets>") */
+    bool pairs_standard_form;    /* with pairs: the three-row linearisation (default: aggregated) */
 } mpq_jobsolve_opts;
 
 mpq_jobsolve_opts mpq_jobsolve_opts_default(void);
@@ -195,6 +199,9 @@ typedef struct mpq_jobsolve_result {
     char (*options)[MPQ_DB_SHORT_MAX]; /* [n_options] names (copy) */
     int n_options;
     char *config_json;               /* stored config (malloc'd) */
+    int n_pair_terms;                /* opts.pairs: pair terms in the ILP (0 otherwise) */
+    double pair_loss;                /* opts.pairs: sum of the active pair terms (included in
+                                        objective and objective_raw; 0 otherwise) */
 } mpq_jobsolve_result;
 void mpq_jobsolve_result_free(mpq_jobsolve_result *r); /* accepts NULL */
 

@@ -153,6 +153,8 @@ typedef struct mpq_solve_opts {
     int dp_resource;        /* DP / frontier resource (default 0); other budgets must be +inf for DP */
     size_t dp_max_bytes;    /* DP: use the dense table (n_items x (B/g+1) bytes) only when it fits
                                in this many bytes, else the bounded Pareto DP (default 256 MiB) */
+    bool pair_standard_form;/* mpq_solve_ilp_pairs: the three-row product linearisation per term
+                               instead of the aggregated one (default false) */
 } mpq_solve_opts;
 
 /* Defaults as documented above. */
@@ -173,6 +175,35 @@ mpq_solve_opts mpq_solve_opts_default(void);
  * MPQ_ERR_SOLVER (GLPK failure), MPQ_ERR_INVALID. */
 mpq_status mpq_solve_ilp(const mpq_problem *p, const mpq_solve_opts *opts, mpq_solution **out,
                          mpq_err *err);
+
+/* Pairwise interaction terms (layer damages that do not add up): term t adds `value` to the
+ * loss when item item_a takes option_a and item item_b takes option_b (item_a != item_b).
+ * Several terms on the same two (item, option) choices add up. */
+typedef struct mpq_pair_term {
+    int item_a, option_a;
+    int item_b, option_b;
+    double value;           /* finite, any sign */
+} mpq_pair_term;
+
+/* Sum of the terms active under choice[n_items] (no checks). */
+double mpq_pair_terms_value(const mpq_pair_term *terms, int n_terms, const int *choice);
+
+/* The ILP of mpq_solve_ilp plus pair terms, minimizing sum_i L'(i, o_i) + sum of the active
+ * terms (L' the smoothed losses when opts->smooth: smoothing applies to the per-item losses
+ * only). Terms whose two options are not both allowed are left out. Default (aggregated form):
+ * for every pair of items (i, j) with a term, a column y(oa, ob) >= 0 per pair of allowed
+ * options (cost = the sum of its terms, 0 if none) with the rows sum_ob y(oa, ob) = x(i, oa)
+ * and sum_oa y(oa, ob) = x(j, ob); with opts->pair_standard_form, per term a column y in
+ * [0, 1] with the standard product linearisation  y <= x(a, oa),  y <= x(b, ob),
+ * y >= x(a, oa) + x(b, ob) - 1. Both give y = x(a, oa) x(b, ob) at every integer point; the
+ * aggregated LP relaxation is at least as tight. No reduced-cost fixing or warm start (they
+ * need a separable objective): GLPK solves the whole model (glp_simplex, glp_intopt with
+ * opts->presolve, mip_gap, time_limit_s). s->total_loss / total_loss_raw include the active
+ * terms; s->bound is the LP relaxation (or the loss itself when proven optimal); solver
+ * "glpk-ilp-pairs". MPQ_ERR_INVALID (a term out of range, equal items, non-finite value),
+ * MPQ_ERR_INFEASIBLE (names the budget), MPQ_ERR_SOLVER, MPQ_ERR_NOMEM. */
+mpq_status mpq_solve_ilp_pairs(const mpq_problem *p, const mpq_pair_term *terms, int n_terms,
+                               const mpq_solve_opts *opts, mpq_solution **out, mpq_err *err);
 
 /* Exact DP for one budget (resource opts->dp_resource; every other budget must be +inf),
  * integral costs required (MPQ_ERR_UNSUPPORTED otherwise). Two exact engines:

@@ -70,6 +70,8 @@ int cli_pareto(int argc, char **argv);   /* cmd_solve.c */
 int cli_kv(int argc, char **argv);       /* cmd_kv.c */
 int cli_evaluate(int argc, char **argv); /* cmd_solve.c */
 int cli_refine(int argc, char **argv);   /* cmd_refine.c */
+int cli_pairs(int argc, char **argv);    /* cmd_pairs.c */
+int cli_bootstrap(int argc, char **argv); /* cmd_bootstrap.c */
 int cli_export(int argc, char **argv); /* cmd_export.c */
 int cli_plot(int argc, char **argv);   /* cmd_plot.c */
 int cli_report(int argc, char **argv); /* cmd_report.c */

@@ -55,7 +55,12 @@ static const char *solve_help =
     "      --time-limit S      ILP time limit in seconds (0 = none; reports the proven gap)\n"
     "  -n, --name NAME         solution name (default METRIC@BUDGETS; an existing one is replaced)\n"
     "  -e, --evaluate          also measure the solution (and uniform baselines) on the job's\n"
-    "                          evaluation data against the FP model\n";
+    "                          evaluation data against the FP model\n"
+    "      --pairs             add the job's stored pair interaction terms (`mpq pairs`) to the\n"
+    "                          loss: GLPK ILP with linearised pair products; metric kl only;\n"
+    "                          default name kl+pairs@BUDGETS\n"
+    "      --pairs-form F      aggregated (default: marginal rows per layer pair) | standard\n"
+    "                          (three rows per term): the linearisation of the pair products\n";
 
 static const char *pareto_help =
     "usage: mpq pareto JOB [options]\n"
@@ -110,7 +115,7 @@ typedef struct solve_args {
 } solve_args;
 
 enum { O_TIES = 1000, O_GROUP, O_PIN, O_ALLOW, O_F16, O_MISSING, O_NOSMOOTH, O_ACT, O_LAT, O_JSON, O_SOLVER, O_TL,
-       O_ALLPTS, O_NOUNI, O_WORKERS, O_RANDOM, O_SEED };
+       O_ALLPTS, O_NOUNI, O_WORKERS, O_RANDOM, O_SEED, O_PAIRS, O_PAIRS_FORM };
 
 /* NULL with *err set when path is not a readable regular file of at most 16 MiB. */
 static char *read_text(const char *path, mpq_err *err) {
@@ -178,6 +183,7 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
         {"no-uniform", no_argument, 0, O_NOUNI},    {"help", no_argument, 0, 'h'},
         {"workers", required_argument, 0, O_WORKERS},
         {"random", required_argument, 0, O_RANDOM}, {"seed", required_argument, 0, O_SEED},
+        {"pairs", no_argument, 0, O_PAIRS}, {"pairs-form", required_argument, 0, O_PAIRS_FORM},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->o = mpq_jobsolve_opts_default();
@@ -245,6 +251,16 @@ static int parse_args(int which, int argc, char **argv, solve_args *a) {
             if (mpq_resource_kind_parse(optarg, &a->o.frontier_resource, &e) != MPQ_OK) return cli_usage_error(cmd, "%s", e.msg);
             break;
         }
+        case O_PAIRS:
+            if (which != 0) return cli_usage_error(cmd, "--pairs applies to mpq solve");
+            a->o.pairs = true;
+            break;
+        case O_PAIRS_FORM:
+            if (which != 0) return cli_usage_error(cmd, "--pairs-form applies to mpq solve");
+            if (strcmp(optarg, "aggregated") && strcmp(optarg, "standard"))
+                return cli_usage_error(cmd, "bad --pairs-form '%s' (aggregated, standard)", optarg);
+            a->o.pairs_standard_form = strcmp(optarg, "standard") == 0;
+            break;
         case O_ALLPTS: a->all_points = true; break;
         case 'a': a->all = true; break;
         case O_NOUNI: a->no_uniform = true; break;
@@ -418,6 +434,9 @@ int cli_solve(int argc, char **argv) {
             if (isfinite(r->cost[k])) printf(", %s %.17g", mpq_resource_kind_name((mpq_resource_kind)k), r->cost[k]);
         printf("\npredicted loss %.6g (raw %.6g%s), status %s, gap %.3g, LP bound %.6g, %.3f s\n", r->objective, r->objective_raw,
                a.o.smooth ? ", smoothed optimized" : "", status_str(r->status), r->gap, r->lp_bound, r->seconds);
+        if (a.o.pairs)
+            printf("pair terms: %d in the ILP, %.6g of the predicted loss from active ones\n", r->n_pair_terms,
+                   r->pair_loss);
         if (isfinite(r->waterfill_sse))
             printf("weight sse of the choice %.6g; water-filling lower bound at this bits budget %.6g\n", r->weight_sse,
                    r->waterfill_sse);

@@ -15,6 +15,8 @@ static const cli_command commands[] = {
     {"pareto", cli_pareto, "exact Pareto frontier of (avg bits, predicted loss) of a job, and its knee"},
     {"kv", cli_kv, "KV-cache precision search: per-block pairs, pruning, clusters, frontier, joint budget"},
     {"refine", cli_refine, "interaction-aware loop: re-measure in context of the solution, re-solve, repeat"},
+    {"pairs", cli_pairs, "measure pairwise interaction terms of layer damage around a solution"},
+    {"bootstrap", cli_bootstrap, "bootstrap over calibration windows: how stable a solution and the knee are"},
     {"evaluate", cli_evaluate, "measure stored solutions and uniform baselines; predicted vs measured"},
     {"export", cli_export, "write a solution or config for llama.cpp, vLLM (compressed-tensors), KVTuner, HAWQ"},
     {"plot", cli_plot, "SVG plots of a job: frontier, bits per layer, sensitivity heat map, KV ladder"},
