@@ -4,29 +4,36 @@
  * evaluation), and single-sequence incremental decode (tokens/s), on the shared real models and on a generated model with llama2.c
  * stories110M's shape (dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000, seq 1024;
  * random weights, written by this program to a temporary llama2.c legacy file and loaded with
- * mpq_model_load). Prints figures; asserts nothing about time. OpenBLAS default threads. */
+ * mpq_model_load). Prints figures; asserts nothing about time. One BLAS thread, as the CLI;
+ * times are process CPU time (clock()). */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "test_util.h"
 
-/* Seconds per call of fn (one warm-up call, then repeated for at least min_s, at most 50). */
+/* Process CPU seconds (clock()): the bench is single-threaded (one BLAS thread), so this is
+ * its own work; on a shared machine it is far steadier than wall time, which also counts the
+ * time other processes hold the cores. */
+static double cpu_now(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+/* CPU seconds per call of fn (one warm-up call, then repeated for at least min_s, at most 50). */
 typedef mpq_status (*bench_fn)(void *user, mpq_err *err);
 
 static double time_calls(bench_fn fn, void *user, double min_s, mpq_err *err) {
     if (fn(user, err) != MPQ_OK) return -1.0;
     int reps = 0;
-    double t0 = mpq_time_now(), el = 0;
+    double t0 = cpu_now(), el = 0;
     do {
         if (fn(user, err) != MPQ_OK) return -1.0;
         reps++;
-        el = mpq_time_now() - t0;
+        el = cpu_now() - t0;
     } while (el < min_s && reps < 50);
     return el / reps;
 }
@@ -134,9 +141,9 @@ static int bench_model(const char *label, const char *path, int B, int T, int n_
         int bos = 1;
         int *out = malloc((size_t)n_decode * sizeof(int));
         if (!out) goto done;
-        double t0 = mpq_time_now();
+        double t0 = cpu_now();
         mpq_status st = mpq_exec_generate_greedy(ex, w, NULL, &bos, 1, n_decode, out, &err);
-        double el = mpq_time_now() - t0;
+        double el = cpu_now() - t0;
         free(out);
         if (st != MPQ_OK) goto done;
         printf("%-20s decode %d tokens: %9.1f tok/s\n", label, n_decode, n_decode / el);
@@ -200,10 +207,48 @@ static int write_model(const char *path, int dim, int hidden, int layers, int he
     return ok ? 0 : -1;
 }
 
-/* Usage: bench_forward [which]; which = all (default), small (the two shared models) or 110m. */
+/* Greedy decode of n tokens from BOS with the model at path: tok/s (as llama2.c run.c
+ * reports it: the first token excluded). */
+static int bench_decode(const char *path, int n) {
+    mpq_model *m = NULL;
+    mpq_exec *ex = NULL;
+    mpq_err err = {0};
+    int rc = 1, *out = NULL;
+    if (mpq_model_load(path, &m, &err) != MPQ_OK || mpq_exec_create(m, 1, 1, &ex, &err) != MPQ_OK) goto done;
+    const mpq_model_config *c = mpq_model_get_config(m);
+    const mpq_weights *w = mpq_model_get_weights(m);
+    if (n > c->seq_len) n = c->seq_len;
+    if (n < 2 || !(out = malloc((size_t)n * sizeof(int)))) goto done;
+    const float *lg = NULL;
+    int tok = 1;
+    double t1 = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (mpq_exec_decode_step(ex, w, NULL, tok, &lg, &err) != MPQ_OK) goto done;
+        if (i == 0) t1 = cpu_now();
+        int am = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (lg[v] > lg[am]) am = v;
+        out[i] = tok = am;
+    }
+    printf("%s: decode %d tokens: %.1f tok/s (first token excluded)\n", path, n, (n - 1) / (cpu_now() - t1));
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "bench_forward: %s: %s\n", path, err.msg);
+    free(out);
+    mpq_exec_free(ex);
+    mpq_model_free(m);
+    return rc;
+}
+
+/* Usage: bench_forward [which]; which = all (default), small (the two shared models) or 110m;
+ * bench_forward decode MODEL N: greedy decode only; bench_forward write110m PATH: writes the
+ * generated 110M-shape checkpoint to PATH (to run other programs on it) and exits. */
 int main(int argc, char **argv) {
     mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     const char *which = argc > 1 ? argv[1] : "all";
+    if (strcmp(which, "decode") == 0 && argc == 4) return bench_decode(argv[2], atoi(argv[3]));
+    if (strcmp(which, "write110m") == 0 && argc == 3)
+        return write_model(argv[2], 768, 2048, 12, 12, 12, 32000, 1024) == 0 ? 0 : 1;
     bool small = strcmp(which, "all") == 0 || strcmp(which, "small") == 0;
     bool big = strcmp(which, "all") == 0 || strcmp(which, "110m") == 0;
     int rc = 0;
