@@ -129,7 +129,7 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
         {&a->v, n_Lkvd},    {&a->kq, n_Lkvd},    {&a->vq, n_Lkvd},    {&a->att, n_Latt},  {&a->atty, n_Lqd},
         {&a->res2, n_Ldim}, {&a->ln2, n_Ldim},   {&a->ln2_rstd, n_L}, {&a->gate, n_Lhid}, {&a->up, n_Lhid},
         {&a->hact, n_Lhid}, {&a->lnf, n_dim},    {&a->lnf_rstd, bt},  {&a->logits, n_V},  {&a->proj, n_dim},
-        {&a->scratch, n_TT}, {&a->row, V},
+        {&a->scratch, n_TT}, {&a->row, 2 * V},
     };
     st = carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &ex->act_block, &ex->act_floats,
                      "activations", err);
@@ -487,9 +487,12 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
                     const double *pp = ref_p + r * V;
                     for (int i = 0; i < V; i++) kl += pp[i] * ((double)rp[i] - (double)lp[i]);
                     ram = ref_am[r];
-                } else {
+                } else { /* ref_prob of the row, vectorised (bitwise the scalar exp_fast) */
+                    float *pr = ex->a.row + V;
+                    memcpy(pr, rp, (size_t)V * sizeof(float));
+                    exp_fast_inplace(pr, (size_t)V);
                     for (int i = 0; i < V; i++) {
-                        kl += ref_prob(rp[i]) * ((double)rp[i] - (double)lp[i]);
+                        kl += (double)pr[i] * ((double)rp[i] - (double)lp[i]);
                         if (rp[i] > rp[ram]) ram = i;
                     }
                 }

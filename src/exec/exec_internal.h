@@ -32,7 +32,7 @@ typedef struct exec_acts {
     float *logits;   /* (BT, V) */
     float *proj;     /* (BT, dim) scratch: wo / w_down outputs */
     float *scratch;  /* (3, min(T, ATTN_BLOCK), T) attention scratch */
-    float *row;      /* (V) scratch: one log-softmax row */
+    float *row;      /* (2, V) scratch: one log-softmax row, one row of reference probabilities */
 } exec_acts;
 
 typedef struct exec_decode {
