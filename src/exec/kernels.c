@@ -1,8 +1,9 @@
 /* kernels.c - forward kernels of the reference executor and the KV-cache quantization
  * emulation. Reference: llama2.c run.c (RMSNorm, interleaved RoPE, GQA attention, SwiGLU),
  * llm.c train_gpt2.c (batched (B,T) layout, kernel naming), KIVI (per-channel keys /
- * per-token values, groups, full-precision residual window). Every matrix product goes
- * through cblas_sgemm. */
+ * per-token values, groups, full-precision residual window), Cody & Waite's two-constant
+ * range reduction for exp (as in Cephes expf). Causal attention in query blocks that read keys
+ * up to the block's last row only. Every matrix product goes through cblas_sgemm. */
 #include "exec/exec_kernels.h"
 
 #include <cblas.h>
