@@ -822,7 +822,7 @@ static mpq_status decode_alloc(mpq_exec *ex, mpq_err *err) {
     carve regions[] = {
         {&d->x, (size_t)c->dim},          {&d->xb, (size_t)c->dim},         {&d->xb2, (size_t)c->dim},
         {&d->q, (size_t)ex->qd},          {&d->att, (size_t)c->seq_len},     {&d->hb, (size_t)c->hidden_dim},
-        {&d->hb2, (size_t)c->hidden_dim}, {&d->logits, (size_t)c->vocab_size}, {&d->kc, cache},
+        {&d->hb2, (size_t)c->hidden_dim}, {&d->hb3, (size_t)c->hidden_dim}, {&d->logits, (size_t)c->vocab_size}, {&d->kc, cache},
         {&d->vc, cache},                  {&d->kqc, cache},                  {&d->vqc, cache},
     };
     return carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &d->block, NULL, "KV cache", err);
@@ -921,8 +921,8 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
         rmsnorm_forward(d->xb, &rstd, d->x, bw->ffn_norm, 1, dim, c->norm_eps);
         matvec(d->hb, bw->w_gate, d->xb, NULL, hid, dim);
         matvec(d->hb2, bw->w_up, d->xb, NULL, hid, dim);
-        swiglu_forward(d->hb, d->hb, d->hb2, (size_t)hid);
-        matvec(d->xb, bw->w_down, d->hb, NULL, dim, hid);
+        swiglu_forward(d->hb3, d->hb, d->hb2, (size_t)hid);
+        matvec(d->xb, bw->w_down, d->hb3, NULL, dim, hid);
         residual_forward(d->x, d->x, d->xb, (size_t)dim);
     }
     rmsnorm_forward(d->xb, &rstd, d->x, w->final_norm, 1, dim, c->norm_eps);

@@ -40,7 +40,7 @@ typedef struct exec_decode {
     float *x, *xb, *xb2;   /* (dim) */
     float *q;              /* (qd) */
     float *att;            /* (seq_len) */
-    float *hb, *hb2;       /* (hidden) */
+    float *hb, *hb2, *hb3; /* (hidden): gate, up, silu(gate)*up */
     float *logits;         /* (V) */
     float *kc, *vc;        /* (L, seq_len, kvd) FP cache */
     float *kqc, *vqc;      /* (L, seq_len, kvd) quantized copies */

@@ -66,8 +66,8 @@ void exp_fast_inplace(float *x, size_t n);
  * multiplied by the float reciprocal of the sum), zeros in a[n_valid..n_row). n_valid >= 1. */
 void softmax_row_forward(float *a, int n_valid, int n_row);
 
-/* out (n) = silu(gate) * up with silu(g) = g / (1 + exp_fast(-g)); out may alias gate or up. */
-void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+/* out (n) = silu(gate) * up with silu(g) = g / (1 + exp_fast(-g)); the three do not overlap. */
+void swiglu_forward(float *restrict out, const float *restrict gate, const float *restrict up, size_t n);
 
 /* out (n) = a + b. */
 void residual_forward(float *out, const float *a, const float *b, size_t n);

@@ -170,12 +170,8 @@ float exp_fast(float x) { return exp_fast_inline(x); }
 /* x[i] = exp_fast(x[i] - shift). */
 VEC_CLONES static void exp_shift_inplace(float *x, size_t n, float shift) {
     size_t i = 0;
-    for (; i + EXP_LANES <= n; i += EXP_LANES) {
-        float b[EXP_LANES];
-        memcpy(b, x + i, sizeof b);
-        for (int k = 0; k < EXP_LANES; k++) b[k] = exp_fast_inline(b[k] - shift);
-        memcpy(x + i, b, sizeof b);
-    }
+    for (; i + EXP_LANES <= n; i += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) x[i + k] = exp_fast_inline(x[i + k] - shift);
     for (; i < n; i++) x[i] = exp_fast_inline(x[i] - shift);
 }
 
@@ -200,11 +196,8 @@ VEC_CLONES static float max_float(const float *x, int n) {
     float m[8];
     for (int k = 0; k < 8; k++) m[k] = x[0];
     int j = 0;
-    for (; j + 8 <= n; j += 8) {
-        float b[8];
-        memcpy(b, x + j, sizeof b);
-        for (int k = 0; k < 8; k++) m[k] = sel(b[k] > m[k], b[k], m[k]);
-    }
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) m[k] = sel(x[j + k] > m[k], x[j + k], m[k]);
     for (; j < n; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
     float mx = m[0];
     for (int k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
@@ -214,12 +207,8 @@ VEC_CLONES static float max_float(const float *x, int n) {
 /* Scales x[0..n) by s. */
 VEC_CLONES static void scale_inplace(float *x, int n, float s) {
     int j = 0;
-    for (; j + EXP_LANES <= n; j += EXP_LANES) {
-        float b[EXP_LANES];
-        memcpy(b, x + j, sizeof b);
-        for (int k = 0; k < EXP_LANES; k++) b[k] *= s;
-        memcpy(x + j, b, sizeof b);
-    }
+    for (; j + EXP_LANES <= n; j += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) x[j + k] *= s;
     for (; j < n; j++) x[j] *= s;
 }
 
@@ -312,16 +301,15 @@ void attention_forward(float *out, float *att, float *scratch, const float *q, c
     }
 }
 
-VEC_CLONES void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-    // out, gate, up (N,H) flattened to n; out may alias gate or up
+VEC_CLONES void swiglu_forward(float *restrict out, const float *restrict gate, const float *restrict up,
+                               size_t n) {
+    // out, gate, up (N,H) flattened to n; no overlap
     size_t i = 0;
-    for (; i + EXP_LANES <= n; i += EXP_LANES) {
-        float g[EXP_LANES], u[EXP_LANES], o[EXP_LANES];
-        memcpy(g, gate + i, sizeof g);
-        memcpy(u, up + i, sizeof u);
-        for (int k = 0; k < EXP_LANES; k++) o[k] = (g[k] / (1.0f + exp_fast_inline(-g[k]))) * u[k];
-        memcpy(out + i, o, sizeof o);
-    }
+    for (; i + EXP_LANES <= n; i += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) {
+            float g = gate[i + k];
+            out[i + k] = (g / (1.0f + exp_fast_inline(-g))) * up[i + k];
+        }
     for (; i < n; i++) {
         float g = gate[i];
         out[i] = (g / (1.0f + exp_fast_inline(-g))) * up[i];
