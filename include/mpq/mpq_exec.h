@@ -169,9 +169,10 @@ mpq_status mpq_exec_eval(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts
 
 /* A stored reference run over n_seqs sequences (tokens (n_seqs, T+1), copied): its
  * log-softmax (n_seqs * T * vocab floats: 64 x 256 x 2048 x 4 B = 128 MiB for sotu-2.7M),
- * the argmax per position (n_seqs * T ints), exp of the log-softmax in double (n_seqs * T *
- * vocab doubles, kept only when that is at most MPQ_EXEC_REF_P_MAX bytes: it spares every
- * later evaluation the same exp() per vocabulary entry and does not change any number) and,
+ * the argmax per position (n_seqs * T ints), the probabilities exp of the log-softmax (the
+ * executor's float exp, README "Executor numerics", widened to double; n_seqs * T * vocab
+ * doubles, kept only when that is at most MPQ_EXEC_REF_P_MAX bytes: it spares every later
+ * evaluation the same exp per vocabulary entry and does not change any number) and,
  * with keep_residuals, for prefix reuse per block the residual entering it and the residual
  * after its attention (2 * n_layers * n_seqs * T * dim floats) and its attention output
  * (n_layers * n_seqs * T * n_heads*head_dim floats). */

@@ -249,7 +249,9 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
             (st = mpq_eval_part_create(B, T, &w->fp, err)) != MPQ_OK ||
             (st = mpq_eval_part_create(B, T, &w->q, err)) != MPQ_OK)
             return st;
-        if (!(w->ref = mpq_calloc(per_batch, sizeof *w->ref)) || !(w->logits = mpq_calloc(per_batch, sizeof *w->logits)) ||
+        /* the reference log-probabilities only feed a quantized pass; the logits only --logits-out */
+        if ((r->quantized && !(w->ref = mpq_calloc(per_batch, sizeof *w->ref))) ||
+            (a->logits_out && !(w->logits = mpq_calloc(per_batch, sizeof *w->logits))) ||
             !(w->tokens = mpq_calloc((size_t)B * (size_t)(T + 1), sizeof *w->tokens)))
             return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d x %d x %d logits (worker %d of %d)", B, T,
                                mc->vocab_size, i + 1, c->n_workers);
@@ -271,7 +273,7 @@ static mpq_status eval_compute(void *user, int worker, int batch, mpq_err *err) 
     mpq_status st;
     w->nb = nb;
     memcpy(w->tokens, c->seqs->tokens + (size_t)s0 * (size_t)(T + 1), (size_t)nb * (size_t)(T + 1) * sizeof *w->tokens);
-    mpq_eval_io fio = {.logprobs_out = w->ref, .logits_out = r->quantized ? NULL : w->logits};
+    mpq_eval_io fio = {.logprobs_out = w->ref, .logits_out = r->quantized ? NULL : w->logits}; /* NULLs: not kept */
     if ((st = mpq_exec_eval_part(w->ex, mpq_model_get_weights(c->m), NULL, w->tokens, nb, T, &fio, w->fp, err)) != MPQ_OK)
         return st;
     if (r->quantized) {
@@ -289,7 +291,7 @@ static mpq_status eval_commit(void *user, int worker, int batch, mpq_err *err) {
     mpq_eval_stats_add(&c->r->fp, w->fp);
     if (c->r->quantized) mpq_eval_stats_add(&c->r->q, w->q);
     size_t n = (size_t)w->nb * (size_t)c->r->seq_len * (size_t)mpq_model_get_config(c->m)->vocab_size;
-    if (c->lf && fwrite(w->logits, sizeof *w->logits, n, c->lf) != n)
+    if (c->lf && w->logits && fwrite(w->logits, sizeof *w->logits, n, c->lf) != n)
         return mpq_err_set(err, MPQ_ERR_IO, "%s: write failed: %s", c->logits_out, strerror(errno));
     return MPQ_OK;
 }

@@ -117,7 +117,8 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
     bool ok = mul(bt, dim, &n_dim) && mul(bt, qd, &n_qd) && mul(bt, kvd, &n_kvd) && mul(bt, hid, &n_hid) &&
               mpq_size_mul3(bt, NH, T, &n_att) && mul(bt, V, &n_V) && mul(L + 1, n_dim, &n_L1dim) &&
               mul(L, n_dim, &n_Ldim) && mul(L, n_qd, &n_Lqd) && mul(L, n_kvd, &n_Lkvd) && mul(L, n_hid, &n_Lhid) &&
-              mul(L, n_att, &n_Latt) && mul(L, bt, &n_L) && mpq_size_mul3(2, T, T, &n_TT);
+              mul(L, n_att, &n_Latt) && mul(L, bt, &n_L) &&
+              mpq_size_mul3(3, T < ATTN_BLOCK ? T : ATTN_BLOCK, T, &n_TT);
     if (!ok) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "exec: activations for batch %d x %d overflow", max_B, max_T);
         goto done;
@@ -128,7 +129,7 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
         {&a->v, n_Lkvd},    {&a->kq, n_Lkvd},    {&a->vq, n_Lkvd},    {&a->att, n_Latt},  {&a->atty, n_Lqd},
         {&a->res2, n_Ldim}, {&a->ln2, n_Ldim},   {&a->ln2_rstd, n_L}, {&a->gate, n_Lhid}, {&a->up, n_Lhid},
         {&a->hact, n_Lhid}, {&a->lnf, n_dim},    {&a->lnf_rstd, bt},  {&a->logits, n_V},  {&a->proj, n_dim},
-        {&a->scratch, n_TT}, {&a->row, V},
+        {&a->scratch, n_TT}, {&a->row, 2 * V},
     };
     st = carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &ex->act_block, &ex->act_floats,
                      "activations", err);
@@ -208,13 +209,19 @@ static void capture(const mpq_exec_opts *o, const mpq_exec *ex, int l, mpq_layer
  * MPQ_EXEC_ENTRY_FFN at the FFN RMSNorm (res2[l0] set). The operations run are the same ones,
  * in the same order, as those of a full pass, so the results are bitwise equal. */
 static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int l0, mpq_exec_entry entry,
-                       int B, int T) {
+                       int B, int T, bool keep_att) {
     const mpq_model_config *c = &ex->cfg;
     exec_acts *a = &ex->a;
     const int N = B * T, dim = c->dim, qd = ex->qd, kvd = ex->kvd, hid = c->hidden_dim, hd = c->head_dim;
     const int NH = c->n_heads, NKV = c->n_kv_heads;
     const size_t BT = ex->bt_max, n = (size_t)N;
     const size_t att_stride = BT * (size_t)NH * (size_t)ex->max_T;
+    if (keep_att && ex->att_T != T) {
+        /* attention_forward writes only the block lower triangle of the (T,T) layout: zeros
+         * elsewhere from the allocation, or cleared once when T changes */
+        if (ex->att_T != 0) memset(a->att, 0, (size_t)c->n_layers * att_stride * sizeof(float));
+        ex->att_T = T;
+    }
     for (int l = l0; l < c->n_layers; l++) {
         const mpq_block_weights *bw = &w->blocks[l];
         const size_t L = (size_t)l;
@@ -247,7 +254,8 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
                 kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
                 vqp = vq;
             }
-            attention_forward(atty, att, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH, NKV, hd);
+            attention_forward(atty, keep_att ? att : NULL, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH,
+                              NKV, hd);
         }
         if (e != MPQ_EXEC_ENTRY_FFN) { /* wo and the residual */
             capture(o, ex, l, MPQ_LAYER_ATTN_O, atty, N, qd);
@@ -282,7 +290,7 @@ mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_o
     st = check_tokens(ex, tokens, (size_t)B * T, (size_t)T, err);
     if (st != MPQ_OK) return st;
     encoder_forward(ex->a.res, tokens, w->tok_emb, B * T, ex->cfg.dim);
-    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T);
+    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T, true);
     return MPQ_OK;
 }
 
@@ -297,7 +305,7 @@ mpq_status mpq_exec_forward_from(mpq_exec *ex, const mpq_weights *w, const mpq_e
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: layer_start %d outside 0..%d", layer_start, ex->cfg.n_layers);
     float *dst = ex->a.res + (size_t)layer_start * ex->bt_max * ex->cfg.dim;
     memmove(dst, x_in, (size_t)B * T * ex->cfg.dim * sizeof(float));
-    run_blocks(ex, w, o, layer_start, MPQ_EXEC_ENTRY_BLOCK, B, T);
+    run_blocks(ex, w, o, layer_start, MPQ_EXEC_ENTRY_BLOCK, B, T, false);
     return MPQ_OK;
 }
 
@@ -323,7 +331,7 @@ mpq_status mpq_exec_forward_from_entry(mpq_exec *ex, const mpq_weights *w, const
         memmove(ex->a.res + L * ex->bt_max * dim, x_in, n * dim * sizeof(float));
         memmove(ex->a.atty + L * ex->bt_max * (size_t)ex->qd, a_in, n * (size_t)ex->qd * sizeof(float));
     }
-    run_blocks(ex, w, o, layer, entry, B, T);
+    run_blocks(ex, w, o, layer, entry, B, T, false);
     return MPQ_OK;
 }
 
@@ -438,10 +446,15 @@ void mpq_eval_stats_add(mpq_eval_stats *s, const mpq_eval_part *p) {
     stats_finish(s);
 }
 
+/* The reference probability of a stored reference log-probability: exp_fast in float,
+ * widened (relative error <= EXP_FAST_MAX_REL, exec_kernels.h). */
+static double ref_prob(float lr) { return (double)exp_fast(lr); }
+
 /* Scores the logits of the last forward against targets tokens[b*(T+1) + t + 1] into part
  * (B <= part->max_B, T <= part->max_T, checked by the callers). ref_p / ref_am (may be NULL)
- * are this batch's exp of io->ref_logprobs in double and its argmax per position,
- * precomputed by a stored reference: the same values the loop below would compute. */
+ * are this batch's ref_prob of io->ref_logprobs and its argmax per position, precomputed by
+ * a stored reference: the same values the loop below would compute. Without a reference and
+ * without io->logprobs_out only log-sum-exp is computed (no log-probability row). */
 static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq_eval_io *io, const double *ref_p,
                         const int *ref_am, mpq_eval_part *part) {
     const int V = ex->cfg.vocab_size;
@@ -455,10 +468,16 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
             size_t r = (size_t)b * T + t;
             const float *lg = ex->a.logits + r * V;
             float *lp = (io && io->logprobs_out) ? io->logprobs_out + r * V : ex->a.row;
-            int am = logsoftmax_forward(lp, lg, V);
-            int tgt = tokens[(size_t)b * (T + 1) + t + 1];
-            part->lp_tgt[r] = lp[tgt];
-            if (io && io->target_logprobs_out) io->target_logprobs_out[r] = lp[tgt];
+            int tgt = tokens[(size_t)b * (T + 1) + t + 1], am = 0;
+            float lpt;
+            if ((io && io->logprobs_out) || part->has_ref) {
+                am = logsoftmax_forward(lp, lg, V);
+                lpt = lp[tgt];
+            } else { /* the same value logsoftmax_forward would store at tgt */
+                lpt = (float)((double)lg[tgt] - logsumexp_forward(lg, V, &am, ex->a.row));
+            }
+            part->lp_tgt[r] = lpt;
+            if (io && io->target_logprobs_out) io->target_logprobs_out[r] = lpt;
             if (io && io->logits_out) memcpy(io->logits_out + r * V, lg, (size_t)V * sizeof(float));
             if (io && io->ref_logprobs) {
                 const float *rp = io->ref_logprobs + r * V;
@@ -468,10 +487,12 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
                     const double *pp = ref_p + r * V;
                     for (int i = 0; i < V; i++) kl += pp[i] * ((double)rp[i] - (double)lp[i]);
                     ram = ref_am[r];
-                } else {
+                } else { /* ref_prob of the row, vectorised (bitwise the scalar exp_fast) */
+                    float *pr = ex->a.row + V;
+                    memcpy(pr, rp, (size_t)V * sizeof(float));
+                    exp_fast_inplace(pr, (size_t)V);
                     for (int i = 0; i < V; i++) {
-                        double pr = exp((double)rp[i]);
-                        kl += pr * ((double)rp[i] - (double)lp[i]);
+                        kl += (double)pr[i] * ((double)rp[i] - (double)lp[i]);
                         if (rp[i] > rp[ram]) ram = i;
                     }
                 }
@@ -501,7 +522,7 @@ static mpq_status eval_tokens(mpq_exec *ex, const mpq_weights *w, const mpq_exec
     if (st != MPQ_OK) return st;
     for (int b = 0; b < B; b++) memcpy(ex->tok + (size_t)b * T, tokens + (size_t)b * (T + 1), (size_t)T * sizeof(int));
     encoder_forward(ex->a.res, ex->tok, w->tok_emb, B * T, ex->cfg.dim);
-    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T);
+    run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T, false);
     score_batch(ex, tokens, B, T, io, ref_p, ref_am, part);
     return MPQ_OK;
 }
@@ -534,7 +555,7 @@ struct mpq_exec_ref {
     float *res2;      /* (L, n_seqs, T, dim) or NULL: residual after each block's attention */
     float *atty;      /* (L, n_seqs, T, qd) or NULL: attention output (input of wo) */
     int *am;          /* (n_seqs, T) argmax of logprobs (first maximum) */
-    double *p;        /* (n_seqs, T, V) exp(logprobs) in double, or NULL (over MPQ_EXEC_REF_P_MAX) */
+    double *p;        /* (n_seqs, T, V) ref_prob(logprobs), or NULL (over MPQ_EXEC_REF_P_MAX) */
     mpq_eval_stats stats;
 };
 
@@ -623,7 +644,7 @@ mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec
             if (rp[i] > rp[ram]) ram = (int)i;
         ref->am[r] = ram;
         if (ref->p)
-            for (size_t i = 0; i < V; i++) ref->p[r * V + i] = exp((double)rp[i]);
+            for (size_t i = 0; i < V; i++) ref->p[r * V + i] = ref_prob(rp[i]);
     }
     *out = ref;
     ref = NULL;
@@ -801,7 +822,7 @@ static mpq_status decode_alloc(mpq_exec *ex, mpq_err *err) {
     carve regions[] = {
         {&d->x, (size_t)c->dim},          {&d->xb, (size_t)c->dim},         {&d->xb2, (size_t)c->dim},
         {&d->q, (size_t)ex->qd},          {&d->att, (size_t)c->seq_len},     {&d->hb, (size_t)c->hidden_dim},
-        {&d->hb2, (size_t)c->hidden_dim}, {&d->logits, (size_t)c->vocab_size}, {&d->kc, cache},
+        {&d->hb2, (size_t)c->hidden_dim}, {&d->hb3, (size_t)c->hidden_dim}, {&d->logits, (size_t)c->vocab_size}, {&d->kc, cache},
         {&d->vc, cache},                  {&d->kqc, cache},                  {&d->vqc, cache},
     };
     return carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &d->block, NULL, "KV cache", err);
@@ -884,15 +905,7 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
             if (t + 1 - nqk > 0)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, t + 1 - nqk, hd, scale, kc + (size_t)nqk * kvd + ko, kvd, qh, 1,
                             0.0f, d->att + nqk, 1);
-            float mx = d->att[0];
-            for (int j = 1; j <= t; j++) mx = d->att[j] > mx ? d->att[j] : mx;
-            double sum = 0.0;
-            for (int j = 0; j <= t; j++) {
-                d->att[j] = expf(d->att[j] - mx);
-                sum += d->att[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j <= t; j++) d->att[j] *= inv;
+            softmax_row_forward(d->att, t + 1, t + 1); /* as the batch kernel */
             /* out (hd) = V[0..t]^T (hd, t+1) @ p (t+1) */
             float beta = 0.0f;
             if (nqv > 0) {
@@ -908,8 +921,8 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
         rmsnorm_forward(d->xb, &rstd, d->x, bw->ffn_norm, 1, dim, c->norm_eps);
         matvec(d->hb, bw->w_gate, d->xb, NULL, hid, dim);
         matvec(d->hb2, bw->w_up, d->xb, NULL, hid, dim);
-        swiglu_forward(d->hb, d->hb, d->hb2, (size_t)hid);
-        matvec(d->xb, bw->w_down, d->hb, NULL, dim, hid);
+        swiglu_forward(d->hb3, d->hb, d->hb2, (size_t)hid);
+        matvec(d->xb, bw->w_down, d->hb3, NULL, dim, hid);
         residual_forward(d->x, d->x, d->xb, (size_t)dim);
     }
     rmsnorm_forward(d->xb, &rstd, d->x, w->final_norm, 1, dim, c->norm_eps);

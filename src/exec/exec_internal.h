@@ -19,7 +19,8 @@ typedef struct exec_acts {
     float *q;        /* (L, BT, qd)     after RoPE */
     float *k, *v;    /* (L, BT, kvd)    k after RoPE */
     float *kq, *vq;  /* (L, BT, kvd)    quantized copies (valid when that layer's bits < 16) */
-    float *att;      /* (L, B, NH, T, T) attention probabilities */
+    float *att;      /* (L, B, NH, T, T) attention probabilities (mpq_exec_forward only: the
+                        backward reads them; the eval paths do not write them) */
     float *atty;     /* (L, BT, qd)     attention output before wo */
     float *res2;     /* (L, BT, dim)    residual after attention */
     float *ln2;      /* (L, BT, dim) */
@@ -30,8 +31,8 @@ typedef struct exec_acts {
     float *lnf_rstd; /* (BT) */
     float *logits;   /* (BT, V) */
     float *proj;     /* (BT, dim) scratch: wo / w_down outputs */
-    float *scratch;  /* (2, T, T) attention scratch */
-    float *row;      /* (V) scratch: one log-softmax row */
+    float *scratch;  /* (3, min(T, ATTN_BLOCK), T) attention scratch */
+    float *row;      /* (2, V) scratch: one log-softmax row, one row of reference probabilities */
 } exec_acts;
 
 typedef struct exec_decode {
@@ -39,7 +40,7 @@ typedef struct exec_decode {
     float *x, *xb, *xb2;   /* (dim) */
     float *q;              /* (qd) */
     float *att;            /* (seq_len) */
-    float *hb, *hb2;       /* (hidden) */
+    float *hb, *hb2, *hb3; /* (hidden): gate, up, silu(gate)*up */
     float *logits;         /* (V) */
     float *kc, *vc;        /* (L, seq_len, kvd) FP cache */
     float *kqc, *vqc;      /* (L, seq_len, kvd) quantized copies */
@@ -50,6 +51,7 @@ struct mpq_exec {
     mpq_model_config cfg;
     int max_B, max_T;
     int B, T;              /* of the last batch forward */
+    int att_T;             /* T whose (T,T) layout att holds (0: all zeros, as allocated) */
     int qd, kvd;
     size_t bt_max;         /* max_B * max_T */
     int *lin;              /* (L, 7) index into the model's layer table, -1 if absent */

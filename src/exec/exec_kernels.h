@@ -34,23 +34,51 @@ int kv_n_quant(int t, bool key, const mpq_kv_scheme *s);
 void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim, int bits, bool key,
                          const mpq_kv_scheme *s);
 
-/* Causal GQA attention for each (b, h), kv head h / (NH/NKV):
- *   att (B,NH,T,T) = softmax(mask(Q K^T / sqrt(hd))) (upper triangle 0; saved for backward)
- *   out (B,T,NH*hd) = att @ V
+/* Query rows per block of the causal attention. */
+#define ATTN_BLOCK 64
+
+/* Causal GQA attention for each (b, h), kv head h / (NH/NKV), in blocks of ATTN_BLOCK query
+ * rows t0..t1-1 that read keys 0..t1-1 only (the upper triangle beyond the block is never
+ * computed):
+ *   P = softmax(mask(Q K^T / sqrt(hd))) per row (softmax_row_forward), out (B,T,NH*hd) = P @ V.
  * q (B,T,NH*hd), k/v (B,T,NKV*hd). kq / vq (same shape as k / v) are quantized copies or NULL;
  * when given, query t reads kq rows 0..kv_n_quant(t,key)-1 and k rows after that (same for v).
- * scratch: 2*T*T floats. Products via cblas_sgemm. */
+ * att (B,NH,T,T) or NULL: when given, the probabilities are written there (row t, columns
+ * 0..t1-1, zeros above the diagonal) for the backward pass; columns t1..T-1 of the block's rows
+ * are not written and must already hold zeros. scratch: 3 * min(T, ATTN_BLOCK) * T floats.
+ * Products via cblas_sgemm. */
 void attention_forward(float *out, float *att, float *scratch, const float *q, const float *k,
                        const float *v, const float *kq, const float *vq, const mpq_kv_scheme *s,
                        int B, int T, int NH, int NKV, int hd);
 
-/* out (n) = silu(gate) * up. */
-void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+/* Fast float e^x (kernels.c has the derivation of the bound): relative error
+ * <= EXP_FAST_MAX_REL = 2^-22 (4 u) for x in [EXP_FAST_LO, EXP_FAST_HI] (ln FLT_MIN, 127.5 ln 2);
+ * +0 below EXP_FAST_LO (including -inf), +inf above EXP_FAST_HI, NaN for NaN. */
+#define EXP_FAST_LO (-87.33654475f)
+#define EXP_FAST_HI 88.37626266f
+#define EXP_FAST_MAX_REL 2.384185791015625e-7 /* 2^-22 */
+float exp_fast(float x);
+
+/* x[i] = exp_fast(x[i]) for i < n (vectorised). */
+void exp_fast_inplace(float *x, size_t n);
+
+/* In place on a (n_row): softmax of a[0..n_valid) (max subtracted, exp_fast, sum in double,
+ * multiplied by the float reciprocal of the sum), zeros in a[n_valid..n_row). n_valid >= 1. */
+void softmax_row_forward(float *a, int n_valid, int n_row);
+
+/* out (n) = silu(gate) * up with silu(g) = g / (1 + exp_fast(-g)); the three do not overlap. */
+void swiglu_forward(float *restrict out, const float *restrict gate, const float *restrict up, size_t n);
 
 /* out (n) = a + b. */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
-/* out (V) = log_softmax(logits (V)); returns the argmax (first on ties). Double accumulation. */
+/* log sum_i exp(logits[i]) (V) in double: m + log(sum_i exp_fast(logits[i] - m)) with m the
+ * maximum, the exponentials in float (work (V) scratch), their sum in double; *argmax (may be
+ * NULL) = the first maximum. */
+double logsumexp_forward(const float *logits, int V, int *argmax, float *work);
+
+/* out (V) = log_softmax(logits (V)) = (float)(logits[i] - logsumexp_forward(...)) with the
+ * subtraction in double; returns the argmax (first on ties). out may not alias logits. */
 int logsoftmax_forward(float *out, const float *logits, int V);
 
 #endif

@@ -1,12 +1,14 @@
 /* kernels.c - forward kernels of the reference executor and the KV-cache quantization
  * emulation. Reference: llama2.c run.c (RMSNorm, interleaved RoPE, GQA attention, SwiGLU),
  * llm.c train_gpt2.c (batched (B,T) layout, kernel naming), KIVI (per-channel keys /
- * per-token values, groups, full-precision residual window). Every matrix product goes
- * through cblas_sgemm. */
+ * per-token values, groups, full-precision residual window), Cody & Waite's two-constant
+ * range reduction for exp (as in Cephes expf). Causal attention in query blocks that read keys
+ * up to the block's last row only. Every matrix product goes through cblas_sgemm. */
 #include "exec/exec_kernels.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 void encoder_forward(float *out, const int *tokens, const float *emb, int N, int C) {
@@ -98,88 +100,219 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
     }
 }
 
-/* For keys or values: 1 if every query reads every token quantized, -1 if none does, 0 mixed. */
-static int quant_coverage(int T, bool key, const mpq_kv_scheme *s) {
-    bool all = true, none = true;
-    for (int t = 0; t < T; t++) {
-        int nq = kv_n_quant(t, key, s);
-        if (nq != t + 1) all = false;
-        if (nq != 0) none = false;
+/* ---- fast exp ----
+ * e^x = 2^n e^r with n = rint(x log2 e) and r = x - n ln2 (Cody-Waite: ln2 = C1 + C2, C1 with 9
+ * significant bits so n*C1 is exact for |n| <= 2^15 and x - n*C1 is exact by Sterbenz), |r| <=
+ * ln2/2 + 1e-5; e^r by its degree-7 Taylor polynomial in Horner form; 2^n built in the exponent
+ * field (1.5*2^23 rounding trick: n is read from the low mantissa bits of t). Derivation of the
+ * relative error bound for x in [EXP_LO, EXP_HI] (float, round to nearest, u = 2^-24, no FMA
+ * needed):
+ *   truncation            |r|^8/8! e^|r| / e^r          <= 1.04e-8  = 0.17 u
+ *   reduction             |err r| <= u|r| + u|n C2| + |n| |ln2 - C1 - C2|
+ *                                  <= (0.347 + 0.027 + 0.028) u   = 0.40 u (relative, via e^r)
+ *   Horner rounding       sum_i (2i+1) u |r|^i / i! / e^r  <= 2.394 u / 0.7071 = 3.39 u
+ *                         (term i carries 2i+1 roundings; the last one is the final rounding)
+ *   coefficients 1/i!     rounded to float               <= 0.01 u
+ *   scaling by 2^n        exact (the result is a normal float on [EXP_LO, EXP_HI])
+ *   total                                                 <= 3.97 u < EXP_FAST_MAX_REL = 2^-22
+ * Outside: x < EXP_LO (e^x below FLT_MIN, including -inf) gives +0 (absolute error < FLT_MIN);
+ * x > EXP_HI (= 127.5 ln2, e^x > 2.4e38) gives +inf; NaN gives NaN. Written without branches
+ * and with fixed-length inner loops of EXP_LANES so that gcc -O2 vectorises them. */
+#define EXP_LANES 8
+
+static inline float sel(int c, float a, float b) { /* c ? a : b without a branch */
+    uint32_t m = 0u - (uint32_t)c, ua, ub, r;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    r = (ua & m) | (ub & ~m);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
+static inline float exp_fast_inline(float x) {
+    int below = x < EXP_FAST_LO, above = x > EXP_FAST_HI;
+    float xc = sel(below, EXP_FAST_LO, sel(above, EXP_FAST_HI, x));
+    float t = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rint into the mantissa */
+    float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t ut, bits;
+    memcpy(&ut, &t, sizeof ut);
+    bits = (ut - 0x4B400000u + 127u) << 23; /* (n + 127) << 23, n in -126..127 */
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    float y = p * s;
+    return sel(above, INFINITY, sel(below, 0.0f, y));
+}
+
+float exp_fast(float x) { return exp_fast_inline(x); }
+
+/* The loops below are also compiled for AVX2 (8 lanes per instruction instead of SSE2's 4) and
+ * picked at run time where gcc supports it. The operations are the same IEEE float ones lane by
+ * lane (no fused multiply-add: -std=c11 sets -ffp-contract=off and "avx2" does not enable FMA),
+ * so both versions give the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+/* x[i] = exp_fast(x[i] - shift). */
+VEC_CLONES static void exp_shift_inplace(float *x, size_t n, float shift) {
+    size_t i = 0;
+    for (; i + EXP_LANES <= n; i += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) x[i + k] = exp_fast_inline(x[i + k] - shift);
+    for (; i < n; i++) x[i] = exp_fast_inline(x[i] - shift);
+}
+
+void exp_fast_inplace(float *x, size_t n) { exp_shift_inplace(x, n, 0.0f); }
+
+/* Sum of x[0..n) in double with 4 partial sums (fixed order: deterministic). */
+static double sum_double(const float *x, int n) {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        s0 += x[j];
+        s1 += x[j + 1];
+        s2 += x[j + 2];
+        s3 += x[j + 3];
     }
-    return all ? 1 : (none ? -1 : 0);
+    for (; j < n; j++) s0 += x[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Maximum of x[0..n), n >= 1, with 8 partial maxima (NaNs are skipped as in `a > m ? a : m`). */
+VEC_CLONES static float max_float(const float *x, int n) {
+    float m[8];
+    for (int k = 0; k < 8; k++) m[k] = x[0];
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) m[k] = sel(x[j + k] > m[k], x[j + k], m[k]);
+    for (; j < n; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
+    float mx = m[0];
+    for (int k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
+    return mx;
+}
+
+/* Scales x[0..n) by s. */
+VEC_CLONES static void scale_inplace(float *x, int n, float s) {
+    int j = 0;
+    for (; j + EXP_LANES <= n; j += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) x[j + k] *= s;
+    for (; j < n; j++) x[j] *= s;
+}
+
+void softmax_row_forward(float *a, int n_valid, int n_row) {
+    // a (n_row): softmax over a[0..n_valid), zeros in a[n_valid..n_row)
+    float mx = max_float(a, n_valid);
+    exp_shift_inplace(a, (size_t)n_valid, mx);
+    float inv = (float)(1.0 / sum_double(a, n_valid));
+    scale_inplace(a, n_valid, inv);
+    if (n_row > n_valid) memset(a + n_valid, 0, (size_t)(n_row - n_valid) * sizeof(float));
+}
+
+/* The quantized-prefix lengths of query rows t0..t1-1 (non-decreasing in t): lo = n(t0),
+ * hi = n(t1-1); *mixed = some row reads an FP token among 0..t (with hi > 0: the block needs
+ * both sources; with !mixed every row reads all its tokens quantized). */
+static void quant_span(int t0, int t1, bool key, const mpq_kv_scheme *s, int *lo, int *hi, bool *mixed) {
+    *lo = kv_n_quant(t0, key, s);
+    *hi = kv_n_quant(t1 - 1, key, s);
+    *mixed = false;
+    for (int t = t0; t < t1; t++) {
+        int nq = kv_n_quant(t, key, s);
+        if (nq <= t) *mixed = true;
+    }
 }
 
 void attention_forward(float *out, float *att, float *scratch, const float *q, const float *k,
                        const float *v, const float *kq, const float *vq, const mpq_kv_scheme *s,
                        int B, int T, int NH, int NKV, int hd) {
-    // out (B,T,NH*hd), att (B,NH,T,T), scratch (2,T,T), q (B,T,NH*hd), k/v/kq/vq (B,T,NKV*hd)
+    // out (B,T,NH*hd), att (B,NH,T,T) or NULL, scratch (3, min(T,ATTN_BLOCK), T), q (B,T,NH*hd),
+    // k/v/kq/vq (B,T,NKV*hd)
     const int qd = NH * hd, kvd = NKV * hd, rep = NH / NKV;
+    const int bq = T < ATTN_BLOCK ? T : ATTN_BLOCK;
     const float scale = (float)(1.0 / sqrt((double)hd));
-    int kcov = kq ? quant_coverage(T, true, s) : -1;
-    int vcov = vq ? quant_coverage(T, false, s) : -1;
-    float *S2 = scratch, *P2 = scratch + (size_t)T * T;
+    float *P0 = scratch, *X1 = scratch + (size_t)bq * T, *X2 = scratch + 2 * (size_t)bq * T;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            int kh = h / rep;
+            const int kh = h / rep;
             const float *Q = q + (size_t)b * T * qd + (size_t)h * hd;
-            size_t kvoff = (size_t)b * T * kvd + (size_t)kh * hd;
-            float *A = att + ((size_t)b * NH + h) * (size_t)T * T;
+            const size_t kvoff = (size_t)b * T * kvd + (size_t)kh * hd;
+            float *A = att ? att + ((size_t)b * NH + h) * (size_t)T * T : NULL;
             float *O = out + (size_t)b * T * qd + (size_t)h * hd;
-            /* scores A (T,T) = scale * Q (T,hd) @ K^T (hd,T) */
-            const float *K1 = (kcov == 1 || kcov == 0) ? kq + kvoff : k + kvoff;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, qd, K1, kvd, 0.0f,
-                        A, T);
-            if (kcov == 0) { /* mixed: FP scores for tokens after the quantized prefix */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, qd, k + kvoff,
-                            kvd, 0.0f, S2, T);
-                for (int t = 0; t < T; t++)
-                    for (int j = kv_n_quant(t, true, s); j <= t; j++) A[(size_t)t * T + j] = S2[(size_t)t * T + j];
-            }
-            /* causal softmax per row */
-            for (int t = 0; t < T; t++) {
-                float *a = A + (size_t)t * T;
-                float mx = a[0];
-                for (int j = 1; j <= t; j++) mx = a[j] > mx ? a[j] : mx;
-                double sum = 0.0;
-                for (int j = 0; j <= t; j++) {
-                    a[j] = expf(a[j] - mx);
-                    sum += a[j];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= t; j++) a[j] *= inv;
-                for (int j = t + 1; j < T; j++) a[j] = 0.0f;
-            }
-            /* out O (T,hd) = A (T,T) @ V (T,hd) */
-            if (vcov == -1) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, A, T, v + kvoff, kvd,
-                            0.0f, O, qd);
-            } else if (vcov == 1) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, A, T, vq + kvoff, kvd,
-                            0.0f, O, qd);
-            } else { /* split A into the quantized prefix (S2) and the FP rest (P2) */
-                for (int t = 0; t < T; t++) {
-                    int nq = kv_n_quant(t, false, s);
-                    const float *a = A + (size_t)t * T;
-                    float *p1 = S2 + (size_t)t * T, *p2 = P2 + (size_t)t * T;
-                    for (int j = 0; j < T; j++) {
-                        p1[j] = j < nq ? a[j] : 0.0f;
-                        p2[j] = j < nq ? 0.0f : a[j];
+            for (int t0 = 0; t0 < T; t0 += bq) {
+                const int m = T - t0 < bq ? T - t0 : bq, nk = t0 + m; /* rows t0..nk-1 read keys 0..nk-1 */
+                float *S = A ? A + (size_t)t0 * T : P0;                 /* (m, nk) with row stride T */
+                const float *Qb = Q + (size_t)t0 * qd;
+                /* scores S = scale * Q_blk (m,hd) @ K[0..nk)^T: quantized prefix from kq, the rest FP */
+                int lo = 0, hi = 0;
+                bool mixed = false;
+                if (kq) quant_span(t0, nk, true, s, &lo, &hi, &mixed);
+                if (hi > 0)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
+                                0.0f, S, T);
+                if (hi == 0) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, Qb, qd, k + kvoff, kvd,
+                                0.0f, S, T);
+                } else if (mixed) { /* FP scores of columns lo..nk-1 into X1, copied where FP is read */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk - lo, hd, scale, Qb, qd,
+                                k + kvoff + (size_t)lo * kvd, kvd, 0.0f, X1, T);
+                    for (int i = 0; i < m; i++) {
+                        const int t = t0 + i;
+                        for (int j = kv_n_quant(t, true, s); j <= t; j++)
+                            S[(size_t)i * T + j] = X1[(size_t)i * T + (j - lo)];
                     }
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S2, T, vq + kvoff, kvd,
-                            0.0f, O, qd);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P2, T, v + kvoff, kvd,
-                            1.0f, O, qd);
+                /* causal softmax per row: keys 0..t, zeros t+1..nk-1 */
+                for (int i = 0; i < m; i++) softmax_row_forward(S + (size_t)i * T, t0 + i + 1, nk);
+                /* out O_blk (m,hd) = S (m,nk) @ V[0..nk) (nk,hd) */
+                lo = hi = 0;
+                mixed = false;
+                if (vq) quant_span(t0, nk, false, s, &lo, &hi, &mixed);
+                if (hi == 0 || !mixed) { /* one source: FP, or quantized for every key read */
+                    const float *Vs = (hi == 0 ? v : vq) + kvoff;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, T, Vs, kvd, 0.0f,
+                                O + (size_t)t0 * qd, qd);
+                } else { /* quantized prefix (X1: columns 0..hi-1) + FP rest (X2: columns lo..nk-1) */
+                    for (int i = 0; i < m; i++) {
+                        const int nq = kv_n_quant(t0 + i, false, s);
+                        const float *a = S + (size_t)i * T;
+                        float *p1 = X1 + (size_t)i * T, *p2 = X2 + (size_t)i * T;
+                        for (int j = 0; j < hi; j++) p1[j] = j < nq ? a[j] : 0.0f;
+                        for (int j = lo; j < nk; j++) p2[j - lo] = j < nq ? 0.0f : a[j];
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hi, 1.0f, X1, T, vq + kvoff, kvd,
+                                0.0f, O + (size_t)t0 * qd, qd);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk - lo, 1.0f, X2, T,
+                                v + kvoff + (size_t)lo * kvd, kvd, 1.0f, O + (size_t)t0 * qd, qd);
+                }
             }
         }
     }
 }
 
-void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-    // out, gate, up (N,H) flattened to n
-    for (size_t i = 0; i < n; i++) {
+VEC_CLONES void swiglu_forward(float *restrict out, const float *restrict gate, const float *restrict up,
+                               size_t n) {
+    // out, gate, up (N,H) flattened to n; no overlap
+    size_t i = 0;
+    for (; i + EXP_LANES <= n; i += EXP_LANES)
+        for (int k = 0; k < EXP_LANES; k++) {
+            float g = gate[i + k];
+            out[i + k] = (g / (1.0f + exp_fast_inline(-g))) * up[i + k];
+        }
+    for (; i < n; i++) {
         float g = gate[i];
-        out[i] = (g / (1.0f + expf(-g))) * up[i];
+        out[i] = (g / (1.0f + exp_fast_inline(-g))) * up[i];
     }
 }
 
@@ -187,14 +320,22 @@ void residual_forward(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-int logsoftmax_forward(float *out, const float *logits, int V) {
-    // out (V), logits (V)
+double logsumexp_forward(const float *logits, int V, int *argmax, float *work) {
+    // logits (V), work (V) scratch
     int am = 0;
     for (int i = 1; i < V; i++)
         if (logits[i] > logits[am]) am = i;
-    double mx = logits[am], sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
-    double lse = mx + log(sum);
+    const float mx = logits[am];
+    memcpy(work, logits, (size_t)V * sizeof(float));
+    exp_shift_inplace(work, (size_t)V, mx);
+    if (argmax) *argmax = am;
+    return (double)mx + log(sum_double(work, V));
+}
+
+int logsoftmax_forward(float *out, const float *logits, int V) {
+    // out (V), logits (V)
+    int am = 0;
+    const double lse = logsumexp_forward(logits, V, &am, out);
     for (int i = 0; i < V; i++) out[i] = (float)((double)logits[i] - lse);
     return am;
 }

@@ -1,75 +1,164 @@
 /* bench_forward.c - throughput of the reference executor (src/exec): batch prefill
- * (tokens/s and GFLOP/s, FLOPs from mpq_exec_forward_flops) and single-sequence incremental
- * decode (tokens/s), on the shared real models and on a generated model with llama2.c
+ * (tokens/s and GFLOP/s, FLOPs from mpq_exec_forward_flops), evaluation-style scoring (FP, and
+ * against a reference with a quantized KV cache), one calibration unit (a stored-reference
+ * evaluation), and single-sequence incremental decode (tokens/s), on the shared real models and on a generated model with llama2.c
  * stories110M's shape (dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000, seq 1024;
  * random weights, written by this program to a temporary llama2.c legacy file and loaded with
- * mpq_model_load). Prints figures; asserts nothing about time. OpenBLAS default threads. */
+ * mpq_model_load). Prints figures; asserts nothing about time. One BLAS thread, as the CLI;
+ * times are process CPU time (clock()). */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "test_util.h"
 
-static int bench_model(const char *label, const char *path, int B, int T, int n_decode) {
+/* Process CPU seconds (clock()): the bench is single-threaded (one BLAS thread), so this is
+ * its own work; on a shared machine it is far steadier than wall time, which also counts the
+ * time other processes hold the cores. */
+static double cpu_now(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+/* CPU seconds per call of fn (one warm-up call, then repeated for at least min_s, at most 50). */
+typedef mpq_status (*bench_fn)(void *user, mpq_err *err);
+
+static double time_calls(bench_fn fn, void *user, double min_s, mpq_err *err) {
+    if (fn(user, err) != MPQ_OK) return -1.0;
+    int reps = 0;
+    double t0 = cpu_now(), el = 0;
+    do {
+        if (fn(user, err) != MPQ_OK) return -1.0;
+        reps++;
+        el = cpu_now() - t0;
+    } while (el < min_s && reps < 50);
+    return el / reps;
+}
+
+typedef struct bench_ctx {
+    mpq_exec *ex;
+    const mpq_weights *w;
+    const mpq_exec_opts *o;
+    const int *tok;      /* (B, T+1) */
+    int *in;             /* (B, T) */
+    int B, T;
+    mpq_eval_part *part;
+    const float *ref_lp; /* (B, T, V) or NULL */
+    const mpq_exec_ref *ref;
+} bench_ctx;
+
+static mpq_status run_forward(void *user, mpq_err *err) {
+    bench_ctx *c = user;
+    return mpq_exec_forward(c->ex, c->w, c->o, c->in, c->B, c->T, err);
+}
+
+/* as `mpq eval` scores one batch: forward + log-softmax + target log-prob (+ KL to ref_lp) */
+static mpq_status run_eval(void *user, mpq_err *err) {
+    bench_ctx *c = user;
+    mpq_eval_io io = {.ref_logprobs = c->ref_lp};
+    return mpq_exec_eval_part(c->ex, c->w, c->o, c->tok, c->B, c->T, &io, c->part, err);
+}
+
+/* one calibration unit: every window of a stored reference, scored against it */
+static mpq_status run_unit(void *user, mpq_err *err) {
+    bench_ctx *c = user;
+    mpq_eval_stats st = {0};
+    return mpq_exec_eval_ref(c->ex, c->w, c->o, c->ref, 0, &st, err);
+}
+
+/* Prints, for batches of B x T tokens: the bare forward (mpq_exec_forward, which also keeps
+ * what a backward pass reads), FP scoring (mpq_exec_eval_part: cross-entropy), scoring against
+ * a reference (as `mpq eval` with a config: log-softmax + KL + top-1, with KV pairs k4v4, KIVI
+ * G 32, so that the quantized-KV attention path runs), and with n_unit > 0 one calibration unit
+ * (mpq_exec_eval_ref over n_unit windows, k4v4); then single-sequence decode. */
+static int bench_model(const char *label, const char *path, int B, int T, int n_unit, int n_decode) {
     mpq_model *m = NULL;
     mpq_exec *ex = NULL;
+    mpq_exec_ref *ref = NULL;
+    mpq_eval_part *part = NULL;
+    mpq_kv_pair *pairs = NULL;
     mpq_err err = {0};
-    int *tok = NULL, rc = 1;
-    if (mpq_model_load(path, &m, &err) != MPQ_OK) {
-        fprintf(stderr, "bench_forward: %s\n", err.msg);
-        goto done;
-    }
+    int *tok = NULL, *in = NULL, *utok = NULL, rc = 1;
+    float *ref_lp = NULL;
+    if (mpq_model_load(path, &m, &err) != MPQ_OK) goto done;
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     if (T > c->seq_len) T = c->seq_len;
-    if (mpq_exec_create(m, B, T, &ex, &err) != MPQ_OK) {
-        fprintf(stderr, "bench_forward: %s\n", err.msg);
+    if (mpq_exec_create(m, B, T, &ex, &err) != MPQ_OK || mpq_eval_part_create(B, T, &part, &err) != MPQ_OK)
         goto done;
-    }
-    tok = malloc((size_t)B * T * sizeof(int));
-    if (!tok) goto done;
+    const size_t V = (size_t)c->vocab_size;
+    tok = malloc((size_t)B * (T + 1) * sizeof(int));
+    in = malloc((size_t)B * T * sizeof(int));
+    ref_lp = malloc((size_t)B * T * V * sizeof(float));
+    pairs = malloc((size_t)c->n_layers * sizeof *pairs);
+    if (!tok || !in || !ref_lp || !pairs) goto done;
     uint32_t s = 12345;
-    for (int i = 0; i < B * T; i++) {
+    for (int i = 0; i < B * (T + 1); i++) {
         s = s * 1664525u + 1013904223u;
         tok[i] = (int)((s >> 8) % (uint32_t)c->vocab_size);
     }
-    /* warm-up, then repeat for at least ~1 s */
-    if (mpq_exec_forward(ex, w, NULL, tok, B, T, &err) != MPQ_OK) {
-        fprintf(stderr, "bench_forward: %s\n", err.msg);
-        goto done;
+    for (int b = 0; b < B; b++) memcpy(in + (size_t)b * T, tok + (size_t)b * (T + 1), (size_t)T * sizeof(int));
+    for (int l = 0; l < c->n_layers; l++) pairs[l] = (mpq_kv_pair){4, 4};
+    mpq_exec_opts kv = mpq_exec_opts_default();
+    kv.kv_pairs = pairs;
+    kv.n_kv_pairs = c->n_layers;
+    kv.kv_scheme.mode = MPQ_KV_KIVI;
+    kv.kv_scheme.group_size = 32;
+    kv.kv_scheme.residual = 0;
+    mpq_eval_io io = {.logprobs_out = ref_lp};
+    if (mpq_exec_eval_part(ex, w, NULL, tok, B, T, &io, part, &err) != MPQ_OK) goto done;
+    bench_ctx bc = {.ex = ex, .w = w, .tok = tok, .in = in, .B = B, .T = T, .part = part};
+    double flops = mpq_exec_forward_flops(c, B, T);
+    double t_fwd = time_calls(run_forward, &bc, 1.0, &err);
+    double t_eval = time_calls(run_eval, &bc, 1.0, &err);
+    bc.ref_lp = ref_lp;
+    bc.o = &kv;
+    double t_evr = time_calls(run_eval, &bc, 1.0, &err);
+    if (t_fwd < 0 || t_eval < 0 || t_evr < 0) goto done;
+    printf("%-20s params %7.2fM B=%d T=%-4d forward %9.0f tok/s %6.2f GFLOP/s | eval %9.0f tok/s (%.2fx forward) | "
+           "eval k4v4 vs ref %9.0f tok/s\n",
+           label, mpq_model_n_params(m) / 1e6, B, T, B * T / t_fwd, flops / t_fwd / 1e9, B * T / t_eval,
+           t_eval / t_fwd, B * T / t_evr);
+    if (n_unit > 0) {
+        utok = malloc((size_t)n_unit * (T + 1) * sizeof(int));
+        if (!utok) goto done;
+        for (int i = 0; i < n_unit * (T + 1); i++) {
+            s = s * 1664525u + 1013904223u;
+            utok[i] = (int)((s >> 8) % (uint32_t)c->vocab_size);
+        }
+        if (mpq_exec_ref_build(ex, w, NULL, utok, n_unit, T, false, &ref, &err) != MPQ_OK) goto done;
+        bc.ref = ref;
+        double t_unit = time_calls(run_unit, &bc, 2.0, &err);
+        if (t_unit < 0) goto done;
+        printf("%-20s calibration unit (eval_ref %d x %d, k4v4): %.2f ms/unit\n", label, n_unit, T, t_unit * 1e3);
     }
-    int reps = 0;
-    double t0 = mpq_time_now(), el = 0;
-    do {
-        mpq_exec_forward(ex, w, NULL, tok, B, T, &err);
-        reps++;
-        el = mpq_time_now() - t0;
-    } while (el < 1.0 && reps < 50);
-    double per = el / reps, flops = mpq_exec_forward_flops(c, B, T);
-    printf("%-22s params %8.2fM  prefill B=%d T=%-4d %9.0f tok/s  %7.2f GFLOP/s  (%.1f ms/batch, activations %.0f MiB)\n",
-           label, mpq_model_n_params(m) / 1e6, B, T, B * T / per, flops / per / 1e9, per * 1e3,
-           mpq_exec_activation_bytes(ex) / 1048576.0);
     /* decode: BOS then greedy n_decode tokens */
     if (n_decode > c->seq_len - 1) n_decode = c->seq_len - 1;
-    int bos = 1;
-    int *out = malloc((size_t)n_decode * sizeof(int));
-    if (!out) goto done;
-    t0 = mpq_time_now();
-    mpq_status st = mpq_exec_generate_greedy(ex, w, NULL, &bos, 1, n_decode, out, &err);
-    el = mpq_time_now() - t0;
-    free(out);
-    if (st != MPQ_OK) {
-        fprintf(stderr, "bench_forward: %s\n", err.msg);
-        goto done;
+    if (n_decode > 0) {
+        int bos = 1;
+        int *out = malloc((size_t)n_decode * sizeof(int));
+        if (!out) goto done;
+        double t0 = cpu_now();
+        mpq_status st = mpq_exec_generate_greedy(ex, w, NULL, &bos, 1, n_decode, out, &err);
+        double el = cpu_now() - t0;
+        free(out);
+        if (st != MPQ_OK) goto done;
+        printf("%-20s decode %d tokens: %9.1f tok/s\n", label, n_decode, n_decode / el);
     }
-    printf("%-22s decode %d tokens: %9.1f tok/s\n", label, n_decode, n_decode / el);
+    fflush(stdout);
     rc = 0;
 done:
+    if (rc) fprintf(stderr, "bench_forward: %s: %s\n", label, err.msg);
     free(tok);
+    free(in);
+    free(utok);
+    free(ref_lp);
+    free(pairs);
+    mpq_exec_ref_free(ref);
+    mpq_eval_part_free(part);
     mpq_exec_free(ex);
     mpq_model_free(m);
     return rc;
@@ -118,21 +207,68 @@ static int write_model(const char *path, int dim, int hidden, int layers, int he
     return ok ? 0 : -1;
 }
 
-int main(void) {
-    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
-    int rc = 0;
-    rc |= bench_model("stories260K", shared_path("models/stories260K/stories260K.bin"), 8, 256, 256);
-    rc |= bench_model("sotu-2.7M", shared_path("models/sotu-2.7M/sotu-2.7M.bin"), 8, 256, 255);
-    char dir[4096], path[4200];
-    test_tmpdir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/stories110M-shape.bin", dir);
-    if (write_model(path, 768, 2048, 12, 12, 12, 32000, 1024) != 0) {
-        fprintf(stderr, "bench_forward: cannot write %s\n", path);
-        rc = 1;
-    } else {
-        rc |= bench_model("110M-shape (random)", path, 4, 256, 64);
+/* Greedy decode of n tokens from BOS with the model at path: tok/s (as llama2.c run.c
+ * reports it: the first token excluded). */
+static int bench_decode(const char *path, int n) {
+    mpq_model *m = NULL;
+    mpq_exec *ex = NULL;
+    mpq_err err = {0};
+    int rc = 1, *out = NULL;
+    if (mpq_model_load(path, &m, &err) != MPQ_OK || mpq_exec_create(m, 1, 1, &ex, &err) != MPQ_OK) goto done;
+    const mpq_model_config *c = mpq_model_get_config(m);
+    const mpq_weights *w = mpq_model_get_weights(m);
+    if (n > c->seq_len) n = c->seq_len;
+    if (n < 2 || !(out = malloc((size_t)n * sizeof(int)))) goto done;
+    const float *lg = NULL;
+    int tok = 1;
+    double t1 = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (mpq_exec_decode_step(ex, w, NULL, tok, &lg, &err) != MPQ_OK) goto done;
+        if (i == 0) t1 = cpu_now();
+        int am = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (lg[v] > lg[am]) am = v;
+        out[i] = tok = am;
     }
-    remove(path);
-    rmdir(dir);
+    printf("%s: decode %d tokens: %.1f tok/s (first token excluded)\n", path, n, (n - 1) / (cpu_now() - t1));
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "bench_forward: %s: %s\n", path, err.msg);
+    free(out);
+    mpq_exec_free(ex);
+    mpq_model_free(m);
+    return rc;
+}
+
+/* Usage: bench_forward [which]; which = all (default), small (the two shared models) or 110m;
+ * bench_forward decode MODEL N: greedy decode only; bench_forward write110m PATH: writes the
+ * generated 110M-shape checkpoint to PATH (to run other programs on it) and exits. */
+int main(int argc, char **argv) {
+    mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
+    const char *which = argc > 1 ? argv[1] : "all";
+    if (strcmp(which, "decode") == 0 && argc == 4) return bench_decode(argv[2], atoi(argv[3]));
+    if (strcmp(which, "write110m") == 0 && argc == 3)
+        return write_model(argv[2], 768, 2048, 12, 12, 12, 32000, 1024) == 0 ? 0 : 1;
+    bool small = strcmp(which, "all") == 0 || strcmp(which, "small") == 0;
+    bool big = strcmp(which, "all") == 0 || strcmp(which, "110m") == 0;
+    int rc = 0;
+    if (small) {
+        rc |= bench_model("stories260K", shared_path("models/stories260K/stories260K.bin"), 8, 256, 16, 256);
+        rc |= bench_model("sotu-2.7M", shared_path("models/sotu-2.7M/sotu-2.7M.bin"), 8, 256, 16, 255);
+    }
+    if (big) {
+        char dir[4096], path[4200];
+        test_tmpdir(dir, sizeof dir);
+        snprintf(path, sizeof path, "%s/stories110M-shape.bin", dir);
+        if (write_model(path, 768, 2048, 12, 12, 12, 32000, 1024) != 0) {
+            fprintf(stderr, "bench_forward: cannot write %s\n", path);
+            rc = 1;
+        } else {
+            rc |= bench_model("110M-shape (random)", path, 1, 1024, 0, 64);
+            rc |= bench_model("110M-shape (random)", path, 4, 256, 0, 0);
+        }
+        remove(path);
+        rmdir(dir);
+    }
     return rc;
 }
