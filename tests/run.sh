@@ -17,7 +17,10 @@ cmake --build "$root/build" -j"$jobs"
 (cd "$root/build" && ctest --output-on-failure -j"$jobs")
 
 if [ "${MPQ_TEST_ASAN:-1}" != 0 ]; then
-  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DMPQ_SANITIZE=ON -DMPQ_WERROR=ON >/dev/null
+  # -O1, as the AddressSanitizer documentation recommends: every access stays instrumented,
+  # and the suite runs about twice as fast as at -O0.
+  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-g -O1" -DMPQ_SANITIZE=ON \
+    -DMPQ_WERROR=ON >/dev/null
   cmake --build "$root/build-asan" -j"$jobs"
   # detect_leaks: OpenBLAS keeps thread buffers for the process lifetime (suppressed);
   # allocator_may_return_null: tests ask for absurd sizes and expect MPQ_ERR_NOMEM, not an abort.
