@@ -97,6 +97,9 @@ typedef struct mpq_kvsearch_table {
     double *err;                /* [n_blocks * n_pairs] metric value (block-major), NaN = not measured */
     double *se;                 /* [n_blocks * n_pairs] standard error, NaN = unknown */
     char metric[64];            /* "kv_kl" */
+    int n_heads;                /* per-head table (mpq_kvsearch_table_load_heads): KV heads per block,
+                                   its items ("blocks" above) are (block, head) = (i / n_heads, i % n_heads)
+                                   and kv_dim is head_dim; 0 = items are blocks */
 } mpq_kvsearch_table;
 
 /* An empty table (err and se all NaN, layer_ids 0) for n_blocks x n_pairs pairs (copied).
@@ -318,6 +321,40 @@ mpq_status mpq_kvsearch_kvtuner_parse(const char *json, const char *source, int 
 mpq_status mpq_kvsearch_config_json(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
                                     char **out, mpq_err *err);
 
+/* ---- per-(block, KV head) pairs --------------------------------------------------------------
+ * With kv.per_head in the job spec, kv_sensitivity also stores, per block, KV head h and pair,
+ * the metric kv_kl_head (and kv_dloss_head, kv_top1_head, kv_attn_rel_head) against the row
+ * "blk.N.kv", candidate "<pair>@h<h>": only that head's K and V channels of that block quantized.
+ * Items of the per-head search are (block, head); everything above that takes "blocks" (pruning,
+ * clusters, frontier, picks) works on items unchanged: with group_size dividing head_dim (required),
+ * an item of width head_dim has exactly 1/n_kv_heads of the units of a block at the same pair, so
+ * average bits over items equal average bits over blocks of the same assignment. */
+
+/* The per-head table of job_id: n_blocks = model blocks x KV heads (item b*H + h), kv_dim =
+ * head_dim, n_heads = H, layer_ids[item] = its block's row. metric NULL = "kv_kl_head"; a name
+ * without the "_head" suffix gets it ("kv_kl" -> "kv_kl_head"). MPQ_ERR_NOTFOUND when the job
+ * has no such rows (its spec lacks kv.per_head). */
+mpq_status mpq_kvsearch_table_load_heads(mpq_db *db, int64_t job_id, const char *metric, mpq_kvsearch_table **out,
+                                         mpq_err *err);
+/* The mpq config (weights f32) with per-head pairs head_pairs[n_layers * n_kv_heads] (layer-major):
+ * a block whose heads all share a pair is written as that pair, others as {"heads": [...]}. */
+mpq_status mpq_kvsearch_config_json_heads(const mpq_model *model, const mpq_kv_pair *head_pairs,
+                                          const mpq_kv_scheme *scheme, char **out, mpq_err *err);
+/* mpq_kvsearch_eval_run / _store with per-head pairs (mpq_exec_opts.kv_head_pairs). */
+mpq_status mpq_kvsearch_eval_run_heads(mpq_kvsearch_eval *ev, const mpq_kv_pair *head_pairs,
+                                       const mpq_kv_scheme *scheme, mpq_eval_stats *stats, mpq_err *err);
+mpq_status mpq_kvsearch_eval_store_heads(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev,
+                                         const mpq_kv_pair *head_pairs, const mpq_kv_scheme *scheme,
+                                         const mpq_eval_stats *stats, int64_t solution_id, int64_t *evaluation_id,
+                                         mpq_err *err);
+/* Stores a per-head assignment (pair index per item of a per-head table) as a solution (solver
+ * "kv-frontier-heads"): config_json (required) holds the per-head pairs; the assignment row of
+ * a block carries its pair when all its heads share it, else "". */
+mpq_status mpq_kvsearch_solution_store_heads(mpq_db *db, int64_t job_id, const mpq_kvsearch_table *t,
+                                             const char *name, const int *pair_idx, double loss,
+                                             const char *budgets_json, const char *config_json,
+                                             int64_t *solution_id, mpq_err *err);
+
 /* ---- 7. the whole search: what `mpq kv` runs ------------------------------------------------ */
 
 /* What to run (mpq_kvsearch_run). Plain data from mpq_kvsearch_request_default(); the pointers
@@ -353,6 +390,10 @@ typedef struct mpq_kvsearch_request {
                                    MPQ_ERR_NOTFOUND when a block keeps no pair */
     int eval_workers;           /* threads of the evaluations (mpq_kvsearch_eval_set_workers);
                                    <= 0 = one per processor (default 0) */
+    bool per_head;              /* search per (block, KV head) items (mpq_kvsearch_table_load_heads;
+                                   metric gets "_head"); exports and stored solutions carry per-head
+                                   pairs. MPQ_ERR_UNSUPPORTED with joint or export_kvtuner (KVTuner's
+                                   config has one key and one value width per layer) */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);
