@@ -355,6 +355,9 @@ static void print_joint(const mpq_kvsearch_report *r, const kv_args *a) {
 static void print_text(const mpq_kvsearch_report *r, const kv_args *a) {
     const mpq_kvsearch_table *t = r->table;
     bool details = a->prune || !(a->frontier || a->n_budgets || a->evaluate || a->joint || a->cluster || a->has_threshold);
+    if (t->n_heads > 0)
+        printf("per-head search: %d items = %d blocks x %d KV heads (head_dim %d); 'block' below means item\n",
+               t->n_blocks, t->n_blocks / t->n_heads, t->n_heads, t->kv_dim);
     if (details)
         print_ladder(r);
     else

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# kv_perhead.sh - per-(block, KV head) KV pairs on a small real stories260K job (spec
+# kv.per_head): the per-head kv_sensitivity units and their rows (kv_kl_head, candidate
+# "pair@hN"), worker-count independence and kill/resume of those units, `mpq kv --per-head`
+# (frontier, budget solution with a per-head config, --export-config accepted by mpq eval), and
+# the errors: group size straddling heads (spec exit 5, config exit 5), head count mismatch and
+# unknown pair in a config (exit 4 naming the file), --export-kvtuner / --joint with --per-head
+# (exit 6).
+# Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
+set -euo pipefail
+source "${BASH_SOURCE[0]%/*}/lib/common.bash"
+expect_rc() { # expected-code description command...
+  local want=$1 what=$2; shift 2
+  set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e
+  [ "$rc" -eq "$want" ] || fail "$what: exit $rc, expected $want: $(cat "$T/err.txt")"
+}
+M="$MPQ_SHARED/models/stories260K/stories260K.bin"
+EV="$MPQ_SHARED/data/tinystories-eval.tok512.u16"
+spec() { # group_size -> spec on stdout
+  cat <<JSON
+{"name": "ph", "model": "$M",
+ "calibration": {"data": "$MPQ_SHARED/data/tinystories-calib.tok512.u16", "seq_len": 64, "n_seqs": 2, "batch": 2},
+ "evaluation": {"data": "$EV", "seq_len": 64, "n_seqs": 2, "seed": 2},
+ "kv": {"scheme": {"mode": "kivi", "group_size": $1, "residual": 0},
+        "pairs": ["k8v4", "k4v4", "k2v2"], "per_head": true},
+ "metrics": ["kv_sensitivity"]}
+JSON
+}
+spec 8 > "$T/spec.json"
+spec 32 > "$T/spec32.json"
+
+# a group of 32 channels spans 4 heads of 8: refused before anything is stored
+expect_rc 5 "per_head with group 32" "$MPQ" run "$T/spec32.json" --db "$T/bad.db" -q
+grep -q "kv.per_head.*group_size 32 does not divide head_dim 8" "$T/err.txt" || fail "straddle message: $(cat "$T/err.txt")"
+
+# 5 blocks x 3 pairs x (1 + 4 heads) = 75 units; the same numbers with 1 and 2 workers, and
+# after a kill at 20 units and a resume
+"$MPQ" run "$T/spec.json" --db "$T/a.db" -q --workers 1 > /dev/null
+"$MPQ" run "$T/spec.json" --db "$T/b.db" -q --workers 2 > /dev/null
+expect_rc 130 "interrupted run" "$MPQ" run "$T/spec.json" --db "$T/c.db" -q --workers 2 --max-units 20
+"$MPQ" resume ph --db "$T/c.db" -q > /dev/null
+rows() { sqlite3 "$1" "SELECT l.name, m.candidate, m.metric, printf('%a', m.value), printf('%a', m.stderr)
+                        FROM metrics m JOIN layers l ON l.id = m.layer_id ORDER BY 1, 2, 3"; }
+rows "$T/a.db" > "$T/a.txt"; rows "$T/b.db" > "$T/b.txt"; rows "$T/c.db" > "$T/c.txt"
+[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM units")" = 75 ] || fail "expected 75 units"
+[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics WHERE metric='kv_kl_head'")" = 60 ] || fail "expected 60 kv_kl_head rows"
+[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics m JOIN layers l ON l.id = m.layer_id
+      WHERE metric='kv_kl_head' AND l.name='blk.2.kv' AND candidate='k2v2@h3' AND value > 0")" = 1 ] \
+  || fail "no kv_kl_head row for blk.2.kv k2v2@h3"
+cmp -s "$T/a.txt" "$T/b.txt" || fail "1 and 2 workers store different numbers"
+cmp -s "$T/a.txt" "$T/c.txt" || fail "killed and resumed run stores different numbers"
+
+# the search per (block, head)
+expect_rc 0 "per-head search" "$MPQ" kv ph --db "$T/a.db" --per-head --prune --nominal --budget kv-bits=3 \
+  --export-config "$T/cfg.json"
+grep -q "blk.4.kv.h3" "$T/out.txt" || fail "ladder lacks blk.4.kv.h3"
+grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
+[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE name='kv-bits-3-nominal-heads'
+      AND solver='kv-frontier-heads' AND config_json LIKE '%\"kv\"%'")" = 1 ] || fail "per-head solution not stored"
+# the exported config: 3 bits nominal on average over the 20 heads, read back by mpq eval
+"$MPQ" eval --model "$M" --data "$EV" --config "$T/cfg.json" --seq-len 64 --n-seqs 2 --json > "$T/eval.json"
+sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
+# with group 8 every quantized K and V element carries 32/8 = 4 bits of scale + zero: 3 + 4
+awk '{ if ($1 > 7.0 + 1e-9) exit 1 }' "$T/bits.txt" || fail "exported config above 3+4 bits: $(cat "$T/bits.txt")"
+expect_rc 6 "KVTuner export of a per-head pick" "$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3 \
+  --export-kvtuner "$T/kvt.json"
+grep -q "per layer\|per-head" "$T/err.txt" || fail "KVTuner refusal message: $(cat "$T/err.txt")"
+[ ! -e "$T/kvt.json" ] || fail "KVTuner file written"
+expect_rc 6 "joint with per-head" "$MPQ" kv ph --db "$T/a.db" --per-head --joint bytes=1000000 --context 64
+
+# hostile per-head configs
+cfg() { printf '{"mpq_config_version": 1, "kv": {"scheme": {"mode": "kivi", "group_size": %s}, "layers": {"blk.1": {"heads": %s}}}}\n' "$1" "$2" > "$T/$3"; }
+cfg 8 '["k4v4", "k4v4", "k4v4"]' three.json
+expect_rc 4 "3 heads for 4" "$MPQ" eval --model "$M" --data "$EV" --config "$T/three.json" --seq-len 64 --n-seqs 1
+grep -q "three.json: kv.layers.blk.1.heads: 3 pairs for a model with 4 KV heads" "$T/err.txt" || fail "head count message: $(cat "$T/err.txt")"
+cfg 8 '["k4v4", "k5v4", "k4v4", "k4v4"]' badpair.json
+expect_rc 4 "unknown pair" "$MPQ" eval --model "$M" --data "$EV" --config "$T/badpair.json" --seq-len 64 --n-seqs 1
+grep -q "badpair.json: kv.layers.blk.1.heads\[1\]: expected a KV pair" "$T/err.txt" || fail "pair message: $(cat "$T/err.txt")"
+cfg 32 '["k4v4", "k4v4", "k4v4", "k4v4"]' straddle.json
+expect_rc 5 "group straddling heads" "$MPQ" eval --model "$M" --data "$EV" --config "$T/straddle.json" --seq-len 64 --n-seqs 1
+grep -q "straddle.json: kv.layers.blk.1.heads: per-head pairs need kv.scheme.group_size (32) to divide head_dim (8)" \
+  "$T/err.txt" || fail "straddle message: $(cat "$T/err.txt")"
+echo "kv_perhead: ok"
