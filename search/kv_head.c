@@ -151,3 +151,22 @@ mpq_status mpq_kvsearch_solution_store_heads(mpq_db *db, int64_t job_id, const m
     free(a);
     return st;
 }
+
+char *mpq_kvsearch_kvtuner_heads_yaml(const mpq_kv_pair *head_pairs, int n_blocks, int n_heads) {
+    if (!head_pairs || n_blocks < 1 || n_heads < 1 || n_blocks > (1 << 20) / n_heads) return NULL;
+    /* "L:\n" + per head "  H:\n    nbits_key: K\n    nbits_value: V\n": < 64 bytes a head */
+    size_t cap = 64 + (size_t)n_blocks * (16 + 64 * (size_t)n_heads), len = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    int w = snprintf(out, cap, "# KVTuner per_head_config (layer -> KV head -> bits; mpq kv --per-head)\n");
+    len = (size_t)w;
+    for (int b = 0; b < n_blocks; b++) {
+        len += (size_t)snprintf(out + len, cap - len, "%d:\n", b);
+        for (int h = 0; h < n_heads; h++) {
+            const mpq_kv_pair *p = &head_pairs[(size_t)b * n_heads + h];
+            len += (size_t)snprintf(out + len, cap - len, "  %d:\n    nbits_key: %d\n    nbits_value: %d\n", h,
+                                    p->k_bits, p->v_bits);
+        }
+    }
+    return out;
+}

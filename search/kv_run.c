@@ -93,10 +93,6 @@ static mpq_status check_request(const mpq_kvsearch_request *rq, mpq_err *err) {
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv: an export needs a budget (it writes the first budget's pick)");
     if (rq->per_head && rq->joint)
         return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "kv: the joint weight + KV budget takes per-block pairs, not --per-head");
-    if (rq->per_head && rq->export_kvtuner)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "kv: KVTuner's layer config has one nbits_key / nbits_value per layer: it cannot carry "
-                           "per-head pairs (use --export-config)");
     if (rq->joint && (!(rq->joint_bytes >= 0) || rq->batch < 1))
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv: joint: need bytes >= 0 and batch > 0 (got %g, %lld)",
                            rq->joint_bytes, (long long)rq->batch);
@@ -257,7 +253,15 @@ static mpq_status write_exports(run_ctx *c, mpq_err *err) {
     if (!pr) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
     for (int b = 0; b < t->n_blocks; b++) pr[b] = t->pairs[p->pair[b]];
     if (t->n_heads > 0) { /* per-head items: pr holds one pair per (block, head) */
-        if (c->rq.export_config && (st = job_model(c, err)) == MPQ_OK &&
+        if (c->rq.export_kvtuner) {
+            if (!(text = mpq_kvsearch_kvtuner_heads_yaml(pr, t->n_blocks / t->n_heads, t->n_heads)))
+                st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+            else
+                st = write_text(c->rq.export_kvtuner, text, err);
+            free(text);
+            text = NULL;
+        }
+        if (st == MPQ_OK && c->rq.export_config && (st = job_model(c, err)) == MPQ_OK &&
             (st = mpq_kvsearch_config_json_heads(c->model, pr, &t->scheme, &text, err)) == MPQ_OK)
             st = write_text(c->rq.export_config, text, err);
         free(text);

@@ -340,6 +340,13 @@ mpq_status mpq_kvsearch_table_load_heads(mpq_db *db, int64_t job_id, const char 
  * a block whose heads all share a pair is written as that pair, others as {"heads": [...]}. */
 mpq_status mpq_kvsearch_config_json_heads(const mpq_model *model, const mpq_kv_pair *head_pairs,
                                           const mpq_kv_scheme *scheme, char **out, mpq_err *err);
+/* KVTuner's per-head config as YAML, the file its FlexibleQuantizedCacheConfig reads with
+ * per_head_quant=True, per_head_config_path=FILE (flexible_quantized_cache.py; its
+ * config/..._per_head.yaml files): integer keys layer -> KV head -> {nbits_key, nbits_value}, from
+ * head_pairs[n_blocks * n_heads] (layer-major), after one '#' comment line. KVTuner quantizes
+ * each head's cache on its own, as mpq's per-head groups do. Malloc'd (free()), NULL when out
+ * of memory or on bad sizes. */
+char *mpq_kvsearch_kvtuner_heads_yaml(const mpq_kv_pair *head_pairs, int n_blocks, int n_heads);
 /* mpq_kvsearch_eval_run / _store with per-head pairs (mpq_exec_opts.kv_head_pairs). */
 mpq_status mpq_kvsearch_eval_run_heads(mpq_kvsearch_eval *ev, const mpq_kv_pair *head_pairs,
                                        const mpq_kv_scheme *scheme, mpq_eval_stats *stats, mpq_err *err);
@@ -392,8 +399,8 @@ typedef struct mpq_kvsearch_request {
                                    <= 0 = one per processor (default 0) */
     bool per_head;              /* search per (block, KV head) items (mpq_kvsearch_table_load_heads;
                                    metric gets "_head"); exports and stored solutions carry per-head
-                                   pairs. MPQ_ERR_UNSUPPORTED with joint or export_kvtuner (KVTuner's
-                                   config has one key and one value width per layer) */
+                                   pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml). MPQ_ERR_UNSUPPORTED
+                                   with joint (its ILP items are blocks) */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);

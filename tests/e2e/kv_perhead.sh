@@ -4,8 +4,8 @@
 # "pair@hN"), worker-count independence and kill/resume of those units, `mpq kv --per-head`
 # (frontier, budget solution with a per-head config, --export-config accepted by mpq eval), and
 # the errors: group size straddling heads (spec exit 5, config exit 5), head count mismatch and
-# unknown pair in a config (exit 4 naming the file), --export-kvtuner / --joint with --per-head
-# (exit 6).
+# unknown pair in a config (exit 4 naming the file), --joint with --per-head and the per-layer KV
+# formats of mpq export given a per-head config (exit 6); KVTuner's per-head YAML export.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
@@ -62,10 +62,19 @@ grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
 sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
 # with group 8 every quantized K and V element carries 32/8 = 4 bits of scale + zero: 3 + 4
 awk '{ if ($1 > 7.0 + 1e-9) exit 1 }' "$T/bits.txt" || fail "exported config above 3+4 bits: $(cat "$T/bits.txt")"
-expect_rc 6 "KVTuner export of a per-head pick" "$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3 \
-  --export-kvtuner "$T/kvt.json"
-grep -q "per layer\|per-head" "$T/err.txt" || fail "KVTuner refusal message: $(cat "$T/err.txt")"
-[ ! -e "$T/kvt.json" ] || fail "KVTuner file written"
+# KVTuner's per_head_config YAML (layer -> head -> bits) of the same pick
+expect_rc 0 "KVTuner per-head export" "$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3 \
+  --export-kvtuner "$T/kvt.yaml"
+[ "$(grep -c '^[0-4]:$' "$T/kvt.yaml")" = 5 ] || fail "KVTuner YAML lacks 5 layers: $(cat "$T/kvt.yaml")"
+[ "$(grep -c '^  [0-3]:$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML lacks 4 heads per layer"
+[ "$(grep -c '^    nbits_key: [248]$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML nbits_key"
+awk '/nbits_key/ {s += $2} /nbits_value/ {s += $2} END {exit !(s / 40 <= 3)}' "$T/kvt.yaml" || fail "KVTuner YAML above 3 bits"
+# the per-layer KV formats of mpq export refuse a per-head config
+expect_rc 6 "mpq export kvtuner of a per-head config" "$MPQ" export "ph:kv-bits-3-nominal-heads" --db "$T/a.db" \
+  --format kvtuner -o "$T/x.json"
+grep -q "per-KV-head pairs" "$T/err.txt" || fail "export refusal message: $(cat "$T/err.txt")"
+expect_rc 0 "mpq export mpq of a per-head config" "$MPQ" export "ph:kv-bits-3-nominal-heads" --db "$T/a.db" \
+  --format mpq -o "$T/x.json"
 expect_rc 6 "joint with per-head" "$MPQ" kv ph --db "$T/a.db" --per-head --joint bytes=1000000 --context 64
 
 # hostile per-head configs
