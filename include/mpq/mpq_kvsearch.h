@@ -510,6 +510,8 @@ void mpq_kvsearch_report_free(mpq_kvsearch_report *r); /* accepts NULL and half-
  *    "uniform": [{"pair", "bits", "kl", "kl_se", "top1"}], "spearman", "windows",  (evaluation)
  *    "joint": [{"context", "weight_bytes", "kv_bytes", "avg_weight_bits", "avg_kv_bits",
  *               "loss_weights", "loss_kv", "status", "gap"}], "joint_fixed_bytes"}
+ * A per-head table (n_heads > 0) adds "n_kv_heads" after "overhead", and its "blocks" and
+ * keys_vs_values "items" entries give "block" = item / n_heads and "kv_head" = item % n_heads.
  * Sections are present as in the report ("measured", "uniform_*" only with evaluation; joint
  * lists the feasible contexts). JSON has no NaN or infinity: such numbers are written as null.
  * Malloc'd (free()); NULL when out of memory. */
