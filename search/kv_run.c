@@ -91,8 +91,6 @@ static mpq_status check_request(const mpq_kvsearch_request *rq, mpq_err *err) {
                                rq->budgets[i]);
     if ((rq->export_kvtuner || rq->export_config) && rq->n_budgets == 0)
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv: an export needs a budget (it writes the first budget's pick)");
-    if (rq->per_head && rq->joint)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "kv: the joint weight + KV budget takes per-block pairs, not --per-head");
     if (rq->joint && (!(rq->joint_bytes >= 0) || rq->batch < 1))
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv: joint: need bytes >= 0 and batch > 0 (got %g, %lld)",
                            rq->joint_bytes, (long long)rq->batch);

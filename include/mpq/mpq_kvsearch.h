@@ -237,8 +237,9 @@ typedef struct mpq_kvsearch_joint_opts {
 mpq_kvsearch_joint_opts mpq_kvsearch_joint_opts_default(void);
 
 /* The joint problem: items 0..n_linear-1 are the linear layers (options: the job's candidates
- * with a stored weight_metric row, then "f32" with loss 0), items n_linear.. the KV blocks
- * (options: t's pairs, then k16v16 with loss 0). One integral resource in units of 1/(8*G)
+ * with a stored weight_metric row, then "f32" with loss 0), items n_linear.. the KV blocks, or
+ * the (block, head) items of a per-head table, named blk.N.kv.hH (options: t's pairs, then
+ * k16v16 with loss 0). One integral resource in units of 1/(8*G)
  * byte (cost_per_byte = 8*G): a weight option costs 8*G*mpq_candidate_bytes, a KV option
  * B * (its units at L with overhead). The loss is the sum of predicted KLs: it ASSUMES the
  * damage of the layers and of the KV blocks adds up. */
@@ -399,8 +400,8 @@ typedef struct mpq_kvsearch_request {
                                    <= 0 = one per processor (default 0) */
     bool per_head;              /* search per (block, KV head) items (mpq_kvsearch_table_load_heads;
                                    metric gets "_head"); exports and stored solutions carry per-head
-                                   pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml). MPQ_ERR_UNSUPPORTED
-                                   with joint (its ILP items are blocks) */
+                                   pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml); joint takes the
+                                   (block, head) items as its KV items */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);

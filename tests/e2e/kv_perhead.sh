@@ -21,9 +21,10 @@ spec() { # group_size -> spec on stdout
 {"name": "ph", "model": "$M",
  "calibration": {"data": "$MPQ_SHARED/data/tinystories-calib.tok512.u16", "seq_len": 64, "n_seqs": 2, "batch": 2},
  "evaluation": {"data": "$EV", "seq_len": 64, "n_seqs": 2, "seed": 2},
+ "candidates": ["int4g32"],
  "kv": {"scheme": {"mode": "kivi", "group_size": $1, "residual": 0},
         "pairs": ["k8v4", "k4v4", "k2v2"], "per_head": true},
- "metrics": ["kv_sensitivity"]}
+ "metrics": ["layer_sensitivity", "kv_sensitivity"]}
 JSON
 }
 spec 8 > "$T/spec.json"
@@ -33,16 +34,16 @@ spec 32 > "$T/spec32.json"
 expect_rc 5 "per_head with group 32" "$MPQ" run "$T/spec32.json" --db "$T/bad.db" -q
 grep -q "kv.per_head.*group_size 32 does not divide head_dim 8" "$T/err.txt" || fail "straddle message: $(cat "$T/err.txt")"
 
-# 5 blocks x 3 pairs x (1 + 4 heads) = 75 units; the same numbers with 1 and 2 workers, and
-# after a kill at 20 units and a resume
+# 35 linear layers x 1 candidate + 5 blocks x 3 pairs x (1 + 4 heads) = 110 units; the same
+# numbers with 1 and 2 workers, and after a kill at 50 units (inside the per-head units) and a resume
 "$MPQ" run "$T/spec.json" --db "$T/a.db" -q --workers 1 > /dev/null
 "$MPQ" run "$T/spec.json" --db "$T/b.db" -q --workers 2 > /dev/null
-expect_rc 130 "interrupted run" "$MPQ" run "$T/spec.json" --db "$T/c.db" -q --workers 2 --max-units 20
+expect_rc 130 "interrupted run" "$MPQ" run "$T/spec.json" --db "$T/c.db" -q --workers 2 --max-units 50
 "$MPQ" resume ph --db "$T/c.db" -q > /dev/null
 rows() { sqlite3 "$1" "SELECT l.name, m.candidate, m.metric, printf('%a', m.value), printf('%a', m.stderr)
                         FROM metrics m JOIN layers l ON l.id = m.layer_id ORDER BY 1, 2, 3"; }
 rows "$T/a.db" > "$T/a.txt"; rows "$T/b.db" > "$T/b.txt"; rows "$T/c.db" > "$T/c.txt"
-[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM units")" = 75 ] || fail "expected 75 units"
+[ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM units")" = 110 ] || fail "expected 110 units"
 [ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics WHERE metric='kv_kl_head'")" = 60 ] || fail "expected 60 kv_kl_head rows"
 [ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics m JOIN layers l ON l.id = m.layer_id
       WHERE metric='kv_kl_head' AND l.name='blk.2.kv' AND candidate='k2v2@h3' AND value > 0")" = 1 ] \
@@ -75,7 +76,15 @@ expect_rc 6 "mpq export kvtuner of a per-head config" "$MPQ" export "ph:kv-bits-
 grep -q "per-KV-head pairs" "$T/err.txt" || fail "export refusal message: $(cat "$T/err.txt")"
 expect_rc 0 "mpq export mpq of a per-head config" "$MPQ" export "ph:kv-bits-3-nominal-heads" --db "$T/a.db" \
   --format mpq -o "$T/x.json"
-expect_rc 6 "joint with per-head" "$MPQ" kv ph --db "$T/a.db" --per-head --joint bytes=1000000 --context 64
+# the joint weight + KV ILP over linear layers and (block, head) items: a feasible row whose KV
+# bytes per token fit what the ILP was given
+expect_rc 0 "joint with per-head" "$MPQ" kv ph --db "$T/a.db" --per-head --joint bytes=1000000 --context 64 --json
+sqlite3 :memory: "WITH d(j) AS (SELECT CAST(readfile('$T/out.txt') AS TEXT))
+  SELECT json_extract(j, '\$.n_kv_heads') = 4 AND json_array_length(j, '\$.joint') = 1
+     AND json_extract(j, '\$.joint[0].weight_bytes') + json_extract(j, '\$.joint[0].kv_bytes') <= 1000000
+     AND json_extract(j, '\$.blocks[19].block') = 4 AND json_extract(j, '\$.blocks[19].kv_head') = 3 FROM d" \
+  > "$T/j.txt"
+[ "$(cat "$T/j.txt")" = 1 ] || fail "per-head joint JSON: $(head -c 400 "$T/out.txt")"
 
 # hostile per-head configs
 cfg() { printf '{"mpq_config_version": 1, "kv": {"scheme": {"mode": "kivi", "group_size": %s}, "layers": {"blk.1": {"heads": %s}}}}\n' "$1" "$2" > "$T/$3"; }
