@@ -86,6 +86,13 @@ sqlite3 :memory: "WITH d(j) AS (SELECT CAST(readfile('$T/out.txt') AS TEXT))
   > "$T/j.txt"
 [ "$(cat "$T/j.txt")" = 1 ] || fail "per-head joint JSON: $(head -c 400 "$T/out.txt")"
 
+# a job measured without kv.per_head has no per-head rows: not found (10), naming the spec key
+sed -e 's/, "per_head": true//' -e 's/"layer_sensitivity", //' -e 's/"name": "ph"/"name": "noph"/' \
+  "$T/spec32.json" > "$T/noph.json"
+"$MPQ" run "$T/noph.json" --db "$T/noph.db" -q > /dev/null
+expect_rc 10 "--per-head without per-head rows" "$MPQ" kv noph --db "$T/noph.db" --per-head
+grep -q "no 'kv_kl_head' rows.*per_head" "$T/err.txt" || fail "not-found message: $(cat "$T/err.txt")"
+
 # hostile per-head configs
 cfg() { printf '{"mpq_config_version": 1, "kv": {"scheme": {"mode": "kivi", "group_size": %s}, "layers": {"blk.1": {"heads": %s}}}}\n' "$1" "$2" > "$T/$3"; }
 cfg 8 '["k4v4", "k4v4", "k4v4"]' three.json
