@@ -63,6 +63,25 @@ grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
 sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
 # with group 8 every quantized K and V element carries 32/8 = 4 bits of scale + zero: 3 + 4
 awk '{ if ($1 > 7.0 + 1e-9) exit 1 }' "$T/bits.txt" || fail "exported config above 3+4 bits: $(cat "$T/bits.txt")"
+# item b*4+h is (block b, head h): its ladder error is the stored kv_kl_head of blk.b.kv, pair@hh;
+# and the exported config holds the pick's pairs in item order
+"$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3.5 --export-config "$T/cfg35.json" --json \
+  > "$T/ph.json"
+want=$(sqlite3 "$T/a.db" "SELECT printf('%.10g', m.value) FROM metrics m JOIN layers l ON l.id = m.layer_id
+                          WHERE m.metric = 'kv_kl_head' AND l.name = 'blk.2.kv' AND m.candidate = 'k2v2@h3'")
+got=$(sqlite3 :memory: "SELECT printf('%.10g', json_extract(b.value, '\$.pairs[2].error'))
+        FROM json_each(json_extract(CAST(readfile('$T/ph.json') AS TEXT), '\$.blocks')) b
+        WHERE json_extract(b.value, '\$.block') = 2 AND json_extract(b.value, '\$.kv_head') = 3
+          AND json_extract(b.value, '\$.pairs[2].pair') = 'k2v2'")
+[ -n "$want" ] && [ "$want" = "$got" ] || fail "item (2, 3) k2v2: ladder '$got', stored '$want'"
+picked=$(sqlite3 :memory: "SELECT group_concat(value, ' ') FROM json_each(json_extract(CAST(readfile('$T/ph.json') AS TEXT), '\$.budgets[0].pairs'))")
+exported=$(sqlite3 :memory: "WITH c(j) AS (SELECT CAST(readfile('$T/cfg35.json') AS TEXT)),
+  blk(b) AS (VALUES (0), (1), (2), (3), (4)), hd(h) AS (VALUES (0), (1), (2), (3))
+  SELECT group_concat(p, ' ') FROM (SELECT COALESCE(json_extract(j, '\$.kv.layers.\"blk.' || b || '\".heads[' || h || ']'),
+                                                   json_extract(j, '\$.kv.layers.\"blk.' || b || '\"'), json_extract(j, '\$.kv.default')) AS p
+                                    FROM c, blk, hd ORDER BY b, h)")
+[ "$picked" = "$exported" ] || fail "exported config '$exported' is not the pick '$picked'"
+
 # KVTuner's per_head_config YAML (layer -> head -> bits) of the same pick
 expect_rc 0 "KVTuner per-head export" "$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3 \
   --export-kvtuner "$T/kvt.yaml"
