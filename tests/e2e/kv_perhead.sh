@@ -63,6 +63,12 @@ grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
 sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
 # with group 8 every quantized K and V element carries 32/8 = 4 bits of scale + zero: 3 + 4
 awk '{ if ($1 > 7.0 + 1e-9) exit 1 }' "$T/bits.txt" || fail "exported config above 3+4 bits: $(cat "$T/bits.txt")"
+# mpq evaluate of the stored per-head solution measures its heads (all quantized: KL > 0; with the
+# heads ignored every block would be at the default k16v16 and the KL exactly 0)
+"$MPQ" evaluate ph kv-bits-3-nominal-heads --db "$T/a.db" --json > "$T/ev.json"
+[ "$(sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/ev.json') AS TEXT), '\$.evaluations[0].kl') > 0")" = 1 ] \
+  || fail "mpq evaluate of a per-head solution: $(cat "$T/ev.json")"
+
 # item b*4+h is (block b, head h): its ladder error is the stored kv_kl_head of blk.b.kv, pair@hh;
 # and the exported config holds the pick's pairs in item order
 "$MPQ" kv ph --db "$T/a.db" --per-head --nominal --budget kv-bits=3.5 --export-config "$T/cfg35.json" --json \
