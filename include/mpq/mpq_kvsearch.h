@@ -399,8 +399,9 @@ typedef struct mpq_kvsearch_request {
     int eval_workers;           /* threads of the evaluations (mpq_kvsearch_eval_set_workers);
                                    <= 0 = one per processor (default 0) */
     bool per_head;              /* search per (block, KV head) items (mpq_kvsearch_table_load_heads;
-                                   metric gets "_head"); exports and stored solutions carry per-head
-                                   pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml); joint takes the
+                                   metric gets "_head"); exports and stored solutions (named
+                                   "kv-bits-B[-nominal]-heads", mpq_kvsearch_solution_store_heads) carry
+                                   per-head pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml); joint takes the
                                    (block, head) items as its KV items */
 } mpq_kvsearch_request;
 
