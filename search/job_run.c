@@ -26,6 +26,7 @@
 
 #include "job_fisher.h"
 #include "job_hessian.h"
+#include "job_kvhead.h"
 #include "job_noise.h"
 #include "job_mpi.h"
 
@@ -490,7 +491,9 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
         int64_t lid = c->layer_ids[nl + u->block];
         const char *pn = s->kv_pairs[u->option];
         mpq_calib_result res;
-        if ((st = mpq_calib_kv(cal, u->block, c->pairs[u->option], &res, err)) == MPQ_OK &&
+        if (u->kv_head_unit) /* kv.per_head: metrics kv_kl_head ..., candidate "k4v2@h1" */
+            st = mpq_job_kv_head_rows(cal, u, c->pairs[u->option], prov, lid, hessian_row, r, err);
+        else if ((st = mpq_calib_kv(cal, u->block, c->pairs[u->option], &res, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK &&
             (st = add_row(r, prov, lid, pn, "kv_top1", res.top1, res.top1_se, res.n_seqs, err)) == MPQ_OK)

@@ -301,7 +301,7 @@ static void free_names(char **s, int n) {
 static mpq_status get_bool(const char *src, const char *key, const cJSON *v, bool def, bool *out, mpq_err *err);
 
 static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mpq_err *err) {
-    static const char *const kv_keys[] = {"scheme", "pairs", NULL};
+    static const char *const kv_keys[] = {"scheme", "pairs", "per_head", NULL};
     static const char *const scheme_keys[] = {"mode", "group_size", "residual", "caq", NULL};
     mpq_status st;
     if (!cJSON_IsObject(kv)) {
@@ -345,6 +345,9 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
     const cJSON *pairs = cJSON_GetObjectItemCaseSensitive(kv, "pairs");
     if (!pairs) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.pairs: missing (e.g. [\"k8v4\", \"k4v4\"])", src);
     if ((st = parse_names(src, "kv.pairs", pairs, canon_pair, &s->kv_pairs, &s->n_kv_pairs, err)) != MPQ_OK)
+        return st;
+    if ((st = get_bool(src, "kv.per_head", cJSON_GetObjectItemCaseSensitive(kv, "per_head"), false, &s->kv_per_head,
+                       err)) != MPQ_OK)
         return st;
     s->has_kv = true;
     return MPQ_OK;
@@ -549,6 +552,8 @@ static char *canonical(const mpq_job_spec *s) {
             sch = NULL;
         }
         k = k && add_item(kv, "pairs", names_array(s->kv_pairs, s->n_kv_pairs));
+        /* per_head only when set: specs without it keep their text and hash */
+        if (k && s->kv_per_head) k = cJSON_AddTrueToObject(kv, "per_head") != NULL;
         cJSON_Delete(sch);
         if (k) ok = add_item(o, "kv", kv);
         else {
@@ -827,7 +832,15 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
     size_t total = 0;
     if (spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR]) total += (size_t)nl;
     if (spec->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) total += (size_t)nl * (size_t)spec->n_candidates;
+    const int nkvh = mpq_model_get_config(m)->n_kv_heads, hdim = mpq_model_get_config(m)->head_dim;
+    const bool per_head = spec->stages[MPQ_JOB_STAGE_KV_SENSITIVITY] && spec->kv_per_head;
+    if (per_head && (spec->kv_scheme.group_size > hdim || hdim % spec->kv_scheme.group_size != 0))
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: kv.per_head: kv.scheme.group_size %d does not divide head_dim %d, so a group would "
+                           "straddle two KV heads (use a group_size dividing %d)",
+                           spec->source, spec->kv_scheme.group_size, hdim, hdim);
     if (spec->stages[MPQ_JOB_STAGE_KV_SENSITIVITY]) total += (size_t)nb * (size_t)spec->n_kv_pairs;
+    if (per_head) total += (size_t)nb * (size_t)nkvh * (size_t)spec->n_kv_pairs;
     if (spec->stages[MPQ_JOB_STAGE_HESSIAN]) total += (size_t)mpq_job_hessian_n_units(spec, m);
     if (spec->stages[MPQ_JOB_STAGE_NOISE]) total += (size_t)nl;
     if (spec->stages[MPQ_JOB_STAGE_FISHER]) total += (size_t)mpq_job_fisher_n_units(spec, m);
@@ -857,6 +870,15 @@ mpq_status mpq_job_units(const mpq_job_spec *spec, const mpq_model *m, mpq_job_u
                     int w = snprintf(u[k].key, sizeof u[k].key, "blk.%d.kv/%s", b, spec->kv_pairs[p]);
                     if (w < 0 || (size_t)w >= sizeof u[k].key) st = MPQ_ERR_INVALID;
                 }
+            /* per-head units after the per-block ones: block, head, pair */
+            for (int b = 0; per_head && b < nb; b++)
+                for (int h = 0; h < nkvh; h++)
+                    for (int p = 0; p < spec->n_kv_pairs; p++, k++) {
+                        u[k] = (mpq_job_unit){.stage = (mpq_job_stage)stage, .linear_index = -1, .block = b,
+                                              .option = p, .kv_head_unit = true, .kv_head = h};
+                        int w = snprintf(u[k].key, sizeof u[k].key, "blk.%d.kv/%s@h%d", b, spec->kv_pairs[p], h);
+                        if (w < 0 || (size_t)w >= sizeof u[k].key) st = MPQ_ERR_INVALID;
+                    }
             continue;
         }
         const bool per_layer = stage == MPQ_JOB_STAGE_WEIGHT_ERROR || stage == MPQ_JOB_STAGE_NOISE;

@@ -23,7 +23,7 @@
 static mpq_status run_config(const mpq_job *job, const mpq_job_evalset *es, const mpq_config *cfg, mpq_eval_stats *out,
                              mpq_err *err) {
     mpq_weights *qw = NULL;
-    mpq_kv_pair *pairs = NULL;
+    mpq_kv_pair *pairs = NULL, *head_pairs = NULL;
     const mpq_model_config *mc = mpq_model_get_config(es->model);
     mpq_status st = mpq_weights_clone(es->model, &qw, err);
     if (st == MPQ_OK) st = mpq_config_apply(cfg, es->model, qw, err);
@@ -35,9 +35,19 @@ static mpq_status run_config(const mpq_job *job, const mpq_job_evalset *es, cons
         eo.kv_pairs = pairs;
         eo.n_kv_pairs = mc->n_layers;
         eo.kv_scheme = *mpq_config_kv_scheme(cfg);
+        size_t nh = (size_t)mc->n_layers * (size_t)mc->n_kv_heads;
+        if (mpq_config_has_kv_heads(cfg)) { /* per-(block, KV head) pairs */
+            if (!(head_pairs = mpq_calloc(nh, sizeof *head_pairs))) st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            else {
+                mpq_config_kv_head_pairs(cfg, head_pairs);
+                eo.kv_head_pairs = head_pairs;
+                eo.n_kv_head_pairs = (int)nh;
+            }
+        }
         memset(out, 0, sizeof *out);
-        st = mpq_exec_eval_ref_workers(es->ex, mpq_job_eval_workers(job), qw, &eo, es->ref, 0, out, err);
+        if (st == MPQ_OK) st = mpq_exec_eval_ref_workers(es->ex, mpq_job_eval_workers(job), qw, &eo, es->ref, 0, out, err);
     }
+    free(head_pairs);
     free(pairs);
     mpq_weights_free(qw);
     return st;

@@ -97,6 +97,44 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
     return st;
 }
 
+/* ---- per-(block, KV head) pairs ---------------------------------------------------------- */
+
+mpq_status mpq_kvsearch_eval_run_heads(mpq_kvsearch_eval *ev, const mpq_kv_pair *head_pairs,
+                                       const mpq_kv_scheme *scheme, mpq_eval_stats *stats, mpq_err *err) {
+    if (!ev || !head_pairs || !scheme || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval: NULL argument");
+    memset(stats, 0, sizeof *stats);
+    const mpq_model_config *mc = mpq_model_get_config(ev->es->model);
+    mpq_exec_opts o = mpq_exec_opts_default();
+    o.kv_scheme = *scheme;
+    o.kv_head_pairs = head_pairs;
+    o.n_kv_head_pairs = mc->n_layers * mc->n_kv_heads;
+    return mpq_exec_eval_ref_workers(ev->es->ex, mpq_job_eval_workers(ev->job), mpq_model_get_weights(ev->es->model),
+                                     &o, ev->es->ref, 0, stats, err);
+}
+
+mpq_status mpq_kvsearch_eval_store_heads(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev,
+                                         const mpq_kv_pair *head_pairs, const mpq_kv_scheme *scheme,
+                                         const mpq_eval_stats *stats, int64_t solution_id, int64_t *evaluation_id,
+                                         mpq_err *err) {
+    if (!db || !ev || !head_pairs || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval store: NULL argument");
+    char *cfg = NULL;
+    mpq_status st = mpq_kvsearch_config_json_heads(ev->es->model, head_pairs, scheme, &cfg, err);
+    if (st != MPQ_OK) return st;
+    const mpq_job_evalset *es = ev->es;
+    mpq_db_dataset ds = {.path = es->data_path, .sha256 = es->data_sha256,
+                         .n_tokens = (int64_t)es->n_seqs * (es->seq_len + 1), .seq_len = es->seq_len,
+                         .n_seqs = es->n_seqs, .seed = es->seed};
+    int64_t ds_id = 0;
+    if ((st = mpq_db_dataset_upsert(db, &ds, &ds_id, err)) == MPQ_OK) {
+        mpq_db_evaluation e = {.job_id = job_id, .solution_id = solution_id, .dataset_id = ds_id, .config_json = cfg,
+                               .ppl = stats->ppl, .kl = stats->kl_mean, .kl_stderr = stats->kl_se,
+                               .top1 = stats->top1, .ce = stats->ce, .n_tokens = stats->n_ref_tokens};
+        st = mpq_db_evaluation_insert(db, &e, evaluation_id, err);
+    }
+    free(cfg);
+    return st;
+}
+
 double mpq_kvsearch_spearman(const double *x, const double *y, int n) {
     if (!x || !y || n < 2) return NAN;
     double *r = mpq_calloc((size_t)n * 2, sizeof *r);

@@ -117,8 +117,11 @@ mpq_status mpq_kvsearch_joint_build(mpq_db *db, int64_t job_id, const mpq_kvsear
     }
     for (int b = 0; b < t->n_blocks; b++) {
         int it = nl + b;
-        char name[32];
-        snprintf(name, sizeof name, "blk.%d.kv", b);
+        char name[48];
+        if (t->n_heads > 0) /* per-head table: item (block, head) */
+            snprintf(name, sizeof name, "blk.%d.kv.h%d", b / t->n_heads, b % t->n_heads);
+        else
+            snprintf(name, sizeof name, "blk.%d.kv", b);
         mpq_problem_set_item_name(p, it, name, NULL);
         mpq_problem_set_n_options(p, it, j->n_kv_options, NULL);
         for (int q = 0; q < j->n_kv_options; q++) {

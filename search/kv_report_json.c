@@ -52,7 +52,9 @@ static bool add_blocks(cJSON *root, const mpq_kvsearch_report *r) {
     bool ok = lad != NULL;
     for (int b = 0; ok && b < t->n_blocks; b++) {
         cJSON *bo = add_object(lad), *ps = bo ? cJSON_AddArrayToObject(bo, "pairs") : NULL;
-        ok = ps && cJSON_AddNumberToObject(bo, "block", b);
+        /* per-head tables: items (block, kv_head) */
+        ok = ps && cJSON_AddNumberToObject(bo, "block", t->n_heads > 0 ? b / t->n_heads : b) &&
+             (t->n_heads <= 0 || cJSON_AddNumberToObject(bo, "kv_head", b % t->n_heads));
         for (int j = 0; ok && j < np; j++) {
             size_t k = (size_t)b * np + (size_t)j;
             cJSON *po = add_object(ps);
@@ -80,7 +82,8 @@ static bool add_keys_vs_values(cJSON *root, const mpq_kvsearch_report *r) {
     for (int i = 0; ok && i < r->n_cmp; i++) {
         const mpq_kvsearch_kv_cmp *c = &r->cmp[i];
         cJSON *co = add_object(items);
-        ok = co && cJSON_AddNumberToObject(co, "block", c->block) &&
+        ok = co && cJSON_AddNumberToObject(co, "block", t->n_heads > 0 ? c->block / t->n_heads : c->block) &&
+             (t->n_heads <= 0 || cJSON_AddNumberToObject(co, "kv_head", c->block % t->n_heads)) &&
              cJSON_AddStringToObject(co, "keys_high", t->pair_names[c->hi_k]) &&
              cJSON_AddStringToObject(co, "keys_low", t->pair_names[c->lo_k]) && add_num(co, "diff", c->diff) &&
              add_num(co, "se", c->se);
@@ -159,7 +162,9 @@ char *mpq_kvsearch_report_json(const mpq_kvsearch_report *r) {
               cJSON_AddNumberToObject(root, "job_id", (double)r->job_id) &&
               cJSON_AddStringToObject(root, "metric", r->table->metric) &&
               cJSON_AddNumberToObject(root, "context", (double)r->context_len) &&
-              cJSON_AddBoolToObject(root, "overhead", r->overhead) && add_blocks(root, r) &&
+              cJSON_AddBoolToObject(root, "overhead", r->overhead) &&
+              (r->table->n_heads <= 0 || cJSON_AddNumberToObject(root, "n_kv_heads", r->table->n_heads)) &&
+              add_blocks(root, r) &&
               add_keys_vs_values(root, r);
     if (ok && r->n_groups) {
         cJSON *ga = cJSON_AddArrayToObject(root, "groups");

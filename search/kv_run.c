@@ -250,6 +250,22 @@ static mpq_status write_exports(run_ctx *c, mpq_err *err) {
     mpq_status st = MPQ_OK;
     if (!pr) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
     for (int b = 0; b < t->n_blocks; b++) pr[b] = t->pairs[p->pair[b]];
+    if (t->n_heads > 0) { /* per-head items: pr holds one pair per (block, head) */
+        if (c->rq.export_kvtuner) {
+            if (!(text = mpq_kvsearch_kvtuner_heads_yaml(pr, t->n_blocks / t->n_heads, t->n_heads)))
+                st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+            else
+                st = write_text(c->rq.export_kvtuner, text, err);
+            free(text);
+            text = NULL;
+        }
+        if (st == MPQ_OK && c->rq.export_config && (st = job_model(c, err)) == MPQ_OK &&
+            (st = mpq_kvsearch_config_json_heads(c->model, pr, &t->scheme, &text, err)) == MPQ_OK)
+            st = write_text(c->rq.export_config, text, err);
+        free(text);
+        free(pr);
+        return st;
+    }
     if (c->rq.export_kvtuner) {
         if (!(text = mpq_kvsearch_kvtuner_json(pr, t->n_blocks))) st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
         else st = write_text(c->rq.export_kvtuner, text, err);
@@ -275,8 +291,25 @@ static mpq_status store_pick(run_ctx *c, mpq_kvsearch_pick *pk, mpq_err *err) {
         budgets = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!budgets) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
-    mpq_status st = mpq_kvsearch_solution_store(c->db, r->job_id, r->table, pk->name, p->pair, p->loss, budgets, NULL,
-                                                &pk->solution_id, err);
+    mpq_status st;
+    if (r->table->n_heads > 0) { /* per-head: the config carries the pairs */
+        const mpq_kvsearch_table *t = r->table;
+        char *cfg = NULL;
+        mpq_kv_pair *pr = mpq_calloc((size_t)t->n_blocks, sizeof *pr);
+        if (!pr) st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+        else {
+            for (int b = 0; b < t->n_blocks; b++) pr[b] = t->pairs[p->pair[b]];
+            if ((st = job_model(c, err)) == MPQ_OK &&
+                (st = mpq_kvsearch_config_json_heads(c->model, pr, &t->scheme, &cfg, err)) == MPQ_OK)
+                st = mpq_kvsearch_solution_store_heads(c->db, r->job_id, t, pk->name, p->pair, p->loss, budgets, cfg,
+                                                       &pk->solution_id, err);
+        }
+        free(cfg);
+        free(pr);
+    } else {
+        st = mpq_kvsearch_solution_store(c->db, r->job_id, r->table, pk->name, p->pair, p->loss, budgets, NULL,
+                                         &pk->solution_id, err);
+    }
     cJSON_free(budgets);
     return st;
 }
@@ -294,7 +327,8 @@ static mpq_status step_budgets(run_ctx *c, mpq_err *err) {
         if (pk->point == SIZE_MAX)
             return mpq_err_set(err, MPQ_ERR_INFEASIBLE, "kv-bits=%g: below the cheapest frontier point (%.4g bits)",
                                pk->budget, f->n_points ? f->points[0].bits : NAN);
-        snprintf(pk->name, sizeof pk->name, "kv-bits-%g%s", pk->budget, r->overhead ? "" : "-nominal");
+        snprintf(pk->name, sizeof pk->name, "kv-bits-%g%s%s", pk->budget, r->overhead ? "" : "-nominal",
+                 r->table->n_heads > 0 ? "-heads" : "");
         r->n_picks++;
     }
     mpq_status st = MPQ_OK;
@@ -313,7 +347,15 @@ static mpq_status eval_one(run_ctx *c, mpq_kvsearch_eval *ev, const int *idx, in
     mpq_kv_pair *pairs = mpq_calloc((size_t)t->n_blocks, sizeof *pairs);
     if (!pairs) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
     for (int b = 0; b < t->n_blocks; b++) pairs[b] = t->pairs[idx[b]];
-    mpq_status st = mpq_kvsearch_eval_run(ev, pairs, &t->scheme, es, err);
+    mpq_status st;
+    if (t->n_heads > 0) { /* per-head items */
+        st = mpq_kvsearch_eval_run_heads(ev, pairs, &t->scheme, es, err);
+        if (st == MPQ_OK)
+            st = mpq_kvsearch_eval_store_heads(c->db, c->r->job_id, ev, pairs, &t->scheme, es, sol_id, eval_id, err);
+        free(pairs);
+        return st;
+    }
+    st = mpq_kvsearch_eval_run(ev, pairs, &t->scheme, es, err);
     if (st == MPQ_OK) st = mpq_kvsearch_eval_store(c->db, c->r->job_id, ev, pairs, &t->scheme, es, sol_id, eval_id, err);
     free(pairs);
     return st;
@@ -468,7 +510,8 @@ mpq_status mpq_kvsearch_run(mpq_db *db, const char *job, const mpq_kvsearch_requ
     c.r->overhead = !c.rq.nominal;
     c.r->spearman = NAN;
     if ((st = open_job(db, job, c.r, err)) == MPQ_OK &&
-        (st = mpq_kvsearch_table_load(db, c.r->job_id, c.rq.metric, &c.r->table, err)) == MPQ_OK &&
+        (st = c.rq.per_head ? mpq_kvsearch_table_load_heads(db, c.r->job_id, c.rq.metric, &c.r->table, err)
+                            : mpq_kvsearch_table_load(db, c.r->job_id, c.rq.metric, &c.r->table, err)) == MPQ_OK &&
         (st = step_ladder(&c, err)) == MPQ_OK)
         st = step_asymmetry(&c, err);
     bool shown = st == MPQ_OK; /* the report has its ladder and keys vs values: worth showing */

@@ -114,6 +114,12 @@ mpq_status mpq_calib_layer_weights(mpq_calib *cal, int linear_index, const float
 /* Measured sensitivity of block b's KV cache quantized with pair p (scheme from opts). */
 mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_result *out, mpq_err *err);
 
+/* The same with only KV head `head` of block b quantized with p (mpq_exec_opts.kv_head_pairs:
+ * every other head and block in full precision): the per-head units of kv_sensitivity.
+ * MPQ_ERR_INVALID for a bad block / head, or a scheme group_size that does not divide head_dim. */
+mpq_status mpq_calib_kv_head(mpq_calib *cal, int block, int head, mpq_kv_pair p, mpq_calib_result *out,
+                             mpq_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -92,6 +92,27 @@ const mpq_kv_scheme *mpq_config_kv_scheme(const mpq_config *cfg);
 /* The weights default candidate (used for unlisted layers when written back). Borrowed. */
 const mpq_candidate *mpq_config_weights_default(const mpq_config *cfg);
 
+/* ---- per-(block, KV head) pairs ----
+ * A kv.layers entry may be {"heads": ["k4v2", "k8v4", ...]} instead of a pair: one pair per KV
+ * head (exactly n_kv_heads of them, MPQ_ERR_FORMAT naming the source and key otherwise), head h
+ * owning channels h*head_dim .. (h+1)*head_dim - 1 of the block's K and V. It needs
+ * kv.scheme.group_size dividing head_dim (no group straddles two heads; MPQ_ERR_INVALID).
+ * mpq_config_kv(cfg, b) of such a block still returns its per-block pair (kv.default unless
+ * set), which per-head-unaware code would use: check mpq_config_has_kv_heads. */
+int mpq_config_n_kv_heads(const mpq_config *cfg);
+/* True when some block has per-head pairs. */
+bool mpq_config_has_kv_heads(const mpq_config *cfg);
+/* Block b's pair of every KV head into out[n_kv_heads] (out may be NULL): its per-head pairs,
+ * or the block's pair repeated; returns true when the block has per-head pairs. */
+bool mpq_config_kv_heads(const mpq_config *cfg, int block, mpq_kv_pair *out);
+/* Every block's heads (mpq_config_kv_heads) into out[n_blocks * n_kv_heads], layer-major: the
+ * layout of mpq_exec_opts.kv_head_pairs. */
+void mpq_config_kv_head_pairs(const mpq_config *cfg, mpq_kv_pair *out);
+/* Gives block b per-head pairs (n_kv_heads of them, copied); mpq_config_set_kv on the block
+ * replaces them by one pair. MPQ_ERR_INVALID for a bad block / pair or a group size that does
+ * not divide head_dim. */
+mpq_status mpq_config_set_kv_heads(mpq_config *cfg, int block, const mpq_kv_pair *pairs, mpq_err *err);
+
 /* Setters for solvers. MPQ_ERR_INVALID (message names the index / name) on a bad index or name. */
 mpq_status mpq_config_set_layer(mpq_config *cfg, int i, const char *candidate, mpq_err *err);
 mpq_status mpq_config_set_layer_candidate(mpq_config *cfg, int i, const mpq_candidate *c, mpq_err *err);

@@ -67,6 +67,15 @@ typedef struct mpq_exec_opts {
     int n_kv_pairs;               /* must equal n_layers when kv_pairs != NULL */
     mpq_exec_capture_fn capture;  /* optional: linear-input capture (batch forward only) */
     void *capture_user;
+    /* Per-(layer, KV head) pairs: NULL, or n_layers * n_kv_heads pairs, layer-major (pair of
+     * KV head h of layer l at [l * n_kv_heads + h]), borrowed. When set, kv_pairs is ignored and
+     * each KV head's channels (h*head_dim .. (h+1)*head_dim - 1) are quantized with its own
+     * pair, in groups of the scheme restricted to the head; the scheme's group_size must divide
+     * head_dim so that no per-token group straddles two heads (MPQ_ERR_INVALID otherwise). With
+     * every head of a layer at the layer's pair the numbers are bitwise those of kv_pairs.
+     * Batch forward and evaluation only (mpq_exec_decode_step: MPQ_ERR_UNSUPPORTED). */
+    const mpq_kv_pair *kv_head_pairs;
+    int n_kv_head_pairs;          /* must equal n_layers * n_kv_heads when kv_head_pairs != NULL */
 } mpq_exec_opts;
 
 /* FP KV cache, default scheme, no capture. */

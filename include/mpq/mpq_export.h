@@ -139,6 +139,11 @@ typedef struct mpq_export_plan {
     double objective;
     /* the configuration as mpq_config_to_json text (owned) */
     char *config_json;
+    /* the config has per-(block, KV head) pairs (mpq_config_has_kv_heads): kv[b] of such a block
+     * is the largest K and the largest V bits over its heads (never less precise than searched);
+     * the per-layer KV formats kvtuner, kvtuner-yaml and the serving-engine KV files refuse
+     * (MPQ_ERR_UNSUPPORTED); mpq carries the heads in config_json */
+    bool kv_per_head;
 } mpq_export_plan;
 
 /* Builds the plan of cfg on model. prov may be NULL. On success *out is owned by the

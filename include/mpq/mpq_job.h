@@ -244,6 +244,9 @@ typedef struct mpq_job_spec {
     mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
     int threads;               /* no effect; accepted for older specs (default 1) */
     mpq_job_noise_spec noise;  /* defaulted; meaningful when stages[MPQ_JOB_STAGE_NOISE] */
+    bool kv_per_head;          /* kv.per_head (default false): kv_sensitivity also measures each
+                                  (block, KV head, pair) alone; kv.scheme.group_size must divide
+                                  the model's head_dim (checked by mpq_job_units) */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;
@@ -269,6 +272,8 @@ typedef struct mpq_job_unit {
     int linear_index;          /* index into mpq_model_linear, -1 for KV units */
     int block;                 /* transformer block */
     int option;                /* index into spec->candidates or spec->kv_pairs; -1 for weight_error */
+    bool kv_head_unit;         /* a per-head kv_sensitivity unit ("blk.3.kv/k4v2@h1", kv.per_head) */
+    int kv_head;               /* its KV head (0 otherwise) */
 } mpq_job_unit;
 
 /* Every unit of the spec's selected stages on model m, in run order (stage, then layer/block,

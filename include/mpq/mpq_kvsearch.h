@@ -97,6 +97,9 @@ typedef struct mpq_kvsearch_table {
     double *err;                /* [n_blocks * n_pairs] metric value (block-major), NaN = not measured */
     double *se;                 /* [n_blocks * n_pairs] standard error, NaN = unknown */
     char metric[64];            /* "kv_kl" */
+    int n_heads;                /* per-head table (mpq_kvsearch_table_load_heads): KV heads per block,
+                                   its items ("blocks" above) are (block, head) = (i / n_heads, i % n_heads)
+                                   and kv_dim is head_dim; 0 = items are blocks */
 } mpq_kvsearch_table;
 
 /* An empty table (err and se all NaN, layer_ids 0) for n_blocks x n_pairs pairs (copied).
@@ -234,8 +237,9 @@ typedef struct mpq_kvsearch_joint_opts {
 mpq_kvsearch_joint_opts mpq_kvsearch_joint_opts_default(void);
 
 /* The joint problem: items 0..n_linear-1 are the linear layers (options: the job's candidates
- * with a stored weight_metric row, then "f32" with loss 0), items n_linear.. the KV blocks
- * (options: t's pairs, then k16v16 with loss 0). One integral resource in units of 1/(8*G)
+ * with a stored weight_metric row, then "f32" with loss 0), items n_linear.. the KV blocks, or
+ * the (block, head) items of a per-head table, named blk.N.kv.hH (options: t's pairs, then
+ * k16v16 with loss 0). One integral resource in units of 1/(8*G)
  * byte (cost_per_byte = 8*G): a weight option costs 8*G*mpq_candidate_bytes, a KV option
  * B * (its units at L with overhead). The loss is the sum of predicted KLs: it ASSUMES the
  * damage of the layers and of the KV blocks adds up. */
@@ -318,6 +322,47 @@ mpq_status mpq_kvsearch_kvtuner_parse(const char *json, const char *source, int 
 mpq_status mpq_kvsearch_config_json(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
                                     char **out, mpq_err *err);
 
+/* ---- per-(block, KV head) pairs --------------------------------------------------------------
+ * With kv.per_head in the job spec, kv_sensitivity also stores, per block, KV head h and pair,
+ * the metric kv_kl_head (and kv_dloss_head, kv_top1_head, kv_attn_rel_head) against the row
+ * "blk.N.kv", candidate "<pair>@h<h>": only that head's K and V channels of that block quantized.
+ * Items of the per-head search are (block, head); everything above that takes "blocks" (pruning,
+ * clusters, frontier, picks) works on items unchanged: with group_size dividing head_dim (required),
+ * an item of width head_dim has exactly 1/n_kv_heads of the units of a block at the same pair, so
+ * average bits over items equal average bits over blocks of the same assignment. */
+
+/* The per-head table of job_id: n_blocks = model blocks x KV heads (item b*H + h), kv_dim =
+ * head_dim, n_heads = H, layer_ids[item] = its block's row. metric NULL = "kv_kl_head"; a name
+ * without the "_head" suffix gets it ("kv_kl" -> "kv_kl_head"). MPQ_ERR_NOTFOUND when the job
+ * has no such rows (its spec lacks kv.per_head). */
+mpq_status mpq_kvsearch_table_load_heads(mpq_db *db, int64_t job_id, const char *metric, mpq_kvsearch_table **out,
+                                         mpq_err *err);
+/* The mpq config (weights f32) with per-head pairs head_pairs[n_layers * n_kv_heads] (layer-major):
+ * a block whose heads all share a pair is written as that pair, others as {"heads": [...]}. */
+mpq_status mpq_kvsearch_config_json_heads(const mpq_model *model, const mpq_kv_pair *head_pairs,
+                                          const mpq_kv_scheme *scheme, char **out, mpq_err *err);
+/* KVTuner's per-head config as YAML, the file its FlexibleQuantizedCacheConfig reads with
+ * per_head_quant=True, per_head_config_path=FILE (flexible_quantized_cache.py; its
+ * config/..._per_head.yaml files): integer keys layer -> KV head -> {nbits_key, nbits_value}, from
+ * head_pairs[n_blocks * n_heads] (layer-major), after one '#' comment line. KVTuner quantizes
+ * each head's cache on its own, as mpq's per-head groups do. Malloc'd (free()), NULL when out
+ * of memory or on bad sizes. */
+char *mpq_kvsearch_kvtuner_heads_yaml(const mpq_kv_pair *head_pairs, int n_blocks, int n_heads);
+/* mpq_kvsearch_eval_run / _store with per-head pairs (mpq_exec_opts.kv_head_pairs). */
+mpq_status mpq_kvsearch_eval_run_heads(mpq_kvsearch_eval *ev, const mpq_kv_pair *head_pairs,
+                                       const mpq_kv_scheme *scheme, mpq_eval_stats *stats, mpq_err *err);
+mpq_status mpq_kvsearch_eval_store_heads(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev,
+                                         const mpq_kv_pair *head_pairs, const mpq_kv_scheme *scheme,
+                                         const mpq_eval_stats *stats, int64_t solution_id, int64_t *evaluation_id,
+                                         mpq_err *err);
+/* Stores a per-head assignment (pair index per item of a per-head table) as a solution (solver
+ * "kv-frontier-heads"): config_json (required) holds the per-head pairs; the assignment row of
+ * a block carries its pair when all its heads share it, else "". */
+mpq_status mpq_kvsearch_solution_store_heads(mpq_db *db, int64_t job_id, const mpq_kvsearch_table *t,
+                                             const char *name, const int *pair_idx, double loss,
+                                             const char *budgets_json, const char *config_json,
+                                             int64_t *solution_id, mpq_err *err);
+
 /* ---- 7. the whole search: what `mpq kv` runs ------------------------------------------------ */
 
 /* What to run (mpq_kvsearch_run). Plain data from mpq_kvsearch_request_default(); the pointers
@@ -353,6 +398,11 @@ typedef struct mpq_kvsearch_request {
                                    MPQ_ERR_NOTFOUND when a block keeps no pair */
     int eval_workers;           /* threads of the evaluations (mpq_kvsearch_eval_set_workers);
                                    <= 0 = one per processor (default 0) */
+    bool per_head;              /* search per (block, KV head) items (mpq_kvsearch_table_load_heads;
+                                   metric gets "_head"); exports and stored solutions (named
+                                   "kv-bits-B[-nominal]-heads", mpq_kvsearch_solution_store_heads) carry
+                                   per-head pairs (export_kvtuner: mpq_kvsearch_kvtuner_heads_yaml); joint takes the
+                                   (block, head) items as its KV items */
 } mpq_kvsearch_request;
 
 mpq_kvsearch_request mpq_kvsearch_request_default(void);
@@ -462,6 +512,8 @@ void mpq_kvsearch_report_free(mpq_kvsearch_report *r); /* accepts NULL and half-
  *    "uniform": [{"pair", "bits", "kl", "kl_se", "top1"}], "spearman", "windows",  (evaluation)
  *    "joint": [{"context", "weight_bytes", "kv_bytes", "avg_weight_bits", "avg_kv_bits",
  *               "loss_weights", "loss_kv", "status", "gap"}], "joint_fixed_bytes"}
+ * A per-head table (n_heads > 0) adds "n_kv_heads" after "overhead", and its "blocks" and
+ * keys_vs_values "items" entries give "block" = item / n_heads and "kv_head" = item % n_heads.
  * Sections are present as in the report ("measured", "uniform_*" only with evaluation; joint
  * lists the feasible contexts). JSON has no NaN or infinity: such numbers are written as null.
  * Malloc'd (free()); NULL when out of memory. */

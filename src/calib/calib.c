@@ -480,3 +480,53 @@ done:
     free(pairs);
     return st;
 }
+
+mpq_status mpq_calib_kv_head(mpq_calib *cal, int block, int head, mpq_kv_pair p, mpq_calib_result *out,
+                             mpq_err *err) {
+    mpq_status st = MPQ_OK;
+    mpq_kv_pair *hp = NULL;
+    if (!cal || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL argument");
+    const mpq_model_config *mc = mpq_model_get_config(cal->model);
+    const int nkv = mc->n_kv_heads;
+    if (block < 0 || block >= cal->n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "calib: block %d outside 0..%d", block, cal->n_layers - 1);
+    if (head < 0 || head >= nkv)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "calib: KV head %d outside 0..%d", head, nkv - 1);
+    const double t0 = mpq_time_now();
+    int target = -1;
+    for (int i = 0; i < cal->n_lin && target < 0; i++) {
+        const mpq_layer_info *li = mpq_model_linear(cal->model, i);
+        if (li->block == block && li->kind == MPQ_LAYER_ATTN_O) target = i;
+    }
+    size_t n_hp = (size_t)cal->n_layers * (size_t)nkv;
+    hp = mpq_calloc(n_hp, sizeof *hp);
+    if (!hp) return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
+    for (size_t i = 0; i < n_hp; i++) hp[i].k_bits = hp[i].v_bits = 16;
+    hp[(size_t)block * nkv + head] = p;
+    kv_capture kc;
+    memset(&kc, 0, sizeof kc);
+    kc.target = target;
+    kc.n = cal->n_tokens * cal->attn_cols;
+    kc.fp = mpq_exec_ref_attn_out(cal->ref, block);
+    if (!kc.fp) kc.target = -1;
+    mpq_exec_opts eo = mpq_exec_opts_default();
+    eo.kv_scheme = cal->opts.kv_scheme;
+    eo.kv_head_pairs = hp;
+    eo.n_kv_head_pairs = (int)n_hp;
+    eo.capture = kv_capture_fn;
+    eo.capture_user = &kc;
+    mpq_eval_stats s;
+    memset(&s, 0, sizeof s);
+    st = mpq_exec_eval_ref(cal->ex, mpq_model_get_weights(cal->model), &eo, cal->ref,
+                           cal->opts.prefix_reuse ? block : 0, &s, err);
+    if (st != MPQ_OK) {
+        char name[16];
+        mpq_err_prefix(err, "calib: blk.%d head %d %s", block, head, mpq_kv_pair_name(p, name, sizeof name));
+        goto done;
+    }
+    fill_result(&s, mpq_time_now() - t0, out);
+    if (target >= 0 && kc.fill == kc.n) out->attn_rel = kc.f2 > 0 ? sqrt(kc.d2 / kc.f2) : 0.0;
+done:
+    free(hp);
+    return st;
+}

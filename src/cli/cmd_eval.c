@@ -157,6 +157,7 @@ typedef struct eval_ctx {
     mpq_config *fpcfg; /* the f32 config whose sizes are reported when cfg is NULL */
     mpq_weights *qw;   /* quantized clone of the weights (cfg only) */
     mpq_kv_pair *pairs;
+    mpq_kv_pair *head_pairs; /* per-(block, KV head) pairs of a config that has them */
     mpq_exec_opts qopt;
     int n_workers;
     struct eval_worker { /* one per worker thread */
@@ -183,6 +184,7 @@ static void eval_free(eval_ctx *c) {
     }
     free(c->w);
     free(c->pairs);
+    free(c->head_pairs);
     mpq_weights_free(c->qw);
     mpq_config_free(c->fpcfg);
     mpq_config_free(c->cfg);
@@ -233,6 +235,14 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
         c->qopt.kv_pairs = c->pairs;
         c->qopt.n_kv_pairs = mc->n_layers;
         c->qopt.kv_scheme = *mpq_config_kv_scheme(c->cfg);
+        if (mpq_config_has_kv_heads(c->cfg)) { /* kv.layers entries with "heads" */
+            size_t nh = (size_t)mc->n_layers * (size_t)mc->n_kv_heads;
+            if (!(c->head_pairs = mpq_calloc(nh, sizeof *c->head_pairs)))
+                return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            mpq_config_kv_head_pairs(c->cfg, c->head_pairs);
+            c->qopt.kv_head_pairs = c->head_pairs;
+            c->qopt.n_kv_head_pairs = (int)nh;
+        }
     }
     int B = r->batch, T = r->seq_len, n_batches = (r->n_seqs + B - 1) / B;
     c->n_workers = a->workers > 0 ? (int)a->workers : mpq_job_default_workers();

@@ -21,7 +21,8 @@ static const char *kv_help =
     "usage: mpq kv JOB [--db PATH] [--metric NAME] [--context L[,L2,...]] [--nominal] [--prune]\n"
     "              [--cluster K | --threshold T] [--frontier] [--budget kv-bits=B[,B2]]\n"
     "              [--evaluate [--max-seqs N] [--workers N]] [--joint bytes=N [--batch B]]\n"
-    "              [--engine NAME] [--export-kvtuner FILE] [--export-config FILE] [--json]\n"
+    "              [--engine NAME] [--export-kvtuner FILE] [--export-config FILE] [--per-head]\n"
+    "              [--json]\n"
     "\n"
     "KV-cache precision search over the per-(block, pair) sensitivities stored by JOB's\n"
     "kv_sensitivity stage. Always prints each block's ladder (pairs by equivalent bits, with and\n"
@@ -57,6 +58,11 @@ static const char *kv_help =
     "      --export-kvtuner F  KVTuner layer config {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..}\n"
     "                          of the first --budget pick\n"
     "      --export-config F   mpq config (weights f32, kv.layers) of the first --budget pick\n"
+    "      --per-head          search per (block, KV head) items on the per-head metric (the\n"
+    "                          metric with \"_head\", stored when the spec has kv.per_head): ladder,\n"
+    "                          frontier, budgets (solutions kv-bits-B-heads), --evaluate and\n"
+    "                          --export-config carry one pair per KV head; --export-kvtuner\n"
+    "                          writes KVTuner's per-head YAML; --joint takes (block, head) items\n"
     "      --json              JSON output: one object with the sections above (numbers that are\n"
     "                          NaN or infinite, e.g. an unknown standard error, are null)\n"
     "  -h, --help              this help\n"
@@ -72,7 +78,7 @@ typedef struct kv_args {
     int n_contexts;
     double budgets[MAX_LIST];
     int n_budgets;
-    bool nominal, prune, frontier, evaluate, json;
+    bool nominal, prune, frontier, evaluate, json, per_head;
     int cluster;
     double threshold;
     bool has_threshold;
@@ -99,7 +105,7 @@ static bool parse_list(const char *s, const char *prefix, double *out, int *n) {
 
 static int parse_args(int argc, char **argv, kv_args *a) {
     enum { O_NOMINAL = 1000, O_PRUNE, O_CLUSTER, O_THRESHOLD, O_FRONTIER, O_BUDGET, O_EVALUATE, O_MAXSEQS, O_JOINT,
-           O_BATCH, O_EXPK, O_EXPC, O_JSON, O_ENGINE, O_WORKERS };
+           O_BATCH, O_EXPK, O_EXPC, O_JSON, O_ENGINE, O_WORKERS, O_PERHEAD };
     static const struct option opts[] = {
         {"db", required_argument, 0, 'd'},          {"metric", required_argument, 0, 'm'},
         {"context", required_argument, 0, 'L'},     {"nominal", no_argument, 0, O_NOMINAL},
@@ -108,7 +114,7 @@ static int parse_args(int argc, char **argv, kv_args *a) {
         {"budget", required_argument, 0, O_BUDGET}, {"evaluate", no_argument, 0, O_EVALUATE},
         {"max-seqs", required_argument, 0, O_MAXSEQS}, {"workers", required_argument, 0, O_WORKERS}, {"joint", required_argument, 0, O_JOINT},
         {"batch", required_argument, 0, O_BATCH},   {"export-kvtuner", required_argument, 0, O_EXPK},
-        {"export-config", required_argument, 0, O_EXPC}, {"json", no_argument, 0, O_JSON},
+        {"export-config", required_argument, 0, O_EXPC}, {"json", no_argument, 0, O_JSON}, {"per-head", no_argument, 0, O_PERHEAD},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->db_path = cli_default_db();
@@ -171,6 +177,7 @@ static int parse_args(int argc, char **argv, kv_args *a) {
         case O_EXPK: a->export_kvtuner = optarg; break;
         case O_EXPC: a->export_config = optarg; break;
         case O_JSON: a->json = true; break;
+        case O_PERHEAD: a->per_head = true; break;
         case 'h': fputs(kv_help, stdout); return -1;
         default: fputs(kv_help, stderr); return MPQ_EXIT_USAGE;
         }
@@ -193,6 +200,13 @@ static void print_assign(const mpq_kvsearch_table *t, const int *idx) {
     for (int b = 0; b < t->n_blocks; b++) printf("%s%s", b ? " " : "", t->pair_names[idx[b]]);
 }
 
+/* "blk.3.kv", or "blk.3.kv.h1" for item 3*H+1 of a per-head table */
+static const char *item_name(const mpq_kvsearch_table *t, int b, char *buf, size_t n) {
+    if (t->n_heads > 0) snprintf(buf, n, "blk.%d.kv.h%d", b / t->n_heads, b % t->n_heads);
+    else snprintf(buf, n, "blk.%d.kv", b);
+    return buf;
+}
+
 static void print_ladder(const mpq_kvsearch_report *r) {
     const mpq_kvsearch_table *t = r->table;
     int nb = t->n_blocks, np = t->n_pairs;
@@ -203,7 +217,8 @@ static void print_ladder(const mpq_kvsearch_report *r) {
     printf("\nper-block ladder (bits = (K+V)/2; '*' = on the block's Pareto front in %s bits; %d of %d kept)\n",
            r->overhead ? "overhead" : "nominal", r->n_kept, nb * np);
     for (int b = 0; b < nb; b++) {
-        printf("  blk.%d.kv\n", b);
+        char nm[48];
+        printf("  %s\n", item_name(t, b, nm, sizeof nm));
         for (int x = 0; x < np; x++) {
             int j = r->ladder[(size_t)b * np + x];
             size_t k = (size_t)b * np + j;
@@ -225,7 +240,9 @@ static void print_asymmetry(const mpq_kvsearch_report *r, bool details) {
            "difference assumes independence, which overstates it for paired measurements)\n");
     for (int i = 0; i < r->n_cmp; i++) {
         const mpq_kvsearch_kv_cmp *c = &r->cmp[i];
-        printf("  blk.%d.kv  %-5s %-10.4g vs %-5s %-10.4g  diff %+.4g +- %.2g%s\n", c->block, t->pair_names[c->hi_k],
+        char nm[48];
+        printf("  %s  %-5s %-10.4g vs %-5s %-10.4g  diff %+.4g +- %.2g%s\n", item_name(t, c->block, nm, sizeof nm),
+               t->pair_names[c->hi_k],
                t->err[(size_t)c->block * np + c->hi_k], t->pair_names[c->lo_k], t->err[(size_t)c->block * np + c->lo_k],
                c->diff, c->se, fabs(c->diff) > 2 * c->se ? (c->diff > 0 ? "  keys" : "  values") : "");
     }
@@ -247,7 +264,10 @@ static void print_clusters(const mpq_kvsearch_report *r, const kv_args *a) {
     for (int g = 0; g < r->n_groups; g++) {
         printf("  group %d:", g);
         for (int b = 0; b < nb; b++)
-            if (r->group[b] == g) printf(" blk.%d", b);
+            if (r->group[b] == g) {
+                char nm[48];
+                printf(" %s", item_name(r->table, b, nm, sizeof nm));
+            }
         printf("\n");
     }
     printf("  block distances:\n");
@@ -335,6 +355,9 @@ static void print_joint(const mpq_kvsearch_report *r, const kv_args *a) {
 static void print_text(const mpq_kvsearch_report *r, const kv_args *a) {
     const mpq_kvsearch_table *t = r->table;
     bool details = a->prune || !(a->frontier || a->n_budgets || a->evaluate || a->joint || a->cluster || a->has_threshold);
+    if (t->n_heads > 0)
+        printf("per-head search: %d items = %d blocks x %d KV heads (head_dim %d); 'block' below means item\n",
+               t->n_blocks, t->n_blocks / t->n_heads, t->n_heads, t->kv_dim);
     if (details)
         print_ladder(r);
     else
@@ -372,6 +395,7 @@ static mpq_kvsearch_request make_request(const kv_args *a) {
     rq.export_kvtuner = a->export_kvtuner;
     rq.export_config = a->export_config;
     rq.engine = a->engine;
+    rq.per_head = a->per_head;
     return rq;
 }
 

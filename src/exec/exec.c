@@ -183,6 +183,22 @@ static mpq_status check_call(const mpq_exec *ex, const mpq_weights *w, const mpq
                 return mpq_err_set(err, MPQ_ERR_INVALID, "exec: kv pair of layer %d: k%dv%d (bits in {2,3,4,8,16})", l,
                                    o->kv_pairs[l].k_bits, o->kv_pairs[l].v_bits);
     }
+    if (o->kv_head_pairs) {
+        const int nkv = ex->cfg.n_kv_heads, hd = ex->cfg.head_dim;
+        if (o->n_kv_head_pairs != ex->cfg.n_layers * nkv)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %d per-head kv pairs for %d layers x %d KV heads",
+                               o->n_kv_head_pairs, ex->cfg.n_layers, nkv);
+        if (hd % s->group_size != 0)
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "exec: per-head kv pairs: group_size %d does not divide head_dim %d (a group would "
+                               "straddle two KV heads)",
+                               s->group_size, hd);
+        for (int i = 0; i < o->n_kv_head_pairs; i++)
+            if (!kv_bits_ok(o->kv_head_pairs[i].k_bits) || !kv_bits_ok(o->kv_head_pairs[i].v_bits))
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "exec: kv pair of layer %d head %d: k%dv%d (bits in {2,3,4,8,16})", i / nkv,
+                                   i % nkv, o->kv_head_pairs[i].k_bits, o->kv_head_pairs[i].v_bits);
+    }
     return MPQ_OK;
 }
 
@@ -246,6 +262,12 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
             rope_forward(k, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
             int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
             const float *kqp = NULL, *vqp = NULL;
+            if (o->kv_head_pairs) { /* per-(layer, KV head) pairs */
+                const mpq_kv_pair *hp = o->kv_head_pairs + L * (size_t)NKV;
+                kb = vb = 16;
+                if (kv_quantize_heads_forward(kq, k, B, T, NKV, hd, hp, true, &o->kv_scheme)) kqp = kq;
+                if (kv_quantize_heads_forward(vq, v, B, T, NKV, hd, hp, false, &o->kv_scheme)) vqp = vq;
+            }
             if (kb < 16) {
                 kv_quantize_forward(kq, k, B, T, kvd, kb, true, &o->kv_scheme);
                 kqp = kq;
@@ -845,6 +867,8 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
     const mpq_exec_opts *o = opts ? opts : &def;
     mpq_status st = check_call(ex, w, o, 1, 1, err);
     if (st != MPQ_OK) return st;
+    if (o->kv_head_pairs)
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "exec: decode: per-head kv pairs are supported in batch mode only");
     const mpq_model_config *c = &ex->cfg;
     if (ex->pos >= c->seq_len)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: decode: KV cache full (%d tokens)", c->seq_len);

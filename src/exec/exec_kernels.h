@@ -34,6 +34,14 @@ int kv_n_quant(int t, bool key, const mpq_kv_scheme *s);
 void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim, int bits, bool key,
                          const mpq_kv_scheme *s);
 
+/* Per-KV-head variant: dst (B,T,n_kv_heads*hd) = src with the channels of head h
+ * ([h*hd, (h+1)*hd)) quantized with pairs[h].k_bits (key) or .v_bits, 16 = copied. The groups
+ * are those of kv_quantize_forward restricted to the head; with G dividing hd (required by the
+ * caller) they are the same groups, so equal bits on every head give bitwise the same dst.
+ * Returns false (dst untouched) when every head has 16 bits. */
+bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n_kv_heads, int hd,
+                               const mpq_kv_pair *pairs, bool key, const mpq_kv_scheme *s);
+
 /* Query rows per block of the causal attention. */
 #define ATTN_BLOCK 64
 

@@ -100,6 +100,38 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
     }
 }
 
+bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n_kv_heads, int hd,
+                               const mpq_kv_pair *pairs, bool key, const mpq_kv_scheme *s) {
+    // dst, src (B,T,n_kv_heads*hd); pairs (n_kv_heads)
+    bool any = false;
+    for (int h = 0; h < n_kv_heads; h++) any = any || (key ? pairs[h].k_bits : pairs[h].v_bits) < 16;
+    if (!any) return false;
+    const int kv_dim = n_kv_heads * hd, G = s->group_size;
+    memcpy(dst, src, (size_t)B * T * kv_dim * sizeof(float));
+    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
+    for (int h = 0; h < n_kv_heads; h++) {
+        const int bits = key ? pairs[h].k_bits : pairs[h].v_bits;
+        if (bits >= 16) continue;
+        const int c_lo = h * hd, c_hi = c_lo + hd;
+        if (key && s->mode == MPQ_KV_KIVI) {
+            for (int b = 0; b < B; b++)
+                for (int g0 = 0; g0 + G <= T; g0 += G) {
+                    float *blk = dst + ((size_t)b * T + g0) * kv_dim;
+                    for (int c = c_lo; c < c_hi; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                }
+        } else {
+            for (size_t r = 0; r < (size_t)B * T; r++) {
+                float *row = dst + r * kv_dim;
+                for (int c0 = c_lo; c0 < c_hi; c0 += G) {
+                    int len = c_hi - c0 < G ? c_hi - c0 : G;
+                    quant(row + c0, (size_t)len, 1, bits);
+                }
+            }
+        }
+    }
+    return true;
+}
+
 /* ---- fast exp ----
  * e^x = 2^n e^r with n = rint(x log2 e) and r = x - n ln2 (Cody-Waite: ln2 = C1 + C2, C1 with 9
  * significant bits so n*C1 is exact for |n| <= 2^15 and x - n*C1 is exact by Sterbenz), |r| <=

@@ -634,6 +634,13 @@ mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, c
         mpq_status st = refuse_palette(plan, f, err);
         if (st != MPQ_OK) return st;
     }
+    if (plan->kv_per_head &&
+        (f == MPQ_EXPORT_KVTUNER || f == MPQ_EXPORT_KVTUNER_YAML || f == MPQ_EXPORT_KV_SGLANG ||
+         f == MPQ_EXPORT_KV_TRTLLM || f == MPQ_EXPORT_KV_VLLM || f == MPQ_EXPORT_KV_LLAMACPP))
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "export %s: the config has per-KV-head pairs, which this per-layer KV format cannot carry "
+                           "(KVTuner's per-head YAML: mpq kv --per-head --export-kvtuner; or --format mpq)",
+                           mpq_export_format_name(f));
     *text = NULL;
     if (notes) *notes = NULL;
     mpq_export_opts def = mpq_export_opts_default();

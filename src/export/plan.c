@@ -224,6 +224,24 @@ mpq_status mpq_export_plan_build(const mpq_model *model, const mpq_config *cfg,
         }
     }
     for (int b = 0; b < p->n_blocks; b++) p->kv[b] = mpq_config_kv(cfg, b);
+    if (mpq_config_has_kv_heads(cfg)) { /* per-head pairs: the block's widest K and V */
+        int H = mpq_config_n_kv_heads(cfg);
+        mpq_kv_pair *hp = mpq_calloc((size_t)H, sizeof *hp);
+        if (!hp) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "export plan: out of memory");
+            goto done;
+        }
+        for (int b = 0; b < p->n_blocks; b++) {
+            if (!mpq_config_kv_heads(cfg, b, hp)) continue;
+            p->kv[b] = hp[0];
+            for (int h = 1; h < H; h++) {
+                if (hp[h].k_bits > p->kv[b].k_bits) p->kv[b].k_bits = hp[h].k_bits;
+                if (hp[h].v_bits > p->kv[b].v_bits) p->kv[b].v_bits = hp[h].v_bits;
+            }
+        }
+        free(hp);
+        p->kv_per_head = true;
+    }
     p->kv_scheme = *mpq_config_kv_scheme(cfg);
     if ((st = mpq_config_get_stats(cfg, model, 0, &p->stats, err)) != MPQ_OK) goto done;
     p->config_json = mpq_config_to_json(cfg, model);

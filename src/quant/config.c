@@ -25,11 +25,18 @@ struct mpq_config {
     mpq_kv_pair kvdefault;
     mpq_kv_scheme scheme;
     cJSON *extras; /* object with the other top-level keys of a parsed file, or NULL */
+    /* per-(block, KV head) pairs: kv_heads[b * n_kv_heads + h] is used for block b when
+     * kv_has_heads[b] (both NULL until a block gets per-head pairs) */
+    int n_kv_heads, head_dim;
+    mpq_kv_pair *kv_heads;
+    bool *kv_has_heads;
 };
 
 void mpq_config_free(mpq_config *cfg) {
     if (!cfg) return;
     cJSON_Delete(cfg->extras);
+    free(cfg->kv_heads);
+    free(cfg->kv_has_heads);
     free(cfg->kv);
     free(cfg->layers);
     free(cfg);
@@ -45,6 +52,8 @@ static mpq_status config_new(const mpq_model *model, mpq_config **out, mpq_err *
     if (!c) return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
     c->n_linear = nl;
     c->n_blocks = nb;
+    c->n_kv_heads = mpq_model_get_config(model)->n_kv_heads;
+    c->head_dim = mpq_model_get_config(model)->head_dim;
     c->layers = mpq_calloc((size_t)nl, sizeof *c->layers);
     c->kv = mpq_calloc((size_t)nb, sizeof *c->kv);
     if (!c->layers || !c->kv) {
@@ -116,6 +125,7 @@ mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_e
         return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d: kv pair k%dv%d: bits must be 2, 3, 4, 8 or 16",
                            block, pair.k_bits, pair.v_bits);
     cfg->kv[block] = pair;
+    if (cfg->kv_has_heads) cfg->kv_has_heads[block] = false;
     return MPQ_OK;
 }
 
@@ -159,6 +169,19 @@ mpq_status mpq_config_clone(const mpq_config *cfg, mpq_config **out, mpq_err *er
     c->layers = NULL;
     c->kv = NULL;
     c->extras = NULL;
+    c->kv_heads = NULL;
+    c->kv_has_heads = NULL;
+    if (cfg->kv_heads) {
+        size_t nh = (size_t)cfg->n_blocks * (size_t)cfg->n_kv_heads;
+        c->kv_heads = mpq_calloc(nh, sizeof *c->kv_heads);
+        c->kv_has_heads = mpq_calloc((size_t)cfg->n_blocks, sizeof *c->kv_has_heads);
+        if (!c->kv_heads || !c->kv_has_heads) {
+            mpq_config_free(c);
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+        }
+        memcpy(c->kv_heads, cfg->kv_heads, nh * sizeof *c->kv_heads);
+        memcpy(c->kv_has_heads, cfg->kv_has_heads, (size_t)cfg->n_blocks * sizeof *c->kv_has_heads);
+    }
     c->layers = mpq_calloc((size_t)cfg->n_linear, sizeof *c->layers);
     c->kv = mpq_calloc((size_t)cfg->n_blocks, sizeof *c->kv);
     if (cfg->extras) c->extras = cJSON_Duplicate(cfg->extras, 1);
@@ -297,6 +320,56 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
     return MPQ_OK;
 }
 
+static mpq_status alloc_kv_heads(mpq_config *cfg) {
+    if (cfg->kv_heads) return MPQ_OK;
+    cfg->kv_heads = mpq_calloc((size_t)cfg->n_blocks * (size_t)cfg->n_kv_heads, sizeof *cfg->kv_heads);
+    cfg->kv_has_heads = mpq_calloc((size_t)cfg->n_blocks, sizeof *cfg->kv_has_heads);
+    if (cfg->kv_heads && cfg->kv_has_heads) return MPQ_OK;
+    free(cfg->kv_heads);
+    free(cfg->kv_has_heads);
+    cfg->kv_heads = NULL;
+    cfg->kv_has_heads = NULL;
+    return MPQ_ERR_NOMEM;
+}
+
+/* kv.layers.blk.N = {"heads": [pair per KV head]} (the scheme is already parsed). */
+static mpq_status parse_kv_heads(mpq_config *cfg, int b, const cJSON *obj, const char *src, mpq_err *err) {
+    const cJSON *it, *heads = NULL;
+    cJSON_ArrayForEach(it, obj) {
+        if (strcmp(it->string, "heads") != 0 || heads)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s.%.64s: unknown or repeated key (expected heads)",
+                               src, obj->string, it->string);
+        heads = it;
+    }
+    if (!heads || !cJSON_IsArray(heads))
+        return mpq_err_set(err, MPQ_ERR_FORMAT,
+                           "%s: kv.layers.%.200s: expected a KV pair such as \"k8v4\" or {\"heads\": [one pair per KV "
+                           "head]}",
+                           src, obj->string);
+    int n = cJSON_GetArraySize(heads);
+    if (n != cfg->n_kv_heads)
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s.heads: %d pairs for a model with %d KV heads", src,
+                           obj->string, n, cfg->n_kv_heads);
+    if (cfg->scheme.group_size > cfg->head_dim || cfg->head_dim % cfg->scheme.group_size != 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: kv.layers.%.200s.heads: per-head pairs need kv.scheme.group_size (%d) to divide "
+                           "head_dim (%d); otherwise a group would straddle two KV heads",
+                           src, obj->string, cfg->scheme.group_size, cfg->head_dim);
+    if (alloc_kv_heads(cfg) != MPQ_OK) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", src);
+    int h = 0;
+    cJSON_ArrayForEach(it, heads) {
+        mpq_kv_pair *p = &cfg->kv_heads[(size_t)b * cfg->n_kv_heads + h];
+        if (!cJSON_IsString(it) || mpq_kv_pair_parse(it->valuestring, p, NULL) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_FORMAT,
+                               "%s: kv.layers.%.200s.heads[%d]: expected a KV pair such as \"k8v4\" (got %s%.64s%s)", src,
+                               obj->string, h, cJSON_IsString(it) ? "'" : "",
+                               cJSON_IsString(it) ? it->valuestring : "a non-string", cJSON_IsString(it) ? "'" : "");
+        h++;
+    }
+    cfg->kv_has_heads[b] = true;
+    return MPQ_OK;
+}
+
 static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, mpq_err *err) {
     if (!cJSON_IsObject(kv)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv: expected an object", src);
     const cJSON *it, *scheme = NULL, *def = NULL, *layers = NULL;
@@ -345,6 +418,10 @@ static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, mp
             goto done;
         }
         seen[b] = true;
+        if (cJSON_IsObject(it)) { /* {"heads": ["k4v2", ...]}: one pair per KV head */
+            if ((st = parse_kv_heads(cfg, (int)b, it, src, err)) != MPQ_OK) goto done;
+            continue;
+        }
         if (!cJSON_IsString(it) || mpq_kv_pair_parse(it->valuestring, &cfg->kv[b], NULL) != MPQ_OK) {
             st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.layers.%.200s: expected a KV pair such as \"k8v4\" (got %s%.64s%s)",
                              src, it->string, cJSON_IsString(it) ? "'" : "",
@@ -528,6 +605,22 @@ char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model) {
     cJSON *kl = cJSON_AddObjectToObject(kv, "layers");
     if (!kl) goto done;
     for (int b = 0; b < cfg->n_blocks; b++) {
+        if (cfg->kv_has_heads && cfg->kv_has_heads[b]) { /* {"heads": [...]} */
+            char key[32];
+            snprintf(key, sizeof key, "blk.%d", b);
+            cJSON *ho = cJSON_AddObjectToObject(kl, key);
+            cJSON *ha = ho ? cJSON_AddArrayToObject(ho, "heads") : NULL;
+            if (!ha) goto done;
+            for (int h = 0; h < cfg->n_kv_heads; h++) {
+                cJSON *x = cJSON_CreateString(
+                    mpq_kv_pair_name(cfg->kv_heads[(size_t)b * cfg->n_kv_heads + h], pbuf, sizeof pbuf));
+                if (!x || !cJSON_AddItemToArray(ha, x)) {
+                    cJSON_Delete(x);
+                    goto done;
+                }
+            }
+            continue;
+        }
         if (cfg->kv[b].k_bits == cfg->kvdefault.k_bits && cfg->kv[b].v_bits == cfg->kvdefault.v_bits) continue;
         char key[32];
         snprintf(key, sizeof key, "blk.%d", b);
@@ -631,6 +724,18 @@ mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, i
     int kv_dim = mc->n_kv_heads * mc->head_dim;
     double kvbits = 0.0, kvbytes = 0.0;
     for (int b = 0; b < cfg->n_blocks; b++) {
+        if (cfg->kv_has_heads && cfg->kv_has_heads[b]) {
+            /* per-head pairs (group_size divides head_dim, so it divides kv_dim: the per-element
+             * figure of a head is that of the block formula with the head's bits) */
+            for (int h = 0; h < cfg->n_kv_heads; h++) {
+                mpq_kv_pair p = cfg->kv_heads[(size_t)b * cfg->n_kv_heads + h];
+                double kb = mpq_kv_bits_per_element(p, &cfg->scheme, kv_dim, context_len, true, true);
+                double vb = mpq_kv_bits_per_element(p, &cfg->scheme, kv_dim, context_len, false, true);
+                kvbits += 0.5 * (kb + vb) / (double)cfg->n_kv_heads;
+                kvbytes += (kb + vb) * (double)mc->head_dim / 8.0;
+            }
+            continue;
+        }
         double kb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, true, true);
         double vb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, false, true);
         kvbits += 0.5 * (kb + vb);
@@ -638,5 +743,47 @@ mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, i
     }
     out->avg_kv_bits = kvbits / (double)cfg->n_blocks;
     out->kv_bytes_per_token = kvbytes;
+    return MPQ_OK;
+}
+
+/* ---------------- per-(block, KV head) pairs ---------------- */
+
+int mpq_config_n_kv_heads(const mpq_config *cfg) { return cfg ? cfg->n_kv_heads : 0; }
+
+bool mpq_config_has_kv_heads(const mpq_config *cfg) {
+    for (int b = 0; cfg && cfg->kv_has_heads && b < cfg->n_blocks; b++)
+        if (cfg->kv_has_heads[b]) return true;
+    return false;
+}
+
+bool mpq_config_kv_heads(const mpq_config *cfg, int block, mpq_kv_pair *out) {
+    if (!cfg || block < 0 || block >= cfg->n_blocks) return false;
+    bool has = cfg->kv_has_heads && cfg->kv_has_heads[block];
+    for (int h = 0; out && h < cfg->n_kv_heads; h++)
+        out[h] = has ? cfg->kv_heads[(size_t)block * cfg->n_kv_heads + h] : cfg->kv[block];
+    return has;
+}
+
+void mpq_config_kv_head_pairs(const mpq_config *cfg, mpq_kv_pair *out) {
+    for (int b = 0; cfg && out && b < cfg->n_blocks; b++)
+        (void)mpq_config_kv_heads(cfg, b, out + (size_t)b * cfg->n_kv_heads);
+}
+
+mpq_status mpq_config_set_kv_heads(mpq_config *cfg, int block, const mpq_kv_pair *pairs, mpq_err *err) {
+    if (!cfg || !pairs) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (block < 0 || block >= cfg->n_blocks)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d outside 0..%d", block, cfg->n_blocks - 1);
+    for (int h = 0; h < cfg->n_kv_heads; h++)
+        if (!kv_pair_valid(pairs[h]))
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "config: block %d head %d: kv pair k%dv%d: bits must be 2, 3, 4, 8 or 16", block, h,
+                               pairs[h].k_bits, pairs[h].v_bits);
+    if (cfg->scheme.group_size > cfg->head_dim || cfg->head_dim % cfg->scheme.group_size != 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "config: block %d: per-head pairs need group_size %d to divide head_dim %d", block,
+                           cfg->scheme.group_size, cfg->head_dim);
+    if (alloc_kv_heads(cfg) != MPQ_OK) return mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+    memcpy(cfg->kv_heads + (size_t)block * cfg->n_kv_heads, pairs, (size_t)cfg->n_kv_heads * sizeof *pairs);
+    cfg->kv_has_heads[block] = true;
     return MPQ_OK;
 }

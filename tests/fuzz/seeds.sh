@@ -77,6 +77,7 @@ cat >"$O/config/readme.json" <<'J'
 J
 printf '{"mpq_config_version":1}' >"$O/config/min.json"
 printf '{"mpq_config_version":1,"weights":{"default":"f16"},"kv":{"scheme":{"mode":"per_token"},"default":"k4v4"},"extra":[1]}' >"$O/config/kv.json"
+printf '{"mpq_config_version":1,"kv":{"scheme":{"group_size":8},"layers":{"blk.1":{"heads":["k4v2","k8v4","k16v16","k3v3"]},"blk.2":"k2v2"}}}' >"$O/config/kv_heads.json"
 
 # KVTuner layer configs.
 cp "$R/tests/fixtures/export/mixed.kvtuner.json" "$O/kvtuner/mixed.json"
