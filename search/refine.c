@@ -29,6 +29,7 @@ mpq_refine_opts mpq_refine_opts_default(void) {
     o.solver = "auto";
     o.max_iterations = 5;
     o.reach = 1;
+    o.exchanges = MPQ_REFINE_EXCHANGES;
     return o;
 }
 
@@ -226,8 +227,8 @@ static bool stop_now(const refine_ctx *c) {
 
 /* Ensures, computes (pending ones) and reads the units of iteration k around item choice A.
  * *units malloc'd, *n_units. */
-static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, int trial, unit_def **units,
-                            int *n_units, mpq_err *err) {
+static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, const char *trial,
+                            unit_def **units, int *n_units, mpq_err *err) {
     int cap = 1 + c->O * c->n_items, n = 0;
     unit_def *u = mpq_calloc((size_t)cap, sizeof *u);
     mpq_db_unit *pend = NULL;
@@ -238,8 +239,8 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     mpq_status st = MPQ_OK;
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
     u[n++] = (unit_def){.item = -1, .option = -1};
-    if (trial > 0) snprintf(u[0].cand, sizeof u[0].cand, "trial.m%d", trial);
-    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
+    if (trial) snprintf(u[0].cand, sizeof u[0].cand, "%s", trial);
+    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
         int nb[256], n_nb = 0;
         measured_options(c, g, A[g], nb, &n_nb);
@@ -361,6 +362,76 @@ mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int 
     return st;
 }
 
+static int exchange_cmp(const void *pa, const void *pb) {
+    const mpq_refine_exchange *a = pa, *b = pb;
+    if (a->predicted != b->predicted) return a->predicted < b->predicted ? -1 : 1;
+    if (a->item_a != b->item_a) return a->item_a < b->item_a ? -1 : 1;
+    if (a->option_a != b->option_a) return a->option_a < b->option_a ? -1 : 1;
+    if (a->item_b != b->item_b) return a->item_b < b->item_b ? -1 : 1;
+    return (a->option_b > b->option_b) - (a->option_b < b->option_b);
+}
+
+mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
+                                const mpq_refine_move *moves, int n_moves, int max_out, mpq_refine_exchange *out,
+                                int *n_out, mpq_err *err) {
+    if (!p || !choice || n_moves < 0 || (n_moves && !moves) || max_out < 0 || (max_out && !out) || !n_out ||
+        !isfinite(context_kl))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: bad arguments");
+    *n_out = 0;
+    const int n_items = mpq_problem_n_items(p), R = mpq_problem_n_resources(p);
+    for (int g = 0; g < n_items; g++)
+        if (choice[g] < 0 || choice[g] >= mpq_problem_n_options(p, g) || !mpq_problem_allowed(p, g, choice[g]))
+            return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: item %d: choice out of range", g);
+    for (int i = 0; i < n_moves; i++)
+        if (moves[i].item < 0 || moves[i].item >= n_items || moves[i].option < 0 ||
+            moves[i].option >= mpq_problem_n_options(p, moves[i].item) ||
+            !mpq_problem_allowed(p, moves[i].item, moves[i].option) || !isfinite(moves[i].kl))
+            return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: move %d out of range", i);
+    double *tot = mpq_calloc((size_t)R + 1, sizeof *tot);
+    size_t cap = (size_t)n_moves * (size_t)(n_moves > 1 ? n_moves - 1 : 1) / 2 + 1;
+    mpq_refine_exchange *all = mpq_calloc(cap, sizeof *all);
+    if (!tot || !all) {
+        free(tot);
+        free(all);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "refine exchanges: out of memory");
+    }
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < n_items; g++) tot[r] += mpq_problem_cost(p, r, g, choice[g]);
+    size_t n = 0;
+    for (int i = 0; i < n_moves; i++) {
+        const mpq_refine_move *a = &moves[i];
+        if (a->option == choice[a->item]) continue;
+        for (int j = 0; j < n_moves; j++) {
+            const mpq_refine_move *b = &moves[j];
+            if (b->item <= a->item || b->option == choice[b->item]) continue;
+            bool fits = true;
+            for (int r = 0; r < R && fits; r++) {
+                double B = mpq_problem_budget(p, r);
+                if (!isfinite(B)) continue;
+                double t = tot[r] - mpq_problem_cost(p, r, a->item, choice[a->item]) +
+                           mpq_problem_cost(p, r, a->item, a->option) -
+                           mpq_problem_cost(p, r, b->item, choice[b->item]) + mpq_problem_cost(p, r, b->item, b->option);
+                fits = t <= B;
+            }
+            if (!fits || n >= cap) continue;
+            all[n++] = (mpq_refine_exchange){.item_a = a->item, .option_a = a->option, .item_b = b->item,
+                                             .option_b = b->option,
+                                             .predicted = (a->kl - context_kl) + (b->kl - context_kl)};
+        }
+    }
+    qsort(all, n, sizeof *all, exchange_cmp);
+    /* the same pair of moves listed twice counts once */
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!w || exchange_cmp(&all[w - 1], &all[i]) != 0) all[w++] = all[i];
+    int k = (size_t)max_out < w ? max_out : (int)w;
+    if (k) memcpy(out, all, (size_t)k * sizeof *out);
+    *n_out = k;
+    free(all);
+    free(tot);
+    return MPQ_OK;
+}
+
 /* The in-context table around A from its units (u[0] the base). */
 static mpq_status build_table(refine_ctx *c, const int *A, const unit_def *u, int n, mpq_err *err) {
     mpq_refine_move *mv = mpq_calloc((size_t)n, sizeof *mv);
@@ -476,7 +547,7 @@ static mpq_status find_stored(refine_ctx *c, const char *name, const int *choice
 
 /* Adds the "mpq_refine" provenance to the stored solution r and stores it again (same name). */
 static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, int ctx, int m, int n_measured,
-                                 double ctx_kl, mpq_err *err) {
+                                 double ctx_kl, const char *step, mpq_err *err) {
     mpq_db_solution s;
     mpq_db_assignment *a = NULL;
     int n_a = 0;
@@ -494,7 +565,8 @@ static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, i
               cJSON_AddNumberToObject(pr, "max_changed_groups", k ? m : c->n_items) &&
               (isfinite(ctx_kl) ? cJSON_AddNumberToObject(pr, "context_kl", ctx_kl)
                                 : cJSON_AddNullToObject(pr, "context_kl")) &&
-              cJSON_AddStringToObject(pr, "unit_stage", STAGE) &&
+              cJSON_AddStringToObject(pr, "unit_stage", STAGE) && cJSON_AddStringToObject(pr, "step", step) &&
+              cJSON_AddNumberToObject(pr, "exchanges", c->o->exchanges) &&
               cJSON_AddStringToObject(pr, "rule", "L(l,A(l)) = K(A)*a(l,A(l))/sum a; measured neighbours "
                                                   "L(l,c) = L(l,A(l)) + (K(A;g->c)-K(A))/|g|; others a(l,c) "
                                                   "shifted by L(l,A(l))-a(l,A(l))");
@@ -520,14 +592,15 @@ static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, i
 
 /* Solves with the current table, stores (unless already stored) and evaluates iteration k.
  * choice_out[L] gets the per-layer option, item_out[n_items] the per-item one. */
-static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *A, int m, int n_measured, double ctx_kl,
-                               int *choice_out, int *item_out, mpq_err *err) {
+static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *B, int m, int n_measured, double ctx_kl,
+                               const char *step, int *choice_out, int *item_out, mpq_err *err) {
     mpq_solution *s = NULL;
     mpq_jobsolve_result *r = NULL;
     mpq_db_evaluation *evs = NULL;
     int n_evs = 0;
     double lb = NAN;
-    mpq_status st = solve_table(c, A, m, &s, &lb, err);
+    /* k >= 1: the chosen configuration B (trust region 0 around B), under the current table */
+    mpq_status st = solve_table(c, B, B ? 0 : c->n_items, &s, &lb, err);
     if (st != MPQ_OK) return st;
     for (int g = 0; g < c->n_items; g++) item_out[g] = s->choice[g];
     for (int l = 0; l < c->L; l++) choice_out[l] = s->choice[c->p->group_of[l]];
@@ -544,7 +617,7 @@ static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *A, int 
     if ((st = find_stored(c, name, choice_out, &it->solution_id, err)) != MPQ_OK) goto done;
     if (!it->solution_id) {
         if ((st = jobsolve_store_choice(c->job, c->p, &c->jo, s, STAGE, name, lb, &r, err)) != MPQ_OK) goto done;
-        if ((st = add_provenance(c, r, k, ctx, m, n_measured, ctx_kl, err)) != MPQ_OK) goto done;
+        if ((st = add_provenance(c, r, k, ctx, m, n_measured, ctx_kl, step, err)) != MPQ_OK) goto done;
         it->solution_id = r->solution_id;
     }
     if ((st = mpq_db_evaluations_fetch(c->db, mpq_job_get_row(c->job)->id, &evs, &n_evs, err)) != MPQ_OK) goto done;
@@ -578,6 +651,9 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
     const mpq_refine_opts *o = c->o;
     if (o->n_budgets <= 0 || !o->budgets)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: no budget given (e.g. avg-bits=3.5)");
+    if (o->exchanges < 0 || o->exchanges > MPQ_REFINE_MAX_EXCHANGES)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine: exchanges %d: expected 0..%d", o->exchanges,
+                           MPQ_REFINE_MAX_EXCHANGES);
     if (o->max_iterations < 1 || o->max_iterations > MPQ_REFINE_MAX_ITERATIONS)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: iterations %d: expected 1..%d", o->max_iterations,
                            MPQ_REFINE_MAX_ITERATIONS);
@@ -594,6 +670,8 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";solver=%.8s", o->solver);
     if (o->reach != 1 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";reach=%d", o->reach < 0 ? 0 : o->reach);
+    if (o->exchanges && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";x=%d", o->exchanges);
     if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
     if (o->metric && strcmp(o->metric, "kl") != 0 && k < (int)sizeof res->tag)
@@ -651,7 +729,9 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     c.job = job;
     c.db = mpq_job_db(job);
     c.o = opts;
-    int *choice = NULL, *items = NULL, *hist = NULL;
+    int *choice = NULL, *items = NULL, *hist = NULL, *tried = NULL;
+    mpq_refine_move *mv = NULL;
+    mpq_refine_exchange *xs = NULL;
     unit_def *u = NULL;
     int n_u = 0;
     if (!(c.res = mpq_calloc(1, sizeof *c.res))) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
@@ -661,31 +741,36 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     choice = mpq_calloc((size_t)c.L, sizeof *choice);
     items = mpq_calloc((size_t)c.n_items, sizeof *items);
     hist = mpq_calloc((size_t)(N + 1) * (size_t)c.n_items, sizeof *hist);
-    if (!choice || !items || !hist) {
+    /* trust-region trials per iteration: m = all, then at least halving down to 2 */
+    tried = mpq_calloc((size_t)(c.n_items + 2) * (size_t)c.n_items, sizeof *tried);
+    mv = mpq_calloc((size_t)c.n_items * (size_t)c.O + 1, sizeof *mv);
+    xs = mpq_calloc((size_t)opts->exchanges + (size_t)c.n_items + 2, sizeof *xs);
+    if (!choice || !items || !hist || !tried || !mv || !xs) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
         goto done;
     }
     snprintf(c.res->stop, sizeof c.res->stop, "iterations");
     /* iteration 0: the additive solution; it is the first context */
-    if ((st = do_iteration(&c, 0, 0, NULL, c.n_items, 0, NAN, choice, items, err)) != MPQ_OK) goto done;
+    if ((st = do_iteration(&c, 0, 0, NULL, c.n_items, 0, NAN, "additive", choice, items, err)) != MPQ_OK) goto done;
     c.res->n_iters = 1;
     memcpy(hist, items, (size_t)c.n_items * sizeof *items);
     int ctx = 0;
     double K_ctx = NAN;
-    if ((st = run_units(&c, 0, hist, false, 0, &u, &n_u, err)) != MPQ_OK) goto done;
+    if ((st = run_units(&c, 0, hist, false, NULL, &u, &n_u, err)) != MPQ_OK) goto done;
     K_ctx = c.res->iters[0].context_kl = u[0].kl;
     for (int k = 1; k <= N; k++) {
         const int *A = hist + (size_t)ctx * (size_t)c.n_items;
         int *B = hist + (size_t)k * (size_t)c.n_items;
         free(u);
         u = NULL;
-        if ((st = run_units(&c, ctx, A, true, 0, &u, &n_u, err)) != MPQ_OK) goto done;
+        if ((st = run_units(&c, ctx, A, true, NULL, &u, &n_u, err)) != MPQ_OK) goto done;
         if ((st = build_table(&c, A, u, n_u, err)) != MPQ_OK) goto done;
         int n_meas = n_u;
         /* trust-region line search: solve with at most m changed groups, m = all, then half of
          * the previous trial's changes (>= 2, one swap); measure each distinct trial on the
          * calibration windows; the best one becomes iteration k if it beats the context */
-        int best_m = -1, m = c.n_items, n_trials = 0;
+        int best_m = -1, m = c.n_items, n_trials = 0, n_x = 0;
+        bool best_x = false;
         double best_K = INFINITY;
         while (m >= 2 || (m == c.n_items && m >= 1)) {
             mpq_solution *s = NULL;
@@ -700,7 +785,10 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             if (changed == 0) break; /* the table predicts no better assignment */
             unit_def *tu = NULL;
             int n_tu = 0;
-            if ((st = run_units(&c, ctx, items, false, changed, &tu, &n_tu, err)) != MPQ_OK) goto done;
+            char tname[32];
+            snprintf(tname, sizeof tname, "trial.m%d", changed);
+            if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
+            memcpy(tried + (size_t)n_trials * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
             n_trials++;
             if (tu[0].kl < best_K) {
                 best_K = tu[0].kl;
@@ -712,7 +800,40 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             m = changed / 2 >= 2 ? changed / 2 : (changed > 2 ? 2 : 1);
             if (m >= changed) break;
         }
-        if (n_trials == 0) {
+        /* measured exchanges: the pairs of measured one-group moves that fit the budgets, best
+         * predicted first, each configuration not already tried measured as a whole */
+        if (opts->exchanges > 0 && n_u > 1) {
+            for (int i = 1; i < n_u; i++)
+                mv[i - 1] = (mpq_refine_move){.item = u[i].item, .option = u[i].option, .kl = u[i].kl};
+            int n_xs = 0;
+            if ((st = mpq_refine_exchanges(c.p->problem, A, u[0].kl, mv, n_u - 1, opts->exchanges + n_trials, xs,
+                                           &n_xs, err)) != MPQ_OK)
+                goto done;
+            for (int i = 0; i < n_xs && n_x < opts->exchanges; i++) {
+                memcpy(items, A, (size_t)c.n_items * sizeof *items);
+                items[xs[i].item_a] = xs[i].option_a;
+                items[xs[i].item_b] = xs[i].option_b;
+                bool seen = false;
+                for (int t = 0; t < n_trials && !seen; t++)
+                    seen = !memcmp(tried + (size_t)t * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
+                if (seen) continue;
+                unit_def *tu = NULL;
+                int n_tu = 0;
+                char tname[32];
+                snprintf(tname, sizeof tname, "x.%d.%d.%d.%d", xs[i].item_a, xs[i].option_a, xs[i].item_b,
+                         xs[i].option_b);
+                if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
+                n_x++;
+                if (tu[0].kl < best_K) {
+                    best_K = tu[0].kl;
+                    best_m = 2;
+                    best_x = true;
+                    memcpy(B, items, (size_t)c.n_items * sizeof *items);
+                }
+                free(tu);
+            }
+        }
+        if (n_trials == 0 && n_x == 0) {
             snprintf(c.res->stop, sizeof c.res->stop, "converged");
             break;
         }
@@ -720,16 +841,18 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             snprintf(c.res->stop, sizeof c.res->stop, "no-better-step");
             break;
         }
-        if ((st = do_iteration(&c, k, ctx, A, best_m, n_meas + n_trials, K_ctx, choice, items, err)) != MPQ_OK)
+        if ((st = do_iteration(&c, k, ctx, B, best_m, n_meas + n_trials + n_x, K_ctx,
+                               best_x ? "measured exchange" : "trust-region re-solve", choice, items, err)) != MPQ_OK)
             goto done;
         if (memcmp(items, B, (size_t)c.n_items * sizeof *items) != 0) {
-            st = mpq_err_set(err, MPQ_ERR_SOLVER, "refine: iteration %d: the re-solve is not reproducible", k);
+            st = mpq_err_set(err, MPQ_ERR_SOLVER, "refine: iteration %d: the chosen configuration is not reproducible", k);
             goto done;
         }
         c.res->n_iters = k + 1;
         c.res->iters[k].context = ctx;
         c.res->iters[k].max_changed = best_m;
         c.res->iters[k].accepted = true;
+        c.res->iters[k].exchange = best_x;
         c.res->iters[k].context_kl = best_K;
         for (int l = 0; l < c.L; l++) c.res->iters[k].n_changed += A[c.p->group_of[l]] != B[c.p->group_of[l]];
         ctx = k;
@@ -739,6 +862,9 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     c.res->n_units_run = c.n_units_run;
 done:
     free(u);
+    free(xs);
+    free(mv);
+    free(tried);
     free(hist);
     free(items);
     free(choice);

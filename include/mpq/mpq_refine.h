@@ -78,6 +78,8 @@ extern "C" {
 #endif
 
 #define MPQ_REFINE_MAX_ITERATIONS 50
+#define MPQ_REFINE_EXCHANGES 16
+#define MPQ_REFINE_MAX_EXCHANGES 256
 
 /* Progress of the measurements (borrowed for the call). */
 typedef struct mpq_refine_progress {
@@ -100,6 +102,8 @@ typedef struct mpq_refine_opts {
     int reach;                   /* moves measured per group: options within this many steps in
                                     bits of the current one (default 1: the two neighbours); 0 = all */
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
+    int exchanges;               /* measured exchanges per iteration (mpq_refine_exchanges; default
+                                    MPQ_REFINE_EXCHANGES); 0 = none. Not 0: ";x=<n>" in the tag */
     const char *metric;          /* the additive loss a: a metric expression (mpq_jobsolve.h; e.g.
                                     "noise_a*weight_rel"); NULL = "kl". Not "kl": ";metric=<expr>"
                                     is appended to the tag */
@@ -122,6 +126,7 @@ typedef struct mpq_refine_iter {
     int context;           /* iteration whose solution was the context (k > 0) */
     int max_changed;       /* trust region: at most this many groups could change */
     bool accepted;         /* its calibration KL beat the context's (every stored k >= 1) */
+    bool exchange;         /* the accepted step was a measured exchange (not a re-solve trial) */
 } mpq_refine_iter;
 
 typedef struct mpq_refine_result {
@@ -148,6 +153,25 @@ typedef struct mpq_refine_move {
 mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int *group_of, const int *choice,
                             const double *additive, double context_kl, const mpq_refine_move *moves, int n_moves,
                             double *table, mpq_err *err);
+
+/* A measured exchange: two one-item moves of the context at once (item_a to option_a, item_b
+ * to option_b, item_a < item_b), predicted = their summed in-context changes of KL. */
+typedef struct mpq_refine_exchange {
+    int item_a, option_a, item_b, option_b;
+    double predicted;
+} mpq_refine_exchange;
+
+/* The exchanges of the loop: every pair of moves (moves[i], moves[j]) of two different items,
+ * each move's change d = kl - context_kl, whose configuration (choice with both moves) fits
+ * every finite budget of problem p (sum over items of mpq_problem_cost <= mpq_problem_budget,
+ * exactly); ordered by d_i + d_j ascending, ties by
+ * (item_a, option_a, item_b, option_b); the first min(max_out, all) into out (caller buffer),
+ * their number in *n_out. A move to the item's own option is ignored; two moves of one item are
+ * never combined. MPQ_ERR_INVALID (NULL, sizes, a move out of range or not allowed, a
+ * non-finite number), MPQ_ERR_NOMEM. */
+mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
+                                const mpq_refine_move *moves, int n_moves, int max_out, mpq_refine_exchange *out,
+                                int *n_out, mpq_err *err);
 
 /* Runs (or resumes) the loop on a stored job; needs the model and data files (checked against
  * the recorded SHA-256). Takes the job's lease for the duration (MPQ_ERR_BUSY if another run

@@ -27,10 +27,12 @@ static const char refine_help[] =
     "cheaper / next dearer candidate, every other layer as in the current solution; re-solve\n"
     "with these in-context losses over the measured moves, with a trust region on the number\n"
     "of changed groups (all, then halves); measure each trial and keep the best if it beats\n"
-    "the current solution on the calibration windows. Stops when no better assignment is\n"
-    "predicted, no trial is better, or after N accepted iterations. Every iteration is stored\n"
-    "as solution 'refine@<budgets>/it<k>' (solver 'refine') and evaluated on the job's\n"
-    "evaluation windows. Measurements are units of stage 'refine': a killed refine resumes\n"
+    "the current solution on the calibration windows; then measure the best predicted\n"
+    "exchanges (two of the measured moves at once that fit the budgets, e.g. one group up\n"
+    "and another down) and keep the best measured configuration of all. Stops when nothing\n"
+    "is left to try, nothing measured is better, or after N accepted iterations. Every\n"
+    "iteration is stored as solution 'refine@<tag>/it<k>' (tag: the budgets, ';x=N' with\n"
+    "exchanges; solver 'refine') and evaluated on the job's evaluation windows. Measurements are units of stage 'refine': a killed refine resumes\n"
     "(same command) with the same numbers.\n"
     "\n"
     "options:\n"
@@ -40,6 +42,8 @@ static const char refine_help[] =
     "      --reach R           moves measured per group: candidates within R steps in bits\n"
     "                          of the current one (default 1: next cheaper and next dearer);\n"
     "                          0 = every candidate\n"
+    "  -x, --exchanges N       exchanges measured per iteration, 0..256 (default 16; 0 = the\n"
+    "                          re-solve trials only)\n"
     "  -m, --metric EXPR       the additive loss of the start and of unmeasured options\n"
     "                          (default kl; forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
@@ -79,6 +83,7 @@ int cli_refine(int argc, char **argv) {
                                        {"no-smooth", no_argument, 0, O_NOSMOOTH}, {"solver", required_argument, 0, O_SOLVER},
                                        {"time-limit", required_argument, 0, O_TL}, {"json", no_argument, 0, O_JSON},
                                        {"reach", required_argument, 0, O_REACH}, {"metric", required_argument, 0, 'm'},
+                                       {"exchanges", required_argument, 0, 'x'},
                                        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_budget budgets[MAX_BUDGETS];
@@ -89,7 +94,7 @@ int cli_refine(int argc, char **argv) {
     long v;
     double d;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:b:n:m:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:b:n:m:x:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dbp = optarg; break;
         case 'b': {
@@ -126,6 +131,11 @@ int cli_refine(int argc, char **argv) {
             o.reach = (int)v;
             break;
         case 'm': o.metric = optarg; break;
+        case 'x':
+            if (!cli_parse_int(optarg, 0, MPQ_REFINE_MAX_EXCHANGES, &v))
+                return cli_usage_error("refine", "bad --exchanges '%s' (0..%d)", optarg, MPQ_REFINE_MAX_EXCHANGES);
+            o.exchanges = (int)v;
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(refine_help, stdout); return MPQ_EXIT_OK;
         default: return cli_usage_error("refine", "bad option");
@@ -173,7 +183,8 @@ int cli_refine(int argc, char **argv) {
                 !cli_json_add_number(x, "measured_kl_se", it->measured_kl_se) ||
                 !cli_json_add_number(x, "context_kl", it->context_kl) ||
                 !cli_json_add_number(x, "n_measured", it->n_measured) ||
-                !cli_json_add_number(x, "n_changed", it->n_changed)) {
+                !cli_json_add_number(x, "n_changed", it->n_changed) ||
+                !cJSON_AddBoolToObject(x, "exchange", it->exchange)) {
                 st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
                 goto done;
             }
@@ -182,14 +193,15 @@ int cli_refine(int argc, char **argv) {
     } else {
         printf("job '%s': refine %s, stopped: %s (%d measurements run now)\n", mpq_job_get_row(job)->name, r->tag,
                r->stop, r->n_units_run);
-        printf("%4s %-34s %10s %11s %11s %9s %11s %6s %7s\n", "it", "solution", "bits/w", "predicted", "measured",
-               "+-", "context_kl", "meas.", "changed");
+        printf("%4s %-34s %10s %11s %11s %9s %11s %6s %7s %s\n", "it", "solution", "bits/w", "predicted", "measured",
+               "+-", "context_kl", "meas.", "changed", "step");
         for (int k = 0; k < r->n_iters; k++) {
             const mpq_refine_iter *it = &r->iters[k];
             char name[MPQ_DB_NAME_MAX];
             snprintf(name, sizeof name, "refine@%.56s/it%d", r->tag, it->iteration);
-            printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d\n", it->iteration, name, it->avg_bits,
-                   it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed);
+            printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d %s\n", it->iteration, name, it->avg_bits,
+                   it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed,
+                   it->iteration == 0 ? "additive" : it->exchange ? "exchange" : "re-solve");
         }
         printf("predicted: sum of the iteration's loss table over the choice (it0: stored %s);\n"
                "measured: executor KL vs FP on the evaluation windows; context_kl: KL of the same\n"
