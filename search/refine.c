@@ -30,6 +30,7 @@ mpq_refine_opts mpq_refine_opts_default(void) {
     o.max_iterations = 5;
     o.reach = 1;
     o.exchanges = MPQ_REFINE_EXCHANGES;
+    o.exchange_size = 2;
     return o;
 }
 
@@ -191,7 +192,7 @@ static void measured_options(const refine_ctx *c, int g, int a, int *out, int *n
 
 typedef struct unit_def {
     int item, option; /* item -1: base (the context, or a trial configuration) */
-    char cand[32];    /* candidate of a base row: "" (context) or "trial.m<m>" */
+    char cand[64];    /* candidate of a base row: "" (context), "trial.m<m>" or "x.<item>.<option>..." */
     char key[MPQ_DB_NAME_MAX];
     int64_t id, layer_id;
     double kl;
@@ -240,7 +241,7 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
     u[n++] = (unit_def){.item = -1, .option = -1};
     if (trial) snprintf(u[0].cand, sizeof u[0].cand, "%s", trial);
-    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial ? u[0].cand : "base");
+    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%.48s", c->res->tag, k, trial ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
         int nb[256], n_nb = 0;
         measured_options(c, g, A[g], nb, &n_nb);
@@ -362,20 +363,71 @@ mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int 
     return st;
 }
 
-static int exchange_cmp(const void *pa, const void *pb) {
-    const mpq_refine_exchange *a = pa, *b = pb;
+static int exchange_cmp(const mpq_refine_exchange *a, const mpq_refine_exchange *b) {
     if (a->predicted != b->predicted) return a->predicted < b->predicted ? -1 : 1;
-    if (a->item_a != b->item_a) return a->item_a < b->item_a ? -1 : 1;
-    if (a->option_a != b->option_a) return a->option_a < b->option_a ? -1 : 1;
-    if (a->item_b != b->item_b) return a->item_b < b->item_b ? -1 : 1;
-    return (a->option_b > b->option_b) - (a->option_b < b->option_b);
+    if (a->n != b->n) return a->n < b->n ? -1 : 1;
+    for (int i = 0; i < a->n; i++) {
+        if (a->item[i] != b->item[i]) return a->item[i] < b->item[i] ? -1 : 1;
+        if (a->option[i] != b->option[i]) return a->option[i] < b->option[i] ? -1 : 1;
+    }
+    return 0;
+}
+
+typedef struct xenum {
+    const mpq_refine_move *mv; /* usable moves, sorted by (item, option) */
+    int n_mv, R, max_size, max_out, n_out;
+    const double *dc;  /* [n_mv * R] cost change of each move */
+    const double *slack; /* [R] budget - context total (INFINITY: no budget) */
+    double *used;      /* [R] */
+    double context_kl;
+    mpq_refine_exchange cur, *out;
+} xenum;
+
+/* Keeps out[] the max_out smallest exchanges (exchange_cmp), sorted. */
+static void xkeep(xenum *e) {
+    if (e->n_out == e->max_out && exchange_cmp(&e->cur, &e->out[e->n_out - 1]) >= 0) return;
+    int i = e->n_out < e->max_out ? e->n_out++ : e->n_out - 1;
+    while (i > 0 && exchange_cmp(&e->cur, &e->out[i - 1]) < 0) {
+        e->out[i] = e->out[i - 1];
+        i--;
+    }
+    e->out[i] = e->cur;
+}
+
+static void xwalk(xenum *e, int from) {
+    for (int i = from; i < e->n_mv; i++) {
+        const mpq_refine_move *m = &e->mv[i];
+        if (e->cur.n && m->item <= e->cur.item[e->cur.n - 1]) continue;
+        int k = e->cur.n;
+        e->cur.item[k] = m->item;
+        e->cur.option[k] = m->option;
+        e->cur.n = k + 1;
+        double pred = e->cur.predicted;
+        e->cur.predicted += m->kl - e->context_kl;
+        for (int r = 0; r < e->R; r++) e->used[r] += e->dc[(size_t)i * (size_t)e->R + (size_t)r];
+        if (e->cur.n >= 2) {
+            bool fits = true;
+            for (int r = 0; r < e->R && fits; r++) fits = e->used[r] <= e->slack[r];
+            if (fits && e->max_out > 0) xkeep(e);
+        }
+        if (e->cur.n < e->max_size) xwalk(e, i + 1);
+        for (int r = 0; r < e->R; r++) e->used[r] -= e->dc[(size_t)i * (size_t)e->R + (size_t)r];
+        e->cur.predicted = pred;
+        e->cur.n = k;
+    }
+}
+
+static int move_cmp(const void *pa, const void *pb) {
+    const mpq_refine_move *a = pa, *b = pb;
+    if (a->item != b->item) return a->item < b->item ? -1 : 1;
+    return (a->option > b->option) - (a->option < b->option);
 }
 
 mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
-                                const mpq_refine_move *moves, int n_moves, int max_out, mpq_refine_exchange *out,
-                                int *n_out, mpq_err *err) {
+                                const mpq_refine_move *moves, int n_moves, int max_size, int max_out,
+                                mpq_refine_exchange *out, int *n_out, mpq_err *err) {
     if (!p || !choice || n_moves < 0 || (n_moves && !moves) || max_out < 0 || (max_out && !out) || !n_out ||
-        !isfinite(context_kl))
+        !isfinite(context_kl) || max_size < 2 || max_size > MPQ_REFINE_MAX_EXCHANGE_SIZE)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: bad arguments");
     *n_out = 0;
     const int n_items = mpq_problem_n_items(p), R = mpq_problem_n_resources(p);
@@ -387,48 +439,40 @@ mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double 
             moves[i].option >= mpq_problem_n_options(p, moves[i].item) ||
             !mpq_problem_allowed(p, moves[i].item, moves[i].option) || !isfinite(moves[i].kl))
             return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: move %d out of range", i);
-    double *tot = mpq_calloc((size_t)R + 1, sizeof *tot);
-    size_t cap = (size_t)n_moves * (size_t)(n_moves > 1 ? n_moves - 1 : 1) / 2 + 1;
-    mpq_refine_exchange *all = mpq_calloc(cap, sizeof *all);
-    if (!tot || !all) {
-        free(tot);
-        free(all);
+    mpq_refine_move *mv = mpq_calloc((size_t)n_moves + 1, sizeof *mv);
+    double *dc = mpq_calloc((size_t)(n_moves + 1) * (size_t)R, sizeof *dc);
+    double *slack = mpq_calloc((size_t)R, sizeof *slack), *used = mpq_calloc((size_t)R, sizeof *used);
+    if (!mv || !dc || !slack || !used) {
+        free(mv);
+        free(dc);
+        free(slack);
+        free(used);
         return mpq_err_set(err, MPQ_ERR_NOMEM, "refine exchanges: out of memory");
     }
-    for (int r = 0; r < R; r++)
-        for (int g = 0; g < n_items; g++) tot[r] += mpq_problem_cost(p, r, g, choice[g]);
-    size_t n = 0;
-    for (int i = 0; i < n_moves; i++) {
-        const mpq_refine_move *a = &moves[i];
-        if (a->option == choice[a->item]) continue;
-        for (int j = 0; j < n_moves; j++) {
-            const mpq_refine_move *b = &moves[j];
-            if (b->item <= a->item || b->option == choice[b->item]) continue;
-            bool fits = true;
-            for (int r = 0; r < R && fits; r++) {
-                double B = mpq_problem_budget(p, r);
-                if (!isfinite(B)) continue;
-                double t = tot[r] - mpq_problem_cost(p, r, a->item, choice[a->item]) +
-                           mpq_problem_cost(p, r, a->item, a->option) -
-                           mpq_problem_cost(p, r, b->item, choice[b->item]) + mpq_problem_cost(p, r, b->item, b->option);
-                fits = t <= B;
-            }
-            if (!fits || n >= cap) continue;
-            all[n++] = (mpq_refine_exchange){.item_a = a->item, .option_a = a->option, .item_b = b->item,
-                                             .option_b = b->option,
-                                             .predicted = (a->kl - context_kl) + (b->kl - context_kl)};
-        }
+    int n = 0;
+    for (int i = 0; i < n_moves; i++)
+        if (moves[i].option != choice[moves[i].item]) mv[n++] = moves[i];
+    qsort(mv, (size_t)n, sizeof *mv, move_cmp);
+    int w = 0; /* the same move listed twice counts once (the first) */
+    for (int i = 0; i < n; i++)
+        if (!w || move_cmp(&mv[w - 1], &mv[i]) != 0) mv[w++] = mv[i];
+    n = w;
+    for (int r = 0; r < R; r++) {
+        double B = mpq_problem_budget(p, r), tot = 0;
+        for (int g = 0; g < n_items; g++) tot += mpq_problem_cost(p, r, g, choice[g]);
+        slack[r] = isfinite(B) ? B - tot : INFINITY;
+        for (int i = 0; i < n; i++)
+            dc[(size_t)i * (size_t)R + (size_t)r] = mpq_problem_cost(p, r, mv[i].item, mv[i].option) -
+                                                    mpq_problem_cost(p, r, mv[i].item, choice[mv[i].item]);
     }
-    qsort(all, n, sizeof *all, exchange_cmp);
-    /* the same pair of moves listed twice counts once */
-    size_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!w || exchange_cmp(&all[w - 1], &all[i]) != 0) all[w++] = all[i];
-    int k = (size_t)max_out < w ? max_out : (int)w;
-    if (k) memcpy(out, all, (size_t)k * sizeof *out);
-    *n_out = k;
-    free(all);
-    free(tot);
+    xenum e = {.mv = mv, .n_mv = n, .R = R, .max_size = max_size, .max_out = max_out, .dc = dc, .slack = slack,
+               .used = used, .context_kl = context_kl, .out = out};
+    xwalk(&e, 0);
+    *n_out = e.n_out;
+    free(mv);
+    free(dc);
+    free(slack);
+    free(used);
     return MPQ_OK;
 }
 
@@ -567,6 +611,7 @@ static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, i
                                 : cJSON_AddNullToObject(pr, "context_kl")) &&
               cJSON_AddStringToObject(pr, "unit_stage", STAGE) && cJSON_AddStringToObject(pr, "step", step) &&
               cJSON_AddNumberToObject(pr, "exchanges", c->o->exchanges) &&
+              cJSON_AddNumberToObject(pr, "exchange_size", c->o->exchange_size) &&
               cJSON_AddStringToObject(pr, "rule", "L(l,A(l)) = K(A)*a(l,A(l))/sum a; measured neighbours "
                                                   "L(l,c) = L(l,A(l)) + (K(A;g->c)-K(A))/|g|; others a(l,c) "
                                                   "shifted by L(l,A(l))-a(l,A(l))");
@@ -651,6 +696,9 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
     const mpq_refine_opts *o = c->o;
     if (o->n_budgets <= 0 || !o->budgets)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: no budget given (e.g. avg-bits=3.5)");
+    if (o->exchange_size < 2 || o->exchange_size > MPQ_REFINE_MAX_EXCHANGE_SIZE)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine: exchange size %d: expected 2..%d", o->exchange_size,
+                           MPQ_REFINE_MAX_EXCHANGE_SIZE);
     if (o->exchanges < 0 || o->exchanges > MPQ_REFINE_MAX_EXCHANGES)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: exchanges %d: expected 0..%d", o->exchanges,
                            MPQ_REFINE_MAX_EXCHANGES);
@@ -672,6 +720,8 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";reach=%d", o->reach < 0 ? 0 : o->reach);
     if (o->exchanges && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";x=%d", o->exchanges);
+    if (o->exchanges && o->exchange_size != 2 && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, "x%d", o->exchange_size);
     if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
     if (o->metric && strcmp(o->metric, "kl") != 0 && k < (int)sizeof res->tag)
@@ -806,27 +856,27 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             for (int i = 1; i < n_u; i++)
                 mv[i - 1] = (mpq_refine_move){.item = u[i].item, .option = u[i].option, .kl = u[i].kl};
             int n_xs = 0;
-            if ((st = mpq_refine_exchanges(c.p->problem, A, u[0].kl, mv, n_u - 1, opts->exchanges + n_trials, xs,
-                                           &n_xs, err)) != MPQ_OK)
+            if ((st = mpq_refine_exchanges(c.p->problem, A, u[0].kl, mv, n_u - 1, opts->exchange_size,
+                                           opts->exchanges + n_trials, xs, &n_xs, err)) != MPQ_OK)
                 goto done;
             for (int i = 0; i < n_xs && n_x < opts->exchanges; i++) {
                 memcpy(items, A, (size_t)c.n_items * sizeof *items);
-                items[xs[i].item_a] = xs[i].option_a;
-                items[xs[i].item_b] = xs[i].option_b;
+                for (int t = 0; t < xs[i].n; t++) items[xs[i].item[t]] = xs[i].option[t];
                 bool seen = false;
                 for (int t = 0; t < n_trials && !seen; t++)
                     seen = !memcmp(tried + (size_t)t * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
                 if (seen) continue;
                 unit_def *tu = NULL;
                 int n_tu = 0;
-                char tname[32];
-                snprintf(tname, sizeof tname, "x.%d.%d.%d.%d", xs[i].item_a, xs[i].option_a, xs[i].item_b,
-                         xs[i].option_b);
+                char tname[64];
+                int tl = snprintf(tname, sizeof tname, "x");
+                for (int t = 0; t < xs[i].n; t++)
+                    tl += snprintf(tname + tl, sizeof tname - (size_t)tl, ".%d.%d", xs[i].item[t], xs[i].option[t]);
                 if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
                 n_x++;
                 if (tu[0].kl < best_K) {
                     best_K = tu[0].kl;
-                    best_m = 2;
+                    best_m = xs[i].n;
                     best_x = true;
                     memcpy(B, items, (size_t)c.n_items * sizeof *items);
                 }

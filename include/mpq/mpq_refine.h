@@ -80,6 +80,7 @@ extern "C" {
 #define MPQ_REFINE_MAX_ITERATIONS 50
 #define MPQ_REFINE_EXCHANGES 16
 #define MPQ_REFINE_MAX_EXCHANGES 256
+#define MPQ_REFINE_MAX_EXCHANGE_SIZE 4
 
 /* Progress of the measurements (borrowed for the call). */
 typedef struct mpq_refine_progress {
@@ -104,6 +105,8 @@ typedef struct mpq_refine_opts {
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
     int exchanges;               /* measured exchanges per iteration (mpq_refine_exchanges; default
                                     MPQ_REFINE_EXCHANGES); 0 = none. Not 0: ";x=<n>" in the tag */
+    int exchange_size;           /* moves per exchange at most, 2 (default)..MPQ_REFINE_MAX_EXCHANGE_SIZE;
+                                    not 2 (and exchanges): "x<size>" appended to the tag */
     const char *metric;          /* the additive loss a: a metric expression (mpq_jobsolve.h; e.g.
                                     "noise_a*weight_rel"); NULL = "kl". Not "kl": ";metric=<expr>"
                                     is appended to the tag */
@@ -154,24 +157,25 @@ mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int 
                             const double *additive, double context_kl, const mpq_refine_move *moves, int n_moves,
                             double *table, mpq_err *err);
 
-/* A measured exchange: two one-item moves of the context at once (item_a to option_a, item_b
- * to option_b, item_a < item_b), predicted = their summed in-context changes of KL. */
+/* A measured exchange: n (2..MPQ_REFINE_MAX_EXCHANGE_SIZE) one-item moves of the context at once
+ * (item[i] to option[i], items increasing), predicted = their summed in-context changes of KL. */
 typedef struct mpq_refine_exchange {
-    int item_a, option_a, item_b, option_b;
+    int n;
+    int item[MPQ_REFINE_MAX_EXCHANGE_SIZE], option[MPQ_REFINE_MAX_EXCHANGE_SIZE];
     double predicted;
 } mpq_refine_exchange;
 
-/* The exchanges of the loop: every pair of moves (moves[i], moves[j]) of two different items,
- * each move's change d = kl - context_kl, whose configuration (choice with both moves) fits
- * every finite budget of problem p (sum over items of mpq_problem_cost <= mpq_problem_budget,
- * exactly); ordered by d_i + d_j ascending, ties by
- * (item_a, option_a, item_b, option_b); the first min(max_out, all) into out (caller buffer),
- * their number in *n_out. A move to the item's own option is ignored; two moves of one item are
- * never combined. MPQ_ERR_INVALID (NULL, sizes, a move out of range or not allowed, a
+/* The exchanges of the loop: every set of 2..max_size moves of different items, each move's
+ * change d = kl - context_kl, whose configuration (choice with those moves) fits every finite
+ * budget of problem p (sum over items of mpq_problem_cost <= mpq_problem_budget, exactly);
+ * ordered by the sum of their d ascending, ties by n, then (item, option) lexicographically;
+ * the first min(max_out, all) into out (caller buffer), their number in *n_out. A move to the
+ * item's own option is ignored, a repeated move counts once; two moves of one item are never
+ * combined. MPQ_ERR_INVALID (NULL, sizes, max_size, a move out of range or not allowed, a
  * non-finite number), MPQ_ERR_NOMEM. */
 mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
-                                const mpq_refine_move *moves, int n_moves, int max_out, mpq_refine_exchange *out,
-                                int *n_out, mpq_err *err);
+                                const mpq_refine_move *moves, int n_moves, int max_size, int max_out,
+                                mpq_refine_exchange *out, int *n_out, mpq_err *err);
 
 /* Runs (or resumes) the loop on a stored job; needs the model and data files (checked against
  * the recorded SHA-256). Takes the job's lease for the duration (MPQ_ERR_BUSY if another run

@@ -44,6 +44,7 @@ static const char refine_help[] =
     "                          0 = every candidate\n"
     "  -x, --exchanges N       exchanges measured per iteration, 0..256 (default 16; 0 = the\n"
     "                          re-solve trials only)\n"
+    "      --exchange-size K   moves per exchange at most, 2..4 (default 2)\n"
     "  -m, --metric EXPR       the additive loss of the start and of unmeasured options\n"
     "                          (default kl; forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
@@ -58,7 +59,7 @@ static const char refine_help[] =
     "8 solver, 9 infeasible, 10 job not found, 12 busy (job leased by another run),\n"
     "130 interrupted (measurements so far are kept; run the same command to resume).\n";
 
-enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH };
+enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH, O_XSIZE };
 
 /* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
 static long kill_after, commits;
@@ -84,6 +85,7 @@ int cli_refine(int argc, char **argv) {
                                        {"time-limit", required_argument, 0, O_TL}, {"json", no_argument, 0, O_JSON},
                                        {"reach", required_argument, 0, O_REACH}, {"metric", required_argument, 0, 'm'},
                                        {"exchanges", required_argument, 0, 'x'},
+                                       {"exchange-size", required_argument, 0, O_XSIZE},
                                        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_budget budgets[MAX_BUDGETS];
@@ -135,6 +137,12 @@ int cli_refine(int argc, char **argv) {
             if (!cli_parse_int(optarg, 0, MPQ_REFINE_MAX_EXCHANGES, &v))
                 return cli_usage_error("refine", "bad --exchanges '%s' (0..%d)", optarg, MPQ_REFINE_MAX_EXCHANGES);
             o.exchanges = (int)v;
+            break;
+        case O_XSIZE:
+            if (!cli_parse_int(optarg, 2, MPQ_REFINE_MAX_EXCHANGE_SIZE, &v))
+                return cli_usage_error("refine", "bad --exchange-size '%s' (2..%d)", optarg,
+                                       MPQ_REFINE_MAX_EXCHANGE_SIZE);
+            o.exchange_size = (int)v;
             break;
         case 'q': quiet = true; break;
         case 'h': fputs(refine_help, stdout); return MPQ_EXIT_OK;

@@ -171,7 +171,7 @@ START_TEST(test_exchanges_small) {
     mpq_refine_exchange x[16];
     int n = -1;
     mpq_err err = {0};
-    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, mv, 7, 16, x, &n, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, mv, 7, 2, 16, x, &n, &err), MPQ_OK);
     /* fitting pairs (cost change <= 0): 0 up + 1 down (-0.25), 0 down + 1 up (-0.1),
      * 0 down + 1 down (+0.15), 0 up + 2 down (+0.1), 1 up + 2 down (+0.2), 0 down + 2 down
      * (+0.5), 1 down + 2 down (+0.45); 2 up never fits with one move of size 1 */
@@ -179,24 +179,26 @@ START_TEST(test_exchanges_small) {
     const double want[7] = {-0.25, -0.1, 0.1, 0.15, 0.2, 0.45, 0.5};
     /* tolerance: two subtractions and one addition of numbers of order 1 */
     for (int i = 0; i < 7; i++) ck_assert_double_eq_tol(x[i].predicted, want[i], 8 * 2.2e-16);
-    ck_assert(x[0].item_a == 0 && x[0].option_a == 2 && x[0].item_b == 1 && x[0].option_b == 0);
+    ck_assert(x[0].n == 2 && x[0].item[0] == 0 && x[0].option[0] == 2 && x[0].item[1] == 1 && x[0].option[1] == 0);
     /* at most max_out, the best ones */
-    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, mv, 7, 2, x, &n, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, mv, 7, 2, 2, x, &n, &err), MPQ_OK);
     ck_assert_int_eq(n, 2);
     ck_assert_double_eq_tol(x[1].predicted, -0.1, 8 * 2.2e-16);
     /* bad arguments */
-    ck_assert_int_eq(mpq_refine_exchanges(NULL, choice, 1.0, mv, 7, 2, x, &n, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_refine_exchanges(NULL, choice, 1.0, mv, 7, 2, 2, x, &n, &err), MPQ_ERR_INVALID);
     const mpq_refine_move bad[1] = {{3, 0, 1.0}};
-    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, bad, 1, 2, x, &n, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, bad, 1, 2, 2, x, &n, &err), MPQ_ERR_INVALID);
     const mpq_refine_move nan_kl[1] = {{0, 0, NAN}};
-    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, nan_kl, 1, 2, x, &n, &err), MPQ_ERR_INVALID);
-    ck_assert_int_eq(mpq_refine_exchanges(p, choice, INFINITY, mv, 7, 2, x, &n, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, nan_kl, 1, 2, 2, x, &n, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, INFINITY, mv, 7, 2, 2, x, &n, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_refine_exchanges(p, choice, 1.0, mv, 7, 5, 2, x, &n, &err), MPQ_ERR_INVALID);
     mpq_problem_free(p);
 }
 END_TEST
 
-/* Random problems with two budgets: every exchange returned fits both budgets (recomputed
- * here), the list is sorted and complete (equal to a brute-force count of fitting pairs). */
+/* Random problems with two budgets: every exchange of at most 3 moves returned fits both
+ * budgets (recomputed here), the list is sorted and complete (equal to a brute-force count of
+ * fitting sets), and a shorter list is its beginning. */
 START_TEST(test_exchanges_never_over_budget) {
     uint64_t rng = 12345;
     for (int trial = 0; trial < 50; trial++) {
@@ -229,29 +231,36 @@ START_TEST(test_exchanges_never_over_budget) {
                 rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
                 mv[n_mv++] = (mpq_refine_move){g, o, (double)(rng >> 11) / 9007199254740992.0};
             }
+        /* brute force: every set of 2 or 3 moves of increasing items (mv is in item order) */
         int brute = 0;
         for (int i = 0; i < n_mv; i++)
-            for (int j = 0; j < n_mv; j++) {
-                if (mv[j].item <= mv[i].item) continue;
-                bool fits = true;
-                for (int r = 0; r < R; r++)
-                    fits &= tot[r] - cost[r][mv[i].item][choice[mv[i].item]] + cost[r][mv[i].item][mv[i].option] -
-                                    cost[r][mv[j].item][choice[mv[j].item]] + cost[r][mv[j].item][mv[j].option] <=
-                            tot[r] + (double)r;
-                brute += fits;
-            }
-        static mpq_refine_exchange x[32 * 31 / 2];
+            for (int j = i + 1; j < n_mv; j++)
+                for (int k = j; k <= n_mv; k++) { /* k == j: the pair alone; k == n_mv: unused */
+                    if (k == n_mv) continue;
+                    if (mv[j].item <= mv[i].item || (k > j && mv[k].item <= mv[j].item)) continue;
+                    bool fits = true;
+                    for (int r = 0; r < R; r++) {
+                        double t = tot[r];
+                        const int set[3] = {i, j, k};
+                        for (int q = 0; q < (k > j ? 3 : 2); q++)
+                            t += cost[r][mv[set[q]].item][mv[set[q]].option] - cost[r][mv[set[q]].item][choice[mv[set[q]].item]];
+                        fits &= t <= tot[r] + (double)r;
+                    }
+                    brute += fits;
+                }
+        static mpq_refine_exchange x[4096];
         int n = -1;
-        ck_assert_int_eq(mpq_refine_exchanges(p, choice, 0.5, mv, n_mv, 32 * 31 / 2, x, &n, &err), MPQ_OK);
+        ck_assert_int_eq(mpq_refine_exchanges(p, choice, 0.5, mv, n_mv, 3, 4096, x, &n, &err), MPQ_OK);
         ck_assert_int_eq(n, brute);
         for (int i = 0; i < n; i++) {
             int c2[8];
             memcpy(c2, choice, sizeof c2);
-            ck_assert_int_lt(x[i].item_a, x[i].item_b);
-            ck_assert_int_ne(x[i].option_a, choice[x[i].item_a]);
-            ck_assert_int_ne(x[i].option_b, choice[x[i].item_b]);
-            c2[x[i].item_a] = x[i].option_a;
-            c2[x[i].item_b] = x[i].option_b;
+            ck_assert(x[i].n == 2 || x[i].n == 3);
+            for (int t = 0; t < x[i].n; t++) {
+                if (t) ck_assert_int_lt(x[i].item[t - 1], x[i].item[t]);
+                ck_assert_int_ne(x[i].option[t], choice[x[i].item[t]]);
+                c2[x[i].item[t]] = x[i].option[t];
+            }
             for (int r = 0; r < R; r++) {
                 double t = 0;
                 for (int g = 0; g < G; g++) t += cost[r][g][c2[g]];
@@ -259,6 +268,12 @@ START_TEST(test_exchanges_never_over_budget) {
             }
             if (i) ck_assert(x[i - 1].predicted <= x[i].predicted);
         }
+        /* the best 10 are the first 10 of the full list */
+        mpq_refine_exchange top[10];
+        int n10 = -1;
+        ck_assert_int_eq(mpq_refine_exchanges(p, choice, 0.5, mv, n_mv, 3, 10, top, &n10, &err), MPQ_OK);
+        ck_assert_int_eq(n10, n < 10 ? n : 10);
+        for (int i = 0; i < n10; i++) ck_assert_int_eq(memcmp(&top[i], &x[i], sizeof top[i]), 0);
         mpq_problem_free(p);
     }
 }
