@@ -2,11 +2,11 @@
  * in-context re-measurement of neighbouring candidates, re-solve, repeat; a table of
  * (iteration, bits, predicted, measured KL) per iteration. Progress on stderr. */
 #include "cli.h"
+#include "cli_measure.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,12 +61,9 @@ static const char refine_help[] =
 
 enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH, O_XSIZE };
 
-/* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
-static long kill_after, commits;
-
 static void on_progress(void *user, const mpq_refine_progress *p) {
     bool quiet = *(const bool *)user;
-    if (p->unit_key && kill_after > 0 && ++commits >= kill_after) raise(SIGKILL);
+    if (p->unit_key) cli_measure_committed();
     if (quiet) return;
     if (p->unit_key) {
         if (p->done == p->total || p->done % 10 == 0)
@@ -92,7 +89,7 @@ int cli_refine(int argc, char **argv) {
     mpq_refine_opts o = mpq_refine_opts_default();
     const char *dbp = cli_default_db();
     bool json = false, quiet = false;
-    int c;
+    int c, rc = 0;
     long v;
     double d;
     optind = 1;
@@ -129,8 +126,7 @@ int cli_refine(int argc, char **argv) {
             break;
         case O_JSON: json = true; break;
         case O_REACH:
-            if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("refine", "bad --reach '%s' (0..255)", optarg);
-            o.reach = (int)v;
+            if (!cli_measure_parse_reach("refine", optarg, &o.reach, &rc)) return rc;
             break;
         case 'm': o.metric = optarg; break;
         case 'x':
@@ -154,8 +150,7 @@ int cli_refine(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("refine", "unexpected argument '%s'", argv[optind]);
     if (o.n_budgets == 0) return cli_usage_error("refine", "at least one --budget is required (e.g. avg-bits=3.5)");
     o.budgets = budgets;
-    const char *ka = getenv("MPQ_TEST_KILL_AFTER_UNITS");
-    kill_after = ka ? atol(ka) : 0;
+    cli_measure_hook_init();
     o.progress = on_progress;
     o.progress_user = &quiet;
 
@@ -165,9 +160,7 @@ int cli_refine(int argc, char **argv) {
     mpq_refine_result *r = NULL;
     cJSON *j = NULL;
     mpq_status st;
-    if ((st = mpq_job_signals_install(&err)) != MPQ_OK) goto done;
-    if ((st = mpq_db_open(dbp, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_job_open(db, jobname, &job, &err)) != MPQ_OK) goto done;
+    if ((st = cli_measure_open(dbp, jobname, &db, &job, &err)) != MPQ_OK) goto done;
     if ((st = mpq_refine_run(job, &o, &r, &err)) != MPQ_OK) goto done;
     if (json) {
         cJSON *arr = NULL;

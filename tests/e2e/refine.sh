@@ -76,6 +76,9 @@ cmp -s "$T/a.txt" "$T/c.txt" || fail "re-run changed stored numbers"
 # 4. bad arguments
 check "no budget" 2 "budget" -- "$MPQ" refine rf --db "$T/a.db"
 check "bad iterations" 2 "iterations" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --iterations 0
+check "bad exchanges" 2 "exchanges" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --exchanges 257
+check "bad exchange size" 2 "exchange-size" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --exchange-size 5
+check "bad reach" 2 "reach" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --reach -1
 check "unknown job" 10 "nojob" -- "$MPQ" refine nojob --db "$T/a.db" --budget avg-bits=3.5
 check "infeasible" 9 "infeasible" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=2
 [ "$fails" -eq 0 ] || exit 1
