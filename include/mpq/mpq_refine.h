@@ -30,26 +30,32 @@
  *                 re-solve that could use one picked it and measured worse), with a trust
  *                 region: at most m items change. Line search on m: m = all items, then half
  *                 the previous trial's changes (>= 2); every distinct trial configuration is
- *                 measured on the calibration windows (unit ".../trial.m<changes>"); the best
- *                 one becomes iteration k (stored, evaluated, the next context) if its
- *                 calibration KL is below K(A).
- *   stop          "converged": the table predicts no better assignment than A within its
- *                 neighbours; "no-better-step": no trial beat K(A); "iterations": after
- *                 max_iterations accepted re-solves. Each stored iteration k >= 1 therefore
- *                 has a lower calibration KL than iteration k-1 (the loop cannot cycle);
- *                 the measured KL on the evaluation windows is reported, not used.
+ *                 measured on the calibration windows (unit ".../trial.m<changes>");
+ *                 exchanges (opts.exchanges > 0): mpq_refine_exchanges over the measured
+ *                 moves (sets of 2..opts.exchange_size moves that fit the budgets, best
+ *                 predicted first); the first opts.exchanges configurations that are not a
+ *                 trial are measured (unit ".../x.<item>.<option>..."); the configuration
+ *                 with the lowest measured calibration KL among trials and exchanges (the
+ *                 first measured on a tie) becomes iteration k (stored under iteration k's
+ *                 table, evaluated, the next context) if it is below K(A).
+ *   stop          "converged": nothing to measure (no trial, no exchange); "no-better-step":
+ *                 nothing measured beat K(A); "iterations": after max_iterations accepted
+ *                 steps. Each stored iteration k >= 1 therefore has a lower calibration KL
+ *                 than iteration k-1 (the loop cannot cycle); the measured KL on the
+ *                 evaluation windows is reported, not used.
  *
  * Storage. Solutions "refine@<tag>/it<k>", tag = the budgets as given plus ";ties=...",
- * ";nosmooth", ";solver=...", ";tl=..." when not the defaults (so a resumed run only reuses
+ * ";nosmooth", ";solver=...", ";reach=R", ";x=N" (exchanges, unless 0), "xK" (exchange size,
+ * unless 2), ";tl=...", ";metric=..." when not the defaults (so a resumed run only reuses
  * measurements made under the same settings), (solver "refine", metric "kl",
  * objective = predicted loss under iteration k's table; config provenance "mpq_solution" as
  * `mpq solve` plus "mpq_refine": iteration, budgets, table, n_measured, context_iteration,
- * context_kl, max_changed_groups, rule), each with an evaluation row
+ * context_kl, max_changed_groups, step, exchanges, exchange_size, rule), each with an evaluation row
  * (mpq_jobsolve_evaluate_solution, on the job's evaluation windows). Measurements are units of
  * stage "refine" around the context iteration j: keys "<tag>/ctx<j>/base",
  * "<tag>/ctx<j>/<first layer of item>/<candidate>" and "<tag>/ctx<j>/trial.m<n>", each
  * committing one metric row "refine_kl@<tag>#<j>" (layer NULL + candidate "" for the base,
- * "trial.m<n>" for a trial, else the item's first layer + candidate; value, stderr over
+ * "trial.m<n>" / "x.<item>.<option>..." for a trial / an exchange, else the item's first layer + candidate; value, stderr over
  * windows, n windows; provenance with the measured configuration) with its done mark in one
  * transaction. A killed refine resumes from those rows: every number it stores again is the
  * same (same choices, same table; an iteration's solution and evaluation already stored are
