@@ -825,8 +825,8 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             m = changed / 2 >= 2 ? changed / 2 : (changed > 2 ? 2 : 1);
             if (m >= changed) break;
         }
-        /* measured exchanges: the pairs of measured one-group moves that fit the budgets, best
-         * predicted first, each configuration not already tried measured as a whole */
+        /* measured exchanges: sets of 2..exchange_size measured one-group moves that fit the
+         * budgets, best predicted first, each configuration not already tried measured whole */
         if (opts->exchanges > 0 && n_u > 1) {
             for (int i = 1; i < n_u; i++)
                 mv[i - 1] = (mpq_refine_move){.item = u[i].item, .option = u[i].option, .kl = u[i].kl};
@@ -845,8 +845,13 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
                 int n_tu = 0;
                 char tname[64];
                 int tl = snprintf(tname, sizeof tname, "x");
-                for (int t = 0; t < xs[i].n; t++)
+                for (int t = 0; t < xs[i].n && tl < (int)sizeof tname; t++)
                     tl += snprintf(tname + tl, sizeof tname - (size_t)tl, ".%d.%d", xs[i].item[t], xs[i].option[t]);
+                if (tl >= 48) { /* the unit key keeps 48 characters of it */
+                    st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "refine: exchange unit name too long (%d groups)",
+                                     c.n_items);
+                    goto done;
+                }
                 if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
                 n_x++;
                 if (tu[0].kl < best_K) {
