@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpq/mpq_data.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
 #include "mpq/mpq_rng.h"
 #include "mpq/mpq_solvers.h"
-#include "mpq/mpq_tokenizer.h"
+
+#include "job_calib.h"
 
 mpq_bootstrap_opts mpq_bootstrap_opts_default(void) {
     mpq_bootstrap_opts o;
@@ -74,41 +74,25 @@ static void log_softmax(const float *z, int V, double *out) {
 /* Model, windows, FP log-probs and block inputs (the FP pass in the spec's batches). */
 static mpq_status load_measure(boot_ctx *c, mpq_err *err) {
     if (c->ex) return MPQ_OK;
-    const mpq_job_spec *spec = mpq_job_get_spec(c->job);
-    mpq_tokenizer *tok = NULL;
-    mpq_data *d = NULL;
-    mpq_data_seqs *seqs = NULL;
-    int *in = NULL;
+    int *in = NULL, n_seqs = 0;
     double *lp = NULL;
-    mpq_status st = mpq_job_load_model(c->job, &c->model, err);
+    mpq_status st = job_calib_windows(c->job, "bootstrap", &c->model, &c->tokens, &n_seqs, &c->T, &c->B, NULL, err);
     if (st != MPQ_OK) return st;
     const mpq_model_config *mc = mpq_model_get_config(c->model);
-    if (spec->tokenizer && (st = mpq_tokenizer_load(spec->tokenizer, mc->vocab_size, &tok, err)) != MPQ_OK) goto done;
-    mpq_data_opts dopt = mpq_data_opts_default();
-    dopt.vocab_size = mc->vocab_size;
-    if ((st = mpq_data_load(spec->calib.data, tok, &dopt, &d, err)) != MPQ_OK) goto done;
-    if ((st = mpq_data_sequences(d, spec->calib.seq_len, spec->calib.n_seqs, (uint64_t)spec->calib.seed, &seqs,
-                                 err)) != MPQ_OK)
-        goto done;
-    if (seqs->n_seqs != c->n) {
+    if (n_seqs != c->n) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "bootstrap: %d calibration windows drawn, the stored kl has n = %d",
-                         seqs->n_seqs, c->n);
+                         n_seqs, c->n);
         goto done;
     }
-    c->T = seqs->seq_len;
-    c->B = spec->calib.batch < c->n ? spec->calib.batch : c->n;
     const int V = mc->vocab_size, D = mc->dim, NL = mc->n_layers, T = c->T;
-    size_t nt = (size_t)c->n * ((size_t)T + 1);
-    c->tokens = mpq_calloc(nt, sizeof *c->tokens);
     c->fp_lp = mpq_calloc((size_t)c->n * (size_t)T * (size_t)V, sizeof *c->fp_lp);
     c->xin = mpq_calloc((size_t)NL * (size_t)c->n * (size_t)T * (size_t)D, sizeof *c->xin);
     in = mpq_calloc((size_t)c->B * (size_t)T, sizeof *in);
     lp = mpq_calloc((size_t)V, sizeof *lp);
-    if (!c->tokens || !c->fp_lp || !c->xin || !in || !lp) {
+    if (!c->fp_lp || !c->xin || !in || !lp) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "bootstrap: out of memory for the FP reference");
         goto done;
     }
-    for (size_t i = 0; i < nt; i++) c->tokens[i] = (int)seqs->tokens[i];
     if ((st = mpq_exec_create(c->model, c->B, T, &c->ex, err)) != MPQ_OK) goto done;
     for (int s0 = 0; s0 < c->n; s0 += c->B) {
         int Bb = c->n - s0 < c->B ? c->n - s0 : c->B;
@@ -130,9 +114,6 @@ done:
     if (st != MPQ_OK) mpq_err_prefix(err, "bootstrap: calibration windows");
     free(lp);
     free(in);
-    mpq_data_seqs_free(seqs);
-    mpq_data_free(d);
-    mpq_tokenizer_free(tok);
     return st;
 }
 

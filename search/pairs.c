@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpq/mpq_data.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
-#include "mpq/mpq_tokenizer.h"
+
+#include "job_calib.h"
 
 #define STAGE "pairs"
 #define PAIR_KL "pair_kl"
@@ -74,31 +74,9 @@ static void ctx_free(pairs_ctx *c) {
 /* Model, the job's calibration windows and the FP reference on them (with residuals). */
 static mpq_status load_measure(pairs_ctx *c, mpq_err *err) {
     if (c->ex) return MPQ_OK;
-    const mpq_job_spec *spec = mpq_job_get_spec(c->job);
-    mpq_tokenizer *tok = NULL;
-    mpq_data *d = NULL;
-    mpq_data_seqs *seqs = NULL;
-    mpq_status st = mpq_job_load_model(c->job, &c->model, err);
+    int B = 0; /* the batch of the layer_sensitivity stage: it fixes the rows of every matrix product */
+    mpq_status st = job_calib_windows(c->job, "pairs", &c->model, &c->tokens, &c->n_seqs, &c->T, &B, c->data_sha, err);
     if (st != MPQ_OK) return st;
-    const mpq_model_config *mc = mpq_model_get_config(c->model);
-    if (spec->tokenizer && (st = mpq_tokenizer_load(spec->tokenizer, mc->vocab_size, &tok, err)) != MPQ_OK) goto done;
-    mpq_data_opts dopt = mpq_data_opts_default();
-    dopt.vocab_size = mc->vocab_size;
-    if ((st = mpq_data_load(spec->calib.data, tok, &dopt, &d, err)) != MPQ_OK) goto done;
-    snprintf(c->data_sha, sizeof c->data_sha, "%s", mpq_data_sha256(d));
-    if ((st = mpq_data_sequences(d, spec->calib.seq_len, spec->calib.n_seqs, (uint64_t)spec->calib.seed, &seqs,
-                                 err)) != MPQ_OK)
-        goto done;
-    c->n_seqs = seqs->n_seqs;
-    c->T = seqs->seq_len;
-    size_t nt = (size_t)c->n_seqs * ((size_t)c->T + 1);
-    if (!(c->tokens = mpq_calloc(nt, sizeof *c->tokens))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "pairs: out of memory for calibration tokens");
-        goto done;
-    }
-    for (size_t i = 0; i < nt; i++) c->tokens[i] = (int)seqs->tokens[i];
-    /* the batch of the layer_sensitivity stage: it fixes the rows of every matrix product */
-    int B = spec->calib.batch < c->n_seqs ? spec->calib.batch : c->n_seqs;
     if ((st = mpq_exec_create(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, true,
                                  &c->fp_ref, err)) != MPQ_OK)
@@ -106,9 +84,6 @@ static mpq_status load_measure(pairs_ctx *c, mpq_err *err) {
     st = mpq_weights_clone(c->model, &c->wS, err);
 done:
     if (st != MPQ_OK) mpq_err_prefix(err, "pairs: calibration windows");
-    mpq_data_seqs_free(seqs);
-    mpq_data_free(d);
-    mpq_tokenizer_free(tok);
     return st;
 }
 

@@ -13,11 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpq/mpq_data.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
-#include "mpq/mpq_tokenizer.h"
 
+#include "job_calib.h"
 #include "jobsolve_internal.h"
 
 #define STAGE "refine"
@@ -29,6 +28,8 @@ mpq_refine_opts mpq_refine_opts_default(void) {
     o.solver = "auto";
     o.max_iterations = 5;
     o.reach = 1;
+    o.exchanges = MPQ_REFINE_EXCHANGES;
+    o.exchange_size = 2;
     return o;
 }
 
@@ -88,30 +89,9 @@ static void ctx_free(refine_ctx *c) {
 /* Model, calibration windows (as the job drew them) and the FP reference on them. */
 static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
     if (c->ex) return MPQ_OK;
-    const mpq_job_spec *spec = mpq_job_get_spec(c->job);
-    mpq_tokenizer *tok = NULL;
-    mpq_data *d = NULL;
-    mpq_data_seqs *seqs = NULL;
-    mpq_status st = mpq_job_load_model(c->job, &c->model, err);
+    int B = 0;
+    mpq_status st = job_calib_windows(c->job, "refine", &c->model, &c->tokens, &c->n_seqs, &c->T, &B, c->data_sha, err);
     if (st != MPQ_OK) return st;
-    const mpq_model_config *mc = mpq_model_get_config(c->model);
-    if (spec->tokenizer && (st = mpq_tokenizer_load(spec->tokenizer, mc->vocab_size, &tok, err)) != MPQ_OK) goto done;
-    mpq_data_opts dopt = mpq_data_opts_default();
-    dopt.vocab_size = mc->vocab_size;
-    if ((st = mpq_data_load(spec->calib.data, tok, &dopt, &d, err)) != MPQ_OK) goto done;
-    snprintf(c->data_sha, sizeof c->data_sha, "%s", mpq_data_sha256(d));
-    if ((st = mpq_data_sequences(d, spec->calib.seq_len, spec->calib.n_seqs, (uint64_t)spec->calib.seed, &seqs,
-                                 err)) != MPQ_OK)
-        goto done;
-    c->n_seqs = seqs->n_seqs;
-    c->T = seqs->seq_len;
-    size_t nt = (size_t)c->n_seqs * ((size_t)c->T + 1);
-    if (!(c->tokens = mpq_calloc(nt, sizeof *c->tokens))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory for calibration tokens");
-        goto done;
-    }
-    for (size_t i = 0; i < nt; i++) c->tokens[i] = (int)seqs->tokens[i];
-    int B = spec->calib.batch < c->n_seqs ? spec->calib.batch : c->n_seqs;
     if ((st = mpq_exec_create(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, false,
                                  &c->fp_ref, err)) != MPQ_OK)
@@ -120,9 +100,6 @@ static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
     st = mpq_weights_clone(c->model, &c->wS, err);
 done:
     if (st != MPQ_OK) mpq_err_prefix(err, "refine: calibration windows");
-    mpq_data_seqs_free(seqs);
-    mpq_data_free(d);
-    mpq_tokenizer_free(tok);
     return st;
 }
 
@@ -190,7 +167,7 @@ static void measured_options(const refine_ctx *c, int g, int a, int *out, int *n
 
 typedef struct unit_def {
     int item, option; /* item -1: base (the context, or a trial configuration) */
-    char cand[32];    /* candidate of a base row: "" (context) or "trial.m<m>" */
+    char cand[64];    /* candidate of a base row: "" (context), "trial.m<m>" or "x.<item>.<option>..." */
     char key[MPQ_DB_NAME_MAX];
     int64_t id, layer_id;
     double kl;
@@ -226,8 +203,8 @@ static bool stop_now(const refine_ctx *c) {
 
 /* Ensures, computes (pending ones) and reads the units of iteration k around item choice A.
  * *units malloc'd, *n_units. */
-static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, int trial, unit_def **units,
-                            int *n_units, mpq_err *err) {
+static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighbours, const char *trial,
+                            unit_def **units, int *n_units, mpq_err *err) {
     int cap = 1 + c->O * c->n_items, n = 0;
     unit_def *u = mpq_calloc((size_t)cap, sizeof *u);
     mpq_db_unit *pend = NULL;
@@ -238,8 +215,8 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
     mpq_status st = MPQ_OK;
     if (!u) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
     u[n++] = (unit_def){.item = -1, .option = -1};
-    if (trial > 0) snprintf(u[0].cand, sizeof u[0].cand, "trial.m%d", trial);
-    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%s", c->res->tag, k, trial > 0 ? u[0].cand : "base");
+    if (trial) snprintf(u[0].cand, sizeof u[0].cand, "%s", trial);
+    snprintf(u[0].key, sizeof u[0].key, "%.56s/ctx%d/%.48s", c->res->tag, k, trial ? u[0].cand : "base");
     for (int g = 0; with_neighbours && g < c->n_items; g++) {
         int nb[256], n_nb = 0;
         measured_options(c, g, A[g], nb, &n_nb);
@@ -361,6 +338,119 @@ mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int 
     return st;
 }
 
+static int exchange_cmp(const mpq_refine_exchange *a, const mpq_refine_exchange *b) {
+    if (a->predicted != b->predicted) return a->predicted < b->predicted ? -1 : 1;
+    if (a->n != b->n) return a->n < b->n ? -1 : 1;
+    for (int i = 0; i < a->n; i++) {
+        if (a->item[i] != b->item[i]) return a->item[i] < b->item[i] ? -1 : 1;
+        if (a->option[i] != b->option[i]) return a->option[i] < b->option[i] ? -1 : 1;
+    }
+    return 0;
+}
+
+typedef struct xenum {
+    const mpq_refine_move *mv; /* usable moves, sorted by (item, option) */
+    int n_mv, R, max_size, max_out, n_out;
+    const double *dc;  /* [n_mv * R] cost change of each move */
+    const double *slack; /* [R] budget - context total (INFINITY: no budget) */
+    double *used;      /* [R] */
+    double context_kl;
+    mpq_refine_exchange cur, *out;
+} xenum;
+
+/* Keeps out[] the max_out smallest exchanges (exchange_cmp), sorted. */
+static void xkeep(xenum *e) {
+    if (e->n_out == e->max_out && exchange_cmp(&e->cur, &e->out[e->n_out - 1]) >= 0) return;
+    int i = e->n_out < e->max_out ? e->n_out++ : e->n_out - 1;
+    while (i > 0 && exchange_cmp(&e->cur, &e->out[i - 1]) < 0) {
+        e->out[i] = e->out[i - 1];
+        i--;
+    }
+    e->out[i] = e->cur;
+}
+
+static void xwalk(xenum *e, int from) {
+    for (int i = from; i < e->n_mv; i++) {
+        const mpq_refine_move *m = &e->mv[i];
+        if (e->cur.n && m->item <= e->cur.item[e->cur.n - 1]) continue;
+        int k = e->cur.n;
+        e->cur.item[k] = m->item;
+        e->cur.option[k] = m->option;
+        e->cur.n = k + 1;
+        double pred = e->cur.predicted;
+        e->cur.predicted += m->kl - e->context_kl;
+        for (int r = 0; r < e->R; r++) e->used[r] += e->dc[(size_t)i * (size_t)e->R + (size_t)r];
+        if (e->cur.n >= 2) {
+            bool fits = true;
+            for (int r = 0; r < e->R && fits; r++) fits = e->used[r] <= e->slack[r];
+            if (fits && e->max_out > 0) xkeep(e);
+        }
+        if (e->cur.n < e->max_size) xwalk(e, i + 1);
+        for (int r = 0; r < e->R; r++) e->used[r] -= e->dc[(size_t)i * (size_t)e->R + (size_t)r];
+        e->cur.predicted = pred;
+        e->cur.n = k;
+    }
+}
+
+static int move_cmp(const void *pa, const void *pb) {
+    const mpq_refine_move *a = pa, *b = pb;
+    if (a->item != b->item) return a->item < b->item ? -1 : 1;
+    return (a->option > b->option) - (a->option < b->option);
+}
+
+mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
+                                const mpq_refine_move *moves, int n_moves, int max_size, int max_out,
+                                mpq_refine_exchange *out, int *n_out, mpq_err *err) {
+    if (!p || !choice || n_moves < 0 || (n_moves && !moves) || max_out < 0 || (max_out && !out) || !n_out ||
+        !isfinite(context_kl) || max_size < 2 || max_size > MPQ_REFINE_MAX_EXCHANGE_SIZE)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: bad arguments");
+    *n_out = 0;
+    const int n_items = mpq_problem_n_items(p), R = mpq_problem_n_resources(p);
+    for (int g = 0; g < n_items; g++)
+        if (choice[g] < 0 || choice[g] >= mpq_problem_n_options(p, g) || !mpq_problem_allowed(p, g, choice[g]))
+            return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: item %d: choice out of range", g);
+    for (int i = 0; i < n_moves; i++)
+        if (moves[i].item < 0 || moves[i].item >= n_items || moves[i].option < 0 ||
+            moves[i].option >= mpq_problem_n_options(p, moves[i].item) ||
+            !mpq_problem_allowed(p, moves[i].item, moves[i].option) || !isfinite(moves[i].kl))
+            return mpq_err_set(err, MPQ_ERR_INVALID, "refine exchanges: move %d out of range", i);
+    mpq_refine_move *mv = mpq_calloc((size_t)n_moves + 1, sizeof *mv);
+    double *dc = mpq_calloc((size_t)(n_moves + 1) * (size_t)R, sizeof *dc);
+    double *slack = mpq_calloc((size_t)R, sizeof *slack), *used = mpq_calloc((size_t)R, sizeof *used);
+    if (!mv || !dc || !slack || !used) {
+        free(mv);
+        free(dc);
+        free(slack);
+        free(used);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "refine exchanges: out of memory");
+    }
+    int n = 0;
+    for (int i = 0; i < n_moves; i++)
+        if (moves[i].option != choice[moves[i].item]) mv[n++] = moves[i];
+    qsort(mv, (size_t)n, sizeof *mv, move_cmp);
+    int w = 0; /* the same move listed twice counts once (the first) */
+    for (int i = 0; i < n; i++)
+        if (!w || move_cmp(&mv[w - 1], &mv[i]) != 0) mv[w++] = mv[i];
+    n = w;
+    for (int r = 0; r < R; r++) {
+        double B = mpq_problem_budget(p, r), tot = 0;
+        for (int g = 0; g < n_items; g++) tot += mpq_problem_cost(p, r, g, choice[g]);
+        slack[r] = isfinite(B) ? B - tot : INFINITY;
+        for (int i = 0; i < n; i++)
+            dc[(size_t)i * (size_t)R + (size_t)r] = mpq_problem_cost(p, r, mv[i].item, mv[i].option) -
+                                                    mpq_problem_cost(p, r, mv[i].item, choice[mv[i].item]);
+    }
+    xenum e = {.mv = mv, .n_mv = n, .R = R, .max_size = max_size, .max_out = max_out, .dc = dc, .slack = slack,
+               .used = used, .context_kl = context_kl, .out = out};
+    xwalk(&e, 0);
+    *n_out = e.n_out;
+    free(mv);
+    free(dc);
+    free(slack);
+    free(used);
+    return MPQ_OK;
+}
+
 /* The in-context table around A from its units (u[0] the base). */
 static mpq_status build_table(refine_ctx *c, const int *A, const unit_def *u, int n, mpq_err *err) {
     mpq_refine_move *mv = mpq_calloc((size_t)n, sizeof *mv);
@@ -476,7 +566,7 @@ static mpq_status find_stored(refine_ctx *c, const char *name, const int *choice
 
 /* Adds the "mpq_refine" provenance to the stored solution r and stores it again (same name). */
 static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, int ctx, int m, int n_measured,
-                                 double ctx_kl, mpq_err *err) {
+                                 double ctx_kl, const char *step, mpq_err *err) {
     mpq_db_solution s;
     mpq_db_assignment *a = NULL;
     int n_a = 0;
@@ -494,7 +584,9 @@ static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, i
               cJSON_AddNumberToObject(pr, "max_changed_groups", k ? m : c->n_items) &&
               (isfinite(ctx_kl) ? cJSON_AddNumberToObject(pr, "context_kl", ctx_kl)
                                 : cJSON_AddNullToObject(pr, "context_kl")) &&
-              cJSON_AddStringToObject(pr, "unit_stage", STAGE) &&
+              cJSON_AddStringToObject(pr, "unit_stage", STAGE) && cJSON_AddStringToObject(pr, "step", step) &&
+              cJSON_AddNumberToObject(pr, "exchanges", c->o->exchanges) &&
+              cJSON_AddNumberToObject(pr, "exchange_size", c->o->exchange_size) &&
               cJSON_AddStringToObject(pr, "rule", "L(l,A(l)) = K(A)*a(l,A(l))/sum a; measured neighbours "
                                                   "L(l,c) = L(l,A(l)) + (K(A;g->c)-K(A))/|g|; others a(l,c) "
                                                   "shifted by L(l,A(l))-a(l,A(l))");
@@ -520,14 +612,15 @@ static mpq_status add_provenance(refine_ctx *c, mpq_jobsolve_result *r, int k, i
 
 /* Solves with the current table, stores (unless already stored) and evaluates iteration k.
  * choice_out[L] gets the per-layer option, item_out[n_items] the per-item one. */
-static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *A, int m, int n_measured, double ctx_kl,
-                               int *choice_out, int *item_out, mpq_err *err) {
+static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *B, int m, int n_measured, double ctx_kl,
+                               const char *step, int *choice_out, int *item_out, mpq_err *err) {
     mpq_solution *s = NULL;
     mpq_jobsolve_result *r = NULL;
     mpq_db_evaluation *evs = NULL;
     int n_evs = 0;
     double lb = NAN;
-    mpq_status st = solve_table(c, A, m, &s, &lb, err);
+    /* k >= 1: the chosen configuration B (trust region 0 around B), under the current table */
+    mpq_status st = solve_table(c, B, B ? 0 : c->n_items, &s, &lb, err);
     if (st != MPQ_OK) return st;
     for (int g = 0; g < c->n_items; g++) item_out[g] = s->choice[g];
     for (int l = 0; l < c->L; l++) choice_out[l] = s->choice[c->p->group_of[l]];
@@ -544,7 +637,7 @@ static mpq_status do_iteration(refine_ctx *c, int k, int ctx, const int *A, int 
     if ((st = find_stored(c, name, choice_out, &it->solution_id, err)) != MPQ_OK) goto done;
     if (!it->solution_id) {
         if ((st = jobsolve_store_choice(c->job, c->p, &c->jo, s, STAGE, name, lb, &r, err)) != MPQ_OK) goto done;
-        if ((st = add_provenance(c, r, k, ctx, m, n_measured, ctx_kl, err)) != MPQ_OK) goto done;
+        if ((st = add_provenance(c, r, k, ctx, m, n_measured, ctx_kl, step, err)) != MPQ_OK) goto done;
         it->solution_id = r->solution_id;
     }
     if ((st = mpq_db_evaluations_fetch(c->db, mpq_job_get_row(c->job)->id, &evs, &n_evs, err)) != MPQ_OK) goto done;
@@ -578,6 +671,12 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
     const mpq_refine_opts *o = c->o;
     if (o->n_budgets <= 0 || !o->budgets)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: no budget given (e.g. avg-bits=3.5)");
+    if (o->exchange_size < 2 || o->exchange_size > MPQ_REFINE_MAX_EXCHANGE_SIZE)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine: exchange size %d: expected 2..%d", o->exchange_size,
+                           MPQ_REFINE_MAX_EXCHANGE_SIZE);
+    if (o->exchanges < 0 || o->exchanges > MPQ_REFINE_MAX_EXCHANGES)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "refine: exchanges %d: expected 0..%d", o->exchanges,
+                           MPQ_REFINE_MAX_EXCHANGES);
     if (o->max_iterations < 1 || o->max_iterations > MPQ_REFINE_MAX_ITERATIONS)
         return mpq_err_set(err, MPQ_ERR_INVALID, "refine: iterations %d: expected 1..%d", o->max_iterations,
                            MPQ_REFINE_MAX_ITERATIONS);
@@ -594,6 +693,10 @@ static mpq_status setup(refine_ctx *c, mpq_err *err) {
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";solver=%.8s", o->solver);
     if (o->reach != 1 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";reach=%d", o->reach < 0 ? 0 : o->reach);
+    if (o->exchanges && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";x=%d", o->exchanges);
+    if (o->exchanges && o->exchange_size != 2 && k < (int)sizeof res->tag)
+        k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, "x%d", o->exchange_size);
     if (o->time_limit_s > 0 && k < (int)sizeof res->tag)
         k += snprintf(res->tag + k, sizeof res->tag - (size_t)k, ";tl=%g", o->time_limit_s);
     if (o->metric && strcmp(o->metric, "kl") != 0 && k < (int)sizeof res->tag)
@@ -651,7 +754,9 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     c.job = job;
     c.db = mpq_job_db(job);
     c.o = opts;
-    int *choice = NULL, *items = NULL, *hist = NULL;
+    int *choice = NULL, *items = NULL, *hist = NULL, *tried = NULL;
+    mpq_refine_move *mv = NULL;
+    mpq_refine_exchange *xs = NULL;
     unit_def *u = NULL;
     int n_u = 0;
     if (!(c.res = mpq_calloc(1, sizeof *c.res))) return mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
@@ -661,31 +766,36 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     choice = mpq_calloc((size_t)c.L, sizeof *choice);
     items = mpq_calloc((size_t)c.n_items, sizeof *items);
     hist = mpq_calloc((size_t)(N + 1) * (size_t)c.n_items, sizeof *hist);
-    if (!choice || !items || !hist) {
+    /* trust-region trials per iteration: m = all, then at least halving down to 2 */
+    tried = mpq_calloc((size_t)(c.n_items + 2) * (size_t)c.n_items, sizeof *tried);
+    mv = mpq_calloc((size_t)c.n_items * (size_t)c.O + 1, sizeof *mv);
+    xs = mpq_calloc((size_t)opts->exchanges + (size_t)c.n_items + 2, sizeof *xs);
+    if (!choice || !items || !hist || !tried || !mv || !xs) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "refine: out of memory");
         goto done;
     }
     snprintf(c.res->stop, sizeof c.res->stop, "iterations");
     /* iteration 0: the additive solution; it is the first context */
-    if ((st = do_iteration(&c, 0, 0, NULL, c.n_items, 0, NAN, choice, items, err)) != MPQ_OK) goto done;
+    if ((st = do_iteration(&c, 0, 0, NULL, c.n_items, 0, NAN, "additive", choice, items, err)) != MPQ_OK) goto done;
     c.res->n_iters = 1;
     memcpy(hist, items, (size_t)c.n_items * sizeof *items);
     int ctx = 0;
     double K_ctx = NAN;
-    if ((st = run_units(&c, 0, hist, false, 0, &u, &n_u, err)) != MPQ_OK) goto done;
+    if ((st = run_units(&c, 0, hist, false, NULL, &u, &n_u, err)) != MPQ_OK) goto done;
     K_ctx = c.res->iters[0].context_kl = u[0].kl;
     for (int k = 1; k <= N; k++) {
         const int *A = hist + (size_t)ctx * (size_t)c.n_items;
         int *B = hist + (size_t)k * (size_t)c.n_items;
         free(u);
         u = NULL;
-        if ((st = run_units(&c, ctx, A, true, 0, &u, &n_u, err)) != MPQ_OK) goto done;
+        if ((st = run_units(&c, ctx, A, true, NULL, &u, &n_u, err)) != MPQ_OK) goto done;
         if ((st = build_table(&c, A, u, n_u, err)) != MPQ_OK) goto done;
         int n_meas = n_u;
         /* trust-region line search: solve with at most m changed groups, m = all, then half of
          * the previous trial's changes (>= 2, one swap); measure each distinct trial on the
          * calibration windows; the best one becomes iteration k if it beats the context */
-        int best_m = -1, m = c.n_items, n_trials = 0;
+        int best_m = -1, m = c.n_items, n_trials = 0, n_x = 0;
+        bool best_x = false;
         double best_K = INFINITY;
         while (m >= 2 || (m == c.n_items && m >= 1)) {
             mpq_solution *s = NULL;
@@ -700,7 +810,10 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             if (changed == 0) break; /* the table predicts no better assignment */
             unit_def *tu = NULL;
             int n_tu = 0;
-            if ((st = run_units(&c, ctx, items, false, changed, &tu, &n_tu, err)) != MPQ_OK) goto done;
+            char tname[32];
+            snprintf(tname, sizeof tname, "trial.m%d", changed);
+            if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
+            memcpy(tried + (size_t)n_trials * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
             n_trials++;
             if (tu[0].kl < best_K) {
                 best_K = tu[0].kl;
@@ -712,7 +825,45 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             m = changed / 2 >= 2 ? changed / 2 : (changed > 2 ? 2 : 1);
             if (m >= changed) break;
         }
-        if (n_trials == 0) {
+        /* measured exchanges: sets of 2..exchange_size measured one-group moves that fit the
+         * budgets, best predicted first, each configuration not already tried measured whole */
+        if (opts->exchanges > 0 && n_u > 1) {
+            for (int i = 1; i < n_u; i++)
+                mv[i - 1] = (mpq_refine_move){.item = u[i].item, .option = u[i].option, .kl = u[i].kl};
+            int n_xs = 0;
+            if ((st = mpq_refine_exchanges(c.p->problem, A, u[0].kl, mv, n_u - 1, opts->exchange_size,
+                                           opts->exchanges + n_trials, xs, &n_xs, err)) != MPQ_OK)
+                goto done;
+            for (int i = 0; i < n_xs && n_x < opts->exchanges; i++) {
+                memcpy(items, A, (size_t)c.n_items * sizeof *items);
+                for (int t = 0; t < xs[i].n; t++) items[xs[i].item[t]] = xs[i].option[t];
+                bool seen = false;
+                for (int t = 0; t < n_trials && !seen; t++)
+                    seen = !memcmp(tried + (size_t)t * (size_t)c.n_items, items, (size_t)c.n_items * sizeof *items);
+                if (seen) continue;
+                unit_def *tu = NULL;
+                int n_tu = 0;
+                char tname[64];
+                int tl = snprintf(tname, sizeof tname, "x");
+                for (int t = 0; t < xs[i].n && tl < (int)sizeof tname; t++)
+                    tl += snprintf(tname + tl, sizeof tname - (size_t)tl, ".%d.%d", xs[i].item[t], xs[i].option[t]);
+                if (tl >= 48) { /* the unit key keeps 48 characters of it */
+                    st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "refine: exchange unit name too long (%d groups)",
+                                     c.n_items);
+                    goto done;
+                }
+                if ((st = run_units(&c, ctx, items, false, tname, &tu, &n_tu, err)) != MPQ_OK) goto done;
+                n_x++;
+                if (tu[0].kl < best_K) {
+                    best_K = tu[0].kl;
+                    best_m = xs[i].n;
+                    best_x = true;
+                    memcpy(B, items, (size_t)c.n_items * sizeof *items);
+                }
+                free(tu);
+            }
+        }
+        if (n_trials == 0 && n_x == 0) {
             snprintf(c.res->stop, sizeof c.res->stop, "converged");
             break;
         }
@@ -720,16 +871,18 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
             snprintf(c.res->stop, sizeof c.res->stop, "no-better-step");
             break;
         }
-        if ((st = do_iteration(&c, k, ctx, A, best_m, n_meas + n_trials, K_ctx, choice, items, err)) != MPQ_OK)
+        if ((st = do_iteration(&c, k, ctx, B, best_m, n_meas + n_trials + n_x, K_ctx,
+                               best_x ? "measured exchange" : "trust-region re-solve", choice, items, err)) != MPQ_OK)
             goto done;
         if (memcmp(items, B, (size_t)c.n_items * sizeof *items) != 0) {
-            st = mpq_err_set(err, MPQ_ERR_SOLVER, "refine: iteration %d: the re-solve is not reproducible", k);
+            st = mpq_err_set(err, MPQ_ERR_SOLVER, "refine: iteration %d: the chosen configuration is not reproducible", k);
             goto done;
         }
         c.res->n_iters = k + 1;
         c.res->iters[k].context = ctx;
         c.res->iters[k].max_changed = best_m;
         c.res->iters[k].accepted = true;
+        c.res->iters[k].exchange = best_x;
         c.res->iters[k].context_kl = best_K;
         for (int l = 0; l < c.L; l++) c.res->iters[k].n_changed += A[c.p->group_of[l]] != B[c.p->group_of[l]];
         ctx = k;
@@ -739,6 +892,9 @@ mpq_status mpq_refine_run(mpq_job *job, const mpq_refine_opts *opts, mpq_refine_
     c.res->n_units_run = c.n_units_run;
 done:
     free(u);
+    free(xs);
+    free(mv);
+    free(tried);
     free(hist);
     free(items);
     free(choice);

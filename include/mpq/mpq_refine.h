@@ -30,26 +30,32 @@
  *                 re-solve that could use one picked it and measured worse), with a trust
  *                 region: at most m items change. Line search on m: m = all items, then half
  *                 the previous trial's changes (>= 2); every distinct trial configuration is
- *                 measured on the calibration windows (unit ".../trial.m<changes>"); the best
- *                 one becomes iteration k (stored, evaluated, the next context) if its
- *                 calibration KL is below K(A).
- *   stop          "converged": the table predicts no better assignment than A within its
- *                 neighbours; "no-better-step": no trial beat K(A); "iterations": after
- *                 max_iterations accepted re-solves. Each stored iteration k >= 1 therefore
- *                 has a lower calibration KL than iteration k-1 (the loop cannot cycle);
- *                 the measured KL on the evaluation windows is reported, not used.
+ *                 measured on the calibration windows (unit ".../trial.m<changes>");
+ *                 exchanges (opts.exchanges > 0): mpq_refine_exchanges over the measured
+ *                 moves (sets of 2..opts.exchange_size moves that fit the budgets, best
+ *                 predicted first); the first opts.exchanges configurations that are not a
+ *                 trial are measured (unit ".../x.<item>.<option>..."); the configuration
+ *                 with the lowest measured calibration KL among trials and exchanges (the
+ *                 first measured on a tie) becomes iteration k (stored under iteration k's
+ *                 table, evaluated, the next context) if it is below K(A).
+ *   stop          "converged": nothing to measure (no trial, no exchange); "no-better-step":
+ *                 nothing measured beat K(A); "iterations": after max_iterations accepted
+ *                 steps. Each stored iteration k >= 1 therefore has a lower calibration KL
+ *                 than iteration k-1 (the loop cannot cycle); the measured KL on the
+ *                 evaluation windows is reported, not used.
  *
  * Storage. Solutions "refine@<tag>/it<k>", tag = the budgets as given plus ";ties=...",
- * ";nosmooth", ";solver=...", ";tl=..." when not the defaults (so a resumed run only reuses
+ * ";nosmooth", ";solver=...", ";reach=R", ";x=N" (exchanges, unless 0), "xK" (exchange size,
+ * unless 2), ";tl=...", ";metric=..." when not the defaults (so a resumed run only reuses
  * measurements made under the same settings), (solver "refine", metric "kl",
  * objective = predicted loss under iteration k's table; config provenance "mpq_solution" as
  * `mpq solve` plus "mpq_refine": iteration, budgets, table, n_measured, context_iteration,
- * context_kl, max_changed_groups, rule), each with an evaluation row
+ * context_kl, max_changed_groups, step, exchanges, exchange_size, rule), each with an evaluation row
  * (mpq_jobsolve_evaluate_solution, on the job's evaluation windows). Measurements are units of
  * stage "refine" around the context iteration j: keys "<tag>/ctx<j>/base",
  * "<tag>/ctx<j>/<first layer of item>/<candidate>" and "<tag>/ctx<j>/trial.m<n>", each
  * committing one metric row "refine_kl@<tag>#<j>" (layer NULL + candidate "" for the base,
- * "trial.m<n>" for a trial, else the item's first layer + candidate; value, stderr over
+ * "trial.m<n>" / "x.<item>.<option>..." for a trial / an exchange, else the item's first layer + candidate; value, stderr over
  * windows, n windows; provenance with the measured configuration) with its done mark in one
  * transaction. A killed refine resumes from those rows: every number it stores again is the
  * same (same choices, same table; an iteration's solution and evaluation already stored are
@@ -78,6 +84,9 @@ extern "C" {
 #endif
 
 #define MPQ_REFINE_MAX_ITERATIONS 50
+#define MPQ_REFINE_EXCHANGES 16
+#define MPQ_REFINE_MAX_EXCHANGES 256
+#define MPQ_REFINE_MAX_EXCHANGE_SIZE 4
 
 /* Progress of the measurements (borrowed for the call). */
 typedef struct mpq_refine_progress {
@@ -100,6 +109,10 @@ typedef struct mpq_refine_opts {
     int reach;                   /* moves measured per group: options within this many steps in
                                     bits of the current one (default 1: the two neighbours); 0 = all */
     int max_units;               /* stop (MPQ_ERR_INTERRUPTED) after this many commits; 0 = none */
+    int exchanges;               /* measured exchanges per iteration (mpq_refine_exchanges; default
+                                    MPQ_REFINE_EXCHANGES); 0 = none. Not 0: ";x=<n>" in the tag */
+    int exchange_size;           /* moves per exchange at most, 2 (default)..MPQ_REFINE_MAX_EXCHANGE_SIZE;
+                                    not 2 (and exchanges): "x<size>" appended to the tag */
     const char *metric;          /* the additive loss a: a metric expression (mpq_jobsolve.h; e.g.
                                     "noise_a*weight_rel"); NULL = "kl". Not "kl": ";metric=<expr>"
                                     is appended to the tag */
@@ -122,6 +135,7 @@ typedef struct mpq_refine_iter {
     int context;           /* iteration whose solution was the context (k > 0) */
     int max_changed;       /* trust region: at most this many groups could change */
     bool accepted;         /* its calibration KL beat the context's (every stored k >= 1) */
+    bool exchange;         /* the accepted step was a measured exchange (not a re-solve trial) */
 } mpq_refine_iter;
 
 typedef struct mpq_refine_result {
@@ -148,6 +162,26 @@ typedef struct mpq_refine_move {
 mpq_status mpq_refine_table(int n_layers, int n_options, int n_items, const int *group_of, const int *choice,
                             const double *additive, double context_kl, const mpq_refine_move *moves, int n_moves,
                             double *table, mpq_err *err);
+
+/* A measured exchange: n (2..MPQ_REFINE_MAX_EXCHANGE_SIZE) one-item moves of the context at once
+ * (item[i] to option[i], items increasing), predicted = their summed in-context changes of KL. */
+typedef struct mpq_refine_exchange {
+    int n;
+    int item[MPQ_REFINE_MAX_EXCHANGE_SIZE], option[MPQ_REFINE_MAX_EXCHANGE_SIZE];
+    double predicted;
+} mpq_refine_exchange;
+
+/* The exchanges of the loop: every set of 2..max_size moves of different items, each move's
+ * change d = kl - context_kl, whose configuration (choice with those moves) fits every finite
+ * budget of problem p (sum over items of mpq_problem_cost <= mpq_problem_budget, exactly);
+ * ordered by the sum of their d ascending, ties by n, then (item, option) lexicographically;
+ * the first min(max_out, all) into out (caller buffer), their number in *n_out. A move to the
+ * item's own option is ignored, a repeated move counts once; two moves of one item are never
+ * combined. MPQ_ERR_INVALID (NULL, sizes, max_size, a move out of range or not allowed, a
+ * non-finite number), MPQ_ERR_NOMEM. */
+mpq_status mpq_refine_exchanges(const mpq_problem *p, const int *choice, double context_kl,
+                                const mpq_refine_move *moves, int n_moves, int max_size, int max_out,
+                                mpq_refine_exchange *out, int *n_out, mpq_err *err);
 
 /* Runs (or resumes) the loop on a stored job; needs the model and data files (checked against
  * the recorded SHA-256). Takes the job's lease for the duration (MPQ_ERR_BUSY if another run

@@ -3,11 +3,11 @@
  * KL, stored as resumable units; prints the solution's additive and pair-corrected predicted
  * loss and, when evaluated, its measured KL. Progress on stderr. */
 #include "cli.h"
+#include "cli_measure.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,12 +51,9 @@ static const char pairs_help[] =
 
 enum { O_SCOPE = 256, O_REACH, O_JSON, O_SOLONLY };
 
-/* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
-static long kill_after, commits;
-
 static void on_progress(void *user, const mpq_pairs_progress *p) {
     bool quiet = *(const bool *)user;
-    if (kill_after > 0 && ++commits >= kill_after) raise(SIGKILL);
+    cli_measure_committed();
     if (!quiet && (p->done == p->total || p->done % 50 == 0))
         fprintf(stderr, "mpq pairs: %lld/%lld terms\n", (long long)p->done, (long long)p->total);
 }
@@ -71,8 +68,7 @@ int cli_pairs(int argc, char **argv) {
     mpq_pairs_opts o = mpq_pairs_opts_default();
     const char *dbp = cli_default_db();
     bool json = false, quiet = false, evaluate = false;
-    int c;
-    long v;
+    int c, rc = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "d:s:eqh", lo, NULL)) != -1) {
         switch (c) {
@@ -84,8 +80,7 @@ int cli_pairs(int argc, char **argv) {
             break;
         }
         case O_REACH:
-            if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("pairs", "bad --reach '%s' (0..255)", optarg);
-            o.reach = (int)v;
+            if (!cli_measure_parse_reach("pairs", optarg, &o.reach, &rc)) return rc;
             break;
         case O_SOLONLY: o.solution_only = true; break;
         case 'e': evaluate = true; break;
@@ -99,8 +94,7 @@ int cli_pairs(int argc, char **argv) {
     const char *jobname = argv[optind++];
     if (optind < argc) return cli_usage_error("pairs", "unexpected argument '%s'", argv[optind]);
     if (!o.solution) return cli_usage_error("pairs", "--solution NAME is required (e.g. kl@avg-bits=3.5)");
-    const char *ka = getenv("MPQ_TEST_KILL_AFTER_UNITS");
-    kill_after = ka ? atol(ka) : 0;
+    cli_measure_hook_init();
     o.progress = on_progress;
     o.progress_user = &quiet;
 
@@ -110,9 +104,7 @@ int cli_pairs(int argc, char **argv) {
     mpq_pairs_result *r = NULL;
     cJSON *j = NULL;
     mpq_status st;
-    if ((st = mpq_job_signals_install(&err)) != MPQ_OK) goto done;
-    if ((st = mpq_db_open(dbp, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_job_open(db, jobname, &job, &err)) != MPQ_OK) goto done;
+    if ((st = cli_measure_open(dbp, jobname, &db, &job, &err)) != MPQ_OK) goto done;
     if ((st = mpq_pairs_run(job, &o, &r, &err)) != MPQ_OK) goto done;
     if (evaluate && !isfinite(r->measured_kl)) {
         mpq_jobsolve_eval ev;

@@ -2,11 +2,11 @@
  * in-context re-measurement of neighbouring candidates, re-solve, repeat; a table of
  * (iteration, bits, predicted, measured KL) per iteration. Progress on stderr. */
 #include "cli.h"
+#include "cli_measure.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,10 +27,12 @@ static const char refine_help[] =
     "cheaper / next dearer candidate, every other layer as in the current solution; re-solve\n"
     "with these in-context losses over the measured moves, with a trust region on the number\n"
     "of changed groups (all, then halves); measure each trial and keep the best if it beats\n"
-    "the current solution on the calibration windows. Stops when no better assignment is\n"
-    "predicted, no trial is better, or after N accepted iterations. Every iteration is stored\n"
-    "as solution 'refine@<budgets>/it<k>' (solver 'refine') and evaluated on the job's\n"
-    "evaluation windows. Measurements are units of stage 'refine': a killed refine resumes\n"
+    "the current solution on the calibration windows; then measure the best predicted\n"
+    "exchanges (two of the measured moves at once that fit the budgets, e.g. one group up\n"
+    "and another down) and keep the best measured configuration of all. Stops when nothing\n"
+    "is left to try, nothing measured is better, or after N accepted iterations. Every\n"
+    "iteration is stored as solution 'refine@<tag>/it<k>' (tag: the budgets, ';x=N' with\n"
+    "exchanges; solver 'refine') and evaluated on the job's evaluation windows. Measurements are units of stage 'refine': a killed refine resumes\n"
     "(same command) with the same numbers.\n"
     "\n"
     "options:\n"
@@ -40,6 +42,9 @@ static const char refine_help[] =
     "      --reach R           moves measured per group: candidates within R steps in bits\n"
     "                          of the current one (default 1: next cheaper and next dearer);\n"
     "                          0 = every candidate\n"
+    "  -x, --exchanges N       exchanges measured per iteration, 0..256 (default 16; 0 = the\n"
+    "                          re-solve trials only)\n"
+    "      --exchange-size K   moves per exchange at most, 2..4 (default 2)\n"
     "  -m, --metric EXPR       the additive loss of the start and of unmeasured options\n"
     "                          (default kl; forms as in mpq solve, e.g. \"noise_a*weight_rel\")\n"
     "      --ties T            none | qkv | gate_up | qkv,gate_up (default none)\n"
@@ -54,14 +59,11 @@ static const char refine_help[] =
     "8 solver, 9 infeasible, 10 job not found, 12 busy (job leased by another run),\n"
     "130 interrupted (measurements so far are kept; run the same command to resume).\n";
 
-enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH };
-
-/* Test hook (as `mpq run`): MPQ_TEST_KILL_AFTER_UNITS=N raises SIGKILL after N commits. */
-static long kill_after, commits;
+enum { O_TIES = 256, O_NOSMOOTH, O_SOLVER, O_TL, O_JSON, O_REACH, O_XSIZE };
 
 static void on_progress(void *user, const mpq_refine_progress *p) {
     bool quiet = *(const bool *)user;
-    if (p->unit_key && kill_after > 0 && ++commits >= kill_after) raise(SIGKILL);
+    if (p->unit_key) cli_measure_committed();
     if (quiet) return;
     if (p->unit_key) {
         if (p->done == p->total || p->done % 10 == 0)
@@ -79,17 +81,19 @@ int cli_refine(int argc, char **argv) {
                                        {"no-smooth", no_argument, 0, O_NOSMOOTH}, {"solver", required_argument, 0, O_SOLVER},
                                        {"time-limit", required_argument, 0, O_TL}, {"json", no_argument, 0, O_JSON},
                                        {"reach", required_argument, 0, O_REACH}, {"metric", required_argument, 0, 'm'},
+                                       {"exchanges", required_argument, 0, 'x'},
+                                       {"exchange-size", required_argument, 0, O_XSIZE},
                                        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     mpq_budget budgets[MAX_BUDGETS];
     mpq_refine_opts o = mpq_refine_opts_default();
     const char *dbp = cli_default_db();
     bool json = false, quiet = false;
-    int c;
+    int c, rc = 0;
     long v;
     double d;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "d:b:n:m:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:b:n:m:x:qh", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dbp = optarg; break;
         case 'b': {
@@ -122,10 +126,20 @@ int cli_refine(int argc, char **argv) {
             break;
         case O_JSON: json = true; break;
         case O_REACH:
-            if (!cli_parse_int(optarg, 0, 255, &v)) return cli_usage_error("refine", "bad --reach '%s' (0..255)", optarg);
-            o.reach = (int)v;
+            if (!cli_measure_parse_reach("refine", optarg, &o.reach, &rc)) return rc;
             break;
         case 'm': o.metric = optarg; break;
+        case 'x':
+            if (!cli_parse_int(optarg, 0, MPQ_REFINE_MAX_EXCHANGES, &v))
+                return cli_usage_error("refine", "bad --exchanges '%s' (0..%d)", optarg, MPQ_REFINE_MAX_EXCHANGES);
+            o.exchanges = (int)v;
+            break;
+        case O_XSIZE:
+            if (!cli_parse_int(optarg, 2, MPQ_REFINE_MAX_EXCHANGE_SIZE, &v))
+                return cli_usage_error("refine", "bad --exchange-size '%s' (2..%d)", optarg,
+                                       MPQ_REFINE_MAX_EXCHANGE_SIZE);
+            o.exchange_size = (int)v;
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(refine_help, stdout); return MPQ_EXIT_OK;
         default: return cli_usage_error("refine", "bad option");
@@ -136,8 +150,7 @@ int cli_refine(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("refine", "unexpected argument '%s'", argv[optind]);
     if (o.n_budgets == 0) return cli_usage_error("refine", "at least one --budget is required (e.g. avg-bits=3.5)");
     o.budgets = budgets;
-    const char *ka = getenv("MPQ_TEST_KILL_AFTER_UNITS");
-    kill_after = ka ? atol(ka) : 0;
+    cli_measure_hook_init();
     o.progress = on_progress;
     o.progress_user = &quiet;
 
@@ -147,9 +160,7 @@ int cli_refine(int argc, char **argv) {
     mpq_refine_result *r = NULL;
     cJSON *j = NULL;
     mpq_status st;
-    if ((st = mpq_job_signals_install(&err)) != MPQ_OK) goto done;
-    if ((st = mpq_db_open(dbp, MPQ_DB_READWRITE, &db, &err)) != MPQ_OK) goto done;
-    if ((st = mpq_job_open(db, jobname, &job, &err)) != MPQ_OK) goto done;
+    if ((st = cli_measure_open(dbp, jobname, &db, &job, &err)) != MPQ_OK) goto done;
     if ((st = mpq_refine_run(job, &o, &r, &err)) != MPQ_OK) goto done;
     if (json) {
         cJSON *arr = NULL;
@@ -173,7 +184,8 @@ int cli_refine(int argc, char **argv) {
                 !cli_json_add_number(x, "measured_kl_se", it->measured_kl_se) ||
                 !cli_json_add_number(x, "context_kl", it->context_kl) ||
                 !cli_json_add_number(x, "n_measured", it->n_measured) ||
-                !cli_json_add_number(x, "n_changed", it->n_changed)) {
+                !cli_json_add_number(x, "n_changed", it->n_changed) ||
+                !cJSON_AddBoolToObject(x, "exchange", it->exchange)) {
                 st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
                 goto done;
             }
@@ -182,14 +194,15 @@ int cli_refine(int argc, char **argv) {
     } else {
         printf("job '%s': refine %s, stopped: %s (%d measurements run now)\n", mpq_job_get_row(job)->name, r->tag,
                r->stop, r->n_units_run);
-        printf("%4s %-34s %10s %11s %11s %9s %11s %6s %7s\n", "it", "solution", "bits/w", "predicted", "measured",
-               "+-", "context_kl", "meas.", "changed");
+        printf("%4s %-34s %10s %11s %11s %9s %11s %6s %7s %s\n", "it", "solution", "bits/w", "predicted", "measured",
+               "+-", "context_kl", "meas.", "changed", "step");
         for (int k = 0; k < r->n_iters; k++) {
             const mpq_refine_iter *it = &r->iters[k];
             char name[MPQ_DB_NAME_MAX];
             snprintf(name, sizeof name, "refine@%.56s/it%d", r->tag, it->iteration);
-            printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d\n", it->iteration, name, it->avg_bits,
-                   it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed);
+            printf("%4d %-34.34s %10.6f %11.6g %11.6g %9.2g %11.6g %6d %7d %s\n", it->iteration, name, it->avg_bits,
+                   it->predicted, it->measured_kl, it->measured_kl_se, it->context_kl, it->n_measured, it->n_changed,
+                   it->iteration == 0 ? "additive" : it->exchange ? "exchange" : "re-solve");
         }
         printf("predicted: sum of the iteration's loss table over the choice (it0: stored %s);\n"
                "measured: executor KL vs FP on the evaluation windows; context_kl: KL of the same\n"

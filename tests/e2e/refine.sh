@@ -21,18 +21,25 @@ cp "$T/a.db" "$T/b.db"
 # 1. uninterrupted
 "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --iterations 3 --json -q > "$T/a.json"
 n_sol=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE solver='refine'")
-n_it=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE name LIKE 'refine@avg-bits=3.5/it%'")
+n_it=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE name LIKE 'refine@avg-bits=3.5;x=16/it%'")
 [ "$n_sol" -ge 1 ] && [ "$n_sol" = "$n_it" ] || fail "refine solutions: $n_sol stored, $n_it named"
 n_ev=$(sqlite3 "$T/a.db" "SELECT COUNT(DISTINCT e.solution_id) FROM evaluations e JOIN solutions s ON s.id=e.solution_id WHERE s.solver='refine'")
 [ "$n_ev" = "$n_sol" ] || fail "evaluations: $n_ev for $n_sol solutions"
 grep -q '"stop"' "$T/a.json" || fail "no stop reason in --json: $(cat "$T/a.json")"
+# no stored iteration (re-solve or measured exchange) is over the budget
+over=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE solver='refine' AND
+  json_extract(config_json, '$.mpq_solution.total_bits') > json_extract(config_json, '$.mpq_solution.budgets_resolved.bits')")
+[ "$over" = 0 ] || fail "$over refine iterations over the bit budget"
+n_x=$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM metrics WHERE metric LIKE 'refine_kl@avg-bits=3.5;x=16#%' AND candidate LIKE 'x.%'")
+[ "$n_x" -ge 1 ] || fail "no measured exchange stored"
+echo "ok   $n_sol iterations, $n_x exchanges measured, none over budget"
 # each stored iteration's calibration KL is below the previous one's (accepted only if lower)
-sel=$(sqlite3 "$T/a.db" "SELECT MIN(value) FROM metrics WHERE metric LIKE 'refine_kl@avg-bits=3.5#%' AND layer_id IS NULL")
-add=$(sqlite3 "$T/a.db" "SELECT value FROM metrics WHERE metric='refine_kl@avg-bits=3.5#0' AND layer_id IS NULL")
+sel=$(sqlite3 "$T/a.db" "SELECT MIN(value) FROM metrics WHERE metric LIKE 'refine_kl@avg-bits=3.5;x=16#%' AND layer_id IS NULL")
+add=$(sqlite3 "$T/a.db" "SELECT value FROM metrics WHERE metric='refine_kl@avg-bits=3.5;x=16#0' AND layer_id IS NULL")
 awk -v s="$sel" -v a="$add" 'BEGIN { exit !(s <= a) }' || fail "selected calibration KL $sel > additive $add"
 # the last iteration's measured KL (evaluation windows) vs the additive one's: the loop decides
 # on the calibration windows, so a higher number here is reported with both calibration KLs
-kl0=$(sqlite3 "$T/a.db" "SELECT e.kl FROM evaluations e JOIN solutions s ON s.id=e.solution_id WHERE s.name='refine@avg-bits=3.5/it0'")
+kl0=$(sqlite3 "$T/a.db" "SELECT e.kl FROM evaluations e JOIN solutions s ON s.id=e.solution_id WHERE s.name='refine@avg-bits=3.5;x=16/it0'")
 klN=$(sqlite3 "$T/a.db" "SELECT e.kl FROM evaluations e JOIN solutions s ON s.id=e.solution_id WHERE s.solver='refine' ORDER BY s.name DESC LIMIT 1")
 if awk -v a="$klN" -v b="$kl0" 'BEGIN { exit !(a <= b) }'; then
   echo "ok   last iteration measures KL $klN <= additive $kl0"
@@ -69,6 +76,9 @@ cmp -s "$T/a.txt" "$T/c.txt" || fail "re-run changed stored numbers"
 # 4. bad arguments
 check "no budget" 2 "budget" -- "$MPQ" refine rf --db "$T/a.db"
 check "bad iterations" 2 "iterations" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --iterations 0
+check "bad exchanges" 2 "exchanges" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --exchanges 257
+check "bad exchange size" 2 "exchange-size" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --exchange-size 5
+check "bad reach" 2 "reach" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=3.5 --reach -1
 check "unknown job" 10 "nojob" -- "$MPQ" refine nojob --db "$T/a.db" --budget avg-bits=3.5
 check "infeasible" 9 "infeasible" -- "$MPQ" refine rf --db "$T/a.db" --budget avg-bits=2
 [ "$fails" -eq 0 ] || exit 1
