@@ -222,6 +222,23 @@ typedef struct mpq_job_noise_spec {
     int64_t seed;                             /* noise seed (default: the top-level seed) */
 } mpq_job_noise_spec;
 
+/* The "adaptive" section: adaptive measurement of layer_sensitivity (README "Adaptive
+ * measurement"). Units first measure the first min_windows calibration windows; then, round
+ * by round, `step` more windows are added only to the units whose interval
+ * kl +- z * kl_se could change the solution (GLPK ILP on kl) at one of the budgets to one
+ * better by more than tol x the predicted kl. */
+#define MPQ_JOB_ADAPTIVE_MAX_BUDGETS 8
+typedef struct mpq_job_adaptive_spec {
+    bool enabled;                  /* the section was given */
+    int n_budgets;                 /* 1..MPQ_JOB_ADAPTIVE_MAX_BUDGETS */
+    char budgets[MPQ_JOB_ADAPTIVE_MAX_BUDGETS][64]; /* canonical texts ("avg-bits=3.5", mpq_budget_parse) */
+    int min_windows;               /* 1..n_seqs, a multiple of calibration.batch or n_seqs (default: batch) */
+    int step;                      /* >= 1, a multiple of calibration.batch (default: batch) */
+    double z;                      /* interval half-width in standard errors, (0, 100] (default 2) */
+    double tol;                    /* relative regret tolerated, [0, 1] (default 0: any change of the
+                                      solution extends the unit) */
+} mpq_job_adaptive_spec;
+
 /* A parsed, validated and defaulted spec. All strings malloc'd and owned by the spec. */
 typedef struct mpq_job_spec {
     char *name;
@@ -244,6 +261,7 @@ typedef struct mpq_job_spec {
     mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
     int threads;               /* no effect; accepted for older specs (default 1) */
     mpq_job_noise_spec noise;  /* defaulted; meaningful when stages[MPQ_JOB_STAGE_NOISE] */
+    mpq_job_adaptive_spec adaptive; /* enabled only with layer_sensitivity */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;
@@ -269,6 +287,9 @@ typedef struct mpq_job_unit {
     int linear_index;          /* index into mpq_model_linear, -1 for KV units */
     int block;                 /* transformer block */
     int option;                /* index into spec->candidates or spec->kv_pairs; -1 for weight_error */
+    int round;                 /* adaptive layer_sensitivity: 0 = the first min_windows windows,
+                                  r >= 1 = the unit's extension in round r (key "round.r/<layer>/<cand>");
+                                  0 otherwise. mpq_job_units lists round 0 only */
 } mpq_job_unit;
 
 /* Every unit of the spec's selected stages on model m, in run order (stage, then layer/block,
