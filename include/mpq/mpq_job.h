@@ -67,6 +67,14 @@
  *       "levels": [0.001, 0.01, 0.1],  relative noise levels t = ||E||^2/||W||^2: 1..8 finite
  *                           numbers, strictly increasing, in (0, 10]
  *       "seed": S           noise seed, integer >= 0 (default: the top-level seed)
+ *     },
+ *     "adaptive": {         optional; only with layer_sensitivity (README "Adaptive measurement")
+ *       "budgets": ["avg-bits=3.5"],  1..8 distinct budgets (mpq_budget_parse); required
+ *       "min_windows": 8,   windows measured first: 1..n_seqs, a multiple of batch or n_seqs
+ *                           (default: batch)
+ *       "step": 8,          windows added per round, a positive multiple of batch (default: batch)
+ *       "z": 2,             interval half-width in standard errors, (0, 100] (default 2)
+ *       "tol": 0            relative regret tolerated, [0, 1] (default 0)
  *     }
  *   }
  *
@@ -88,7 +96,14 @@
  *                      candidate weight_sse, weight_rel, act_err, act_rel; and the layer's
  *                      xtx_trace with candidate "".
  *   layer_sensitivity  unit = layer x candidate, key "blk.3.attn_q/int4g32". Rows: kl, dloss,
- *                      top1 with their standard error over sequences and n = n_seqs.
+ *                      top1 with their standard error over sequences and n = n_seqs; artifact
+ *                      "kl_windows/<layer>/<candidate>" = each window's mean KL (little-endian
+ *                      float64, windows in order), stored in the unit's commit. With "adaptive":
+ *                      n = the windows measured so far (min_windows in round 0), units
+ *                      "round.R/<key>" add `step` windows to the units round R extends (decided
+ *                      from the rows stored when round R-1 ended, artifact "adaptive.round.R"),
+ *                      and each commit stores "adaptive.state/<layer>/<candidate>" (the running
+ *                      sums the next round continues bit for bit). Refused under MPI.
  *   kv_sensitivity     unit = block x pair, key "blk.3.kv/k4v2". Rows: kv_kl, kv_dloss,
  *                      kv_top1 (with standard errors), kv_attn_rel, stored against a layer
  *                      row "blk.3.kv" of kind "kv_cache" (rows 0, cols = kv dim, n_params 0)
