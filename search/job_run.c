@@ -1170,7 +1170,7 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     if (spec->adaptive.enabled && job_mpi_active()) {
         st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
                          "%s: adaptive: not available across MPI ranks (each round's units continue the sums stored "
-                         "for them, which the other ranks do not have): run the job as one process (workers: -j)",
+                         "for them, which the other ranks do not have): run the job as one process (with --workers)",
                          spec->source);
         goto done;
     }

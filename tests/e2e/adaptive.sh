@@ -5,7 +5,8 @@
 # and resumes; a unit extended to every window equals the non-adaptive measurement bit for
 # bit; fewer window-evaluations than the full job are stored; rounds are stored, shown by
 # `mpq status` and recorded in the provenance; bootstrap reads the units that have every
-# window and measures only the others; hostile "adaptive" sections are refused naming the key.
+# window and measures only the others; hostile "adaptive" sections are refused naming the key,
+# and so is a run under mpirun.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
@@ -126,5 +127,10 @@ hostile "not an object" "adaptive: expected an object" '[1]'
 sed 's/"metrics": \["layer_sensitivity"\]/"metrics": ["weight_error"]/' <(spec h '{"budgets": ["avg-bits=4"]}') > "$T/h2.json"
 check "without layer_sensitivity" 5 "adaptive: given, but metrics does not list" -- "$MPQ" run "$T/h2.json" --db "$T/h.db" -q
 [ ! -e "$T/h.db" ] || [ "$(sqlite3 "$T/h.db" "SELECT COUNT(*) FROM jobs")" = 0 ] || fail "a refused spec created a job"
+# 7. under MPI the option is refused before anything is stored (this build's MPI, or none)
+if command -v mpirun > /dev/null; then
+  check "refused under mpirun" 6 "MPI" -- mpirun -n 2 --oversubscribe --allow-run-as-root "$MPQ" run "$T/ad.json" --db "$T/m.db" -q
+  [ ! -e "$T/m.db" ] || [ "$(sqlite3 "$T/m.db" "SELECT COUNT(*) FROM jobs")" = 0 ] || fail "mpirun: a job was stored"
+fi
 [ "$fails" -eq 0 ] || exit 1
 echo "adaptive: ok"
