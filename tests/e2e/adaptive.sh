@@ -6,7 +6,7 @@
 # bit; fewer window-evaluations than the full job are stored; rounds are stored, shown by
 # `mpq status` and recorded in the provenance; bootstrap reads the units that have every
 # window and measures only the others; hostile "adaptive" sections are refused naming the key,
-# and so is a run under mpirun.
+# and so is a run under mpirun; a damaged stored round decision or unit state is refused naming it.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
@@ -127,6 +127,16 @@ hostile "not an object" "adaptive: expected an object" '[1]'
 sed 's/"metrics": \["layer_sensitivity"\]/"metrics": ["weight_error"]/' <(spec h '{"budgets": ["avg-bits=4"]}') > "$T/h2.json"
 check "without layer_sensitivity" 5 "adaptive: given, but metrics does not list" -- "$MPQ" run "$T/h2.json" --db "$T/h.db" -q
 [ ! -e "$T/h.db" ] || [ "$(sqlite3 "$T/h.db" "SELECT COUNT(*) FROM jobs")" = 0 ] || fail "a refused spec created a job"
+# 6b. a damaged stored decision or unit state is refused naming it, and nothing is changed
+rc=0; MPQ_TEST_KILL_AFTER_UNITS=$((BASE + 3)) "$MPQ" run "$T/ad.json" --db "$T/d.db" -q --workers 1 > /dev/null 2>&1 || rc=$?
+[ "$rc" -eq 137 ] || fail "kill after $((BASE + 3)) units: exit $rc"
+sqlite3 "$T/d.db" ".backup '$T/d2.db'" # (cp would miss the commits still in the WAL file)
+sqlite3 "$T/d.db" "UPDATE artifacts SET blob = '{}' WHERE name = 'adaptive.round.1'"
+check "damaged round decision" 4 "adaptive.round.1 has no \"extend\" list" -- "$MPQ" resume ad --db "$T/d.db" -q
+key=$(sqlite3 "$T/d2.db" "SELECT substr(key, 9) FROM units WHERE key LIKE 'round.1/%' AND status != 'done' ORDER BY id LIMIT 1")
+sqlite3 "$T/d2.db" "UPDATE artifacts SET blob = '{\"windows\": 99}' WHERE name = 'adaptive.state/$key'"
+check "damaged unit state" 4 "adaptive.state/$key is not a valid adaptive state" -- "$MPQ" resume ad --db "$T/d2.db" -q
+
 # 7. under MPI the option is refused before anything is stored (this build's MPI, or none)
 if command -v mpirun > /dev/null; then
   check "refused under mpirun" 6 "MPI" -- mpirun -n 2 --oversubscribe --allow-run-as-root "$MPQ" run "$T/ad.json" --db "$T/m.db" -q
