@@ -1014,8 +1014,10 @@ static mpq_status run_adaptive(run_ctx *c, const char *sname, mpq_job_progress *
         int n_au = 0, n_pend = 0, n_mine = 0;
         mpq_db_unit *pend = NULL, *mine = NULL;
         const mpq_job_unit **us = NULL;
-        if (r > 0 && (st = round_units(c, r, base, n_base, &au, &n_au, err)) != MPQ_OK) break;
-        if (r > 0 && n_au == 0) break; /* nothing left to extend: the stage is done */
+        if (r > 0 && ((st = round_units(c, r, base, n_base, &au, &n_au, err)) != MPQ_OK || n_au == 0)) {
+            adapt_units_free(au, n_au); /* n_au == 0: nothing left to extend, the stage is done */
+            break;
+        }
         if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) goto next;
         mine = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *mine);
         us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us);
