@@ -1,6 +1,8 @@
 /*
  * bootstrap.c - bootstrap stability of a stored solution (mpq_bootstrap.h): per-window
- * single-layer KL (measured once, stored as artifacts), paired resampling of the calibration
+ * single-layer KL (as stored by layer_sensitivity, artifacts kl_windows/<layer>/<candidate>;
+ * for jobs stored before that, measured once here and stored as window_kl/...), paired
+ * resampling of the calibration
  * windows, re-solves and Pareto knees per resample (Efron & Tibshirani 1993, ch. 6).
  */
 #include "mpq/mpq_bootstrap.h"
@@ -157,6 +159,13 @@ static void put_le32(unsigned char *b, float f) {
     memcpy(&u, &f, 4);
     for (int k = 0; k < 4; k++) b[k] = (unsigned char)(u >> (8 * k));
 }
+static double get_le64(const unsigned char *b) {
+    uint64_t u = 0;
+    for (int k = 0; k < 8; k++) u |= (uint64_t)b[k] << (8 * k);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
 static float get_le32(const unsigned char *b) {
     uint32_t u = 0;
     for (int k = 0; k < 4; k++) u |= (uint32_t)b[k] << (8 * k);
@@ -185,11 +194,30 @@ static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, doub
                 continue;
             }
             char name[MPQ_DB_NAME_MAX];
-            snprintf(name, sizeof name, "window_kl/%.60s/%.40s", c->p->layers[l].name, c->p->options[o]);
             void *data = NULL;
             size_t nb = 0;
+            /* stored by layer_sensitivity itself: float64 per window; used when it holds every
+             * window (an adaptive unit may hold fewer: then as for older jobs below) */
+            snprintf(name, sizeof name, "kl_windows/%.60s/%.40s", c->p->layers[l].name, c->p->options[o]);
             st = mpq_db_artifact_get(c->db, job_id, name, &data, &nb, err);
-            if (st == MPQ_OK) {
+            if (st != MPQ_OK && st != MPQ_ERR_NOTFOUND) break;
+            bool stored = st == MPQ_OK && nb == (size_t)c->n * 8;
+            if (stored)
+                for (int k = 0; k < c->n; k++) w[k] = (float)get_le64((const unsigned char *)data + 8 * k);
+            else if (st == MPQ_OK && (nb % 8 != 0 || nb > (size_t)c->n * 8))
+                st = mpq_err_set(err, MPQ_ERR_INVALID, "bootstrap: artifact %s: %zu bytes, expected at most %d windows x 8",
+                                 name, nb, c->n);
+            free(data);
+            data = NULL;
+            if (st != MPQ_OK && st != MPQ_ERR_NOTFOUND) break;
+            st = MPQ_OK;
+            if (!stored) { /* measured by an earlier bootstrap (float32 per window), else measured now */
+                snprintf(name, sizeof name, "window_kl/%.60s/%.40s", c->p->layers[l].name, c->p->options[o]);
+                st = mpq_db_artifact_get(c->db, job_id, name, &data, &nb, err);
+            }
+            if (stored) {
+                /* read above */
+            } else if (st == MPQ_OK) {
                 if (nb != (size_t)c->n * 4) {
                     st = mpq_err_set(err, MPQ_ERR_INVALID, "bootstrap: artifact %s: %zu bytes, expected %d windows x 4",
                                      name, nb, c->n);

@@ -243,6 +243,12 @@ static void put_rows(buf *b, const unit_rows *r) {
         put_str(b, m->metric);
         put_str(b, m->provenance_json);
     }
+    put_i64(b, r->n_art);
+    for (int i = 0; i < r->n_art; i++) {
+        put_str(b, r->art_name[i]);
+        put_i64(b, (int64_t)r->art_len[i]);
+        if (r->art_len[i]) put(b, r->art_data[i], r->art_len[i]);
+    }
 }
 
 /* Rows into r (empty on entry): each row's strings in one cJSON_malloc block held by
@@ -279,6 +285,26 @@ static mpq_status get_rows(buf *b, unit_rows *r, mpq_err *err) {
         m.provenance_json = pv ? blk : NULL;
         r->prov[r->n] = blk;
         r->rows[r->n++] = m;
+    }
+    int64_t na = get_i64(b);
+    if (b->bad || na < 0 || na > MAX_UNIT_ARTIFACTS)
+        return mpq_err_set(err, MPQ_ERR_FORMAT, "malformed rows message (%lld artifacts)", (long long)na);
+    for (int64_t i = 0; i < na; i++) {
+        char *name = get_str(b);
+        int64_t len = get_i64(b);
+        if (b->bad || !name || len < 0 || (uint64_t)len > b->n - b->off) {
+            free(name);
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "malformed rows message (artifact %lld)", (long long)i);
+        }
+        unsigned char *d = malloc(len > 0 ? (size_t)len : 1);
+        if (!d) {
+            free(name);
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit artifacts");
+        }
+        if (len) get(b, d, (size_t)len);
+        r->art_name[r->n_art] = name;
+        r->art_data[r->n_art] = d;
+        r->art_len[r->n_art++] = (size_t)len;
     }
     return MPQ_OK;
 }

@@ -32,13 +32,20 @@ extern "C" {
 /* rows[i].provenance_json == prov[i], allocated with cJSON_malloc (cJSON_PrintUnformatted on
  * the computing rank; on rank 0 one cJSON_malloc block per received row holding provenance,
  * candidate and metric, which rows[i] point into). Freed by job_rows_free. */
+#define MAX_UNIT_ARTIFACTS 2
 typedef struct unit_rows {
     mpq_db_metric rows[MAX_UNIT_ROWS];
     char *prov[MAX_UNIT_ROWS];
     int n;
+    /* artifacts stored in the unit's commit transaction (layer_sensitivity: per-window KL,
+     * and the adaptive state): malloc'd names and bytes */
+    char *art_name[MAX_UNIT_ARTIFACTS];
+    unsigned char *art_data[MAX_UNIT_ARTIFACTS];
+    size_t art_len[MAX_UNIT_ARTIFACTS];
+    int n_art;
 } unit_rows;
 
-void job_rows_free(unit_rows *r); /* frees prov[0..n), sets n = 0 */
+void job_rows_free(unit_rows *r); /* frees prov[0..n) and the artifacts, sets n = n_art = 0 */
 
 /* ---- the worker half of the driver (job_run.c) ------------------------------------------ */
 

@@ -24,6 +24,7 @@
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_tokenizer.h"
 
+#include "job_adaptive.h"
 #include "job_fisher.h"
 #include "job_hessian.h"
 #include "job_kvhead.h"
@@ -128,6 +129,7 @@ typedef struct run_ctx {
     mpq_kv_pair *pairs;
     mpq_calib *cal;
     mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
+    bool ref_done;      /* reference event emitted (the FP reference may be built late: adaptive rounds) */
     mpq_db_lease lease; /* this run's hold on the job (mpq_db_lease_acquire) */
     bool leased;        /* lease taken and not lost */
     int64_t run_done;
@@ -389,6 +391,25 @@ static cJSON *provenance_base(const run_ctx *c, mpq_job_stage stage) {
 static void rows_free(unit_rows *r) { /* unit_rows: job_mpi.h */
     for (int i = 0; i < r->n; i++) cJSON_free(r->prov[i]);
     r->n = 0;
+    for (int i = 0; i < r->n_art; i++) {
+        free(r->art_name[i]);
+        free(r->art_data[i]);
+    }
+    r->n_art = 0;
+}
+
+/* Adds an artifact to be stored with the unit's commit; takes data (freed on failure too). */
+static mpq_status add_artifact(unit_rows *r, const char *name, unsigned char *data, size_t len, mpq_err *err) {
+    char *nm = NULL;
+    if (data && r->n_art < MAX_UNIT_ARTIFACTS && (nm = malloc(strlen(name) + 1))) {
+        memcpy(nm, name, strlen(name) + 1);
+        r->art_name[r->n_art] = nm;
+        r->art_data[r->n_art] = data;
+        r->art_len[r->n_art++] = len;
+        return MPQ_OK;
+    }
+    free(data);
+    return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for artifact %s", name);
 }
 
 void job_rows_free(unit_rows *r) { rows_free(r); }
@@ -442,6 +463,78 @@ static mpq_status noise_rows(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, 
     return st;
 }
 
+/* A unit of an adaptive round r >= 1 (mpq_job_unit.round): the spec's unit with the state
+ * it had at the end of its last commit. `u` first: compute_unit gets &au->u. */
+typedef struct adapt_unit {
+    mpq_job_unit u;
+    job_adaptive_state state;
+} adapt_unit;
+
+/* The layer_sensitivity rows of one unit: windows [0, n_seqs), or under "adaptive" the first
+ * min_windows (round 0) or the next step windows after those stored (round r), continuing the
+ * stored sums bit for bit (mpq_calib_layer_range). Artifacts: the per-window KL of every
+ * window measured so far, and under "adaptive" the unit's state. */
+static mpq_status ls_rows(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, cJSON *prov, unit_rows *r,
+                          mpq_err *err) {
+    const mpq_job_spec *s = c->spec;
+    const mpq_job_adaptive_spec *ad = &s->adaptive;
+    const int n = c->seqs->n_seqs;
+    const mpq_layer_info *li = mpq_model_linear(c->model, u->linear_index);
+    const char *cn = s->candidates[u->option];
+    const int64_t lid = c->layer_ids[u->linear_index];
+    mpq_eval_stats acc;
+    memset(&acc, 0, sizeof acc);
+    int begin = 0, end = n;
+    const double *prev = NULL;
+    if (u->round > 0) {
+        const adapt_unit *au = (const adapt_unit *)u;
+        acc = au->state.acc;
+        begin = au->state.windows;
+        prev = au->state.win;
+        end = n - begin > ad->step ? begin + ad->step : n;
+        if (begin <= 0 || begin >= n)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "round %d: the unit has %d of %d windows", u->round, begin, n);
+    } else if (ad->enabled) {
+        end = ad->min_windows;
+    }
+    double *win = malloc((size_t)end * sizeof *win);
+    if (!win) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    if (begin) memcpy(win, prev, (size_t)begin * sizeof *win);
+    mpq_calib_result res;
+    mpq_status st = mpq_calib_layer_range(cal, u->linear_index, &c->cands[u->option], begin, end, &acc, win + begin,
+                                          &res, err);
+    if (st == MPQ_OK && ad->enabled) {
+        cJSON *ao = cJSON_AddObjectToObject(prov, "adaptive");
+        cJSON *bs = ao ? cJSON_AddArrayToObject(ao, "budgets") : NULL;
+        bool ok = bs && cJSON_AddStringToObject(ao, "rule", "ilp-flip") && cJSON_AddNumberToObject(ao, "z", ad->z) &&
+                  cJSON_AddNumberToObject(ao, "tol", ad->tol) &&
+                  cJSON_AddNumberToObject(ao, "min_windows", ad->min_windows) &&
+                  cJSON_AddNumberToObject(ao, "step", ad->step) && cJSON_AddNumberToObject(ao, "round", u->round) &&
+                  cJSON_AddNumberToObject(ao, "windows", end);
+        for (int i = 0; ok && i < ad->n_budgets; i++) {
+            cJSON *x = cJSON_CreateString(ad->budgets[i]);
+            ok = x && cJSON_AddItemToArray(bs, x);
+            if (!ok) cJSON_Delete(x);
+        }
+        if (!ok) st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    }
+    if (st == MPQ_OK && (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
+        (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
+        st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
+    char name[MPQ_DB_NAME_MAX + 64];
+    if (st == MPQ_OK) {
+        job_adaptive_windows_name(name, sizeof name, li->name, cn);
+        st = add_artifact(r, name, job_adaptive_windows_bytes(win, end), (size_t)end * 8, err);
+    }
+    if (st == MPQ_OK && ad->enabled) {
+        job_adaptive_state_name(name, sizeof name, li->name, cn);
+        char *js = job_adaptive_state_json(&acc, end, u->round);
+        st = add_artifact(r, name, (unsigned char *)js, js ? strlen(js) : 0, err);
+    }
+    free(win);
+    return st;
+}
+
 /* Computes one unit's rows (no database access, except the hessian stage's trace chunks,
  * which write their running-sum artifact idempotently before the unit commits). */
 static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, unit_rows *r, mpq_err *err) {
@@ -466,13 +559,7 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
         if (st == MPQ_OK)
             st = add_row(r, prov, lid, "", "xtx_trace", mpq_calib_xtx_trace(cal, u->linear_index), NAN, ntok, err);
     } else if (u->stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
-        int64_t lid = c->layer_ids[u->linear_index];
-        const char *cn = s->candidates[u->option];
-        mpq_calib_result res;
-        if ((st = mpq_calib_layer(cal, u->linear_index, &c->cands[u->option], &res, err)) == MPQ_OK &&
-            (st = add_row(r, prov, lid, cn, "kl", res.kl, res.kl_se, res.n_seqs, err)) == MPQ_OK &&
-            (st = add_row(r, prov, lid, cn, "dloss", res.dloss, res.dloss_se, res.n_seqs, err)) == MPQ_OK)
-            st = add_row(r, prov, lid, cn, "top1", res.top1, res.top1_se, res.n_seqs, err);
+        st = ls_rows(c, cal, u, prov, r, err);
     } else if (u->stage == MPQ_JOB_STAGE_NOISE) {
         st = noise_rows(c, cal, u, prov, r, err);
     } else if (u->stage == MPQ_JOB_STAGE_HESSIAN) {
@@ -704,8 +791,10 @@ static mpq_status lease_beat(run_ctx *c, mpq_err *err) {
 static mpq_status commit_leased(run_ctx *c, int64_t unit_id, unit_rows *rows, mpq_err *err) {
     mpq_status st = mpq_db_begin(c->db, err);
     if (st != MPQ_OK) return st;
-    if ((st = lease_beat(c, err)) == MPQ_OK &&
-        (st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err)) == MPQ_OK)
+    st = lease_beat(c, err);
+    for (int i = 0; st == MPQ_OK && i < rows->n_art; i++)
+        st = mpq_db_artifact_put(c->db, c->job_id, rows->art_name[i], rows->art_data[i], rows->art_len[i], err);
+    if (st == MPQ_OK && (st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err)) == MPQ_OK)
         return mpq_db_commit(c->db, err);
     mpq_db_rollback(c->db, NULL);
     return st;
@@ -812,6 +901,167 @@ static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pen
     return st;
 }
 
+static mpq_status reference_ensure(run_ctx *c, mpq_err *err);
+
+/* ---- adaptive layer_sensitivity (README "Adaptive measurement", job_adaptive.h) ----------
+ * Round 0 is the spec's units over the first min_windows windows. Round r >= 1 starts only
+ * when every unit of round r-1 is done: its set of units to extend is decided from the rows
+ * stored then (job_adaptive_decide) and stored, with the round's units "round.r/<unit key>",
+ * in one transaction (artifact "adaptive.round.r"); a resumed job reads that decision back
+ * instead of deciding again. A decision with no unit ends the stage. */
+
+static mpq_status round_store(run_ctx *c, int round, const char *json, const mpq_job_unit *base, const int *ext,
+                              int n_ext, mpq_err *err) {
+    char an[64], key[MPQ_DB_NAME_MAX];
+    job_adaptive_round_name(an, sizeof an, round);
+    mpq_status st = mpq_db_begin(c->db, err);
+    if (st != MPQ_OK) return st;
+    st = lease_beat(c, err);
+    if (st == MPQ_OK) st = mpq_db_artifact_put(c->db, c->job_id, an, json, strlen(json), err);
+    for (int i = 0; st == MPQ_OK && i < n_ext; i++) {
+        int64_t uid;
+        int w = snprintf(key, sizeof key, "round.%d/%s", round, base[ext[i]].key);
+        if (w < 0 || (size_t)w >= sizeof key)
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "unit key round.%d/%s is too long", round, base[ext[i]].key);
+        else
+            st = mpq_db_unit_ensure(c->db, c->job_id, mpq_job_stage_name(MPQ_JOB_STAGE_LAYER_SENSITIVITY), key, &uid,
+                                    err);
+    }
+    if (st == MPQ_OK) return mpq_db_commit(c->db, err);
+    mpq_db_rollback(c->db, NULL);
+    return st;
+}
+
+/* The units of round r (> 0) as stored: reads (or decides and stores) the decision. */
+static mpq_status round_units(run_ctx *c, int round, const mpq_job_unit *base, int n_base, adapt_unit **out, int *n_out,
+                              mpq_err *err) {
+    char an[64];
+    job_adaptive_round_name(an, sizeof an, round);
+    void *blob = NULL;
+    size_t nb = 0;
+    int *ext = NULL, n_ext = 0;
+    char *json = NULL;
+    cJSON *o = NULL;
+    *out = NULL;
+    *n_out = 0;
+    mpq_err e2 = {0};
+    mpq_status st = mpq_db_artifact_get(c->db, c->job_id, an, &blob, &nb, &e2);
+    if (st == MPQ_ERR_NOTFOUND) {
+        if ((st = job_adaptive_decide(c->db, c->job_id, c->spec, base, n_base, c->layer_ids, round, &ext, &n_ext, &json,
+                                      err)) != MPQ_OK ||
+            (st = round_store(c, round, json, base, ext, n_ext, err)) != MPQ_OK)
+            goto done;
+        blob = json;
+        nb = strlen(json);
+        json = NULL;
+    } else if (st != MPQ_OK) {
+        *err = e2;
+        goto done;
+    }
+    o = cJSON_ParseWithLength(blob, nb);
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(o, "extend");
+    if (!cJSON_IsArray(keys)) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s has no \"extend\" list", mpq_db_path(c->db),
+                         c->spec->name, an);
+        goto done;
+    }
+    int n = cJSON_GetArraySize(keys);
+    adapt_unit *au = mpq_calloc(n > 0 ? (size_t)n : 1, sizeof *au);
+    if (!au) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    *out = au;
+    for (const cJSON *k = keys->child; k; k = k->next) {
+        const mpq_job_unit *b = NULL;
+        for (int i = 0; cJSON_IsString(k) && i < n_base && !b; i++)
+            if (strcmp(base[i].key, k->valuestring) == 0) b = &base[i];
+        if (!b) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s names a unit that is not in the spec",
+                             mpq_db_path(c->db), c->spec->name, an);
+            goto done;
+        }
+        adapt_unit *a = &au[(*n_out)++];
+        a->u = *b;
+        a->u.round = round;
+        snprintf(a->u.key, sizeof a->u.key, "round.%d/%.100s", round, b->key);
+    }
+done:
+    cJSON_Delete(o);
+    free(blob);
+    free(json);
+    free(ext);
+    return st;
+}
+
+static void adapt_units_free(adapt_unit *au, int n) {
+    for (int i = 0; au && i < n; i++) free(au[i].state.win);
+    free(au);
+}
+
+static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
+                           int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err);
+
+static mpq_status run_adaptive(run_ctx *c, const char *sname, mpq_job_progress *p, bool *stopped,
+                               mpq_err *err) {
+    const mpq_job_unit *base = NULL;
+    int n_base = 0;
+    for (int i = 0; i < c->n_units; i++)
+        if (c->units[i].stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
+            if (!base) base = &c->units[i];
+            n_base++;
+        }
+    mpq_status st = MPQ_OK;
+    for (int r = 0; st == MPQ_OK && !*stopped && c->n_failed == 0; r++) {
+        adapt_unit *au = NULL;
+        int n_au = 0, n_pend = 0, n_mine = 0;
+        mpq_db_unit *pend = NULL, *mine = NULL;
+        const mpq_job_unit **us = NULL;
+        if (r > 0 && ((st = round_units(c, r, base, n_base, &au, &n_au, err)) != MPQ_OK || n_au == 0)) {
+            adapt_units_free(au, n_au); /* n_au == 0: nothing left to extend, the stage is done */
+            break;
+        }
+        if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) goto next;
+        mine = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *mine);
+        us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us);
+        if (!mine || !us) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            goto next;
+        }
+        for (int i = 0; i < n_pend; i++) {
+            const mpq_job_unit *u = NULL;
+            for (int k = 0; r == 0 && k < n_base && !u; k++)
+                if (strcmp(base[k].key, pend[i].key) == 0) u = &base[k];
+            for (int k = 0; r > 0 && k < n_au && !u; k++)
+                if (strcmp(au[k].u.key, pend[i].key) == 0) {
+                    if ((st = job_adaptive_state_load(c->db, c->job_id, mpq_model_linear(c->model, au[k].u.linear_index)->name,
+                                                      c->spec->candidates[au[k].u.option], c->seqs->n_seqs,
+                                                      &au[k].state, err)) != MPQ_OK)
+                        goto next;
+                    u = &au[k].u;
+                }
+            if (!u) continue; /* another round's unit */
+            mine[n_mine] = pend[i];
+            us[n_mine++] = u;
+        }
+        if (n_mine > 0) {
+            int64_t done = 0, total = 0;
+            if ((st = reference_ensure(c, err)) != MPQ_OK ||
+                (st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK)
+                goto next;
+            p->stage_done = done;
+            p->stage_total = total;
+            st = run_pool(c, sname, mine, us, n_mine, p, mpq_time_now(), stopped, err); /* rate: of this round */
+        }
+    next:
+        free(us);
+        free(mine);
+        free(pend);
+        adapt_units_free(au, n_au);
+    }
+    return st;
+}
+
 /* Runs the pending units of one stage. *stopped set when a stop was requested. */
 static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, bool *stopped,
                             mpq_err *err) {
@@ -827,7 +1077,7 @@ static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, in
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (int i = 0; i < n_pend; i++)
+    for (int i = 0; i < n_pend && !(stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY && c->spec->adaptive.enabled); i++)
         if (!(us[i] = find_unit(c, stage, pend[i].key))) { /* cannot happen when the spec hash matched */
             st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
                              c->spec->name, sname, pend[i].key);
@@ -838,7 +1088,9 @@ static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, in
                           .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
                           .stage_total = total, .run_done = c->run_done, .eta_seconds = -1};
     emit(c, &p);
-    if (stage == MPQ_JOB_STAGE_HESSIAN || n_pend == 0)
+    if (stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY && c->spec->adaptive.enabled)
+        st = run_adaptive(c, sname, &p, stopped, err);
+    else if (stage == MPQ_JOB_STAGE_HESSIAN || n_pend == 0)
         st = run_inline(c, sname, pend, us, n_pend, &p, t0, stopped, err);
     else
         st = run_pool(c, sname, pend, us, n_pend, &p, t0, stopped, err);
@@ -865,6 +1117,18 @@ static mpq_status reference_create(run_ctx *c, mpq_err *err) {
     mpq_status st = mpq_calib_create(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len, &co, &c->cal, err);
     if (st != MPQ_OK) mpq_err_prefix(err, "job '%s': FP reference", spec->name);
     return st;
+}
+
+/* Builds the FP reference once per run (before the first unit that needs it). */
+static mpq_status reference_ensure(run_ctx *c, mpq_err *err) {
+    if (c->cal) return MPQ_OK;
+    double t0 = mpq_time_now();
+    mpq_status st = reference_create(c, err);
+    if (st != MPQ_OK) return st;
+    mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = c->spec->name, .seconds = mpq_time_now() - t0,
+                          .eta_seconds = -1};
+    emit(c, &p);
+    return lease_beat(c, err);
 }
 
 /* Rank 0 under MPI: the job, this run's input record and the layer ids to the other ranks. */
@@ -908,6 +1172,13 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     mpq_err e2 = {0};
     bool exists = false;
     st = mpq_db_job_find(db, spec->name, &job, &e2);
+    if (spec->adaptive.enabled && job_mpi_active()) {
+        st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                         "%s: adaptive: not available across MPI ranks (each round's units continue the sums stored "
+                         "for them, which the other ranks do not have): run the job as one process (with --workers)",
+                         spec->source);
+        goto done;
+    }
     if (st == MPQ_OK && strcmp(job.name, spec->name) == 0) {
         exists = true;
         c.job_id = job.id;

@@ -5,6 +5,7 @@
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "mpq/mpq_job.h"
+#include "mpq/mpq_jobsolve.h"
 #include "util/file.h"
 
 #include <cjson/cJSON.h>
@@ -488,6 +489,85 @@ static mpq_status parse_noise(const char *src, const cJSON *obj, mpq_job_spec *s
     return MPQ_OK;
 }
 
+/* The "adaptive" section (README "Adaptive measurement"). Needs s->calib. */
+static mpq_status parse_adaptive(const char *src, const cJSON *obj, mpq_job_spec *s, mpq_err *err) {
+    static const char *const keys[] = {"budgets", "min_windows", "step", "z", "tol", NULL};
+    mpq_job_adaptive_spec *a = &s->adaptive;
+    mpq_status st;
+    char got[64];
+    if (!cJSON_IsObject(obj)) {
+        value_text(obj, got, sizeof got);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: adaptive: expected an object, got %s %s", src, type_name(obj),
+                           got);
+    }
+    if ((st = check_keys(src, "adaptive", obj, keys, err)) != MPQ_OK) return st;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(obj, "budgets");
+    if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) < 1 || cJSON_GetArraySize(b) > MPQ_JOB_ADAPTIVE_MAX_BUDGETS) {
+        value_text(b, got, sizeof got);
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: adaptive.budgets: expected an array of 1..%d budgets such as \"avg-bits=3.5\", got "
+                           "%s %s",
+                           src, MPQ_JOB_ADAPTIVE_MAX_BUDGETS, b ? type_name(b) : "nothing", b ? got : "");
+    }
+    int i = 0;
+    for (const cJSON *x = b->child; x; x = x->next, i++) {
+        char key[48];
+        snprintf(key, sizeof key, "adaptive.budgets[%d]", i);
+        const char *t = NULL;
+        if ((st = get_string(src, key, x, &t, err)) != MPQ_OK) return st;
+        mpq_budget bu;
+        mpq_err e2 = {0};
+        if (mpq_budget_parse(t, &bu, &e2) != MPQ_OK)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: %s", src, key, e2.msg);
+        for (int j = 0; j < i; j++)
+            if (strcmp(a->budgets[j], bu.text) == 0)
+                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: %s: '%s' is listed twice", src, key, bu.text);
+        snprintf(a->budgets[i], sizeof a->budgets[i], "%s", bu.text);
+    }
+    a->n_budgets = i;
+    const int n = s->calib.n_seqs, B = s->calib.batch;
+    int64_t v;
+    if ((st = get_int(src, "adaptive.min_windows", cJSON_GetObjectItemCaseSensitive(obj, "min_windows"), 1, n,
+                      B < n ? B : n, &v, err)) != MPQ_OK)
+        return st; /* the message gives the bound: calibration.n_seqs */
+    if (v % B != 0 && v != n)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: adaptive.min_windows: %lld is not a multiple of calibration.batch %d (windows are "
+                           "measured in whole batches, so that a unit extended to all windows equals the "
+                           "non-adaptive measurement bit for bit)",
+                           src, (long long)v, B);
+    a->min_windows = (int)v;
+    if ((st = get_int(src, "adaptive.step", cJSON_GetObjectItemCaseSensitive(obj, "step"), 1, 1 << 24, B, &v, err)) !=
+        MPQ_OK)
+        return st;
+    if (v % B != 0)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: adaptive.step: %lld is not a multiple of calibration.batch %d (windows are measured "
+                           "in whole batches)",
+                           src, (long long)v, B);
+    a->step = (int)v;
+    const cJSON *z = cJSON_GetObjectItemCaseSensitive(obj, "z");
+    a->z = 2.0;
+    if (z) {
+        value_text(z, got, sizeof got);
+        if (!cJSON_IsNumber(z) || !isfinite(z->valuedouble) || !(z->valuedouble > 0) || z->valuedouble > 100)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: adaptive.z: expected a number in (0, 100], got %s %s", src,
+                               type_name(z), got);
+        a->z = z->valuedouble;
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "tol");
+    a->tol = 0.0;
+    if (t) {
+        value_text(t, got, sizeof got);
+        if (!cJSON_IsNumber(t) || !isfinite(t->valuedouble) || !(t->valuedouble >= 0) || t->valuedouble > 1)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: adaptive.tol: expected a number in [0, 1], got %s %s", src,
+                               type_name(t), got);
+        a->tol = t->valuedouble;
+    }
+    a->enabled = true;
+    return MPQ_OK;
+}
+
 /* ---- canonical form --------------------------------------------------------------------- */
 
 static cJSON *names_array(char **names, int n) {
@@ -595,6 +675,26 @@ static char *canonical(const mpq_job_spec *s) {
             ok = false;
         }
     }
+    if (ok && s->adaptive.enabled) {
+        const mpq_job_adaptive_spec *a = &s->adaptive;
+        cJSON *ao = cJSON_CreateObject(), *bs = cJSON_CreateArray();
+        bool k = ao && bs;
+        for (int i = 0; k && i < a->n_budgets; i++) {
+            cJSON *x = cJSON_CreateString(a->budgets[i]);
+            k = x && cJSON_AddItemToArray(bs, x);
+            if (!k) cJSON_Delete(x);
+        }
+        k = k && cJSON_AddItemToObject(ao, "budgets", bs);
+        if (!k) cJSON_Delete(bs);
+        k = k && cJSON_AddNumberToObject(ao, "min_windows", a->min_windows) &&
+            cJSON_AddNumberToObject(ao, "step", a->step) && cJSON_AddNumberToObject(ao, "z", a->z) &&
+            cJSON_AddNumberToObject(ao, "tol", a->tol);
+        if (k) ok = add_item(o, "adaptive", ao);
+        else {
+            cJSON_Delete(ao);
+            ok = false;
+        }
+    }
     if (ok) {
         cJSON *m = cJSON_CreateArray();
         for (int i = 0; m && i < MPQ_JOB_N_STAGES; i++)
@@ -626,7 +726,7 @@ static bool valid_name(const char *n) {
 static mpq_status spec_parse(const char *json, const char *source, bool stored, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
-                                           "hessian",     "threads",     "noise",      NULL};
+                                           "hessian",     "threads",     "noise",      "adaptive",  NULL};
     const char *src = source && *source ? source : "spec";
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
@@ -741,6 +841,13 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
         goto done;
     }
     if (s->stages[MPQ_JOB_STAGE_NOISE] && (st = parse_noise(src, v, s, err)) != MPQ_OK) goto done;
+    v = cJSON_GetObjectItemCaseSensitive(root, "adaptive");
+    if (v && !s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]) {
+        st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: adaptive: given, but metrics does not list \"layer_sensitivity\"",
+                         src);
+        goto done;
+    }
+    if (v && (st = parse_adaptive(src, v, s, err)) != MPQ_OK) goto done;
     if ((s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] || s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY] ||
          s->stages[MPQ_JOB_STAGE_FISHER]) &&
         s->n_candidates == 0) {

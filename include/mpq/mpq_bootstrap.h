@@ -5,8 +5,11 @@
  * nonparametric bootstrap of a statistic of i.i.d. samples; here the windows).
  *
  * Per-window values. Stage layer_sensitivity stores per (layer, candidate) the mean KL over the
- * n calibration windows, its standard error and n, not the windows' own values. They are
- * measured here (once per job; resumable) and stored as artifacts named
+ * n calibration windows, its standard error and n, and (artifacts
+ * "kl_windows/<layer>/<candidate>", README "The results database") each window's own value as
+ * a little-endian IEEE-754 binary64: those are read as they are, nothing is measured. For
+ * jobs stored before that, and for adaptive units that stopped before the last window, they
+ * are measured here (once per job; resumable) and stored as artifacts named
  * "window_kl/<layer>/<candidate>": n little-endian IEEE-754 binary32 values, window k = the
  * mean over its T positions of KL(P_fp || P_q) with only that layer quantized (entering the
  * executor at the layer's block from the FP run's residual: the same forward as the stage,

@@ -24,6 +24,7 @@
 #define MPQ_CALIB_H
 
 #include "mpq/mpq.h"
+#include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 
@@ -103,6 +104,17 @@ typedef struct mpq_calib_result {
 /* Measured sensitivity of linear layer i quantized with c, all other layers FP. */
 mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
                            mpq_calib_result *out, mpq_err *err);
+
+/* mpq_calib_layer over calibration windows [seq_begin, seq_end) only, continuing the
+ * accumulator *acc (zeroed before the first range; updated): windows are taken in whole
+ * batches of opts.batch (seq_begin a multiple of it, seq_end one too or n_seqs), so that
+ * consecutive ranges from 0 to n_seqs leave in *acc, and in *out, exactly the bits of one
+ * mpq_calib_layer call. *out is the result over every window accumulated so far. seq_kl (may
+ * be NULL) receives the (seq_end - seq_begin) per-window mean KL values (nats/token).
+ * MPQ_ERR_INVALID for a range that is not whole batches, a bad index or NULL argument. */
+mpq_status mpq_calib_layer_range(mpq_calib *cal, int linear_index, const mpq_candidate *c, int seq_begin,
+                                 int seq_end, mpq_eval_stats *acc, double *seq_kl, mpq_calib_result *out,
+                                 mpq_err *err);
 
 /* The same measurement with linear layer i's weights replaced by w ((rows, cols) row-major,
  * borrowed for the call) instead of a candidate's Q(W): same windows, entry point and prefix

@@ -220,6 +220,17 @@ mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq
                                    const mpq_exec_ref *ref, int layer, mpq_exec_entry entry,
                                    mpq_eval_stats *stats, mpq_err *err);
 
+/* The batches of mpq_exec_eval_ref_entry that hold sequences [seq_begin, seq_end) only:
+ * seq_begin a multiple of ex's max_B, seq_end one too or the reference's n_seqs, so that
+ * every batch has the composition it has in the whole evaluation. Calls over consecutive
+ * ranges accumulating into the same *stats give exactly the bits of one whole call.
+ * seq_kl (may be NULL) receives (seq_end - seq_begin) per-sequence mean KL values, the very
+ * numbers whose sum and sum of squares enter kl_seq_sum / kl_seq_sumsq. MPQ_ERR_INVALID
+ * for a range that is not whole batches, or as mpq_exec_eval_ref_entry. */
+mpq_status mpq_exec_eval_ref_entry_range(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                         const mpq_exec_ref *ref, int layer, mpq_exec_entry entry, int seq_begin,
+                                         int seq_end, mpq_eval_stats *stats, double *seq_kl, mpq_err *err);
+
 /* ---- evaluation on worker threads ----
  * The statistics are sums over positions and sequences in floating point, so their last
  * bits depend on the order of the additions. A batch can instead be scored into a part,

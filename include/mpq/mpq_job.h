@@ -67,6 +67,14 @@
  *       "levels": [0.001, 0.01, 0.1],  relative noise levels t = ||E||^2/||W||^2: 1..8 finite
  *                           numbers, strictly increasing, in (0, 10]
  *       "seed": S           noise seed, integer >= 0 (default: the top-level seed)
+ *     },
+ *     "adaptive": {         optional; only with layer_sensitivity (README "Adaptive measurement")
+ *       "budgets": ["avg-bits=3.5"],  1..8 distinct budgets (mpq_budget_parse); required
+ *       "min_windows": 8,   windows measured first: 1..n_seqs, a multiple of batch or n_seqs
+ *                           (default: batch)
+ *       "step": 8,          windows added per round, a positive multiple of batch (default: batch)
+ *       "z": 2,             interval half-width in standard errors, (0, 100] (default 2)
+ *       "tol": 0            relative regret tolerated, [0, 1] (default 0)
  *     }
  *   }
  *
@@ -88,7 +96,14 @@
  *                      candidate weight_sse, weight_rel, act_err, act_rel; and the layer's
  *                      xtx_trace with candidate "".
  *   layer_sensitivity  unit = layer x candidate, key "blk.3.attn_q/int4g32". Rows: kl, dloss,
- *                      top1 with their standard error over sequences and n = n_seqs.
+ *                      top1 with their standard error over sequences and n = n_seqs; artifact
+ *                      "kl_windows/<layer>/<candidate>" = each window's mean KL (little-endian
+ *                      float64, windows in order), stored in the unit's commit. With "adaptive":
+ *                      n = the windows measured so far (min_windows in round 0), units
+ *                      "round.R/<key>" add `step` windows to the units round R extends (decided
+ *                      from the rows stored when round R-1 ended, artifact "adaptive.round.R"),
+ *                      and each commit stores "adaptive.state/<layer>/<candidate>" (the running
+ *                      sums the next round continues bit for bit). Refused under MPI.
  *   kv_sensitivity     unit = block x pair, key "blk.3.kv/k4v2". Rows: kv_kl, kv_dloss,
  *                      kv_top1 (with standard errors), kv_attn_rel, stored against a layer
  *                      row "blk.3.kv" of kind "kv_cache" (rows 0, cols = kv dim, n_params 0)
@@ -222,6 +237,23 @@ typedef struct mpq_job_noise_spec {
     int64_t seed;                             /* noise seed (default: the top-level seed) */
 } mpq_job_noise_spec;
 
+/* The "adaptive" section: adaptive measurement of layer_sensitivity (README "Adaptive
+ * measurement"). Units first measure the first min_windows calibration windows; then, round
+ * by round, `step` more windows are added only to the units whose interval
+ * kl +- z * kl_se could change the solution (GLPK ILP on kl) at one of the budgets to one
+ * better by more than tol x the predicted kl. */
+#define MPQ_JOB_ADAPTIVE_MAX_BUDGETS 8
+typedef struct mpq_job_adaptive_spec {
+    bool enabled;                  /* the section was given */
+    int n_budgets;                 /* 1..MPQ_JOB_ADAPTIVE_MAX_BUDGETS */
+    char budgets[MPQ_JOB_ADAPTIVE_MAX_BUDGETS][64]; /* canonical texts ("avg-bits=3.5", mpq_budget_parse) */
+    int min_windows;               /* 1..n_seqs, a multiple of calibration.batch or n_seqs (default: batch) */
+    int step;                      /* >= 1, a multiple of calibration.batch (default: batch) */
+    double z;                      /* interval half-width in standard errors, (0, 100] (default 2) */
+    double tol;                    /* relative regret tolerated, [0, 1] (default 0: any change of the
+                                      solution extends the unit) */
+} mpq_job_adaptive_spec;
+
 /* A parsed, validated and defaulted spec. All strings malloc'd and owned by the spec. */
 typedef struct mpq_job_spec {
     char *name;
@@ -247,6 +279,7 @@ typedef struct mpq_job_spec {
     bool kv_per_head;          /* kv.per_head (default false): kv_sensitivity also measures each
                                   (block, KV head, pair) alone; kv.scheme.group_size must divide
                                   the model's head_dim (checked by mpq_job_units) */
+    mpq_job_adaptive_spec adaptive; /* enabled only with layer_sensitivity */
 } mpq_job_spec;
 
 /* Parses JSON text. `source` names the text in error messages (e.g. the spec's file name;
@@ -274,6 +307,9 @@ typedef struct mpq_job_unit {
     int option;                /* index into spec->candidates or spec->kv_pairs; -1 for weight_error */
     bool kv_head_unit;         /* a per-head kv_sensitivity unit ("blk.3.kv/k4v2@h1", kv.per_head) */
     int kv_head;               /* its KV head (0 otherwise) */
+    int round;                 /* adaptive layer_sensitivity: 0 = the first min_windows windows,
+                                  r >= 1 = the unit's extension in round r (key "round.r/<layer>/<cand>");
+                                  0 otherwise. mpq_job_units lists round 0 only */
 } mpq_job_unit;
 
 /* Every unit of the spec's selected stages on model m, in run order (stage, then layer/block,

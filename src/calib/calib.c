@@ -365,20 +365,26 @@ static void fill_result(const mpq_eval_stats *s, double seconds, mpq_calib_resul
 /* Runs the single-layer measurement of linear layer li with the weights the caller put in
  * cal->wq: points the layer's slot of cal's weight table at them, evaluates, and points it
  * back at the model's tensor (also on error). */
-static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const char *what, double t0,
-                                mpq_calib_result *out, mpq_err *err) {
+static mpq_status eval_replaced_range(mpq_calib *cal, const mpq_layer_info *li, const char *what, double t0,
+                                      int seq_begin, int seq_end, mpq_eval_stats *acc, double *seq_kl,
+                                      mpq_calib_result *out, mpq_err *err) {
     float **slot = mpq_weights_linear_slot(cal->view, li);
     float *W = *slot; /* the model's tensor */
     *slot = cal->wq;
     mpq_eval_stats s;
     memset(&s, 0, sizeof s);
+    if (acc) s = *acc;
     mpq_exec_opts eo = mpq_exec_opts_default();
     mpq_exec_entry entry = MPQ_EXEC_ENTRY_BLOCK;
     if (li->kind == MPQ_LAYER_ATTN_O) entry = MPQ_EXEC_ENTRY_ATTN_O;
     else if (li->kind == MPQ_LAYER_FFN_GATE || li->kind == MPQ_LAYER_FFN_UP || li->kind == MPQ_LAYER_FFN_DOWN)
         entry = MPQ_EXEC_ENTRY_FFN;
     mpq_status st;
-    if (cal->opts.prefix_reuse)
+    if (seq_end > 0) /* a range (mpq_calib_layer_range); layer 0 at its block is the whole forward */
+        st = mpq_exec_eval_ref_entry_range(cal->ex, cal->view, &eo, cal->ref, cal->opts.prefix_reuse ? li->block : 0,
+                                           cal->opts.prefix_reuse ? entry : MPQ_EXEC_ENTRY_BLOCK, seq_begin, seq_end,
+                                           &s, seq_kl, err);
+    else if (cal->opts.prefix_reuse)
         st = mpq_exec_eval_ref_entry(cal->ex, cal->view, &eo, cal->ref, li->block, entry, &s, err);
     else
         st = mpq_exec_eval_ref(cal->ex, cal->view, &eo, cal->ref, 0, &s, err);
@@ -387,8 +393,14 @@ static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const 
         mpq_err_prefix(err, "calib: %s %s", li->name, what);
         return st;
     }
+    if (acc) *acc = s;
     fill_result(&s, mpq_time_now() - t0, out);
     return MPQ_OK;
+}
+
+static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const char *what, double t0,
+                                mpq_calib_result *out, mpq_err *err) {
+    return eval_replaced_range(cal, li, what, t0, 0, 0, NULL, NULL, out, err);
 }
 
 mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
@@ -403,6 +415,23 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
         return st;
     }
     return eval_replaced(cal, li, c->name, t0, out, err);
+}
+
+mpq_status mpq_calib_layer_range(mpq_calib *cal, int linear_index, const mpq_candidate *c, int seq_begin,
+                                 int seq_end, mpq_eval_stats *acc, double *seq_kl, mpq_calib_result *out,
+                                 mpq_err *err) {
+    mpq_status st = check_linear(cal, linear_index, c, out, err);
+    if (st != MPQ_OK) return st;
+    if (!acc) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL accumulator");
+    if (seq_end <= 0) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: empty window range [%d, %d)", seq_begin, seq_end);
+    const double t0 = mpq_time_now();
+    const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
+    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
+    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
+        mpq_err_prefix(err, "layer %s", li->name);
+        return st;
+    }
+    return eval_replaced_range(cal, li, c->name, t0, seq_begin, seq_end, acc, seq_kl, out, err);
 }
 
 mpq_status mpq_calib_layer_weights(mpq_calib *cal, int linear_index, const float *w, mpq_calib_result *out,

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpq/mpq_db.h"
@@ -14,18 +15,48 @@ static const char *status_help =
     "\n"
     "Without JOB: every job of the database with its status and units done/total/failed.\n"
     "With JOB (name or id): the job's status, times, version and seed, the process running\n"
-    "it (pid, host, since, last heartbeat), and per stage the units done / total / failed.\n"
+    "it (pid, host, since, last heartbeat), and per stage the units done / total / failed;\n"
+    "for adaptive layer_sensitivity, each decided round: units extended and the\n"
+    "window-evaluations stored before it.\n"
     "A job whose runner was killed (even by SIGKILL) shows as interrupted: its lease names\n"
     "a process that no longer exists. The database is opened read-only and never written\n"
     "(safe while a job runs, works on read-only files and file systems).\n"
     "\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
-    "      --json              JSON output (an array of jobs, or one job object with \"stages\"\n"
-    "                          and \"runner\": {pid, host, since, heartbeat, alive} or null)\n"
+    "      --json              JSON output (an array of jobs, or one job object with \"stages\",\n"
+    "                          \"runner\": {pid, host, since, heartbeat, alive} or null, and\n"
+    "                          \"adaptive_rounds\": [{round, extend, windows_before}])\n"
     "  -h, --help              this help\n"
     "\n"
     "Exit codes: 0 ok, 2 usage, 3 cannot open or read the file, 7 database error, 10 job\n"
     "not found.\n";
+
+/* The rounds of adaptive layer_sensitivity (artifacts "adaptive.round.<r>", README "Adaptive
+ * measurement"): a JSON array of {round, extend, windows_before}, empty for other jobs. */
+static cJSON *adaptive_rounds(mpq_db *db, int64_t job_id) {
+    cJSON *a = cJSON_CreateArray();
+    for (int r = 1; a; r++) {
+        char name[64];
+        snprintf(name, sizeof name, "adaptive.round.%d", r);
+        void *blob = NULL;
+        size_t n = 0;
+        if (mpq_db_artifact_get(db, job_id, name, &blob, &n, NULL) != MPQ_OK) break;
+        cJSON *o = cJSON_ParseWithLength(blob, n);
+        free(blob);
+        const cJSON *ext = cJSON_GetObjectItemCaseSensitive(o, "extend");
+        const cJSON *wb = cJSON_GetObjectItemCaseSensitive(o, "windows_before");
+        cJSON *x = cJSON_CreateObject();
+        bool ok = x && cJSON_IsArray(ext) && cJSON_IsNumber(wb) && cJSON_AddNumberToObject(x, "round", r) &&
+                  cJSON_AddNumberToObject(x, "extend", cJSON_GetArraySize(ext)) &&
+                  cJSON_AddNumberToObject(x, "windows_before", wb->valuedouble) && cJSON_AddItemToArray(a, x);
+        cJSON_Delete(o);
+        if (!ok) {
+            cJSON_Delete(x);
+            break;
+        }
+    }
+    return a;
+}
 
 /* Puts the progress rows in run order (weight_error, layer_sensitivity, kv_sensitivity, others). */
 static void order_stages(mpq_db_table *t) {
@@ -116,6 +147,9 @@ int cli_status(int argc, char **argv) {
         }
         if (o && r && cJSON_AddItemToObject(o, "runner", r)) r = NULL;
         cJSON_Delete(r);
+        cJSON *ar = adaptive_rounds(db, j.id);
+        if (o && ar && cJSON_AddItemToObject(o, "adaptive_rounds", ar)) ar = NULL;
+        cJSON_Delete(ar);
         out = o;
         rc = cli_print_json(stdout, out);
     } else {
@@ -138,6 +172,17 @@ int cli_status(int argc, char **argv) {
                    lease.live ? "" : " (gone: the next run or resume takes the job over)");
         printf("version   mpq %s\nspec      sha256 %s\n\n", j.mpq_version, j.spec_sha256);
         cli_print_table(stdout, prog);
+        cJSON *ar = adaptive_rounds(db, j.id);
+        int nr = cJSON_GetArraySize(ar);
+        if (nr > 0) printf("\nadaptive rounds (layer_sensitivity: units extended, window-evaluations stored before the round)\n");
+        for (int r = 0; r < nr; r++) {
+            const cJSON *x = cJSON_GetArrayItem(ar, r);
+            int ne = (int)cJSON_GetObjectItemCaseSensitive(x, "extend")->valuedouble;
+            printf("  round %d: %d units extended, %.0f window-evaluations before%s\n", r + 1, ne,
+                   cJSON_GetObjectItemCaseSensitive(x, "windows_before")->valuedouble,
+                   ne == 0 ? " (no unit left to extend: measurement settled)" : "");
+        }
+        cJSON_Delete(ar);
     }
 done:
     cJSON_Delete(out);

@@ -724,6 +724,26 @@ mpq_status mpq_exec_eval_ref_entry(mpq_exec *ex, const mpq_weights *w, const mpq
     return MPQ_OK;
 }
 
+mpq_status mpq_exec_eval_ref_entry_range(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *opts,
+                                         const mpq_exec_ref *ref, int layer, mpq_exec_entry entry, int seq_begin,
+                                         int seq_end, mpq_eval_stats *stats, double *seq_kl, mpq_err *err) {
+    if (!ex || !ref || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
+    mpq_status st = ref_check(ex, ref, layer, entry, err);
+    if (st != MPQ_OK) return st;
+    if (seq_begin < 0 || seq_begin >= seq_end || seq_end > ref->n_seqs || seq_begin % ex->max_B != 0 ||
+        (seq_end % ex->max_B != 0 && seq_end != ref->n_seqs))
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "exec: sequences [%d, %d) of %d are not whole batches of %d", seq_begin, seq_end,
+                           ref->n_seqs, ex->max_B);
+    for (int k = seq_begin / ex->max_B; k * ex->max_B < seq_end; k++) {
+        if ((st = ref_batch(ex, w, opts, ref, layer, entry, k, ex->part, err)) != MPQ_OK) return st;
+        mpq_eval_stats_add(stats, ex->part);
+        for (int b = 0; seq_kl && b < ex->part->B; b++)
+            seq_kl[k * ex->max_B + b - seq_begin] = ex->part->kl_seq[b] / ex->part->T; /* as added to kl_seq_sum */
+    }
+    return MPQ_OK;
+}
+
 /* mpq_exec_eval_ref_workers: worker i evaluates with exs[i] into parts[i]. */
 typedef struct ref_work {
     mpq_exec **exs;

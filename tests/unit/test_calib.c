@@ -362,6 +362,48 @@ START_TEST(test_prefix_reuse_equals_naive) {
 }
 END_TEST
 
+START_TEST(test_layer_range) {
+    /* windows measured in two ranges of whole batches, continuing one accumulator, give the
+     * bits of one mpq_calib_layer call (adaptive layer_sensitivity relies on it); the
+     * per-window values are the terms of the per-sequence sums */
+    mpq_candidate c = cand("int3g32");
+    mpq_err err = {0};
+    int n_lin = mpq_model_n_linear(g_m);
+    for (int i = 0; i < n_lin; i++) {
+        if (i >= 7 && i < n_lin - 7) continue; /* every kind (entry point) in the first and last block */
+        const char *name = mpq_model_linear(g_m, i)->name;
+        mpq_calib_result full, r1, r2;
+        mpq_eval_stats acc;
+        memset(&acc, 0, sizeof acc);
+        double w[NS];
+        ck_assert_int_eq(mpq_calib_layer(g_cal, i, &c, &full, &err), MPQ_OK);
+        ck_assert_msg(mpq_calib_layer_range(g_cal, i, &c, 0, BB, &acc, w, &r1, &err) == MPQ_OK, "%s", err.msg);
+        ck_assert_int_eq(r1.n_seqs, BB);
+        ck_assert_msg(mpq_calib_layer_range(g_cal, i, &c, BB, NS, &acc, w + BB, &r2, &err) == MPQ_OK, "%s", err.msg);
+        results_equal(&full, &r2, name);
+        /* kl = (sum over positions) / tokens; the mean of per-window means is the same number
+         * summed in another order: equal up to double rounding, a few ulps of sums of NS*TT
+         * positive terms (1e-12 relative is ~4500 ulps, far above that, far below any error) */
+        double m1 = 0, m = 0;
+        for (int k = 0; k < BB; k++) m1 += w[k] / BB;
+        for (int k = 0; k < NS; k++) m += w[k] / NS;
+        ck_assert_double_eq_tol(m1, r1.kl, 1e-12 * r1.kl);
+        ck_assert_double_eq_tol(m, full.kl, 1e-12 * full.kl);
+        for (int k = 0; k < NS; k++) ck_assert_msg(w[k] >= 0 && isfinite(w[k]), "%s window %d: %g", name, k, w[k]);
+    }
+    /* ranges that are not whole batches, empty or past the end */
+    mpq_calib_result r;
+    mpq_eval_stats acc;
+    memset(&acc, 0, sizeof acc);
+    ck_assert_int_eq(mpq_calib_layer_range(g_cal, 0, &c, 1, BB, &acc, NULL, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_calib_layer_range(g_cal, 0, &c, 0, BB + 1, &acc, NULL, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_calib_layer_range(g_cal, 0, &c, 0, 0, &acc, NULL, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_calib_layer_range(g_cal, 0, &c, BB, NS + BB, &acc, NULL, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_calib_layer_range(g_cal, 0, &c, 0, BB, NULL, NULL, &r, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(acc.n_seqs, 0); /* refused calls leave the accumulator alone */
+}
+END_TEST
+
 START_TEST(test_exec_entry_points) {
     /* mpq_exec_forward_from_entry / mpq_exec_eval_ref_entry against a full forward, bitwise,
      * on stories260K with blk.2.attn_o (entry ATTN_O) and blk.3.ffn_gate (entry FFN) quantized;
@@ -749,6 +791,7 @@ static Suite *calib_suite(void) {
     tcase_add_unchecked_fixture(tc, setup260, teardown260);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_ref_ce);
+    tcase_add_test(tc, test_layer_range);
     tcase_add_test(tc, test_xtx_direct);
     tcase_add_test(tc, test_weight_and_act_error_direct);
     tcase_add_test(tc, test_monotone_and_table);
