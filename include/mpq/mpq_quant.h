@@ -163,7 +163,8 @@ mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t
  * naming the candidate when the rate is not achievable for the shape (R*rows*cols not a whole
  * number, more than 8192 columns, or basis and segment plan alone above R*rows*cols) or when
  * xtx or w has a non-finite entry, MPQ_ERR_SOLVER when the eigen-decomposition fails,
- * MPQ_ERR_NOMEM; w is unchanged on failure. The result does not depend on BLAS thread counts. */
+ * MPQ_ERR_NOMEM; w is unchanged on failure. Thread-safe (no shared state); with BLAS at one thread
+ * (mpq.h, "BLAS threads") the result is the same bit for bit on every call and every thread. */
 mpq_status mpq_quantize_matrix_ctx(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, const double *xtx,
                                    mpq_err *err);
 
