@@ -2,9 +2,9 @@
  * test_saq.c - the SAQ weight candidates saq<R> / saqc<R> (src/quant/saq.c): names, exact
  * bits on the real layers of stories260K and sotu-2.7M, the segment DP against brute force,
  * SAQ against CAQ and RTN on synthetic vectors with a decaying spectrum, the activation error
- * of saqc against the int / CAQ candidates of equal bits on sotu-2.7M, independence of the
- * BLAS thread count, and hostile inputs (rate not achievable, degenerate or missing X^T X,
- * NaN weights).
+ * of saqc against the int / CAQ candidates of equal bits on sotu-2.7M, the same result from
+ * concurrent threads, hostile inputs (rate not achievable, degenerate or missing X^T X, NaN
+ * weights), configs applied with and without X^T X, and the llama.cpp type choice refusing.
  */
 #include <check.h>
 #include <math.h>
@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "mpq/mpq_calib.h"
+#include "mpq/mpq_config.h"
+#include "mpq/mpq_export.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "mpq/mpq_rng.h"
@@ -486,6 +488,48 @@ START_TEST(test_calib_without_xtx) {
 }
 END_TEST
 
+/* A config with a saqc layer: applied without X^T X it fails naming the layer and candidate;
+ * with the calibration's X^T X it gives the layer exactly what mpq_quantize_matrix_ctx gives.
+ * The llama.cpp type choice refuses the candidate. */
+START_TEST(test_config_export) {
+    mpq_model *m = NULL;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_model_load(shared_path(MODELS[0]), &m, &err) == MPQ_OK, "%s", err.msg);
+    mpq_calib *cal = calib_of(m, 0, true);
+    mpq_config *cfg = NULL;
+    ck_assert_int_eq(mpq_config_uniform(m, "int4g32", "k16v16", &cfg, &err), MPQ_OK);
+    ck_assert(!mpq_config_needs_xtx(cfg));
+    ck_assert_int_eq(mpq_config_set_layer(cfg, 2, "saqc4", &err), MPQ_OK);
+    ck_assert(mpq_config_needs_xtx(cfg));
+    const mpq_layer_info *li = mpq_model_linear(m, 2);
+    mpq_weights *qw = NULL;
+    ck_assert_int_eq(mpq_weights_clone(m, &qw, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_apply(cfg, m, qw, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(err.msg, li->name) && strstr(err.msg, "saqc4"), "%s", err.msg);
+    mpq_weights_free(qw);
+    qw = NULL;
+    int nl = mpq_model_n_linear(m);
+    const double **xtx = calloc((size_t)nl, sizeof *xtx);
+    for (int i = 0; i < nl; i++) xtx[i] = mpq_calib_xtx(cal, i, NULL);
+    ck_assert_int_eq(mpq_weights_clone(m, &qw, &err), MPQ_OK);
+    ck_assert_msg(mpq_config_apply_xtx(cfg, m, qw, xtx, &err) == MPQ_OK, "%s", err.msg);
+    float *ref = malloc((size_t)li->n_params * sizeof *ref);
+    memcpy(ref, mpq_weights_linear(mpq_model_get_weights(m), li), (size_t)li->n_params * sizeof *ref);
+    mpq_candidate c = cand("saqc4");
+    ck_assert_int_eq(mpq_quantize_matrix_ctx(&c, ref, li->rows, li->cols, xtx[2], &err), MPQ_OK);
+    ck_assert(memcmp(ref, mpq_weights_linear(qw, li), (size_t)li->n_params * sizeof *ref) == 0);
+    mpq_ggml_choice gc;
+    ck_assert_int_eq(mpq_export_ggml_choose(&c, li->rows, li->cols, false, false, &gc, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(err.msg, "saqc4"), "%s", err.msg);
+    free(ref);
+    free(xtx);
+    mpq_weights_free(qw);
+    mpq_config_free(cfg);
+    mpq_calib_free(cal);
+    mpq_model_free(m);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, int loops) {
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 600);
@@ -505,6 +549,7 @@ static Suite *saq_suite(void) {
     add(s, "threads", test_threads, 0);
     add(s, "hostile", test_hostile, 0);
     add(s, "calib_without_xtx", test_calib_without_xtx, 0);
+    add(s, "config_export", test_config_export, 0);
     return s;
 }
 
