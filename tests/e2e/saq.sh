@@ -2,7 +2,8 @@
 # saq.sh - the SAQ candidates saq<R> / saqc<R> end to end on stories260K:
 # - a job with saqc3 and int3g32 measures weight_error and layer_sensitivity (X^T X from the
 #   job's reference; also collected for a layer_sensitivity-only job with a saq candidate), solve --evaluate measures a solution with saqc layers (the job's
-#   calibration rebuilt for X^T X) and the uniform saqc3 baseline;
+#   calibration rebuilt for X^T X) and the uniform saqc3 baseline; refine measures saqc moves
+#   in context (the job's calibration again) without NaN;
 # - saq3 (fp16 basis 16 bits/weight on 64-column layers) fails its units (exit 5) with "rate not
 #   achievable" naming the layer and candidate;
 # - without calibration: mpq eval --config and mpq quant refuse (exit 6) naming the candidate;
@@ -29,6 +30,9 @@ check "solve --evaluate with saqc" 0 "uniform:saqc3" -- "$MPQ" solve saqjob --db
   --evaluate --workers 2
 # int3g32 alone is 4.03 bits/weight on stories260K: a 3.5-bit solution must use saqc3 layers
 grep -qE '^blk\.[^ ]+ +saqc3 ' "$T/out" && ok "solution uses saqc3" || bad "solution without saqc3"
+
+check "refine with saqc" 0 "refine" -- "$MPQ" refine saqjob --db "$T/db" --budget avg-bits=3.5 --iterations 1
+grep -qi "nan" "$T/out" && bad "refine output has NaN" || ok "refine output has no NaN"
 
 spec klonly '["saqc4"]' '["layer_sensitivity"]'
 check "layer_sensitivity alone collects X^T X for saqc" 0 "done" -- "$MPQ" run "$T/klonly.json" --db "$T/db3" --workers 1
