@@ -1112,6 +1112,10 @@ static mpq_status reference_create(run_ctx *c, mpq_err *err) {
     mpq_calib_opts co = mpq_calib_opts_default();
     co.batch = spec->calib.batch;
     co.collect_xtx = spec->stages[MPQ_JOB_STAGE_WEIGHT_ERROR];
+    for (int k = 0; k < spec->n_candidates && !co.collect_xtx; k++) { /* SAQ candidates need X^T X */
+        mpq_candidate cd;
+        co.collect_xtx = mpq_candidate_parse(spec->candidates[k], &cd, NULL) == MPQ_OK && mpq_candidate_is_saq(&cd);
+    }
     co.prefix_reuse = true;
     if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
     mpq_status st = mpq_calib_create(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len, &co, &c->cal, err);

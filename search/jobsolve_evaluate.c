@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq/mpq_calib.h"
 #include "mpq/mpq_config.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
@@ -20,13 +21,22 @@
 
 /* Runs cfg (parsed on the loaded model) on the evaluation windows, on the job's evaluation
  * workers (mpq_job_set_eval_workers; the numbers do not depend on their count). */
-static mpq_status run_config(const mpq_job *job, const mpq_job_evalset *es, const mpq_config *cfg, mpq_eval_stats *out,
+static mpq_status run_config(mpq_job *job, const mpq_job_evalset *es, const mpq_config *cfg, mpq_eval_stats *out,
                              mpq_err *err) {
     mpq_weights *qw = NULL;
     mpq_kv_pair *pairs = NULL, *head_pairs = NULL;
+    mpq_calib *cal = NULL;
+    const double **xtx = NULL;
     const mpq_model_config *mc = mpq_model_get_config(es->model);
     mpq_status st = mpq_weights_clone(es->model, &qw, err);
-    if (st == MPQ_OK) st = mpq_config_apply(cfg, es->model, qw, err);
+    if (st == MPQ_OK && mpq_config_needs_xtx(cfg)) { /* SAQ candidates: the job's X^T X */
+        int nl = mpq_model_n_linear(es->model);
+        st = mpq_job_calib_create(job, &cal, err);
+        if (st == MPQ_OK && !(xtx = mpq_calloc((size_t)nl, sizeof *xtx)))
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        for (int i = 0; st == MPQ_OK && i < nl; i++) xtx[i] = mpq_calib_xtx(cal, i, NULL);
+    }
+    if (st == MPQ_OK) st = mpq_config_apply_xtx(cfg, es->model, qw, xtx, err);
     if (st == MPQ_OK && !(pairs = mpq_calloc((size_t)mc->n_layers, sizeof *pairs)))
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
     if (st == MPQ_OK) {
@@ -49,6 +59,8 @@ static mpq_status run_config(const mpq_job *job, const mpq_job_evalset *es, cons
     }
     free(head_pairs);
     free(pairs);
+    free(xtx);
+    mpq_calib_free(cal);
     mpq_weights_free(qw);
     return st;
 }

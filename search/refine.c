@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq/mpq_calib.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_quant.h"
 
@@ -60,6 +61,7 @@ typedef struct refine_ctx {
     char data_sha[65];
     mpq_weights *wA, *wS;
     mpq_candidate *cands; /* [O] */
+    mpq_calib *cal;       /* the job's calibration with X^T X, only when a candidate is saq */
     mpq_db_lease lease;
     bool leased;
     int n_units_run;
@@ -69,6 +71,7 @@ typedef struct refine_ctx {
 static size_t at(const refine_ctx *c, int l, int o) { return (size_t)l * (size_t)c->O + (size_t)o; }
 
 static void ctx_free(refine_ctx *c) {
+    mpq_calib_free(c->cal);
     mpq_weights_free(c->wS);
     mpq_weights_free(c->wA);
     mpq_exec_ref_free(c->fp_ref);
@@ -97,7 +100,10 @@ static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
     if ((st = mpq_weights_clone(c->model, &c->wA, err)) != MPQ_OK) goto done;
-    st = mpq_weights_clone(c->model, &c->wS, err);
+    if ((st = mpq_weights_clone(c->model, &c->wS, err)) != MPQ_OK) goto done;
+    for (int o = 0; o < c->O && !c->cal; o++) /* SAQ candidates need each layer's X^T X */
+        if (mpq_candidate_is_saq(&c->cands[o]) && (st = mpq_job_calib_create(c->job, &c->cal, err)) != MPQ_OK)
+            goto done;
 done:
     if (st != MPQ_OK) mpq_err_prefix(err, "refine: calibration windows");
     return st;
@@ -109,6 +115,12 @@ static void quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o) {
     const float *W = mpq_weights_linear(mpq_model_get_weights(c->model), li);
     float *Q = mpq_weights_linear(dst, li);
     memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    if (mpq_candidate_is_saq(&c->cands[o])) { /* NaN weights on failure, as mpq_quantize_matrix */
+        if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, c->cal ? mpq_calib_xtx(c->cal, lin, NULL) : NULL,
+                                    NULL) != MPQ_OK)
+            for (int64_t k = 0; k < li->n_params; k++) Q[k] = NAN;
+        return;
+    }
     mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
 }
 

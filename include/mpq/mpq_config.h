@@ -132,6 +132,16 @@ mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const 
  * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model. */
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err);
 
+/* As mpq_config_apply, with each linear layer's X^T X / n_tokens: xtx[i] for linear layer i
+ * ((cols, cols), borrowed, e.g. mpq_calib_xtx), xtx or any entry may be NULL. The SAQ
+ * candidates need it (mpq_quantize_matrix_ctx): a saq layer without one fails with
+ * MPQ_ERR_UNSUPPORTED naming the layer and candidate (mpq_config_apply passes none). */
+mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,
+                                const double *const *xtx, mpq_err *err);
+
+/* Does any linear layer of cfg use a candidate that needs X^T X (mpq_candidate_is_saq)? */
+bool mpq_config_needs_xtx(const mpq_config *cfg);
+
 typedef struct mpq_config_stats {
     int64_t linear_params;     /* weights in the linear layers (biases excluded) */
     double avg_weight_bits;    /* exact stored bits (with scale/zero overhead) / linear_params */

@@ -395,6 +395,14 @@ typedef struct mpq_job_evalset {
  * as mpq_job_load_model, data errors naming the file. */
 mpq_status mpq_job_load_evalset(mpq_job *job, int max_seqs, const mpq_job_evalset **out, mpq_err *err);
 
+/* The job's calibration: its model (mpq_job_load_model; borrowed by *out, which must be freed
+ * before mpq_job_close), the calibration windows of the stored spec (the data hash checked
+ * against the recorded one) and the FP reference with every linear layer's X^T X
+ * (mpq_calib_xtx): what the SAQ candidates need to be applied (mpq_config_apply_xtx). Free
+ * *out with mpq_calib_free. MPQ_ERR_IO / MPQ_ERR_INVALID naming the file, MPQ_ERR_NOMEM. */
+typedef struct mpq_calib mpq_calib;
+mpq_status mpq_job_calib_create(mpq_job *job, mpq_calib **out, mpq_err *err);
+
 /* Threads the evaluations of this job use (mpq_jobsolve_evaluate_*, mpq_kvsearch_eval_run),
  * each with its own executor, taking whole batches (mpq_exec_eval_ref_workers): the numbers
  * do not depend on it. n <= 0 (the default): one per processor (mpq_job_default_workers). */

@@ -17,6 +17,14 @@
  *                       vq = 2-D vector quantizer with a 2^(2R)-point k-means codebook
  *                       (R = 1.5, 2, ..., 4), nuq = 1-D Lloyd-Max quantizer for N(0,1)
  *                       (R = 2..8). R is written without trailing zeros: tcq2, tcq2.25, vq1.5.
+ *   saq<R>, saqc<R>     SAQ segment allocation (Li et al. 2025, arXiv 2509.12086, section 4) at
+ *                       exactly R bits per weight including every overhead (R = 1..8, at most two
+ *                       decimals, no trailing zeros: saq3, saqc3.25): the input dimension is
+ *                       taken in the eigenbasis of S = X^T X / N (saq, fp16 basis stored: 16 cols^2
+ *                       bits) or with the channels sorted by S_jj (saqc, permutation stored),
+ *                       split into segments whose bit widths (0..8) a dynamic program chooses,
+ *                       each (row, segment) coded as an asymmetric CAQ group. They need the
+ *                       layer's X^T X: mpq_quantize_matrix_ctx; every other entry point fails.
  * bits_per_weight counts the overhead exactly: e.g. int4g128 = 4 + 32/128 = 4.25.
  * Canonical names: "int4g128", "int3g64s", "int8c", "int8cs", "int3g32a", "int2g32sa", "int8ca",
  * "fp8e4m3" (per channel; the
@@ -79,7 +87,9 @@ typedef enum mpq_qtype {
     MPQ_QTYPE_F32,
     MPQ_QTYPE_TCQ, /* Q-Palette trellis-coded quantizer, fractional rate */
     MPQ_QTYPE_VQ,  /* Q-Palette 2-D vector quantizer (k-means codebook of 2^(2R) points) */
-    MPQ_QTYPE_NUQ  /* Q-Palette 1-D non-uniform (Lloyd-Max) quantizer */
+    MPQ_QTYPE_NUQ, /* Q-Palette 1-D non-uniform (Lloyd-Max) quantizer */
+    MPQ_QTYPE_SAQ, /* SAQ segment allocation in the eigenbasis of X^T X (needs X^T X) */
+    MPQ_QTYPE_SAQC /* SAQ segment allocation over channels sorted by diag(X^T X) (needs X^T X) */
 } mpq_qtype;
 
 #define MPQ_CANDIDATE_NAME_MAX 32
@@ -98,6 +108,9 @@ typedef struct mpq_candidate {
 /* Is c one of the Q-Palette candidates (tcq, vq, nuq)? */
 bool mpq_candidate_is_palette(const mpq_candidate *c);
 
+/* Is c one of the SAQ candidates (saq, saqc), which need the layer's X^T X? */
+bool mpq_candidate_is_saq(const mpq_candidate *c);
+
 /* Largest dimension (rows or cols) a palette candidate accepts: the rotation is a dense
  * k x k matrix. A dimension without a Hadamard construction (see above) is rotated by a
  * random orthogonal matrix built by QR, accepted up to MPQ_PALETTE_MAX_RANDOM_DIM. */
@@ -114,11 +127,12 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
  * overhead: per-channel groups count 16 (or 32) bits per row; a trailing partial group
  * still stores a full scale. vq<R>: (ceil(cols/2) * 2R + 16) / cols; nuq<R>: R + 16/cols.
  * tcq<R>, whose code bits depend on the number of rows too: the value for a single row
- * (mpq_candidate_bits_matrix gives every shape exactly). */
+ * (mpq_candidate_bits_matrix gives every shape exactly). saq<R>/saqc<R>: R. */
 double mpq_candidate_bits(const mpq_candidate *c, int64_t cols);
 
 /* Exact stored bits of a (rows, cols) matrix: rows * row bits for every candidate but tcq<R>,
- * which is mpq_tcq_code_bits(rows, cols, R) + 16 * rows. 0 for empty shapes, -1 on int64
+ * which is mpq_tcq_code_bits(rows, cols, R) + 16 * rows, and saq<R>/saqc<R>, which is
+ * R * rows * cols (the rate not achievable for the shape: -1). 0 for empty shapes, -1 on int64
  * overflow or a shape the candidate cannot code. */
 int64_t mpq_candidate_matrix_bits(const mpq_candidate *c, int64_t rows, int64_t cols);
 
@@ -140,6 +154,19 @@ int64_t mpq_candidate_bytes(const mpq_candidate *c, int64_t rows, int64_t cols);
  * results are unspecified; palette candidates spread a NaN over the whole matrix). */
 mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t rows, int64_t cols,
                                        mpq_err *err);
+
+/* As mpq_quantize_matrix_checked, with the layer's calibration statistics: xtx is
+ * S = X^T X / n_tokens of the layer's input, (cols, cols) row-major, symmetric, borrowed for
+ * the call (mpq_calib_xtx gives it). Only the saq candidates use it (it may be NULL for the
+ * others); for them: MPQ_ERR_UNSUPPORTED when xtx is NULL (mpq_quantize_matrix_checked and
+ * mpq_quantize_matrix always pass NULL, so they never quantize saq silently), MPQ_ERR_INVALID
+ * naming the candidate when the rate is not achievable for the shape (R*rows*cols not a whole
+ * number, more than 8192 columns, or basis and segment plan alone above R*rows*cols) or when
+ * xtx or w has a non-finite entry, MPQ_ERR_SOLVER when the eigen-decomposition fails,
+ * MPQ_ERR_NOMEM; w is unchanged on failure. Thread-safe (no shared state); with BLAS at one thread
+ * (mpq.h, "BLAS threads") the result is the same bit for bit on every call and every thread. */
+mpq_status mpq_quantize_matrix_ctx(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, const double *xtx,
+                                   mpq_err *err);
 
 /* The incoherence rotation of the palette candidates on its own: inverse = false:
  * w <- Q_m w Q_n^T; inverse = true: w <- Q_m^T w Q_n (Q_k as above, seeded by the shape).

@@ -322,7 +322,8 @@ mpq_status mpq_calib_weight_error(mpq_calib *cal, int linear_index, const mpq_ca
     const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     const int64_t n = li->n_params;
     memcpy(cal->wq, W, (size_t)n * sizeof(float));
-    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
+    if ((st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err)) !=
+        MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;
     }
@@ -410,7 +411,8 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
     memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
-    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
+    if ((st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err)) !=
+        MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;
     }

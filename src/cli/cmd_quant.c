@@ -42,7 +42,8 @@ static const char *quant_help =
     "  -h, --help             this help\n"
     "\n"
     "Exit codes: 0 ok, 2 usage (bad shape, seed or option), 3 cannot read the model,\n"
-    "4 malformed model, 5 invalid candidate, 6 shape above a candidate's limit,\n"
+    "4 malformed model, 5 invalid candidate, 6 shape above a candidate's limit or a\n"
+    "candidate that needs calibration statistics (saq<R>, saqc<R>),\n"
     "10 layer not found, 11 out of memory.\n";
 
 /* "256x256" -> rows, cols within the caps. */
@@ -135,6 +136,14 @@ int cli_quant(int argc, char **argv) {
             return cli_usage_error("quant", "--candidates: more than %d candidates", QUANT_MAX_CANDS);
         }
         if ((st = mpq_candidate_parse(t, &cands[n_cands], &err)) != MPQ_OK) {
+            free(dup);
+            goto fail;
+        }
+        if (mpq_candidate_is_saq(&cands[n_cands])) { /* refused before any output */
+            st = mpq_err_set(&err, MPQ_ERR_UNSUPPORTED,
+                             "candidate %s needs the layer's calibration statistics X^T X, which mpq quant does not "
+                             "compute (measure it in a job: weight_error stage)",
+                             cands[n_cands].name);
             free(dup);
             goto fail;
         }

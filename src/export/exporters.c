@@ -615,10 +615,17 @@ static mpq_status render_hawq(const mpq_export_plan *p, char **text, char **note
 }
 
 /* Weight formats of other tools cannot express the Q-Palette candidates (rotated weights,
- * codebooks, trellis codes): MPQ_ERR_UNSUPPORTED naming the first such layer. */
+ * codebooks, trellis codes) nor the SAQ candidates (per-segment widths over a stored basis or
+ * permutation): MPQ_ERR_UNSUPPORTED naming the first such layer. */
 static mpq_status refuse_palette(const mpq_export_plan *p, mpq_export_format f, mpq_err *err) {
     for (int i = 0; i < p->n_layers; i++)
-        if (mpq_candidate_is_palette(&p->layers[i].cand))
+        if (mpq_candidate_is_saq(&p->layers[i].cand))
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                               "export %s: layer %s: candidate %s is a SAQ quantizer (segments with their own bit "
+                               "widths over a stored basis or permutation of the input) that this format cannot "
+                               "express",
+                               mpq_export_format_name(f), p->layers[i].name, p->layers[i].cand.name);
+        else if (mpq_candidate_is_palette(&p->layers[i].cand))
             return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
                                "export %s: layer %s: candidate %s is a Q-Palette quantizer (rotated weights with "
                                "codebook or trellis codes) that this format cannot express; export --format mpq",

@@ -67,6 +67,9 @@ mpq_status mpq_export_ggml_choose(const mpq_candidate *c, int64_t rows, int64_t 
         return mpq_err_set(err, MPQ_ERR_INVALID, "ggml type: bad arguments (rows %lld, cols %lld)",
                            (long long)rows, (long long)cols);
     memset(out, 0, sizeof *out);
+    if (mpq_candidate_is_saq(c))
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "ggml type: candidate %s is a SAQ quantizer that no ggml tensor "
+                           "type expresses", c->name);
     if (mpq_candidate_is_palette(c))
         return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
                            "ggml type: candidate %s is a Q-Palette quantizer that no ggml tensor type expresses",

@@ -673,6 +673,17 @@ done:
 /* ---------------- apply and stats ---------------- */
 
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err) {
+    return mpq_config_apply_xtx(cfg, model, dst, NULL, err);
+}
+
+bool mpq_config_needs_xtx(const mpq_config *cfg) {
+    for (int i = 0; cfg && i < cfg->n_linear; i++)
+        if (mpq_candidate_is_saq(&cfg->layers[i])) return true;
+    return false;
+}
+
+mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,
+                                const double *const *xtx, mpq_err *err) {
     if (!cfg || !model || !dst) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
     if (!mpq_model_has_weights(model))
         return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: shape only (no weights loaded)",
@@ -690,7 +701,8 @@ mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_w
         const mpq_layer_info *li = mpq_model_linear(model, i);
         float *w = mpq_weights_linear(dst, li);
         if (!w) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: no matrix in destination", li->name);
-        mpq_status st = mpq_quantize_matrix_checked(&cfg->layers[i], w, li->rows, li->cols, err);
+        mpq_status st =
+            mpq_quantize_matrix_ctx(&cfg->layers[i], w, li->rows, li->cols, xtx ? xtx[i] : NULL, err);
         if (st != MPQ_OK) {
             mpq_err_prefix(err, "mpq_config_apply: layer %s", li->name);
             return st;

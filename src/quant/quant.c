@@ -30,6 +30,7 @@
 #include <math.h>
 
 #include "quant/palette.h"
+#include "quant/saq.h"
 #include "quant/tcq.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,7 +405,9 @@ static void quant_group(const mpq_candidate *c, float *x, size_t n) {
     case MPQ_QTYPE_F32: break;
     case MPQ_QTYPE_TCQ:
     case MPQ_QTYPE_VQ:
-    case MPQ_QTYPE_NUQ: break; /* whole-matrix quantizers: mpq_palette_quantize */
+    case MPQ_QTYPE_NUQ: /* whole-matrix quantizers: mpq_palette_quantize */
+    case MPQ_QTYPE_SAQ:
+    case MPQ_QTYPE_SAQC: break; /* whole-matrix quantizers that need X^T X: mpq_saq_quantize */
     }
 }
 
@@ -412,9 +415,21 @@ bool mpq_candidate_is_palette(const mpq_candidate *c) {
     return c && (c->type == MPQ_QTYPE_TCQ || c->type == MPQ_QTYPE_VQ || c->type == MPQ_QTYPE_NUQ);
 }
 
+bool mpq_candidate_is_saq(const mpq_candidate *c) {
+    return c && (c->type == MPQ_QTYPE_SAQ || c->type == MPQ_QTYPE_SAQC);
+}
+
+mpq_status mpq_quantize_matrix_ctx(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, const double *xtx,
+                                   mpq_err *err) {
+    if (!c || !w || rows <= 0 || cols <= 0) return MPQ_OK;
+    if (mpq_candidate_is_saq(c)) return mpq_saq_quantize(c, w, rows, cols, xtx, NULL, err);
+    return mpq_quantize_matrix_checked(c, w, rows, cols, err);
+}
+
 mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t rows, int64_t cols,
                                        mpq_err *err) {
     if (!c || !w || rows <= 0 || cols <= 0) return MPQ_OK;
+    if (mpq_candidate_is_saq(c)) return mpq_saq_quantize(c, w, rows, cols, NULL, NULL, err);
     if (mpq_candidate_is_palette(c)) return mpq_palette_quantize(c, w, rows, cols, err);
     mpq_quantize_matrix(c, w, rows, cols);
     return MPQ_OK;
@@ -423,8 +438,8 @@ mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t
 void mpq_quantize_matrix(const mpq_candidate *c, float *w, int64_t rows, int64_t cols) {
     if (!c || !w || rows <= 0 || cols <= 0) return;
     if (c->type == MPQ_QTYPE_F32) return;
-    if (mpq_candidate_is_palette(c)) {
-        if (mpq_palette_quantize(c, w, rows, cols, NULL) != MPQ_OK)
+    if (mpq_candidate_is_palette(c) || mpq_candidate_is_saq(c)) {
+        if (mpq_quantize_matrix_checked(c, w, rows, cols, NULL) != MPQ_OK)
             for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++) w[i] = NAN;
         return;
     }
@@ -486,6 +501,8 @@ static void candidate_canonical(mpq_candidate *c) {
     case MPQ_QTYPE_TCQ: snprintf(c->name, sizeof c->name, "tcq%g", c->rate); break;
     case MPQ_QTYPE_VQ: snprintf(c->name, sizeof c->name, "vq%g", c->rate); break;
     case MPQ_QTYPE_NUQ: snprintf(c->name, sizeof c->name, "nuq%g", c->rate); break;
+    case MPQ_QTYPE_SAQ: snprintf(c->name, sizeof c->name, "saq%g", c->rate); break;
+    case MPQ_QTYPE_SAQC: snprintf(c->name, sizeof c->name, "saqc%g", c->rate); break;
     }
 }
 
@@ -547,6 +564,22 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
         *out = c;
         return MPQ_OK;
     }
+    if (strncmp(p, "saq", 3) == 0) {
+        bool chan = p[3] == 'c';
+        p += chan ? 4 : 3;
+        double r = 0.0;
+        if (!parse_rate(&p, &r) || *p != '\0' || r > 8.0)
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "candidate '%.64s': expected %s<R>, R from 1 to 8 with at most two decimals and "
+                               "no trailing zeros (e.g. %s3, %s3.25)",
+                               name, chan ? "saqc" : "saq", chan ? "saqc" : "saq", chan ? "saqc" : "saq");
+        c.type = chan ? MPQ_QTYPE_SAQC : MPQ_QTYPE_SAQ;
+        c.rate = r;
+        c.bits = (int)ceil(r);
+        candidate_canonical(&c);
+        *out = c;
+        return MPQ_OK;
+    }
     if (strncmp(p, "int", 3) == 0) {
         p += 3;
         if (*p >= '2' && *p <= '8' && !(p[1] >= '0' && p[1] <= '9')) {
@@ -598,7 +631,7 @@ mpq_status mpq_candidate_parse(const char *name, mpq_candidate *out, mpq_err *er
         return mpq_err_set(err, MPQ_ERR_INVALID,
                            "candidate '%.64s': not a known quantizer (expected int<2..8>g<G>|c[s][a], "
                            "fp8e4m3[g<G>|c], fp8e5m2[g<G>|c], fp4e2m1g<G>, nf4g<G>, f16, f32, tcq<R>, "
-                           "vq<R> or nuq<R>; G in 16/32/64/128/256)",
+                           "vq<R>, nuq<R>, saq<R> or saqc<R>; G in 16/32/64/128/256)",
                            name);
     c.rate = c.bits;
     candidate_canonical(&c);
@@ -613,6 +646,7 @@ static int64_t row_bits(const mpq_candidate *c, int64_t cols) {
     if (c->type == MPQ_QTYPE_F16) return 16 * cols;
     if (c->type == MPQ_QTYPE_F32) return 32 * cols;
     if (c->type == MPQ_QTYPE_NUQ) return (int64_t)c->rate * cols + 16;
+    if (mpq_candidate_is_saq(c)) return -1; /* whole-matrix sizes only */
     if (c->type == MPQ_QTYPE_VQ) return (cols + 1) / 2 * (int64_t)(2.0 * c->rate) + 16;
     if (c->type == MPQ_QTYPE_TCQ) {
         int64_t cb = mpq_tcq_code_bits(1, cols, c->rate);
@@ -625,12 +659,14 @@ static int64_t row_bits(const mpq_candidate *c, int64_t cols) {
 
 double mpq_candidate_bits(const mpq_candidate *c, int64_t cols) {
     if (!c || cols <= 0) return 0.0;
+    if (mpq_candidate_is_saq(c)) return c->rate; /* exact for every shape it can code */
     if (row_bits(c, cols) < 0) return (double)c->bits; /* absurd widths: nominal */
     return (double)row_bits(c, cols) / (double)cols;
 }
 
 int64_t mpq_candidate_matrix_bits(const mpq_candidate *c, int64_t rows, int64_t cols) {
     if (!c || rows <= 0 || cols <= 0) return 0;
+    if (mpq_candidate_is_saq(c)) return mpq_saq_matrix_bits(c, rows, cols);
     if (c->type == MPQ_QTYPE_TCQ) {
         int64_t cb = mpq_tcq_code_bits(rows, cols, c->rate);
         if (cb < 0 || rows > (INT64_MAX - cb) / 16) return -1;
