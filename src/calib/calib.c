@@ -404,18 +404,23 @@ static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const 
     return eval_replaced_range(cal, li, what, t0, 0, 0, NULL, NULL, out, err);
 }
 
+/* Copies layer li's weights into the scratch cal->wq and quantizes them there with c (given
+ * the layer's X^T X, which the SAQ candidates need). */
+static mpq_status quantize_layer(mpq_calib *cal, int linear_index, const mpq_layer_info *li, const mpq_candidate *c,
+                                 mpq_err *err) {
+    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
+    mpq_status st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err);
+    if (st != MPQ_OK) mpq_err_prefix(err, "layer %s", li->name);
+    return st;
+}
+
 mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate *c,
                            mpq_calib_result *out, mpq_err *err) {
     mpq_status st = check_linear(cal, linear_index, c, out, err);
     if (st != MPQ_OK) return st;
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
-    if ((st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err)) !=
-        MPQ_OK) {
-        mpq_err_prefix(err, "layer %s", li->name);
-        return st;
-    }
+    if ((st = quantize_layer(cal, linear_index, li, c, err)) != MPQ_OK) return st;
     return eval_replaced(cal, li, c->name, t0, out, err);
 }
 
@@ -428,11 +433,7 @@ mpq_status mpq_calib_layer_range(mpq_calib *cal, int linear_index, const mpq_can
     if (seq_end <= 0) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: empty window range [%d, %d)", seq_begin, seq_end);
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
-    if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
-        mpq_err_prefix(err, "layer %s", li->name);
-        return st;
-    }
+    if ((st = quantize_layer(cal, linear_index, li, c, err)) != MPQ_OK) return st;
     return eval_replaced_range(cal, li, c->name, t0, seq_begin, seq_end, acc, seq_kl, out, err);
 }
 
