@@ -15,11 +15,12 @@
 #include "mpq/mpq_quant.h"
 #include "mpq/mpq_solvers.h"
 
-#include "../util/file.h"
+#include "util/file.h"
 
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 #include <cblas.h>
 #include <errno.h>
+#include <float.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -184,7 +185,7 @@ mpq_status mpq_kv_saq_fit(mpq_kv_saq *s, int layer, bool key, const float *x, in
             mse[0] = e0 / (double)n;
             for (int b = 1; b <= SAQ_MAX_BITS; b++) {
                 double best = INFINITY;
-                float best_st = 1.0f;
+                float best_st = FLT_MIN; /* an all-zero coordinate: levels +-FLT_MIN/2, ~0 */
                 for (int k = 0; k < SAQ_N_CLIP; k++) {
                     /* half-range amax * 2^(-k/8) split into 2^b steps; the step is a float as stored */
                     float cand = (float)(2.0 * amax * exp2(-(double)k / 8.0) / (double)(1u << b));
