@@ -240,9 +240,12 @@ double mpq_kv_bits_per_element_hd(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_
  * (an integer, else the rate is not achievable), split over the directions by the segment DP
  * (mpq_segment_dp on e_jb, widths 0..8, no per-segment overhead). A token's head vector x is
  * coded as y = V^T (x - mu), codes q_j = clamp(floor(y_j / s_j) + 2^(b_j-1)), and decoded as
- * mu + V y_hat. Nothing is stored per token but the codes: the steps are fixed per
- * direction. Bases cost 16*(head_dim^2 + 2*head_dim) bits per head and kind (fp16 basis,
- * mean, steps of the chosen widths), paid once per block. */
+ * mu + V y_hat. Two coders are fitted: "static" stores nothing per token but the codes;
+ * "scaled" spends 16 of the head's bits on the token's fp16 scale nu = fp16(rms(y)) and codes
+ * y / nu with its own steps (fitted with weights nu^2, errors in the original units); per
+ * (block, kind, head, rate) the one whose DP-predicted calibration error is smaller is used
+ * (static on a tie). Bases cost 16*(head_dim^2 + 2*head_dim) bits per head and kind (fp16
+ * basis, mean, steps of the chosen widths), paid once per block. */
 
 /* Empty bases for a model shape (1..4096 blocks, 1..1024 KV heads, head_dim 2..1024).
  * MPQ_ERR_INVALID / MPQ_ERR_NOMEM. Free with mpq_kv_saq_free (accepts NULL). */
@@ -262,18 +265,19 @@ mpq_status mpq_kv_saq_check(const mpq_kv_saq *s, int n_layers, int n_kv_heads, i
 /* MPQ_ERR_INVALID unless rate_q (1/1024 bits) is achievable at head_dim: 0 < rate <= 8 and
  * rate*head_dim an integer number of bits. */
 mpq_status mpq_kv_saq_check_rate(int rate_q, int head_dim, mpq_err *err);
-/* Per-direction bit widths bits[head_dim] of (layer, kind, head) at rate_q; *distortion (may
- * be NULL) the calibration squared error per vector the DP predicts. */
+/* Per-direction bit widths bits[head_dim] of (layer, kind, head) at rate_q, *scaled (may be
+ * NULL) whether the token's fp16 scale is used (16 of the rate*head_dim bits); *distortion
+ * (may be NULL) the calibration squared error per vector the DP predicts. */
 mpq_status mpq_kv_saq_plan(const mpq_kv_saq *s, int layer, bool key, int head, int rate_q, int *bits,
-                           double *distortion, mpq_err *err);
+                           bool *scaled, double *distortion, mpq_err *err);
 /* Quantize-dequantize n rows x (n, n_kv_heads*head_dim) in place at rate_q (one rate for
  * every head). Rows are coded independently (one dgemv per head and row), so the result
  * does not depend on n. */
 mpq_status mpq_kv_saq_quantize(const mpq_kv_saq *s, int layer, bool key, int rate_q, float *x, int64_t n,
                                mpq_err *err);
-/* Codes of one head vector x[head_dim] with per-direction widths bits[] (from _plan) into
+/* Codes of one head vector x[head_dim] with per-direction widths bits[] and scaled (from _plan) into
  * codes[head_dim] (0 for a width 0) and its reconstruction into xhat (may alias x). */
-void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, const int *bits,
+void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, const int *bits, bool scaled,
                             const float *x, uint32_t *codes, float *xhat);
 /* Bits stored once per block, head and kind: 16*(head_dim^2 + 2*head_dim). */
 int64_t mpq_kv_saq_basis_bits(int head_dim);

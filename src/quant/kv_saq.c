@@ -29,6 +29,7 @@
 
 #define SAQ_MAX_BITS 8
 #define SAQ_N_CLIP 40
+#define SAQ_SCALE_BITS 16 /* the fp16 per-token scale of the scaled coder */
 #define SAQ_FILE_MAX (1u << 30)
 
 struct mpq_kv_saq {
@@ -39,6 +40,8 @@ struct mpq_kv_saq {
     float *basis;  /* [unit][hd directions][hd], direction j = row j */
     float *step;   /* [unit][hd][SAQ_MAX_BITS], width b at index b-1 */
     double *mse;   /* [unit][hd][SAQ_MAX_BITS+1], width b at index b */
+    float *step_s; /* as step, for coordinates divided by the token's fp16 scale */
+    double *mse_s; /* as mse, errors of the scaled coder in the original units */
 };
 
 /* unit index of (layer, kind, head); kind 0 = keys, 1 = values */
@@ -54,6 +57,8 @@ void mpq_kv_saq_free(mpq_kv_saq *s) {
     free(s->basis);
     free(s->step);
     free(s->mse);
+    free(s->step_s);
+    free(s->mse_s);
     free(s);
 }
 
@@ -83,7 +88,9 @@ mpq_status mpq_kv_saq_create(int n_layers, int n_kv_heads, int head_dim, mpq_kv_
     s->basis = calloc(units * hd * hd, sizeof *s->basis);
     s->step = calloc(units * hd * SAQ_MAX_BITS, sizeof *s->step);
     s->mse = calloc(units * hd * (SAQ_MAX_BITS + 1), sizeof *s->mse);
-    if (!s->fitted || !s->mean || !s->eig || !s->basis || !s->step || !s->mse) {
+    s->step_s = calloc(units * hd * SAQ_MAX_BITS, sizeof *s->step_s);
+    s->mse_s = calloc(units * hd * (SAQ_MAX_BITS + 1), sizeof *s->mse_s);
+    if (!s->fitted || !s->mean || !s->eig || !s->basis || !s->step || !s->mse || !s->step_s || !s->mse_s) {
         mpq_kv_saq_free(s);
         return mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq: out of memory for %d x %d x %d bases", n_layers, n_kv_heads,
                            head_dim);
@@ -103,15 +110,49 @@ static uint32_t saq_code(double y, double st, int b) {
 }
 static double saq_level(uint32_t q, double st, int b) { return ((double)q - (double)(1u << (b - 1)) + 0.5) * st; }
 
-/* squared error sum of the coordinates y[0..n) (stride) coded with width b and step st */
-static double saq_sse(const double *y, int64_t n, size_t stride, double st, int b) {
+/* squared error sum of the coordinates y[0..n) (stride) coded with width b and step st,
+ * each weighted by wt[i] (NULL: 1) */
+static double saq_sse(const double *y, const double *wt, int64_t n, size_t stride, double st, int b) {
     double e = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double v = y[(size_t)i * stride];
         double d = v - saq_level(saq_code(v, st, b), st, b);
-        e += d * d;
+        e += (wt ? wt[i] : 1.0) * d * d;
     }
     return e;
+}
+
+/* The per-token scale of a head vector's coordinates y: fp16(sqrt(mean y^2)), <= 65504. */
+static float saq_token_scale(const double *y, int hd) {
+    double ss = 0.0;
+    for (int j = 0; j < hd; j++) ss += y[j] * y[j];
+    double r = sqrt(ss / (double)hd);
+    if (!(r < 65504.0)) r = isfinite(r) ? 65504.0 : 0.0;
+    return mpq_fp16_round((float)r);
+}
+
+/* Steps and errors of one direction: coordinates y (stride), weights wt (NULL: 1) */
+static void fit_steps(const double *y, const double *wt, int64_t n, size_t stride, float *stp, double *mse) {
+    double amax = 0.0, e0 = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = y[(size_t)i * stride];
+        if (fabs(v) > amax) amax = fabs(v);
+        e0 += (wt ? wt[i] : 1.0) * v * v;
+    }
+    mse[0] = e0 / (double)n;
+    for (int b = 1; b <= SAQ_MAX_BITS; b++) {
+        double best = INFINITY;
+        float best_st = FLT_MIN; /* an all-zero coordinate: levels +-FLT_MIN/2, ~0 */
+        for (int k = 0; k < SAQ_N_CLIP; k++) {
+            /* half-range amax * 2^(-k/8) split into 2^b steps; the step is a float as stored */
+            float cand = (float)(2.0 * amax * exp2(-(double)k / 8.0) / (double)(1u << b));
+            if (!(cand > 0.0f) || !isfinite(cand)) break;
+            double e = saq_sse(y, wt, n, stride, (double)cand, b);
+            if (e < best) best = e, best_st = cand;
+        }
+        stp[b - 1] = best_st;
+        mse[b] = isfinite(best) ? best / (double)n : 0.0;
+    }
 }
 
 mpq_status mpq_kv_saq_fit(mpq_kv_saq *s, int layer, bool key, const float *x, int64_t n, mpq_err *err) {
@@ -122,14 +163,15 @@ mpq_status mpq_kv_saq_fit(mpq_kv_saq *s, int layer, bool key, const float *x, in
     const int hd = s->head_dim, nh = s->n_kv_heads, kvd = hd * nh;
     mpq_status st = MPQ_OK;
     size_t nn = (size_t)n;
-    double *y = NULL, *p = NULL, *cov = malloc((size_t)hd * hd * sizeof(double)), *w = malloc((size_t)hd * sizeof(double));
+    double *y = NULL, *p = NULL, *wt = NULL, *cov = malloc((size_t)hd * hd * sizeof(double)), *w = malloc((size_t)hd * sizeof(double));
     if (nn > SIZE_MAX / sizeof(double) / (size_t)hd) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "kv saq fit: %lld rows overflow", (long long)n);
         goto done;
     }
     y = malloc(nn * (size_t)hd * sizeof(double));
     p = malloc(nn * (size_t)hd * sizeof(double));
-    if (!y || !p || !cov || !w) {
+    wt = malloc(nn * sizeof(double));
+    if (!y || !p || !wt || !cov || !w) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq fit: out of memory for %lld rows", (long long)n);
         goto done;
     }
@@ -173,35 +215,26 @@ mpq_status mpq_kv_saq_fit(mpq_kv_saq *s, int layer, bool key, const float *x, in
         /* coordinates in the stored (float) basis: P = Y V^T */
         for (int j = 0; j < hd * hd; j++) cov[j] = (double)V[j];
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, hd, hd, 1.0, y, hd, cov, hd, 0.0, p, hd);
-        for (int j = 0; j < hd; j++) {
-            double amax = 0.0, e0 = 0.0;
-            for (size_t i = 0; i < nn; i++) {
-                double v = p[i * (size_t)hd + (size_t)j];
-                if (fabs(v) > amax) amax = fabs(v);
-                e0 += v * v;
-            }
-            double *mse = s->mse + (u * (size_t)hd + (size_t)j) * (SAQ_MAX_BITS + 1);
-            float *stp = s->step + (u * (size_t)hd + (size_t)j) * SAQ_MAX_BITS;
-            mse[0] = e0 / (double)n;
-            for (int b = 1; b <= SAQ_MAX_BITS; b++) {
-                double best = INFINITY;
-                float best_st = FLT_MIN; /* an all-zero coordinate: levels +-FLT_MIN/2, ~0 */
-                for (int k = 0; k < SAQ_N_CLIP; k++) {
-                    /* half-range amax * 2^(-k/8) split into 2^b steps; the step is a float as stored */
-                    float cand = (float)(2.0 * amax * exp2(-(double)k / 8.0) / (double)(1u << b));
-                    if (!(cand > 0.0f) || !isfinite(cand)) break; /* an all-zero coordinate */
-                    double e = saq_sse(p + j, (int64_t)n, (size_t)hd, (double)cand, b);
-                    if (e < best) best = e, best_st = cand;
-                }
-                stp[b - 1] = best_st;
-                mse[b] = isfinite(best) ? best / (double)n : 0.0;
-            }
+        for (int j = 0; j < hd; j++)
+            fit_steps(p + j, NULL, (int64_t)n, (size_t)hd, s->step + (u * (size_t)hd + (size_t)j) * SAQ_MAX_BITS,
+                      s->mse + (u * (size_t)hd + (size_t)j) * (SAQ_MAX_BITS + 1));
+        /* the scaled coder: coordinates divided by the token's fp16 scale nu, errors weighted
+         * by nu^2 (back in the original units) */
+        for (size_t i = 0; i < nn; i++) {
+            double *row = p + i * (size_t)hd;
+            float nu = saq_token_scale(row, hd);
+            wt[i] = (double)nu * (double)nu;
+            for (int j = 0; j < hd; j++) row[j] = nu > 0.0f ? row[j] / (double)nu : 0.0;
         }
+        for (int j = 0; j < hd; j++)
+            fit_steps(p + j, wt, (int64_t)n, (size_t)hd, s->step_s + (u * (size_t)hd + (size_t)j) * SAQ_MAX_BITS,
+                      s->mse_s + (u * (size_t)hd + (size_t)j) * (SAQ_MAX_BITS + 1));
     }
     s->fitted[(size_t)layer * 2 + (key ? 0 : 1)] = true;
 done:
     free(y);
     free(p);
+    free(wt);
     free(cov);
     free(w);
     return st;
@@ -237,7 +270,24 @@ mpq_status mpq_kv_saq_check_rate(int rate_q, int head_dim, mpq_err *err) {
     return MPQ_OK;
 }
 
-mpq_status mpq_kv_saq_plan(const mpq_kv_saq *s, int layer, bool key, int head, int rate_q, int *bits,
+/* segment DP of one error table at a budget; bits[hd] and *dist out */
+static mpq_status run_dp(const double *tab, int hd, int64_t budget, int *bits, double *dist, mpq_err *err) {
+    int widths[SAQ_MAX_BITS + 1];
+    for (int b = 0; b <= SAQ_MAX_BITS; b++) widths[b] = b;
+    int *seg_start = malloc((size_t)(hd + 1) * sizeof(int)), *seg_bits = malloc((size_t)(hd + 1) * sizeof(int));
+    mpq_status st = MPQ_OK;
+    int nseg = 0;
+    if (!seg_start || !seg_bits) st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq plan: out of memory");
+    else st = mpq_segment_dp(NULL, tab, hd, widths, SAQ_MAX_BITS + 1, 0, budget, seg_start, seg_bits, &nseg, dist, err);
+    if (st == MPQ_OK)
+        for (int g = 0; g < nseg; g++)
+            for (int j = seg_start[g]; j < seg_start[g + 1]; j++) bits[j] = seg_bits[g];
+    free(seg_start);
+    free(seg_bits);
+    return st;
+}
+
+mpq_status mpq_kv_saq_plan(const mpq_kv_saq *s, int layer, bool key, int head, int rate_q, int *bits, bool *scaled,
                            double *distortion, mpq_err *err) {
     if (!s || !bits) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq plan: NULL argument");
     if (layer < 0 || layer >= s->n_layers || head < 0 || head >= s->n_kv_heads)
@@ -246,41 +296,44 @@ mpq_status mpq_kv_saq_plan(const mpq_kv_saq *s, int layer, bool key, int head, i
     mpq_status st = mpq_kv_saq_check_rate(rate_q, s->head_dim, err);
     if (st != MPQ_OK) return st;
     const int hd = s->head_dim;
-    int widths[SAQ_MAX_BITS + 1];
-    for (int b = 0; b <= SAQ_MAX_BITS; b++) widths[b] = b;
-    int *seg_start = malloc((size_t)(hd + 1) * sizeof(int)), *seg_bits = malloc((size_t)(hd + 1) * sizeof(int));
-    if (!seg_start || !seg_bits) {
-        free(seg_start);
-        free(seg_bits);
-        return mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq plan: out of memory");
+    const size_t off = unit(s, layer, key, head) * (size_t)hd * (SAQ_MAX_BITS + 1);
+    const int64_t budget = (int64_t)rate_q * hd / 1024;
+    double d0 = 0.0, d1 = INFINITY;
+    if ((st = run_dp(s->mse + off, hd, budget, bits, &d0, err)) != MPQ_OK) return st;
+    bool sc = false;
+    if (budget >= SAQ_SCALE_BITS) {
+        int *b1 = malloc((size_t)hd * sizeof(int));
+        if (!b1) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq plan: out of memory");
+        st = run_dp(s->mse_s + off, hd, budget - SAQ_SCALE_BITS, b1, &d1, err);
+        if (st == MPQ_OK && d1 < d0) {
+            memcpy(bits, b1, (size_t)hd * sizeof(int));
+            sc = true;
+        }
+        free(b1);
+        if (st != MPQ_OK) return st;
     }
-    int nseg = 0;
-    double dist = 0.0;
-    const double *tab = s->mse + unit(s, layer, key, head) * (size_t)hd * (SAQ_MAX_BITS + 1);
-    st = mpq_segment_dp(NULL, tab, hd, widths, SAQ_MAX_BITS + 1, 0, (int64_t)rate_q * hd / 1024, seg_start, seg_bits,
-                        &nseg, &dist, err);
-    if (st == MPQ_OK) {
-        for (int g = 0; g < nseg; g++)
-            for (int j = seg_start[g]; j < seg_start[g + 1]; j++) bits[j] = seg_bits[g];
-        if (distortion) *distortion = dist;
-    }
-    free(seg_start);
-    free(seg_bits);
-    return st;
+    if (scaled) *scaled = sc;
+    if (distortion) *distortion = sc ? d1 : d0;
+    return MPQ_OK;
 }
 
-void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, const int *bits, const float *x,
-                            uint32_t *codes, float *xhat) {
+void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, const int *bits, bool scaled,
+                            const float *x, uint32_t *codes, float *xhat) {
     const int hd = s->head_dim;
     const size_t u = unit(s, layer, key, head);
     const float *mu = s->mean + u * (size_t)hd, *V = s->basis + u * (size_t)hd * hd;
-    const float *stp = s->step + u * (size_t)hd * SAQ_MAX_BITS;
-    double xc[1024], y[1024], basis_row[1024];
+    const float *stp = (scaled ? s->step_s : s->step) + u * (size_t)hd * SAQ_MAX_BITS;
+    double xc[1024], y[1024] = {0}, basis_row[1024];
     for (int j = 0; j < hd; j++) xc[j] = (double)x[j] - (double)mu[j];
     for (int j = 0; j < hd; j++) {
         /* y_j = V_j . (x - mu): one direction at a time, the same call for every row */
         for (int r = 0; r < hd; r++) basis_row[r] = (double)V[(size_t)j * hd + r];
         y[j] = cblas_ddot(hd, basis_row, 1, xc, 1);
+    }
+    double nu = 1.0;
+    if (scaled) { /* the token's fp16 scale: coordinates coded in units of nu */
+        nu = (double)saq_token_scale(y, hd);
+        for (int j = 0; j < hd; j++) y[j] = nu > 0.0 ? y[j] / nu : 0.0;
     }
     for (int j = 0; j < hd; j++) {
         int b = bits[j];
@@ -291,7 +344,7 @@ void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, 
         }
         double sj = (double)stp[(size_t)j * SAQ_MAX_BITS + (size_t)(b - 1)];
         codes[j] = saq_code(y[j], sj, b);
-        y[j] = saq_level(codes[j], sj, b);
+        y[j] = nu * saq_level(codes[j], sj, b);
     }
     /* xhat = mu + V^T y_hat */
     for (int r = 0; r < hd; r++) {
@@ -309,21 +362,23 @@ mpq_status mpq_kv_saq_quantize(const mpq_kv_saq *s, int layer, bool key, int rat
                            key ? "keys" : "values");
     const int hd = s->head_dim, nh = s->n_kv_heads;
     int *bits = malloc((size_t)nh * hd * sizeof(int));
+    bool *scaled = malloc((size_t)nh * sizeof(bool));
     uint32_t *codes = malloc((size_t)hd * sizeof(uint32_t));
     mpq_status st = MPQ_OK;
-    if (!bits || !codes) {
+    if (!bits || !codes || !scaled) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq quantize: out of memory");
         goto done;
     }
-    for (int h = 0; h < nh && st == MPQ_OK; h++) st = mpq_kv_saq_plan(s, layer, key, h, rate_q, bits + (size_t)h * hd, NULL, err);
+    for (int h = 0; h < nh && st == MPQ_OK; h++) st = mpq_kv_saq_plan(s, layer, key, h, rate_q, bits + (size_t)h * hd, &scaled[h], NULL, err);
     if (st != MPQ_OK) goto done;
     for (int64_t i = 0; i < n; i++)
         for (int h = 0; h < nh; h++) {
             float *v = x + (size_t)i * (size_t)(nh * hd) + (size_t)h * hd;
-            mpq_kv_saq_code_vector(s, layer, key, h, bits + (size_t)h * hd, v, codes, v);
+            mpq_kv_saq_code_vector(s, layer, key, h, bits + (size_t)h * hd, scaled[h], v, codes, v);
         }
 done:
     free(bits);
+    free(scaled);
     free(codes);
     return st;
 }
@@ -427,7 +482,10 @@ mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err) 
                      add_arr(ho, "eigenvalues", float_array(s->eig + u * hd, hd)) &&
                      add_arr(ho, "basis", float_array(s->basis + u * hd * hd, hd * hd)) &&
                      add_arr(ho, "steps", float_array(s->step + u * hd * SAQ_MAX_BITS, hd * SAQ_MAX_BITS)) &&
-                     add_arr(ho, "mse", double_array(s->mse + u * hd * (SAQ_MAX_BITS + 1), hd * (SAQ_MAX_BITS + 1)));
+                     add_arr(ho, "mse", double_array(s->mse + u * hd * (SAQ_MAX_BITS + 1), hd * (SAQ_MAX_BITS + 1))) &&
+                     add_arr(ho, "steps_scaled", float_array(s->step_s + u * hd * SAQ_MAX_BITS, hd * SAQ_MAX_BITS)) &&
+                     add_arr(ho, "mse_scaled",
+                             double_array(s->mse_s + u * hd * (SAQ_MAX_BITS + 1), hd * (SAQ_MAX_BITS + 1)));
             }
         }
     }
@@ -572,10 +630,15 @@ mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err) {
                     (st = read_arr(ho, "steps", d * SAQ_MAX_BITS, 0.0, s->step + u * d * SAQ_MAX_BITS, NULL, path, l, kn,
                                    h, err)) != MPQ_OK ||
                     (st = read_arr(ho, "mse", d * (SAQ_MAX_BITS + 1), 0.0, NULL,
-                                   s->mse + u * d * (SAQ_MAX_BITS + 1), path, l, kn, h, err)) != MPQ_OK)
+                                   s->mse + u * d * (SAQ_MAX_BITS + 1), path, l, kn, h, err)) != MPQ_OK ||
+                    (st = read_arr(ho, "steps_scaled", d * SAQ_MAX_BITS, 0.0, s->step_s + u * d * SAQ_MAX_BITS, NULL,
+                                   path, l, kn, h, err)) != MPQ_OK ||
+                    (st = read_arr(ho, "mse_scaled", d * (SAQ_MAX_BITS + 1), 0.0, NULL,
+                                   s->mse_s + u * d * (SAQ_MAX_BITS + 1), path, l, kn, h, err)) != MPQ_OK)
                     goto done;
                 for (int i = 0; i < d * SAQ_MAX_BITS; i++)
-                    if (!(s->step[u * d * SAQ_MAX_BITS + (size_t)i] > 0.0f)) {
+                    if (!(s->step[u * d * SAQ_MAX_BITS + (size_t)i] > 0.0f) ||
+                        !(s->step_s[u * d * SAQ_MAX_BITS + (size_t)i] > 0.0f)) {
                         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: layers[%d].%s[%d].steps[%d]: expected a step > 0", path,
                                          l, kn, h, i);
                         goto done;
