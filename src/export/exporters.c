@@ -634,6 +634,15 @@ mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, c
         mpq_status st = refuse_palette(plan, f, err);
         if (st != MPQ_OK) return st;
     }
+    if (f != MPQ_EXPORT_MPQ && plan->kv_scheme.mode == MPQ_KV_SAQ) {
+        /* SAQ KV codes live in a calibrated per-head PCA basis (mpq_kv_saq): no other format's
+         * integer K/V bit widths can express them */
+        char nm[64];
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "export %s: the KV cache uses kv scheme saq (pair %s of blk.0 and others coded in a "
+                           "calibrated PCA basis), which this format cannot express; export --format mpq",
+                           mpq_export_format_name(f), mpq_kv_pair_name(plan->kv[0], nm, sizeof nm));
+    }
     *text = NULL;
     if (notes) *notes = NULL;
     mpq_export_opts def = mpq_export_opts_default();
