@@ -328,11 +328,14 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
             const char *m = NULL;
             if ((st = get_string(src, "kv.scheme.mode", mode, &m, err)) != MPQ_OK) return st;
             mpq_err e2 = {0};
-            if (mpq_kv_mode_parse(m, &s->kv_scheme.mode, &e2) != MPQ_OK || s->kv_scheme.mode == MPQ_KV_SAQ)
-                return mpq_err_set(err, MPQ_ERR_INVALID,
-                                   "%s: kv.scheme.mode: mode '%s' not available in job specs (kivi or per-token; "
-                                   "saq: mpq eval --kv-mode saq)",
+            if (mpq_kv_mode_parse(m, &s->kv_scheme.mode, &e2) != MPQ_OK)
+                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.scheme.mode: unknown mode '%s' (kivi or per-token)",
                                    src, m);
+            if (s->kv_scheme.mode == MPQ_KV_SAQ)
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "%s: kv.scheme.mode: mode 'saq' is not available in job specs (kivi or per-token; "
+                                   "evaluate saq with mpq eval --kv-mode saq)",
+                                   src);
         }
         int64_t v;
         if ((st = get_int(src, "kv.scheme.group_size", cJSON_GetObjectItemCaseSensitive(sch, "group_size"), 1, 65536,
