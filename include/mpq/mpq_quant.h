@@ -57,7 +57,8 @@
  *     double bpw = mpq_candidate_bits(&c, cols);      // 4.25
  *     mpq_quantize_matrix(&c, w, rows, cols);          // fake-quantize in place (quantize-dequantize)
  *
- * KV pairs are named k<K>v<V> with K, V in {2,3,4,8,16} (16 = not quantized), e.g. k8v4.
+ * KV pairs are named k<K>v<V> with K, V in {2,3,4,8,16} (16 = not quantized), e.g. k8v4; under
+ * the SAQ scheme (MPQ_KV_SAQ) also fractional rates, e.g. k3.25v2.5 (MPQ_KV_RATE_FRAC).
  * The KV scheme (how keys and values are grouped) is an mpq_kv_scheme.
  */
 #ifndef MPQ_QUANT_H
