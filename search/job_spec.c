@@ -236,9 +236,6 @@ static mpq_status canon_candidate(const char *in, char *out, size_t n, mpq_err *
 static mpq_status canon_pair(const char *in, char *out, size_t n, mpq_err *err) {
     mpq_kv_pair p;
     mpq_status st = mpq_kv_pair_parse(in, &p, err);
-    if (st == MPQ_OK && mpq_kv_pair_fractional(p)) /* SAQ rates: mpq eval only, for now */
-        st = mpq_err_set(err, MPQ_ERR_INVALID, "kv pair '%.64s': fractional (SAQ) rates are not measured by jobs; "
-                         "evaluate them with mpq eval --kv-mode saq", in);
     if (st == MPQ_OK) mpq_kv_pair_name(p, out, n);
     return st;
 }
@@ -329,13 +326,9 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
             if ((st = get_string(src, "kv.scheme.mode", mode, &m, err)) != MPQ_OK) return st;
             mpq_err e2 = {0};
             if (mpq_kv_mode_parse(m, &s->kv_scheme.mode, &e2) != MPQ_OK)
-                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.scheme.mode: unknown mode '%s' (kivi or per-token)",
+                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.scheme.mode: unknown mode '%s' (kivi, per-token or saq)",
                                    src, m);
-            if (s->kv_scheme.mode == MPQ_KV_SAQ)
-                return mpq_err_set(err, MPQ_ERR_INVALID,
-                                   "%s: kv.scheme.mode: mode 'saq' is not available in job specs (kivi or per-token; "
-                                   "evaluate saq with mpq eval --kv-mode saq)",
-                                   src);
+
         }
         int64_t v;
         if ((st = get_int(src, "kv.scheme.group_size", cJSON_GetObjectItemCaseSensitive(sch, "group_size"), 1, 65536,
