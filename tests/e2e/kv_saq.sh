@@ -3,7 +3,7 @@
 # writes bases that `--kv-bases` and a config's kv.scheme.bases read back with the same KL;
 # fractional pairs; and the errors: a fractional pair outside mode saq, saq without bases, a
 # rate not achievable at head_dim 8, bases of another shape, a broken bases file (exit 5 / 4),
-# KVTuner export of a saq config (exit 6, no file written).
+# KVTuner export of a saq config (exit 6, no file written); a saq job through mpq kv.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
@@ -53,4 +53,20 @@ grep -q "saq" "$T/err.txt" || fail "message: $(cat "$T/err.txt")"
 [ ! -e "$T/kvt.json" ] || fail "kvtuner file written"
 expect_rc 0 "mpq export" "$MPQ" export --config "$T/cfg.json" --model "$M" --format mpq -o "$T/m.json"
 grep -q '"k3.25v2.5"' "$T/m.json" || fail "mpq export lacks the pair"
+# a job: kv_sensitivity of saq pairs (bases fitted on the job's calibration windows), then
+# mpq kv: frontier with fractional points and a 3.25-bit budget; exports refused (exit 6)
+cat > "$T/spec.json" <<JSON
+{"name": "saq", "model": "$M",
+ "calibration": {"data": "$C", "seq_len": 64, "n_seqs": 2, "batch": 2},
+ "kv": {"scheme": {"mode": "saq"}, "pairs": ["k4v4", "k3.25v3", "k3v3.25", "k2.5v2.5", "k2v2"]},
+ "metrics": ["kv_sensitivity"]}
+JSON
+expect_rc 0 "saq job" "$MPQ" run "$T/spec.json" --db "$T/j.db" -q
+expect_rc 0 "kv frontier" "$MPQ" kv saq --db "$T/j.db" --frontier --budget kv-bits=3.25 --json
+grep -q '"k3.25v3"' "$T/out.txt" || fail "mpq kv --json lacks the fractional pair"
+expect_rc 6 "kv export kvtuner" "$MPQ" kv saq --db "$T/j.db" --budget kv-bits=3.25 --export-kvtuner "$T/k.json"
+grep -q "saq" "$T/err.txt" || fail "message: $(cat "$T/err.txt")"
+sed 's/"mode": "saq"/"mode": "kivi"/' "$T/spec.json" > "$T/spec_kivi.json"
+expect_rc 5 "fractional pair in a kivi job" "$MPQ" run "$T/spec_kivi.json" --db "$T/j2.db" -q
+grep -q "fractional" "$T/err.txt" || fail "message: $(cat "$T/err.txt")"
 echo "kv_saq: ok"

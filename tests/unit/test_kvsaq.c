@@ -15,6 +15,7 @@
 
 #include "mpq/mpq_data.h"
 #include "mpq/mpq_exec.h"
+#include "mpq/mpq_kvsearch.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "test_main.h"
@@ -60,6 +61,42 @@ START_TEST(test_pair_names) {
     ck_assert_double_eq(mpq_kv_bits_per_element_hd(p, &s, 32, 8, 0, true, true), 3.25);
     /* 3.25 + 16*(64+16)/8/256 = 3.25 + 0.625, exact in binary */
     ck_assert_double_eq(mpq_kv_bits_per_element_hd(p, &s, 32, 8, 256, true, true), 3.875);
+}
+END_TEST
+
+/* Exact units of the KV search for saq pairs: G x stored bits over L tokens, integral, and the
+ * same average as mpq_kv_bits_per_element_hd (which the README documents). */
+START_TEST(test_search_units) {
+    mpq_err err = {0};
+    mpq_kv_scheme s = mpq_kv_scheme_default();
+    s.mode = MPQ_KV_SAQ;
+    mpq_kv_pair pr[3];
+    ck_assert_int_eq(mpq_kv_pair_parse("k3.25v2.5", &pr[0], &err), MPQ_OK);
+    ck_assert_int_eq(mpq_kv_pair_parse("k4v4", &pr[1], &err), MPQ_OK);
+    ck_assert_int_eq(mpq_kv_pair_parse("k16v2.125", &pr[2], &err), MPQ_OK);
+    mpq_kvsearch_table *t = NULL;
+    ck_assert_int_eq(mpq_kvsearch_table_create(2, 3, 32, &s, pr, &t, &err), MPQ_OK);
+    t->head_dim = 8; /* 4 KV heads */
+    const int64_t G = 32, L = 256;
+    /* K: 256*32*3.25 + 4*16*(64+16); V: 256*32*2.5 + the same bases */
+    ck_assert_int_eq(mpq_kvsearch_pair_units(t, pr[0], L, true), G * (26624 + 5120 + 20480 + 5120));
+    ck_assert_int_eq(mpq_kvsearch_units_per_bit(t, L, true), 2 * G * 32 * L);
+    for (int j = 0; j < 3; j++) {
+        double avg = (double)mpq_kvsearch_pair_units(t, pr[j], L, true) / (double)mpq_kvsearch_units_per_bit(t, L, true);
+        double ref = 0.5 * (mpq_kv_bits_per_element_hd(pr[j], &s, 32, 8, L, true, true) +
+                            mpq_kv_bits_per_element_hd(pr[j], &s, 32, 8, L, false, true));
+        /* both are ratios of exact integers below 2^40: equal to double rounding (2^-52 relative) */
+        ck_assert_double_eq_tol(avg, ref, 1e-12 * ref);
+    }
+    /* steady state: no bases; nominal: 1/1024 bit units */
+    ck_assert_int_eq(mpq_kvsearch_pair_units(t, pr[0], 0, true), G * (104 + 80));
+    ck_assert_int_eq(mpq_kvsearch_pair_units(t, pr[0], 0, false), 3328 + 2560);
+    ck_assert_int_eq(mpq_kvsearch_units_per_bit(t, 0, false), 2048);
+    mpq_kvsearch_table_free(t);
+    /* fractional pairs outside mode saq are refused */
+    s.mode = MPQ_KV_KIVI;
+    ck_assert_int_eq(mpq_kvsearch_table_create(2, 3, 32, &s, pr, &t, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(t);
 }
 END_TEST
 
@@ -398,6 +435,7 @@ static Suite *kvsaq_suite(void) {
     TCase *tc = tcase_create("unit");
     tcase_add_test(tc, test_pair_names);
     tcase_add_test(tc, test_degenerate);
+    tcase_add_test(tc, test_search_units);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("stories260K");
     tcase_add_unchecked_fixture(tr, setup_real, teardown_real);
