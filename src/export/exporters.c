@@ -155,8 +155,9 @@ static mpq_status render_mpq(const mpq_export_plan *p, char **text, char **notes
         cJSON_AddItemToArray(kvl, o);
         cJSON_AddNumberToObject(o, "block", b);
         cJSON_AddStringToObject(o, "pair", mpq_kv_pair_name(p->kv[b], nm, sizeof nm));
-        cJSON_AddNumberToObject(o, "k_bits", p->kv[b].k_bits);
-        cJSON_AddNumberToObject(o, "v_bits", p->kv[b].v_bits);
+        /* bits per element of the codes: whole, or a fractional SAQ rate */
+        cJSON_AddNumberToObject(o, "k_bits", mpq_kv_rate_q(p->kv[b].k_bits) / 1024.0);
+        cJSON_AddNumberToObject(o, "v_bits", mpq_kv_rate_q(p->kv[b].v_bits) / 1024.0);
     }
     for (int a = 0; a < n_gs; a++) /* sort group sizes ascending (0 = per channel first) */
         for (int c = a + 1; c < n_gs; c++)
