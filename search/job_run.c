@@ -128,6 +128,7 @@ typedef struct run_ctx {
     mpq_candidate *cands;
     mpq_kv_pair *pairs;
     mpq_calib *cal;
+    mpq_kv_saq *kv_saq; /* kv scheme saq: bases fitted on the calibration windows */
     mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
     bool ref_done;      /* reference event emitted (the FP reference may be built late: adaptive rounds) */
     mpq_db_lease lease; /* this run's hold on the job (mpq_db_lease_acquire) */
@@ -200,6 +201,9 @@ static mpq_status load_inputs(run_ctx *c, mpq_err *err) {
         if ((st = mpq_candidate_parse(s->candidates[i], &c->cands[i], err)) != MPQ_OK) return st;
     for (int i = 0; i < s->n_kv_pairs; i++)
         if ((st = mpq_kv_pair_parse(s->kv_pairs[i], &c->pairs[i], err)) != MPQ_OK) return st;
+        else if (mpq_kv_pair_fractional(c->pairs[i]) && s->kv_scheme.mode != MPQ_KV_SAQ)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.pairs: %s: fractional rates need kv.scheme.mode saq",
+                               s->source, s->kv_pairs[i]);
     return mpq_job_units(s, c->model, &c->units, &c->n_units, err);
 }
 
@@ -1118,6 +1122,23 @@ static mpq_status reference_create(run_ctx *c, mpq_err *err) {
     }
     co.prefix_reuse = true;
     if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
+    if (spec->has_kv && spec->kv_scheme.mode == MPQ_KV_SAQ) {
+        /* SAQ bases from the job's own calibration windows (deterministic: a resumed run
+         * refits the same bases), then every pair's rate checked against head_dim */
+        mpq_status fs = mpq_kv_saq_fit_model(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len,
+                                             c->seqs->seq_len + 1, spec->calib.batch, &c->kv_saq, err);
+        for (int i = 0; fs == MPQ_OK && i < spec->n_kv_pairs; i++)
+            for (int h = 0; fs == MPQ_OK && h < 2; h++) {
+                int f = h ? c->pairs[i].v_bits : c->pairs[i].k_bits;
+                if (f != 16) fs = mpq_kv_saq_check_rate(mpq_kv_rate_q(f), mpq_model_get_config(c->model)->head_dim, err);
+                if (fs != MPQ_OK) mpq_err_prefix(err, "kv pair %s", spec->kv_pairs[i]);
+            }
+        if (fs != MPQ_OK) {
+            mpq_err_prefix(err, "job '%s': kv saq bases", spec->name);
+            return fs;
+        }
+        co.kv_saq = c->kv_saq;
+    }
     mpq_status st = mpq_calib_create(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len, &co, &c->cal, err);
     if (st != MPQ_OK) mpq_err_prefix(err, "job '%s': FP reference", spec->name);
     return st;
@@ -1148,6 +1169,7 @@ static mpq_status mpi_announce(run_ctx *c, mpq_err *err) {
 static void ctx_free(run_ctx *c) {
     mpq_job_hessian_free(c->hess);
     mpq_calib_free(c->cal);
+    mpq_kv_saq_free(c->kv_saq);
     free(c->units);
     free(c->layer_ids);
     free(c->cands);

@@ -327,8 +327,9 @@ static mpq_status parse_kv(const char *src, const cJSON *kv, mpq_job_spec *s, mp
             if ((st = get_string(src, "kv.scheme.mode", mode, &m, err)) != MPQ_OK) return st;
             mpq_err e2 = {0};
             if (mpq_kv_mode_parse(m, &s->kv_scheme.mode, &e2) != MPQ_OK)
-                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.scheme.mode: unknown mode '%s' (kivi or per-token)",
+                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv.scheme.mode: unknown mode '%s' (kivi, per-token or saq)",
                                    src, m);
+
         }
         int64_t v;
         if ((st = get_int(src, "kv.scheme.group_size", cJSON_GetObjectItemCaseSensitive(sch, "group_size"), 1, 65536,

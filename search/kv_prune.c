@@ -58,7 +58,7 @@ mpq_status mpq_kvsearch_asymmetry(const mpq_kvsearch_table *t, mpq_kvsearch_kv_c
     for (int b = 0; b < t->n_blocks; b++)
         for (int j = 0; j < np; j++) {
             mpq_kv_pair p = t->pairs[j];
-            if (p.k_bits <= p.v_bits) continue;
+            if (mpq_kv_rate_q(p.k_bits) <= mpq_kv_rate_q(p.v_bits)) continue;
             int s = mpq_kvsearch_pair_index(t, (mpq_kv_pair){p.v_bits, p.k_bits});
             if (s < 0) continue;
             double eh = t->err[(size_t)b * np + j], el = t->err[(size_t)b * np + s];

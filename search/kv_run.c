@@ -124,7 +124,7 @@ static mpq_status step_ladder(run_ctx *c, mpq_err *err) {
     for (int j = 0; j < np; j++) {
         u[j] = mpq_kvsearch_pair_units(t, t->pairs[j], L, true);
         r->pair_bits[j] = (double)u[j] / (double)upb;
-        r->pair_bits_nominal[j] = (double)(t->pairs[j].k_bits + t->pairs[j].v_bits) / 2.0;
+        r->pair_bits_nominal[j] = (double)(mpq_kv_rate_q(t->pairs[j].k_bits) + mpq_kv_rate_q(t->pairs[j].v_bits)) / 2048.0;
     }
     /* per block: pairs by (units with overhead, error), insertion sort (stable) */
     for (int b = 0; b < nb; b++) {
@@ -246,6 +246,11 @@ static mpq_status write_exports(run_ctx *c, mpq_err *err) {
     const mpq_kvsearch_table *t = c->r->table;
     const mpq_kvsearch_point *p = &c->r->frontier->points[c->r->picks[0].point];
     char *text = NULL;
+    if (t->scheme.mode == MPQ_KV_SAQ)
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "kv: %s: the job's KV scheme is saq; KVTuner files hold integer K/V bits and an mpq "
+                           "config needs the bases file, which the job does not store (mpq eval --kv-fit writes one)",
+                           c->rq.export_kvtuner ? "--export-kvtuner" : "--export-config");
     mpq_kv_pair *pr = mpq_calloc((size_t)t->n_blocks, sizeof *pr);
     mpq_status st = MPQ_OK;
     if (!pr) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
@@ -415,6 +420,10 @@ static mpq_status eval_uniform(run_ctx *c, mpq_kvsearch_eval *ev, mpq_err *err) 
 static mpq_status step_evaluate(run_ctx *c, mpq_err *err) {
     mpq_kvsearch_report *r = c->r;
     if (!c->rq.evaluate) return MPQ_OK;
+    if (r->table->scheme.mode == MPQ_KV_SAQ)
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "kv: --evaluate: the job's KV scheme is saq, whose bases the job does not store; "
+                           "evaluate its configurations with mpq eval --kv-mode saq --kv-fit");
     size_t nf = r->frontier->n_points ? r->frontier->n_points : 1, np = (size_t)r->table->n_pairs;
     r->point_eval = mpq_calloc(nf, sizeof *r->point_eval);
     r->point_evaluation_id = mpq_calloc(nf, sizeof *r->point_evaluation_id);

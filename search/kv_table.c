@@ -31,10 +31,18 @@ mpq_status mpq_kvsearch_table_create(int n_blocks, int n_pairs, int kv_dim, cons
     if (scheme->group_size < 1 || scheme->residual < 0)
         return mpq_err_set(err, MPQ_ERR_INVALID, "kv table: bad scheme (group %d, residual %d)", scheme->group_size,
                            scheme->residual);
-    for (int j = 0; j < n_pairs; j++)
-        if (!kv_valid_bits(pairs[j].k_bits) || !kv_valid_bits(pairs[j].v_bits))
-            return mpq_err_set(err, MPQ_ERR_INVALID, "kv table: pair %d: bits k%d v%d not in {2,3,4,8,16}", j,
+    for (int j = 0; j < n_pairs; j++) {
+        char nm[64];
+        bool ok = scheme->mode == MPQ_KV_SAQ
+                      ? mpq_kv_rate_q(pairs[j].k_bits) > 0 && mpq_kv_rate_q(pairs[j].v_bits) > 0
+                      : kv_valid_bits(pairs[j].k_bits) && kv_valid_bits(pairs[j].v_bits);
+        if (!ok)
+            return mpq_err_set(err, MPQ_ERR_INVALID,
+                               "kv table: pair %d: bits k%d v%d not in {2,3,4,8,16} (fractional rates: scheme saq)", j,
                                pairs[j].k_bits, pairs[j].v_bits);
+        if (strlen(mpq_kv_pair_name(pairs[j], nm, sizeof nm)) >= 16)
+            return mpq_err_set(err, MPQ_ERR_INVALID, "kv table: pair %s: name longer than 15 characters", nm);
+    }
     mpq_kvsearch_table *t = calloc(1, sizeof *t);
     size_t n = (size_t)n_blocks * (size_t)n_pairs;
     if (!t) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv table: out of memory");
@@ -131,6 +139,10 @@ mpq_status mpq_kvsearch_table_load(mpq_db *db, int64_t job_id, const char *metri
     }
     if ((st = mpq_kvsearch_table_create(nb, np, kv_dim, &scheme, pairs, &t, err)) != MPQ_OK) goto done;
     memcpy(t->layer_ids, ids, (size_t)nb * sizeof *ids);
+    if (scheme.mode == MPQ_KV_SAQ) {
+        const mpq_model *shape = mpq_job_get_shape(jh);
+        t->head_dim = shape ? mpq_model_get_config(shape)->head_dim : 0;
+    }
     snprintf(t->metric, sizeof t->metric, "%s", metric);
     val = mpq_calloc((size_t)nb, sizeof *val);
     se = mpq_calloc((size_t)nb, sizeof *se);
@@ -172,9 +184,21 @@ done:
 /* G x stored bits of one half (K or V) of a block over L tokens; -1 on overflow. */
 static int64_t half_units(const mpq_kvsearch_table *t, int bits, bool key, int64_t L) {
     int64_t G = t->scheme.group_size, d = t->kv_dim, Lq = L > 0 ? L : 1, r, q, a, b;
-    if (bits >= 16) {
+    if (bits == 16) {
         int64_t x;
         return (kv_mul64(G * 16, d, &x) && kv_mul64(x, Lq, &x)) ? x : -1;
+    }
+    if (t->scheme.mode == MPQ_KV_SAQ) {
+        /* G x (R*16*d + (L-R)*d*r + bases), r in 1/1024 bit: d*r must be whole bits */
+        int64_t rq = mpq_kv_rate_q(bits), hd = t->head_dim, db, bases = 0;
+        if (rq <= 0 || !kv_mul64(d, rq, &db) || db % 1024 != 0) return -1;
+        db /= 1024;
+        r = L > 0 ? (t->scheme.residual < L ? t->scheme.residual : L) : 0;
+        if (L > 0 && hd > 0 && d % hd == 0) bases = (d / hd) * mpq_kv_saq_basis_bits((int)hd);
+        if (!kv_mul64(r, 16 * d, &a) || !kv_mul64(Lq - r, db, &b) || !kv_add64(a, b, &a) || !kv_add64(a, bases, &a) ||
+            !kv_mul64(a, G, &a))
+            return -1;
+        return a;
     }
     bool kivi_key = key && t->scheme.mode == MPQ_KV_KIVI;
     /* per token: G * (d*b + overhead bits) */
@@ -194,7 +218,9 @@ static int64_t half_units(const mpq_kvsearch_table *t, int bits, bool key, int64
 
 int64_t mpq_kvsearch_pair_units(const mpq_kvsearch_table *t, mpq_kv_pair p, int64_t context_len, bool overhead) {
     if (!t) return -1;
-    if (!overhead) return (int64_t)p.k_bits + p.v_bits;
+    if (!overhead)
+        return t->scheme.mode == MPQ_KV_SAQ ? (int64_t)mpq_kv_rate_q(p.k_bits) + mpq_kv_rate_q(p.v_bits)
+                                             : (int64_t)p.k_bits + p.v_bits;
     int64_t k = half_units(t, p.k_bits, true, context_len), v = half_units(t, p.v_bits, false, context_len), s;
     if (k < 0 || v < 0 || !kv_add64(k, v, &s)) return -1;
     return s;
@@ -202,7 +228,7 @@ int64_t mpq_kvsearch_pair_units(const mpq_kvsearch_table *t, mpq_kv_pair p, int6
 
 int64_t mpq_kvsearch_units_per_bit(const mpq_kvsearch_table *t, int64_t context_len, bool overhead) {
     if (!t) return -1;
-    if (!overhead) return 2;
+    if (!overhead) return t->scheme.mode == MPQ_KV_SAQ ? 2048 : 2;
     int64_t x;
     if (!kv_mul64(2 * (int64_t)t->scheme.group_size, t->kv_dim, &x) || !kv_mul64(x, context_len > 0 ? context_len : 1, &x))
         return -1;

@@ -39,6 +39,7 @@ typedef struct mpq_calib_opts {
     bool collect_xtx;     /* collect X^T X per layer in the reference pass (default true) */
     bool prefix_reuse;    /* restart forwards at the quantized block (default true); false = naive */
     mpq_kv_scheme kv_scheme; /* scheme for KV sensitivity (default mpq_kv_scheme_default()) */
+    const mpq_kv_saq *kv_saq; /* kv_scheme.mode saq: the bases (borrowed; default NULL) */
 } mpq_calib_opts;
 
 mpq_calib_opts mpq_calib_opts_default(void);

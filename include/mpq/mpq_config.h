@@ -120,6 +120,18 @@ mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_e
 /* group_size must be > 0 and residual >= 0. */
 mpq_status mpq_config_set_kv_scheme(mpq_config *cfg, const mpq_kv_scheme *scheme, mpq_err *err);
 
+/* KV scheme saq: the bases. mpq_config_set_kv_saq takes ownership of `bases` (even on error)
+ * or, when bases is NULL, loads them from `path`; path (may be NULL with bases given: then the
+ * config cannot be written with them) is what the config file records as kv.scheme.bases.
+ * MPQ_ERR_INVALID when the bases are for another shape (names both), or as mpq_kv_saq_load. */
+mpq_status mpq_config_set_kv_saq(mpq_config *cfg, const char *path, mpq_kv_saq *bases, mpq_err *err);
+/* Borrowed, valid until the config is freed or its bases set again; NULL if none. */
+const mpq_kv_saq *mpq_config_kv_saq(const mpq_config *cfg);
+const char *mpq_config_kv_saq_path(const mpq_config *cfg);
+/* MPQ_ERR_INVALID naming `what` and the block: a fractional pair without mode saq, mode saq
+ * without bases, a rate that is not achievable at the model's head_dim. */
+mpq_status mpq_config_check_kv(const mpq_config *cfg, const char *what, mpq_err *err);
+
 /* The config as JSON text (format above, 2-space indented). Caller frees with free().
  * NULL if out of memory or if model's shape does not match the config. */
 char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model);

@@ -76,6 +76,7 @@ typedef struct mpq_exec_opts {
      * Batch forward and evaluation only (mpq_exec_decode_step: MPQ_ERR_UNSUPPORTED). */
     const mpq_kv_pair *kv_head_pairs;
     int n_kv_head_pairs;          /* must equal n_layers * n_kv_heads when kv_head_pairs != NULL */
+    const mpq_kv_saq *kv_saq;     /* kv_scheme.mode saq: the bases (borrowed), else unused */
 } mpq_exec_opts;
 
 /* FP KV cache, default scheme, no capture. */
@@ -318,6 +319,15 @@ double mpq_exec_kv_bytes_per_token(const mpq_model_config *cfg, const mpq_kv_pai
 /* FLOPs of one batch forward over B x T tokens (2 per multiply-add: projections, causal
  * attention counted as the full T x T products the executor runs, classifier). */
 double mpq_exec_forward_flops(const mpq_model_config *cfg, int B, int T);
+
+/* ---- SAQ KV bases ---- */
+
+/* Fits the SAQ KV bases of `model` (mpq_kv_saq in mpq_quant.h) from its full-precision
+ * forward over n_seqs windows of seq_len tokens (window i at windows + i*window_stride), in
+ * batches of `batch` windows: every block's keys before RoPE and its values, all positions.
+ * *out owned by the caller (mpq_kv_saq_free). MPQ_ERR_INVALID, MPQ_ERR_NOMEM, MPQ_ERR_SOLVER. */
+mpq_status mpq_kv_saq_fit_model(const mpq_model *model, const int32_t *windows, int n_seqs, int seq_len,
+                                int window_stride, int batch, mpq_kv_saq **out, mpq_err *err);
 
 #ifdef __cplusplus
 }

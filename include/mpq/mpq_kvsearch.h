@@ -36,6 +36,10 @@
  * are units / (2*G*d*L). L <= 0 means the steady state (L = 1, no residual, no partial group).
  * Without overhead (nominal bits) the units are simply b_K + b_V and the divisor is 2.
  * So the frontier's costs are integers and mpq_frontier_exact compares them exactly.
+ * Scheme saq (rates r in multiples of 1/1024 bit, r*head_dim whole bits; no group): a half is
+ *        R*16*d + (L-R)*d*r + (d/head_dim)*16*(head_dim^2 + 2*head_dim)   (bases once per
+ *        block; the last term only for L > 0), an integer; units are G x that as above.
+ *        Without overhead the units are 1024*(r_K + r_V) and the divisor 2048.
  *
  * Example:
  *     mpq_kvsearch_table *t = NULL;
@@ -100,6 +104,7 @@ typedef struct mpq_kvsearch_table {
     int n_heads;                /* per-head table (mpq_kvsearch_table_load_heads): KV heads per block,
                                    its items ("blocks" above) are (block, head) = (i / n_heads, i % n_heads)
                                    and kv_dim is head_dim; 0 = items are blocks */
+    int head_dim;               /* scheme saq: head_dim of the model (for the bases; 0 = none counted) */
 } mpq_kvsearch_table;
 
 /* An empty table (err and se all NaN, layer_ids 0) for n_blocks x n_pairs pairs (copied).

@@ -65,7 +65,8 @@
  *     double bpw = mpq_candidate_bits(&c, cols);      // 4.25
  *     mpq_quantize_matrix(&c, w, rows, cols);          // fake-quantize in place (quantize-dequantize)
  *
- * KV pairs are named k<K>v<V> with K, V in {2,3,4,8,16} (16 = not quantized), e.g. k8v4.
+ * KV pairs are named k<K>v<V> with K, V in {2,3,4,8,16} (16 = not quantized), e.g. k8v4; under
+ * the SAQ scheme (MPQ_KV_SAQ) also fractional rates, e.g. k3.25v2.5 (MPQ_KV_RATE_FRAC).
  * The KV scheme (how keys and values are grouped) is an mpq_kv_scheme.
  */
 #ifndef MPQ_QUANT_H
@@ -199,8 +200,11 @@ typedef struct mpq_kv_pair {
 
 typedef enum mpq_kv_mode {
     MPQ_KV_PER_TOKEN = 0, /* keys and values both grouped per token along channels */
-    MPQ_KV_KIVI           /* keys per channel (groups of tokens), values per token (groups of channels) */
+    MPQ_KV_KIVI,          /* keys per channel (groups of tokens), values per token (groups of channels) */
+    MPQ_KV_SAQ            /* per token and KV head in a calibrated PCA basis (mpq_kv_saq below) */
 } mpq_kv_mode;
+
+typedef struct mpq_kv_saq mpq_kv_saq;
 
 typedef struct mpq_kv_scheme {
     mpq_kv_mode mode;
@@ -213,11 +217,24 @@ typedef struct mpq_kv_scheme {
 /* KIVI, group 32, no residual window, no CAQ. */
 mpq_kv_scheme mpq_kv_scheme_default(void);
 
-/* "k8v4" -> {8, 4}; MPQ_ERR_INVALID naming the string otherwise. */
+/* "k8v4" -> {8, 4}; MPQ_ERR_INVALID naming the string otherwise. Fractional rates such as
+ * "k3.25v2.5" (mode saq only; see MPQ_KV_RATE_FRAC) are parsed too: K and V are decimals
+ * with 1 to 10 fractional digits, no trailing zero ("k3.0v2" is refused, its name is
+ * "k3v2"), a multiple of 1/1024 bit, 0 < rate < 16. */
 mpq_status mpq_kv_pair_parse(const char *name, mpq_kv_pair *out, mpq_err *err);
-/* Writes "k8v4" into buf (size >= 16). Returns buf. */
+/* Writes "k8v4" / "k3.25v2.5" (canonical: shortest exact decimal) into buf (size >= 32).
+ * Returns buf. */
 char *mpq_kv_pair_name(mpq_kv_pair p, char *buf, size_t n);
-/* "kivi" / "per-token" <-> mode. */
+
+/* Fractional rates. A k_bits / v_bits field holds either whole bits (2, 3, 4, 8, 16) or a
+ * fractional rate r, stored as MPQ_KV_RATE_FRAC + r*1024 (r a multiple of 1/1024 bit): code
+ * that knows only whole bits refuses such a field as an unknown bit width. */
+#define MPQ_KV_RATE_FRAC 1000000
+/* The rate of a field in 1/1024 bits (whole b -> 1024*b); -1 if the field is neither. */
+int mpq_kv_rate_q(int field);
+/* True if either half of p is a fractional rate. */
+bool mpq_kv_pair_fractional(mpq_kv_pair p);
+/* "kivi" / "per-token" / "saq" <-> mode. */
 mpq_status mpq_kv_mode_parse(const char *name, mpq_kv_mode *out, mpq_err *err);
 const char *mpq_kv_mode_name(mpq_kv_mode mode);
 
@@ -231,6 +248,77 @@ const char *mpq_kv_mode_name(mpq_kv_mode mode);
  *   L mod G: an incomplete token group stays fp16): (R*16 + (L-R)*q)/L. L <= 0: q. */
 double mpq_kv_bits_per_element(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int64_t context_len,
                                bool key, bool with_overhead);
+/* mpq_kv_bits_per_element counts no bases in mode saq (head_dim unknown); this one does,
+ * with the head_dim that mode saq needs (other modes ignore it):
+ * saq: q = rate (no per-token overhead) plus the stored bases amortised over the context,
+ *   16*(head_dim + 2)/L bits per element for L > 0 (0 for L <= 0), see mpq_kv_saq_basis_bits;
+ *   the residual window as in per-token mode. */
+double mpq_kv_bits_per_element_hd(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int head_dim,
+                                  int64_t context_len, bool key, bool with_overhead);
+
+/* ---- SAQ KV coder (Li et al. 2025, arXiv 2509.12086, applied per KV head) ----
+ * For every block l, kind (keys, values) and KV head h, calibration gives: the mean mu of the
+ * head's vectors (keys before RoPE), the eigen-decomposition of their covariance (directions
+ * in descending eigenvalue order, each direction's sign fixed so that its largest-magnitude
+ * component, the first one on a tie, is positive), and per direction j and bit width
+ * b = 1..8 the step s_jb of a uniform mid-rise quantizer (levels (q - 2^(b-1) + 1/2) s_jb,
+ * q = 0..2^b-1) that minimises the calibration squared error of the coordinate, found on the
+ * grid of half-ranges max|y_j| * 2^(-i/8), i = 0..39 (ties: the larger); with its error
+ * e_jb (e_j0 = mean y_j^2). A rate r (bits per element) gives each head r*head_dim code bits
+ * (an integer, else the rate is not achievable), split over the directions by the segment DP
+ * (mpq_segment_dp on e_jb, widths 0..8, no per-segment overhead). A token's head vector x is
+ * coded as y = V^T (x - mu), codes q_j = clamp(floor(y_j / s_j) + 2^(b_j-1)), and decoded as
+ * mu + V y_hat. Two coders are fitted: "static" stores nothing per token but the codes;
+ * "scaled" spends 16 of the head's bits on the token's fp16 scale nu = fp16(rms(y)) and codes
+ * y / nu with its own steps (fitted with weights nu^2, errors in the original units); per
+ * (block, kind, head, rate) the one whose DP-predicted calibration error is smaller is used
+ * (static on a tie). Bases cost 16*(head_dim^2 + 2*head_dim) bits per head and kind (fp16
+ * basis, mean, steps of the chosen widths), paid once per block. */
+
+/* Empty bases for a model shape (1..4096 blocks, 1..1024 KV heads, head_dim 2..1024).
+ * MPQ_ERR_INVALID / MPQ_ERR_NOMEM. Free with mpq_kv_saq_free (accepts NULL). */
+mpq_status mpq_kv_saq_create(int n_layers, int n_kv_heads, int head_dim, mpq_kv_saq **out, mpq_err *err);
+void mpq_kv_saq_free(mpq_kv_saq *s);
+int mpq_kv_saq_n_layers(const mpq_kv_saq *s);
+int mpq_kv_saq_n_kv_heads(const mpq_kv_saq *s);
+int mpq_kv_saq_head_dim(const mpq_kv_saq *s);
+/* Fits block `layer`, keys (key = true, pre-RoPE) or values, from n >= 1 token rows
+ * x (n, n_kv_heads*head_dim). Deterministic (double sums, LAPACKE_dsyevd); an all-equal
+ * set gives zero eigenvalues and finite steps. MPQ_ERR_INVALID, MPQ_ERR_NOMEM, MPQ_ERR_SOLVER. */
+mpq_status mpq_kv_saq_fit(mpq_kv_saq *s, int layer, bool key, const float *x, int64_t n, mpq_err *err);
+/* MPQ_ERR_INVALID naming `what` unless every (block, kind) is fitted and the shape is
+ * (n_layers, n_kv_heads, head_dim). */
+mpq_status mpq_kv_saq_check(const mpq_kv_saq *s, int n_layers, int n_kv_heads, int head_dim, const char *what,
+                            mpq_err *err);
+/* MPQ_ERR_INVALID unless rate_q (1/1024 bits) is achievable at head_dim: 0 < rate <= 8 and
+ * rate*head_dim an integer number of bits. */
+mpq_status mpq_kv_saq_check_rate(int rate_q, int head_dim, mpq_err *err);
+/* Per-direction bit widths bits[head_dim] of (layer, kind, head) at rate_q, *scaled (may be
+ * NULL) whether the token's fp16 scale is used (16 of the rate*head_dim bits); *distortion
+ * (may be NULL) the calibration squared error per vector the DP predicts. */
+mpq_status mpq_kv_saq_plan(const mpq_kv_saq *s, int layer, bool key, int head, int rate_q, int *bits,
+                           bool *scaled, double *distortion, mpq_err *err);
+/* Quantize-dequantize n rows x (n, n_kv_heads*head_dim) in place at rate_q (one rate for
+ * every head). Rows are coded independently (one dgemv per head and row), so the result
+ * does not depend on n. */
+mpq_status mpq_kv_saq_quantize(const mpq_kv_saq *s, int layer, bool key, int rate_q, float *x, int64_t n,
+                               mpq_err *err);
+/* Codes of one head vector x[head_dim] with per-direction widths bits[] and scaled (from _plan) into
+ * codes[head_dim] (0 for a width 0) and its reconstruction into xhat (may alias x). */
+void mpq_kv_saq_code_vector(const mpq_kv_saq *s, int layer, bool key, int head, const int *bits, bool scaled,
+                            const float *x, uint32_t *codes, float *xhat);
+/* Bits stored once per block, head and kind: 16*(head_dim^2 + 2*head_dim). */
+int64_t mpq_kv_saq_basis_bits(int head_dim);
+/* Progressive prefixes: squared error over n rows of x (n, kvd) of (layer, kind) when every
+ * direction keeps the top b bits of its hi-bit code (b < hi <= 8), against the native b-bit
+ * code; *ratio = prefix / native (1 when both are 0). */
+mpq_status mpq_kv_saq_prefix_ratio(const mpq_kv_saq *s, int layer, bool key, int hi, int b, const float *x,
+                                   int64_t n, double *ratio, mpq_err *err);
+/* Bases file (JSON, "mpq_kv_saq_version": 1; README "KV cache"). Save: MPQ_ERR_IO naming
+ * path. Load: MPQ_ERR_IO, MPQ_ERR_FORMAT naming the file and key, MPQ_ERR_UNSUPPORTED for a
+ * newer version. */
+mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err);
+mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err);
 
 #ifdef __cplusplus
 }

@@ -493,6 +493,7 @@ mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_resu
     if (!kc.fp) kc.target = -1; /* no stored attention outputs: attn_rel stays NAN */
     mpq_exec_opts eo = mpq_exec_opts_default();
     eo.kv_scheme = cal->opts.kv_scheme;
+    eo.kv_saq = cal->opts.kv_saq;
     eo.kv_pairs = pairs;
     eo.n_kv_pairs = cal->n_layers;
     eo.capture = kv_capture_fn;

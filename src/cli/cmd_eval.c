@@ -36,8 +36,12 @@ static const char *eval_help =
     "  -c, --config PATH       quantized config (JSON, see README)\n"
     "  -w, --weights CAND      quantize every linear layer with CAND (e.g. int4g32)\n"
     "  -k, --kv PAIR           quantize every layer's KV cache with PAIR (e.g. k4v2)\n"
-    "      --kv-mode MODE      kivi (default) | per-token;  --kv-group G (32);  --kv-residual R (0)\n"
+    "      --kv-mode MODE      kivi (default) | per-token | saq;  --kv-group G (32);  --kv-residual R (0)\n"
     "      --kv-caq            CAQ code adjustment of every quantized KV group (same bits)\n"
+    "      --kv-bases FILE     mode saq: the KV bases (a file written by --kv-bases-out)\n"
+    "      --kv-fit DATA       mode saq: fit the KV bases on DATA (calibration text or token\n"
+    "                          file, windows of --seq-len, --kv-fit-seqs N (16) drawn with seed 1)\n"
+    "      --kv-bases-out FILE write the bases fitted by --kv-fit to FILE\n"
     "  -L, --seq-len T         tokens per window (default min(256, model seq len))\n"
     "  -n, --n-seqs N          windows to evaluate (default 0 = all)\n"
     "  -s, --seed S            window sampling seed (default 1)\n"
@@ -53,18 +57,22 @@ static const char *eval_help =
 
 typedef struct eval_args {
     const char *model, *data, *tokenizer, *config, *weights, *kv, *kv_mode, *json_out, *logits_out;
-    long seq_len, n_seqs, seed, batch, kv_group, kv_residual, workers;
+    const char *kv_bases, *kv_fit, *kv_bases_out;
+    long seq_len, n_seqs, seed, batch, kv_group, kv_residual, workers, kv_fit_seqs;
     bool json, kv_caq;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a) {
-    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS, OPT_KVCAQ };
+    enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS, OPT_KVCAQ, OPT_KVBASES, OPT_KVFIT,
+           OPT_KVBOUT, OPT_KVFITN };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"tokenizer", required_argument, 0, 't'}, {"config", required_argument, 0, 'c'},
         {"weights", required_argument, 0, 'w'}, {"kv", required_argument, 0, 'k'},
         {"kv-mode", required_argument, 0, OPT_KVMODE}, {"kv-group", required_argument, 0, OPT_KVGROUP},
         {"kv-residual", required_argument, 0, OPT_KVRES}, {"kv-caq", no_argument, 0, OPT_KVCAQ},
+        {"kv-bases", required_argument, 0, OPT_KVBASES}, {"kv-fit", required_argument, 0, OPT_KVFIT},
+        {"kv-bases-out", required_argument, 0, OPT_KVBOUT}, {"kv-fit-seqs", required_argument, 0, OPT_KVFITN},
         {"seq-len", required_argument, 0, 'L'},
         {"n-seqs", required_argument, 0, 'n'},  {"seed", required_argument, 0, 's'},
         {"batch", required_argument, 0, 'b'},   {"json", no_argument, 0, OPT_JSON},
@@ -75,6 +83,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     a->batch = 8;
     a->kv_group = -1;
     a->kv_residual = -1;
+    a->kv_fit_seqs = 16;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:d:t:c:w:k:L:n:s:b:o:h", opts, NULL)) != -1) {
@@ -87,6 +96,13 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case 'k': a->kv = optarg; break;
         case OPT_KVMODE: a->kv_mode = optarg; break;
         case OPT_KVCAQ: a->kv_caq = true; break;
+        case OPT_KVBASES: a->kv_bases = optarg; break;
+        case OPT_KVFIT: a->kv_fit = optarg; break;
+        case OPT_KVBOUT: a->kv_bases_out = optarg; break;
+        case OPT_KVFITN:
+            if (!cli_parse_int(optarg, 1, 1 << 20, &a->kv_fit_seqs))
+                return cli_usage_error("eval", "bad --kv-fit-seqs '%s'", optarg);
+            break;
         case OPT_KVGROUP:
             if (!cli_parse_int(optarg, 1, 1 << 20, &a->kv_group)) return cli_usage_error("eval", "bad --kv-group '%s'", optarg);
             break;
@@ -119,24 +135,58 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     if (optind != argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!a->model || !a->data) return cli_usage_error("eval", "--model and --data are required");
     if (a->config && (a->weights || a->kv)) return cli_usage_error("eval", "--config excludes --weights / --kv");
+    if (a->kv_bases && a->kv_fit) return cli_usage_error("eval", "--kv-bases excludes --kv-fit");
+    if (a->kv_bases_out && !a->kv_fit) return cli_usage_error("eval", "--kv-bases-out needs --kv-fit");
     return 0;
 }
 
+/* --kv-fit: the bases from --kv-fit-seqs windows of T tokens of the calibration data (seed 1). */
+static mpq_status fit_bases(const eval_args *a, const mpq_model *m, const mpq_tokenizer *tok, int T,
+                            mpq_kv_saq **out, mpq_err *err) {
+    mpq_data_opts dopt = mpq_data_opts_default();
+    dopt.vocab_size = mpq_model_get_config(m)->vocab_size;
+    mpq_data *d = NULL;
+    mpq_data_seqs *sq = NULL;
+    mpq_status st = mpq_data_load(a->kv_fit, tok, &dopt, &d, err);
+    if (st == MPQ_OK) st = mpq_data_sequences(d, T, (int)a->kv_fit_seqs, 1, &sq, err);
+    if (st == MPQ_OK && sq->n_seqs < 1) st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: no window of %d tokens", a->kv_fit, T);
+    if (st == MPQ_OK)
+        st = mpq_kv_saq_fit_model(m, sq->tokens, sq->n_seqs, T, T + 1, (int)a->batch, out, err);
+    mpq_data_seqs_free(sq);
+    mpq_data_free(d);
+    return st;
+}
+
 /* Builds the config from --config or --weights/--kv and the --kv-* overrides; NULL *out = FP. */
-static mpq_status build_config(const eval_args *a, const mpq_model *m, mpq_config **out, mpq_err *err) {
+static mpq_status build_config(const eval_args *a, const mpq_model *m, const mpq_tokenizer *tok, int T,
+                               mpq_config **out, mpq_err *err) {
     *out = NULL;
-    bool kv_opts = a->kv_mode || a->kv_group >= 0 || a->kv_residual >= 0 || a->kv_caq;
+    bool kv_opts = a->kv_mode || a->kv_group >= 0 || a->kv_residual >= 0 || a->kv_caq || a->kv_bases || a->kv_fit;
     if (!a->config && !a->weights && !a->kv && !kv_opts) return MPQ_OK;
     mpq_status st;
     if (a->config) st = mpq_config_load(a->config, m, out, err);
     else st = mpq_config_uniform(m, a->weights ? a->weights : "f32", a->kv ? a->kv : "k16v16", out, err);
-    if (st != MPQ_OK || !kv_opts) return st;
+    if (st != MPQ_OK) return st;
+    if (!kv_opts) return mpq_config_check_kv(*out, a->config ? a->config : "eval", err);
     mpq_kv_scheme s = *mpq_config_kv_scheme(*out);
     if (a->kv_mode && (st = mpq_kv_mode_parse(a->kv_mode, &s.mode, err)) != MPQ_OK) return st;
     if (a->kv_group >= 0) s.group_size = (int)a->kv_group;
     if (a->kv_residual >= 0) s.residual = (int)a->kv_residual;
     if (a->kv_caq) s.caq = true;
-    return mpq_config_set_kv_scheme(*out, &s, err);
+    if ((st = mpq_config_set_kv_scheme(*out, &s, err)) != MPQ_OK) return st;
+    if ((a->kv_bases || a->kv_fit) && s.mode != MPQ_KV_SAQ)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "--kv-bases / --kv-fit need kv scheme mode saq (--kv-mode saq)");
+    if (a->kv_bases && (st = mpq_config_set_kv_saq(*out, a->kv_bases, NULL, err)) != MPQ_OK) return st;
+    if (a->kv_fit) {
+        mpq_kv_saq *bases = NULL;
+        if ((st = fit_bases(a, m, tok, T, &bases, err)) != MPQ_OK) return st;
+        if (a->kv_bases_out && (st = mpq_kv_saq_save(bases, a->kv_bases_out, err)) != MPQ_OK) {
+            mpq_kv_saq_free(bases);
+            return st;
+        }
+        if ((st = mpq_config_set_kv_saq(*out, a->kv_bases_out, bases, err)) != MPQ_OK) return st;
+    }
+    return mpq_config_check_kv(*out, a->config ? a->config : "eval", err);
 }
 
 typedef struct eval_result {
@@ -214,7 +264,7 @@ static mpq_status eval_load(const eval_args *a, eval_ctx *c, eval_result *r, mpq
     r->n_seqs = c->seqs->n_seqs;
     r->seq_len = T;
     r->batch = (int)a->batch < r->n_seqs ? (int)a->batch : r->n_seqs;
-    if ((st = build_config(a, c->m, &c->cfg, err)) != MPQ_OK) return st;
+    if ((st = build_config(a, c->m, c->tok, T, &c->cfg, err)) != MPQ_OK) return st;
     r->quantized = c->cfg != NULL;
     if (!c->cfg && (st = mpq_config_uniform(c->m, "f32", "k16v16", &c->fpcfg, err)) != MPQ_OK) return st;
     return mpq_config_get_stats(c->cfg ? c->cfg : c->fpcfg, c->m, T, &r->sizes, err);
@@ -243,6 +293,7 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
             c->qopt.kv_head_pairs = c->head_pairs;
             c->qopt.n_kv_head_pairs = (int)nh;
         }
+        c->qopt.kv_saq = mpq_config_kv_saq(c->cfg);
     }
     int B = r->batch, T = r->seq_len, n_batches = (r->n_seqs + B - 1) / B;
     c->n_workers = a->workers > 0 ? (int)a->workers : mpq_job_default_workers();
@@ -347,7 +398,8 @@ static cJSON *eval_json(const eval_args *a, const eval_ctx *c, const eval_result
         cJSON *ks = cJSON_AddObjectToObject(o, "kv_scheme");
         ok = cli_json_add_string(ks, "mode", mpq_kv_mode_name(s->mode)) &&
              cli_json_add_number(ks, "group_size", s->group_size) && cli_json_add_number(ks, "residual", s->residual) &&
-             (!s->caq || cJSON_AddTrueToObject(ks, "caq") != NULL);
+             (!s->caq || cJSON_AddTrueToObject(ks, "caq") != NULL) &&
+             (!mpq_config_kv_saq_path(c->cfg) || cli_json_add_string(ks, "bases", mpq_config_kv_saq_path(c->cfg)));
     }
     const struct { const char *key; double v; } nums[] = {
         {"seq_len", r->seq_len},

@@ -171,20 +171,47 @@ static mpq_status check_call(const mpq_exec *ex, const mpq_weights *w, const mpq
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: batch %d x %d outside the executor's 1..%d x 1..%d", B, T,
                            ex->max_B, ex->max_T);
     const mpq_kv_scheme *s = &o->kv_scheme;
-    if (s->group_size < 1 || s->residual < 0 || (s->mode != MPQ_KV_PER_TOKEN && s->mode != MPQ_KV_KIVI))
+    if (s->group_size < 1 || s->residual < 0 ||
+        (s->mode != MPQ_KV_PER_TOKEN && s->mode != MPQ_KV_KIVI && s->mode != MPQ_KV_SAQ))
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: kv scheme: group_size %d (>= 1), residual %d (>= 0), mode %d",
                            s->group_size, s->residual, (int)s->mode);
     if (o->kv_pairs) {
         if (o->n_kv_pairs != ex->cfg.n_layers)
             return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %d kv pairs for %d layers", o->n_kv_pairs,
                                ex->cfg.n_layers);
-        for (int l = 0; l < o->n_kv_pairs; l++)
-            if (!kv_bits_ok(o->kv_pairs[l].k_bits) || !kv_bits_ok(o->kv_pairs[l].v_bits))
-                return mpq_err_set(err, MPQ_ERR_INVALID, "exec: kv pair of layer %d: k%dv%d (bits in {2,3,4,8,16})", l,
-                                   o->kv_pairs[l].k_bits, o->kv_pairs[l].v_bits);
+        if (s->mode == MPQ_KV_SAQ) {
+            mpq_status st = mpq_kv_saq_check(o->kv_saq, ex->cfg.n_layers, ex->cfg.n_kv_heads, ex->cfg.head_dim,
+                                             "exec: kv scheme saq", err);
+            if (st != MPQ_OK) return st;
+        }
+        for (int l = 0; l < o->n_kv_pairs; l++) {
+            mpq_kv_pair p = o->kv_pairs[l];
+            char nm[64];
+            if (s->mode == MPQ_KV_SAQ) {
+                for (int half = 0; half < 2; half++) {
+                    int f = half ? p.v_bits : p.k_bits;
+                    if (f == 16) continue;
+                    mpq_status st = mpq_kv_saq_check_rate(mpq_kv_rate_q(f), ex->cfg.head_dim, err);
+                    if (mpq_kv_rate_q(f) < 0)
+                        st = mpq_err_set(err, MPQ_ERR_INVALID, "kv saq: %s is not a bit width", half ? "V" : "K");
+                    if (st != MPQ_OK) {
+                        mpq_err_prefix(err, "exec: kv pair %s of layer %d", mpq_kv_pair_name(p, nm, sizeof nm), l);
+                        return st;
+                    }
+                }
+            } else if (!kv_bits_ok(p.k_bits) || !kv_bits_ok(p.v_bits)) {
+                return mpq_err_set(err, MPQ_ERR_INVALID,
+                                   "exec: kv pair of layer %d: %s (bits in {2,3,4,8,16}; fractional rates need kv "
+                                   "scheme mode saq)",
+                                   l, mpq_kv_pair_name(p, nm, sizeof nm));
+            }
+        }
     }
     if (o->kv_head_pairs) {
         const int nkv = ex->cfg.n_kv_heads, hd = ex->cfg.head_dim;
+        if (s->mode == MPQ_KV_SAQ)
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                               "exec: per-head kv pairs with kv scheme saq (its rates are per layer) are not supported");
         if (o->n_kv_head_pairs != ex->cfg.n_layers * nkv)
             return mpq_err_set(err, MPQ_ERR_INVALID, "exec: %d per-head kv pairs for %d layers x %d KV heads",
                                o->n_kv_head_pairs, ex->cfg.n_layers, nkv);
@@ -258,9 +285,11 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
             matmul_forward(q, ln1, bw->wq, bw->bq, N, dim, qd);
             matmul_forward(k, ln1, bw->wk, bw->bk, N, dim, kvd);
             matmul_forward(v, ln1, bw->wv, bw->bv, N, dim, kvd);
+            int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
+            const bool saq = o->kv_scheme.mode == MPQ_KV_SAQ;
+            if (saq && kb != 16) kv_saq_forward(kq, k, N, kvd, l, kb, true, o->kv_saq); /* pre-RoPE keys */
             rope_forward(q, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
             rope_forward(k, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
-            int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
             const float *kqp = NULL, *vqp = NULL;
             if (o->kv_head_pairs) { /* per-(layer, KV head) pairs */
                 const mpq_kv_pair *hp = o->kv_head_pairs + L * (size_t)NKV;
@@ -268,11 +297,17 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
                 if (kv_quantize_heads_forward(kq, k, B, T, NKV, hd, hp, true, &o->kv_scheme)) kqp = kq;
                 if (kv_quantize_heads_forward(vq, v, B, T, NKV, hd, hp, false, &o->kv_scheme)) vqp = vq;
             }
-            if (kb < 16) {
+            if (saq && kb != 16) {
+                rope_forward(kq, ex->rope_cos, ex->rope_sin, B, T, NKV, hd); /* the cache's keys, then RoPE */
+                kqp = kq;
+            } else if (kb < 16) {
                 kv_quantize_forward(kq, k, B, T, kvd, kb, true, &o->kv_scheme);
                 kqp = kq;
             }
-            if (vb < 16) {
+            if (saq && vb != 16) {
+                kv_saq_forward(vq, v, N, kvd, l, vb, false, o->kv_saq);
+                vqp = vq;
+            } else if (vb < 16) {
                 kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
                 vqp = vq;
             }
@@ -914,19 +949,27 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
         matvec(d->q, bw->wq, d->xb, bw->bq, ex->qd, dim);
         matvec(krow, bw->wk, d->xb, bw->bk, kvd, dim);
         matvec(vrow, bw->wv, d->xb, bw->bv, kvd, dim);
+        int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
+        const bool saq = s->mode == MPQ_KV_SAQ;
+        float *kqrow = kqc + (size_t)t * kvd;
+        if (saq && kb != 16) kv_saq_forward(kqrow, krow, 1, kvd, l, kb, true, o->kv_saq); /* pre-RoPE keys */
         /* RoPE at position t (same table and formula as the batch kernel) */
         const float *cs = ex->rope_cos + (size_t)t * half, *sn = ex->rope_sin + (size_t)t * half;
-        for (int h = 0; h < NH + c->n_kv_heads; h++) {
-            float *vec = h < NH ? d->q + (size_t)h * hd : krow + (size_t)(h - NH) * hd;
+        const int nrope = NH + c->n_kv_heads * (saq && kb != 16 ? 2 : 1);
+        for (int h = 0; h < nrope; h++) {
+            float *vec = h < NH ? d->q + (size_t)h * hd
+                                : h < NH + c->n_kv_heads ? krow + (size_t)(h - NH) * hd
+                                                         : kqrow + (size_t)(h - NH - c->n_kv_heads) * hd;
             for (int i = 0; i < half; i++) {
                 float v0 = vec[2 * i], v1 = vec[2 * i + 1];
                 vec[2 * i] = v0 * cs[i] - v1 * sn[i];
                 vec[2 * i + 1] = v0 * sn[i] + v1 * cs[i];
             }
         }
-        int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
         /* quantized copies, exactly as the batch emulation forms them */
-        if (kb < 16) {
+        if (saq) {
+            if (vb != 16) kv_saq_forward(vqc + (size_t)t * kvd, vrow, 1, kvd, l, vb, false, o->kv_saq);
+        } else if (kb < 16) {
             if (s->mode == MPQ_KV_KIVI) {
                 if ((t + 1) % s->group_size == 0) {
                     int g0 = t + 1 - s->group_size;
@@ -936,9 +979,9 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
                 kv_quantize_forward(kqc + (size_t)t * kvd, krow, 1, 1, kvd, kb, true, s);
             }
         }
-        if (vb < 16) kv_quantize_forward(vqc + (size_t)t * kvd, vrow, 1, 1, kvd, vb, false, s);
-        int nqk = kb < 16 ? kv_n_quant(t, true, s) : 0;
-        int nqv = vb < 16 ? kv_n_quant(t, false, s) : 0;
+        if (!saq && vb < 16) kv_quantize_forward(vqc + (size_t)t * kvd, vrow, 1, 1, kvd, vb, false, s);
+        int nqk = kb != 16 ? kv_n_quant(t, true, s) : 0;
+        int nqv = vb != 16 ? kv_n_quant(t, false, s) : 0;
         for (int h = 0; h < NH; h++) {
             size_t ko = (size_t)(h / rep) * hd;
             const float *qh = d->q + (size_t)h * hd;
@@ -1012,8 +1055,8 @@ double mpq_exec_kv_bytes_per_token(const mpq_model_config *cfg, const mpq_kv_pai
     for (int l = 0; l < cfg->n_layers; l++) {
         mpq_kv_pair p = {16, 16};
         if (pairs) p = pairs[l];
-        double kb = mpq_kv_bits_per_element(p, s, kvd, context_len, true, true);
-        double vb = mpq_kv_bits_per_element(p, s, kvd, context_len, false, true);
+        double kb = mpq_kv_bits_per_element_hd(p, s, kvd, cfg->head_dim, context_len, true, true);
+        double vb = mpq_kv_bits_per_element_hd(p, s, kvd, cfg->head_dim, context_len, false, true);
         double bytes = (double)kvd * (kb + vb) / 8.0;
         if (per_layer) per_layer[l] = bytes;
         total += bytes;

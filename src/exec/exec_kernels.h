@@ -41,6 +41,12 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
  * Returns false (dst untouched) when every head has 16 bits. */
 bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n_kv_heads, int hd,
                                const mpq_kv_pair *pairs, bool key, const mpq_kv_scheme *s);
+/* dst (N,kv_dim) = SAQ quantize-dequantize of src (N,kv_dim) of block `layer` at the rate
+ * held in `field` (whole bits or MPQ_KV_RATE_FRAC + 1024*rate) with the bases saq
+ * (checked by the caller); rows are coded independently. On a failure (out of memory) dst
+ * is all NaN, so that it cannot pass for a small error. */
+void kv_saq_forward(float *dst, const float *src, int N, int kv_dim, int layer, int field, bool key,
+                    const mpq_kv_saq *saq);
 
 /* Query rows per block of the causal attention. */
 #define ATTN_BLOCK 64

@@ -132,6 +132,15 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
     return true;
 }
 
+void kv_saq_forward(float *dst, const float *src, int N, int kv_dim, int layer, int field, bool key,
+                    const mpq_kv_saq *saq) {
+    // dst, src (N,kv_dim)
+    size_t n = (size_t)N * kv_dim;
+    memcpy(dst, src, n * sizeof(float));
+    if (mpq_kv_saq_quantize(saq, layer, key, mpq_kv_rate_q(field), dst, N, NULL) != MPQ_OK)
+        for (size_t i = 0; i < n; i++) dst[i] = NAN;
+}
+
 /* ---- fast exp ----
  * e^x = 2^n e^r with n = rint(x log2 e) and r = x - n ln2 (Cody-Waite: ln2 = C1 + C2, C1 with 9
  * significant bits so n*C1 is exact for |n| <= 2^15 and x - n*C1 is exact by Sterbenz), |r| <=

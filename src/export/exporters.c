@@ -155,8 +155,9 @@ static mpq_status render_mpq(const mpq_export_plan *p, char **text, char **notes
         cJSON_AddItemToArray(kvl, o);
         cJSON_AddNumberToObject(o, "block", b);
         cJSON_AddStringToObject(o, "pair", mpq_kv_pair_name(p->kv[b], nm, sizeof nm));
-        cJSON_AddNumberToObject(o, "k_bits", p->kv[b].k_bits);
-        cJSON_AddNumberToObject(o, "v_bits", p->kv[b].v_bits);
+        /* bits per element of the codes: whole, or a fractional SAQ rate */
+        cJSON_AddNumberToObject(o, "k_bits", mpq_kv_rate_q(p->kv[b].k_bits) / 1024.0);
+        cJSON_AddNumberToObject(o, "v_bits", mpq_kv_rate_q(p->kv[b].v_bits) / 1024.0);
     }
     for (int a = 0; a < n_gs; a++) /* sort group sizes ascending (0 = per channel first) */
         for (int c = a + 1; c < n_gs; c++)
@@ -648,6 +649,15 @@ mpq_status mpq_export_render(const mpq_export_plan *plan, mpq_export_format f, c
                            "export %s: the config has per-KV-head pairs, which this per-layer KV format cannot carry "
                            "(KVTuner's per-head YAML: mpq kv --per-head --export-kvtuner; or --format mpq)",
                            mpq_export_format_name(f));
+    if (f != MPQ_EXPORT_MPQ && plan->kv_scheme.mode == MPQ_KV_SAQ) {
+        /* SAQ KV codes live in a calibrated per-head PCA basis (mpq_kv_saq): no other format's
+         * integer K/V bit widths can express them */
+        char nm[64];
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "export %s: the KV cache uses kv scheme saq (pair %s of blk.0 and others coded in a "
+                           "calibrated PCA basis), which this format cannot express; export --format mpq",
+                           mpq_export_format_name(f), mpq_kv_pair_name(plan->kv[0], nm, sizeof nm));
+    }
     *text = NULL;
     if (notes) *notes = NULL;
     mpq_export_opts def = mpq_export_opts_default();

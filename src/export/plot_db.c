@@ -320,8 +320,8 @@ static mpq_status grid_plot(ctx *c, const char *metric, bool kv, const mpq_plot_
         if (kv) {
             mpq_kv_pair p;
             if (mpq_kv_pair_parse(cd, &p, NULL) != MPQ_OK) continue;
-            cols[ncol].key = p.k_bits + p.v_bits;
-            cols[ncol].key2 = p.k_bits;
+            cols[ncol].key = (mpq_kv_rate_q(p.k_bits) + mpq_kv_rate_q(p.v_bits)) / 1024.0;
+            cols[ncol].key2 = mpq_kv_rate_q(p.k_bits) / 1024.0;
         } else {
             mpq_candidate cnd;
             if (mpq_candidate_parse(cd, &cnd, NULL) != MPQ_OK) continue;

@@ -24,10 +24,12 @@ struct mpq_config {
     mpq_candidate wdefault;
     mpq_kv_pair kvdefault;
     mpq_kv_scheme scheme;
+    int n_kv_heads, head_dim; /* of the model (saq bases and rates, per-head pairs) */
+    char *saq_path;           /* kv.scheme.bases (mode saq), owned, or NULL */
+    mpq_kv_saq *saq;          /* the bases, owned, or NULL */
     cJSON *extras; /* object with the other top-level keys of a parsed file, or NULL */
     /* per-(block, KV head) pairs: kv_heads[b * n_kv_heads + h] is used for block b when
      * kv_has_heads[b] (both NULL until a block gets per-head pairs) */
-    int n_kv_heads, head_dim;
     mpq_kv_pair *kv_heads;
     bool *kv_has_heads;
 };
@@ -37,6 +39,8 @@ void mpq_config_free(mpq_config *cfg) {
     cJSON_Delete(cfg->extras);
     free(cfg->kv_heads);
     free(cfg->kv_has_heads);
+    mpq_kv_saq_free(cfg->saq);
+    free(cfg->saq_path);
     free(cfg->kv);
     free(cfg->layers);
     free(cfg);
@@ -122,7 +126,8 @@ mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_e
     if (block < 0 || block >= cfg->n_blocks)
         return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d out of range (%d blocks)", block, cfg->n_blocks);
     if (!kv_pair_valid(pair))
-        return mpq_err_set(err, MPQ_ERR_INVALID, "config: block %d: kv pair k%dv%d: bits must be 2, 3, 4, 8 or 16",
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "config: block %d: kv pair k%dv%d: bits must be 2, 3, 4, 8 or 16 (or a fractional SAQ rate)",
                            block, pair.k_bits, pair.v_bits);
     cfg->kv[block] = pair;
     if (cfg->kv_has_heads) cfg->kv_has_heads[block] = false;
@@ -131,12 +136,70 @@ mpq_status mpq_config_set_kv(mpq_config *cfg, int block, mpq_kv_pair pair, mpq_e
 
 mpq_status mpq_config_set_kv_scheme(mpq_config *cfg, const mpq_kv_scheme *s, mpq_err *err) {
     if (!cfg || !s) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
-    if (s->mode != MPQ_KV_KIVI && s->mode != MPQ_KV_PER_TOKEN)
+    if (s->mode != MPQ_KV_KIVI && s->mode != MPQ_KV_PER_TOKEN && s->mode != MPQ_KV_SAQ)
         return mpq_err_set(err, MPQ_ERR_INVALID, "config: kv scheme mode %d unknown", (int)s->mode);
     if (s->group_size <= 0 || s->residual < 0)
         return mpq_err_set(err, MPQ_ERR_INVALID, "config: kv scheme group_size %d must be > 0 and residual %d >= 0",
                            s->group_size, s->residual);
     cfg->scheme = *s;
+    return MPQ_OK;
+}
+
+const mpq_kv_saq *mpq_config_kv_saq(const mpq_config *cfg) { return cfg ? cfg->saq : NULL; }
+const char *mpq_config_kv_saq_path(const mpq_config *cfg) { return cfg ? cfg->saq_path : NULL; }
+
+mpq_status mpq_config_set_kv_saq(mpq_config *cfg, const char *path, mpq_kv_saq *bases, mpq_err *err) {
+    if (!cfg || (!path && !bases)) {
+        mpq_kv_saq_free(bases);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "config: kv saq: NULL argument");
+    }
+    mpq_status st = MPQ_OK;
+    char *p = NULL;
+    if (!bases && (st = mpq_kv_saq_load(path, &bases, err)) != MPQ_OK) return st;
+    if ((st = mpq_kv_saq_check(bases, cfg->n_blocks, cfg->n_kv_heads, cfg->head_dim, path ? path : "kv saq bases",
+                               err)) != MPQ_OK)
+        goto fail;
+    if (path && (p = malloc(strlen(path) + 1)) != NULL) memcpy(p, path, strlen(path) + 1);
+    if (path && !p) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "config: out of memory");
+        goto fail;
+    }
+    mpq_kv_saq_free(cfg->saq);
+    free(cfg->saq_path);
+    cfg->saq = bases;
+    cfg->saq_path = p;
+    return MPQ_OK;
+fail:
+    mpq_kv_saq_free(bases);
+    return st;
+}
+
+mpq_status mpq_config_check_kv(const mpq_config *cfg, const char *what, mpq_err *err) {
+    if (!cfg) return mpq_err_set(err, MPQ_ERR_INVALID, "config: NULL argument");
+    if (!what) what = "config";
+    char nm[64];
+    bool saq = cfg->scheme.mode == MPQ_KV_SAQ;
+    if (saq && !cfg->saq)
+        return mpq_err_set(err, MPQ_ERR_INVALID,
+                           "%s: kv.scheme.mode saq needs the bases (kv.scheme.bases, or --kv-bases / --kv-fit)", what);
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        mpq_kv_pair p = cfg->kv[b];
+        if (!saq) {
+            if (mpq_kv_pair_fractional(p))
+                return mpq_err_set(err, MPQ_ERR_INVALID, "%s: kv pair %s of blk.%d: fractional rates need kv.scheme.mode saq",
+                                   what, mpq_kv_pair_name(p, nm, sizeof nm), b);
+            continue;
+        }
+        for (int half = 0; half < 2; half++) {
+            int f = half ? p.v_bits : p.k_bits;
+            if (f == 16) continue;
+            mpq_status st = mpq_kv_saq_check_rate(mpq_kv_rate_q(f), cfg->head_dim, err);
+            if (st != MPQ_OK) {
+                mpq_err_prefix(err, "%s: kv pair %s of blk.%d", what, mpq_kv_pair_name(p, nm, sizeof nm), b);
+                return st;
+            }
+        }
+    }
     return MPQ_OK;
 }
 
@@ -182,6 +245,8 @@ mpq_status mpq_config_clone(const mpq_config *cfg, mpq_config **out, mpq_err *er
         memcpy(c->kv_heads, cfg->kv_heads, nh * sizeof *c->kv_heads);
         memcpy(c->kv_has_heads, cfg->kv_has_heads, (size_t)cfg->n_blocks * sizeof *c->kv_has_heads);
     }
+    c->saq = NULL;
+    c->saq_path = NULL;
     c->layers = mpq_calloc((size_t)cfg->n_linear, sizeof *c->layers);
     c->kv = mpq_calloc((size_t)cfg->n_blocks, sizeof *c->kv);
     if (cfg->extras) c->extras = cJSON_Duplicate(cfg->extras, 1);
@@ -191,6 +256,16 @@ mpq_status mpq_config_clone(const mpq_config *cfg, mpq_config **out, mpq_err *er
     }
     memcpy(c->layers, cfg->layers, (size_t)cfg->n_linear * sizeof *c->layers);
     memcpy(c->kv, cfg->kv, (size_t)cfg->n_blocks * sizeof *c->kv);
+    if (cfg->saq_path) { /* the bases are reloaded from their file */
+        mpq_status st = mpq_config_set_kv_saq(c, cfg->saq_path, NULL, err);
+        if (st != MPQ_OK) {
+            mpq_config_free(c);
+            return st;
+        }
+    } else if (cfg->saq) {
+        mpq_config_free(c);
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED, "config: clone: kv saq bases without a file");
+    }
     *out = c;
     return MPQ_OK;
 }
@@ -288,9 +363,9 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
     const cJSON *it;
     cJSON_ArrayForEach(it, s) {
         if (strcmp(it->string, "mode") != 0 && strcmp(it->string, "group_size") != 0 &&
-            strcmp(it->string, "residual") != 0 && strcmp(it->string, "caq") != 0)
+            strcmp(it->string, "residual") != 0 && strcmp(it->string, "caq") != 0 && strcmp(it->string, "bases") != 0)
             return mpq_err_set(err, MPQ_ERR_FORMAT,
-                               "%s: kv.scheme.%s: unknown key (expected mode, group_size, residual, caq)", src,
+                               "%s: kv.scheme.%s: unknown key (expected mode, group_size, residual, caq, bases)", src,
                                it->string);
     }
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(s, "mode");
@@ -299,7 +374,7 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
     long v;
     if (mode) {
         if (!cJSON_IsString(mode) || mpq_kv_mode_parse(mode->valuestring, &cfg->scheme.mode, NULL) != MPQ_OK)
-            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.mode: expected \"kivi\" or \"per-token\"", src);
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.mode: expected \"kivi\", \"per-token\" or \"saq\"", src);
     }
     if (gs) {
         if (!json_int(gs, 1, 1L << 20, &v))
@@ -316,6 +391,16 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
         if (!cJSON_IsBool(caq))
             return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.caq: expected true or false", src);
         cfg->scheme.caq = cJSON_IsTrue(caq);
+    }
+    const cJSON *bases = cJSON_GetObjectItemCaseSensitive(s, "bases");
+    if (bases) {
+        if (!cJSON_IsString(bases) || !*bases->valuestring || cfg->scheme.mode != MPQ_KV_SAQ)
+            return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.bases: expected a file name (with mode \"saq\")", src);
+        mpq_status st = mpq_config_set_kv_saq(cfg, bases->valuestring, NULL, err);
+        if (st != MPQ_OK) {
+            mpq_err_prefix(err, "%s: kv.scheme.bases", src);
+            return st == MPQ_ERR_INVALID ? MPQ_ERR_FORMAT : st;
+        }
     }
     return MPQ_OK;
 }
@@ -504,6 +589,10 @@ mpq_status mpq_config_parse(const char *json_text, const char *source_name, cons
     if (w && (st = parse_weights(cfg, w, src, model, err)) != MPQ_OK) goto done;
     const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "kv");
     if (kv && (st = parse_kv(cfg, kv, src, err)) != MPQ_OK) goto done;
+    if ((st = mpq_config_check_kv(cfg, src, err)) != MPQ_OK) {
+        if (st == MPQ_ERR_INVALID) st = MPQ_ERR_FORMAT;
+        goto done;
+    }
     /* keep the other keys, in order */
     cJSON_DeleteItemFromObjectCaseSensitive(root, "mpq_config_version");
     cJSON_DeleteItemFromObjectCaseSensitive(root, "weights");
@@ -599,7 +688,8 @@ char *mpq_config_to_json(const mpq_config *cfg, const mpq_model *model) {
     if (!sc || !cJSON_AddStringToObject(sc, "mode", mpq_kv_mode_name(cfg->scheme.mode)) ||
         !cJSON_AddNumberToObject(sc, "group_size", cfg->scheme.group_size) ||
         !cJSON_AddNumberToObject(sc, "residual", cfg->scheme.residual) ||
-        (cfg->scheme.caq && !cJSON_AddTrueToObject(sc, "caq")))
+        (cfg->scheme.caq && !cJSON_AddTrueToObject(sc, "caq")) ||
+        (cfg->saq_path && !cJSON_AddStringToObject(sc, "bases", cfg->saq_path)))
         goto done;
     if (!cJSON_AddStringToObject(kv, "default", mpq_kv_pair_name(cfg->kvdefault, pbuf, sizeof pbuf))) goto done;
     cJSON *kl = cJSON_AddObjectToObject(kv, "layers");
@@ -741,15 +831,15 @@ mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, i
              * figure of a head is that of the block formula with the head's bits) */
             for (int h = 0; h < cfg->n_kv_heads; h++) {
                 mpq_kv_pair p = cfg->kv_heads[(size_t)b * cfg->n_kv_heads + h];
-                double kb = mpq_kv_bits_per_element(p, &cfg->scheme, kv_dim, context_len, true, true);
-                double vb = mpq_kv_bits_per_element(p, &cfg->scheme, kv_dim, context_len, false, true);
+                double kb = mpq_kv_bits_per_element_hd(p, &cfg->scheme, kv_dim, mc->head_dim, context_len, true, true);
+                double vb = mpq_kv_bits_per_element_hd(p, &cfg->scheme, kv_dim, mc->head_dim, context_len, false, true);
                 kvbits += 0.5 * (kb + vb) / (double)cfg->n_kv_heads;
                 kvbytes += (kb + vb) * (double)mc->head_dim / 8.0;
             }
             continue;
         }
-        double kb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, true, true);
-        double vb = mpq_kv_bits_per_element(cfg->kv[b], &cfg->scheme, kv_dim, context_len, false, true);
+        double kb = mpq_kv_bits_per_element_hd(cfg->kv[b], &cfg->scheme, kv_dim, mc->head_dim, context_len, true, true);
+        double vb = mpq_kv_bits_per_element_hd(cfg->kv[b], &cfg->scheme, kv_dim, mc->head_dim, context_len, false, true);
         kvbits += 0.5 * (kb + vb);
         kvbytes += (kb + vb) * (double)kv_dim / 8.0;
     }

@@ -19,6 +19,7 @@
  */
 #include "mpq/mpq_quant.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,31 +50,95 @@ static bool parse_small(const char **p, long *out) {
     return true;
 }
 
+int mpq_kv_rate_q(int field) {
+    if (kv_bits_ok(field)) return field * 1024;
+    if (field > MPQ_KV_RATE_FRAC && field < MPQ_KV_RATE_FRAC + 16 * 1024) return field - MPQ_KV_RATE_FRAC;
+    return -1;
+}
+
+bool mpq_kv_pair_fractional(mpq_kv_pair p) { return p.k_bits > MPQ_KV_RATE_FRAC || p.v_bits > MPQ_KV_RATE_FRAC; }
+
+/* One rate at *p: whole bits (1-2 digits, in {2,3,4,8,16}) or W.F with W < 16 and 1..10
+ * fractional digits, no trailing zero, an exact multiple of 1/1024 (0 < rate < 16). Stores
+ * the field value (whole bits, or MPQ_KV_RATE_FRAC + 1024*rate). */
+static bool parse_rate(const char **p, int *field) {
+    long w = 0;
+    if (!parse_small(p, &w)) return false;
+    if (**p != '.') {
+        if (!kv_bits_ok(w)) return false;
+        *field = (int)w;
+        return true;
+    }
+    const char *s = *p + 1;
+    /* the fraction as an exact rational num / 10^nd, nd <= 10 */
+    int64_t num = 0, den = 1;
+    int nd = 0;
+    while (*s >= '0' && *s <= '9') {
+        if (++nd > 10) return false;
+        num = num * 10 + (*s - '0');
+        den *= 10;
+        s++;
+    }
+    if (nd == 0 || s[-1] == '0') return false; /* "3." or a trailing zero */
+    if ((num * 1024) % den != 0) return false;  /* not a multiple of 1/1024 */
+    int64_t q = w * 1024 + num * 1024 / den;
+    if (q <= 0 || q >= 16 * 1024) return false;
+    *field = MPQ_KV_RATE_FRAC + (int)q;
+    *p = s;
+    return true;
+}
+
 mpq_status mpq_kv_pair_parse(const char *name, mpq_kv_pair *out, mpq_err *err) {
     if (!name || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "kv pair: NULL argument");
     const char *p = name;
-    long k = 0, v = 0;
+    int k = 0, v = 0;
     bool ok = (*p == 'k' || *p == 'K');
     if (ok) {
         p++;
-        ok = parse_small(&p, &k) && (*p == 'v' || *p == 'V');
+        ok = parse_rate(&p, &k) && (*p == 'v' || *p == 'V');
     }
     if (ok) {
         p++;
-        ok = parse_small(&p, &v) && *p == '\0';
+        ok = parse_rate(&p, &v) && *p == '\0';
     }
-    if (!ok || !kv_bits_ok(k) || !kv_bits_ok(v))
+    if (!ok)
         return mpq_err_set(err, MPQ_ERR_INVALID,
-                           "kv pair '%.64s': expected k<K>v<V> with K, V in {2, 3, 4, 8, 16} (e.g. k8v4)",
+                           "kv pair '%.64s': expected k<K>v<V> with K, V in {2, 3, 4, 8, 16} (e.g. k8v4), or "
+                           "fractional SAQ rates below 16 in multiples of 1/1024 bit without trailing zeros "
+                           "(e.g. k3.25v2.5)",
                            name);
-    out->k_bits = (int)k;
-    out->v_bits = (int)v;
+    out->k_bits = k;
+    out->v_bits = v;
     return MPQ_OK;
+}
+
+/* exact decimal of q/1024 without trailing zeros */
+static void rate_name(int field, char *buf, size_t n) {
+    int q = mpq_kv_rate_q(field);
+    if (q < 0) {
+        snprintf(buf, n, "%d", field);
+        return;
+    }
+    int w = q / 1024, f = q % 1024;
+    if (f == 0) {
+        snprintf(buf, n, "%d", w);
+        return;
+    }
+    /* f/1024 = f * 5^10 / 10^10 exactly */
+    long long frac = (long long)f * 9765625LL;
+    char digits[16];
+    snprintf(digits, sizeof digits, "%010lld", frac);
+    size_t len = strlen(digits);
+    while (len > 0 && digits[len - 1] == '0') digits[--len] = '\0';
+    snprintf(buf, n, "%d.%s", w, digits);
 }
 
 char *mpq_kv_pair_name(mpq_kv_pair p, char *buf, size_t n) {
     if (!buf || n == 0) return buf;
-    snprintf(buf, n, "k%dv%d", p.k_bits, p.v_bits);
+    char k[24], v[24];
+    rate_name(p.k_bits, k, sizeof k);
+    rate_name(p.v_bits, v, sizeof v);
+    snprintf(buf, n, "k%sv%s", k, v);
     return buf;
 }
 
@@ -87,20 +152,41 @@ mpq_status mpq_kv_mode_parse(const char *name, mpq_kv_mode *out, mpq_err *err) {
         *out = MPQ_KV_PER_TOKEN;
         return MPQ_OK;
     }
-    return mpq_err_set(err, MPQ_ERR_INVALID, "kv mode '%.64s': expected \"kivi\" or \"per-token\"", name);
+    if (strcmp(name, "saq") == 0) {
+        *out = MPQ_KV_SAQ;
+        return MPQ_OK;
+    }
+    return mpq_err_set(err, MPQ_ERR_INVALID, "kv mode '%.64s': expected \"kivi\", \"per-token\" or \"saq\"", name);
 }
 
 const char *mpq_kv_mode_name(mpq_kv_mode mode) {
     switch (mode) {
     case MPQ_KV_PER_TOKEN: return "per-token";
     case MPQ_KV_KIVI: return "kivi";
+    case MPQ_KV_SAQ: return "saq";
     }
     return "unknown";
 }
 
 double mpq_kv_bits_per_element(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int64_t context_len,
                                bool key, bool with_overhead) {
-    int b = key ? p.k_bits : p.v_bits;
+    return mpq_kv_bits_per_element_hd(p, s, kv_dim, 0, context_len, key, with_overhead);
+}
+
+double mpq_kv_bits_per_element_hd(mpq_kv_pair p, const mpq_kv_scheme *s, int kv_dim, int head_dim,
+                                  int64_t context_len, bool key, bool with_overhead) {
+    int field = key ? p.k_bits : p.v_bits;
+    if (field == 16) return 16.0;
+    if (s && s->mode == MPQ_KV_SAQ) {
+        /* codes only, plus the bases amortised over the context; residual tokens in fp16 */
+        double rate = (double)mpq_kv_rate_q(field) / 1024.0;
+        if (!with_overhead || context_len <= 0) return rate;
+        int64_t r = s->residual > 0 ? s->residual : 0;
+        if (r > context_len) r = context_len;
+        double bases = head_dim > 0 ? (double)mpq_kv_saq_basis_bits(head_dim) / (double)head_dim : 0.0;
+        return ((double)r * 16.0 + (double)(context_len - r) * rate + bases) / (double)context_len;
+    }
+    int b = field;
     if (b >= 16) return 16.0;
     if (!with_overhead) return (double)b;
     mpq_kv_scheme def = mpq_kv_scheme_default();
