@@ -10,51 +10,15 @@
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
+#include "spec_fixture.h"
 #include "test_util.h"
 #include "unit/test_main.h"
 
-#define MODEL "models/stories260K/stories260K.bin"
-#define TOK "models/stories260K/tok512.bin"
-#define CALIB "data/tinystories-calib.tok512.u16"
-#define CALIB_TXT "data/tinystories-calib.txt"
-
-/* Replaces @M @T @D @X in tmpl by the shared model, tokenizer, token data and text data paths. */
-static char *fill(const char *tmpl) {
-    size_t cap = strlen(tmpl) + 4 * 4096 + 1;
-    char *out = malloc(cap);
-    ck_assert_ptr_nonnull(out);
-    size_t n = 0;
-    for (const char *p = tmpl; *p; p++) {
-        const char *rep = NULL;
-        if (p[0] == '@' && p[1] == 'M') rep = shared_path(MODEL);
-        else if (p[0] == '@' && p[1] == 'T') rep = shared_path(TOK);
-        else if (p[0] == '@' && p[1] == 'D') rep = shared_path(CALIB);
-        else if (p[0] == '@' && p[1] == 'X') rep = shared_path(CALIB_TXT);
-        if (rep) {
-            size_t l = strlen(rep);
-            ck_assert_uint_lt(n + l, cap);
-            memcpy(out + n, rep, l);
-            n += l;
-            p++;
-        } else {
-            out[n++] = *p;
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static mpq_status parse(const char *tmpl, mpq_job_spec **s, mpq_err *err) {
-    char *j = fill(tmpl);
-    mpq_status st = mpq_job_spec_parse(j, "job.json", s, err);
-    free(j);
-    return st;
-}
 
 START_TEST(test_defaults) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse("{\"name\":\"a\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},"
+    ck_assert_msg(spec_parse("{\"name\":\"a\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},"
                         "\"candidates\":[\"int4g32\",\"fp8e4m3c\"]}",
                         &s, &err) == MPQ_OK,
                   "%s", err.msg);
@@ -87,7 +51,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(s->threads, 1);
     ck_assert_ptr_null(strstr(s->canonical_json, "threads"));
     mpq_job_spec_free(s);
-    ck_assert_msg(parse("{\"name\":\"a\",\"model\":\"@M\",\"threads\":2,\"calibration\":{\"data\":\"@D\"},"
+    ck_assert_msg(spec_parse("{\"name\":\"a\",\"model\":\"@M\",\"threads\":2,\"calibration\":{\"data\":\"@D\"},"
                         "\"candidates\":[\"int4g32\",\"fp8e4m3c\"]}",
                         &s, &err) == MPQ_OK,
                   "%s", err.msg);
@@ -104,7 +68,7 @@ END_TEST
 START_TEST(test_full_spec) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse("{\"name\":\"b-1.x\",\"model\":\"@M\",\"tokenizer\":\"@T\",\"seed\":7,"
+    ck_assert_msg(spec_parse("{\"name\":\"b-1.x\",\"model\":\"@M\",\"tokenizer\":\"@T\",\"seed\":7,"
                         "\"calibration\":{\"data\":\"@X\",\"seq_len\":64,\"n_seqs\":4,\"batch\":2},"
                         "\"evaluation\":{\"data\":\"@D\"},"
                         "\"candidates\":[\"int4g32\"],"
@@ -216,7 +180,7 @@ static const struct {
 START_TEST(test_hostile_specs) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    mpq_status st = parse(hostile[_i].json, &s, &err);
+    mpq_status st = spec_parse(hostile[_i].json, &s, &err);
     ck_assert_msg(st == hostile[_i].st, "case %d: status %d, want %d (%s)", _i, st, hostile[_i].st, err.msg);
     ck_assert_ptr_null(s);
     ck_assert_msg(strstr(err.msg, hostile[_i].needle) != NULL, "case %d: '%s' lacks '%s'", _i, err.msg,
@@ -257,12 +221,12 @@ START_TEST(test_units) {
     mpq_job_spec *s = NULL;
     mpq_model *m = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse("{\"name\":\"u\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},"
+    ck_assert_msg(spec_parse("{\"name\":\"u\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\"},"
                         "\"candidates\":[\"int2g32\",\"int3g32\",\"int4g32\",\"int8c\"],"
                         "\"kv\":{\"pairs\":[\"k8v8\",\"k8v4\",\"k4v8\",\"k4v4\",\"k4v2\",\"k2v4\",\"k2v2\"]}}",
                         &s, &err) == MPQ_OK,
                   "%s", err.msg);
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
     mpq_job_unit *u = NULL;
     int n = 0;
     ck_assert_int_eq(mpq_job_units(s, m, &u, &n, &err), MPQ_OK);
@@ -296,34 +260,13 @@ static const char *small_spec =
     "\"candidates\":[\"int3g32\"],\"kv\":{\"pairs\":[\"k2v2\"]},"
     "\"metrics\":[\"weight_error\",\"layer_sensitivity\",\"kv_sensitivity\"]}";
 
-static mpq_db *open_db(const char *dir, const char *name) {
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    mpq_db *db = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_open(p, MPQ_DB_CREATE, &db, &err) == MPQ_OK, "%s", err.msg);
-    return db;
-}
-
-static mpq_db_table *dump(mpq_db *db) {
-    mpq_db_table *t = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_query_table(db,
-                                     "SELECT l.name, m.candidate, m.metric, printf('%.17g', m.value),"
-                                     " printf('%.17g', m.stderr), m.n, m.provenance_json FROM metrics m"
-                                     " LEFT JOIN layers l ON l.id = m.layer_id ORDER BY 1, 2, 3",
-                                     &t, &err) == MPQ_OK,
-                  "%s", err.msg);
-    return t;
-}
-
 START_TEST(test_interrupt_resume_identical) {
     char dir[512];
     test_tmpdir(dir, sizeof dir);
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(small_spec, &s, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db *a = open_db(dir, "a.db"), *b = open_db(dir, "b.db");
+    ck_assert_msg(spec_parse(small_spec, &s, &err) == MPQ_OK, "%s", err.msg);
+    mpq_db *a = fixture_open_db(dir, "a.db"), *b = fixture_open_db(dir, "b.db");
     int64_t id = 0;
     ck_assert_msg(mpq_job_run(a, s, NULL, &id, &err) == MPQ_OK, "%s", err.msg);
     ck_assert_int_gt(id, 0);
@@ -350,7 +293,7 @@ START_TEST(test_interrupt_resume_identical) {
     /* a finished job: running again is a no-op */
     ck_assert_int_eq(mpq_job_run(b, s, NULL, NULL, &err), MPQ_OK);
 
-    mpq_db_table *ta = dump(a), *tb = dump(b);
+    mpq_db_table *ta = fixture_dump(a, "1"), *tb = fixture_dump(b, "1");
     /* 35 layers x (4 weight rows + xtx) + 35 x 3 + 5 x 4 */
     ck_assert_int_eq(ta->n_rows, 35 * 5 + 35 * 3 + 5 * 4);
     ck_assert_int_eq(tb->n_rows, ta->n_rows);
@@ -374,7 +317,7 @@ START_TEST(test_interrupt_resume_identical) {
 
     /* same name, different spec: refused, nothing changed */
     mpq_job_spec *s2 = NULL;
-    char *t2 = fill(small_spec);
+    char *t2 = spec_fill(small_spec);
     char *p = strstr(t2, "\"n_seqs\":4");
     ck_assert_ptr_nonnull(p);
     p[9] = '5';
@@ -397,7 +340,7 @@ START_TEST(test_changed_data_refused) {
     char dir[512], data[600];
     test_tmpdir(dir, sizeof dir);
     size_t n = 0;
-    void *buf = test_read_file(shared_path(CALIB), &n);
+    void *buf = test_read_file(shared_path(FIXTURE_CALIB), &n);
     ck_assert_ptr_nonnull(buf);
     snprintf(data, sizeof data, "%s/calib.u16", dir);
     ck_assert_int_eq(test_write_file(data, buf, n), 0);
@@ -405,11 +348,11 @@ START_TEST(test_changed_data_refused) {
     snprintf(json, sizeof json,
              "{\"name\":\"c\",\"model\":\"%s\",\"calibration\":{\"data\":\"%s\",\"seq_len\":16,\"n_seqs\":2},"
              "\"candidates\":[\"int4g32\"],\"metrics\":[\"weight_error\"]}",
-             shared_path(MODEL), data);
+             shared_path(FIXTURE_MODEL), data);
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
     ck_assert_msg(mpq_job_spec_parse(json, "c.json", &s, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db *db = open_db(dir, "c.db");
+    mpq_db *db = fixture_open_db(dir, "c.db");
     mpq_job_opts o = mpq_job_opts_default();
     o.max_units = 3;
     ck_assert_int_eq(mpq_job_run(db, s, &o, NULL, &err), MPQ_ERR_INTERRUPTED);

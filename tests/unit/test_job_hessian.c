@@ -20,43 +20,11 @@
 #include "mpq/mpq_job.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
+#include "spec_fixture.h"
 #include "test_util.h"
 #include "test_main.h"
 
-#define MODEL "models/stories260K/stories260K.bin"
-#define CALIB "data/tinystories-calib.tok512.u16"
 #define NL 35 /* stories260K: 5 blocks x 7 linear layers */
-
-/* Replaces @M and @D in tmpl by the shared model and token data paths. */
-static char *fill(const char *tmpl) {
-    size_t cap = strlen(tmpl) + 2 * 4096 + 1;
-    char *out = malloc(cap);
-    ck_assert_ptr_nonnull(out);
-    size_t n = 0;
-    for (const char *p = tmpl; *p; p++) {
-        const char *rep = NULL;
-        if (p[0] == '@' && p[1] == 'M') rep = shared_path(MODEL);
-        else if (p[0] == '@' && p[1] == 'D') rep = shared_path(CALIB);
-        if (rep) {
-            size_t l = strlen(rep);
-            ck_assert_uint_lt(n + l, cap);
-            memcpy(out + n, rep, l);
-            n += l;
-            p++;
-        } else {
-            out[n++] = *p;
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static mpq_status parse(const char *tmpl, mpq_job_spec **s, mpq_err *err) {
-    char *j = fill(tmpl);
-    mpq_status st = mpq_job_spec_parse(j, "job.json", s, err);
-    free(j);
-    return st;
-}
 
 #define HEAD                                                                                          \
     "{\"name\":\"h\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\",\"seq_len\":32,\"n_seqs\":4,"        \
@@ -68,7 +36,7 @@ START_TEST(test_hessian_defaults) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
     /* "hessian" given, "metrics" absent: the default stages plus hessian */
-    ck_assert_msg(parse(HEAD "\"seed\":5,\"candidates\":[\"int4g32\"],\"hessian\":{}}", &s, &err) == MPQ_OK, "%s",
+    ck_assert_msg(spec_parse(HEAD "\"seed\":5,\"candidates\":[\"int4g32\"],\"hessian\":{}}", &s, &err) == MPQ_OK, "%s",
                   err.msg);
     ck_assert(s->stages[MPQ_JOB_STAGE_HESSIAN] && s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR]);
     const mpq_job_hessian_spec *h = &s->hessian;
@@ -99,7 +67,7 @@ START_TEST(test_hessian_defaults) {
     mpq_job_spec_free(s);
 
     /* hessian alone needs no candidates; without the stage the canonical form has no section */
-    ck_assert_msg(parse(HEAD "\"metrics\":[\"hessian\"],\"hessian\":{\"n_seqs\":2,\"seq_len\":16,\"eig\":false,"
+    ck_assert_msg(spec_parse(HEAD "\"metrics\":[\"hessian\"],\"hessian\":{\"n_seqs\":2,\"seq_len\":16,\"eig\":false,"
                              "\"slq\":false,\"fisher\":false,\"tol\":0.25,\"seed\":0}}",
                         &s, &err) == MPQ_OK,
                   "%s", err.msg);
@@ -109,7 +77,7 @@ START_TEST(test_hessian_defaults) {
     ck_assert_double_eq(s->hessian.tol, 0.25);
     ck_assert(!s->hessian.eig && !s->hessian.slq && !s->hessian.fisher);
     mpq_job_spec_free(s);
-    ck_assert_msg(parse(HEAD "\"candidates\":[\"int4g32\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_msg(spec_parse(HEAD "\"candidates\":[\"int4g32\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
     ck_assert(!s->stages[MPQ_JOB_STAGE_HESSIAN]);
     ck_assert_ptr_null(strstr(s->canonical_json, "hessian"));
     mpq_job_spec_free(s);
@@ -161,7 +129,7 @@ static const struct {
 START_TEST(test_hostile_hessian) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    mpq_status st = parse(hostile[_i].json, &s, &err);
+    mpq_status st = spec_parse(hostile[_i].json, &s, &err);
     ck_assert_msg(st == MPQ_ERR_INVALID, "case %d: status %d (%s)", _i, st, err.msg);
     ck_assert_ptr_null(s);
     ck_assert_msg(strstr(err.msg, hostile[_i].needle) != NULL, "case %d: '%s' lacks '%s'", _i, err.msg,
@@ -173,11 +141,11 @@ START_TEST(test_units) {
     mpq_job_spec *s = NULL;
     mpq_model *m = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(HEAD "\"candidates\":[\"int4g32\"],\"metrics\":[\"weight_error\",\"hessian\"],"
+    ck_assert_msg(spec_parse(HEAD "\"candidates\":[\"int4g32\"],\"metrics\":[\"weight_error\",\"hessian\"],"
                              "\"hessian\":{\"probes_max\":25,\"probes_per_unit\":10,\"slq_probes\":3}}",
                         &s, &err) == MPQ_OK,
                   "%s", err.msg);
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
     mpq_job_unit *u = NULL;
     int n = 0;
     ck_assert_int_eq(mpq_job_units(s, m, &u, &n, &err), MPQ_OK);
@@ -207,28 +175,6 @@ START_TEST(test_units) {
 END_TEST
 
 /* ---- jobs ------------------------------------------------------------------------------- */
-
-static mpq_db *open_db(const char *dir, const char *name) {
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    mpq_db *db = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_open(p, MPQ_DB_CREATE, &db, &err) == MPQ_OK, "%s", err.msg);
-    return db;
-}
-
-/* Every stored metric, values printed exactly; where = extra SQL condition. */
-static mpq_db_table *dump(mpq_db *db, const char *where) {
-    char sql[1024];
-    snprintf(sql, sizeof sql,
-             "SELECT l.name, m.candidate, m.metric, printf('%%.17g', m.value), printf('%%.17g', m.stderr), m.n,"
-             " m.provenance_json FROM metrics m LEFT JOIN layers l ON l.id = m.layer_id WHERE %s ORDER BY 1, 2, 3",
-             where);
-    mpq_db_table *t = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_query_table(db, sql, &t, &err) == MPQ_OK, "%s", err.msg);
-    return t;
-}
 
 static void same_tables(const mpq_db_table *a, const mpq_db_table *b, int n_cols) {
     ck_assert_int_eq(a->n_rows, b->n_rows);
@@ -261,7 +207,7 @@ static mpq_hessian_trace *library_trace(const mpq_model *m, int calib_len, int c
     mpq_data_seqs *sq = NULL;
     mpq_data_opts dopt = mpq_data_opts_default();
     dopt.vocab_size = mpq_model_get_config(m)->vocab_size;
-    ck_assert_msg(mpq_data_load(shared_path(CALIB), NULL, &dopt, &d, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_msg(mpq_data_load(shared_path(FIXTURE_CALIB), NULL, &dopt, &d, &err) == MPQ_OK, "%s", err.msg);
     ck_assert_msg(mpq_data_sequences(d, calib_len, calib_n, 1, &sq, &err) == MPQ_OK, "%s", err.msg);
     int *tok = malloc((size_t)n_seqs * (T + 1) * sizeof(int));
     ck_assert_ptr_nonnull(tok);
@@ -292,9 +238,9 @@ START_TEST(test_small_job) {
     mpq_model *m = NULL;
     mpq_hessian *hs = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(small_spec, &s, &err) == MPQ_OK, "%s", err.msg);
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
-    mpq_db *a = open_db(dir, "a.db"), *b = open_db(dir, "b.db"), *c = open_db(dir, "c.db");
+    ck_assert_msg(spec_parse(small_spec, &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
+    mpq_db *a = fixture_open_db(dir, "a.db"), *b = fixture_open_db(dir, "b.db"), *c = fixture_open_db(dir, "c.db");
     int64_t id = 0;
     ck_assert_msg(mpq_job_run(a, s, NULL, &id, &err) == MPQ_OK, "%s", err.msg);
     int64_t done = 0, total = 0;
@@ -361,7 +307,7 @@ START_TEST(test_small_job) {
     ck_assert_double_eq_tol(atof(w->cells[0]), 1.0, 1e-14);
     mpq_db_table_free(w);
     /* provenance names the probes, tolerances and data */
-    mpq_db_table *pv = dump(a, "m.metric = 'hawq_omega'");
+    mpq_db_table *pv = fixture_dump(a, "m.metric = 'hawq_omega'");
     ck_assert_ptr_nonnull(
         strstr(pv->cells[6], "\"hessian\":{\"seed\":1,\"probes_min\":3,\"probes_max\":7,\"tol\":0.001"));
     ck_assert_ptr_nonnull(strstr(pv->cells[6], "\"fd_step\":0.01"));
@@ -383,20 +329,20 @@ START_TEST(test_small_job) {
     o.max_units = 1;
     ck_assert_int_eq(mpq_job_resume(b, "h", &o, &err), MPQ_ERR_INTERRUPTED);
     ck_assert_msg(mpq_job_resume(b, "h", NULL, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db_table *ta = dump(a, "1"), *tb = dump(b, "1");
+    mpq_db_table *ta = fixture_dump(a, "1"), *tb = fixture_dump(b, "1");
     ck_assert_int_eq(ta->n_rows, NL * 4 * 2 + NL + NL * 5 + 2 * NL + NL + NL + 2 + 2 * 12 + 2);
     same_tables(ta, tb, 7);
     mpq_db_table_free(tb);
 
     /* one probe per unit: other units, the same numbers (provenance differs by probes_per_unit) */
-    char *t1 = fill(small_spec);
+    char *t1 = spec_fill(small_spec);
     char *p = strstr(t1, "\"probes_per_unit\":3");
     ck_assert_ptr_nonnull(p);
     p[18] = '1';
     ck_assert_msg(mpq_job_spec_parse(t1, "job1.json", &s1, &err) == MPQ_OK, "%s", err.msg);
     free(t1);
     ck_assert_msg(mpq_job_run(c, s1, NULL, NULL, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db_table *tc = dump(c, "1");
+    mpq_db_table *tc = fixture_dump(c, "1");
     same_tables(ta, tc, 6);
     mpq_db_table_free(tc);
     mpq_db_table_free(ta);
@@ -483,9 +429,9 @@ START_TEST(test_early_stop_and_hostile_state) {
     mpq_model *m = NULL;
     mpq_hessian *hs = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(early_spec, &s, &err) == MPQ_OK, "%s", err.msg);
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
-    mpq_db *a = open_db(dir, "a.db"), *b = open_db(dir, "b.db");
+    ck_assert_msg(spec_parse(early_spec, &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
+    mpq_db *a = fixture_open_db(dir, "a.db"), *b = fixture_open_db(dir, "b.db");
     int64_t id = 0;
     ck_assert_msg(mpq_job_run(a, s, NULL, &id, &err) == MPQ_OK, "%s", err.msg);
     mpq_hessian_trace_opts to = {.seed = 3, .min_probes = 2, .max_probes = 40, .tol = 1, .rse_tol = 1e6};
@@ -544,7 +490,7 @@ START_TEST(test_early_stop_and_hostile_state) {
     ck_assert_int_eq(mpq_db_artifact_put(b, idb, "hessian.trace.0", v1, strlen(v1), &err), MPQ_OK);
     cJSON_free(v1);
     ck_assert_msg(mpq_job_resume(b, "h", NULL, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db_table *ta = dump(a, "1"), *tb = dump(b, "1");
+    mpq_db_table *ta = fixture_dump(a, "1"), *tb = fixture_dump(b, "1");
     ck_assert_int_eq(ta->n_rows, 5 * NL);
     same_tables(ta, tb, 7);
     mpq_db_table_free(ta);

@@ -20,43 +20,11 @@
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
 #include "../../search/job_noise.h"
+#include "spec_fixture.h"
 #include "test_util.h"
 #include "test_main.h"
 
-#define MODEL "models/stories260K/stories260K.bin"
-#define CALIB "data/tinystories-calib.tok512.u16"
 #define NL 35 /* stories260K: 5 blocks x 7 linear layers */
-
-/* Replaces @M and @D in tmpl by the shared model and token data paths. */
-static char *fill(const char *tmpl) {
-    size_t cap = strlen(tmpl) + 2 * 4096 + 1;
-    char *out = malloc(cap);
-    ck_assert_ptr_nonnull(out);
-    size_t n = 0;
-    for (const char *p = tmpl; *p; p++) {
-        const char *rep = NULL;
-        if (p[0] == '@' && p[1] == 'M') rep = shared_path(MODEL);
-        else if (p[0] == '@' && p[1] == 'D') rep = shared_path(CALIB);
-        if (rep) {
-            size_t l = strlen(rep);
-            ck_assert_uint_lt(n + l, cap);
-            memcpy(out + n, rep, l);
-            n += l;
-            p++;
-        } else {
-            out[n++] = *p;
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static mpq_status parse(const char *tmpl, mpq_job_spec **s, mpq_err *err) {
-    char *j = fill(tmpl);
-    mpq_status st = mpq_job_spec_parse(j, "job.json", s, err);
-    free(j);
-    return st;
-}
 
 #define HEAD                                                                                                  \
     "{\"name\":\"n\",\"model\":\"@M\",\"calibration\":{\"data\":\"@D\",\"seq_len\":32,\"n_seqs\":4,\"batch\":2}," \
@@ -68,7 +36,7 @@ START_TEST(test_noise_defaults) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
     /* "noise" given, "metrics" absent: the default stages plus noise_sensitivity */
-    ck_assert_msg(parse(HEAD "\"seed\":5,\"noise\":{}}", &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_msg(spec_parse(HEAD "\"seed\":5,\"noise\":{}}", &s, &err) == MPQ_OK, "%s", err.msg);
     ck_assert(s->stages[MPQ_JOB_STAGE_NOISE] && s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] &&
               s->stages[MPQ_JOB_STAGE_LAYER_SENSITIVITY]);
     ck_assert_int_eq(s->noise.n_levels, 3);
@@ -85,18 +53,18 @@ START_TEST(test_noise_defaults) {
     mpq_job_spec_free(s2);
     mpq_job_spec_free(s);
     /* listed in metrics without a "noise" section: defaults; explicit levels and seed */
-    ck_assert_msg(parse(HEAD "\"metrics\":[\"noise_sensitivity\"],\"noise\":{\"levels\":[0.5],\"seed\":0}}", &s,
+    ck_assert_msg(spec_parse(HEAD "\"metrics\":[\"noise_sensitivity\"],\"noise\":{\"levels\":[0.5],\"seed\":0}}", &s,
                         &err) == MPQ_OK,
                   "%s", err.msg);
     ck_assert(!s->stages[MPQ_JOB_STAGE_WEIGHT_ERROR] && s->stages[MPQ_JOB_STAGE_NOISE]);
     ck_assert_int_eq(s->noise.n_levels, 1);
     ck_assert_int_eq(s->noise.seed, 0);
     mpq_job_spec_free(s);
-    ck_assert_msg(parse(HEAD "\"metrics\":[\"noise_sensitivity\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_msg(spec_parse(HEAD "\"metrics\":[\"noise_sensitivity\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
     ck_assert_int_eq(s->noise.n_levels, 3);
     mpq_job_spec_free(s);
     /* without the stage: no "noise" in the canonical spec (older specs keep their hash) */
-    ck_assert_msg(parse(HEAD "\"metrics\":[\"weight_error\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_msg(spec_parse(HEAD "\"metrics\":[\"weight_error\"]}", &s, &err) == MPQ_OK, "%s", err.msg);
     ck_assert(!s->stages[MPQ_JOB_STAGE_NOISE]);
     ck_assert_ptr_null(strstr(s->canonical_json, "noise"));
     mpq_job_spec_free(s);
@@ -127,7 +95,7 @@ static const struct {
 START_TEST(test_noise_hostile) {
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_int_eq(parse(hostile[_i].json, &s, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(spec_parse(hostile[_i].json, &s, &err), MPQ_ERR_INVALID);
     ck_assert_ptr_null(s);
     ck_assert_msg(strstr(err.msg, hostile[_i].needle) != NULL, "case %d: '%s' lacks '%s'", _i, err.msg,
                   hostile[_i].needle);
@@ -138,9 +106,9 @@ START_TEST(test_noise_units) {
     mpq_job_spec *s = NULL;
     mpq_model *m = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(HEAD "\"metrics\":[\"weight_error\",\"noise_sensitivity\"]}", &s, &err) == MPQ_OK, "%s",
+    ck_assert_msg(spec_parse(HEAD "\"metrics\":[\"weight_error\",\"noise_sensitivity\"]}", &s, &err) == MPQ_OK, "%s",
                   err.msg);
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
     mpq_job_unit *u = NULL;
     int n = 0;
     ck_assert_int_eq(mpq_job_units(s, m, &u, &n, &err), MPQ_OK);
@@ -162,7 +130,7 @@ END_TEST
 START_TEST(test_inject_exact) {
     mpq_model *m = NULL;
     mpq_err err = {0};
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
     for (int li = 0; li < NL; li += 17) { /* blk.0.attn_q, blk.2.ffn_down, blk.4.ffn_down */
         const mpq_layer_info *L = mpq_model_linear(m, li);
         const float *w = mpq_weights_linear(mpq_model_get_weights(m), L);
@@ -252,7 +220,7 @@ START_TEST(test_calib_layer_weights) {
     mpq_model *m = NULL;
     mpq_calib *cal = NULL;
     mpq_err err = {0};
-    ck_assert_int_eq(mpq_model_load(shared_path(MODEL), &m, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_model_load(shared_path(FIXTURE_MODEL), &m, &err), MPQ_OK);
     int tokens[4 * 33];
     for (int i = 0; i < 4 * 33; i++) tokens[i] = (i * 37 + 11) % 512;
     mpq_calib_opts co = mpq_calib_opts_default();
@@ -284,34 +252,13 @@ END_TEST
 
 static const char *job_spec = HEAD "\"metrics\":[\"weight_error\",\"noise_sensitivity\"],\"noise\":{\"seed\":3}}";
 
-static mpq_db *open_db(const char *dir, const char *name) {
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    mpq_db *db = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_open(p, MPQ_DB_CREATE, &db, &err) == MPQ_OK, "%s", err.msg);
-    return db;
-}
-
-static mpq_db_table *dump(mpq_db *db) {
-    mpq_db_table *t = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_db_query_table(db,
-                                     "SELECT l.name, m.candidate, m.metric, printf('%.17g', m.value),"
-                                     " printf('%.17g', m.stderr), m.n, m.provenance_json FROM metrics m"
-                                     " LEFT JOIN layers l ON l.id = m.layer_id ORDER BY 1, 2, 3",
-                                     &t, &err) == MPQ_OK,
-                  "%s", err.msg);
-    return t;
-}
-
 START_TEST(test_job_resume_workers) {
     char dir[512];
     test_tmpdir(dir, sizeof dir);
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(job_spec, &s, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db *a = open_db(dir, "a.db"), *b = open_db(dir, "b.db");
+    ck_assert_msg(spec_parse(job_spec, &s, &err) == MPQ_OK, "%s", err.msg);
+    mpq_db *a = fixture_open_db(dir, "a.db"), *b = fixture_open_db(dir, "b.db");
     mpq_job_opts o1 = mpq_job_opts_default();
     o1.n_workers = 1;
     int64_t id = 0;
@@ -325,7 +272,7 @@ START_TEST(test_job_resume_workers) {
     ck_assert_int_eq(mpq_job_resume(b, "n", &o2, &err), MPQ_ERR_INTERRUPTED);
     o2.max_units = 0;
     ck_assert_msg(mpq_job_resume(b, "n", &o2, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db_table *ta = dump(a), *tb = dump(b);
+    mpq_db_table *ta = fixture_dump(a, "1"), *tb = fixture_dump(b, "1");
     /* 35 layers x (2 candidates x 4 weight rows + xtx) + 35 x (3 noise_kl + noise_a + noise_resid) */
     ck_assert_int_eq(ta->n_rows, NL * 9 + NL * 5);
     ck_assert_int_eq(tb->n_rows, ta->n_rows);
@@ -372,8 +319,8 @@ START_TEST(test_products_and_random) {
     test_tmpdir(dir, sizeof dir);
     mpq_job_spec *s = NULL;
     mpq_err err = {0};
-    ck_assert_msg(parse(job_spec, &s, &err) == MPQ_OK, "%s", err.msg);
-    mpq_db *db = open_db(dir, "p.db");
+    ck_assert_msg(spec_parse(job_spec, &s, &err) == MPQ_OK, "%s", err.msg);
+    mpq_db *db = fixture_open_db(dir, "p.db");
     ck_assert_msg(mpq_job_run(db, s, NULL, NULL, &err) == MPQ_OK, "%s", err.msg);
     mpq_job *job = NULL;
     ck_assert_int_eq(mpq_job_open(db, "n", &job, &err), MPQ_OK);
