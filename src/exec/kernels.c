@@ -17,16 +17,42 @@ void encoder_forward(float *out, const int *tokens, const float *emb, int N, int
         memcpy(out + (size_t)n * C, emb + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }
 
+/* 1/sqrt(ss/C + eps) in double, rounded to float. */
+static inline float rms_rstd(double ss, int C, float eps) { return (float)(1.0 / sqrt(ss / C + (double)eps)); }
+
+/* o (C) = weight * (r * x). */
+static inline void rms_row(float *o, const float *x, const float *weight, float r, int C) {
+    for (int i = 0; i < C; i++) o[i] = weight[i] * (r * x[i]);
+}
+
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
                      float eps) {
     // out (N,C), rstd (N), inp (N,C), weight (C)
-    for (int n = 0; n < N; n++) {
+    /* each row's sum of squares in double in index order; four rows at a time, so that the four
+     * dependency chains of additions overlap (the same operations per row, the same bits) */
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const float *x0 = inp + (size_t)n * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int i = 0; i < C; i++) {
+            s0 += (double)x0[i] * x0[i];
+            s1 += (double)x1[i] * x1[i];
+            s2 += (double)x2[i] * x2[i];
+            s3 += (double)x3[i] * x3[i];
+        }
+        const double ss[4] = {s0, s1, s2, s3};
+        for (int k = 0; k < 4; k++) {
+            float r = rms_rstd(ss[k], C, eps);
+            rms_row(out + (size_t)(n + k) * C, inp + (size_t)(n + k) * C, weight, r, C);
+            rstd[n + k] = r;
+        }
+    }
+    for (; n < N; n++) {
         const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
         double ss = 0.0;
         for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        for (int i = 0; i < C; i++) o[i] = weight[i] * (r * x[i]);
+        float r = rms_rstd(ss, C, eps);
+        rms_row(out + (size_t)n * C, x, weight, r, C);
         rstd[n] = r;
     }
 }
