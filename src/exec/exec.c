@@ -524,40 +524,31 @@ static void score_batch(mpq_exec *ex, const int *tokens, int B, int T, const mpq
         for (int t = 0; t < T; t++) {
             size_t r = (size_t)b * T + t;
             const float *lg = ex->a.logits + r * V;
-            float *lp = (io && io->logprobs_out) ? io->logprobs_out + r * V : ex->a.row;
+            float *lp = (io && io->logprobs_out) ? io->logprobs_out + r * V : NULL;
             int tgt = tokens[(size_t)b * (T + 1) + t + 1], am = 0;
             float lpt;
-            if ((io && io->logprobs_out) || part->has_ref) {
+            double lse = 0.0;
+            if (io && io->logprobs_out) {
                 am = logsoftmax_forward(lp, lg, V);
                 lpt = lp[tgt];
-            } else { /* the same value logsoftmax_forward would store at tgt */
-                lpt = (float)((double)lg[tgt] - logsumexp_forward(lg, V, &am, ex->a.row));
+            } else { /* the values logsoftmax_forward would store, computed where they are used */
+                lse = logsumexp_forward(lg, V, &am);
+                lpt = (float)((double)lg[tgt] - lse);
             }
             part->lp_tgt[r] = lpt;
             if (io && io->target_logprobs_out) io->target_logprobs_out[r] = lpt;
             if (io && io->logits_out) memcpy(io->logits_out + r * V, lg, (size_t)V * sizeof(float));
             if (io && io->ref_logprobs) {
                 const float *rp = io->ref_logprobs + r * V;
-                double kl = 0.0;
-                int ram = 0;
-                if (ref_p && ref_am) {
-                    const double *pp = ref_p + r * V;
-                    for (int i = 0; i < V; i++) kl += pp[i] * ((double)rp[i] - (double)lp[i]);
-                    ram = ref_am[r];
-                } else { /* ref_prob of the row, vectorised (bitwise the scalar exp_fast) */
-                    float *pr = ex->a.row + V;
-                    memcpy(pr, rp, (size_t)V * sizeof(float));
-                    exp_fast_inplace(pr, (size_t)V);
-                    for (int i = 0; i < V; i++) {
-                        kl += (double)pr[i] * ((double)rp[i] - (double)lp[i]);
-                        if (rp[i] > rp[ram]) ram = i;
-                    }
-                }
+                const double *pp = ref_p && ref_am ? ref_p + r * V : NULL; /* else exp_fast of rp */
+                /* with lp stored, (float)((double)lp_i - 0.0) is lp_i: the same terms */
+                double kl = io->logprobs_out ? kl_row_forward(pp, rp, lp, 0.0, V) : kl_row_forward(pp, rp, lg, lse, V);
+                int ram = pp ? ref_am[r] : argmax_forward(rp, V);
                 if (kl < 0.0) kl = 0.0; /* rounding of near-identical distributions */
                 kl_seq += kl;
                 part->kl[r] = kl;
                 top1_seq += (ram == am);
-                dnll_seq += (double)rp[tgt] - (double)lp[tgt]; /* nll - nll_ref */
+                dnll_seq += (double)rp[tgt] - (double)lpt; /* nll - nll_ref */
             }
         }
         part->kl_seq[b] = kl_seq;
@@ -696,10 +687,7 @@ mpq_status mpq_exec_ref_build(mpq_exec *ex, const mpq_weights *w, const mpq_exec
     /* per position: argmax (first maximum) and, when cached, exp in double (as score_batch) */
     for (size_t r = 0; r < (size_t)n_seqs * (size_t)T; r++) {
         const float *rp = ref->logprobs + r * V;
-        int ram = 0;
-        for (size_t i = 0; i < V; i++)
-            if (rp[i] > rp[ram]) ram = (int)i;
-        ref->am[r] = ram;
+        ref->am[r] = argmax_forward(rp, (int)V);
         if (ref->p)
             for (size_t i = 0; i < V; i++) ref->p[r * V + i] = ref_prob(rp[i]);
     }

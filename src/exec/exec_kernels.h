@@ -87,12 +87,21 @@ void swiglu_forward(float *restrict out, const float *restrict gate, const float
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
 /* log sum_i exp(logits[i]) (V) in double: m + log(sum_i exp_fast(logits[i] - m)) with m the
- * maximum, the exponentials in float (work (V) scratch), their sum in double; *argmax (may be
- * NULL) = the first maximum. */
-double logsumexp_forward(const float *logits, int V, int *argmax, float *work);
+ * first maximum, the exponentials in float, their sum in double (four partial sums by index mod
+ * 4, as softmax_row_forward); *argmax (may be NULL) = the index of the first maximum. */
+double logsumexp_forward(const float *logits, int V, int *argmax);
 
 /* out (V) = log_softmax(logits (V)) = (float)(logits[i] - logsumexp_forward(...)) with the
  * subtraction in double; returns the argmax (first on ties). out may not alias logits. */
 int logsoftmax_forward(float *out, const float *logits, int V);
+
+/* KL(P_ref || P) of one position before clamping: sum_i p_i ((double)lr_i - (double)lp_i) with
+ * lp_i = (float)((double)logits[i] - lse) (the value logsoftmax_forward stores), p_i = p[i], or
+ * (double)exp_fast(lr[i]) when p is NULL; the terms are summed in double in four partial sums
+ * by index mod 4 (the rest into the first), then (s0 + s1) + (s2 + s3). */
+double kl_row_forward(const double *p, const float *lr, const float *logits, double lse, int V);
+
+/* Index of the first maximum of x (n >= 1); NaNs never win, except a NaN at 0 stays. */
+int argmax_forward(const float *x, int n);
 
 #endif

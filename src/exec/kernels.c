@@ -17,16 +17,42 @@ void encoder_forward(float *out, const int *tokens, const float *emb, int N, int
         memcpy(out + (size_t)n * C, emb + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }
 
+/* 1/sqrt(ss/C + eps) in double, rounded to float. */
+static inline float rms_rstd(double ss, int C, float eps) { return (float)(1.0 / sqrt(ss / C + (double)eps)); }
+
+/* o (C) = weight * (r * x). */
+static inline void rms_row(float *o, const float *x, const float *weight, float r, int C) {
+    for (int i = 0; i < C; i++) o[i] = weight[i] * (r * x[i]);
+}
+
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
                      float eps) {
     // out (N,C), rstd (N), inp (N,C), weight (C)
-    for (int n = 0; n < N; n++) {
+    /* each row's sum of squares in double in index order; four rows at a time, so that the four
+     * dependency chains of additions overlap (the same operations per row, the same bits) */
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const float *x0 = inp + (size_t)n * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int i = 0; i < C; i++) {
+            s0 += (double)x0[i] * x0[i];
+            s1 += (double)x1[i] * x1[i];
+            s2 += (double)x2[i] * x2[i];
+            s3 += (double)x3[i] * x3[i];
+        }
+        const double ss[4] = {s0, s1, s2, s3};
+        for (int k = 0; k < 4; k++) {
+            float r = rms_rstd(ss[k], C, eps);
+            rms_row(out + (size_t)(n + k) * C, inp + (size_t)(n + k) * C, weight, r, C);
+            rstd[n + k] = r;
+        }
+    }
+    for (; n < N; n++) {
         const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
         double ss = 0.0;
         for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        for (int i = 0; i < C; i++) o[i] = weight[i] * (r * x[i]);
+        float r = rms_rstd(ss, C, eps);
+        rms_row(out + (size_t)n * C, x, weight, r, C);
         rstd[n] = r;
     }
 }
@@ -218,18 +244,45 @@ VEC_CLONES static void exp_shift_inplace(float *x, size_t n, float shift) {
 
 void exp_fast_inplace(float *x, size_t n) { exp_shift_inplace(x, n, 0.0f); }
 
-/* Sum of x[0..n) in double with 4 partial sums (fixed order: deterministic). */
-static double sum_double(const float *x, int n) {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+/* Sums in double ("sum_double" order, fixed: deterministic): with n terms, term j goes to partial
+ * sum j mod 4 for j < 4 floor(n/4), the rest to partial 0 in order, then (s0 + s1) + (s2 + s3).
+ * The fused loops below (exp + sum, KL) add their terms in this order. */
+
+/* x[j] = exp_fast(x[j] - shift) for j < n; returns their sum in double in sum_double order. */
+VEC_CLONES static double exp_shift_inplace_sum(float *x, int n, float shift) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        s0 += x[j];
-        s1 += x[j + 1];
-        s2 += x[j + 2];
-        s3 += x[j + 3];
+    for (; j + EXP_LANES <= n; j += EXP_LANES) {
+        for (int k = 0; k < EXP_LANES; k++) x[j + k] = exp_fast_inline(x[j + k] - shift);
+        for (int k = 0; k < 4; k++) s[k] += x[j + k];
+        for (int k = 0; k < 4; k++) s[k] += x[j + 4 + k];
     }
-    for (; j < n; j++) s0 += x[j];
-    return (s0 + s1) + (s2 + s3);
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++) {
+            x[j + k] = exp_fast_inline(x[j + k] - shift);
+            s[k] += x[j + k];
+        }
+    for (; j < n; j++) {
+        x[j] = exp_fast_inline(x[j] - shift);
+        s[0] += x[j];
+    }
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* sum_double of exp_fast(x[j] - shift), j < n, without storing the exponentials. */
+VEC_CLONES static double exp_shift_sum(const float *x, int n, float shift) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int j = 0;
+    for (; j + EXP_LANES <= n; j += EXP_LANES) {
+        float e[EXP_LANES];
+        for (int k = 0; k < EXP_LANES; k++) e[k] = exp_fast_inline(x[j + k] - shift);
+        for (int k = 0; k < 4; k++) s[k] += e[k];
+        for (int k = 0; k < 4; k++) s[k] += e[4 + k];
+    }
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++) s[k] += exp_fast_inline(x[j + k] - shift);
+    for (; j < n; j++) s[0] += exp_fast_inline(x[j] - shift);
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* Maximum of x[0..n), n >= 1, with 8 partial maxima (NaNs are skipped as in `a > m ? a : m`). */
@@ -245,6 +298,15 @@ VEC_CLONES static float max_float(const float *x, int n) {
     return mx;
 }
 
+/* Index of the first maximum of x[0..n), n >= 1: the i that `for i: if (x[i] > x[am]) am = i`
+ * from am = 0 ends with (NaNs never win; a NaN at 0 stays). */
+static int argmax_first(const float *x, int n) {
+    const float m = max_float(x, n);
+    for (int i = 0; i < n; i++)
+        if (x[i] == m) return i;
+    return 0; /* m is NaN: x[0] is NaN */
+}
+
 /* Scales x[0..n) by s. */
 VEC_CLONES static void scale_inplace(float *x, int n, float s) {
     int j = 0;
@@ -256,8 +318,7 @@ VEC_CLONES static void scale_inplace(float *x, int n, float s) {
 void softmax_row_forward(float *a, int n_valid, int n_row) {
     // a (n_row): softmax over a[0..n_valid), zeros in a[n_valid..n_row)
     float mx = max_float(a, n_valid);
-    exp_shift_inplace(a, (size_t)n_valid, mx);
-    float inv = (float)(1.0 / sum_double(a, n_valid));
+    float inv = (float)(1.0 / exp_shift_inplace_sum(a, n_valid, mx));
     scale_inplace(a, n_valid, inv);
     if (n_row > n_valid) memset(a + n_valid, 0, (size_t)(n_row - n_valid) * sizeof(float));
 }
@@ -361,22 +422,42 @@ void residual_forward(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-double logsumexp_forward(const float *logits, int V, int *argmax, float *work) {
-    // logits (V), work (V) scratch
-    int am = 0;
-    for (int i = 1; i < V; i++)
-        if (logits[i] > logits[am]) am = i;
-    const float mx = logits[am];
-    memcpy(work, logits, (size_t)V * sizeof(float));
-    exp_shift_inplace(work, (size_t)V, mx);
+double logsumexp_forward(const float *logits, int V, int *argmax) {
+    // logits (V)
+    const int am = argmax_first(logits, V);
     if (argmax) *argmax = am;
-    return (double)mx + log(sum_double(work, V));
+    return (double)logits[am] + log(exp_shift_sum(logits, V, logits[am]));
 }
 
 int logsoftmax_forward(float *out, const float *logits, int V) {
     // out (V), logits (V)
     int am = 0;
-    const double lse = logsumexp_forward(logits, V, &am, out);
+    const double lse = logsumexp_forward(logits, V, &am);
     for (int i = 0; i < V; i++) out[i] = (float)((double)logits[i] - lse);
     return am;
 }
+
+/* One KL term: p * ((double)lr - (double)lp) with lp = (float)((double)l - lse). */
+static inline double kl_term(double p, float lr, float l, double lse) {
+    const float lp = (float)((double)l - lse);
+    return p * ((double)lr - (double)lp);
+}
+
+VEC_CLONES double kl_row_forward(const double *p, const float *lr, const float *logits, double lse, int V) {
+    // p (V) or NULL, lr (V), logits (V)
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    if (p) {
+        for (; i + 4 <= V; i += 4)
+            for (int k = 0; k < 4; k++) s[k] += kl_term(p[i + k], lr[i + k], logits[i + k], lse);
+        for (; i < V; i++) s[0] += kl_term(p[i], lr[i], logits[i], lse);
+    } else {
+        for (; i + 4 <= V; i += 4)
+            for (int k = 0; k < 4; k++)
+                s[k] += kl_term((double)exp_fast_inline(lr[i + k]), lr[i + k], logits[i + k], lse);
+        for (; i < V; i++) s[0] += kl_term((double)exp_fast_inline(lr[i]), lr[i], logits[i], lse);
+    }
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+int argmax_forward(const float *x, int n) { return argmax_first(x, n); }

@@ -8,12 +8,20 @@
  * and per-unit milliseconds, and checks that both sweeps give identical numbers. Also prints
  * the Spearman rank correlation between act_err and KL over (layer, candidate). Asserts
  * nothing about time. BLAS runs one thread, as in mpq. The two sweeps are interleaved unit by
- * unit. */
+ * unit.
+ *
+ * `bench_calib units [REPS [MODEL]]` instead prints the process CPU time per unit as `mpq run` computes
+ * them for examples/stories260K.json (16 x 128 calibration tokens, batch 8, prefix reuse, KIVI
+ * G 32): the mean over every linear layer of a layer_sensitivity unit (int4g32), and over every
+ * block of a kv_sensitivity unit (k4v4), each sweep repeated REPS times (default 5), on both
+ * shared models (or only MODEL: stories260K or sotu-2.7M); also the per-unit figure of the fastest
+ * sweep (the least disturbed by other processes on a shared machine). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mpq/mpq_calib.h"
 #include "mpq/mpq_model.h"
@@ -171,9 +179,85 @@ done:
     return rc;
 }
 
-int main(void) {
+/* Process CPU seconds: the bench runs on one thread (one BLAS thread), so this is its own work,
+ * steadier than wall time on a shared machine. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Per-unit CPU milliseconds of layer_sensitivity (int4g32, every linear layer) and
+ * kv_sensitivity (k4v4, every block) units, settings of examples/stories260K.json. */
+static int bench_units(const char *label, const char *model_rel, const char *tok_rel, int reps) {
+    const int n_seqs = 16, T = 128;
+    mpq_model *m = NULL;
+    mpq_calib *cal = NULL;
+    mpq_err err = {0};
+    int *tok = NULL, rc = 1;
+    mpq_candidate c;
+    if (mpq_candidate_parse("int4g32", &c, &err) != MPQ_OK) goto done;
+    if (mpq_model_load(shared_path(model_rel), &m, &err) != MPQ_OK) goto done;
+    tok = read_windows(shared_path(tok_rel), n_seqs, T);
+    if (!tok) {
+        fprintf(stderr, "bench_calib: cannot read %s\n", tok_rel);
+        goto done;
+    }
+    mpq_calib_opts o = mpq_calib_opts_default();
+    o.batch = 8;
+    o.collect_xtx = false;
+    o.kv_scheme.mode = MPQ_KV_KIVI;
+    o.kv_scheme.group_size = 32;
+    o.kv_scheme.residual = 0;
+    if (mpq_calib_create(m, tok, n_seqs, T, &o, &cal, &err) != MPQ_OK) goto done;
+    const int n_lin = mpq_model_n_linear(m), L = mpq_model_get_config(m)->n_layers;
+    double t_layer = 0.0, t_kv = 0.0, kl_sum = 0.0, min_layer = INFINITY, min_kv = INFINITY;
+    for (int r = 0; r < reps; r++) {
+        mpq_calib_result res;
+        double t0 = cpu_now();
+        for (int i = 0; i < n_lin; i++) {
+            if (mpq_calib_layer(cal, i, &c, &res, &err) != MPQ_OK) goto done;
+            kl_sum += res.kl;
+        }
+        double t1 = cpu_now();
+        for (int b = 0; b < L; b++) {
+            if (mpq_calib_kv(cal, b, (mpq_kv_pair){4, 4}, &res, &err) != MPQ_OK) goto done;
+            kl_sum += res.kl;
+        }
+        const double t2 = cpu_now();
+        t_layer += t1 - t0;
+        t_kv += t2 - t1;
+        min_layer = fmin(min_layer, t1 - t0);
+        min_kv = fmin(min_kv, t2 - t1);
+    }
+    printf("%-12s %d x %d tokens, batch 8: layer_sensitivity int4g32 %.2f CPU ms/unit (mean of %d layers x %d; "
+           "fastest sweep %.2f), kv_sensitivity k4v4 %.2f CPU ms/unit (mean of %d blocks x %d; fastest sweep %.2f); "
+           "sum of KL %.12g\n",
+           label, n_seqs, T, t_layer * 1e3 / (n_lin * reps), n_lin, reps, min_layer * 1e3 / n_lin,
+           t_kv * 1e3 / (L * reps), L, reps, min_kv * 1e3 / L, kl_sum);
+    rc = 0;
+done:
+    if (rc && err.msg[0]) fprintf(stderr, "bench_calib: %s\n", err.msg);
+    mpq_calib_free(cal);
+    free(tok);
+    mpq_model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
     mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
     int rc = 0;
+    if (argc > 1 && strcmp(argv[1], "units") == 0) {
+        int reps = argc > 2 ? atoi(argv[2]) : 5;
+        const char *only = argc > 3 ? argv[3] : "";
+        if (reps < 1) reps = 1;
+        if (!*only || strcmp(only, "stories260K") == 0)
+            rc |= bench_units("stories260K", "models/stories260K/stories260K.bin", "data/tinystories-calib.tok512.u16",
+                              reps);
+        if (!*only || strcmp(only, "sotu-2.7M") == 0)
+            rc |= bench_units("sotu-2.7M", "models/sotu-2.7M/sotu-2.7M.bin", "data/sotu-calib.tok2048.u16", reps);
+        return rc;
+    }
     rc |= bench_model("stories260K", "models/stories260K/stories260K.bin", "data/tinystories-calib.tok512.u16", 16, 128);
     rc |= bench_model("sotu-2.7M", "models/sotu-2.7M/sotu-2.7M.bin", "data/sotu-calib.tok2048.u16", 16, 128);
     return rc;

@@ -5,7 +5,8 @@
  * stories110M's shape (dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000, seq 1024;
  * random weights, written by this program to a temporary llama2.c legacy file and loaded with
  * mpq_model_load). Prints figures; asserts nothing about time. One BLAS thread, as the CLI;
- * times are process CPU time (clock()). */
+ * times are process CPU time (clock()); the batch modes are timed interleaved (forward, eval,
+ * forward with k4v4, eval with k4v4 against a reference, in turn) and reported as medians. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,19 +24,38 @@
  * time other processes hold the cores. */
 static double cpu_now(void) { return (double)clock() / CLOCKS_PER_SEC; }
 
-/* CPU seconds per call of fn (one warm-up call, then repeated for at least min_s, at most 50). */
 typedef mpq_status (*bench_fn)(void *user, mpq_err *err);
 
-static double time_calls(bench_fn fn, void *user, double min_s, mpq_err *err) {
-    if (fn(user, err) != MPQ_OK) return -1.0;
-    int reps = 0;
-    double t0 = cpu_now(), el = 0;
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* CPU seconds per call of each of n functions, interleaved: one warm-up call each, then rounds
+ * that call each function once in turn (A B C A B C ...), at least 3 rounds and until min_s has
+ * passed, at most 25; out[i] = the median over the rounds of function i's call, so a change of
+ * machine load hits all of them alike. */
+static int time_interleaved(const bench_fn *fn, void *const *user, int n, double min_s, double *out, mpq_err *err) {
+    enum { MAX_ROUNDS = 25, MAX_FN = 8 };
+    double t[MAX_FN][MAX_ROUNDS];
+    if (n > MAX_FN) return -1;
+    for (int i = 0; i < n; i++)
+        if (fn[i](user[i], err) != MPQ_OK) return -1;
+    int rounds = 0;
+    const double start = cpu_now();
     do {
-        if (fn(user, err) != MPQ_OK) return -1.0;
-        reps++;
-        el = cpu_now() - t0;
-    } while (el < min_s && reps < 50);
-    return el / reps;
+        for (int i = 0; i < n; i++) {
+            double t0 = cpu_now();
+            if (fn[i](user[i], err) != MPQ_OK) return -1;
+            t[i][rounds] = cpu_now() - t0;
+        }
+        rounds++;
+    } while (rounds < MAX_ROUNDS && (rounds < 3 || cpu_now() - start < min_s));
+    for (int i = 0; i < n; i++) {
+        qsort(t[i], (size_t)rounds, sizeof(double), cmp_double);
+        out[i] = rounds % 2 ? t[i][rounds / 2] : 0.5 * (t[i][rounds / 2 - 1] + t[i][rounds / 2]);
+    }
+    return rounds;
 }
 
 typedef struct bench_ctx {
@@ -111,17 +131,22 @@ static int bench_model(const char *label, const char *path, int B, int T, int n_
     mpq_eval_io io = {.logprobs_out = ref_lp};
     if (mpq_exec_eval_part(ex, w, NULL, tok, B, T, &io, part, &err) != MPQ_OK) goto done;
     bench_ctx bc = {.ex = ex, .w = w, .tok = tok, .in = in, .B = B, .T = T, .part = part};
+    bench_ctx bkv = bc, bref = bc;
+    bkv.o = &kv;
+    bref.o = &kv;
+    bref.ref_lp = ref_lp;
     double flops = mpq_exec_forward_flops(c, B, T);
-    double t_fwd = time_calls(run_forward, &bc, 1.0, &err);
-    double t_eval = time_calls(run_eval, &bc, 1.0, &err);
-    bc.ref_lp = ref_lp;
-    bc.o = &kv;
-    double t_evr = time_calls(run_eval, &bc, 1.0, &err);
-    if (t_fwd < 0 || t_eval < 0 || t_evr < 0) goto done;
-    printf("%-20s params %7.2fM B=%d T=%-4d forward %9.0f tok/s %6.2f GFLOP/s | eval %9.0f tok/s (%.2fx forward) | "
-           "eval k4v4 vs ref %9.0f tok/s\n",
-           label, mpq_model_n_params(m) / 1e6, B, T, B * T / t_fwd, flops / t_fwd / 1e9, B * T / t_eval,
-           t_eval / t_fwd, B * T / t_evr);
+    /* forward FP, eval FP, forward k4v4, eval k4v4 vs ref: interleaved */
+    const bench_fn fns[4] = {run_forward, run_eval, run_forward, run_eval};
+    void *const users[4] = {&bc, &bc, &bkv, &bref};
+    double tm[4];
+    int rounds = time_interleaved(fns, users, 4, 3.0, tm, &err);
+    if (rounds < 0) goto done;
+    printf("%-20s params %7.2fM B=%d T=%-4d (CPU time, median of %d interleaved rounds)\n"
+           "%-20s forward %9.1f tok/s %6.2f GFLOP/s | eval %9.1f tok/s (%.3fx forward time) | "
+           "forward k4v4 %9.1f tok/s (%.3fx) | eval k4v4 vs ref %9.1f tok/s (%.3fx)\n",
+           label, mpq_model_n_params(m) / 1e6, B, T, rounds, label, B * T / tm[0], flops / tm[0] / 1e9, B * T / tm[1],
+           tm[1] / tm[0], B * T / tm[2], tm[2] / tm[0], B * T / tm[3], tm[3] / tm[0]);
     if (n_unit > 0) {
         utok = malloc((size_t)n_unit * (T + 1) * sizeof(int));
         if (!utok) goto done;
@@ -131,9 +156,12 @@ static int bench_model(const char *label, const char *path, int B, int T, int n_
         }
         if (mpq_exec_ref_build(ex, w, NULL, utok, n_unit, T, false, &ref, &err) != MPQ_OK) goto done;
         bc.ref = ref;
-        double t_unit = time_calls(run_unit, &bc, 2.0, &err);
-        if (t_unit < 0) goto done;
-        printf("%-20s calibration unit (eval_ref %d x %d, k4v4): %.2f ms/unit\n", label, n_unit, T, t_unit * 1e3);
+        bc.o = &kv;
+        const bench_fn ufn[1] = {run_unit};
+        void *const uus[1] = {&bc};
+        double t_unit;
+        if (time_interleaved(ufn, uus, 1, 2.0, &t_unit, &err) < 0) goto done;
+        printf("%-20s calibration unit (eval_ref %d x %d, k4v4): %.2f CPU ms/unit (median)\n", label, n_unit, T, t_unit * 1e3);
     }
     /* decode: BOS then greedy n_decode tokens */
     if (n_decode > c->seq_len - 1) n_decode = c->seq_len - 1;

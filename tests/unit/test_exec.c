@@ -1313,9 +1313,8 @@ static void kl_float_vs_double(const char *model, const char *data, int kb, int 
             /* this position's KL from the float path: recompute exactly as score_batch does */
             int am = logsoftmax_forward(row, b, V);
             (void)am;
-            double klf = 0.0;
             const float *rpf = lpf + r * V;
-            for (int i = 0; i < V; i++) klf += (double)exp_fast(rpf[i]) * ((double)rpf[i] - (double)row[i]);
+            double klf = kl_row_forward(NULL, rpf, row, 0.0, V);
             klf = klf < 0 ? 0 : klf;
             double bpos = ea + eb + e2 + e3;
             ck_assert_msg(fabs(klf - kl) <= 2 * bpos, "%s position %zu: KL %.9g float vs %.9g double (bound %.3g)",
@@ -1350,6 +1349,90 @@ START_TEST(test_kl_float_vs_double) {
 }
 END_TEST
 
+/* The fused scoring kernels against the plain loops they replace, bit for bit, on real logits
+ * (stories260K, one eval window, k2v2 against FP): argmax_forward = the first-maximum loop
+ * (also on rows with ties, NaNs and -0/+0); logsumexp_forward = max + log of the exponentials
+ * summed in sum_double order; kl_row_forward with cached p = without (exp_fast of lr) = from a
+ * stored log-softmax row with lse 0. And mpq_exec_eval gives the same statistics with and
+ * without logprobs_out (the stored-row and the fused paths). */
+static int argmax_loop(const float *x, int n) {
+    int am = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[am]) am = i;
+    return am;
+}
+
+START_TEST(test_scoring_fused) {
+    mpq_model *m = load(M260);
+    const mpq_model_config *c = mpq_model_get_config(m);
+    const mpq_weights *w = mpq_model_get_weights(m);
+    size_t n;
+    int *tok = read_tokens(EVAL_TOK, &n);
+    enum { T = 64 };
+    const int V = c->vocab_size;
+    ck_assert_uint_ge(n, (size_t)T + 1);
+    mpq_exec *ex = NULL;
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_exec_create(m, 1, T, &ex, &err), MPQ_OK);
+    float *lpf = malloc((size_t)T * V * sizeof(float)), *lpq = malloc((size_t)T * V * sizeof(float));
+    float *row = malloc((size_t)V * sizeof(float));
+    double *p = malloc((size_t)V * sizeof(double));
+    ck_assert(lpf && lpq && row && p);
+    mpq_kv_pair pairs[16];
+    for (int l = 0; l < c->n_layers; l++) pairs[l] = (mpq_kv_pair){2, 2};
+    mpq_exec_opts o = mpq_exec_opts_default();
+    o.kv_pairs = pairs;
+    o.n_kv_pairs = c->n_layers;
+    mpq_eval_stats sf = {0}, s1 = {0}, s2 = {0};
+    mpq_eval_io io = {.logprobs_out = lpf};
+    ck_assert_int_eq(mpq_exec_eval(ex, w, NULL, tok, 1, T, &io, &sf, &err), MPQ_OK);
+    mpq_eval_io q1 = {.ref_logprobs = lpf}, q2 = {.ref_logprobs = lpf, .logprobs_out = lpq};
+    ck_assert_int_eq(mpq_exec_eval(ex, w, &o, tok, 1, T, &q1, &s1, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_exec_eval(ex, w, &o, tok, 1, T, &q2, &s2, &err), MPQ_OK);
+    ck_assert_double_gt(s1.kl_mean, 0.0);
+    ck_assert(memcmp(&s1.kl_sum, &s2.kl_sum, sizeof s1.kl_sum) == 0);
+    ck_assert(memcmp(&s1.nll_sum, &s2.nll_sum, sizeof s1.nll_sum) == 0);
+    ck_assert(s1.top1_same == s2.top1_same);
+    const float *lg = mpq_exec_logits(ex); /* of the last (quantized) pass */
+    for (int t = 0; t < T; t++) {
+        const float *l = lg + (size_t)t * V, *lr = lpf + (size_t)t * V;
+        int am = -1;
+        double lse = logsumexp_forward(l, V, &am);
+        ck_assert_int_eq(am, argmax_loop(l, V));
+        /* the definition: exponentials stored, then summed in sum_double order */
+        double s4[4] = {0, 0, 0, 0};
+        int j = 0;
+        for (; j + 4 <= V; j += 4)
+            for (int k = 0; k < 4; k++) s4[k] += exp_fast(l[j + k] - l[am]);
+        for (; j < V; j++) s4[0] += exp_fast(l[j] - l[am]);
+        double ref_lse = (double)l[am] + log((s4[0] + s4[1]) + (s4[2] + s4[3]));
+        ck_assert(memcmp(&lse, &ref_lse, sizeof lse) == 0);
+        ck_assert_int_eq(logsoftmax_forward(row, l, V), am);
+        for (int i = 0; i < V; i++) p[i] = (double)exp_fast(lr[i]);
+        double a = kl_row_forward(p, lr, l, lse, V), b = kl_row_forward(NULL, lr, l, lse, V);
+        double d = kl_row_forward(NULL, lr, row, 0.0, V);
+        ck_assert(memcmp(&a, &b, sizeof a) == 0 && memcmp(&a, &d, sizeof a) == 0);
+        ck_assert_int_eq(argmax_forward(lr, V), argmax_loop(lr, V));
+    }
+    /* ties, NaNs, signed zeros, lengths around the 8-lane blocks */
+    float x[37];
+    for (int len = 1; len <= 37; len++)
+        for (int trial = 0; trial < 6; trial++) {
+            for (int i = 0; i < len; i++) x[i] = (float)((i * 7 + trial) % 5) - 2.0f;
+            if (trial == 1) x[len / 2] = NAN;
+            if (trial == 2) x[0] = NAN;
+            if (trial == 3)
+                for (int i = 0; i < len; i++) x[i] = (i % 2) ? 0.0f : -0.0f;
+            if (trial == 4) x[len - 1] = INFINITY;
+            if (trial == 5) x[len / 3] = -INFINITY;
+            ck_assert_int_eq(argmax_forward(x, len), argmax_loop(x, len));
+        }
+    free(lpf), free(lpq), free(row), free(p), free(tok);
+    mpq_exec_free(ex);
+    mpq_model_free(m);
+}
+END_TEST
+
 static Suite *exec_suite(void) {
     Suite *s = suite_create("exec");
     TCase *tc = tcase_create("core");
@@ -1374,6 +1457,7 @@ static Suite *exec_suite(void) {
     tcase_add_test(tc, test_attention_vs_naive);
     tcase_add_test(tc, test_attention_real_model);
     tcase_add_test(tc, test_kl_float_vs_double);
+    tcase_add_test(tc, test_scoring_fused);
     suite_add_tcase(s, tc);
     return s;
 }
