@@ -365,7 +365,7 @@ mpq_status mpq_job_load_evalset(mpq_job *j, int max_seqs, const mpq_job_evalset 
     const mpq_job_data_spec *ds = from_eval ? &j->spec->eval : &j->spec->calib;
     if ((st = load_windows(j, ds, from_eval, max_seqs, err)) != MPQ_OK) goto done;
     int ns = j->seqs->n_seqs, T = j->seqs->seq_len;
-    if ((st = mpq_exec_create(m, ns < 8 ? ns : 8, T, &j->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(m, ns < 8 ? ns : 8, T, &j->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(j->ex, mpq_model_get_weights(m), NULL, j->tokens, ns, T, false, &j->ref, err)) !=
         MPQ_OK)
         goto done;

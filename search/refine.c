@@ -112,7 +112,7 @@ static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
     }
     for (size_t i = 0; i < nt; i++) c->tokens[i] = (int)seqs->tokens[i];
     int B = spec->calib.batch < c->n_seqs ? spec->calib.batch : c->n_seqs;
-    if ((st = mpq_exec_create(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, false,
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
@@ -129,9 +129,9 @@ done:
 /* dst's linear layer `lin` = FP weights quantized with candidate o. */
 static void quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o) {
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(c->model), li);
     float *Q = mpq_weights_linear(dst, li);
-    memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
+    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
     mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
 }
 

@@ -155,7 +155,7 @@ mpq_status mpq_calib_fork(const mpq_calib *parent, mpq_calib **out, mpq_err *err
     mpq_status st;
     if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK ||
         (st = mpq_weights_view(parent->model, &cal->view, err)) != MPQ_OK ||
-        (st = mpq_exec_create(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
+        (st = mpq_exec_create_forward(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
         mpq_calib_free(cal);
         return st;
     }
@@ -235,7 +235,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
     }
     st = mpq_weights_view(model, &cal->view, err);
     if (st != MPQ_OK) goto done;
-    st = mpq_exec_create(model, o.batch, T, &cal->ex, err);
+    st = mpq_exec_create_forward(model, o.batch, T, &cal->ex, err);
     if (st != MPQ_OK) goto done;
 
     mpq_exec_opts eo = mpq_exec_opts_default();
@@ -319,18 +319,19 @@ mpq_status mpq_calib_weight_error(mpq_calib *cal, int linear_index, const mpq_ca
     mpq_status st = check_linear(cal, linear_index, c, out, err);
     if (st != MPQ_OK) return st;
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     const int64_t n = li->n_params;
-    memcpy(cal->wq, W, (size_t)n * sizeof(float));
+    /* the layer as float32 (widened into wq when held in 16 bits), kept in double in wd */
+    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(cal->model), li, cal->wq);
+    if (W != cal->wq) memcpy(cal->wq, W, (size_t)n * sizeof(float));
+    for (int64_t k = 0; k < n; k++) cal->wd[k] = (double)cal->wq[k];
     if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;
     }
     double sse = 0.0, wn = 0.0;
     for (int64_t k = 0; k < n; k++) {
-        double w = (double)W[k], e = (double)cal->wq[k] - w;
+        double w = cal->wd[k], e = (double)cal->wq[k] - w;
         cal->ed[k] = e;
-        cal->wd[k] = w;
         sse += e * e;
         wn += w * w;
     }
@@ -397,7 +398,8 @@ mpq_status mpq_calib_layer(mpq_calib *cal, int linear_index, const mpq_candidate
     if (st != MPQ_OK) return st;
     const double t0 = mpq_time_now();
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
+    const float *W = mpq_weights_linear_f32(cal->view, li, cal->wq);
+    if (W != cal->wq) memcpy(cal->wq, W, (size_t)li->n_params * sizeof(float));
     if ((st = mpq_quantize_matrix_checked(c, cal->wq, li->rows, li->cols, err)) != MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;

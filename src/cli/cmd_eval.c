@@ -245,7 +245,7 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
         return mpq_err_set(err, MPQ_ERR_NOMEM, "%d x %d x %d logits overflow", B, T, mc->vocab_size);
     for (int i = 0; i < c->n_workers; i++) {
         struct eval_worker *w = &c->w[i];
-        if ((st = mpq_exec_create(c->m, B, T, &w->ex, err)) != MPQ_OK ||
+        if ((st = mpq_exec_create_forward(c->m, B, T, &w->ex, err)) != MPQ_OK ||
             (st = mpq_eval_part_create(B, T, &w->fp, err)) != MPQ_OK ||
             (st = mpq_eval_part_create(B, T, &w->q, err)) != MPQ_OK)
             return st;
