@@ -89,8 +89,8 @@ void mpq_exec_free(mpq_exec *ex); /* accepts NULL */
 
 /* Bytes of the activation block (for reporting). */
 size_t mpq_exec_activation_bytes(const mpq_exec *ex);
-/* Bytes of the scratch that widens 16-bit weights at use: the largest linear layer plus
- * 2048 classifier rows, in float32; 0 for a model held in float32. */
+/* Bytes of the scratch that widens 16-bit weights at use: the largest linear layer in
+ * float32; 0 for a model held in float32. */
 size_t mpq_exec_weight_scratch_bytes(const mpq_exec *ex);
 
 /* ---- batch forward ---- */

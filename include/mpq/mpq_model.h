@@ -23,8 +23,10 @@
  * - By default all weights are float32 in memory whatever the file dtype. With a 16-bit
  *   weight storage (mpq_model_load_dtype: MPQ_WEIGHTS_BF16 / MPQ_WEIGHTS_F16, or
  *   MPQ_WEIGHTS_SOURCE for the file's own 16-bit dtype) the seven linear matrices of every
- *   block, the token embedding and the classifier are held as 16-bit values; RMSNorm weights
- *   and q/k/v biases stay float32. Every reader converts them to float32 at use
+ *   block and an untied token embedding are held as 16-bit values; the classifier (with a
+ *   tied embedding, the embedding it is), RMSNorm weights and q/k/v biases stay float32 (the
+ *   classifier is read whole by one product; widening it per row block would change the
+ *   logits' bits). Every reader converts them to float32 at use
  *   (mpq_weights_linear_f32, mpq_weights_rows_f32): the numbers it sees are the 16-bit values
  *   widened exactly. When the file already holds those 16-bit values (BF16 kept as BF16, F16
  *   as F16) they are the same float32 numbers the default storage holds, bit for bit; rounding
@@ -97,8 +99,8 @@ typedef struct mpq_block_weights16 {
     const uint16_t *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
 } mpq_block_weights16;
 
-/* A weight set. With 16-bit storage (dtype BF16 / F16) a float pointer of a linear matrix,
- * tok_emb or classifier is NULL and the tensor lives in blocks16 / tok_emb16 / classifier16;
+/* A weight set. With 16-bit storage (dtype BF16 / F16) the float pointer of a linear matrix
+ * (and tok_emb when untied) is NULL and the tensor lives in blocks16 / tok_emb16;
  * a caller may still point a linear slot at a float32 matrix (mpq_weights_linear_slot), which
  * then takes precedence over the 16-bit tensor until the slot is set back to NULL. */
 typedef struct mpq_weights {
@@ -112,8 +114,8 @@ typedef struct mpq_weights {
                           (mpq_weights_view), whose pointers borrow another set's block */
     mpq_weights_dtype dtype;              /* F32, or BF16 / F16 for 16-bit storage */
     const mpq_block_weights16 *blocks16;  /* n_layers, or NULL when dtype is F32 (borrowed from the model) */
-    const uint16_t *tok_emb16;            /* (vocab_size, dim) or NULL */
-    const uint16_t *classifier16;         /* (vocab_size, dim) or NULL; == tok_emb16 when shared */
+    const uint16_t *tok_emb16;            /* (vocab_size, dim): an untied embedding in 16 bits, or NULL */
+    const uint16_t *classifier16;         /* reserved: NULL (the classifier is held in float32) */
 } mpq_weights;
 
 typedef enum mpq_layer_kind {
@@ -148,7 +150,7 @@ typedef struct mpq_model mpq_model;
  * Returns MPQ_ERR_IO, MPQ_ERR_FORMAT (message names the file and the problem),
  * MPQ_ERR_UNSUPPORTED or MPQ_ERR_NOMEM. */
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
-/* As mpq_model_load, holding the linear matrices, embedding and classifier as dtype
+/* As mpq_model_load, holding the linear matrices and an untied embedding as dtype
  * (MPQ_WEIGHTS_SOURCE: the file's BF16 / F16, float32 for any other file dtype). Each such
  * tensor is decoded to float32 in a staging buffer of the largest tensor's size and rounded
  * into its 16-bit home, so loading needs 2 B per parameter plus that buffer. MPQ_ERR_INVALID
@@ -203,7 +205,7 @@ const float *mpq_weights_linear_f32(const mpq_weights *w, const mpq_layer_info *
 
 /* Rows [row0, row0 + n_rows) of the token embedding (classifier false) or the classifier
  * (true), each dim floats, as float32: a pointer into the float tensor, or the 16-bit rows
- * converted into scratch (n_rows * dim floats). */
+ * converted into scratch (n_rows * dim floats). NULL for a bad argument. */
 const float *mpq_weights_rows_f32(const mpq_weights *w, bool classifier, int dim, int64_t row0, int64_t n_rows,
                                   float *scratch);
 

@@ -255,10 +255,6 @@ mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *to
             if (t < T) g->tok[(size_t)b * T + t] = id;
             if (t > 0) g->tgt[(size_t)b * T + t - 1] = id;
         }
-    if (!w->classifier)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "grad: the classifier is held in 16 bits; a backward pass needs float32 weights "
-                           "(mpq_weights_clone widens them)");
     mpq_status st = mpq_exec_forward(ex, w, NULL, g->tok, B, T, err);
     if (st != MPQ_OK) return st;
 

@@ -157,8 +157,7 @@ static mpq_status exec_create(const mpq_model *model, int max_B, int max_T, bool
         for (int i = 0; i < mpq_model_n_linear(model); i++)
             if ((size_t)mpq_model_linear(model, i)->n_params > big) big = (size_t)mpq_model_linear(model, i)->n_params;
         ex->wbuf = mpq_calloc(big, sizeof(float));
-        ex->cbuf = mpq_calloc((size_t)EXEC_CLS_ROWS * dim, sizeof(float));
-        if (!ex->wbuf || !ex->cbuf) {
+        if (!ex->wbuf) {
             st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory for the weight conversion scratch");
             goto done;
         }
@@ -180,7 +179,6 @@ void mpq_exec_free(mpq_exec *ex) {
     free(ex->act_block);
     free(ex->d.block);
     free(ex->wbuf);
-    free(ex->cbuf);
     mpq_eval_part_free(ex->part);
     free(ex);
 }
@@ -192,7 +190,7 @@ size_t mpq_exec_weight_scratch_bytes(const mpq_exec *ex) {
     size_t big = 0;
     for (int i = 0; i < mpq_model_n_linear(ex->model); i++)
         if ((size_t)mpq_model_linear(ex->model, i)->n_params > big) big = (size_t)mpq_model_linear(ex->model, i)->n_params;
-    return (big + (size_t)EXEC_CLS_ROWS * (size_t)ex->cfg.dim) * sizeof(float);
+    return big * sizeof(float);
 }
 
 /* ---- weight access ---- */
@@ -215,30 +213,15 @@ static void embed_forward(mpq_exec *ex, const mpq_weights *w, float *out, const 
         mpq_weights16_to_f32(w->dtype, w->tok_emb16 + (size_t)tokens[n] * dim, (size_t)dim, out + (size_t)n * dim);
 }
 
-/* logits (N, V) = lnf (N, dim) @ classifier^T: matmul_forward, or per block of EXEC_CLS_ROWS
- * classifier rows widened into ex->cbuf (each logit is the same dot product over dim). */
-static void classifier_forward(mpq_exec *ex, const mpq_weights *w, float *logits, const float *lnf, int N) {
-    const int dim = ex->cfg.dim, V = ex->cfg.vocab_size;
-    if (w->classifier) {
-        matmul_forward(logits, lnf, w->classifier, NULL, N, dim, V);
-        return;
-    }
-    for (int r0 = 0; r0 < V; r0 += EXEC_CLS_ROWS) {
-        int nr = V - r0 < EXEC_CLS_ROWS ? V - r0 : EXEC_CLS_ROWS;
-        const float *cw = mpq_weights_rows_f32(w, true, dim, r0, nr, ex->cbuf);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, dim, 1.0f, lnf, dim, cw, dim, 0.0f, logits + r0, V);
-    }
-}
-
 /* ---- argument checks ---- */
 
 static bool kv_bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 8 || b == 16; }
 
 static mpq_status check_call(const mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int B, int T,
                              mpq_err *err) {
-    if (!w || !w->blocks || !(w->tok_emb || w->tok_emb16) || !(w->classifier || w->classifier16) || !w->final_norm)
+    if (!w || !w->blocks || !(w->tok_emb || w->tok_emb16) || !w->classifier || !w->final_norm)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: weights missing");
-    if ((w->blocks16 || !w->tok_emb || !w->classifier) &&
+    if ((w->blocks16 || !w->tok_emb) &&
         (!ex->wbuf || (w->dtype != MPQ_WEIGHTS_BF16 && w->dtype != MPQ_WEIGHTS_F16)))
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: 16-bit weights on an executor created for a float32 model");
     if (w->n_layers != ex->cfg.n_layers)
@@ -353,7 +336,7 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
     /* head */
     float *xf = a->res + (size_t)c->n_layers * BT * dim;
     rmsnorm_forward(a->lnf, a->lnf_rstd, xf, w->final_norm, N, dim, c->norm_eps);
-    classifier_forward(ex, w, a->logits, a->lnf, N);
+    matmul_forward(a->logits, a->lnf, w->classifier, NULL, N, dim, c->vocab_size);
     ex->B = B;
     ex->T = T;
 }
@@ -1004,14 +987,7 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
         residual_forward(d->x, d->x, d->xb, (size_t)dim);
     }
     rmsnorm_forward(d->xb, &rstd, d->x, w->final_norm, 1, dim, c->norm_eps);
-    if (w->classifier) {
-        matvec(d->logits, w->classifier, d->xb, NULL, c->vocab_size, dim);
-    } else {
-        for (int r0 = 0; r0 < c->vocab_size; r0 += EXEC_CLS_ROWS) {
-            int nr = c->vocab_size - r0 < EXEC_CLS_ROWS ? c->vocab_size - r0 : EXEC_CLS_ROWS;
-            matvec(d->logits + r0, mpq_weights_rows_f32(w, true, dim, r0, nr, ex->cbuf), d->xb, NULL, nr, dim);
-        }
-    }
+    matvec(d->logits, w->classifier, d->xb, NULL, c->vocab_size, dim);
     ex->pos++;
     if (logits) *logits = d->logits;
     return MPQ_OK;

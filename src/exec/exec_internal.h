@@ -65,12 +65,8 @@ struct mpq_exec {
     mpq_eval_part *part;   /* scores of the last evaluation batch (mpq_exec_eval) */
     /* weight access (16-bit storage: each matrix converted to float32 at use) */
     float *wbuf;           /* (largest linear layer) float32 copy of a 16-bit matrix, or NULL (F32 model) */
-    float *cbuf;           /* (EXEC_CLS_ROWS, dim) classifier / embedding rows, or NULL (F32 model) */
     bool fwd_only;         /* created by mpq_exec_create_forward: per-layer scratch held once */
 };
-
-/* Rows of the classifier converted per block when it is held in 16 bits. */
-#define EXEC_CLS_ROWS 2048
 
 /* Layer l's matrix of kind k as float32: the slot's float pointer, or its 16-bit tensor
  * converted into ex->wbuf (valid until the next call). NULL when neither is set. */

@@ -178,9 +178,11 @@ static void fill_layer_table(mpq_model *m) {
     m->n_linear = i;
 }
 
-/* 16-bit homes: the same layout walk as carve, with the linear matrices, embedding and
- * classifier in d16 and the norms / biases in small; every 16-bit tensor's float pointer
- * points at stage. */
+/* 16-bit homes: the same layout walk as carve, with the linear matrices and an untied
+ * embedding in d16; the norms, biases and the classifier (the embedding too when tied) in
+ * small; every 16-bit tensor's float pointer points at stage. The classifier stays float32:
+ * widening it in row blocks at use would change the logits' bits (OpenBLAS 0.3.21's sgemm
+ * does not give the same sums for a block of columns as for the whole product). */
 static void carve16(const mpq_model_config *c, mpq_weights *w, mpq_block_weights16 *b16, uint16_t *d16, float *small,
                     float *stage) {
     size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * (size_t)c->head_dim;
@@ -188,9 +190,17 @@ static void carve16(const mpq_model_config *c, mpq_weights *w, mpq_block_weights
     uint16_t *p = d16;
     float *f = small;
     w->n_layers = c->n_layers;
-    w->tok_emb = stage;
-    w->tok_emb16 = p;
-    p += (size_t)c->vocab_size * d;
+    if (c->shared_classifier) {
+        w->tok_emb = w->classifier = f;
+        f += (size_t)c->vocab_size * d;
+        w->tok_emb16 = NULL;
+    } else {
+        w->tok_emb = stage;
+        w->tok_emb16 = p;
+        p += (size_t)c->vocab_size * d;
+        w->classifier = f;
+        f += (size_t)c->vocab_size * d;
+    }
     for (int l = 0; l < c->n_layers; l++) {
         mpq_block_weights *b = &w->blocks[l];
         mpq_block_weights16 *q = &b16[l];
@@ -213,8 +223,7 @@ static void carve16(const mpq_model_config *c, mpq_weights *w, mpq_block_weights
         b->wq = b->wk = b->wv = b->wo = b->w_gate = b->w_up = b->w_down = stage;
     }
     w->final_norm = f;
-    w->classifier = stage;
-    w->classifier16 = c->shared_classifier ? w->tok_emb16 : p;
+    w->classifier16 = NULL;
     w->blocks16 = b16;
 }
 
@@ -255,7 +264,8 @@ mpq_status mpq_model_create(const mpq_model_config *cfg, const char *path, mpq_w
          * products are bounded by n_floats, already overflow-checked */
         size_t d = (size_t)cfg->dim, qd = (size_t)cfg->n_heads * (size_t)cfg->head_dim;
         size_t kv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim, h = (size_t)cfg->hidden_dim;
-        size_t small = (size_t)cfg->n_layers * (2 * d + (cfg->qkv_bias ? qd + 2 * kv : 0)) + d;
+        size_t small = (size_t)cfg->n_layers * (2 * d + (cfg->qkv_bias ? qd + 2 * kv : 0)) + d +
+                       (size_t)cfg->vocab_size * d; /* + the classifier */
         size_t emb = (size_t)cfg->vocab_size * d, big = h * d > qd * d ? h * d : qd * d;
         m->stage_n = emb > big ? emb : big;
         m->w.data = mpq_calloc(small, sizeof(float));
@@ -320,11 +330,8 @@ void mpq_model_commit(mpq_model *m, float *const *slot) {
     const mpq_model_config *c = &m->cfg;
     const uint16_t *dst = NULL;
     size_t n = 0, d = (size_t)c->dim;
-    if (slot == &m->w.tok_emb) {
+    if (slot == &m->w.tok_emb && m->w.tok_emb16) {
         dst = m->w.tok_emb16;
-        n = (size_t)c->vocab_size * d;
-    } else if (slot == &m->w.classifier && !c->shared_classifier) {
-        dst = m->w.classifier16;
         n = (size_t)c->vocab_size * d;
     } else {
         for (int i = 0; i < m->n_linear && !dst; i++) {
@@ -347,7 +354,7 @@ void mpq_model_commit(mpq_model *m, float *const *slot) {
 
 void mpq_model_finish_load(mpq_model *m) {
     if (!m || m->wdtype == MPQ_WEIGHTS_F32) return;
-    m->w.tok_emb = m->w.classifier = NULL;
+    if (m->w.tok_emb16) m->w.tok_emb = NULL;
     for (int l = 0; l < m->cfg.n_layers; l++) {
         mpq_block_weights *b = &m->w.blocks[l];
         b->wq = b->wk = b->wv = b->wo = b->w_gate = b->w_up = b->w_down = NULL;
@@ -569,9 +576,12 @@ mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err
         const int d = m->cfg.dim, L = m->cfg.n_layers;
         size_t d_ = (size_t)d, qd = (size_t)m->cfg.n_heads * (size_t)m->cfg.head_dim;
         size_t kv = (size_t)m->cfg.n_kv_heads * (size_t)m->cfg.head_dim;
-        mpq_weights16_to_f32(m->wdtype, m->w.tok_emb16, (size_t)m->cfg.vocab_size * d_, w->tok_emb);
+        if (m->w.tok_emb16)
+            mpq_weights16_to_f32(m->wdtype, m->w.tok_emb16, (size_t)m->cfg.vocab_size * d_, w->tok_emb);
+        else
+            memcpy(w->tok_emb, m->w.tok_emb, (size_t)m->cfg.vocab_size * d_ * sizeof(float));
         if (!m->cfg.shared_classifier)
-            mpq_weights16_to_f32(m->wdtype, m->w.classifier16, (size_t)m->cfg.vocab_size * d_, w->classifier);
+            memcpy(w->classifier, m->w.classifier, (size_t)m->cfg.vocab_size * d_ * sizeof(float));
         memcpy(w->final_norm, m->w.final_norm, d_ * sizeof(float));
         for (int l = 0; l < L; l++) {
             const mpq_block_weights *s = &m->w.blocks[l];
