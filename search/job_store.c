@@ -287,7 +287,7 @@ mpq_status mpq_job_load_model(mpq_job *j, const mpq_model **out, mpq_err *err) {
                            "restore the file",
                            j->row.name, j->spec->model, sha, j->model_row.sha256);
     mpq_model *m = NULL;
-    if ((st = mpq_model_load(j->spec->model, &m, err)) != MPQ_OK) {
+    if ((st = mpq_model_load_dtype(j->spec->model, j->spec->weights_dtype, &m, err)) != MPQ_OK) {
         mpq_err_prefix(err, "job '%s': model", j->row.name);
         return st;
     }
