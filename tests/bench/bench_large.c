@@ -57,6 +57,9 @@ typedef struct shape {
     bool tied;
 } shape;
 
+static mpq_weights_dtype g_dt = MPQ_WEIGHTS_F32; /* --weights-dtype of parts 2 and 3 */
+static bool g_xtx = false;                       /* --xtx: part 2 collects X^T X (packed) */
+
 static const shape SHAPE_1B = {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, false};
 static const shape SHAPE_1B_1 = {"tinyllama-1.1b-1block", 2048, 5632, 1, 32, 4, 32000, false};
 static const shape SHAPE_110M = {"llama2c-110m", 768, 2048, 12, 12, 12, 32000, true};
@@ -387,7 +390,7 @@ static int part_big(const char *dir, big_times *bt, mpq_weights_dtype dt) {
 
     mpq_calib_opts o = mpq_calib_opts_default();
     o.batch = B;
-    o.collect_xtx = false;
+    o.collect_xtx = g_xtx;
     o.kv_scheme.mode = MPQ_KV_KIVI;
     o.kv_scheme.group_size = 32;
     o.kv_scheme.residual = 0;
@@ -488,7 +491,6 @@ typedef struct rss_arg {
     bool old_clone;
     mpq_weights_dtype dt;
 } rss_arg;
-static mpq_weights_dtype g_dt = MPQ_WEIGHTS_F32; /* --weights-dtype of parts 2 and 3 */
 static int c_rss(void *a, void *out) {
     (void)out;
     rss_arg *r = a;
@@ -517,11 +519,13 @@ int main(int argc, char **argv) {
             skip_1b = true;
         } else if (strcmp(argv[i], "--only-1b") == 0) {
             only_1b = true;
+        } else if (strcmp(argv[i], "--xtx") == 0) {
+            g_xtx = true;
         } else if (strcmp(argv[i], "--weights-dtype") == 0 && i + 1 < argc &&
                    mpq_weights_dtype_parse(argv[i + 1], &g_dt) && g_dt != MPQ_WEIGHTS_F16) {
             i++;
         } else {
-            fprintf(stderr, "usage: bench_large [--skip-1b | --only-1b] [--weights-dtype f32|bf16|source]\n");
+            fprintf(stderr, "usage: bench_large [--skip-1b | --only-1b] [--weights-dtype f32|bf16|source] [--xtx]\n");
             return 2;
         }
     }
@@ -582,7 +586,8 @@ int main(int argc, char **argv) {
     if (skip_1b) goto done;
 big:
 
-    printf("2. %s (22 blocks), 16 x 128 random tokens, batch 4, int4g32 / k4v4 units\n", SHAPE_1B.name);
+    printf("2. %s (22 blocks), 16 x 128 random tokens, batch 4, int4g32 / k4v4 units, X^T X %s\n", SHAPE_1B.name,
+           g_xtx ? "collected (packed)" : "not collected");
     t0 = mpq_time_now();
     if (mkdir_0700(d1b) != 0 || generate(&SHAPE_1B, d1b, 2) != 0 || mkdir_0700(d1b1) != 0 ||
         generate(&SHAPE_1B_1, d1b1, 3) != 0) {
