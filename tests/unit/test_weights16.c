@@ -1,6 +1,7 @@
 /* test_weights16.c - 16-bit weight storage (mpq_model_load_dtype) and forward-only executors
  * (mpq_exec_create_forward) on the real shared models: a BF16 folder kept in BF16 gives the
- * float32 path's numbers bit for bit (weights, logits, decode, calibration metrics); an F32
+ * float32 path's numbers bit for bit (weights, logits, decode, calibration metrics), and
+ * act_err read from the packed X^T X agrees with a direct trace(E S E^T); an F32
  * file rounded to BF16 / F16 changes each weight by at most half a unit in the last place;
  * a forward-only executor gives the full executor's numbers with a smaller activation
  * block; hostile dtype values are refused. */
@@ -116,6 +117,30 @@ START_TEST(test_bf16_source_bitwise) {
         ck_same(s32.act_err, s16.act_err, "act_err");
         ck_same(s32.act_rel, s16.act_rel, "act_rel");
         ck_assert(isfinite(s16.act_err)); /* X^T X was collected: the comparison means something */
+    }
+    /* act_err read from the packed X^T X = trace(E S E^T) with the full symmetric S rebuilt by
+     * mpq_xtx_index and summed by plain loops (another order of the same double sums: equal
+     * to 1e-10 relative, far above double rounding over <= 172 x 172 terms ~ 1e-13) */
+    for (int i = 0; i < mpq_model_n_linear(m16); i += 3) {
+        const mpq_layer_info *li = mpq_model_linear(m16, i);
+        int64_t c = 0;
+        const double *P = mpq_calib_xtx_packed(c16, i, &c);
+        ck_assert_ptr_nonnull(P);
+        ck_assert_int_eq(c, li->cols);
+        float *q = malloc((size_t)li->n_params * sizeof *q);
+        memcpy(q, mpq_weights_linear(w32, li), (size_t)li->n_params * sizeof *q);
+        mpq_quantize_matrix(&cand, q, li->rows, li->cols);
+        double want = 0;
+        for (int64_t r = 0; r < li->rows; r++) {
+            const float *wr = mpq_weights_linear(w32, li) + r * c, *qr = q + r * c;
+            for (int64_t a = 0; a < c; a++)
+                for (int64_t b = 0; b < c; b++)
+                    want += ((double)qr[a] - wr[a]) * P[mpq_xtx_index(c, a, b)] * ((double)qr[b] - wr[b]);
+        }
+        mpq_calib_weight_stats s16;
+        ck_assert(mpq_calib_weight_error(c16, i, &cand, &s16, &err) == MPQ_OK);
+        ck_assert_double_eq_tol(s16.act_err, want, 1e-10 * want);
+        free(q);
     }
     mpq_calib_free(c32);
     mpq_calib_free(c16);
