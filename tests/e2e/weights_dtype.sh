@@ -2,7 +2,8 @@
 # weights_dtype.sh - 16-bit weight storage: stories260K-hf-bf16 (a BF16 folder) kept in BF16
 # (`--weights-dtype source`, spec "weights_dtype": "source") gives the F32 path's numbers bit
 # for bit: every `mpq eval` figure and logit, and every metric a short job stores
-# (weight_error with X^T X, layer_sensitivity); the F32 stories260K rounded to BF16 is another
+# (weight_error with X^T X, layer_sensitivity, the hessian stage with its backward passes and
+# Fisher); the F32 stories260K rounded to BF16 is another
 # model (its FP perplexity differs); the stored spec keeps weights_dtype (a resume loads the
 # same storage); unknown dtype values are refused.
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
@@ -30,7 +31,9 @@ spec() { # name [extra top-level key]
   cat > "$T/$1.json" <<JSON
 {"name": "$1", "model": "$H", $2
  "calibration": {"data": "$D", "seq_len": 32, "n_seqs": 4, "batch": 2},
- "candidates": ["int3g32", "int8c"], "metrics": ["weight_error", "layer_sensitivity"]}
+ "candidates": ["int3g32", "int8c"], "metrics": ["weight_error", "layer_sensitivity", "hessian"],
+ "hessian": {"probes_min": 2, "probes_max": 4, "probes_per_unit": 2, "n_seqs": 2, "seq_len": 16,
+             "eig_iters": 3, "slq_steps": 3, "slq_probes": 1}}
 JSON
 }
 spec a ''
@@ -44,7 +47,7 @@ dump() {
 }
 dump "$T/a.db" > "$T/a.txt"
 dump "$T/b.db" > "$T/b.txt"
-grep -q 'act_err\|weight_act' "$T/a.txt" || grep -q '|kl|' "$T/a.txt" || fail "the job stored no metrics"
+for m in act_err kl hutchinson_trace fisher_trace; do grep -q "|$m|" "$T/a.txt" || fail "the job stored no $m"; done
 [ "$(wc -l < "$T/a.txt")" -gt 100 ] || fail "too few stored metrics: $(wc -l < "$T/a.txt")"
 cmp -s "$T/a.txt" "$T/b.txt" || { diff "$T/a.txt" "$T/b.txt" | head; fail "job metrics: f32 vs source differ"; }
 sqlite3 "$T/b.db" "SELECT spec_json FROM jobs" | grep -q '"weights_dtype":"source"' ||
