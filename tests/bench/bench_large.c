@@ -9,9 +9,13 @@
  *   1. 110M shape, calibration 16 x 128 tokens, batch 8, X^T X collected: peak RSS with 1 and
  *      2 calibration workers (mpq_calib_fork), each worker running 2 layer units; and the
  *      same with an extra F32 weight clone per fork, which is what a fork held before workers
- *      shared the model's weights (the old fork: layer scratch + clone + executor).
- *   2. 1.1B shape, 16 x 128 tokens, batch 4, X^T X not collected (22 blocks of X^T X alone
- *      would be 7.8 GB): load time, forward tokens/s with 1 and 2 workers (one executor
+ *      shared the model's weights (the old fork: layer scratch + clone + executor); then 1 and
+ *      2 workers with the linear layers held in BF16 (mpq_model_load_dtype), with the CPU
+ *      seconds of widening every linear layer once (what each forward adds).
+ *   2. 1.1B shape, 16 x 128 tokens, batch 4, X^T X collected only with --xtx (22 blocks of
+ *      packed X^T X are 3.9 GB), weights stored as --weights-dtype (default f32): load time,
+ *      executor activation bytes (full and forward-only), CPU seconds of widening every linear
+ *      layer once (16-bit storage), forward tokens/s with 1 and 2 workers (one executor
  *      each, batches of 4 x 128), reference-pass time, seconds of layer_sensitivity units
  *      (int4g32) of each entry point at the last block and of attn_q at block 0, of a
  *      kv_sensitivity unit (k4v4) at the last block, two layer units at once on 2 workers,
@@ -29,7 +33,8 @@
  *
  * Disk: needs the generated folders' size (2.2 GB + 0.5 GB + 0.2 GB) + 1 GiB free in $TMPDIR
  * (default /tmp), else it says so and exits 0 without running. Memory: about 8 GB at its
- * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b | --only-1b]. Unit costs are CPU seconds of
+ * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b | --only-1b] [--weights-dtype f32|bf16|source]
+ * [--xtx]. Unit costs are CPU seconds of
  * the process (wall seconds on a shared machine measure its load); both are printed for the
  * forward and the reference pass. */
 #include <math.h>
