@@ -95,7 +95,7 @@ static mpq_status load_measure(boot_ctx *c, mpq_err *err) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "bootstrap: out of memory for the FP reference");
         goto done;
     }
-    if ((st = mpq_exec_create(c->model, c->B, T, &c->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(c->model, c->B, T, &c->ex, err)) != MPQ_OK) goto done;
     for (int s0 = 0; s0 < c->n; s0 += c->B) {
         int Bb = c->n - s0 < c->B ? c->n - s0 : c->B;
         for (int b = 0; b < Bb; b++)
@@ -124,7 +124,7 @@ static mpq_status measure_windows(boot_ctx *c, int lin, const mpq_candidate *can
     const mpq_model_config *mc = mpq_model_get_config(c->model);
     const int V = mc->vocab_size, D = mc->dim, T = c->T;
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(c->model), li);
+    const mpq_weights *W0 = mpq_model_get_weights(c->model);
     float *Q = mpq_weights_linear(c->wS, li);
     mpq_status st = MPQ_OK;
     double *lp = mpq_calloc((size_t)V, sizeof *lp);
@@ -148,7 +148,8 @@ static mpq_status measure_windows(boot_ctx *c, int lin, const mpq_candidate *can
             out[s0 + b] = (float)(kl / T);
         }
     }
-    memcpy(Q, W, (size_t)li->n_params * sizeof *Q); /* restore exactly, also on error */
+    const float *W = mpq_weights_linear_f32(W0, li, Q); /* restore exactly (widened into Q if 16-bit), also on error */
+    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
     free(lp);
     if (st != MPQ_OK) mpq_err_prefix(err, "bootstrap: %s %s", li->name, cand->name);
     return st;

@@ -102,9 +102,14 @@ mpq_status mpq_job_noise_compute(mpq_calib *cal, const mpq_model *m, const mpq_j
         return mpq_err_set(err, MPQ_ERR_INVALID, "noise: %d levels (1..%d)", ns->n_levels, MPQ_JOB_NOISE_MAX_LEVELS);
     memset(out, 0, sizeof *out);
     const mpq_layer_info *li = mpq_model_linear(m, linear_index);
-    const float *w = mpq_weights_linear(mpq_model_get_weights(m), li);
+    const mpq_weights *W0 = mpq_model_get_weights(m);
     float *buf = mpq_calloc((size_t)li->n_params, sizeof *buf);
-    if (!buf) return mpq_err_set(err, MPQ_ERR_NOMEM, "noise: out of memory for %s", li->name);
+    float *wide = W0->dtype != MPQ_WEIGHTS_F32 ? mpq_calloc((size_t)li->n_params, sizeof *wide) : NULL;
+    if (!buf || (W0->dtype != MPQ_WEIGHTS_F32 && !wide)) {
+        free(buf);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "noise: out of memory for %s", li->name);
+    }
+    const float *w = mpq_weights_linear_f32(W0, li, wide); /* widened into wide if 16-bit */
     mpq_status st = MPQ_OK;
     double kl[MPQ_JOB_NOISE_MAX_LEVELS];
     for (int i = 0; i < ns->n_levels && st == MPQ_OK; i++) {
@@ -122,5 +127,6 @@ mpq_status mpq_job_noise_compute(mpq_calib *cal, const mpq_model *m, const mpq_j
         mpq_job_noise_fit(out->realized, kl, ns->n_levels, &out->a, &out->a_se, &out->resid);
     }
     free(buf);
+    free(wide);
     return st;
 }

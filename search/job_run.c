@@ -143,7 +143,7 @@ typedef struct run_ctx {
 static mpq_status load_inputs(run_ctx *c, mpq_err *err) {
     const mpq_job_spec *s = c->spec;
     mpq_status st;
-    if ((st = mpq_model_load(s->model, &c->model, err)) != MPQ_OK) {
+    if ((st = mpq_model_load_dtype(s->model, s->weights_dtype, &c->model, err)) != MPQ_OK) {
         mpq_err_prefix(err, "%s: model", s->source);
         return st;
     }

@@ -618,6 +618,9 @@ static char *canonical(const mpq_job_spec *s) {
     /* threads only when not the default 1: specs canonicalized before the key existed keep
      * their text and hash (and their jobs stay resumable) */
     if (ok && s->threads != 1) ok = cJSON_AddNumberToObject(o, "threads", s->threads) != NULL;
+    /* weights_dtype only when not f32, for the same reason */
+    if (ok && s->weights_dtype != MPQ_WEIGHTS_F32)
+        ok = cJSON_AddStringToObject(o, "weights_dtype", mpq_weights_dtype_name(s->weights_dtype)) != NULL;
     ok = ok && add_item(o, "calibration", data_object(&s->calib, true));
     if (ok && s->eval.data) ok = add_item(o, "evaluation", data_object(&s->eval, false));
     if (ok && s->n_candidates > 0) ok = add_item(o, "candidates", names_array(s->candidates, s->n_candidates));
@@ -727,7 +730,7 @@ static bool valid_name(const char *n) {
 static mpq_status spec_parse(const char *json, const char *source, bool stored, mpq_job_spec **out, mpq_err *err) {
     static const char *const top_keys[] = {"name",       "description", "model",      "tokenizer", "seed",
                                            "calibration", "evaluation", "candidates", "kv",        "metrics",
-                                           "hessian",     "threads",     "noise",      "adaptive",  NULL};
+                                           "hessian",     "threads",     "noise",      "adaptive",  "weights_dtype", NULL};
     const char *src = source && *source ? source : "spec";
     mpq_status st = MPQ_OK;
     cJSON *root = NULL;
@@ -793,6 +796,15 @@ static mpq_status spec_parse(const char *json, const char *source, bool stored, 
                       err)) != MPQ_OK)
         goto done;
     s->threads = (int)threads;
+    s->weights_dtype = MPQ_WEIGHTS_F32;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "weights_dtype"))) {
+        if ((st = get_string(src, "weights_dtype", v, &str, err)) != MPQ_OK) goto done;
+        if (!mpq_weights_dtype_parse(str, &s->weights_dtype)) {
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: weights_dtype: '%.40s' is not one of f32, bf16, f16, source",
+                             src, str);
+            goto done;
+        }
+    }
     if (!(v = cJSON_GetObjectItemCaseSensitive(root, "calibration"))) {
         st = mpq_err_set(err, MPQ_ERR_INVALID, "%s: calibration: missing (an object with \"data\")", src);
         goto done;

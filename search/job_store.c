@@ -287,7 +287,7 @@ mpq_status mpq_job_load_model(mpq_job *j, const mpq_model **out, mpq_err *err) {
                            "restore the file",
                            j->row.name, j->spec->model, sha, j->model_row.sha256);
     mpq_model *m = NULL;
-    if ((st = mpq_model_load(j->spec->model, &m, err)) != MPQ_OK) {
+    if ((st = mpq_model_load_dtype(j->spec->model, j->spec->weights_dtype, &m, err)) != MPQ_OK) {
         mpq_err_prefix(err, "job '%s': model", j->row.name);
         return st;
     }
@@ -365,7 +365,7 @@ mpq_status mpq_job_load_evalset(mpq_job *j, int max_seqs, const mpq_job_evalset 
     const mpq_job_data_spec *ds = from_eval ? &j->spec->eval : &j->spec->calib;
     if ((st = load_windows(j, ds, from_eval, max_seqs, err)) != MPQ_OK) goto done;
     int ns = j->seqs->n_seqs, T = j->seqs->seq_len;
-    if ((st = mpq_exec_create(m, ns < 8 ? ns : 8, T, &j->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(m, ns < 8 ? ns : 8, T, &j->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(j->ex, mpq_model_get_weights(m), NULL, j->tokens, ns, T, false, &j->ref, err)) !=
         MPQ_OK)
         goto done;

@@ -34,7 +34,7 @@ static mpq_status run_config(mpq_job *job, const mpq_job_evalset *es, const mpq_
         st = mpq_job_calib_create(job, &cal, err);
         if (st == MPQ_OK && !(xtx = mpq_calloc((size_t)nl, sizeof *xtx)))
             st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-        for (int i = 0; st == MPQ_OK && i < nl; i++) xtx[i] = mpq_calib_xtx(cal, i, NULL);
+        for (int i = 0; st == MPQ_OK && i < nl; i++) xtx[i] = mpq_calib_xtx_packed(cal, i, NULL);
     }
     if (st == MPQ_OK) st = mpq_config_apply_xtx(cfg, es->model, qw, xtx, err);
     if (st == MPQ_OK && !(pairs = mpq_calloc((size_t)mc->n_layers, sizeof *pairs)))

@@ -77,7 +77,7 @@ static mpq_status load_measure(pairs_ctx *c, mpq_err *err) {
     int B = 0; /* the batch of the layer_sensitivity stage: it fixes the rows of every matrix product */
     mpq_status st = job_calib_windows(c->job, "pairs", &c->model, &c->tokens, &c->n_seqs, &c->T, &B, c->data_sha, err);
     if (st != MPQ_OK) return st;
-    if ((st = mpq_exec_create(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, true,
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
@@ -89,9 +89,9 @@ done:
 
 static void set_layer(pairs_ctx *c, int lin, int o) {
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(c->model), li);
     float *Q = mpq_weights_linear(c->wS, li);
-    memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
+    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
     if (o >= 0) mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
 }
 

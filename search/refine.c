@@ -95,7 +95,7 @@ static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
     int B = 0;
     mpq_status st = job_calib_windows(c->job, "refine", &c->model, &c->tokens, &c->n_seqs, &c->T, &B, c->data_sha, err);
     if (st != MPQ_OK) return st;
-    if ((st = mpq_exec_create(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(c->model, B, c->T, &c->ex, err)) != MPQ_OK) goto done;
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, false,
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
@@ -112,12 +112,12 @@ done:
 /* dst's linear layer `lin` = FP weights quantized with candidate o. */
 static void quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o) {
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(c->model), li);
     float *Q = mpq_weights_linear(dst, li);
-    memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
+    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
     if (mpq_candidate_is_saq(&c->cands[o])) { /* NaN weights on failure, as mpq_quantize_matrix */
-        if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, c->cal ? mpq_calib_xtx(c->cal, lin, NULL) : NULL,
-                                    NULL) != MPQ_OK)
+        const double *xtx = c->cal ? mpq_calib_xtx_packed(c->cal, lin, NULL) : NULL;
+        if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, xtx, NULL) != MPQ_OK)
             for (int64_t k = 0; k < li->n_params; k++) Q[k] = NAN;
         return;
     }

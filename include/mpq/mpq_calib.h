@@ -66,15 +66,33 @@ double mpq_calib_ref_ce(const mpq_calib *cal);
 /* trace(X^T X)/n_tokens of linear layer i (0 when xtx was not collected). */
 double mpq_calib_xtx_trace(const mpq_calib *cal, int linear_index);
 
-/* X^T X / n_tokens of linear layer i: borrowed (cols, cols) row-major symmetric matrix in
- * double, valid until mpq_calib_free; shared by layers with the same input (q/k/v, gate/up).
- * NULL (and *cols = 0) when xtx was not collected or i is out of range. cols may be NULL. */
-const double *mpq_calib_xtx(const mpq_calib *cal, int linear_index, int64_t *cols);
+/* X^T X / n_tokens of linear layer i, in double: the upper triangle of the symmetric
+ * (cols, cols) matrix packed by rows (row i holds columns i..cols-1; BLAS's row-major packed
+ * upper layout, as cblas_dspmv(CblasRowMajor, CblasUpper, ...) reads it), cols (cols + 1) / 2
+ * values: element (i, j), i <= j, is at mpq_xtx_index(cols, i, j). Borrowed, valid until
+ * mpq_calib_free; shared by layers with the same input (q/k/v, gate/up). NULL (and *cols = 0)
+ * when xtx was not collected or i is out of range. cols may be NULL. */
+const double *mpq_calib_xtx_packed(const mpq_calib *cal, int linear_index, int64_t *cols);
+
+/* Index of element (i, j) of a packed X^T X of c columns (either order of i, j). */
+static inline int64_t mpq_xtx_index(int64_t c, int64_t i, int64_t j) {
+    if (i > j) {
+        int64_t t = i;
+        i = j;
+        j = t;
+    }
+    return i * c - i * (i - 1) / 2 + (j - i);
+}
+/* Values a packed X^T X of c columns holds: c (c + 1) / 2. */
+static inline int64_t mpq_xtx_size(int64_t c) { return c * (c + 1) / 2; }
 
 /* A mpq_calib holds one executor and one weight table: not thread-safe (one per thread).
  * Memory, N = n_seqs * T: reference log-probs N*vocab floats, block inputs, residuals after
  * attention and FP attention outputs n_layers*N*(2*dim + n_heads*head_dim) floats, X^T X
- * 4*n_layers*cols^2 doubles, the layer scratch; the model's weights are borrowed, not copied. */
+ * cols (cols + 1) / 2 doubles per distinct input (4 per block, packed), and per calib or fork
+ * the layer scratch plus, with xtx, one unpacked max_cols^2 doubles (where act_err unpacks a
+ * layer's X^T X for cblas_dsymm, bit for bit the full-matrix numbers); the model's weights
+ * are borrowed, not copied. */
 
 /* Number of calibration sequences, tokens per sequence, and scored tokens (n_seqs * T). */
 int mpq_calib_n_seqs(const mpq_calib *cal);

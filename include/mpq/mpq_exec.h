@@ -86,10 +86,22 @@ mpq_exec_opts mpq_exec_opts_default(void);
  * buffers for up to max_B sequences x max_T tokens (max_T <= seq_len), allocated once in one
  * block. MPQ_ERR_INVALID on bad sizes, MPQ_ERR_NOMEM. */
 mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err);
+/* As mpq_exec_create for forward-only use (evaluation, calibration, references, capture,
+ * decode): the per-layer tensors only a backward pass reads (RMSNorm outputs and rstd, q, k,
+ * v and their quantized copies, FFN pre-activations, SwiGLU output) are held for one layer
+ * and reused by every block, and the attention probabilities are not kept. Residuals entering
+ * each block, after each attention and the attention outputs stay per layer (prefix reuse,
+ * mpq_exec_block_input, references read them). Every forward, evaluation and decode gives the
+ * same numbers, bit for bit, as on a full executor; mpq_grad_create refuses it
+ * (MPQ_ERR_INVALID). */
+mpq_status mpq_exec_create_forward(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err);
 void mpq_exec_free(mpq_exec *ex); /* accepts NULL */
 
 /* Bytes of the activation block (for reporting). */
 size_t mpq_exec_activation_bytes(const mpq_exec *ex);
+/* Bytes of the scratch that widens 16-bit weights at use: the largest linear layer in
+ * float32; 0 for a model held in float32. */
+size_t mpq_exec_weight_scratch_bytes(const mpq_exec *ex);
 
 /* ---- batch forward ---- */
 

@@ -255,7 +255,7 @@ bool mpq_kv_engine_offers(mpq_kv_engine e, mpq_kv_pair p);
  *
  * Per linear layer, keyed by its GGUF tensor name ("blk.0.attn_q.weight"), the mean over the
  * calibration tokens of each input column's squared activation: the diagonal of mpq's
- * X^T X / N (mpq_calib_xtx), N = n_tokens. Files (see src/export/imatrix.c for the layouts):
+ * X^T X / N (mpq_calib_xtx_packed), N = n_tokens. Files (see src/export/imatrix.c for the layouts):
  *   GGUF (format "imatrix"): "<name>.in_sum2" = diag * N, "<name>.counts" = N, plus
  *     general.type "imatrix", imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size;
  *   legacy .dat ("imatrix-dat"): values = diag * n_chunks with ncall = n_chunks.

@@ -275,6 +275,8 @@ typedef struct mpq_job_spec {
     char source[256];          /* file name used in messages ("job.json") */
     mpq_job_hessian_spec hessian; /* defaulted; meaningful when stages[MPQ_JOB_STAGE_HESSIAN] */
     int threads;               /* no effect; accepted for older specs (default 1) */
+    mpq_weights_dtype weights_dtype; /* "weights_dtype": storage of the model's linear layers
+                                        (mpq_model_load_dtype); default f32 */
     mpq_job_noise_spec noise;  /* defaulted; meaningful when stages[MPQ_JOB_STAGE_NOISE] */
     bool kv_per_head;          /* kv.per_head (default false): kv_sensitivity also measures each
                                   (block, KV head, pair) alone; kv.scheme.group_size must divide

@@ -20,7 +20,17 @@
  * - RoPE pairs are interleaved (dims 2i, 2i+1 of each head), as in llama2.c. The HF
  *   loader undoes HF's rotate_half permutation of the q/k rows (and q/k biases) so one
  *   executor serves both sources and their logits agree.
- * - All weights are float32 in memory whatever the file dtype.
+ * - By default all weights are float32 in memory whatever the file dtype. With a 16-bit
+ *   weight storage (mpq_model_load_dtype: MPQ_WEIGHTS_BF16 / MPQ_WEIGHTS_F16, or
+ *   MPQ_WEIGHTS_SOURCE for the file's own 16-bit dtype) the seven linear matrices of every
+ *   block and an untied token embedding are held as 16-bit values; the classifier (with a
+ *   tied embedding, the embedding it is), RMSNorm weights and q/k/v biases stay float32 (the
+ *   classifier is read whole by one product; widening it per row block would change the
+ *   logits' bits). Every reader converts them to float32 at use
+ *   (mpq_weights_linear_f32, mpq_weights_rows_f32): the numbers it sees are the 16-bit values
+ *   widened exactly. When the file already holds those 16-bit values (BF16 kept as BF16, F16
+ *   as F16) they are the same float32 numbers the default storage holds, bit for bit; rounding
+ *   an F32 file to 16 bits (round to nearest even) changes the model.
  */
 #ifndef MPQ_MODEL_H
 #define MPQ_MODEL_H
@@ -76,6 +86,23 @@ typedef struct mpq_block_weights {
     float *w_down;    /* (dim, hidden_dim)  llama2.c w2, HF down_proj */
 } mpq_block_weights;
 
+/* How the linear matrices, the embedding and the classifier are held in memory. */
+typedef enum mpq_weights_dtype {
+    MPQ_WEIGHTS_F32 = 0, /* float32 (default) */
+    MPQ_WEIGHTS_BF16,    /* bfloat16: the top 16 bits of a float32, rounded to nearest even */
+    MPQ_WEIGHTS_F16,     /* IEEE binary16, rounded to nearest even (overflow -> inf) */
+    MPQ_WEIGHTS_SOURCE   /* a load request only: BF16 / F16 when the file's dtype is, else F32 */
+} mpq_weights_dtype;
+
+/* The 16-bit copies of one block's linear matrices (same shapes as in mpq_block_weights). */
+typedef struct mpq_block_weights16 {
+    const uint16_t *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+} mpq_block_weights16;
+
+/* A weight set. With 16-bit storage (dtype BF16 / F16) the float pointer of a linear matrix
+ * (and tok_emb when untied) is NULL and the tensor lives in blocks16 / tok_emb16;
+ * a caller may still point a linear slot at a float32 matrix (mpq_weights_linear_slot), which
+ * then takes precedence over the 16-bit tensor until the slot is set back to NULL. */
 typedef struct mpq_weights {
     float *tok_emb;    /* (vocab_size, dim) */
     mpq_block_weights *blocks; /* n_layers */
@@ -85,6 +112,10 @@ typedef struct mpq_weights {
     size_t n_floats;   /* total floats in the block that holds all of the above (0 for a view) */
     float *data;       /* that block (owned by whoever owns this struct); NULL for a view
                           (mpq_weights_view), whose pointers borrow another set's block */
+    mpq_weights_dtype dtype;              /* F32, or BF16 / F16 for 16-bit storage */
+    const mpq_block_weights16 *blocks16;  /* n_layers, or NULL when dtype is F32 (borrowed from the model) */
+    const uint16_t *tok_emb16;            /* (vocab_size, dim): an untied embedding in 16 bits, or NULL */
+    const uint16_t *classifier16;         /* reserved: NULL (the classifier is held in float32) */
 } mpq_weights;
 
 typedef enum mpq_layer_kind {
@@ -119,6 +150,18 @@ typedef struct mpq_model mpq_model;
  * Returns MPQ_ERR_IO, MPQ_ERR_FORMAT (message names the file and the problem),
  * MPQ_ERR_UNSUPPORTED or MPQ_ERR_NOMEM. */
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err);
+/* As mpq_model_load, holding the linear matrices and an untied embedding as dtype
+ * (MPQ_WEIGHTS_SOURCE: the file's BF16 / F16, float32 for any other file dtype). Each such
+ * tensor is decoded to float32 in a staging buffer of the largest tensor's size and rounded
+ * into its 16-bit home, so loading needs 2 B per parameter plus that buffer. MPQ_ERR_INVALID
+ * for a dtype outside the enum; otherwise as mpq_model_load. */
+mpq_status mpq_model_load_dtype(const char *path, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err);
+/* The storage of a loaded model's weights: F32, BF16 or F16 (never SOURCE). */
+mpq_weights_dtype mpq_model_weights_dtype(const mpq_model *m);
+/* "f32", "bf16", "f16", "source" ("?" outside the enum); _parse accepts exactly these names
+ * and returns false for anything else. */
+const char *mpq_weights_dtype_name(mpq_weights_dtype d);
+bool mpq_weights_dtype_parse(const char *name, mpq_weights_dtype *out);
 void mpq_model_free(mpq_model *m); /* accepts NULL */
 
 /* True when path is a regular file starting with "GGUF" (a FIFO or directory is never opened).
@@ -151,8 +194,23 @@ const mpq_layer_info *mpq_model_linear(const mpq_model *m, int i);
 /* Index of a layer by its stable name or HF alias (with or without ".weight"); -1 if none. */
 int mpq_model_find_linear(const mpq_model *m, const char *name);
 
-/* Pointer to layer i's matrix inside any weights set of this model's shape. */
+/* Pointer to layer i's float32 matrix inside any weights set of this model's shape; NULL
+ * when that matrix is held only in 16 bits (use mpq_weights_linear_f32). */
 float *mpq_weights_linear(const mpq_weights *w, const mpq_layer_info *li);
+
+/* Layer li's matrix as float32: the float pointer when the slot holds one, otherwise the
+ * 16-bit tensor converted into scratch (li->rows * li->cols floats, caller's) and scratch
+ * returned. NULL for a bad layer. The result is valid until scratch is reused. */
+const float *mpq_weights_linear_f32(const mpq_weights *w, const mpq_layer_info *li, float *scratch);
+
+/* Rows [row0, row0 + n_rows) of the token embedding (classifier false) or the classifier
+ * (true), each dim floats, as float32: a pointer into the float tensor, or the 16-bit rows
+ * converted into scratch (n_rows * dim floats). NULL for a bad argument. */
+const float *mpq_weights_rows_f32(const mpq_weights *w, bool classifier, int dim, int64_t row0, int64_t n_rows,
+                                  float *scratch);
+
+/* Widens n 16-bit values of dtype (BF16 or F16) to float32 (exact). */
+void mpq_weights16_to_f32(mpq_weights_dtype dtype, const uint16_t *src, size_t n, float *dst);
 
 /* Address of the slot in w's table that holds layer li's matrix pointer (NULL for a bad
  * layer): a caller may point it at another (rows, cols) matrix for a while (e.g. a
@@ -168,7 +226,8 @@ float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li);
  * MPQ_ERR_NOMEM. */
 mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err);
 
-/* Deep copy of a model's weights in one block (for quantized copies). Free with mpq_weights_free. */
+/* Deep copy of a model's weights in one float32 block (for quantized copies); a model held
+ * in 16 bits is widened (the copy has dtype F32 and 4 B per parameter). Free with mpq_weights_free. */
 mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err);
 void mpq_weights_free(mpq_weights *w); /* accepts NULL */
 

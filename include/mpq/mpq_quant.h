@@ -157,8 +157,9 @@ mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t
                                        mpq_err *err);
 
 /* As mpq_quantize_matrix_checked, with the layer's calibration statistics: xtx is
- * S = X^T X / n_tokens of the layer's input, (cols, cols) row-major, symmetric, borrowed for
- * the call (mpq_calib_xtx gives it). Only the saq candidates use it (it may be NULL for the
+ * S = X^T X / n_tokens of the layer's input, symmetric (cols, cols), given as its upper
+ * triangle packed by rows (cols (cols + 1) / 2 doubles, the layout mpq_calib_xtx_packed gives),
+ * borrowed for the call. Only the saq candidates use it (it may be NULL for the
  * others); for them: MPQ_ERR_UNSUPPORTED when xtx is NULL (mpq_quantize_matrix_checked and
  * mpq_quantize_matrix always pass NULL, so they never quantize saq silently), MPQ_ERR_INVALID
  * naming the candidate when the rate is not achievable for the shape (R*rows*cols not a whole

@@ -55,7 +55,10 @@ struct mpq_calib {
     int *lin_slot;         /* (n_lin) input slot of each linear layer */
     int *slot_first;       /* (n_slots) first linear index with that input, -1 if none */
     int64_t *slot_cols;    /* (n_slots) */
-    double **xtx;          /* (n_slots) cols x cols, sum over tokens then / n_tokens; NULL entries */
+    double **xtx;          /* (n_slots) upper triangle packed by rows (mpq_xtx_index), cols (cols + 1) / 2
+                              doubles: sum over tokens, then / n_tokens; NULL entries */
+    double *sfull;         /* (max_cols^2) one X^T X unpacked (upper triangle), or NULL without xtx */
+    int64_t max_cols;
     double *xbuf;          /* (max_B * T * max_cols) doubles: one captured X in double */
     int64_t xbuf_n;
     int64_t attn_cols;     /* n_heads * head_dim */
@@ -89,17 +92,31 @@ static int layer_slot(const mpq_layer_info *li) {
     return li->block * SLOTS_PER_BLOCK + g;
 }
 
+/* Packed upper triangle <-> the upper triangle of a full row-major (c, c) matrix. */
+static void unpack_upper(double *full, const double *P, int64_t c) {
+    for (int64_t i = 0; i < c; i++) memcpy(full + i * c + i, P + mpq_xtx_index(c, i, i), (size_t)(c - i) * sizeof *P);
+}
+
+static void pack_upper(double *P, const double *full, int64_t c) {
+    for (int64_t i = 0; i < c; i++) memcpy(P + mpq_xtx_index(c, i, i), full + i * c + i, (size_t)(c - i) * sizeof *P);
+}
+
 /* Capture callback of the reference pass: accumulates X^T X (in double, dsyrk on the upper
- * triangle) once per distinct input (the FP attention outputs are kept by the reference). */
+ * triangle) once per distinct input (the FP attention outputs are kept by the reference).
+ * The packed sum is unpacked into sfull, dsyrk adds this batch as it would to a full matrix
+ * (it reads and writes only the upper triangle) and the result is packed back: the same
+ * numbers as a full matrix per slot, in half the memory. */
 static void create_capture(void *user, int idx, const float *x, int64_t rows, int64_t cols) {
     mpq_calib *cal = user;
     if (idx < 0 || idx >= cal->n_lin) return;
     int slot = cal->lin_slot[idx];
     if (!cal->opts.collect_xtx || cal->slot_first[slot] != idx || !cal->xtx[slot]) return;
-    if (rows * cols > cal->xbuf_n || cols != cal->slot_cols[slot]) return;
+    if (rows * cols > cal->xbuf_n || cols != cal->slot_cols[slot] || cols > cal->max_cols) return;
     for (int64_t i = 0; i < rows * cols; i++) cal->xbuf[i] = (double)x[i];
+    unpack_upper(cal->sfull, cal->xtx[slot], cols);
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)rows, 1.0, cal->xbuf, (int)cols, 1.0,
-                cal->xtx[slot], (int)cols);
+                cal->sfull, (int)cols);
+    pack_upper(cal->xtx[slot], cal->sfull, cols);
 }
 
 void mpq_calib_free(mpq_calib *cal) {
@@ -108,6 +125,7 @@ void mpq_calib_free(mpq_calib *cal) {
     free(cal->ed);
     free(cal->wd);
     free(cal->md);
+    free(cal->sfull);
     mpq_weights_free(cal->view);
     mpq_exec_free(cal->ex);
     if (cal->is_fork) { /* the rest belongs to the parent */
@@ -136,6 +154,13 @@ static mpq_status alloc_layer_scratch(mpq_calib *cal, mpq_err *err) {
     cal->md = mpq_calloc(ml, sizeof(double));
     if (!cal->wq || !cal->ed || !cal->wd || !cal->md)
         return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate layer scratch of %zu weights", ml);
+    if (cal->opts.collect_xtx && cal->max_cols > 0) {
+        size_t n;
+        if (!mpq_size_mul((size_t)cal->max_cols, (size_t)cal->max_cols, &n) ||
+            !(cal->sfull = mpq_calloc(n, sizeof(double))))
+            return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate an X^T X of %lld columns",
+                               (long long)cal->max_cols);
+    }
     return MPQ_OK;
 }
 
@@ -150,12 +175,13 @@ mpq_status mpq_calib_fork(const mpq_calib *parent, mpq_calib **out, mpq_err *err
     cal->view = NULL;
     cal->wq = NULL;
     cal->ed = cal->wd = cal->md = NULL;
+    cal->sfull = NULL;
     cal->xbuf = NULL;
     cal->xbuf_n = 0;
     mpq_status st;
     if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK ||
         (st = mpq_weights_view(parent->model, &cal->view, err)) != MPQ_OK ||
-        (st = mpq_exec_create(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
+        (st = mpq_exec_create_forward(parent->model, parent->opts.batch, parent->T, &cal->ex, err)) != MPQ_OK) {
         mpq_calib_free(cal);
         return st;
     }
@@ -210,6 +236,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
         if (li->cols > max_cols) max_cols = li->cols;
         if (li->n_params > cal->max_layer) cal->max_layer = li->n_params;
     }
+    cal->max_cols = max_cols;
     if ((st = alloc_layer_scratch(cal, err)) != MPQ_OK) goto done;
     if (o.collect_xtx) {
         size_t nx;
@@ -225,7 +252,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
         }
         for (int s = 0; s < n_slots; s++) {
             if (cal->slot_first[s] < 0) continue;
-            cal->xtx[s] = mpq_calloc((size_t)cal->slot_cols[s] * (size_t)cal->slot_cols[s], sizeof(double));
+            cal->xtx[s] = mpq_calloc((size_t)mpq_xtx_size(cal->slot_cols[s]), sizeof(double));
             if (!cal->xtx[s]) {
                 st = mpq_err_set(err, MPQ_ERR_NOMEM, "calib: cannot allocate X^T X of %lld columns",
                                  (long long)cal->slot_cols[s]);
@@ -235,7 +262,7 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
     }
     st = mpq_weights_view(model, &cal->view, err);
     if (st != MPQ_OK) goto done;
-    st = mpq_exec_create(model, o.batch, T, &cal->ex, err);
+    st = mpq_exec_create_forward(model, o.batch, T, &cal->ex, err);
     if (st != MPQ_OK) goto done;
 
     mpq_exec_opts eo = mpq_exec_opts_default();
@@ -246,19 +273,13 @@ mpq_status mpq_calib_create(const mpq_model *model, const int *tokens, int n_seq
         mpq_err_prefix(err, "calib: reference pass");
         goto done;
     }
-    /* symmetrize and normalize X^T X */
+    /* normalize X^T X (the packed upper triangle) */
     for (int s = 0; s < n_slots && o.collect_xtx; s++) {
         double *S = cal->xtx[s];
         if (!S) continue;
-        const int64_t c = cal->slot_cols[s];
+        const int64_t n = mpq_xtx_size(cal->slot_cols[s]);
         const double inv = 1.0 / (double)cal->n_tokens;
-        for (int64_t i = 0; i < c; i++) {
-            S[i * c + i] *= inv;
-            for (int64_t j = i + 1; j < c; j++) {
-                S[i * c + j] *= inv;
-                S[j * c + i] = S[i * c + j];
-            }
-        }
+        for (int64_t k = 0; k < n; k++) S[k] *= inv;
     }
     free(cal->xbuf); /* only needed during the reference pass */
     cal->xbuf = NULL;
@@ -279,7 +300,7 @@ int mpq_calib_n_seqs(const mpq_calib *cal) { return cal ? cal->n_seqs : 0; }
 int mpq_calib_T(const mpq_calib *cal) { return cal ? cal->T : 0; }
 int64_t mpq_calib_n_tokens(const mpq_calib *cal) { return cal ? cal->n_tokens : 0; }
 
-const double *mpq_calib_xtx(const mpq_calib *cal, int linear_index, int64_t *cols) {
+const double *mpq_calib_xtx_packed(const mpq_calib *cal, int linear_index, int64_t *cols) {
     if (cols) *cols = 0;
     if (!cal || linear_index < 0 || linear_index >= cal->n_lin || !cal->opts.collect_xtx) return NULL;
     int s = cal->lin_slot[linear_index];
@@ -290,10 +311,10 @@ const double *mpq_calib_xtx(const mpq_calib *cal, int linear_index, int64_t *col
 
 double mpq_calib_xtx_trace(const mpq_calib *cal, int linear_index) {
     int64_t c = 0;
-    const double *S = mpq_calib_xtx(cal, linear_index, &c);
+    const double *S = mpq_calib_xtx_packed(cal, linear_index, &c);
     if (!S) return 0.0;
     double tr = 0.0;
-    for (int64_t i = 0; i < c; i++) tr += S[i * c + i];
+    for (int64_t i = 0; i < c; i++) tr += S[mpq_xtx_index(c, i, i)];
     return tr;
 }
 
@@ -319,19 +340,20 @@ mpq_status mpq_calib_weight_error(mpq_calib *cal, int linear_index, const mpq_ca
     mpq_status st = check_linear(cal, linear_index, c, out, err);
     if (st != MPQ_OK) return st;
     const mpq_layer_info *li = mpq_model_linear(cal->model, linear_index);
-    const float *W = mpq_weights_linear(mpq_model_get_weights(cal->model), li);
     const int64_t n = li->n_params;
-    memcpy(cal->wq, W, (size_t)n * sizeof(float));
-    if ((st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err)) !=
-        MPQ_OK) {
+    /* the layer as float32 (widened into wq when held in 16 bits), kept in double in wd */
+    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(cal->model), li, cal->wq);
+    if (W != cal->wq) memcpy(cal->wq, W, (size_t)n * sizeof(float));
+    for (int64_t k = 0; k < n; k++) cal->wd[k] = (double)cal->wq[k];
+    if ((st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx_packed(cal, linear_index, NULL),
+                                      err)) != MPQ_OK) {
         mpq_err_prefix(err, "layer %s", li->name);
         return st;
     }
     double sse = 0.0, wn = 0.0;
     for (int64_t k = 0; k < n; k++) {
-        double w = (double)W[k], e = (double)cal->wq[k] - w;
+        double w = cal->wd[k], e = (double)cal->wq[k] - w;
         cal->ed[k] = e;
-        cal->wd[k] = w;
         sse += e * e;
         wn += w * w;
     }
@@ -340,8 +362,10 @@ mpq_status mpq_calib_weight_error(mpq_calib *cal, int linear_index, const mpq_ca
     out->act_err = NAN;
     out->act_rel = NAN;
     int64_t cols = 0;
-    const double *S = mpq_calib_xtx(cal, linear_index, &cols);
-    if (S && cols == li->cols) {
+    const double *P = mpq_calib_xtx_packed(cal, linear_index, &cols);
+    if (P && cols == li->cols && cols <= cal->max_cols && cal->sfull) {
+        double *S = cal->sfull; /* this worker's unpacked copy: dsymm reads the upper triangle */
+        unpack_upper(S, P, cols);
         out->act_err = quad_trace(cal->ed, S, cal->md, li->rows, cols);
         if (out->act_err < 0) out->act_err = 0; /* S is PSD; only rounding can make it negative */
         double den = quad_trace(cal->wd, S, cal->md, li->rows, cols);
@@ -408,8 +432,10 @@ static mpq_status eval_replaced(mpq_calib *cal, const mpq_layer_info *li, const 
  * the layer's X^T X, which the SAQ candidates need). */
 static mpq_status quantize_layer(mpq_calib *cal, int linear_index, const mpq_layer_info *li, const mpq_candidate *c,
                                  mpq_err *err) {
-    memcpy(cal->wq, *mpq_weights_linear_slot(cal->view, li), (size_t)li->n_params * sizeof(float));
-    mpq_status st = mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx(cal, linear_index, NULL), err);
+    const float *W = mpq_weights_linear_f32(cal->view, li, cal->wq); /* widened into wq when held in 16 bits */
+    if (W != cal->wq) memcpy(cal->wq, W, (size_t)li->n_params * sizeof(float));
+    mpq_status st =
+        mpq_quantize_matrix_ctx(c, cal->wq, li->rows, li->cols, mpq_calib_xtx_packed(cal, linear_index, NULL), err);
     if (st != MPQ_OK) mpq_err_prefix(err, "layer %s", li->name);
     return st;
 }

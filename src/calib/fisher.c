@@ -86,7 +86,7 @@ mpq_status mpq_fisher_block(const mpq_model *m, const int *tokens, int n_seqs, i
     const int B = batch < n_seqs ? batch : n_seqs;
     mpq_exec *ex = NULL;
     mpq_grad *gr = NULL;
-    mpq_weights *gw = NULL;
+    mpq_weights *gw = NULL, *wide = NULL;
     int64_t max_rows = 0;
     size_t n_dy;
     mpq_status st = MPQ_OK;
@@ -103,6 +103,10 @@ mpq_status mpq_fisher_block(const mpq_model *m, const int *tokens, int n_seqs, i
         goto done;
     }
     const mpq_weights *w = mpq_model_get_weights(m);
+    if (w->dtype != MPQ_WEIGHTS_F32) { /* the backward reads float32: widen once (the same numbers) */
+        if ((st = mpq_weights_clone(m, &wide, err)) != MPQ_OK) goto done;
+        w = wide;
+    }
     for (int j = 0; j < ft.n_layers; j++) {
         const mpq_layer_info *li = mpq_model_linear(m, ft.first + j);
         const float *wl = mpq_weights_linear(w, li);
@@ -132,6 +136,7 @@ mpq_status mpq_fisher_block(const mpq_model *m, const int *tokens, int n_seqs, i
         if (st != MPQ_OK) goto done;
     }
 done:
+    mpq_weights_free(wide);
     for (int i = 0; ft.err_w && i < ft.n_layers * n_cands; i++) free(ft.err_w[i]);
     free(ft.err_w);
     free(ft.dy);

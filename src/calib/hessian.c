@@ -58,6 +58,7 @@ void mpq_hessian_free(mpq_hessian *hs) {
     mpq_grad_free(hs->gr);
     mpq_exec_free(hs->ex);
     mpq_weights_free(hs->wp);
+    mpq_weights_free(hs->wide);
     mpq_weights_free(hs->gp);
     mpq_weights_free(hs->gm);
     free(hs);
@@ -90,6 +91,10 @@ mpq_status mpq_hessian_create(const mpq_model *model, const mpq_weights *w, cons
     if (!hs) return mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: out of memory");
     hs->model = model;
     hs->w = w;
+    if (w->dtype != MPQ_WEIGHTS_F32) { /* the backward reads float32: widen once (the same numbers) */
+        if ((st = mpq_weights_clone(model, &hs->wide, err)) != MPQ_OK) goto done;
+        hs->w = w = hs->wide;
+    }
     hs->opts = o;
     hs->n_seqs = n_seqs;
     hs->T = T;
@@ -391,9 +396,13 @@ mpq_status mpq_hessian_omega_candidate(const mpq_model *model, const mpq_weights
         return mpq_err_set(err, MPQ_ERR_INVALID, "hessian: omega: layer %d outside 0..%d", i, tr->n_layers - 1);
     if (!w) w = mpq_model_get_weights(model);
     const mpq_layer_info *li = mpq_model_linear(model, i);
-    const float *W = mpq_weights_linear(w, li);
     float *q = mpq_calloc((size_t)li->n_params, sizeof(float));
-    if (!q) return mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: omega: %s: out of memory", li->name);
+    float *w16 = w->dtype != MPQ_WEIGHTS_F32 ? mpq_calloc((size_t)li->n_params, sizeof(float)) : NULL;
+    if (!q || (w->dtype != MPQ_WEIGHTS_F32 && !w16)) {
+        free(q);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "hessian: omega: %s: out of memory", li->name);
+    }
+    const float *W = mpq_weights_linear_f32(w, li, w16);
     memcpy(q, W, (size_t)li->n_params * sizeof(float));
     mpq_quantize_matrix(c, q, li->rows, li->cols);
     double se = 0.0;
@@ -402,5 +411,6 @@ mpq_status mpq_hessian_omega_candidate(const mpq_model *model, const mpq_weights
         se += d * d;
     }
     free(q);
+    free(w16);
     return mpq_hessian_omega(tr, i, se, omega, omega_se, err);
 }

@@ -18,6 +18,7 @@ struct mpq_hessian {
     mpq_exec *ex;
     mpq_grad *gr;
     mpq_weights *wp;       /* w + h v */
+    mpq_weights *wide;     /* float32 copy of a model held in 16 bits (w points at it), else NULL */
     mpq_weights *gp, *gm;  /* gradients at w + hv, w - hv */
     size_t n;
     double w_rms;

@@ -30,6 +30,11 @@ static const char *eval_help =
     "the neighbouring quantization level, so KL and ppl can differ from the 3rd to 5th digit.\n"
     "\n"
     "  -m, --model PATH        llama2.c checkpoint, Hugging Face directory or GGUF file\n"
+    "      --weights-dtype D   linear layers (and an untied embedding) in memory as f32\n"
+    "                          (default), bf16, f16, or source (the file's BF16 / F16, else\n"
+    "                          f32); widened to f32 at use. A BF16 / F16 file kept as such\n"
+    "                          gives the f32 figures bit for bit; rounding an F32 file changes\n"
+    "                          the model\n"
     "  -d, --data PATH         text file (tokenized with --tokenizer), or .u16 / .u32 token file\n"
     "  -t, --tokenizer PATH    llama2.c tokenizer.bin or GGUF file (needed for text data;\n"
     "                          default for a GGUF model: the model file's own tokenizer)\n"
@@ -58,13 +63,14 @@ static const char *eval_help =
 typedef struct eval_args {
     const char *model, *data, *tokenizer, *config, *weights, *kv, *kv_mode, *json_out, *logits_out;
     const char *kv_bases, *kv_fit, *kv_bases_out;
+    mpq_weights_dtype wdtype;
     long seq_len, n_seqs, seed, batch, kv_group, kv_residual, workers, kv_fit_seqs;
     bool json, kv_caq;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a) {
     enum { OPT_JSON = 1000, OPT_LOGITS, OPT_KVMODE, OPT_KVGROUP, OPT_KVRES, OPT_WORKERS, OPT_KVCAQ, OPT_KVBASES, OPT_KVFIT,
-           OPT_KVBOUT, OPT_KVFITN };
+           OPT_KVBOUT, OPT_KVFITN, OPT_WDTYPE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"tokenizer", required_argument, 0, 't'}, {"config", required_argument, 0, 'c'},
@@ -77,7 +83,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"n-seqs", required_argument, 0, 'n'},  {"seed", required_argument, 0, 's'},
         {"batch", required_argument, 0, 'b'},   {"json", no_argument, 0, OPT_JSON},
         {"json-out", required_argument, 0, 'o'}, {"logits-out", required_argument, 0, OPT_LOGITS},
-        {"workers", required_argument, 0, OPT_WORKERS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"workers", required_argument, 0, OPT_WORKERS}, {"weights-dtype", required_argument, 0, OPT_WDTYPE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->seed = 1;
     a->batch = 8;
@@ -102,6 +109,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_KVFITN:
             if (!cli_parse_int(optarg, 1, 1 << 20, &a->kv_fit_seqs))
                 return cli_usage_error("eval", "bad --kv-fit-seqs '%s'", optarg);
+            break;
+        case OPT_WDTYPE:
+            if (!mpq_weights_dtype_parse(optarg, &a->wdtype))
+                return cli_usage_error("eval", "bad --weights-dtype '%s' (f32, bf16, f16 or source)", optarg);
             break;
         case OPT_KVGROUP:
             if (!cli_parse_int(optarg, 1, 1 << 20, &a->kv_group)) return cli_usage_error("eval", "bad --kv-group '%s'", optarg);
@@ -247,7 +258,7 @@ static void eval_free(eval_ctx *c) {
 /* Loads model, tokenizer and data, cuts the windows, builds the config and its sizes. */
 static mpq_status eval_load(const eval_args *a, eval_ctx *c, eval_result *r, mpq_err *err) {
     mpq_status st;
-    if ((st = mpq_model_load(a->model, &c->m, err)) != MPQ_OK) return st;
+    if ((st = mpq_model_load_dtype(a->model, a->wdtype, &c->m, err)) != MPQ_OK) return st;
     const mpq_model_config *mc = mpq_model_get_config(c->m);
     /* a GGUF model carries its tokenizer: used for text data when --tokenizer is not given */
     size_t dl = strlen(a->data);
@@ -306,7 +317,7 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
         return mpq_err_set(err, MPQ_ERR_NOMEM, "%d x %d x %d logits overflow", B, T, mc->vocab_size);
     for (int i = 0; i < c->n_workers; i++) {
         struct eval_worker *w = &c->w[i];
-        if ((st = mpq_exec_create(c->m, B, T, &w->ex, err)) != MPQ_OK ||
+        if ((st = mpq_exec_create_forward(c->m, B, T, &w->ex, err)) != MPQ_OK ||
             (st = mpq_eval_part_create(B, T, &w->fp, err)) != MPQ_OK ||
             (st = mpq_eval_part_create(B, T, &w->q, err)) != MPQ_OK)
             return st;

@@ -174,7 +174,8 @@ int cli_quant(int argc, char **argv) {
             st = mpq_err_set(&err, MPQ_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        memcpy(w, mpq_weights_linear(mpq_model_get_weights(m), info), (size_t)(rows * cols) * sizeof *w);
+        const float *src = mpq_weights_linear_f32(mpq_model_get_weights(m), info, w);
+        if (src != w) memcpy(w, src, (size_t)(rows * cols) * sizeof *w);
         memcpy(q, w, (size_t)(rows * cols) * sizeof *q);
         kurt = kurtosis(w, (size_t)(rows * cols));
         if ((st = mpq_palette_rotate(q, rows, cols, false, &err)) != MPQ_OK) goto fail;

@@ -160,6 +160,8 @@ mpq_status mpq_grad_create(mpq_exec *ex, mpq_grad **out, mpq_err *err) {
     mpq_grad *g = NULL;
     if (!ex || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "grad: NULL argument");
     *out = NULL;
+    if (ex->fwd_only)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "grad: the executor was created forward-only (mpq_exec_create_forward)");
     const mpq_model_config *c = &ex->cfg;
     const size_t bt = ex->bt_max, T = (size_t)ex->max_T;
     size_t n_V, n_dim, n_qd, n_kvd, n_hid, n_TT, total = 0;
@@ -289,13 +291,13 @@ mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *to
         memset(g->dup, 0, n * hid * sizeof(float));
         memset(g->dln, 0, n * dim * sizeof(float));
         if ((st_tap = tap_call(tap, l, MPQ_LAYER_FFN_DOWN, g->dres, hact, N, dim, hid, err)) != MPQ_OK) return st_tap;
-        matmul_backward(g->dhact, gw->w_down, NULL, g->dres, hact, bw->w_down, N, hid, dim);
+        matmul_backward(g->dhact, gw->w_down, NULL, g->dres, hact, exec_weight(ex, w, l, MPQ_LAYER_FFN_DOWN), N, hid, dim);
         swiglu_backward(g->dgate, g->dup, g->dhact, gate, up, n * hid);
         if ((st_tap = tap_call(tap, l, MPQ_LAYER_FFN_GATE, g->dgate, ln2, N, hid, dim, err)) != MPQ_OK ||
             (st_tap = tap_call(tap, l, MPQ_LAYER_FFN_UP, g->dup, ln2, N, hid, dim, err)) != MPQ_OK)
             return st_tap;
-        matmul_backward(g->dln, gw->w_gate, NULL, g->dgate, ln2, bw->w_gate, N, dim, hid);
-        matmul_backward(g->dln, gw->w_up, NULL, g->dup, ln2, bw->w_up, N, dim, hid);
+        matmul_backward(g->dln, gw->w_gate, NULL, g->dgate, ln2, exec_weight(ex, w, l, MPQ_LAYER_FFN_GATE), N, dim, hid);
+        matmul_backward(g->dln, gw->w_up, NULL, g->dup, ln2, exec_weight(ex, w, l, MPQ_LAYER_FFN_UP), N, dim, hid);
         rmsnorm_backward(g->dres, gw->ffn_norm, g->dln, res2, bw->ffn_norm, a->ln2_rstd + L * BT, N, dim);
 
         /* res2 = x + atty @ wo^T ; dres becomes d x */
@@ -305,7 +307,7 @@ mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *to
         memset(g->dv, 0, n * kvd * sizeof(float));
         memset(g->dln, 0, n * dim * sizeof(float));
         if ((st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_O, g->dres, atty, N, dim, qd, err)) != MPQ_OK) return st_tap;
-        matmul_backward(g->datty, gw->wo, NULL, g->dres, atty, bw->wo, N, qd, dim);
+        matmul_backward(g->datty, gw->wo, NULL, g->dres, atty, exec_weight(ex, w, l, MPQ_LAYER_ATTN_O), N, qd, dim);
         attention_backward(g->dq, g->dk, g->dv, g->scratch, g->datty, q, k, v, att, B, T, NH, NKV, hd);
         rope_backward(g->dq, ex->rope_cos, ex->rope_sin, B, T, NH, hd);
         rope_backward(g->dk, ex->rope_cos, ex->rope_sin, B, T, NKV, hd);
@@ -314,9 +316,9 @@ mpq_status mpq_grad_compute_tap(mpq_grad *g, const mpq_weights *w, const int *to
             (st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_K, g->dk, ln1, N, kvd, dim, err)) != MPQ_OK ||
             (st_tap = tap_call(tap, l, MPQ_LAYER_ATTN_V, g->dv, ln1, N, kvd, dim, err)) != MPQ_OK)
             return st_tap;
-        matmul_backward(g->dln, gw->wq, gw->bq, g->dq, ln1, bw->wq, N, dim, qd);
-        matmul_backward(g->dln, gw->wk, gw->bk, g->dk, ln1, bw->wk, N, dim, kvd);
-        matmul_backward(g->dln, gw->wv, gw->bv, g->dv, ln1, bw->wv, N, dim, kvd);
+        matmul_backward(g->dln, gw->wq, gw->bq, g->dq, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_Q), N, dim, qd);
+        matmul_backward(g->dln, gw->wk, gw->bk, g->dk, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_K), N, dim, kvd);
+        matmul_backward(g->dln, gw->wv, gw->bv, g->dv, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_V), N, dim, kvd);
         rmsnorm_backward(g->dres, gw->attn_norm, g->dln, x, bw->attn_norm, a->ln1_rstd + L * BT, N, dim);
     }
     if (l_stop == 0) encoder_backward(grads->tok_emb, g->dres, g->tok, N, dim);

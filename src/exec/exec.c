@@ -52,7 +52,19 @@ static mpq_status carve_alloc(carve *c, int nc, float **block, size_t *total_out
 
 static bool mul(size_t a, size_t b, size_t *out) { return mpq_size_mul(a, b, out); }
 
+static mpq_status exec_create(const mpq_model *model, int max_B, int max_T, bool fwd_only, mpq_exec **out,
+                              mpq_err *err);
+
 mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err) {
+    return exec_create(model, max_B, max_T, false, out, err);
+}
+
+mpq_status mpq_exec_create_forward(const mpq_model *model, int max_B, int max_T, mpq_exec **out, mpq_err *err) {
+    return exec_create(model, max_B, max_T, true, out, err);
+}
+
+static mpq_status exec_create(const mpq_model *model, int max_B, int max_T, bool fwd_only, mpq_exec **out,
+                              mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_exec *ex = NULL;
     if (!model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "exec: NULL argument");
@@ -73,6 +85,7 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
     if (!ex) return mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory");
     ex->model = model;
     ex->cfg = *cfg;
+    ex->fwd_only = fwd_only;
     ex->max_B = max_B;
     ex->max_T = max_T;
     ex->qd = cfg->n_heads * cfg->head_dim;
@@ -124,16 +137,31 @@ mpq_status mpq_exec_create(const mpq_model *model, int max_B, int max_T, mpq_exe
         goto done;
     }
     exec_acts *a = &ex->a;
+    if (fwd_only) { /* one layer's slice of what only a backward reads; no attention probabilities
+                       (res, res2 and atty stay per layer: prefix reuse and the reference read them) */
+        n_Ldim = n_dim, n_L = bt, n_Lqd = n_qd, n_Lkvd = n_kvd, n_Lhid = n_hid, n_Latt = 0;
+    }
     carve regions[] = {
         {&a->res, n_L1dim}, {&a->ln1, n_Ldim},   {&a->ln1_rstd, n_L}, {&a->q, n_Lqd},     {&a->k, n_Lkvd},
-        {&a->v, n_Lkvd},    {&a->kq, n_Lkvd},    {&a->vq, n_Lkvd},    {&a->att, n_Latt},  {&a->atty, n_Lqd},
-        {&a->res2, n_Ldim}, {&a->ln2, n_Ldim},   {&a->ln2_rstd, n_L}, {&a->gate, n_Lhid}, {&a->up, n_Lhid},
+        {&a->v, n_Lkvd},    {&a->kq, n_Lkvd},    {&a->vq, n_Lkvd},    {&a->att, n_Latt},  {&a->atty, fwd_only ? L * n_qd : n_Lqd},
+        {&a->res2, fwd_only ? L * n_dim : n_Ldim}, {&a->ln2, n_Ldim},   {&a->ln2_rstd, n_L}, {&a->gate, n_Lhid}, {&a->up, n_Lhid},
         {&a->hact, n_Lhid}, {&a->lnf, n_dim},    {&a->lnf_rstd, bt},  {&a->logits, n_V},  {&a->proj, n_dim},
         {&a->scratch, n_TT}, {&a->row, 2 * V},
     };
     st = carve_alloc(regions, (int)(sizeof regions / sizeof regions[0]), &ex->act_block, &ex->act_floats,
                      "activations", err);
     if (st != MPQ_OK) goto done;
+    if (fwd_only) a->att = NULL;
+    if (mpq_model_weights_dtype(model) != MPQ_WEIGHTS_F32) { /* conversion scratch */
+        size_t big = 0;
+        for (int i = 0; i < mpq_model_n_linear(model); i++)
+            if ((size_t)mpq_model_linear(model, i)->n_params > big) big = (size_t)mpq_model_linear(model, i)->n_params;
+        ex->wbuf = mpq_calloc(big, sizeof(float));
+        if (!ex->wbuf) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "exec: out of memory for the weight conversion scratch");
+            goto done;
+        }
+    }
     if ((st = mpq_eval_part_create(max_B, max_T, &ex->part, err)) != MPQ_OK) goto done;
     *out = ex;
     ex = NULL;
@@ -150,11 +178,40 @@ void mpq_exec_free(mpq_exec *ex) {
     free(ex->rope_sin);
     free(ex->act_block);
     free(ex->d.block);
+    free(ex->wbuf);
     mpq_eval_part_free(ex->part);
     free(ex);
 }
 
 size_t mpq_exec_activation_bytes(const mpq_exec *ex) { return ex ? ex->act_floats * sizeof(float) : 0; }
+
+size_t mpq_exec_weight_scratch_bytes(const mpq_exec *ex) {
+    if (!ex || !ex->wbuf) return 0;
+    size_t big = 0;
+    for (int i = 0; i < mpq_model_n_linear(ex->model); i++)
+        if ((size_t)mpq_model_linear(ex->model, i)->n_params > big) big = (size_t)mpq_model_linear(ex->model, i)->n_params;
+    return big * sizeof(float);
+}
+
+/* ---- weight access ---- */
+
+const float *exec_weight(mpq_exec *ex, const mpq_weights *w, int l, mpq_layer_kind k) {
+    int idx = ex->lin[(size_t)l * MPQ_N_LAYER_KINDS + k];
+    const mpq_layer_info *li = idx >= 0 ? mpq_model_linear(ex->model, idx) : NULL;
+    return li ? mpq_weights_linear_f32(w, li, ex->wbuf) : NULL;
+}
+
+/* Token embedding rows of tokens (N) into out (N, dim): encoder_forward, or the 16-bit rows
+ * widened one by one (the same float32 values). */
+static void embed_forward(mpq_exec *ex, const mpq_weights *w, float *out, const int *tokens, int N) {
+    const int dim = ex->cfg.dim;
+    if (w->tok_emb) {
+        encoder_forward(out, tokens, w->tok_emb, N, dim);
+        return;
+    }
+    for (int n = 0; n < N; n++)
+        mpq_weights16_to_f32(w->dtype, w->tok_emb16 + (size_t)tokens[n] * dim, (size_t)dim, out + (size_t)n * dim);
+}
 
 /* ---- argument checks ---- */
 
@@ -162,8 +219,11 @@ static bool kv_bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 8 || b
 
 static mpq_status check_call(const mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *o, int B, int T,
                              mpq_err *err) {
-    if (!w || !w->blocks || !w->tok_emb || !w->classifier || !w->final_norm)
+    if (!w || !w->blocks || !(w->tok_emb || w->tok_emb16) || !w->classifier || !w->final_norm)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: weights missing");
+    if ((w->blocks16 || !w->tok_emb) &&
+        (!ex->wbuf || (w->dtype != MPQ_WEIGHTS_BF16 && w->dtype != MPQ_WEIGHTS_F16)))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "exec: 16-bit weights on an executor created for a float32 model");
     if (w->n_layers != ex->cfg.n_layers)
         return mpq_err_set(err, MPQ_ERR_INVALID, "exec: weights have %d layers, model %d", w->n_layers,
                            ex->cfg.n_layers);
@@ -265,26 +325,27 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
         if (ex->att_T != 0) memset(a->att, 0, (size_t)c->n_layers * att_stride * sizeof(float));
         ex->att_T = T;
     }
+    if (ex->fwd_only) keep_att = false;
     for (int l = l0; l < c->n_layers; l++) {
         const mpq_block_weights *bw = &w->blocks[l];
-        const size_t L = (size_t)l;
+        const size_t L = (size_t)l, Ls = ex->fwd_only ? 0 : L; /* Ls: slice of what only a backward reads */
         float *x = a->res + L * BT * dim;
-        float *ln1 = a->ln1 + L * BT * dim, *q = a->q + L * BT * qd;
-        float *k = a->k + L * BT * kvd, *v = a->v + L * BT * kvd;
-        float *kq = a->kq + L * BT * kvd, *vq = a->vq + L * BT * kvd;
-        float *att = a->att + L * att_stride, *atty = a->atty + L * BT * qd;
-        float *res2 = a->res2 + L * BT * dim, *ln2 = a->ln2 + L * BT * dim;
-        float *gate = a->gate + L * BT * hid, *up = a->up + L * BT * hid, *hact = a->hact + L * BT * hid;
+        float *ln1 = a->ln1 + Ls * BT * dim, *q = a->q + Ls * BT * qd;
+        float *k = a->k + Ls * BT * kvd, *v = a->v + Ls * BT * kvd;
+        float *kq = a->kq + Ls * BT * kvd, *vq = a->vq + Ls * BT * kvd;
+        float *att = keep_att ? a->att + L * att_stride : NULL, *atty = a->atty + L * BT * qd;
+        float *res2 = a->res2 + L * BT * dim, *ln2 = a->ln2 + Ls * BT * dim;
+        float *gate = a->gate + Ls * BT * hid, *up = a->up + Ls * BT * hid, *hact = a->hact + Ls * BT * hid;
         float *xnext = a->res + (L + 1) * BT * dim;
         const mpq_exec_entry e = l == l0 ? entry : MPQ_EXEC_ENTRY_BLOCK;
         if (e == MPQ_EXEC_ENTRY_BLOCK) { /* attention */
-            rmsnorm_forward(ln1, a->ln1_rstd + L * BT, x, bw->attn_norm, N, dim, c->norm_eps);
+            rmsnorm_forward(ln1, a->ln1_rstd + Ls * BT, x, bw->attn_norm, N, dim, c->norm_eps);
             capture(o, ex, l, MPQ_LAYER_ATTN_Q, ln1, N, dim);
             capture(o, ex, l, MPQ_LAYER_ATTN_K, ln1, N, dim);
             capture(o, ex, l, MPQ_LAYER_ATTN_V, ln1, N, dim);
-            matmul_forward(q, ln1, bw->wq, bw->bq, N, dim, qd);
-            matmul_forward(k, ln1, bw->wk, bw->bk, N, dim, kvd);
-            matmul_forward(v, ln1, bw->wv, bw->bv, N, dim, kvd);
+            matmul_forward(q, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_Q), bw->bq, N, dim, qd);
+            matmul_forward(k, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_K), bw->bk, N, dim, kvd);
+            matmul_forward(v, ln1, exec_weight(ex, w, l, MPQ_LAYER_ATTN_V), bw->bv, N, dim, kvd);
             int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
             const bool saq = o->kv_scheme.mode == MPQ_KV_SAQ;
             if (saq && kb != 16) kv_saq_forward(kq, k, N, kvd, l, kb, true, o->kv_saq); /* pre-RoPE keys */
@@ -311,22 +372,22 @@ static void run_blocks(mpq_exec *ex, const mpq_weights *w, const mpq_exec_opts *
                 kv_quantize_forward(vq, v, B, T, kvd, vb, false, &o->kv_scheme);
                 vqp = vq;
             }
-            attention_forward(atty, keep_att ? att : NULL, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH,
+            attention_forward(atty, att, a->scratch, q, k, v, kqp, vqp, &o->kv_scheme, B, T, NH,
                               NKV, hd);
         }
         if (e != MPQ_EXEC_ENTRY_FFN) { /* wo and the residual */
             capture(o, ex, l, MPQ_LAYER_ATTN_O, atty, N, qd);
-            matmul_forward(a->proj, atty, bw->wo, NULL, N, qd, dim);
+            matmul_forward(a->proj, atty, exec_weight(ex, w, l, MPQ_LAYER_ATTN_O), NULL, N, qd, dim);
             residual_forward(res2, x, a->proj, n * dim);
         }
-        rmsnorm_forward(ln2, a->ln2_rstd + L * BT, res2, bw->ffn_norm, N, dim, c->norm_eps);
+        rmsnorm_forward(ln2, a->ln2_rstd + Ls * BT, res2, bw->ffn_norm, N, dim, c->norm_eps);
         capture(o, ex, l, MPQ_LAYER_FFN_GATE, ln2, N, dim);
         capture(o, ex, l, MPQ_LAYER_FFN_UP, ln2, N, dim);
-        matmul_forward(gate, ln2, bw->w_gate, NULL, N, dim, hid);
-        matmul_forward(up, ln2, bw->w_up, NULL, N, dim, hid);
+        matmul_forward(gate, ln2, exec_weight(ex, w, l, MPQ_LAYER_FFN_GATE), NULL, N, dim, hid);
+        matmul_forward(up, ln2, exec_weight(ex, w, l, MPQ_LAYER_FFN_UP), NULL, N, dim, hid);
         swiglu_forward(hact, gate, up, n * hid);
         capture(o, ex, l, MPQ_LAYER_FFN_DOWN, hact, N, hid);
-        matmul_forward(a->proj, hact, bw->w_down, NULL, N, hid, dim);
+        matmul_forward(a->proj, hact, exec_weight(ex, w, l, MPQ_LAYER_FFN_DOWN), NULL, N, hid, dim);
         residual_forward(xnext, res2, a->proj, n * dim);
     }
     /* head */
@@ -346,7 +407,7 @@ mpq_status mpq_exec_forward(mpq_exec *ex, const mpq_weights *w, const mpq_exec_o
     if (st != MPQ_OK) return st;
     st = check_tokens(ex, tokens, (size_t)B * T, (size_t)T, err);
     if (st != MPQ_OK) return st;
-    encoder_forward(ex->a.res, tokens, w->tok_emb, B * T, ex->cfg.dim);
+    embed_forward(ex, w, ex->a.res, tokens, B * T);
     run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T, true);
     return MPQ_OK;
 }
@@ -569,7 +630,7 @@ static mpq_status eval_tokens(mpq_exec *ex, const mpq_weights *w, const mpq_exec
     st = check_tokens(ex, tokens, (size_t)B * (T + 1), (size_t)T + 1, err);
     if (st != MPQ_OK) return st;
     for (int b = 0; b < B; b++) memcpy(ex->tok + (size_t)b * T, tokens + (size_t)b * (T + 1), (size_t)T * sizeof(int));
-    encoder_forward(ex->a.res, ex->tok, w->tok_emb, B * T, ex->cfg.dim);
+    embed_forward(ex, w, ex->a.res, ex->tok, B * T);
     run_blocks(ex, w, o, 0, MPQ_EXEC_ENTRY_BLOCK, B, T, false);
     score_batch(ex, tokens, B, T, io, ref_p, ref_am, part);
     return MPQ_OK;
@@ -809,7 +870,7 @@ mpq_status mpq_exec_eval_ref_workers(mpq_exec *ex, int n_workers, const mpq_weig
     exs[0] = ex;
     parts[0] = ex->part;
     for (int i = 1; i < n_workers && st == MPQ_OK; i++)
-        if ((st = mpq_exec_create(ex->model, ex->max_B, ex->max_T, &exs[i], err)) == MPQ_OK)
+        if ((st = exec_create(ex->model, ex->max_B, ex->max_T, ex->fwd_only, &exs[i], err)) == MPQ_OK)
             parts[i] = exs[i]->part;
     if (st != MPQ_OK) goto done;
     ref_work rw = {.exs = exs, .parts = parts, .w = w, .opts = opts, .ref = ref, .layer = layer_start, .stats = stats};
@@ -927,16 +988,16 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
     const mpq_kv_scheme *s = &o->kv_scheme;
     const float scale = (float)(1.0 / sqrt((double)hd));
     float rstd;
-    memcpy(d->x, w->tok_emb + (size_t)token * dim, (size_t)dim * sizeof(float));
+    embed_forward(ex, w, d->x, &token, 1);
     for (int l = 0; l < c->n_layers; l++) {
         const mpq_block_weights *bw = &w->blocks[l];
         float *kc = d->kc + (size_t)l * S * kvd, *vc = d->vc + (size_t)l * S * kvd;
         float *kqc = d->kqc + (size_t)l * S * kvd, *vqc = d->vqc + (size_t)l * S * kvd;
         float *krow = kc + (size_t)t * kvd, *vrow = vc + (size_t)t * kvd;
         rmsnorm_forward(d->xb, &rstd, d->x, bw->attn_norm, 1, dim, c->norm_eps);
-        matvec(d->q, bw->wq, d->xb, bw->bq, ex->qd, dim);
-        matvec(krow, bw->wk, d->xb, bw->bk, kvd, dim);
-        matvec(vrow, bw->wv, d->xb, bw->bv, kvd, dim);
+        matvec(d->q, exec_weight(ex, w, l, MPQ_LAYER_ATTN_Q), d->xb, bw->bq, ex->qd, dim);
+        matvec(krow, exec_weight(ex, w, l, MPQ_LAYER_ATTN_K), d->xb, bw->bk, kvd, dim);
+        matvec(vrow, exec_weight(ex, w, l, MPQ_LAYER_ATTN_V), d->xb, bw->bv, kvd, dim);
         int kb = o->kv_pairs ? o->kv_pairs[l].k_bits : 16, vb = o->kv_pairs ? o->kv_pairs[l].v_bits : 16;
         const bool saq = s->mode == MPQ_KV_SAQ;
         float *kqrow = kqc + (size_t)t * kvd;
@@ -991,13 +1052,13 @@ mpq_status mpq_exec_decode_step(mpq_exec *ex, const mpq_weights *w, const mpq_ex
                 cblas_sgemv(CblasRowMajor, CblasTrans, t + 1 - nqv, hd, 1.0f, vc + (size_t)nqv * kvd + ko, kvd,
                             d->att + nqv, 1, beta, outh, 1);
         }
-        matvec(d->xb, bw->wo, d->xb2, NULL, dim, ex->qd);
+        matvec(d->xb, exec_weight(ex, w, l, MPQ_LAYER_ATTN_O), d->xb2, NULL, dim, ex->qd);
         residual_forward(d->x, d->x, d->xb, (size_t)dim);
         rmsnorm_forward(d->xb, &rstd, d->x, bw->ffn_norm, 1, dim, c->norm_eps);
-        matvec(d->hb, bw->w_gate, d->xb, NULL, hid, dim);
-        matvec(d->hb2, bw->w_up, d->xb, NULL, hid, dim);
+        matvec(d->hb, exec_weight(ex, w, l, MPQ_LAYER_FFN_GATE), d->xb, NULL, hid, dim);
+        matvec(d->hb2, exec_weight(ex, w, l, MPQ_LAYER_FFN_UP), d->xb, NULL, hid, dim);
         swiglu_forward(d->hb3, d->hb, d->hb2, (size_t)hid);
-        matvec(d->xb, bw->w_down, d->hb3, NULL, dim, hid);
+        matvec(d->xb, exec_weight(ex, w, l, MPQ_LAYER_FFN_DOWN), d->hb3, NULL, dim, hid);
         residual_forward(d->x, d->x, d->xb, (size_t)dim);
     }
     rmsnorm_forward(d->xb, &rstd, d->x, w->final_norm, 1, dim, c->norm_eps);

@@ -63,7 +63,14 @@ struct mpq_exec {
     exec_decode d;
     int pos;               /* decode position */
     mpq_eval_part *part;   /* scores of the last evaluation batch (mpq_exec_eval) */
+    /* weight access (16-bit storage: each matrix converted to float32 at use) */
+    float *wbuf;           /* (largest linear layer) float32 copy of a 16-bit matrix, or NULL (F32 model) */
+    bool fwd_only;         /* created by mpq_exec_create_forward: per-layer scratch held once */
 };
+
+/* Layer l's matrix of kind k as float32: the slot's float pointer, or its 16-bit tensor
+ * converted into ex->wbuf (valid until the next call). NULL when neither is set. */
+const float *exec_weight(mpq_exec *ex, const mpq_weights *w, int l, mpq_layer_kind k);
 
 /* ---- backward kernels (backward.c), llm.c convention: every d<x> output is ACCUMULATED
  * (+=) so that branches that meet add; N = B*T rows, row-major. ---- */

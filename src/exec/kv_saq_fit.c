@@ -17,6 +17,7 @@ typedef struct fit_ctx {
     int64_t rows_per_layer; /* capacity */
     int64_t *n_k, *n_v;     /* rows stored per block */
     float **k, **v;         /* per block (rows, kvd) */
+    float *wscratch;        /* (kvd, dim): Wk or Wv widened when held in 16 bits */
 } fit_ctx;
 
 static void fit_capture(void *user, int idx, const float *x, int64_t rows, int64_t cols) {
@@ -29,7 +30,7 @@ static void fit_capture(void *user, int idx, const float *x, int64_t rows, int64
     if (*n + rows > c->rows_per_layer) return; /* cannot happen: capacity = all windows */
     float *dst = (key ? c->k[l] : c->v[l]) + (size_t)*n * (size_t)c->kvd;
     const mpq_block_weights *bw = &c->w->blocks[l];
-    const float *wm = key ? bw->wk : bw->wv, *bias = key ? bw->bk : bw->bv;
+    const float *wm = mpq_weights_linear_f32(c->w, li, c->wscratch), *bias = key ? bw->bk : bw->bv;
     for (int64_t r = 0; r < rows; r++)
         if (bias) memcpy(dst + (size_t)r * c->kvd, bias, (size_t)c->kvd * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, c->kvd, (int)cols, 1.0f, x, (int)cols, wm,
@@ -53,13 +54,14 @@ mpq_status mpq_kv_saq_fit_model(const mpq_model *model, const int32_t *windows, 
     mpq_exec *ex = NULL;
     mpq_kv_saq *s = NULL;
     int *tok = NULL;
-    fit_ctx c = {model, w, kvd, (int64_t)n_seqs * seq_len, NULL, NULL, NULL, NULL};
+    fit_ctx c = {model, w, kvd, (int64_t)n_seqs * seq_len, NULL, NULL, NULL, NULL, NULL};
     c.n_k = calloc((size_t)L, sizeof(int64_t));
     c.n_v = calloc((size_t)L, sizeof(int64_t));
     c.k = calloc((size_t)L, sizeof(float *));
     c.v = calloc((size_t)L, sizeof(float *));
     tok = malloc((size_t)batch * (size_t)seq_len * sizeof(int));
-    if (!c.n_k || !c.n_v || !c.k || !c.v || !tok) {
+    c.wscratch = malloc((size_t)kvd * (size_t)mc->dim * sizeof(float));
+    if (!c.n_k || !c.n_v || !c.k || !c.v || !tok || !c.wscratch) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq fit: out of memory");
         goto done;
     }
@@ -73,7 +75,7 @@ mpq_status mpq_kv_saq_fit_model(const mpq_model *model, const int32_t *windows, 
         }
     }
     if ((st = mpq_kv_saq_create(L, mc->n_kv_heads, mc->head_dim, &s, err)) != MPQ_OK) goto done;
-    if ((st = mpq_exec_create(model, batch, seq_len, &ex, err)) != MPQ_OK) goto done;
+    if ((st = mpq_exec_create_forward(model, batch, seq_len, &ex, err)) != MPQ_OK) goto done;
     mpq_exec_opts o = mpq_exec_opts_default();
     o.capture = fit_capture;
     o.capture_user = &c;
@@ -102,6 +104,7 @@ done:
     free(c.n_k);
     free(c.n_v);
     free(tok);
+    free(c.wscratch);
     mpq_exec_free(ex);
     mpq_kv_saq_free(s);
     return st;

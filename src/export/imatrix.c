@@ -3,7 +3,7 @@
  * "importance matrix").
  *
  * What llama-quantize --imatrix uses per weight tensor is the mean over calibration tokens of
- * the squared input activation of each input column: mpq's diag(X^T X / N) (mpq_calib_xtx).
+ * the squared input activation of each input column: mpq's diag(X^T X / N) (mpq_calib_xtx_packed).
  * References (ggml-org/llama.cpp): tools/imatrix/imatrix.cpp (writer), common/imatrix-loader.cpp
  * and tools/quantize/quantize.cpp load_imatrix (reader):
  * - GGUF layout (what current llama-imatrix writes and reads first): key "general.type" =
@@ -58,7 +58,7 @@ mpq_status mpq_imatrix_from_calib(const mpq_calib *cal, const mpq_model *model, 
     for (int i = 0; i < nl; i++) {
         const mpq_layer_info *li = mpq_model_linear(model, i);
         int64_t cols = 0;
-        const double *S = mpq_calib_xtx(cal, i, &cols);
+        const double *S = mpq_calib_xtx_packed(cal, i, &cols);
         if (!S || cols != li->cols) {
             st = mpq_err_set(err, MPQ_ERR_INVALID, "imatrix: %s: no X^T X collected (calibration without collect_xtx)",
                              li->name);
@@ -71,7 +71,7 @@ mpq_status mpq_imatrix_from_calib(const mpq_calib *cal, const mpq_model *model, 
             st = mpq_err_set(err, MPQ_ERR_NOMEM, "imatrix: out of memory");
             goto done;
         }
-        for (int64_t c = 0; c < cols; c++) e->mean_sq[c] = S[(size_t)c * (size_t)cols + (size_t)c];
+        for (int64_t c = 0; c < cols; c++) e->mean_sq[c] = S[mpq_xtx_index(cols, c, c)];
     }
     *out = im;
     im = NULL;

@@ -98,7 +98,7 @@ void mpq_gguf_read_f32(const mpq_gguf_file *f, const mpq_gguf_tensor *t, float *
 
 /* The model loader (mpq_model_load dispatches here for GGUF files) and the tokenizer from the
  * file's tokenizer.ggml.* keys (mpq_tokenizer_load dispatches here). */
-mpq_status mpq_model_load_gguf(const char *path, mpq_model **out, mpq_err *err);
+mpq_status mpq_model_load_gguf(const char *path, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err);
 mpq_status mpq_tokenizer_load_gguf(const char *path, int vocab_size, mpq_tokenizer **out, mpq_err *err);
 
 #endif /* MPQ_MODEL_GGUF_H */

@@ -125,7 +125,7 @@ static mpq_status load(const mpq_gguf_file *f, const char *name, int64_t rows, i
     return MPQ_OK;
 }
 
-mpq_status mpq_model_load_gguf(const char *path, mpq_model **out, mpq_err *err) {
+mpq_status mpq_model_load_gguf(const char *path, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_gguf_file *f = NULL;
     mpq_model *m = NULL;
@@ -140,7 +140,7 @@ mpq_status mpq_model_load_gguf(const char *path, mpq_model **out, mpq_err *err) 
     const mpq_gguf_tensor *q0 = mpq_gguf_find_tensor(f, "blk.0.attn_q.weight");
     snprintf(c.source_dtype, sizeof c.source_dtype, "%s",
              mpq_ggml_type_name(q0 ? q0->type : mpq_gguf_find_tensor(f, "token_embd.weight")->type, tb));
-    if ((st = mpq_model_create(&c, path, &m, err)) != MPQ_OK) goto done;
+    if ((st = mpq_model_create(&c, path, dtype, &m, err)) != MPQ_OK) goto done;
     used = mpq_calloc(f->n_tensors > 0 ? (size_t)f->n_tensors : 1, sizeof *used);
     if (!used) {
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
@@ -151,6 +151,7 @@ mpq_status mpq_model_load_gguf(const char *path, mpq_model **out, mpq_err *err) 
 #define LOAD(nm, r, cl, dst)                                                                                           \
     do {                                                                                                               \
         if ((st = load(f, (nm), (r), (cl), (dst), used, err)) != MPQ_OK) goto done;                                    \
+        mpq_model_commit(m, &(dst));                                                                                   \
     } while (0)
 #define LB(suffix, r, cl, dst)                                                                                         \
     do {                                                                                                               \

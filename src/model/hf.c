@@ -267,7 +267,7 @@ static mpq_status load_tensor(const hf_ctx *h, const char *name, int64_t rows, i
     return MPQ_OK;
 }
 
-mpq_status mpq_model_load_hf(const char *dir, mpq_model **out, mpq_err *err) {
+mpq_status mpq_model_load_hf(const char *dir, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_model *m = NULL;
     hf_ctx h;
@@ -292,7 +292,7 @@ mpq_status mpq_model_load_hf(const char *dir, mpq_model **out, mpq_err *err) {
     snprintf(c.source_dtype, sizeof c.source_dtype, "%s", mpq_st_dtype_name(emb->dtype));
     const mpq_st_file *lf = NULL;
     c.shared_classifier = tie || !find_tensor(&h, "lm_head.weight", &lf);
-    st = mpq_model_create(&c, dir, &m, err);
+    st = mpq_model_create(&c, dir, dtype, &m, err);
     if (st != MPQ_OK) goto done;
     int64_t d = c.dim, hd = c.hidden_dim, qd = (int64_t)c.n_heads * c.head_dim;
     int64_t kv = (int64_t)c.n_kv_heads * c.head_dim;
@@ -306,6 +306,7 @@ mpq_status mpq_model_load_hf(const char *dir, mpq_model **out, mpq_err *err) {
     do {                                                                                                               \
         st = load_tensor(&h, (nm), (r), (cl), (ph), c.head_dim, (dst), tmp, err);                                     \
         if (st != MPQ_OK) goto done;                                                                                   \
+        mpq_model_commit(m, &(dst));                                                                                   \
     } while (0)
     LOAD("model.embed_tokens.weight", c.vocab_size, d, 0, w->tok_emb);
     for (int l = 0; l < c.n_layers; l++) {

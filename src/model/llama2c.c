@@ -53,9 +53,10 @@ static bool expected_size(const mpq_model_config *c, size_t header, bool legacy,
     do {                                                                                                               \
         st = read_floats(&r, (ptr), (n), (what), err);                                                                 \
         if (st != MPQ_OK) goto done;                                                                                   \
+        mpq_model_commit(m, &(ptr));                                                                                   \
     } while (0)
 
-mpq_status mpq_model_load_llama2c(const char *path, mpq_model **out, mpq_err *err) {
+mpq_status mpq_model_load_llama2c(const char *path, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_model *m = NULL;
     reader r = {NULL, path, 0};
@@ -144,7 +145,7 @@ mpq_status mpq_model_load_llama2c(const char *path, mpq_model **out, mpq_err *er
                                   : "");
         goto done;
     }
-    st = mpq_model_create(&c, path, &m, err);
+    st = mpq_model_create(&c, path, dtype, &m, err);
     if (st != MPQ_OK) goto done;
 
     {

@@ -7,6 +7,7 @@
  */
 #include "model/model_internal.h"
 #include "model/gguf.h"
+#include "model/safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,11 +178,68 @@ static void fill_layer_table(mpq_model *m) {
     m->n_linear = i;
 }
 
-mpq_status mpq_model_create(const mpq_model_config *cfg, const char *path, mpq_model **out, mpq_err *err) {
+/* 16-bit homes: the same layout walk as carve, with the linear matrices and an untied
+ * embedding in d16; the norms, biases and the classifier (the embedding too when tied) in
+ * small; every 16-bit tensor's float pointer points at stage. The classifier stays float32:
+ * widening it in row blocks at use would change the logits' bits (OpenBLAS 0.3.21's sgemm
+ * does not give the same sums for a block of columns as for the whole product). */
+static void carve16(const mpq_model_config *c, mpq_weights *w, mpq_block_weights16 *b16, uint16_t *d16, float *small,
+                    float *stage) {
+    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    size_t qd = (size_t)c->n_heads * (size_t)c->head_dim;
+    uint16_t *p = d16;
+    float *f = small;
+    w->n_layers = c->n_layers;
+    if (c->shared_classifier) {
+        w->tok_emb = w->classifier = f;
+        f += (size_t)c->vocab_size * d;
+        w->tok_emb16 = NULL;
+    } else {
+        w->tok_emb = stage;
+        w->tok_emb16 = p;
+        p += (size_t)c->vocab_size * d;
+        w->classifier = f;
+        f += (size_t)c->vocab_size * d;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        mpq_block_weights *b = &w->blocks[l];
+        mpq_block_weights16 *q = &b16[l];
+        b->attn_norm = f; f += d;
+        q->wq = p; p += qd * d;
+        q->wk = p; p += kv * d;
+        q->wv = p; p += kv * d;
+        q->wo = p; p += d * qd;
+        if (c->qkv_bias) {
+            b->bq = f; f += qd;
+            b->bk = f; f += kv;
+            b->bv = f; f += kv;
+        } else {
+            b->bq = b->bk = b->bv = NULL;
+        }
+        b->ffn_norm = f; f += d;
+        q->w_gate = p; p += h * d;
+        q->w_up = p; p += h * d;
+        q->w_down = p; p += d * h;
+        b->wq = b->wk = b->wv = b->wo = b->w_gate = b->w_up = b->w_down = stage;
+    }
+    w->final_norm = f;
+    w->classifier16 = NULL;
+    w->blocks16 = b16;
+}
+
+mpq_status mpq_model_create(const mpq_model_config *cfg, const char *path, mpq_weights_dtype dtype, mpq_model **out,
+                            mpq_err *err) {
     mpq_status st = MPQ_OK;
     mpq_model *m = NULL;
     size_t n_floats = 0, n_lin = 0;
     *out = NULL;
+    if (dtype == MPQ_WEIGHTS_SOURCE)
+        dtype = strcmp(cfg->source_dtype, "BF16") == 0 ? MPQ_WEIGHTS_BF16
+              : strcmp(cfg->source_dtype, "F16") == 0  ? MPQ_WEIGHTS_F16
+                                                       : MPQ_WEIGHTS_F32;
+    if (dtype != MPQ_WEIGHTS_F32 && dtype != MPQ_WEIGHTS_BF16 && dtype != MPQ_WEIGHTS_F16)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: weight storage dtype %d (f32, bf16, f16 or source)", path,
+                           (int)dtype);
     st = mpq_model_weights_size(cfg, &n_floats, path, err);
     if (st != MPQ_OK) goto done;
     if (!mpq_size_mul((size_t)cfg->n_layers, MPQ_N_LAYER_KINDS, &n_lin) || n_lin > (size_t)INT32_MAX) {
@@ -191,16 +249,34 @@ mpq_status mpq_model_create(const mpq_model_config *cfg, const char *path, mpq_m
     m = mpq_calloc(1, sizeof *m);
     if (!m) goto nomem;
     m->cfg = *cfg;
+    m->wdtype = dtype;
     m->path = malloc(strlen(path) + 1);
     m->w.blocks = mpq_calloc((size_t)cfg->n_layers, sizeof *m->w.blocks);
     m->layers = mpq_calloc(n_lin, sizeof *m->layers);
-    float *data = mpq_calloc(n_floats, sizeof(float));
-    if (!m->path || !m->w.blocks || !m->layers || !data) {
-        free(data);
-        goto nomem;
-    }
+    if (!m->path || !m->w.blocks || !m->layers) goto nomem;
     memcpy(m->path, path, strlen(path) + 1);
-    carve(&m->cfg, &m->w, data, n_floats);
+    if (dtype == MPQ_WEIGHTS_F32) {
+        float *data = mpq_calloc(n_floats, sizeof(float));
+        if (!data) goto nomem;
+        carve(&m->cfg, &m->w, data, n_floats);
+    } else {
+        /* norms and biases in float32: 2 dim (+ qd + 2 kvd) per block and the final norm; all
+         * products are bounded by n_floats, already overflow-checked */
+        size_t d = (size_t)cfg->dim, qd = (size_t)cfg->n_heads * (size_t)cfg->head_dim;
+        size_t kv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim, h = (size_t)cfg->hidden_dim;
+        size_t small = (size_t)cfg->n_layers * (2 * d + (cfg->qkv_bias ? qd + 2 * kv : 0)) + d +
+                       (size_t)cfg->vocab_size * d; /* + the classifier */
+        size_t emb = (size_t)cfg->vocab_size * d, big = h * d > qd * d ? h * d : qd * d;
+        m->stage_n = emb > big ? emb : big;
+        m->w.data = mpq_calloc(small, sizeof(float));
+        m->data16 = mpq_calloc(n_floats - small, sizeof(uint16_t));
+        m->blocks16 = mpq_calloc((size_t)cfg->n_layers, sizeof *m->blocks16);
+        m->stage = mpq_calloc(m->stage_n, sizeof(float));
+        if (!m->w.data || !m->data16 || !m->blocks16 || !m->stage) goto nomem;
+        carve16(&m->cfg, &m->w, m->blocks16, m->data16, m->w.data, m->stage);
+        m->w.n_floats = n_floats; /* the parameter count of the layout, as for F32 */
+    }
+    m->w.dtype = dtype;
     fill_layer_table(m);
     *out = m;
     m = NULL;
@@ -212,24 +288,133 @@ done:
     return st;
 }
 
+/* float32 -> bfloat16 / binary16, round to nearest even (NaN kept a NaN). */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);   /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  /* rounds to >= 65520: inf */
+    if (a < 0x38800000u) {                                     /* below 2^-14: subnormal or zero */
+        if (a < 0x33000000u) return (uint16_t)sign;            /* below half the smallest subnormal */
+        uint32_t man = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)(a >> 23); /* 14 - (e - 127) + 13 ... man >> (shift) gives units of 2^-24 */
+        uint32_t q = man >> shift, rem = man & ((1u << shift) - 1u), halfw = 1u << (shift - 1);
+        if (rem > halfw || (rem == halfw && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1u); /* round the 13 dropped bits to nearest even */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+void mpq_weights16_to_f32(mpq_weights_dtype dtype, const uint16_t *src, size_t n, float *dst) {
+    if (dtype == MPQ_WEIGHTS_BF16)
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)src[i] << 16;
+            memcpy(&dst[i], &u, sizeof u);
+        }
+    else
+        for (size_t i = 0; i < n; i++) dst[i] = mpq_st_f16_to_f32(src[i]);
+}
+
+void mpq_model_commit(mpq_model *m, float *const *slot) {
+    if (!m || m->wdtype == MPQ_WEIGHTS_F32 || !m->stage) return;
+    const mpq_model_config *c = &m->cfg;
+    const uint16_t *dst = NULL;
+    size_t n = 0, d = (size_t)c->dim;
+    if (slot == &m->w.tok_emb && m->w.tok_emb16) {
+        dst = m->w.tok_emb16;
+        n = (size_t)c->vocab_size * d;
+    } else {
+        for (int i = 0; i < m->n_linear && !dst; i++) {
+            const mpq_layer_info *li = &m->layers[i];
+            if (slot == mpq_weights_linear_slot(&m->w, li)) {
+                const mpq_block_weights16 *b = &m->blocks16[li->block];
+                const uint16_t *t[MPQ_N_LAYER_KINDS] = {b->wq, b->wk, b->wv, b->wo, b->w_gate, b->w_up, b->w_down};
+                dst = t[li->kind];
+                n = (size_t)li->n_params;
+            }
+        }
+    }
+    if (!dst) return;
+    uint16_t *o = (uint16_t *)(uintptr_t)dst; /* the model owns data16 */
+    if (m->wdtype == MPQ_WEIGHTS_BF16)
+        for (size_t i = 0; i < n; i++) o[i] = f32_to_bf16(m->stage[i]);
+    else
+        for (size_t i = 0; i < n; i++) o[i] = f32_to_f16(m->stage[i]);
+}
+
+void mpq_model_finish_load(mpq_model *m) {
+    if (!m || m->wdtype == MPQ_WEIGHTS_F32) return;
+    if (m->w.tok_emb16) m->w.tok_emb = NULL;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        mpq_block_weights *b = &m->w.blocks[l];
+        b->wq = b->wk = b->wv = b->wo = b->w_gate = b->w_up = b->w_down = NULL;
+    }
+    free(m->stage);
+    m->stage = NULL;
+}
+
 void mpq_model_free(mpq_model *m) {
     if (!m) return;
     free(m->w.data);
     free(m->w.blocks);
+    free(m->data16);
+    free(m->blocks16);
+    free(m->stage);
     free(m->layers);
     free(m->path);
     free(m);
 }
 
+static const char *const dtype_names[] = {[MPQ_WEIGHTS_F32] = "f32", [MPQ_WEIGHTS_BF16] = "bf16",
+                                          [MPQ_WEIGHTS_F16] = "f16", [MPQ_WEIGHTS_SOURCE] = "source"};
+
+const char *mpq_weights_dtype_name(mpq_weights_dtype d) {
+    return (int)d >= 0 && (int)d < N_OF(dtype_names) ? dtype_names[d] : "?";
+}
+
+bool mpq_weights_dtype_parse(const char *name, mpq_weights_dtype *out) {
+    for (int i = 0; name && i < N_OF(dtype_names); i++)
+        if (strcmp(name, dtype_names[i]) == 0) {
+            *out = (mpq_weights_dtype)i;
+            return true;
+        }
+    return false;
+}
+
+mpq_weights_dtype mpq_model_weights_dtype(const mpq_model *m) { return m ? m->wdtype : MPQ_WEIGHTS_F32; }
+
 mpq_status mpq_model_load(const char *path, mpq_model **out, mpq_err *err) {
+    return mpq_model_load_dtype(path, MPQ_WEIGHTS_F32, out, err);
+}
+
+mpq_status mpq_model_load_dtype(const char *path, mpq_weights_dtype dtype, mpq_model **out, mpq_err *err) {
     struct stat sb;
+    mpq_status st;
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_load: out is NULL");
     *out = NULL;
     if (!path || !*path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_model_load: empty path");
     if (stat(path, &sb) != 0) return mpq_err_set(err, MPQ_ERR_IO, "%s: cannot stat (no such file or directory?)", path);
-    if (S_ISDIR(sb.st_mode)) return mpq_model_load_hf(path, out, err);
-    if (mpq_gguf_sniff(path)) return mpq_model_load_gguf(path, out, err);
-    return mpq_model_load_llama2c(path, out, err);
+    if ((int)dtype < 0 || (int)dtype > (int)MPQ_WEIGHTS_SOURCE)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "%s: weight storage dtype %d (f32, bf16, f16 or source)", path,
+                           (int)dtype);
+    if (S_ISDIR(sb.st_mode))
+        st = mpq_model_load_hf(path, dtype, out, err);
+    else if (mpq_gguf_sniff(path))
+        st = mpq_model_load_gguf(path, dtype, out, err);
+    else
+        st = mpq_model_load_llama2c(path, dtype, out, err);
+    if (st == MPQ_OK) mpq_model_finish_load(*out);
+    return st;
 }
 
 const mpq_model_config *mpq_model_get_config(const mpq_model *m) { return m ? &m->cfg : NULL; }
@@ -330,6 +515,28 @@ float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li) {
     return NULL;
 }
 
+const float *mpq_weights_linear_f32(const mpq_weights *w, const mpq_layer_info *li, float *scratch) {
+    const float *f = mpq_weights_linear(w, li);
+    if (f || !w || !w->blocks16 || !li || li->block < 0 || li->block >= w->n_layers) return f;
+    const mpq_block_weights16 *b = &w->blocks16[li->block];
+    const uint16_t *t[MPQ_N_LAYER_KINDS] = {b->wq, b->wk, b->wv, b->wo, b->w_gate, b->w_up, b->w_down};
+    if ((int)li->kind < 0 || (int)li->kind >= MPQ_N_LAYER_KINDS || !t[li->kind] || !scratch) return NULL;
+    mpq_weights16_to_f32(w->dtype, t[li->kind], (size_t)li->n_params, scratch);
+    return scratch;
+}
+
+const float *mpq_weights_rows_f32(const mpq_weights *w, bool classifier, int dim, int64_t row0, int64_t n_rows,
+                                  float *scratch) {
+    if (!w || row0 < 0 || n_rows < 0 || dim < 0) return NULL;
+    const float *f = classifier ? w->classifier : w->tok_emb;
+    const size_t off = (size_t)row0 * (size_t)dim;
+    if (f) return f + off;
+    const uint16_t *h = classifier ? w->classifier16 : w->tok_emb16;
+    if (!h || !scratch) return NULL;
+    mpq_weights16_to_f32(w->dtype, h + off, (size_t)n_rows * (size_t)dim, scratch);
+    return scratch;
+}
+
 mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err) {
     if (!m || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_view: NULL argument");
     *out = NULL;
@@ -362,8 +569,34 @@ mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err
     w->blocks = mpq_calloc((size_t)m->cfg.n_layers, sizeof *w->blocks);
     data = mpq_calloc(m->w.n_floats, sizeof(float));
     if (!w->blocks || !data) goto nomem;
-    memcpy(data, m->w.data, m->w.n_floats * sizeof(float));
     carve(&m->cfg, w, data, m->w.n_floats);
+    if (m->wdtype == MPQ_WEIGHTS_F32) {
+        memcpy(data, m->w.data, m->w.n_floats * sizeof(float));
+    } else { /* widen tensor by tensor */
+        const int d = m->cfg.dim, L = m->cfg.n_layers;
+        size_t d_ = (size_t)d, qd = (size_t)m->cfg.n_heads * (size_t)m->cfg.head_dim;
+        size_t kv = (size_t)m->cfg.n_kv_heads * (size_t)m->cfg.head_dim;
+        if (m->w.tok_emb16)
+            mpq_weights16_to_f32(m->wdtype, m->w.tok_emb16, (size_t)m->cfg.vocab_size * d_, w->tok_emb);
+        else
+            memcpy(w->tok_emb, m->w.tok_emb, (size_t)m->cfg.vocab_size * d_ * sizeof(float));
+        if (!m->cfg.shared_classifier)
+            memcpy(w->classifier, m->w.classifier, (size_t)m->cfg.vocab_size * d_ * sizeof(float));
+        memcpy(w->final_norm, m->w.final_norm, d_ * sizeof(float));
+        for (int l = 0; l < L; l++) {
+            const mpq_block_weights *s = &m->w.blocks[l];
+            mpq_block_weights *b = &w->blocks[l];
+            memcpy(b->attn_norm, s->attn_norm, d_ * sizeof(float));
+            memcpy(b->ffn_norm, s->ffn_norm, d_ * sizeof(float));
+            if (m->cfg.qkv_bias) {
+                memcpy(b->bq, s->bq, qd * sizeof(float));
+                memcpy(b->bk, s->bk, kv * sizeof(float));
+                memcpy(b->bv, s->bv, kv * sizeof(float));
+            }
+        }
+        for (int i = 0; i < m->n_linear; i++)
+            mpq_weights_linear_f32(&m->w, &m->layers[i], mpq_weights_linear(w, &m->layers[i]));
+    }
     data = NULL;
     *out = w;
     w = NULL;

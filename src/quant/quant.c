@@ -422,8 +422,19 @@ bool mpq_candidate_is_saq(const mpq_candidate *c) {
 mpq_status mpq_quantize_matrix_ctx(const mpq_candidate *c, float *w, int64_t rows, int64_t cols, const double *xtx,
                                    mpq_err *err) {
     if (!c || !w || rows <= 0 || cols <= 0) return MPQ_OK;
-    if (mpq_candidate_is_saq(c)) return mpq_saq_quantize(c, w, rows, cols, xtx, NULL, err);
-    return mpq_quantize_matrix_checked(c, w, rows, cols, err);
+    if (!mpq_candidate_is_saq(c)) return mpq_quantize_matrix_checked(c, w, rows, cols, err);
+    if (!xtx) return mpq_saq_quantize(c, w, rows, cols, NULL, NULL, err);
+    /* the SAQ quantizer takes the full symmetric matrix: unpack the upper triangle */
+    size_t nn;
+    double *S = NULL;
+    if (cols > MPQ_SAQ_MAX_COLS || !mpq_size_mul((size_t)cols, (size_t)cols, &nn) || !(S = malloc(nn * sizeof *S)))
+        return cols > MPQ_SAQ_MAX_COLS ? mpq_saq_quantize(c, w, rows, cols, xtx, NULL, err) /* refused, naming the limit, before S is read */
+                                        : mpq_err_set(err, MPQ_ERR_NOMEM, "candidate %s: out of memory for X^T X", c->name);
+    for (int64_t i = 0, k = 0; i < cols; i++)
+        for (int64_t j = i; j < cols; j++, k++) S[i * cols + j] = S[j * cols + i] = xtx[k];
+    mpq_status st = mpq_saq_quantize(c, w, rows, cols, S, NULL, err);
+    free(S);
+    return st;
 }
 
 mpq_status mpq_quantize_matrix_checked(const mpq_candidate *c, float *w, int64_t rows, int64_t cols,

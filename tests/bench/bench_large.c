@@ -9,9 +9,13 @@
  *   1. 110M shape, calibration 16 x 128 tokens, batch 8, X^T X collected: peak RSS with 1 and
  *      2 calibration workers (mpq_calib_fork), each worker running 2 layer units; and the
  *      same with an extra F32 weight clone per fork, which is what a fork held before workers
- *      shared the model's weights (the old fork: layer scratch + clone + executor).
- *   2. 1.1B shape, 16 x 128 tokens, batch 4, X^T X not collected (22 blocks of X^T X alone
- *      would be 7.8 GB): load time, forward tokens/s with 1 and 2 workers (one executor
+ *      shared the model's weights (the old fork: layer scratch + clone + executor); then 1 and
+ *      2 workers with the linear layers held in BF16 (mpq_model_load_dtype), with the CPU
+ *      seconds of widening every linear layer once (what each forward adds).
+ *   2. 1.1B shape, 16 x 128 tokens, batch 4, X^T X collected only with --xtx (22 blocks of
+ *      packed X^T X are 3.9 GB), weights stored as --weights-dtype (default f32): load time,
+ *      executor activation bytes (full and forward-only), CPU seconds of widening every linear
+ *      layer once (16-bit storage), forward tokens/s with 1 and 2 workers (one executor
  *      each, batches of 4 x 128), reference-pass time, seconds of layer_sensitivity units
  *      (int4g32) of each entry point at the last block and of attn_q at block 0, of a
  *      kv_sensitivity unit (k4v4) at the last block, two layer units at once on 2 workers,
@@ -29,7 +33,8 @@
  *
  * Disk: needs the generated folders' size (2.2 GB + 0.5 GB + 0.2 GB) + 1 GiB free in $TMPDIR
  * (default /tmp), else it says so and exits 0 without running. Memory: about 8 GB at its
- * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b | --only-1b]. Unit costs are CPU seconds of
+ * peak (part 2 with 2 workers). Usage: bench_large [--skip-1b | --only-1b] [--weights-dtype f32|bf16|source]
+ * [--xtx]. Unit costs are CPU seconds of
  * the process (wall seconds on a shared machine measure its load); both are printed for the
  * forward and the reference pass. */
 #include <math.h>
@@ -56,6 +61,9 @@ typedef struct shape {
     int dim, hidden, layers, heads, kv_heads, vocab;
     bool tied;
 } shape;
+
+static mpq_weights_dtype g_dt = MPQ_WEIGHTS_F32; /* --weights-dtype of parts 2 and 3 */
+static bool g_xtx = false;                       /* --xtx: part 2 collects X^T X (packed) */
 
 static const shape SHAPE_1B = {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, false};
 static const shape SHAPE_1B_1 = {"tinyllama-1.1b-1block", 2048, 5632, 1, 32, 4, 32000, false};
@@ -274,11 +282,43 @@ static mpq_status par_nop(void *user, int worker, int batch, mpq_err *err) {
     return MPQ_OK;
 }
 
+/* CPU seconds to widen every linear layer of a 16-bit model once into a float32 scratch
+ * (what each forward pays for converting at use); 0 for a float32 model. */
+static double conversion_cpu(const mpq_model *m) {
+    if (mpq_model_weights_dtype(m) == MPQ_WEIGHTS_F32) return 0;
+    int64_t big = 0;
+    for (int i = 0; i < mpq_model_n_linear(m); i++)
+        if (mpq_model_linear(m, i)->n_params > big) big = mpq_model_linear(m, i)->n_params;
+    float *s = malloc((size_t)big * sizeof *s);
+    if (!s) return -1;
+    double c0 = cpu_now();
+    volatile float sink = 0;
+    for (int i = 0; i < mpq_model_n_linear(m); i++) {
+        const float *w = mpq_weights_linear_f32(mpq_model_get_weights(m), mpq_model_linear(m, i), s);
+        sink += w[0];
+    }
+    double t = cpu_now() - c0;
+    (void)sink;
+    free(s);
+    return t;
+}
+
+/* GiB the model's weights hold in memory: 2 B per 16-bit parameter, 4 B per float32 one. */
+static double weight_gib(const mpq_model *m) {
+    int64_t n16 = 0, n = mpq_model_n_params(m);
+    if (mpq_model_weights_dtype(m) != MPQ_WEIGHTS_F32) {
+        for (int i = 0; i < mpq_model_n_linear(m); i++) n16 += mpq_model_linear(m, i)->n_params;
+        if (mpq_model_get_weights(m)->tok_emb16)
+            n16 += (int64_t)mpq_model_get_config(m)->vocab_size * mpq_model_get_config(m)->dim;
+    }
+    return (double)(2 * n16 + 4 * (n - n16)) / (1 << 30);
+}
+
 /* Part 1: peak RSS of a calibration with n_workers workers (each runs 2 layer units). */
-static int part_rss(const char *dir, int n_workers, bool old_clone) {
+static int part_rss(const char *dir, int n_workers, bool old_clone, mpq_weights_dtype dt) {
     mpq_err err = {0};
     mpq_model *m = NULL;
-    if (mpq_model_load(dir, &m, &err) != MPQ_OK) die(dir, &err);
+    if (mpq_model_load_dtype(dir, dt, &m, &err) != MPQ_OK) die(dir, &err);
     int *tok = random_tokens(mpq_model_get_config(m)->vocab_size, 7);
     mpq_calib_opts o = mpq_calib_opts_default();
     o.batch = 8;
@@ -292,9 +332,12 @@ static int part_rss(const char *dir, int n_workers, bool old_clone) {
     par p = {.cals = cals, .lin = find_layer(m, mpq_model_get_config(m)->n_layers - 1, MPQ_LAYER_FFN_DOWN)};
     if (mpq_candidate_parse("int4g32", &p.cand, &err) != MPQ_OK) die("candidate", &err);
     if (mpq_exec_batches_run(n_workers, 2 * n_workers, par_layer, par_nop, &p, &err) != MPQ_OK) die("units", &err);
-    printf("  %-14s F32 weights %.2f GiB, %d worker%s%s: peak RSS %.2f GiB\n", "llama2c-110m",
-           (double)mpq_model_get_weights(m)->n_floats * 4 / (1 << 30), n_workers, n_workers > 1 ? "s" : "",
+    double conv = conversion_cpu(m);
+    printf("  %-14s %s weights %.2f GiB, %d worker%s%s: peak RSS %.2f GiB", "llama2c-110m",
+           dt == MPQ_WEIGHTS_F32 ? "F32" : "BF16", weight_gib(m), n_workers, n_workers > 1 ? "s" : "",
            old_clone ? " + a weight clone per fork (as before)" : "", vm_hwm_gib());
+    if (conv > 0) printf("; widening every linear layer once (one forward's conversions): %.3f CPU s", conv);
+    printf("\n");
     for (int i = 1; i < n_workers; i++) {
         mpq_calib_free(cals[i]);
         mpq_weights_free(clones[i]);
@@ -308,15 +351,15 @@ static int part_rss(const char *dir, int n_workers, bool old_clone) {
 /* Figures of part 2, written by the child into a pipe. */
 typedef struct big_times {
     double load_s, fwd1_tps, fwd2_tps, ref_s, layer_last[MPQ_N_LAYER_KINDS], q_first, kv_last, layer2_par, rss;
-    double act_bytes;
+    double act_bytes, act_fwd_bytes, conv_s, weight_gib;
     double fwd1_wall_tps, fwd2_wall_tps, ref_wall; /* wall-clock counterparts */
 } big_times;
 
-static int part_big(const char *dir, big_times *bt) {
+static int part_big(const char *dir, big_times *bt, mpq_weights_dtype dt) {
     mpq_err err = {0};
     mpq_model *m = NULL;
     double t0 = mpq_time_now();
-    if (mpq_model_load(dir, &m, &err) != MPQ_OK) die(dir, &err);
+    if (mpq_model_load_dtype(dir, dt, &m, &err) != MPQ_OK) die(dir, &err);
     bt->load_s = mpq_time_now() - t0;
     const mpq_model_config *cfg = mpq_model_get_config(m);
     const int L = cfg->n_layers, B = 4;
@@ -327,6 +370,14 @@ static int part_big(const char *dir, big_times *bt) {
     for (int i = 0; i < 2; i++)
         if (mpq_exec_create(m, B, SEQ_T, &exs[i], &err) != MPQ_OK) die("exec", &err);
     bt->act_bytes = (double)mpq_exec_activation_bytes(exs[0]);
+    {
+        mpq_exec *ef = NULL;
+        if (mpq_exec_create_forward(m, B, SEQ_T, &ef, &err) != MPQ_OK) die("exec", &err);
+        bt->act_fwd_bytes = (double)mpq_exec_activation_bytes(ef);
+        mpq_exec_free(ef);
+    }
+    bt->conv_s = conversion_cpu(m);
+    bt->weight_gib = weight_gib(m);
     par p = {.exs = exs, .w = mpq_model_get_weights(m), .tokens = fwd_tok, .B = B, .T = SEQ_T};
     /* 1 worker, then 2 at once (A B A B would double a heavy run; each is one batch) */
     t0 = mpq_time_now();
@@ -344,7 +395,7 @@ static int part_big(const char *dir, big_times *bt) {
 
     mpq_calib_opts o = mpq_calib_opts_default();
     o.batch = B;
-    o.collect_xtx = false;
+    o.collect_xtx = g_xtx;
     o.kv_scheme.mode = MPQ_KV_KIVI;
     o.kv_scheme.group_size = 32;
     o.kv_scheme.residual = 0;
@@ -386,10 +437,10 @@ static int part_big(const char *dir, big_times *bt) {
 }
 
 /* Part 3: weight_error seconds per (kind, candidate) on one block of the 1.1B widths. */
-static int part_werr(const char *dir, double we[MPQ_N_LAYER_KINDS][4]) {
+static int part_werr(const char *dir, double we[MPQ_N_LAYER_KINDS][4], mpq_weights_dtype dt) {
     mpq_err err = {0};
     mpq_model *m = NULL;
-    if (mpq_model_load(dir, &m, &err) != MPQ_OK) die(dir, &err);
+    if (mpq_model_load_dtype(dir, dt, &m, &err) != MPQ_OK) die(dir, &err);
     int *tok = random_tokens(mpq_model_get_config(m)->vocab_size, 13);
     mpq_calib_opts o = mpq_calib_opts_default();
     o.batch = 4;
@@ -443,14 +494,15 @@ typedef struct rss_arg {
     const char *dir;
     int n_workers;
     bool old_clone;
+    mpq_weights_dtype dt;
 } rss_arg;
 static int c_rss(void *a, void *out) {
     (void)out;
     rss_arg *r = a;
-    return part_rss(r->dir, r->n_workers, r->old_clone);
+    return part_rss(r->dir, r->n_workers, r->old_clone, r->dt);
 }
-static int c_big(void *a, void *out) { return part_big(a, out); }
-static int c_werr(void *a, void *out) { return part_werr(a, out); }
+static int c_big(void *a, void *out) { return part_big(a, out, g_dt); }
+static int c_werr(void *a, void *out) { return part_werr(a, out, g_dt); }
 
 static const char *kind_short[MPQ_N_LAYER_KINDS] = {"attn_q", "attn_k", "attn_v", "attn_o",
                                                     "ffn_gate", "ffn_up", "ffn_down"};
@@ -466,8 +518,22 @@ static void on_signal(int sig) {
 }
 
 int main(int argc, char **argv) {
-    bool skip_1b = argc > 1 && strcmp(argv[1], "--skip-1b") == 0;
-    bool only_1b = argc > 1 && strcmp(argv[1], "--only-1b") == 0;
+    bool skip_1b = false, only_1b = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--skip-1b") == 0) {
+            skip_1b = true;
+        } else if (strcmp(argv[i], "--only-1b") == 0) {
+            only_1b = true;
+        } else if (strcmp(argv[i], "--xtx") == 0) {
+            g_xtx = true;
+        } else if (strcmp(argv[i], "--weights-dtype") == 0 && i + 1 < argc &&
+                   mpq_weights_dtype_parse(argv[i + 1], &g_dt) && g_dt != MPQ_WEIGHTS_F16) {
+            i++;
+        } else {
+            fprintf(stderr, "usage: bench_large [--skip-1b | --only-1b] [--weights-dtype f32|bf16|source] [--xtx]\n");
+            return 2;
+        }
+    }
     mpq_blas_set_threads(1);
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
@@ -510,18 +576,23 @@ int main(int argc, char **argv) {
     printf("  generated %s (BF16, %.2f GB) in %.1f s\n", SHAPE_110M.name, shape_bytes(&SHAPE_110M) / 1e9,
            mpq_time_now() - t0);
     for (int w = 1; w <= 2; w++) {
-        rss_arg a = {d110, w, false};
+        rss_arg a = {d110, w, false, MPQ_WEIGHTS_F32};
         if (in_child(c_rss, &a, NULL, 0) != 0) rc = 1;
         if (w == 2) {
             a.old_clone = true;
             if (in_child(c_rss, &a, NULL, 0) != 0) rc = 1;
         }
     }
+    for (int w = 1; w <= 2; w++) { /* the same with the linear layers kept in BF16 */
+        rss_arg a = {d110, w, false, MPQ_WEIGHTS_BF16};
+        if (in_child(c_rss, &a, NULL, 0) != 0) rc = 1;
+    }
     remove_model(d110);
     if (skip_1b) goto done;
 big:
 
-    printf("2. %s (22 blocks), 16 x 128 random tokens, batch 4, int4g32 / k4v4 units\n", SHAPE_1B.name);
+    printf("2. %s (22 blocks), 16 x 128 random tokens, batch 4, int4g32 / k4v4 units, X^T X %s\n", SHAPE_1B.name,
+           g_xtx ? "collected (packed)" : "not collected");
     t0 = mpq_time_now();
     if (mkdir_0700(d1b) != 0 || generate(&SHAPE_1B, d1b, 2) != 0 || mkdir_0700(d1b1) != 0 ||
         generate(&SHAPE_1B_1, d1b1, 3) != 0) {
@@ -545,8 +616,10 @@ big:
         goto done;
     }
     const int L = SHAPE_1B.layers;
-    printf("  load (BF16 -> F32) %.1f s; executor activations %.2f GiB per worker (batch 4 x 128)\n", bt.load_s,
-           bt.act_bytes / (1 << 30));
+    printf("  weights in memory: %s, %.2f GiB; load %.1f s\n", mpq_weights_dtype_name(g_dt), bt.weight_gib, bt.load_s);
+    printf("  executor activations per worker (batch 4 x 128): %.2f GiB with backward buffers, %.2f GiB forward-only "
+           "(calibration)\n", bt.act_bytes / (1 << 30), bt.act_fwd_bytes / (1 << 30));
+    if (bt.conv_s > 0) printf("  widening every linear layer once (one forward's conversions): %.2f CPU s\n", bt.conv_s);
     printf("  forward (batches of 4 x 128): %.1f tokens per CPU second with 1 worker, %.1f with 2 workers "
            "(wall: %.1f and %.1f tokens/s; load average %s)\n",
            bt.fwd1_tps, bt.fwd2_tps, bt.fwd1_wall_tps, bt.fwd2_wall_tps, loadavg);
@@ -558,7 +631,7 @@ big:
            L - 1, bt.kv_last);
     printf("  2 workers, ffn_down at block %d: %.2f CPU s per unit (1 worker %.2f s)\n", L - 1, bt.layer2_par,
            bt.layer_last[MPQ_LAYER_FFN_DOWN]);
-    printf("  peak RSS (1 and 2 workers, F32 weights in memory): %.2f GiB\n", bt.rss);
+    printf("  peak RSS (1 and 2 workers, %s weights in memory): %.2f GiB\n", mpq_weights_dtype_name(g_dt), bt.rss);
     printf("  weight_error CPU seconds per unit (one block of the same widths, X^T X on):\n");
     for (int k = 0; k < MPQ_N_LAYER_KINDS; k++) {
         printf("    %-8s", kind_short[k]);

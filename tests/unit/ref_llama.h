@@ -168,7 +168,7 @@ static inline mpq_model *rd_tiny_model(bool bias, uint64_t seed) {
     c.seq_len = 16; c.rope_theta = 10000.0f; c.norm_eps = 1e-5f; c.shared_classifier = true; c.qkv_bias = bias;
     memcpy(c.source_dtype, "F32", 4);
     mpq_model *m = NULL;
-    if (mpq_model_check_config(&c, "tiny", NULL) != MPQ_OK || mpq_model_create(&c, "tiny", &m, NULL) != MPQ_OK)
+    if (mpq_model_check_config(&c, "tiny", NULL) != MPQ_OK || mpq_model_create(&c, "tiny", MPQ_WEIGHTS_F32, &m, NULL) != MPQ_OK)
         return NULL;
     mpq_weights *w = &m->w;
     uint64_t s = seed;

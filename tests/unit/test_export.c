@@ -720,7 +720,7 @@ START_TEST(test_imatrix_file) {
     ck_assert_ptr_nonnull(mpq_gguf_find_kv(g, "imatrix.datasets"));
     for (int i = 0; i < mpq_model_n_linear(g_model); i++) {
         int64_t cols = 0;
-        const double *S = mpq_calib_xtx(cal, i, &cols);
+        const double *S = mpq_calib_xtx_packed(cal, i, &cols);
         char nm[160];
         snprintf(nm, sizeof nm, "%s.in_sum2", im->entries[i].name);
         const mpq_gguf_tensor *ts = mpq_gguf_find_tensor(g, nm);
@@ -736,7 +736,7 @@ START_TEST(test_imatrix_file) {
         mpq_gguf_read_f32(g, tc, &c1);
         ck_assert(c1 == (float)N); /* an integer below 2^24: exact in float */
         for (int64_t c = 0; c < cols; c++) {
-            double want = S[c * cols + c] * N;
+            double want = S[mpq_xtx_index(cols, c, c)] * N;
             ck_assert_double_eq_tol(x[c], want, 2.4e-7 * want);
         }
         free(x);
@@ -755,11 +755,11 @@ START_TEST(test_imatrix_file) {
         uint32_t ncall = rd32(q), nval = rd32(q + 4);
         q += 8;
         int64_t cols = 0;
-        const double *S = mpq_calib_xtx(cal, i, &cols);
+        const double *S = mpq_calib_xtx_packed(cal, i, &cols);
         ck_assert_int_eq(ncall, 3);
         ck_assert_int_eq(nval, cols);
         for (uint32_t c = 0; c < nval; c++) {
-            double want = S[(size_t)c * (size_t)cols + c];
+            double want = S[mpq_xtx_index(cols, c, c)];
             ck_assert_double_eq_tol(rdf(q + 4 * c) / ncall, want, 2.4e-7 * want);
         }
         q += 4 * (size_t)nval;

@@ -322,6 +322,20 @@ static mpq_calib *calib_of(const mpq_model *m, int which, bool xtx) {
     return cal;
 }
 
+
+/* Layer i's X^T X as the full symmetric (cols, cols) matrix mpq_saq_quantize takes (malloc'd). */
+static double *unpacked_xtx(const mpq_calib *cal, int i, int64_t cols) {
+    int64_t c = 0;
+    const double *P = mpq_calib_xtx_packed(cal, i, &c);
+    ck_assert_ptr_nonnull(P);
+    ck_assert_int_eq(c, cols);
+    double *S = malloc((size_t)(cols * cols) * sizeof *S);
+    ck_assert_ptr_nonnull(S);
+    for (int64_t r = 0; r < cols; r++)
+        for (int64_t q = 0; q < cols; q++) S[r * cols + q] = P[mpq_xtx_index(cols, r, q)];
+    return S;
+}
+
 /* Every layer of both models, saqc at 2.5, 3, 3.25, 4 and saq at 3 and 8: when the rate is
  * achievable, mpq_candidate_matrix_bits is R * rows * cols computed here in integers, the
  * stored parts (basis or permutation, plan, codes, scales) add up to at most that, and the
@@ -337,8 +351,7 @@ START_TEST(test_bits_real) {
     int n_ok = 0, n_refused = 0;
     for (int i = 0; i < mpq_model_n_linear(m); i++) {
         const mpq_layer_info *li = mpq_model_linear(m, i);
-        const double *S = mpq_calib_xtx(cal, i, NULL);
-        ck_assert_ptr_nonnull(S);
+        double *S = unpacked_xtx(cal, i, li->cols);
         const float *w0 = mpq_weights_linear(mpq_model_get_weights(m), li);
         float *w = malloc((size_t)li->n_params * sizeof *w);
         int *ss = malloc((size_t)(li->cols + 1) * sizeof *ss), *sb = malloc((size_t)(li->cols + 1) * sizeof *sb);
@@ -387,6 +400,7 @@ START_TEST(test_bits_real) {
         free(sb);
         free(ss);
         free(w);
+        free(S);
     }
     fprintf(stderr, "%s: %d saq quantizations with exact bits, %d refused (rate not achievable)\n", MODELS[_i], n_ok,
             n_refused);
@@ -457,7 +471,7 @@ START_TEST(test_threads) {
               *y = malloc(n * sizeof *y);
         memcpy(a, w0, n * sizeof *a), memcpy(b, w0, n * sizeof *b), memcpy(x, w0, n * sizeof *x),
             memcpy(y, w0, n * sizeof *y);
-        const double *S = mpq_calib_xtx(cal, i, NULL);
+        const double *S = mpq_calib_xtx_packed(cal, i, NULL);
         ck_assert_int_eq(mpq_quantize_matrix_ctx(&c, a, li->rows, li->cols, S, &err), MPQ_OK);
         ck_assert_int_eq(mpq_quantize_matrix_ctx(&cc, x, li->rows, li->cols, S, &err), MPQ_OK);
         thr_arg ta = {&c, b, li->rows, li->cols, S, MPQ_OK}, tb = {&cc, y, li->rows, li->cols, S, MPQ_OK};
@@ -511,7 +525,8 @@ START_TEST(test_hostile) {
             ck_assert_int_eq(n_fin, R * C);
         }
         /* NaN weights, NaN in S: refused, w unchanged */
-        for (int i = 0; i < C * C; i++) S[i] = (i % (C + 1) == 0) ? 1.0 : 0.0;
+        for (int i = 0; i < C * C; i++) S[i] = 0.0; /* the identity, packed */
+        for (int i = 0; i < C; i++) S[mpq_xtx_index(C, i, i)] = 1.0;
         memcpy(w, w0, sizeof w);
         w[77] = NAN;
         ck_assert_int_eq(mpq_quantize_matrix_ctx(c, w, R, C, S, &err), MPQ_ERR_INVALID);
@@ -523,7 +538,7 @@ START_TEST(test_hostile) {
         ck_assert(memcmp(w, w0, sizeof w) == 0);
     }
     /* rate not achievable: saq basis larger than the budget; R * rows * cols not whole */
-    double I3[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    double I3[6] = {1, 0, 0, 1, 0, 1}; /* the 3 x 3 identity, packed */
     mpq_candidate c = cand("saq3");
     ck_assert_int_eq(mpq_quantize_matrix_ctx(&c, w, 4, 3, I3, &err), MPQ_ERR_INVALID);
     ck_assert_msg(strstr(err.msg, "rate not achievable") && strstr(err.msg, "saq3"), "%s", err.msg);
@@ -570,7 +585,7 @@ START_TEST(test_config_export) {
     qw = NULL;
     int nl = mpq_model_n_linear(m);
     const double **xtx = calloc((size_t)nl, sizeof *xtx);
-    for (int i = 0; i < nl; i++) xtx[i] = mpq_calib_xtx(cal, i, NULL);
+    for (int i = 0; i < nl; i++) xtx[i] = mpq_calib_xtx_packed(cal, i, NULL);
     ck_assert_int_eq(mpq_weights_clone(m, &qw, &err), MPQ_OK);
     ck_assert_msg(mpq_config_apply_xtx(cfg, m, qw, xtx, &err) == MPQ_OK, "%s", err.msg);
     float *ref = malloc((size_t)li->n_params * sizeof *ref);
