@@ -11,10 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/json_num.h"
+
 /* A number, or null when v is NaN or +-Inf. false when out of memory. */
-static bool add_num(cJSON *o, const char *key, double v) {
-    return (isfinite(v) ? cJSON_AddNumberToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
-}
+/* Exactly (read back it is the same double), NaN/Inf as null. */
+static bool add_num(cJSON *o, const char *key, double v) { return mpq_json_add_number(o, key, v); }
 
 static bool add_item(cJSON *arr, cJSON *item) {
     if (!item) return false;

@@ -23,6 +23,17 @@
 #include "test_main.h"
 #include "test_util.h"
 
+
+/* The upper triangle of the symmetric (C, C) matrix S packed by rows, as mpq_quantize_matrix_ctx
+ * takes it (malloc'd). */
+static double *packed_of(const double *S, int64_t C) {
+    double *P = malloc((size_t)(C * (C + 1) / 2) * sizeof *P);
+    ck_assert_ptr_nonnull(P);
+    for (int64_t i = 0; i < C; i++)
+        for (int64_t j = i; j < C; j++) P[mpq_xtx_index(C, i, j)] = S[i * C + j];
+    return P;
+}
+
 static mpq_candidate cand(const char *name) {
     mpq_candidate c;
     mpq_err err = {0};
@@ -215,7 +226,9 @@ START_TEST(test_synthetic_spectrum) {
         mpq_candidate c = cand(names[k]);
         memcpy(q, w, (size_t)(N * D) * sizeof *q);
         mpq_err err = {0};
-        ck_assert_msg(mpq_quantize_matrix_ctx(&c, q, N, D, S, &err) == MPQ_OK, "%s", err.msg);
+        double *P = packed_of(S, D);
+        ck_assert_msg(mpq_quantize_matrix_ctx(&c, q, N, D, P, &err) == MPQ_OK, "%s", err.msg);
+        free(P);
         double e = 0.0;
         for (int64_t i = 0; i < N * D; i++) e += ((double)q[i] - w[i]) * ((double)q[i] - w[i]);
         rel[k] = e / wn;
@@ -243,7 +256,9 @@ static double act_rel_of(const char *name, const float *w, int64_t R, int64_t C,
     ck_assert(q && e);
     memcpy(q, w, (size_t)(R * C) * sizeof *q);
     mpq_err err = {0};
-    ck_assert_msg(mpq_quantize_matrix_ctx(&c, q, R, C, S, &err) == MPQ_OK, "%s: %s", name, err.msg);
+    double *P = packed_of(S, C);
+    ck_assert_msg(mpq_quantize_matrix_ctx(&c, q, R, C, P, &err) == MPQ_OK, "%s: %s", name, err.msg);
+    free(P);
     ck_assert_double_eq(mpq_candidate_bits_matrix(&c, R, C), 4.0);
     double num = 0.0, den = 0.0;
     for (int64_t r = 0; r < R; r++) {
