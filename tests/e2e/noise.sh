@@ -108,7 +108,7 @@ cmp -s "$T/before.txt" "$T/after.txt" || fail "refused commands changed stored m
 # refine with the product as its additive loss (iteration 0 is the solve of that loss)
 check "refine without kl rows" 5 "metric 'kl' missing for layer" -- "$MPQ" refine nz --db "$T/a.db" --budget avg-bits=4.5 -n 1 -q
 "$MPQ" refine nz --db "$T/a.db" --budget avg-bits=4.5 --metric 'noise_a*weight_rel' -n 1 -q > "$T/refine.txt"
-me=$(sqlite3 "$T/a.db" "SELECT metric_expr FROM solutions WHERE name = 'refine@avg-bits=4.5;metric=noise_a*weight_rel/it0'")
+me=$(sqlite3 "$T/a.db" "SELECT metric_expr FROM solutions WHERE name LIKE 'refine@avg-bits=4.5;%metric=noise_a*weight_rel%/it0'")
 [ "$me" = 'noise_a*weight_rel' ] || fail "refine it0: metric_expr '$me'"
 [ "$fails" = 0 ] || exit 1
 echo "noise: all passed"
