@@ -309,6 +309,20 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
  * enough for configs and sizes, no model file needed. *out: mpq_model_free. */
 mpq_status mpq_kvsearch_job_model(mpq_db *db, int64_t job_id, mpq_model **out, mpq_err *err);
 
+/* The SAQ KV bases a job with kv scheme mode saq stores (artifact "kv_saq_bases": the bases
+ * file's JSON text, mpq_kv_saq_to_json). get: MPQ_ERR_NOTFOUND if not stored yet; a stored
+ * artifact that does not parse or is not of shape (n_layers, n_kv_heads, head_dim) is
+ * MPQ_ERR_FORMAT (a newer version MPQ_ERR_UNSUPPORTED), naming the database, job (`job`, or its
+ * id when NULL) and artifact. *out: mpq_kv_saq_free. put: stores s in its own transaction
+ * unless the artifact is already there (then the stored one is kept). */
+mpq_status mpq_kvsearch_saq_bases_get(mpq_db *db, int64_t job_id, const char *job, int n_layers, int n_kv_heads,
+                                      int head_dim, mpq_kv_saq **out, mpq_err *err);
+mpq_status mpq_kvsearch_saq_bases_put(mpq_db *db, int64_t job_id, const mpq_kv_saq *s, mpq_err *err);
+/* As mpq_kvsearch_config_json, with kv.scheme.bases = bases_ref (the name written into the
+ * config) and the bases themselves (borrowed; checked against the model). */
+mpq_status mpq_kvsearch_config_json_saq(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
+                                        const char *bases_ref, const mpq_kv_saq *bases, char **out, mpq_err *err);
+
 /* Spearman rank correlation of x and y (n >= 2; ties get average ranks); NaN if undefined. */
 double mpq_kvsearch_spearman(const double *x, const double *y, int n);
 
