@@ -121,6 +121,11 @@ grep -q "artifact kv_saq_bases" "$T/err.txt" || fail "message: $(cat "$T/err.txt
 expect_rc 4 "kv --export-config with bases of another model" "$MPQ" kv saq --db "$T/y.db" --budget kv-bits=3.25 \
   --export-config "$T/y.json"
 [ ! -e "$T/y.json" ] && [ ! -e "$T/y.json.bases.json" ] || fail "export written from a bad artifact"
+# a job stored without the artifact (an older mpq): --evaluate names it, exit 10
+cp "$T/j.db" "$T/z.db"
+sqlite3 "$T/z.db" "DELETE FROM artifacts WHERE name = 'kv_saq_bases'"
+expect_rc 10 "kv --evaluate without the artifact" "$MPQ" kv saq --db "$T/z.db" --budget kv-bits=3.25 --evaluate
+grep -q "artifact kv_saq_bases: missing" "$T/err.txt" || fail "message: $(cat "$T/err.txt")"
 sed 's/"mode": "saq"/"mode": "kivi"/' "$T/spec.json" > "$T/spec_kivi.json"
 expect_rc 5 "fractional pair in a kivi job" "$MPQ" run "$T/spec_kivi.json" --db "$T/j2.db" -q
 grep -q "fractional" "$T/err.txt" || fail "message: $(cat "$T/err.txt")"
