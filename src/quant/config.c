@@ -4,6 +4,7 @@
  * building and editing configs, applying one to a weight copy, and its size statistics.
  * Reference: include/mpq/mpq_config.h (format and contract); mpq_quant.h (candidates, pairs).
  */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "mpq/mpq_config.h"
 #include "util/file.h"
 
@@ -406,6 +407,13 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
             memcpy(joined, base_dir, nd);
             joined[nd] = '/';
             memcpy(joined + nd + 1, bp, nb + 1);
+            /* absolute, so that the config written back elsewhere (mpq export, eval --json)
+             * still names the same file; if it cannot be resolved the load below names it */
+            char *abs = realpath(joined, NULL);
+            if (abs) {
+                free(joined);
+                joined = abs;
+            }
             bp = joined;
         }
         mpq_status st = mpq_config_set_kv_saq(cfg, bp, NULL, err);
@@ -673,7 +681,7 @@ mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config 
     }
     const char *slash = strrchr(path, '/'); /* the file's directory, for a relative kv.scheme.bases */
     if (!slash) {
-        st = config_parse(buf, path, NULL, model, out, err);
+        st = config_parse(buf, path, ".", model, out, err);
     } else {
         size_t nd = (size_t)(slash - path); /* 0 for a file in /: joined as "" + "/" + name */
         char *dir = malloc(nd + 1);

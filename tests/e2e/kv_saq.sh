@@ -94,6 +94,11 @@ kl_kv=$(jx "$T/kv.json" "\$.frontier[$pt].measured.kl")
   --config ../sub/c.json --json) > "$T/ev.txt" 2> "$T/err.txt" || fail "mpq eval of the export: $(cat "$T/err.txt")"
 kl_ev=$(jx "$T/ev.txt" '$.kl')
 [ "$kl_kv" = "$kl_ev" ] && [ "$kl_kv" != "" ] || fail "mpq eval --config KL $kl_ev differs from mpq kv --evaluate $kl_kv"
+# the config written back elsewhere (mpq export --format mpq) names the same bases file
+expect_rc 0 "re-export" "$MPQ" export --config "$T/sub/c.json" --model "$M" --format mpq -o "$T/elsewhere/m.json"
+(cd "$T" && "$MPQ" eval --model "$M" --data "$E" --seq-len 64 --n-seqs 4 --seed 2 --batch 8 \
+  --config elsewhere/m.json --json) > "$T/ev.txt" 2> "$T/err.txt" || fail "mpq eval of the re-export: $(cat "$T/err.txt")"
+[ "$(jx "$T/ev.txt" '$.kl')" = "$kl_kv" ] || fail "re-exported config: KL $(jx "$T/ev.txt" '$.kl') differs from $kl_kv"
 # resume after a kill reads the stored bases: a killed run stored them before its first unit;
 # numbers after resume are bit-identical to the uninterrupted run's
 rc=0; MPQ_TEST_KILL_AFTER_UNITS=1 "$MPQ" run "$T/spec.json" --db "$T/k.db" -q > /dev/null 2>&1 || rc=$?
