@@ -403,13 +403,16 @@ typedef struct mpq_kvsearch_request {
                                    {"kv_bits": B, "overhead": bool, "context": L} */
     int n_budgets;
     bool evaluate;              /* measure every frontier point and every uniform pair (weights FP)
-                                   against FP; stores the evaluations (loads the model) */
+                                   against FP; stores the evaluations (loads the model; scheme
+                                   saq: with the job's stored bases, mpq_kvsearch_saq_bases_get) */
     int max_seqs;               /* evaluation windows; <= 0 = all of the spec's (default 0) */
     bool joint;                 /* weights + KV under joint_bytes (one ILP per context) */
     double joint_bytes;         /* total bytes (>= 0) */
     int64_t batch;              /* sequences of KV cache for joint (default 1) */
     const char *export_kvtuner; /* NULL or a file: KVTuner config of the first budget's pick */
-    const char *export_config;  /* NULL or a file: mpq config of the first budget's pick */
+    const char *export_config;  /* NULL or a file: mpq config of the first budget's pick (scheme
+                                   saq: also <file>.bases.json, named in the config by its base
+                                   name; KVTuner export is MPQ_ERR_UNSUPPORTED for saq) */
     const char *engine;         /* NULL, or a serving engine ("sglang", "trtllm", "vllm", "llamacpp";
                                    mpq_export.h): the frontier, budgets and evaluation search only
                                    the pairs that engine offers without rounding up
