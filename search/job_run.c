@@ -22,6 +22,7 @@
 
 #include "mpq/mpq_calib.h"
 #include "mpq/mpq_data.h"
+#include "mpq/mpq_kvsearch.h"
 #include "mpq/mpq_tokenizer.h"
 
 #include "job_adaptive.h"
@@ -1123,10 +1124,23 @@ static mpq_status reference_create(run_ctx *c, mpq_err *err) {
     co.prefix_reuse = true;
     if (spec->has_kv) co.kv_scheme = spec->kv_scheme;
     if (spec->has_kv && spec->kv_scheme.mode == MPQ_KV_SAQ) {
-        /* SAQ bases from the job's own calibration windows (deterministic: a resumed run
-         * refits the same bases), then every pair's rate checked against head_dim */
-        mpq_status fs = mpq_kv_saq_fit_model(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len,
-                                             c->seqs->seq_len + 1, spec->calib.batch, &c->kv_saq, err);
+        /* SAQ bases: those the job stored (artifact kv_saq_bases), else fitted on the job's own
+         * calibration windows and stored before any unit uses them; the other MPI ranks (no
+         * database) fit them themselves, which gives the same bases (a deterministic fit; the
+         * stored JSON round-trips every float and double exactly). Then every pair's rate is
+         * checked against head_dim. */
+        const mpq_model_config *mc = mpq_model_get_config(c->model);
+        mpq_status fs = MPQ_ERR_NOTFOUND;
+        if (c->db)
+            fs = mpq_kvsearch_saq_bases_get(c->db, c->job_id, spec->name, mc->n_layers, mc->n_kv_heads, mc->head_dim,
+                                            &c->kv_saq, err);
+        if (fs == MPQ_ERR_NOTFOUND) {
+            fs = mpq_kv_saq_fit_model(c->model, c->tokens, c->seqs->n_seqs, c->seqs->seq_len, c->seqs->seq_len + 1,
+                                      spec->calib.batch, &c->kv_saq, err);
+            if (fs == MPQ_OK && c->db) fs = mpq_kvsearch_saq_bases_put(c->db, c->job_id, c->kv_saq, err);
+        } else if (fs != MPQ_OK) {
+            return fs; /* the message names the database, job and artifact */
+        }
         for (int i = 0; fs == MPQ_OK && i < spec->n_kv_pairs; i++)
             for (int h = 0; fs == MPQ_OK && h < 2; h++) {
                 int f = h ? c->pairs[i].v_bits : c->pairs[i].k_bits;

@@ -22,10 +22,12 @@
 struct mpq_kvsearch_eval {
     mpq_job *job;               /* the stored job (owns model, windows, FP reference) */
     const mpq_job_evalset *es;  /* borrowed from job */
+    mpq_kv_saq *saq;            /* kv scheme saq: the job's stored bases (artifact kv_saq_bases) */
 };
 
 void mpq_kvsearch_eval_free(mpq_kvsearch_eval *ev) {
     if (!ev) return;
+    mpq_kv_saq_free(ev->saq);
     mpq_job_close(ev->job);
     free(ev);
 }
@@ -55,6 +57,12 @@ mpq_status mpq_kvsearch_eval_open(mpq_db *db, int64_t job_id, int max_seqs, mpq_
     if (!ev) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
     mpq_status st = mpq_job_open_id(db, job_id, &ev->job, err);
     if (st == MPQ_OK) st = mpq_job_load_evalset(ev->job, max_seqs, &ev->es, err);
+    const mpq_job_spec *spec = st == MPQ_OK ? mpq_job_get_spec(ev->job) : NULL;
+    if (spec && spec->has_kv && spec->kv_scheme.mode == MPQ_KV_SAQ) {
+        const mpq_model_config *mc = mpq_model_get_config(ev->es->model);
+        st = mpq_kvsearch_saq_bases_get(db, job_id, spec->name, mc->n_layers, mc->n_kv_heads, mc->head_dim, &ev->saq,
+                                        err);
+    }
     if (st != MPQ_OK) {
         mpq_kvsearch_eval_free(ev);
         return st;
@@ -71,6 +79,7 @@ mpq_status mpq_kvsearch_eval_run(mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs
     o.kv_scheme = *scheme;
     o.kv_pairs = pairs;
     o.n_kv_pairs = mpq_model_get_config(ev->es->model)->n_layers;
+    o.kv_saq = ev->saq;
     return mpq_exec_eval_ref_workers(ev->es->ex, mpq_job_eval_workers(ev->job), mpq_model_get_weights(ev->es->model),
                                      &o, ev->es->ref, 0, stats, err);
 }
@@ -108,6 +117,7 @@ mpq_status mpq_kvsearch_eval_run_heads(mpq_kvsearch_eval *ev, const mpq_kv_pair 
     o.kv_scheme = *scheme;
     o.kv_head_pairs = head_pairs;
     o.n_kv_head_pairs = mc->n_layers * mc->n_kv_heads;
+    o.kv_saq = ev->saq;
     return mpq_exec_eval_ref_workers(ev->es->ex, mpq_job_eval_workers(ev->job), mpq_model_get_weights(ev->es->model),
                                      &o, ev->es->ref, 0, stats, err);
 }

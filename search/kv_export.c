@@ -108,3 +108,29 @@ mpq_status mpq_kvsearch_config_json(const mpq_model *model, const mpq_kv_pair *p
     mpq_config_free(cfg);
     return st;
 }
+
+mpq_status mpq_kvsearch_config_json_saq(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
+                                        const char *bases_ref, const mpq_kv_saq *bases, char **out, mpq_err *err) {
+    if (!model || !pairs || !scheme || !bases_ref || !bases || !out)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "kv config: NULL argument");
+    *out = NULL;
+    const mpq_model_config *mc = mpq_model_get_config(model);
+    mpq_config *cfg = NULL;
+    mpq_kv_saq *copy = NULL; /* the config owns its bases: a copy through the JSON text */
+    char *text = NULL;
+    mpq_status st = mpq_kv_saq_to_json(bases, &text, err);
+    if (st == MPQ_OK) st = mpq_kv_saq_from_json(text, strlen(text), bases_ref, &copy, err);
+    free(text);
+    if (st == MPQ_OK) st = mpq_config_uniform(model, "f32", NULL, &cfg, err);
+    for (int b = 0; st == MPQ_OK && b < mc->n_layers; b++) st = mpq_config_set_kv(cfg, b, pairs[b], err);
+    if (st == MPQ_OK) st = mpq_config_set_kv_scheme(cfg, scheme, err);
+    if (st == MPQ_OK) {
+        st = mpq_config_set_kv_saq(cfg, bases_ref, copy, err); /* takes copy */
+        copy = NULL;
+    }
+    if (st == MPQ_OK) st = mpq_config_check_kv(cfg, "kv config", err);
+    if (st == MPQ_OK && !(*out = mpq_config_to_json(cfg, model))) st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    mpq_kv_saq_free(copy);
+    mpq_config_free(cfg);
+    return st;
+}

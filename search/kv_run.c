@@ -241,16 +241,52 @@ static mpq_status write_text(const char *path, const char *text, mpq_err *err) {
     return ok ? MPQ_OK : mpq_err_set(err, MPQ_ERR_IO, "%s: write failed", path);
 }
 
+/* kv scheme saq: the mpq config of the pick and, next to it, FILE.bases.json with the job's
+ * stored bases, which the config names relative to its own directory. */
+static mpq_status export_saq_config(run_ctx *c, const mpq_kvsearch_point *p, mpq_err *err) {
+    const mpq_kvsearch_table *t = c->r->table;
+    const char *file = c->rq.export_config;
+    mpq_status st = job_model(c, err);
+    if (st != MPQ_OK) return st;
+    const mpq_model_config *mc = mpq_model_get_config(c->model);
+    mpq_kv_saq *bases = NULL;
+    mpq_kv_pair *pr = mpq_calloc((size_t)t->n_blocks, sizeof *pr);
+    char *path = NULL, *text = NULL;
+    size_t n = strlen(file);
+    if (!pr || !(path = malloc(n + sizeof ".bases.json"))) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+        goto done;
+    }
+    memcpy(path, file, n);
+    memcpy(path + n, ".bases.json", sizeof ".bases.json");
+    const char *slash = strrchr(path, '/'), *ref = slash ? slash + 1 : path;
+    for (int b = 0; b < t->n_blocks; b++) pr[b] = t->pairs[p->pair[b]];
+    if ((st = mpq_kvsearch_saq_bases_get(c->db, c->r->job_id, c->r->job_name, mc->n_layers, mc->n_kv_heads,
+                                         mc->head_dim, &bases, err)) != MPQ_OK ||
+        (st = mpq_kvsearch_config_json_saq(c->model, pr, &t->scheme, ref, bases, &text, err)) != MPQ_OK ||
+        (st = mpq_kv_saq_save(bases, path, err)) != MPQ_OK)
+        goto done;
+    st = write_text(file, text, err);
+done:
+    free(text);
+    free(path);
+    free(pr);
+    mpq_kv_saq_free(bases);
+    return st;
+}
+
 /* The KVTuner and mpq config files of the first budget's pick. */
 static mpq_status write_exports(run_ctx *c, mpq_err *err) {
     const mpq_kvsearch_table *t = c->r->table;
     const mpq_kvsearch_point *p = &c->r->frontier->points[c->r->picks[0].point];
     char *text = NULL;
-    if (t->scheme.mode == MPQ_KV_SAQ)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "kv: %s: the job's KV scheme is saq; KVTuner files hold integer K/V bits and an mpq "
-                           "config needs the bases file, which the job does not store (mpq eval --kv-fit writes one)",
-                           c->rq.export_kvtuner ? "--export-kvtuner" : "--export-config");
+    if (t->scheme.mode == MPQ_KV_SAQ) {
+        if (c->rq.export_kvtuner) /* refused before any file is written */
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                               "kv: --export-kvtuner: the job's KV scheme is saq; KVTuner files hold integer K/V bits "
+                               "per block and have no place for the calibrated bases (use --export-config)");
+        return export_saq_config(c, p, err);
+    }
     mpq_kv_pair *pr = mpq_calloc((size_t)t->n_blocks, sizeof *pr);
     mpq_status st = MPQ_OK;
     if (!pr) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
@@ -420,10 +456,6 @@ static mpq_status eval_uniform(run_ctx *c, mpq_kvsearch_eval *ev, mpq_err *err) 
 static mpq_status step_evaluate(run_ctx *c, mpq_err *err) {
     mpq_kvsearch_report *r = c->r;
     if (!c->rq.evaluate) return MPQ_OK;
-    if (r->table->scheme.mode == MPQ_KV_SAQ)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "kv: --evaluate: the job's KV scheme is saq, whose bases the job does not store; "
-                           "evaluate its configurations with mpq eval --kv-mode saq --kv-fit");
     size_t nf = r->frontier->n_points ? r->frontier->n_points : 1, np = (size_t)r->table->n_pairs;
     r->point_eval = mpq_calloc(nf, sizeof *r->point_eval);
     r->point_evaluation_id = mpq_calloc(nf, sizeof *r->point_evaluation_id);

@@ -309,6 +309,20 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
  * enough for configs and sizes, no model file needed. *out: mpq_model_free. */
 mpq_status mpq_kvsearch_job_model(mpq_db *db, int64_t job_id, mpq_model **out, mpq_err *err);
 
+/* The SAQ KV bases a job with kv scheme mode saq stores (artifact "kv_saq_bases": the bases
+ * file's JSON text, mpq_kv_saq_to_json). get: MPQ_ERR_NOTFOUND if not stored yet; a stored
+ * artifact that does not parse or is not of shape (n_layers, n_kv_heads, head_dim) is
+ * MPQ_ERR_FORMAT (a newer version MPQ_ERR_UNSUPPORTED), naming the database, job (`job`, or its
+ * id when NULL) and artifact. *out: mpq_kv_saq_free. put: stores s in its own transaction
+ * unless the artifact is already there (then the stored one is kept). */
+mpq_status mpq_kvsearch_saq_bases_get(mpq_db *db, int64_t job_id, const char *job, int n_layers, int n_kv_heads,
+                                      int head_dim, mpq_kv_saq **out, mpq_err *err);
+mpq_status mpq_kvsearch_saq_bases_put(mpq_db *db, int64_t job_id, const mpq_kv_saq *s, mpq_err *err);
+/* As mpq_kvsearch_config_json, with kv.scheme.bases = bases_ref (the name written into the
+ * config) and the bases themselves (borrowed; checked against the model). */
+mpq_status mpq_kvsearch_config_json_saq(const mpq_model *model, const mpq_kv_pair *pairs, const mpq_kv_scheme *scheme,
+                                        const char *bases_ref, const mpq_kv_saq *bases, char **out, mpq_err *err);
+
 /* Spearman rank correlation of x and y (n >= 2; ties get average ranks); NaN if undefined. */
 double mpq_kvsearch_spearman(const double *x, const double *y, int n);
 
@@ -389,13 +403,16 @@ typedef struct mpq_kvsearch_request {
                                    {"kv_bits": B, "overhead": bool, "context": L} */
     int n_budgets;
     bool evaluate;              /* measure every frontier point and every uniform pair (weights FP)
-                                   against FP; stores the evaluations (loads the model) */
+                                   against FP; stores the evaluations (loads the model; scheme
+                                   saq: with the job's stored bases, mpq_kvsearch_saq_bases_get) */
     int max_seqs;               /* evaluation windows; <= 0 = all of the spec's (default 0) */
     bool joint;                 /* weights + KV under joint_bytes (one ILP per context) */
     double joint_bytes;         /* total bytes (>= 0) */
     int64_t batch;              /* sequences of KV cache for joint (default 1) */
     const char *export_kvtuner; /* NULL or a file: KVTuner config of the first budget's pick */
-    const char *export_config;  /* NULL or a file: mpq config of the first budget's pick */
+    const char *export_config;  /* NULL or a file: mpq config of the first budget's pick (scheme
+                                   saq: also <file>.bases.json, named in the config by its base
+                                   name; KVTuner export is MPQ_ERR_UNSUPPORTED for saq) */
     const char *engine;         /* NULL, or a serving engine ("sglang", "trtllm", "vllm", "llamacpp";
                                    mpq_export.h): the frontier, budgets and evaluation search only
                                    the pairs that engine offers without rounding up

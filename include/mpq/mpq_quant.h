@@ -320,6 +320,11 @@ mpq_status mpq_kv_saq_prefix_ratio(const mpq_kv_saq *s, int layer, bool key, int
  * newer version. */
 mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err);
 mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err);
+/* The same JSON text in memory (the results database stores it as artifact "kv_saq_bases"):
+ * to_json: *out malloc'd (free()), no trailing newline; from_json parses n bytes of buf,
+ * naming `what` (e.g. the file or artifact) in its errors as load does. */
+mpq_status mpq_kv_saq_to_json(const mpq_kv_saq *s, char **out, mpq_err *err);
+mpq_status mpq_kv_saq_from_json(const char *buf, size_t n, const char *what, mpq_kv_saq **out, mpq_err *err);
 
 #ifdef __cplusplus
 }

@@ -58,6 +58,9 @@ static const char *kv_help =
     "      --export-kvtuner F  KVTuner layer config {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..}\n"
     "                          of the first --budget pick\n"
     "      --export-config F   mpq config (weights f32, kv.layers) of the first --budget pick\n"
+    "                          (kv scheme saq: also F.bases.json, the job's stored bases, which\n"
+    "                          the config names relative to its own directory)\n";
+static const char *kv_help2 = /* (two strings: ISO C caps a literal at 4095 characters) */
     "      --per-head          search per (block, KV head) items on the per-head metric (the\n"
     "                          metric with \"_head\", stored when the spec has kv.per_head): ladder,\n"
     "                          frontier, budgets (solutions kv-bits-B-heads), --evaluate and\n"
@@ -178,8 +181,8 @@ static int parse_args(int argc, char **argv, kv_args *a) {
         case O_EXPC: a->export_config = optarg; break;
         case O_JSON: a->json = true; break;
         case O_PERHEAD: a->per_head = true; break;
-        case 'h': fputs(kv_help, stdout); return -1;
-        default: fputs(kv_help, stderr); return MPQ_EXIT_USAGE;
+        case 'h': fputs(kv_help, stdout); fputs(kv_help2, stdout); return -1;
+        default: fputs(kv_help, stderr); fputs(kv_help2, stderr); return MPQ_EXIT_USAGE;
         }
     }
     if (optind != argc - 1) return cli_usage_error("kv", "expected one JOB (name or id); see mpq kv --help");

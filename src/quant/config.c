@@ -4,6 +4,7 @@
  * building and editing configs, applying one to a weight copy, and its size statistics.
  * Reference: include/mpq/mpq_config.h (format and contract); mpq_quant.h (candidates, pairs).
  */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "mpq/mpq_config.h"
 #include "util/file.h"
 
@@ -358,7 +359,9 @@ done:
     return st;
 }
 
-static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src, mpq_err *err) {
+/* base_dir: the directory a relative kv.scheme.bases is resolved against (NULL: the cwd). */
+static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src, const char *base_dir,
+                               mpq_err *err) {
     if (!cJSON_IsObject(s)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme: expected an object", src);
     const cJSON *it;
     cJSON_ArrayForEach(it, s) {
@@ -396,7 +399,25 @@ static mpq_status parse_scheme(mpq_config *cfg, const cJSON *s, const char *src,
     if (bases) {
         if (!cJSON_IsString(bases) || !*bases->valuestring || cfg->scheme.mode != MPQ_KV_SAQ)
             return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv.scheme.bases: expected a file name (with mode \"saq\")", src);
-        mpq_status st = mpq_config_set_kv_saq(cfg, bases->valuestring, NULL, err);
+        const char *bp = bases->valuestring;
+        char *joined = NULL;
+        if (bp[0] != '/' && base_dir) { /* relative to the config file's directory */
+            size_t nd = strlen(base_dir), nb = strlen(bp);
+            if (!(joined = malloc(nd + nb + 2))) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", src);
+            memcpy(joined, base_dir, nd);
+            joined[nd] = '/';
+            memcpy(joined + nd + 1, bp, nb + 1);
+            /* absolute, so that the config written back elsewhere (mpq export, eval --json)
+             * still names the same file; if it cannot be resolved the load below names it */
+            char *abs = realpath(joined, NULL);
+            if (abs) {
+                free(joined);
+                joined = abs;
+            }
+            bp = joined;
+        }
+        mpq_status st = mpq_config_set_kv_saq(cfg, bp, NULL, err);
+        free(joined);
         if (st != MPQ_OK) {
             mpq_err_prefix(err, "%s: kv.scheme.bases", src);
             return st == MPQ_ERR_INVALID ? MPQ_ERR_FORMAT : st;
@@ -455,7 +476,7 @@ static mpq_status parse_kv_heads(mpq_config *cfg, int b, const cJSON *obj, const
     return MPQ_OK;
 }
 
-static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, mpq_err *err) {
+static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, const char *base_dir, mpq_err *err) {
     if (!cJSON_IsObject(kv)) return mpq_err_set(err, MPQ_ERR_FORMAT, "%s: kv: expected an object", src);
     const cJSON *it, *scheme = NULL, *def = NULL, *layers = NULL;
     cJSON_ArrayForEach(it, kv) {
@@ -470,7 +491,7 @@ static mpq_status parse_kv(mpq_config *cfg, const cJSON *kv, const char *src, mp
                                "%s: kv.%s: unknown or repeated key (expected scheme, default, layers)", src, it->string);
     }
     if (scheme) {
-        mpq_status st = parse_scheme(cfg, scheme, src, err);
+        mpq_status st = parse_scheme(cfg, scheme, src, base_dir, err);
         if (st != MPQ_OK) return st;
     }
     if (def) {
@@ -533,8 +554,8 @@ static void line_col(const char *text, size_t off, long *line, long *col) {
     }
 }
 
-mpq_status mpq_config_parse(const char *json_text, const char *source_name, const mpq_model *model,
-                            mpq_config **out, mpq_err *err) {
+static mpq_status config_parse(const char *json_text, const char *source_name, const char *base_dir,
+                               const mpq_model *model, mpq_config **out, mpq_err *err) {
     const char *src = (source_name && *source_name) ? source_name : "config";
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "%s: out is NULL", src);
     *out = NULL;
@@ -588,7 +609,7 @@ mpq_status mpq_config_parse(const char *json_text, const char *source_name, cons
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "weights");
     if (w && (st = parse_weights(cfg, w, src, model, err)) != MPQ_OK) goto done;
     const cJSON *kv = cJSON_GetObjectItemCaseSensitive(root, "kv");
-    if (kv && (st = parse_kv(cfg, kv, src, err)) != MPQ_OK) goto done;
+    if (kv && (st = parse_kv(cfg, kv, src, base_dir, err)) != MPQ_OK) goto done;
     if ((st = mpq_config_check_kv(cfg, src, err)) != MPQ_OK) {
         if (st == MPQ_ERR_INVALID) st = MPQ_ERR_FORMAT;
         goto done;
@@ -607,6 +628,11 @@ done:
     cJSON_Delete(root);
     mpq_config_free(cfg);
     return st;
+}
+
+mpq_status mpq_config_parse(const char *json_text, const char *source_name, const mpq_model *model,
+                            mpq_config **out, mpq_err *err) {
+    return config_parse(json_text, source_name, NULL, model, out, err);
 }
 
 mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config **out, mpq_err *err) {
@@ -653,7 +679,21 @@ mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config 
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: NUL byte at offset %zu; not a JSON text", path, (size_t)(nul - buf));
         goto done;
     }
-    st = mpq_config_parse(buf, path, model, out, err);
+    const char *slash = strrchr(path, '/'); /* the file's directory, for a relative kv.scheme.bases */
+    if (!slash) {
+        st = config_parse(buf, path, ".", model, out, err);
+    } else {
+        size_t nd = (size_t)(slash - path); /* 0 for a file in /: joined as "" + "/" + name */
+        char *dir = malloc(nd + 1);
+        if (!dir) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+            goto done;
+        }
+        memcpy(dir, path, nd);
+        dir[nd] = '\0';
+        st = config_parse(buf, path, dir, model, out, err);
+        free(dir);
+    }
 done:
     if (f) fclose(f);
     free(buf);

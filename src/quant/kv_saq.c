@@ -449,11 +449,9 @@ static bool add_arr(cJSON *o, const char *k, cJSON *a) {
     return true;
 }
 
-mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err) {
-    if (!s || !path) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq save: NULL argument");
-    mpq_status st = MPQ_OK;
-    char *text = NULL;
-    FILE *f = NULL;
+mpq_status mpq_kv_saq_to_json(const mpq_kv_saq *s, char **out, mpq_err *err) {
+    if (!s || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq to json: NULL argument");
+    *out = NULL;
     const int hd = s->head_dim;
     cJSON *root = cJSON_CreateObject(), *layers = NULL;
     bool ok = root && cJSON_AddNumberToObject(root, "mpq_kv_saq_version", 1) &&
@@ -489,9 +487,21 @@ mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err) 
             }
         }
     }
-    if (!ok || !(text = cJSON_PrintUnformatted(root))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) return mpq_err_set(err, MPQ_ERR_NOMEM, "kv saq bases: out of memory");
+    *out = text;
+    return MPQ_OK;
+}
+
+mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err) {
+    if (!s || !path) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq save: NULL argument");
+    char *text = NULL;
+    FILE *f = NULL;
+    mpq_status st = mpq_kv_saq_to_json(s, &text, err);
+    if (st != MPQ_OK) {
+        mpq_err_prefix(err, "%s", path);
+        return st;
     }
     f = fopen(path, "wb");
     if (!f) {
@@ -504,7 +514,6 @@ mpq_status mpq_kv_saq_save(const mpq_kv_saq *s, const char *path, mpq_err *err) 
 done:
     if (f && fclose(f) != 0 && st == MPQ_OK) st = mpq_err_set(err, MPQ_ERR_IO, "%s: close failed: %s", path, strerror(errno));
     free(text);
-    cJSON_Delete(root);
     return st;
 }
 
@@ -544,8 +553,6 @@ mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err) {
     mpq_status st = MPQ_OK;
     FILE *f = NULL;
     char *buf = NULL;
-    cJSON *root = NULL;
-    mpq_kv_saq *s = NULL;
     if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) goto done;
     size_t cap = 1 << 16, n = 0;
     buf = malloc(cap + 1);
@@ -576,11 +583,24 @@ mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err) {
         }
     }
     buf[n] = '\0';
+    st = mpq_kv_saq_from_json(buf, n, path, out, err);
+done:
+    if (f) fclose(f);
+    free(buf);
+    return st;
+}
+
+mpq_status mpq_kv_saq_from_json(const char *buf, size_t n, const char *path, mpq_kv_saq **out, mpq_err *err) {
+    if (!out || !buf || !path) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq from json: NULL argument");
+    *out = NULL;
+    mpq_status st = MPQ_OK;
+    cJSON *root = NULL;
+    mpq_kv_saq *s = NULL;
     if (memchr(buf, '\0', n)) {
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: NUL byte; not a JSON text", path);
         goto done;
     }
-    root = cJSON_Parse(buf);
+    root = cJSON_ParseWithLength(buf, n);
     if (!cJSON_IsObject(root)) {
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: not a JSON object", path);
         goto done;
@@ -652,8 +672,6 @@ mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err) {
     *out = s;
     s = NULL;
 done:
-    if (f) fclose(f);
-    free(buf);
     cJSON_Delete(root);
     mpq_kv_saq_free(s);
     return st;

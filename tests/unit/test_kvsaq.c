@@ -286,6 +286,52 @@ START_TEST(test_prefix) {
 }
 END_TEST
 
+/* The in-memory JSON text (what a job stores as artifact kv_saq_bases): read back, it codes
+ * every block, kind and head of the real keys and values bit-identically, and writes the same
+ * text again; a cut or foreign text names `what`. */
+START_TEST(test_json_text) {
+    mpq_err err = {0};
+    char *text = NULL, *again = NULL;
+    ck_assert_int_eq(mpq_kv_saq_to_json(g_bases, &text, &err), MPQ_OK);
+    size_t n = strlen(text);
+    mpq_kv_saq *back = NULL;
+    ck_assert_int_eq(mpq_kv_saq_from_json(text, n, "db: job 'x': artifact kv_saq_bases", &back, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_kv_saq_check(back, mpq_kv_saq_n_layers(g_bases), mpq_kv_saq_n_kv_heads(g_bases),
+                                      mpq_kv_saq_head_dim(g_bases), "back", &err),
+                     MPQ_OK);
+    ck_assert_int_eq(mpq_kv_saq_to_json(back, &again, &err), MPQ_OK);
+    ck_assert_str_eq(text, again);
+    int64_t rows = 64;
+    size_t len = (size_t)rows * (size_t)g_cap.kvd;
+    float *a = malloc(len * sizeof *a), *b = malloc(len * sizeof *b);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    for (int l = 0; l < mpq_kv_saq_n_layers(g_bases); l++)
+        for (int kind = 0; kind < 2; kind++) {
+            const float *src = kind ? g_cap.v[l] : g_cap.k[l];
+            int rate_q = 1024 * 13 / 4; /* 3.25 bits */
+            memcpy(a, src, len * sizeof *a);
+            memcpy(b, src, len * sizeof *b);
+            ck_assert_int_eq(mpq_kv_saq_quantize(g_bases, l, kind == 0, rate_q, a, rows, &err), MPQ_OK);
+            ck_assert_int_eq(mpq_kv_saq_quantize(back, l, kind == 0, rate_q, b, rows, &err), MPQ_OK);
+            ck_assert_msg(memcmp(a, b, len * sizeof *a) == 0, "blk.%d %s: re-read bases code differently", l,
+                          kind ? "v" : "k");
+        }
+    free(a);
+    free(b);
+    mpq_kv_saq_free(back);
+    back = NULL;
+    ck_assert_int_eq(mpq_kv_saq_from_json(text, n / 2, "db: job 'x': artifact kv_saq_bases", &back, &err),
+                     MPQ_ERR_FORMAT);
+    ck_assert_ptr_null(back);
+    ck_assert_msg(strstr(err.msg, "artifact kv_saq_bases"), "%s", err.msg);
+    ck_assert_int_eq(mpq_kv_saq_from_json("{\"a\":\0}", 7, "blob", &back, &err), MPQ_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "blob") && strstr(err.msg, "NUL"), "%s", err.msg);
+    free(text);
+    free(again);
+}
+END_TEST
+
 START_TEST(test_hostile) {
     mpq_err err = {0};
     /* bases of stories260K (5 x 4 heads x 8) checked against sotu-2.7M's shape (6 x 2 x 32) */
@@ -444,6 +490,7 @@ static Suite *kvsaq_suite(void) {
     tcase_add_test(tr, test_never_worse_than_rtn);
     tcase_add_test(tr, test_prefix);
     tcase_add_test(tr, test_hostile);
+    tcase_add_test(tr, test_json_text);
     tcase_add_test(tr, test_batch_vs_decode);
     suite_add_tcase(s, tr);
     return s;
