@@ -90,6 +90,16 @@ void mpq_sha256(const void *data, size_t n, char out[65]);
 /* Monotonic wall clock in seconds. */
 double mpq_time_now(void);
 
+/* ---- JSON numbers --------------------------------------------------------------------------
+ * cJSON prints a number with 15 significant digits whenever that reads back within one
+ * DBL_EPSILON of it, so a printed double can come back one unit in the last place off. This
+ * turns every number item of a cJSON tree (root and its siblings and descendants) into raw
+ * text, the shortest of %.15g, %.16g, %.17g that reads back as exactly the same double
+ * (NaN/Inf become null), so that printing the tree loses nothing. false when out of memory
+ * (the tree is then partly converted, still valid JSON). The --json outputs of the CLI use it. */
+struct cJSON;
+bool mpq_json_exact_numbers(struct cJSON *root);
+
 /* ---- BLAS threads ------------------------------------------------------------------------
  * OpenBLAS's matrix products give different last bits for different thread counts, so every
  * number libmpq stores is computed with BLAS running one thread; parallelism comes from

@@ -121,7 +121,7 @@ int cli_finish_stdout(const char *cmd, int rc) {
 }
 
 mpq_status cli_write_json(FILE *f, const char *name, cJSON *j, mpq_err *err) {
-    char *s = j ? cJSON_Print(j) : NULL;
+    char *s = j && mpq_json_exact_numbers(j) ? cJSON_Print(j) : NULL;
     if (!s) return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for the JSON output", name);
     bool ok = fputs(s, f) >= 0 && fputc('\n', f) != EOF && fflush(f) == 0;
     cJSON_free(s);

@@ -115,7 +115,7 @@ cJSON *cli_table_json(const mpq_db_table *t) {
 }
 
 int cli_print_json(FILE *f, cJSON *j) {
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    char *s = j && mpq_json_exact_numbers(j) ? cJSON_PrintUnformatted(j) : NULL;
     if (!s) {
         fprintf(stderr, "mpq: out of memory\n");
         return MPQ_EXIT_NOMEM;

@@ -9,9 +9,12 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+#include "mpq/mpq.h"
+
 /* A new item: the exact number, or null when v is not finite. NULL when out of memory. */
 cJSON *mpq_json_number(double v);
 /* Adds mpq_json_number(v) to object o under key; false when out of memory. */
 bool mpq_json_add_number(cJSON *o, const char *key, double v);
+/* mpq_json_exact_numbers (mpq.h) does this to every number of a tree. */
 
 #endif /* MPQ_UTIL_JSON_NUM_H */
