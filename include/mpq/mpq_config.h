@@ -145,7 +145,7 @@ mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const 
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err);
 
 /* As mpq_config_apply, with each linear layer's X^T X / n_tokens: xtx[i] for linear layer i
- * ((cols, cols), borrowed, e.g. mpq_calib_xtx), xtx or any entry may be NULL. The SAQ
+ * (upper triangle packed by rows, borrowed, e.g. mpq_calib_xtx_packed), xtx or any entry may be NULL. The SAQ
  * candidates need it (mpq_quantize_matrix_ctx): a saq layer without one fails with
  * MPQ_ERR_UNSUPPORTED naming the layer and candidate (mpq_config_apply passes none). */
 mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,

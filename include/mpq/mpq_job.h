@@ -400,7 +400,7 @@ mpq_status mpq_job_load_evalset(mpq_job *job, int max_seqs, const mpq_job_evalse
 /* The job's calibration: its model (mpq_job_load_model; borrowed by *out, which must be freed
  * before mpq_job_close), the calibration windows of the stored spec (the data hash checked
  * against the recorded one) and the FP reference with every linear layer's X^T X
- * (mpq_calib_xtx): what the SAQ candidates need to be applied (mpq_config_apply_xtx). Free
+ * (mpq_calib_xtx_packed): what the SAQ candidates need to be applied (mpq_config_apply_xtx). Free
  * *out with mpq_calib_free. MPQ_ERR_IO / MPQ_ERR_INVALID naming the file, MPQ_ERR_NOMEM. */
 typedef struct mpq_calib mpq_calib;
 mpq_status mpq_job_calib_create(mpq_job *job, mpq_calib **out, mpq_err *err);
