@@ -238,6 +238,10 @@ static mpq_status load_windows(boot_ctx *c, int *n_measured, double *check, doub
                 if (lin < 0) st = mpq_err_set(err, MPQ_ERR_INVALID, "bootstrap: layer %s not in the model", c->p->layers[l].name);
                 if (st == MPQ_ERR_NOTFOUND) st = MPQ_OK;
                 if (st == MPQ_OK) st = mpq_candidate_parse(c->p->options[o], &cand, err);
+                if (st == MPQ_OK && mpq_candidate_is_saq(&cand)) /* would need the job's X^T X */
+                    st = mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                                     "bootstrap: unit %s/%s: measuring a SAQ candidate's windows is not supported",
+                                     c->p->layers[l].name, cand.name);
                 if (st == MPQ_OK) st = load_measure(c, err);
                 if (st == MPQ_OK) st = measure_windows(c, lin, &cand, w, err);
                 for (int k = 0; st == MPQ_OK && k < c->n; k++) put_le32(buf + 4 * k, w[k]);

@@ -84,19 +84,16 @@ mpq_status mpq_kvsearch_eval_run(mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs
                                      &o, ev->es->ref, 0, stats, err);
 }
 
-mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs,
-                                   const mpq_kv_scheme *scheme, const mpq_eval_stats *stats, int64_t solution_id,
-                                   int64_t *evaluation_id, mpq_err *err) {
-    if (!db || !ev || !pairs || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval store: NULL argument");
-    char *cfg = NULL;
-    mpq_status st = mpq_kvsearch_config_json(ev->es->model, pairs, scheme, &cfg, err);
-    if (st != MPQ_OK) return st;
+/* Stores an evaluation of the configuration cfg (JSON text, freed here) on ev's evaluation set. */
+static mpq_status store_config(mpq_db *db, int64_t job_id, const mpq_kvsearch_eval *ev, char *cfg,
+                               const mpq_eval_stats *stats, int64_t solution_id, int64_t *evaluation_id, mpq_err *err) {
     const mpq_job_evalset *es = ev->es;
     mpq_db_dataset ds = {.path = es->data_path, .sha256 = es->data_sha256,
                          .n_tokens = (int64_t)es->n_seqs * (es->seq_len + 1), .seq_len = es->seq_len,
                          .n_seqs = es->n_seqs, .seed = es->seed};
     int64_t ds_id = 0;
-    if ((st = mpq_db_dataset_upsert(db, &ds, &ds_id, err)) == MPQ_OK) {
+    mpq_status st = mpq_db_dataset_upsert(db, &ds, &ds_id, err);
+    if (st == MPQ_OK) {
         mpq_db_evaluation e = {.job_id = job_id, .solution_id = solution_id, .dataset_id = ds_id, .config_json = cfg,
                                .ppl = stats->ppl, .kl = stats->kl_mean, .kl_stderr = stats->kl_se,
                                .top1 = stats->top1, .ce = stats->ce, .n_tokens = stats->n_ref_tokens};
@@ -104,6 +101,16 @@ mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval
     }
     free(cfg);
     return st;
+}
+
+mpq_status mpq_kvsearch_eval_store(mpq_db *db, int64_t job_id, mpq_kvsearch_eval *ev, const mpq_kv_pair *pairs,
+                                   const mpq_kv_scheme *scheme, const mpq_eval_stats *stats, int64_t solution_id,
+                                   int64_t *evaluation_id, mpq_err *err) {
+    if (!db || !ev || !pairs || !stats) return mpq_err_set(err, MPQ_ERR_INVALID, "kv eval store: NULL argument");
+    char *cfg = NULL;
+    mpq_status st = mpq_kvsearch_config_json(ev->es->model, pairs, scheme, &cfg, err);
+    if (st != MPQ_OK) return st;
+    return store_config(db, job_id, ev, cfg, stats, solution_id, evaluation_id, err);
 }
 
 /* ---- per-(block, KV head) pairs ---------------------------------------------------------- */
@@ -130,19 +137,7 @@ mpq_status mpq_kvsearch_eval_store_heads(mpq_db *db, int64_t job_id, mpq_kvsearc
     char *cfg = NULL;
     mpq_status st = mpq_kvsearch_config_json_heads(ev->es->model, head_pairs, scheme, &cfg, err);
     if (st != MPQ_OK) return st;
-    const mpq_job_evalset *es = ev->es;
-    mpq_db_dataset ds = {.path = es->data_path, .sha256 = es->data_sha256,
-                         .n_tokens = (int64_t)es->n_seqs * (es->seq_len + 1), .seq_len = es->seq_len,
-                         .n_seqs = es->n_seqs, .seed = es->seed};
-    int64_t ds_id = 0;
-    if ((st = mpq_db_dataset_upsert(db, &ds, &ds_id, err)) == MPQ_OK) {
-        mpq_db_evaluation e = {.job_id = job_id, .solution_id = solution_id, .dataset_id = ds_id, .config_json = cfg,
-                               .ppl = stats->ppl, .kl = stats->kl_mean, .kl_stderr = stats->kl_se,
-                               .top1 = stats->top1, .ce = stats->ce, .n_tokens = stats->n_ref_tokens};
-        st = mpq_db_evaluation_insert(db, &e, evaluation_id, err);
-    }
-    free(cfg);
-    return st;
+    return store_config(db, job_id, ev, cfg, stats, solution_id, evaluation_id, err);
 }
 
 double mpq_kvsearch_spearman(const double *x, const double *y, int n) {

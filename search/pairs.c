@@ -240,8 +240,13 @@ static mpq_status setup(pairs_ctx *c, mpq_err *err) {
         c->lin[l] = mpq_model_find_linear(mpq_job_get_shape(c->job), c->p->layers[l].name);
         if (c->lin[l] < 0) return mpq_err_set(err, MPQ_ERR_INVALID, "pairs: layer %s not in the model", c->p->layers[l].name);
     }
-    for (int o = 0; o < c->O; o++)
+    for (int o = 0; o < c->O; o++) {
         if ((st = mpq_candidate_parse(c->p->options[o], &c->cands[o], err)) != MPQ_OK) return st;
+        if (mpq_candidate_is_saq(&c->cands[o])) /* it would need the job's X^T X, which pairs does not build */
+            return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                               "pairs: candidate %s: SAQ candidates are not supported by mpq pairs",
+                               c->cands[o].name);
+    }
     return MPQ_OK;
 }
 

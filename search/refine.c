@@ -115,13 +115,10 @@ static void quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o) {
     float *Q = mpq_weights_linear(dst, li);
     const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
     if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
-    if (mpq_candidate_is_saq(&c->cands[o])) { /* NaN weights on failure, as mpq_quantize_matrix */
-        const double *xtx = c->cal ? mpq_calib_xtx_packed(c->cal, lin, NULL) : NULL;
-        if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, xtx, NULL) != MPQ_OK)
-            for (int64_t k = 0; k < li->n_params; k++) Q[k] = NAN;
-        return;
-    }
-    mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
+    /* X^T X for the SAQ candidates; NaN weights on failure, as mpq_quantize_matrix */
+    const double *xtx = c->cal ? mpq_calib_xtx_packed(c->cal, lin, NULL) : NULL;
+    if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, xtx, NULL) != MPQ_OK)
+        for (int64_t k = 0; k < li->n_params; k++) Q[k] = NAN;
 }
 
 static void copy_layer(refine_ctx *c, mpq_weights *dst, const mpq_weights *src, int lin) {

@@ -329,6 +329,42 @@ static const char *status_str(mpq_solve_status s) {
 
 /* Evaluates the given solution ids (+ uniform baselines unless skipped) and prints the
  * comparison. */
+/* The "evaluations" array and the Spearman figures of a predicted-vs-measured comparison. */
+static void comparison_json(cJSON *jout, const mpq_jobsolve_compare_row *rows, int n, double rho, int nu) {
+    cJSON *arr = cJSON_AddArrayToObject(jout, "evaluations");
+    for (int i = 0; arr && i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o) break;
+        cJSON_AddStringToObject(o, "label", rows[i].label);
+        cJSON_AddNumberToObject(o, "solution_id", (double)rows[i].solution_id);
+        cJSON_AddNumberToObject(o, "avg_bits", rows[i].avg_bits);
+        if (isfinite(rows[i].predicted)) cJSON_AddNumberToObject(o, "predicted", rows[i].predicted);
+        else cJSON_AddNullToObject(o, "predicted");
+        cJSON_AddNumberToObject(o, "kl", rows[i].kl);
+        cJSON_AddNumberToObject(o, "kl_stderr", rows[i].kl_stderr);
+        cJSON_AddNumberToObject(o, "ppl", rows[i].ppl);
+        cJSON_AddNumberToObject(o, "top1", rows[i].top1);
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (isfinite(rho)) cJSON_AddNumberToObject(jout, "spearman", rho);
+    else cJSON_AddNullToObject(jout, "spearman");
+    cJSON_AddNumberToObject(jout, "spearman_n", nu);
+}
+
+/* The same as a table; kind ("" or "random ") names the configurations in the Spearman line. */
+static void comparison_print(const char *metric, const mpq_jobsolve_compare_row *rows, int n, double rho, int nu,
+                             const char *kind) {
+    printf("\npredicted (sum of %s over layers) vs measured on the evaluation data:\n", metric);
+    printf("%-28s %9s %12s %12s %10s %9s %7s\n", "configuration", "avg bits", "predicted", "measured KL", "+- se", "ppl",
+           "top-1");
+    for (int i = 0; i < n; i++)
+        printf("%-28.28s %9.4f %12.6g %12.6g %10.2g %9.4f %7.4f\n", rows[i].label, rows[i].avg_bits, rows[i].predicted,
+               rows[i].kl, rows[i].kl_stderr, rows[i].ppl, rows[i].top1);
+    if (isfinite(rho))
+        printf("Spearman rank correlation (predicted vs measured KL): %.4f over %d %sconfigurations\n", rho, nu, kind);
+    else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
+}
+
 static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_ids, bool uniform, const char *metric,
                                        bool json, cJSON *jout, mpq_err *err) {
     mpq_status st = MPQ_OK;
@@ -353,33 +389,9 @@ static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_i
             rows[j - 1] = t;
         }
     if (json) {
-        cJSON *arr = cJSON_AddArrayToObject(jout, "evaluations");
-        for (int i = 0; arr && i < n; i++) {
-            cJSON *o = cJSON_CreateObject();
-            if (!o) break;
-            cJSON_AddStringToObject(o, "label", rows[i].label);
-            cJSON_AddNumberToObject(o, "solution_id", (double)rows[i].solution_id);
-            cJSON_AddNumberToObject(o, "avg_bits", rows[i].avg_bits);
-            if (isfinite(rows[i].predicted)) cJSON_AddNumberToObject(o, "predicted", rows[i].predicted);
-            else cJSON_AddNullToObject(o, "predicted");
-            cJSON_AddNumberToObject(o, "kl", rows[i].kl);
-            cJSON_AddNumberToObject(o, "kl_stderr", rows[i].kl_stderr);
-            cJSON_AddNumberToObject(o, "ppl", rows[i].ppl);
-            cJSON_AddNumberToObject(o, "top1", rows[i].top1);
-            cJSON_AddItemToArray(arr, o);
-        }
-        if (isfinite(rho)) cJSON_AddNumberToObject(jout, "spearman", rho);
-        else cJSON_AddNullToObject(jout, "spearman");
-        cJSON_AddNumberToObject(jout, "spearman_n", nu);
+        comparison_json(jout, rows, n, rho, nu);
     } else {
-        printf("\npredicted (sum of %s over layers) vs measured on the evaluation data:\n", metric);
-        printf("%-28s %9s %12s %12s %10s %9s %7s\n", "configuration", "avg bits", "predicted", "measured KL", "+- se", "ppl",
-               "top-1");
-        for (int i = 0; i < n; i++)
-            printf("%-28.28s %9.4f %12.6g %12.6g %10.2g %9.4f %7.4f\n", rows[i].label, rows[i].avg_bits, rows[i].predicted,
-                   rows[i].kl, rows[i].kl_stderr, rows[i].ppl, rows[i].top1);
-        if (isfinite(rho)) printf("Spearman rank correlation (predicted vs measured KL): %.4f over %d configurations\n", rho, nu);
-        else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
+        comparison_print(metric, rows, n, rho, nu, "");
     }
     free(rows);
     return st;
@@ -572,36 +584,10 @@ static mpq_status evaluate_random(mpq_job *job, const solve_args *a, cJSON *jout
             cJSON_AddNumberToObject(ro, "reused", reused);
             cJSON_AddStringToObject(ro, "metric", metric);
         }
-        cJSON *arr = cJSON_AddArrayToObject(jout, "evaluations");
-        for (int i = 0; arr && i < nsel; i++) {
-            cJSON *o = cJSON_CreateObject();
-            if (!o) break;
-            cJSON_AddStringToObject(o, "label", sel[i].label);
-            cJSON_AddNumberToObject(o, "solution_id", (double)sel[i].solution_id);
-            cJSON_AddNumberToObject(o, "avg_bits", sel[i].avg_bits);
-            if (isfinite(sel[i].predicted)) cJSON_AddNumberToObject(o, "predicted", sel[i].predicted);
-            else cJSON_AddNullToObject(o, "predicted");
-            cJSON_AddNumberToObject(o, "kl", sel[i].kl);
-            cJSON_AddNumberToObject(o, "kl_stderr", sel[i].kl_stderr);
-            cJSON_AddNumberToObject(o, "ppl", sel[i].ppl);
-            cJSON_AddNumberToObject(o, "top1", sel[i].top1);
-            cJSON_AddItemToArray(arr, o);
-        }
-        if (isfinite(rho)) cJSON_AddNumberToObject(jout, "spearman", rho);
-        else cJSON_AddNullToObject(jout, "spearman");
-        cJSON_AddNumberToObject(jout, "spearman_n", nu);
+        comparison_json(jout, sel, nsel, rho, nu);
     } else {
         printf("measured %d, kept %d measured before\n", n - reused, reused);
-        printf("\npredicted (sum of %s over layers) vs measured on the evaluation data:\n", metric);
-        printf("%-28s %9s %12s %12s %10s %9s %7s\n", "configuration", "avg bits", "predicted", "measured KL", "+- se",
-               "ppl", "top-1");
-        for (int i = 0; i < nsel; i++)
-            printf("%-28.28s %9.4f %12.6g %12.6g %10.2g %9.4f %7.4f\n", sel[i].label, sel[i].avg_bits,
-                   sel[i].predicted, sel[i].kl, sel[i].kl_stderr, sel[i].ppl, sel[i].top1);
-        if (isfinite(rho))
-            printf("Spearman rank correlation (predicted vs measured KL): %.4f over %d random configurations\n", rho,
-                   nu);
-        else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
+        comparison_print(metric, sel, nsel, rho, nu, "random ");
     }
 done:
     free(rows);

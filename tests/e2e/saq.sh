@@ -33,6 +33,8 @@ grep -qE '^blk\.[^ ]+ +saqc3 ' "$T/out" && ok "solution uses saqc3" || bad "solu
 
 check "refine with saqc" 0 "refine" -- "$MPQ" refine saqjob --db "$T/db" --budget avg-bits=3.5 --iterations 1
 grep -qi "nan" "$T/out" && bad "refine output has NaN" || ok "refine output has no NaN"
+check "pairs refuses saq candidates" 6 "SAQ candidates are not supported by mpq pairs" -- \
+  "$MPQ" pairs saqjob --db "$T/db" --solution kl@avg-bits=3.5
 
 spec klonly '["saqc4"]' '["layer_sensitivity"]'
 check "layer_sensitivity alone collects X^T X for saqc" 0 "done" -- "$MPQ" run "$T/klonly.json" --db "$T/db3" --workers 1
