@@ -439,7 +439,9 @@ typedef enum mpq_db_report {
     MPQ_DB_REPORT_PROGRESS,    /* units done/total/failed per stage */
     MPQ_DB_REPORT_SOLUTIONS,   /* the job's solutions */
     MPQ_DB_REPORT_EVALUATIONS, /* the job's evaluations */
-    MPQ_DB_REPORT_FRONTIERS    /* the job's frontier points */
+    MPQ_DB_REPORT_FRONTIERS,   /* the job's frontier points */
+    MPQ_DB_REPORT_UNAVAILABLE  /* (layer, candidate) stored as not available: layer, candidate,
+                                * reason (metric "unavailable", reason from its provenance) */
 } mpq_db_report;
 
 /* job: name or decimal id (NULL allowed for MPQ_DB_REPORT_JOBS only). MPQ_ERR_NOTFOUND. */

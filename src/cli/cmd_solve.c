@@ -365,6 +365,19 @@ static void comparison_print(const char *metric, const mpq_jobsolve_compare_row 
     else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
 }
 
+/* The first linear layer of the job on which candidate `name` is not achievable (a SAQ rate
+ * its shape cannot reach), or NULL: a uniform baseline of it cannot exist. */
+static const char *uniform_unavailable_on(const mpq_job *job, const char *name) {
+    const mpq_model *shape = mpq_job_get_shape(job);
+    mpq_candidate c;
+    if (!shape || mpq_candidate_parse(name, &c, NULL) != MPQ_OK || !mpq_candidate_is_saq(&c)) return NULL;
+    for (int i = 0; i < mpq_model_n_linear(shape); i++) {
+        const mpq_layer_info *li = mpq_model_linear(shape, i);
+        if (mpq_candidate_matrix_bits(&c, li->rows, li->cols) < 0) return li->name;
+    }
+    return NULL;
+}
+
 static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_ids, bool uniform, const char *metric,
                                        bool json, cJSON *jout, mpq_err *err) {
     mpq_status st = MPQ_OK;
@@ -375,7 +388,12 @@ static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_i
     if (uniform)
         for (int c = 0; c < mpq_job_get_spec(job)->n_candidates; c++) {
             mpq_jobsolve_eval ev;
-            if ((st = mpq_jobsolve_evaluate_uniform(job, mpq_job_get_spec(job)->candidates[c], false, &ev, err)) != MPQ_OK) return st;
+            const char *cn = mpq_job_get_spec(job)->candidates[c], *skip = uniform_unavailable_on(job, cn);
+            if (skip) {
+                fprintf(stderr, "mpq solve: no uniform baseline for %s: its rate is not achievable on %s\n", cn, skip);
+                continue;
+            }
+            if ((st = mpq_jobsolve_evaluate_uniform(job, cn, false, &ev, err)) != MPQ_OK) return st;
         }
     mpq_jobsolve_compare_row *rows = NULL;
     int n = 0, nu = 0;

@@ -184,7 +184,7 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     mpq_db_layer *L = NULL;
     int nL = 0, ne = 0, np = 0;
     char *text = NULL;
-    mpq_db_table *sol = NULL, *prog = NULL;
+    mpq_db_table *sol = NULL, *prog = NULL, *skip = NULL;
     mpq_db_evaluation *ev = NULL;
     mpq_db_frontier_point *pts = NULL;
     mpq_candidate *cand = NULL;
@@ -236,6 +236,23 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     for (int r = 0; r < prog->n_rows; r++)
         sb_printf(&b, "| stage %s | %s/%s units done, %s failed |\n", export_table_cell(prog, r, 0),
                   export_table_cell(prog, r, 1), export_table_cell(prog, r, 2), export_table_cell(prog, r, 3));
+
+    /* (layer, candidate) pairs stored as not available (a SAQ rate not achievable there) */
+    if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_UNAVAILABLE, key, &skip, err)) != MPQ_OK) goto done;
+    if (skip->n_rows > 0) {
+        sb_printf(&b, "\n## Candidates not available on some layers\n\n%d (layer, candidate) pairs were skipped: no "
+                      "measurement is stored for them and no solution uses them.\n\n| layer | candidate | reason |\n"
+                      "|---|---|---|\n", skip->n_rows);
+        for (int r = 0; r < skip->n_rows; r++) {
+            sb_puts(&b, "| ");
+            md_cell(&b, export_table_cell(skip, r, 0));
+            sb_puts(&b, " | ");
+            md_cell(&b, export_table_cell(skip, r, 1));
+            sb_puts(&b, " | ");
+            md_cell(&b, export_table_cell(skip, r, 2));
+            sb_puts(&b, " |\n");
+        }
+    }
 
     if ((st = section_sensitive(&b, db, &j, L, nL, &o, err)) != MPQ_OK) goto done;
 
@@ -347,6 +364,7 @@ done:
     mpq_job_close(jh);
     mpq_db_table_free(sol);
     mpq_db_table_free(prog);
+    mpq_db_table_free(skip);
     for (int i = 0; ev && i < ne; i++) free(ev[i].config_json);
     free(ev);
     free(pts);
