@@ -71,6 +71,29 @@ check "solve refuses saq7 where it does not" 5 "--pin: blk.0.attn_q pinned to sa
   --budget avg-bits=6 --pin blk.0.attn_q=saq7
 check "solve --evaluate skips the saq7 uniform baseline" 0 "no uniform baseline for saq7: its rate is not achievable on blk.0.attn_q" -- \
   "$MPQ" solve pcajob --db "$T/db2" --budget avg-bits=5.5 --evaluate --workers 2
+# mpq evaluate --json: "evaluation" is the measurement just made of the one solution asked for
+# ("evaluations" is sorted by avg bits: the 5.13-bit solution "pinned" is not its first row)
+"$MPQ" evaluate pcajob pinned --db "$T/db2" --json > "$T/ev1.json" 2> "$T/err"
+maxid=$(sqlite3 "$T/db2" "SELECT MAX(id) FROM evaluations")
+python3 - "$T/ev1.json" "$maxid" <<'PY' && ok "evaluate --json: evaluation is the requested one" || bad "evaluate --json evaluation"
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = d["evaluation"]
+assert e["solution"] == "pinned" and e["evaluation_id"] == int(sys.argv[2]), e
+assert d["requested"] == [e], d["requested"]
+rows = [r for r in d["evaluations"] if r["requested"]]
+assert len(rows) == 1 and rows[0]["label"] == "pinned" and rows[0]["kl"] == e["kl"], rows
+assert d["evaluations"][0]["label"] != "pinned"
+PY
+"$MPQ" evaluate pcajob pinned kl@avg-bits=5.5 --no-uniform --db "$T/db2" --json > "$T/ev2.json"
+python3 - "$T/ev2.json" <<'PY' && ok "evaluate --json: two requested in order, evaluation null" || bad "evaluate --json two"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["evaluation"] is None
+assert [r["solution"] for r in d["requested"]] == ["pinned", "kl@avg-bits=5.5"], d["requested"]
+assert d["requested"][0]["evaluation_id"] + 1 == d["requested"][1]["evaluation_id"]
+assert sorted(r["label"] for r in d["evaluations"] if r["requested"]) == ["kl@avg-bits=5.5", "pinned"]
+PY
 check "bootstrap skips the unavailable pairs" 0 "resamples" -- "$MPQ" bootstrap pcajob --db "$T/db2" \
   --budget avg-bits=5.5 --resamples 20
 
