@@ -58,6 +58,23 @@ grep -q "blk.4.kv.h3" "$T/out.txt" || fail "ladder lacks blk.4.kv.h3"
 grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
 [ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE name='kv-bits-3-nominal-heads'
       AND solver='kv-frontier-heads' AND config_json LIKE '%\"kv\"%'")" = 1 ] || fail "per-head solution not stored"
+# its assignment rows: per block the heads' pairs in head order joined by "," when they differ,
+# else the one pair, as in the stored config; mpq report lists them and mpq plot --what kv rings them
+asg=$(sqlite3 "$T/a.db" "SELECT group_concat(a.kv_pair, ' ') FROM (SELECT a.kv_pair FROM assignments a
+        JOIN solutions s ON s.id = a.solution_id JOIN layers l ON l.id = a.layer_id
+        WHERE s.name = 'kv-bits-3-nominal-heads' AND l.name LIKE 'blk.%.kv' ORDER BY l.block) a")
+cfgp=$(sqlite3 "$T/a.db" "WITH c(j) AS (SELECT config_json FROM solutions WHERE name = 'kv-bits-3-nominal-heads'),
+        blk(b) AS (VALUES (0), (1), (2), (3), (4))
+        SELECT group_concat(p, ' ') FROM (SELECT COALESCE(
+          (SELECT group_concat(h.value, ',') FROM json_each(json_extract(j, '\$.kv.layers.\"blk.' || b || '\".heads')) h),
+          json_extract(j, '\$.kv.layers.\"blk.' || b || '\"'), json_extract(j, '\$.kv.default')) AS p FROM c, blk ORDER BY b)")
+[ -n "$asg" ] && [ "$asg" = "$cfgp" ] || fail "assignment kv_pair '$asg', config '$cfgp'"
+case "$asg" in *,*) ;; *) fail "no block of the 3-bit pick is split by head: '$asg'" ;; esac
+expect_rc 0 "report of the per-head job" "$MPQ" report ph --db "$T/a.db" -o "$T/r.md"
+first=${asg%% *}
+grep -qF "| kv-bits-3-nominal-heads | blk.0.kv | $first" "$T/r.md" || fail "report lacks blk.0.kv $first: $(grep -A8 'KV pairs per block' "$T/r.md")"
+expect_rc 0 "kv plot of the per-head pick" "$MPQ" plot ph --db "$T/a.db" --what kv --solution kv-bits-3-nominal-heads -o "$T/kv.svg"
+grep -q 'class="chosen-head"' "$T/kv.svg" && grep -q '(by head)' "$T/kv.svg" || fail "kv plot shows no per-head pairs"
 # the exported config: 3 bits nominal on average over the 20 heads, read back by mpq eval
 "$MPQ" eval --model "$M" --data "$EV" --config "$T/cfg.json" --seq-len 64 --n-seqs 2 --json > "$T/eval.json"
 sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
