@@ -94,6 +94,15 @@ assert [r["solution"] for r in d["requested"]] == ["pinned", "kl@avg-bits=5.5"],
 assert d["requested"][0]["evaluation_id"] + 1 == d["requested"][1]["evaluation_id"]
 assert sorted(r["label"] for r in d["evaluations"] if r["requested"]) == ["kl@avg-bits=5.5", "pinned"]
 PY
+# --random draws each layer's candidate among those available there
+check "random configurations avoid unavailable pairs" 0 "random-1-2" -- "$MPQ" evaluate pcajob --random 3 --seed 1 \
+  --db "$T/db2" --workers 2
+[ "$(sqlite3 "$T/db2" "SELECT COUNT(*) FROM assignments a JOIN solutions s ON s.id = a.solution_id
+      JOIN layers l ON l.id = a.layer_id WHERE s.solver = 'random' AND a.candidate = 'saq7'
+      AND l.kind NOT IN ('ffn_gate', 'ffn_up')")" = 0 ] &&
+  [ "$(sqlite3 "$T/db2" "SELECT COUNT(*) FROM assignments a JOIN solutions s ON s.id = a.solution_id
+      WHERE s.solver = 'random' AND a.candidate = 'saq7'")" -gt 0 ] &&
+  ok "random picks saq7 only on ffn_gate/up" || bad "random configurations and saq7"
 check "bootstrap skips the unavailable pairs" 0 "resamples" -- "$MPQ" bootstrap pcajob --db "$T/db2" \
   --budget avg-bits=5.5 --resamples 20
 
