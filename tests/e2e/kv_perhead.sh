@@ -124,6 +124,23 @@ expect_rc 0 "KVTuner per-head export" "$MPQ" kv ph --db "$T/a.db" --per-head --n
 [ "$(grep -c '^  [0-3]:$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML lacks 4 heads per layer"
 [ "$(grep -c '^    nbits_key: [248]$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML nbits_key"
 awk '/nbits_key/ {s += $2} /nbits_value/ {s += $2} END {exit !(s / 40 <= 3)}' "$T/kvt.yaml" || fail "KVTuner YAML above 3 bits"
+# the per-block search: --export-kvtuner F.yaml writes the YAML KVTuner's per_layer_config_path
+# reads (yaml.safe_load; looked up with the integer layer index), F.json the JSON form; same pick
+expect_rc 0 "KVTuner per-layer YAML" "$MPQ" kv ph --db "$T/a.db" --nominal --budget kv-bits=4 --export-kvtuner "$T/kvl.yaml"
+expect_rc 0 "KVTuner per-layer JSON" "$MPQ" kv ph --db "$T/a.db" --nominal --budget kv-bits=4 --export-kvtuner "$T/kvl.json"
+[ "$(grep -v '^#' "$T/kvl.yaml" | grep -E '^[^ ]' | tr -d '\n')" = "0:1:2:3:4:" ] || fail "per-layer YAML keys: $(cat "$T/kvl.yaml")"
+[ "$(grep -cE '^  nbits_(key|value): (2|4|8)$' "$T/kvl.yaml")" = 10 ] || fail "per-layer YAML values: $(cat "$T/kvl.yaml")"
+y=$(awk '/nbits_/ {printf "%s ", $2}' "$T/kvl.yaml")
+j=$(sqlite3 :memory: "SELECT group_concat(v, ' ') || ' ' FROM (SELECT json_extract(value, '\$.nbits_key') || ' ' ||
+      json_extract(value, '\$.nbits_value') AS v FROM json_each(CAST(readfile('$T/kvl.json') AS TEXT)) ORDER BY CAST(key AS INTEGER))")
+[ "$y" = "$j" ] || fail "YAML pairs '$y', JSON pairs '$j'"
+if python3 -c 'import yaml' 2>/dev/null; then
+  python3 - "$T/kvl.yaml" <<'PY' || fail "per-layer YAML does not load as KVTuner reads it"
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+assert all(isinstance(c[i]["nbits_key"], int) and isinstance(c[i]["nbits_value"], int) for i in range(5)), c
+PY
+fi
 # the per-layer KV formats of mpq export refuse a per-head config
 expect_rc 6 "mpq export kvtuner of a per-head config" "$MPQ" export "ph:kv-bits-3-nominal-heads" --db "$T/a.db" \
   --format kvtuner -o "$T/x.json"
