@@ -352,6 +352,11 @@ static const char *const report_sql[] = {
     "SELECT f.id AS frontier, f.resource, f.metric_expr, p.idx, p.cost, p.loss, s.name AS solution"
     " FROM frontiers f JOIN frontier_points p ON p.frontier_id=f.id"
     " LEFT JOIN solutions s ON s.id=p.solution_id WHERE f.job_id=?1 ORDER BY f.id, p.idx",
+    /* UNAVAILABLE */
+    "SELECT l.name AS layer, m.candidate, CASE WHEN json_valid(m.provenance_json)"
+    " THEN json_extract(m.provenance_json, '$.reason') END AS reason"
+    " FROM metrics m JOIN layers l ON l.id=m.layer_id"
+    " WHERE m.job_id=?1 AND m.metric='unavailable' ORDER BY l.id, m.candidate",
 };
 
 mpq_status mpq_db_report_table(mpq_db *db, mpq_db_report report, const char *job, mpq_db_table **out,

@@ -367,12 +367,15 @@ mpq_status mpq_bootstrap_run(mpq_job *job, const mpq_bootstrap_opts *o, mpq_boot
     c.n_items = mpq_problem_n_items(c.p->problem);
     {
         int64_t nwin = 0;
-        if ((st = mpq_db_metric_get(c.db, row->id, c.p->layers[0].id, c.p->options[0], "kl", NULL, NULL, &nwin, err)) !=
-            MPQ_OK)
+        int l0 = 0, o0 = 0; /* the first (layer, option) with a kl: a pair may be unavailable */
+        while (l0 * c.O + o0 < c.L * c.O - 1 && !isfinite(c.p->layer_loss[(size_t)l0 * c.O + o0]))
+            if (++o0 == c.O) o0 = 0, l0++;
+        if ((st = mpq_db_metric_get(c.db, row->id, c.p->layers[l0].id, c.p->options[o0], "kl", NULL, NULL, &nwin,
+                                    err)) != MPQ_OK)
             goto done;
         if (nwin < 2 || nwin > 1000000) {
             st = mpq_err_set(err, MPQ_ERR_INVALID, "bootstrap: layer %s: stored kl has n = %lld windows (need >= 2)",
-                             c.p->layers[0].name, (long long)nwin);
+                             c.p->layers[l0].name, (long long)nwin);
             goto done;
         }
         c.n = (int)nwin;

@@ -186,8 +186,17 @@ mpq_status job_adaptive_decide(mpq_db *db, int64_t job_id, const mpq_job_spec *s
     for (int i = 0; i < n_units; i++) {
         const mpq_job_unit *u = &units[i];
         if ((st = mpq_db_metric_get(db, job_id, layer_ids[u->linear_index], spec->candidates[u->option], "kl", &kl[i],
-                                    &se[i], &nw[i], err)) != MPQ_OK)
-            goto done;
+                                    &se[i], &nw[i], err)) != MPQ_OK) {
+            /* a (layer, candidate) stored as "unavailable" has no kl and is never extended */
+            if (st != MPQ_ERR_NOTFOUND || mpq_db_metric_get(db, job_id, layer_ids[u->linear_index],
+                                                            spec->candidates[u->option], "unavailable", NULL, NULL,
+                                                            NULL, NULL) != MPQ_OK)
+                goto done;
+            st = MPQ_OK;
+            nw[i] = n_seqs;
+            se[i] = 0;
+            continue;
+        }
         if (!isfinite(se[i]) || se[i] < 0) se[i] = 0;
         windows_so_far += nw[i];
     }

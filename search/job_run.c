@@ -434,6 +434,26 @@ static mpq_status add_row(unit_rows *r, cJSON *prov, int64_t layer_id, const cha
     return MPQ_OK;
 }
 
+/* A SAQ candidate whose rate cannot be reached on the unit's layer (mpq_candidate_matrix_bits
+ * -1: R*rows*cols not whole, or the basis / permutation and segment plan alone exceed it). */
+static bool saq_unreachable(const run_ctx *c, const mpq_job_unit *u, int k) {
+    const mpq_layer_info *li = mpq_model_linear(c->model, u->linear_index);
+    return mpq_candidate_is_saq(&c->cands[k]) && mpq_candidate_matrix_bits(&c->cands[k], li->rows, li->cols) < 0;
+}
+
+/* Replaces the quantizer's error in *err by the row that marks (layer, candidate) as not
+ * available (README "Weight candidates and KV pairs"): metric "unavailable" = 1, the
+ * quantizer's message as the provenance's "reason". */
+static mpq_status unavailable_row(unit_rows *r, cJSON *prov, int64_t lid, const char *cn, mpq_err *err) {
+    char why[MPQ_ERR_MSG_MAX];
+    snprintf(why, sizeof why, "%s", err && err->msg[0] ? err->msg : "rate not achievable for the layer's shape");
+    if (err) memset(err, 0, sizeof *err);
+    if (!cJSON_AddStringToObject(prov, "reason", why)) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    mpq_status st = add_row(r, prov, lid, cn, "unavailable", 1.0, NAN, 0, err);
+    cJSON_DeleteItemFromObjectCaseSensitive(prov, "reason");
+    return st;
+}
+
 static mpq_status hessian_row(void *user, cJSON *prov, int64_t layer_id, const char *cand, const char *metric,
                               double value, double se, int64_t n, mpq_err *err) {
     return add_row(user, prov, layer_id, cand, metric, value, se, n, err);
@@ -508,6 +528,10 @@ static mpq_status ls_rows(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, cJS
     mpq_calib_result res;
     mpq_status st = mpq_calib_layer_range(cal, u->linear_index, &c->cands[u->option], begin, end, &acc, win + begin,
                                           &res, err);
+    if (st != MPQ_OK && u->round == 0 && saq_unreachable(c, u, u->option)) { /* no windows, no state */
+        free(win);
+        return unavailable_row(r, prov, lid, cn, err);
+    }
     if (st == MPQ_OK && ad->enabled) {
         cJSON *ao = cJSON_AddObjectToObject(prov, "adaptive");
         cJSON *bs = ao ? cJSON_AddArrayToObject(ao, "budgets") : NULL;
@@ -553,7 +577,10 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
         for (int k = 0; k < s->n_candidates && st == MPQ_OK; k++) {
             mpq_calib_weight_stats we;
             const char *cn = s->candidates[k];
-            if ((st = mpq_calib_weight_error(cal, u->linear_index, &c->cands[k], &we, err)) != MPQ_OK) break;
+            if ((st = mpq_calib_weight_error(cal, u->linear_index, &c->cands[k], &we, err)) != MPQ_OK) {
+                if (saq_unreachable(c, u, k)) st = unavailable_row(r, prov, lid, cn, err);
+                continue;
+            }
             int64_t np = mpq_model_linear(c->model, u->linear_index)->n_params;
             if ((st = add_row(r, prov, lid, cn, "weight_sse", we.sse, NAN, np, err)) != MPQ_OK ||
                 (st = add_row(r, prov, lid, cn, "weight_rel", we.rel, NAN, np, err)) != MPQ_OK ||

@@ -389,7 +389,15 @@ mpq_status mpq_jobsolve_random(mpq_job *job, const char *metric, int n, uint64_t
     mpq_rng r;
     mpq_rng_seed(&r, seed);
     for (int k = 0; k < n; k++) {
-        for (int l = 0; l < p->n_layers; l++) choice[p->group_of[l]] = (int)mpq_rng_below(&r, (uint64_t)n_cand);
+        for (int l = 0; l < p->n_layers; l++) { /* uniform over the layer's available candidates */
+            const int it = p->group_of[l];
+            int m = 0;
+            for (int o = 0; o < n_cand; o++) m += mpq_problem_allowed(p->problem, it, o);
+            int d = (int)mpq_rng_below(&r, (uint64_t)(m > 0 ? m : 1)), o = 0;
+            for (; o < n_cand; o++)
+                if (mpq_problem_allowed(p->problem, it, o) && d-- == 0) break;
+            choice[it] = o < n_cand ? o : 0;
+        }
         char name[MPQ_DB_NAME_MAX];
         snprintf(name, sizeof name, "random-%llu-%d", (unsigned long long)seed, k);
         if (random_reusable(job, p, choice, name, evs, n_evs, &solution_ids[k])) {

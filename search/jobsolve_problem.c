@@ -188,6 +188,13 @@ static mpq_status build_option(build *b, const jobsolve_expr *e, int o, mpq_err 
         const mpq_db_layer *ly = &p->layers[l];
         int64_t bits = layer_bits_of(&cand, ly->rows, ly->cols);
         int64_t bytes = mpq_candidate_bytes(&cand, ly->rows, ly->cols);
+        if (bits < 0 && mpq_candidate_is_saq(&cand)) { /* rate not achievable: the option is absent here */
+            b->allowed[at(b, l, o)] = 0;
+            p->layer_loss[at(b, l, o)] = NAN;
+            p->layer_bits[at(b, l, o)] = 0;
+            for (int k = 0; k < MPQ_N_RESOURCE_KINDS; k++) *rc(b, k, l, o) = 0.0;
+            continue;
+        }
         if (bits < 0 || bytes < 0 || bits > ((int64_t)1 << 53))
             return mpq_err_set(err, MPQ_ERR_INVALID, "job '%s': layer %s: size under %s overflows", b->jn, ly->name,
                                p->options[o]);
@@ -363,7 +370,7 @@ static mpq_status build_item(build *b, int i, mpq_err *err) {
     if (n_ok == 0) return mpq_err_set(err, MPQ_ERR_INVALID, "job '%s': layer group %s has no allowed candidate left", b->jn, name);
     if (ipin < 0) return MPQ_OK;
     if (!ok[ipin])
-        return mpq_err_set(err, MPQ_ERR_INVALID, "--pin: %s pinned to %s, which --allow excludes", name, p->options[ipin]);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "--pin: %s pinned to %s, which --allow excludes (or whose rate is not achievable there)", name, p->options[ipin]);
     return mpq_problem_pin(p->problem, i, ipin, err);
 }
 

@@ -139,7 +139,18 @@ mpq_status mpq_kvsearch_solution_store_heads(mpq_db *db, int64_t job_id, const m
         bool same = true;
         for (int h = 1; h < H; h++) same = same && ix[h] == ix[0];
         a[b].layer_id = t->layer_ids[(size_t)b * H];
-        if (same) snprintf(a[b].kv_pair, sizeof a[b].kv_pair, "%s", t->pair_names[ix[0]]);
+        if (same) {
+            snprintf(a[b].kv_pair, sizeof a[b].kv_pair, "%s", t->pair_names[ix[0]]);
+            continue;
+        }
+        /* heads differ: their pairs in KV-head order joined by "," (README "The results
+         * database"), "mixed" when that does not fit */
+        size_t len = 0;
+        for (int h = 0; h < H && len < sizeof a[b].kv_pair; h++) {
+            int w = snprintf(a[b].kv_pair + len, sizeof a[b].kv_pair - len, "%s%s", h ? "," : "", t->pair_names[ix[h]]);
+            len = w < 0 ? sizeof a[b].kv_pair : len + (size_t)w;
+        }
+        if (len >= sizeof a[b].kv_pair) snprintf(a[b].kv_pair, sizeof a[b].kv_pair, "mixed");
     }
     mpq_db_solution s = {.job_id = job_id, .metric_expr = (char *)t->metric, .budgets_json = (char *)budgets_json,
                          .config_json = (char *)config_json, .objective = loss, .bound = NAN, .gap = NAN,

@@ -275,6 +275,25 @@ done:
     return st;
 }
 
+/* A KVTuner file named *.yaml / *.yml gets the YAML KVTuner's per_layer_config_path reads
+ * (README "KVTuner" under mpq export: integer keys); any other name the JSON form. */
+static bool kvtuner_yaml_path(const char *path) {
+    size_t n = strlen(path);
+    return (n >= 5 && strcmp(path + n - 5, ".yaml") == 0) || (n >= 4 && strcmp(path + n - 4, ".yml") == 0);
+}
+
+/* "i:\n  nbits_key: K\n  nbits_value: V\n" per block after one comment line; malloc'd. */
+static char *kvtuner_layers_yaml(const mpq_kv_pair *pairs, int n_blocks) {
+    size_t cap = 64 + (size_t)n_blocks * 64, len = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    len += (size_t)snprintf(out, cap, "# KVTuner per_layer_config (layer -> bits; mpq kv)\n");
+    for (int b = 0; b < n_blocks && len < cap; b++)
+        len += (size_t)snprintf(out + len, cap - len, "%d:\n  nbits_key: %d\n  nbits_value: %d\n", b, pairs[b].k_bits,
+                                pairs[b].v_bits);
+    return out;
+}
+
 /* The KVTuner and mpq config files of the first budget's pick. */
 static mpq_status write_exports(run_ctx *c, mpq_err *err) {
     const mpq_kvsearch_table *t = c->r->table;
@@ -308,7 +327,9 @@ static mpq_status write_exports(run_ctx *c, mpq_err *err) {
         return st;
     }
     if (c->rq.export_kvtuner) {
-        if (!(text = mpq_kvsearch_kvtuner_json(pr, t->n_blocks))) st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
+        if (!(text = kvtuner_yaml_path(c->rq.export_kvtuner) ? kvtuner_layers_yaml(pr, t->n_blocks)
+                                                             : mpq_kvsearch_kvtuner_json(pr, t->n_blocks)))
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "kv: out of memory");
         else st = write_text(c->rq.export_kvtuner, text, err);
         free(text);
         text = NULL;

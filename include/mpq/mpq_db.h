@@ -53,6 +53,7 @@ extern "C" {
 
 #define MPQ_DB_NAME_MAX 128  /* layer names, job names, candidates (incl. NUL) */
 #define MPQ_DB_SHORT_MAX 64  /* status, solver, kind, timestamps, versions (incl. NUL) */
+#define MPQ_DB_KV_PAIR_MAX 512 /* an assignment's kv_pair (incl. NUL) */
 
 typedef struct mpq_db mpq_db;
 
@@ -339,7 +340,10 @@ void mpq_db_solution_release(mpq_db_solution *s); /* frees the char* fields of a
 typedef struct mpq_db_assignment {
     int64_t layer_id;
     char candidate[MPQ_DB_NAME_MAX]; /* weight format, "" if none */
-    char kv_pair[MPQ_DB_SHORT_MAX];  /* "k4v2", "" if none */
+    char kv_pair[MPQ_DB_KV_PAIR_MAX]; /* "k4v2", "" if none; a per-head block whose heads
+                                       * differ: the heads' pairs in KV-head order joined by
+                                       * "," ("k4v2,k8v4,k4v2,k4v2"), "mixed" if that is
+                                       * longer than MPQ_DB_KV_PAIR_MAX - 1 */
     char layer_name[MPQ_DB_NAME_MAX]; /* output only */
 } mpq_db_assignment;
 
@@ -439,7 +443,9 @@ typedef enum mpq_db_report {
     MPQ_DB_REPORT_PROGRESS,    /* units done/total/failed per stage */
     MPQ_DB_REPORT_SOLUTIONS,   /* the job's solutions */
     MPQ_DB_REPORT_EVALUATIONS, /* the job's evaluations */
-    MPQ_DB_REPORT_FRONTIERS    /* the job's frontier points */
+    MPQ_DB_REPORT_FRONTIERS,   /* the job's frontier points */
+    MPQ_DB_REPORT_UNAVAILABLE  /* (layer, candidate) stored as not available: layer, candidate,
+                                * reason (metric "unavailable", reason from its provenance) */
 } mpq_db_report;
 
 /* job: name or decimal id (NULL allowed for MPQ_DB_REPORT_JOBS only). MPQ_ERR_NOTFOUND. */

@@ -277,8 +277,9 @@ mpq_status mpq_jobsolve_compare(mpq_job *job, const char *metric, mpq_jobsolve_c
 /* Random configurations, to check a loss model against measurements on configurations no
  * solver chose. Draws n assignments (1..MPQ_JOBSOLVE_RANDOM_MAX): one xoshiro256** stream
  * (mpq_rng.h) seeded with `seed`, consumed configuration by configuration and, within one, layer
- * by layer in the stored layer order, each layer's candidate = spec->candidates[mpq_rng_below(r,
- * n_candidates)]. Configuration i (0-based) is stored as solution "random-<seed>-<i>" (solver
+ * by layer in the stored layer order, each layer's candidate = the (d+1)-th of the spec's
+ * candidates available on the layer, d = mpq_rng_below(r, m), m their count (all n_candidates
+ * unless a SAQ rate is not achievable on the layer's shape). Configuration i (0-based) is stored as solution "random-<seed>-<i>" (solver
  * "random", status "feasible", objective = the unsmoothed sum of `metric` over layers, bound and
  * gap NaN; an existing solution of that name is replaced) and evaluated as
  * mpq_jobsolve_evaluate_solution does - unless a solution of that name already has exactly these

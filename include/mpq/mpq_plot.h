@@ -74,6 +74,10 @@ typedef struct mpq_plot_kv_data {
     const char *const *pair_names; /* x axis order, e.g. most to least precise */
     const double *values;          /* n_blocks x n_pairs; NaN = not measured */
     const int *chosen;             /* n_blocks pair index chosen by a solution, -1 none; may be NULL */
+    /* n_blocks; may be NULL: for a block the solution splits by KV head, its heads' pairs in
+     * head order joined by "," ("k2v2,k4v4,k4v4,k4v4"; dashed rings at those pairs, listed in
+     * the legend), NULL for the others */
+    const char *const *head_pairs;
 } mpq_plot_kv_data;
 
 /* Renderers: *svg gets a malloc'd NUL-terminated SVG document (free()).

@@ -55,8 +55,10 @@ static const char *kv_help =
     "      --engine NAME       search only the pairs serving engine NAME offers as they are\n"
     "                          (sglang, trtllm, vllm, llamacpp; K and V widths of its KV dtypes,\n"
     "                          K = V where it has one dtype per layer): frontier, budgets, evaluate\n"
-    "      --export-kvtuner F  KVTuner layer config {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..}\n"
-    "                          of the first --budget pick\n"
+    "      --export-kvtuner F  KVTuner layer config of the first --budget pick: F ending in .yaml\n"
+    "                          or .yml gets the YAML KVTuner's per_layer_config_path reads\n"
+    "                          (integer keys \"0:\", with nbits_key / nbits_value), any other F the JSON\n"
+    "                          {\"0\": {\"nbits_key\": 8, \"nbits_value\": 4}, ..} (string keys)\n"
     "      --export-config F   mpq config (weights f32, kv.layers) of the first --budget pick\n"
     "                          (kv scheme saq: also F.bases.json, the job's stored bases, which\n"
     "                          the config names relative to its own directory)\n";

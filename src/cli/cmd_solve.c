@@ -365,22 +365,72 @@ static void comparison_print(const char *metric, const mpq_jobsolve_compare_row 
     else printf("Spearman rank correlation: n/a (%d configurations with both numbers; needs 3)\n", nu);
 }
 
+/* The first linear layer of the job on which candidate `name` is not achievable (a SAQ rate
+ * its shape cannot reach), or NULL: a uniform baseline of it cannot exist. */
+static const char *uniform_unavailable_on(const mpq_job *job, const char *name) {
+    const mpq_model *shape = mpq_job_get_shape(job);
+    mpq_candidate c;
+    if (!shape || mpq_candidate_parse(name, &c, NULL) != MPQ_OK || !mpq_candidate_is_saq(&c)) return NULL;
+    for (int i = 0; i < mpq_model_n_linear(shape); i++) {
+        const mpq_layer_info *li = mpq_model_linear(shape, i);
+        if (mpq_candidate_matrix_bits(&c, li->rows, li->cols) < 0) return li->name;
+    }
+    return NULL;
+}
+
+/* The evaluation just made of solution id (its measurement ev, its comparison row for the
+ * name and the prediction) as a JSON object: README "mpq solve, pareto, evaluate". */
+static cJSON *requested_json(int64_t id, const mpq_jobsolve_eval *ev, const mpq_jobsolve_compare_row *rows, int n) {
+    const mpq_jobsolve_compare_row *row = NULL;
+    for (int i = 0; i < n && !row; i++)
+        if (rows[i].solution_id == id) row = &rows[i];
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && (row ? cJSON_AddStringToObject(o, "solution", row->label) : cJSON_AddNullToObject(o, "solution")) &&
+              cJSON_AddNumberToObject(o, "solution_id", (double)id) &&
+              cJSON_AddNumberToObject(o, "evaluation_id", (double)ev->evaluation_id) &&
+              cJSON_AddNumberToObject(o, "avg_bits", row ? row->avg_bits : ev->avg_bits) &&
+              (row && isfinite(row->predicted) ? cJSON_AddNumberToObject(o, "predicted", row->predicted)
+                                               : cJSON_AddNullToObject(o, "predicted")) &&
+              cJSON_AddNumberToObject(o, "kl", ev->kl) && cJSON_AddNumberToObject(o, "kl_stderr", ev->kl_stderr) &&
+              cJSON_AddNumberToObject(o, "ppl", ev->ppl) && cJSON_AddNumberToObject(o, "top1", ev->top1) &&
+              cJSON_AddNumberToObject(o, "ce", ev->ce) && cJSON_AddNumberToObject(o, "n_tokens", (double)ev->n_tokens);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_ids, bool uniform, const char *metric,
                                        bool json, cJSON *jout, mpq_err *err) {
     mpq_status st = MPQ_OK;
-    for (int i = 0; i < n_ids; i++) {
-        mpq_jobsolve_eval ev;
-        if ((st = mpq_jobsolve_evaluate_solution(job, ids[i], &ev, err)) != MPQ_OK) return st;
-    }
+    mpq_jobsolve_eval *evs = mpq_calloc(n_ids > 0 ? (size_t)n_ids : 1, sizeof *evs);
+    if (!evs) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n_ids; i++)
+        if ((st = mpq_jobsolve_evaluate_solution(job, ids[i], &evs[i], err)) != MPQ_OK) {
+            free(evs);
+            return st;
+        }
     if (uniform)
         for (int c = 0; c < mpq_job_get_spec(job)->n_candidates; c++) {
             mpq_jobsolve_eval ev;
-            if ((st = mpq_jobsolve_evaluate_uniform(job, mpq_job_get_spec(job)->candidates[c], false, &ev, err)) != MPQ_OK) return st;
+            const char *cn = mpq_job_get_spec(job)->candidates[c], *skip = uniform_unavailable_on(job, cn);
+            if (skip) {
+                fprintf(stderr, "mpq: no uniform baseline for %s: its rate is not achievable on %s\n", cn, skip);
+                continue;
+            }
+            if ((st = mpq_jobsolve_evaluate_uniform(job, cn, false, &ev, err)) != MPQ_OK) {
+                free(evs);
+                return st;
+            }
         }
     mpq_jobsolve_compare_row *rows = NULL;
     int n = 0, nu = 0;
     double rho = NAN;
-    if ((st = mpq_jobsolve_compare(job, metric, &rows, &n, &rho, &nu, err)) != MPQ_OK) return st;
+    if ((st = mpq_jobsolve_compare(job, metric, &rows, &n, &rho, &nu, err)) != MPQ_OK) {
+        free(evs);
+        return st;
+    }
     /* sort by avg bits for display */
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && rows[j].avg_bits < rows[j - 1].avg_bits; j--) {
@@ -389,11 +439,34 @@ static mpq_status evaluate_and_compare(mpq_job *job, const int64_t *ids, int n_i
             rows[j - 1] = t;
         }
     if (json) {
+        /* the solutions asked for, in the order asked, with the evaluation just made of each;
+         * "evaluation": that object when exactly one was asked for, else null */
+        cJSON *req = cJSON_AddArrayToObject(jout, "requested");
+        for (int i = 0; req && i < n_ids; i++) {
+            cJSON *o = requested_json(ids[i], &evs[i], rows, n);
+            if (!o || !cJSON_AddItemToArray(req, o)) {
+                cJSON_Delete(o);
+                st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            }
+        }
+        cJSON *one = n_ids == 1 && req ? cJSON_Duplicate(cJSON_GetArrayItem(req, 0), true) : cJSON_CreateNull();
+        if (!req || !one || !cJSON_AddItemToObject(jout, "evaluation", one)) {
+            cJSON_Delete(one);
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        }
         comparison_json(jout, rows, n, rho, nu);
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(jout, "evaluations");
+        for (cJSON *e = arr ? arr->child : NULL; e; e = e->next) {
+            const cJSON *sid = cJSON_GetObjectItemCaseSensitive(e, "solution_id");
+            bool asked = false;
+            for (int i = 0; i < n_ids && cJSON_IsNumber(sid) && !asked; i++) asked = sid->valuedouble == (double)ids[i];
+            if (!cJSON_AddBoolToObject(e, "requested", asked)) st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        }
     } else {
         comparison_print(metric, rows, n, rho, nu, "");
     }
     free(rows);
+    free(evs);
     return st;
 }
 

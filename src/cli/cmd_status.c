@@ -17,14 +17,16 @@ static const char *status_help =
     "With JOB (name or id): the job's status, times, version and seed, the process running\n"
     "it (pid, host, since, last heartbeat), and per stage the units done / total / failed;\n"
     "for adaptive layer_sensitivity, each decided round: units extended and the\n"
-    "window-evaluations stored before it.\n"
+    "window-evaluations stored before it; and the (layer, candidate) pairs stored as not\n"
+    "available (a SAQ rate that the layer's shape cannot reach) with the reason.\n"
     "A job whose runner was killed (even by SIGKILL) shows as interrupted: its lease names\n"
     "a process that no longer exists. The database is opened read-only and never written\n"
     "(safe while a job runs, works on read-only files and file systems).\n"
     "\n"
     "  -d, --db PATH           results database (default: $MPQ_DB, else ./mpq.db)\n"
     "      --json              JSON output (an array of jobs, or one job object with \"stages\",\n"
-    "                          \"runner\": {pid, host, since, heartbeat, alive} or null, and\n"
+    "                          \"runner\": {pid, host, since, heartbeat, alive} or null,\n"
+    "                          \"unavailable\": [{layer, candidate, reason}] and\n"
     "                          \"adaptive_rounds\": [{round, extend, windows_before}])\n"
     "  -h, --help              this help\n"
     "\n"
@@ -103,7 +105,7 @@ int cli_status(int argc, char **argv) {
 
     mpq_err err = {0};
     mpq_db *db = NULL;
-    mpq_db_table *jobs = NULL, *prog = NULL;
+    mpq_db_table *jobs = NULL, *prog = NULL, *skip = NULL;
     cJSON *out = NULL;
     mpq_status st;
     int rc = MPQ_EXIT_OK;
@@ -126,6 +128,7 @@ int cli_status(int argc, char **argv) {
     snprintf(id, sizeof id, "%lld", (long long)j.id);
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_JOBS, id, &jobs, &err)) != MPQ_OK) goto done;
     if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_PROGRESS, id, &prog, &err)) != MPQ_OK) goto done;
+    if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_UNAVAILABLE, id, &skip, &err)) != MPQ_OK) goto done;
     order_stages(prog);
     mpq_db_lease lease;
     bool held = false;
@@ -147,6 +150,9 @@ int cli_status(int argc, char **argv) {
         }
         if (o && r && cJSON_AddItemToObject(o, "runner", r)) r = NULL;
         cJSON_Delete(r);
+        cJSON *sk = cli_table_json(skip);
+        if (o && sk && cJSON_AddItemToObject(o, "unavailable", sk)) sk = NULL;
+        cJSON_Delete(sk);
         cJSON *ar = adaptive_rounds(db, j.id);
         if (o && ar && cJSON_AddItemToObject(o, "adaptive_rounds", ar)) ar = NULL;
         cJSON_Delete(ar);
@@ -172,6 +178,14 @@ int cli_status(int argc, char **argv) {
                    lease.live ? "" : " (gone: the next run or resume takes the job over)");
         printf("version   mpq %s\nspec      sha256 %s\n\n", j.mpq_version, j.spec_sha256);
         cli_print_table(stdout, prog);
+        if (skip->n_rows > 0) {
+            printf("\nnot available (no rows stored, never chosen by the solvers): %d (layer, candidate) pairs\n",
+                   skip->n_rows);
+            for (int r = 0; r < skip->n_rows; r++) {
+                const char *const *cell = (const char *const *)skip->cells + (size_t)r * (size_t)skip->n_cols;
+                printf("  %s %s: %s\n", cell[0] ? cell[0] : "", cell[1] ? cell[1] : "", cell[2] ? cell[2] : "");
+            }
+        }
         cJSON *ar = adaptive_rounds(db, j.id);
         int nr = cJSON_GetArraySize(ar);
         if (nr > 0) printf("\nadaptive rounds (layer_sensitivity: units extended, window-evaluations stored before the round)\n");
@@ -187,6 +201,7 @@ int cli_status(int argc, char **argv) {
 done:
     cJSON_Delete(out);
     mpq_db_table_free(prog);
+    mpq_db_table_free(skip);
     mpq_db_table_free(jobs);
     mpq_db_close(db);
     return st == MPQ_OK ? rc : cli_fail("status", st, &err);

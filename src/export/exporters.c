@@ -11,7 +11,11 @@
  *   config_groups{targets, weights{num_bits,type,symmetric,strategy,group_size}}, ignore,
  *   kv_cache_scheme}; "re:" targets are regexes on module names; vLLM fuses q/k/v into
  *   qkv_proj and gate/up into gate_up_proj and requires one scheme per fused module.
- * - KVTuner: per-layer {nbits_key, nbits_value}; HAWQ: {module: bits}.
+ * - KVTuner (cmd2001/KVTuner, flexible_quant/flexible_quant/flexible_quantized_cache.py):
+ *   FlexibleQuantizedCacheConfig reads per_layer_config_path with yaml.safe_load and
+ *   FlexibleQuantizedCache.update indexes per_layer_config[layer_idx]['nbits_key'] /
+ *   ['nbits_value'] with the integer layer index, for every layer 0..L-1: a mapping with plain
+ *   integer keys and integer values (as its config/..._per_layer.yaml). HAWQ: {module: bits}.
  */
 #include "mpq/mpq_export.h"
 
@@ -591,8 +595,15 @@ static mpq_status render_kvtuner(const mpq_export_plan *p, bool yaml, char **tex
                       p->kv[i].v_bits);
         sb_puts(&b, "\n}\n");
     }
-    sb_printf(&n, "note: 16 bits = not quantized; mpq measured the pairs with the %s scheme, group %d, residual %d\n",
+    sb_printf(&n, "note: 16 bits = not quantized in mpq (KVTuner has no such value: it passes 16 to its quantizer); "
+                  "mpq measured the pairs with the %s scheme, group %d, residual %d\n",
               mpq_kv_mode_name(p->kv_scheme.mode), p->kv_scheme.group_size, p->kv_scheme.residual);
+    /* KVTuner (flexible_quant/flexible_quantized_cache.py) reads per_layer_config_path with
+     * yaml.safe_load and indexes the result with the integer layer index: only the YAML form
+     * (plain integer keys) loads as it is; JSON keys are strings */
+    if (!yaml)
+        sb_puts(&n, "note: KVTuner's per_layer_config_path takes the YAML form (--format kvtuner-yaml, integer keys); "
+                    "this JSON has string keys: pass {int(k): v for k, v in json.load(f).items()} as per_layer_config\n");
     *text = sb_take(&b);
     if (notes) *notes = sb_take(&n);
     sb_free(&n);

@@ -85,6 +85,32 @@ done:
     return st;
 }
 
+bool plot_config_kv_heads(const char *json, int block, char *out, size_t n) {
+    if (!json || !out || n == 0) return false;
+    out[0] = '\0';
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *kl = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "kv"), "layers");
+    char key[48];
+    snprintf(key, sizeof key, "blk.%d", block);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(kl, key);
+    if (!e) {
+        snprintf(key, sizeof key, "model.layers.%d", block);
+        e = cJSON_GetObjectItemCaseSensitive(kl, key);
+    }
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(e, "heads"), *x;
+    bool any = false;
+    size_t len = 0;
+    if (!cJSON_IsArray(h)) h = NULL;
+    cJSON_ArrayForEach(x, h) {
+        if (!cJSON_IsString(x) || len >= n) continue;
+        int w = snprintf(out + len, n - len, "%s%s", any ? "," : "", x->valuestring);
+        len = w < 0 ? n : len + (size_t)w;
+        any = true;
+    }
+    cJSON_Delete(j);
+    return any;
+}
+
 double plot_avg_bits(const mpq_db_layer *L, int nL, const mpq_candidate *cand) {
     double bits = 0, n = 0;
     for (int i = 0; i < nL; i++) {
@@ -298,6 +324,8 @@ static mpq_status grid_plot(ctx *c, const char *metric, bool kv, const mpq_plot_
     int *chosen = NULL;
     mpq_candidate *cand = NULL;
     mpq_kv_pair *kvp = NULL;
+    char (*labels)[MPQ_DB_KV_PAIR_MAX] = NULL; /* per-KV-head pairs of the blocks that have them */
+    const char **head_pairs = NULL;
     char key[32];
     snprintf(key, sizeof key, "%lld", (long long)c->job.id);
     if ((st = mpq_db_report_table(c->db, MPQ_DB_REPORT_SENSITIVITY, key, &t, err)) != MPQ_OK) goto done;
@@ -382,19 +410,45 @@ static mpq_status grid_plot(ctx *c, const char *metric, bool kv, const mpq_plot_
         }
         bool have = st == MPQ_OK;
         st = MPQ_OK;
+        char *heads_cfg = NULL; /* the solution's config, for blocks with per-KV-head pairs */
+        if (have) {
+            int64_t sid = 0;
+            mpq_db_solution s = {0};
+            if (export_find_solution(c->db, &c->job, o->solution, &sid, NULL) == MPQ_OK &&
+                mpq_db_solution_get(c->db, sid, &s, NULL, NULL, NULL) == MPQ_OK) {
+                if (s.config_json && (heads_cfg = malloc(strlen(s.config_json) + 1)))
+                    memcpy(heads_cfg, s.config_json, strlen(s.config_json) + 1);
+                mpq_db_solution_release(&s);
+            }
+        }
+        labels = mpq_calloc((size_t)nrow, sizeof *labels);
+        head_pairs = mpq_calloc((size_t)nrow, sizeof *head_pairs);
+        if (!labels || !head_pairs) {
+            free(heads_cfg);
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "plot: out of memory");
+            goto done;
+        }
         for (int i = 0; i < nrow; i++) {
             chosen[i] = -1;
             int blk = -1;
             sscanf(rnames[i], "blk.%d", &blk);
             if (!have || blk < 0 || blk >= c->n_blocks) continue;
+            char hp[MPQ_DB_KV_PAIR_MAX];
+            if (plot_config_kv_heads(heads_cfg, blk, hp, sizeof hp)) { /* no one column: the heads' pairs */
+                snprintf(labels[i], sizeof labels[i], "%s", hp);
+                head_pairs[i] = labels[i];
+                continue;
+            }
             char pn[16];
             mpq_kv_pair_name(kvp[blk], pn, sizeof pn);
             for (int k = 0; k < ncol; k++)
                 if (strcmp(cols[k].name, pn) == 0) chosen[i] = k;
         }
+        free(heads_cfg);
         snprintf(title, sizeof title, "KV pair ladder - job %s%s%s", c->job.name, have ? ", solution " : "",
                  have ? sname : "");
-        mpq_plot_kv_data d = {title, metric, nrow, ncol, cnames, vals, have ? chosen : NULL};
+        mpq_plot_kv_data d = {title, metric, nrow, ncol, cnames, vals, have ? chosen : NULL,
+                              have ? (const char *const *)head_pairs : NULL};
         st = mpq_plot_kv_svg(&d, svg, err);
     } else {
         snprintf(title, sizeof title, "sensitivity (%s) - job %s", metric, c->job.name);
@@ -411,6 +465,8 @@ done:
     free(chosen);
     free(cand);
     free(kvp);
+    free(labels);
+    free(head_pairs);
     return st;
 }
 

@@ -148,6 +148,43 @@ done:
     return st;
 }
 
+/* The KV pair of every block of each solution that has KV assignment rows; a block with
+ * per-KV-head pairs shows them in head order (stored joined by ",", or for solutions stored
+ * before that, read from the config's "heads"). */
+static mpq_status section_kv(sbuf *b, mpq_db *db, const mpq_db_table *sol, mpq_err *err) {
+    bool header = false;
+    for (int r = 0; r < sol->n_rows; r++) {
+        int64_t sid = strtoll(export_table_cell(sol, r, 0), NULL, 10);
+        mpq_db_solution s = {0};
+        mpq_db_assignment *as = NULL;
+        int n_as = 0, n_kv = 0;
+        mpq_status st = mpq_db_solution_get(db, sid, &s, &as, &n_as, err);
+        if (st != MPQ_OK) return st;
+        for (int i = 0; i < n_as; i++) {
+            int blk = -1;
+            char hp[MPQ_DB_KV_PAIR_MAX];
+            const char *pair = as[i].kv_pair;
+            bool kv_row = sscanf(as[i].layer_name, "blk.%d.kv", &blk) == 1 && strstr(as[i].layer_name, ".kv");
+            if (!kv_row) continue;
+            if (!pair[0] && plot_config_kv_heads(s.config_json, blk, hp, sizeof hp)) pair = hp;
+            if (!pair[0]) continue;
+            if (!header) {
+                sb_puts(b, "\n## KV pairs per block\n\nA block whose KV heads have different pairs lists them in "
+                           "head order (h0,h1,...).\n\n| solution | block | KV pair |\n|---|---|---|\n");
+                header = true;
+            }
+            sb_puts(b, "| ");
+            md_cell(b, n_kv++ == 0 ? s.name : "");
+            sb_printf(b, " | %s | ", as[i].layer_name);
+            md_cell(b, pair);
+            sb_printf(b, "%s |\n", strchr(pair, ',') ? " (per KV head)" : "");
+        }
+        free(as);
+        mpq_db_solution_release(&s);
+    }
+    return MPQ_OK;
+}
+
 static mpq_status write_plot(mpq_db *db, const char *job, mpq_plot_kind k, const mpq_report_opts *o, sbuf *b,
                              mpq_err *err) {
     char *svg = NULL, path[4096];
@@ -184,7 +221,7 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     mpq_db_layer *L = NULL;
     int nL = 0, ne = 0, np = 0;
     char *text = NULL;
-    mpq_db_table *sol = NULL, *prog = NULL;
+    mpq_db_table *sol = NULL, *prog = NULL, *skip = NULL;
     mpq_db_evaluation *ev = NULL;
     mpq_db_frontier_point *pts = NULL;
     mpq_candidate *cand = NULL;
@@ -236,6 +273,23 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
     for (int r = 0; r < prog->n_rows; r++)
         sb_printf(&b, "| stage %s | %s/%s units done, %s failed |\n", export_table_cell(prog, r, 0),
                   export_table_cell(prog, r, 1), export_table_cell(prog, r, 2), export_table_cell(prog, r, 3));
+
+    /* (layer, candidate) pairs stored as not available (a SAQ rate not achievable there) */
+    if ((st = mpq_db_report_table(db, MPQ_DB_REPORT_UNAVAILABLE, key, &skip, err)) != MPQ_OK) goto done;
+    if (skip->n_rows > 0) {
+        sb_printf(&b, "\n## Candidates not available on some layers\n\n%d (layer, candidate) pairs were skipped: no "
+                      "measurement is stored for them and no solution uses them.\n\n| layer | candidate | reason |\n"
+                      "|---|---|---|\n", skip->n_rows);
+        for (int r = 0; r < skip->n_rows; r++) {
+            sb_puts(&b, "| ");
+            md_cell(&b, export_table_cell(skip, r, 0));
+            sb_puts(&b, " | ");
+            md_cell(&b, export_table_cell(skip, r, 1));
+            sb_puts(&b, " | ");
+            md_cell(&b, export_table_cell(skip, r, 2));
+            sb_puts(&b, " |\n");
+        }
+    }
 
     if ((st = section_sensitive(&b, db, &j, L, nL, &o, err)) != MPQ_OK) goto done;
 
@@ -300,6 +354,8 @@ mpq_status mpq_report_write(mpq_db *db, const char *job, const mpq_report_opts *
         mpq_db_solution_release(&s);
     }
 
+    if ((st = section_kv(&b, db, sol, err)) != MPQ_OK) goto done;
+
     /* uniform baselines: evaluations whose config has one candidate everywhere */
     sb_puts(&b, "\n## Uniform baselines\n\n");
     int nu = 0;
@@ -347,6 +403,7 @@ done:
     mpq_job_close(jh);
     mpq_db_table_free(sol);
     mpq_db_table_free(prog);
+    mpq_db_table_free(skip);
     for (int i = 0; ev && i < ne; i++) free(ev[i].config_json);
     free(ev);
     free(pts);

@@ -370,10 +370,30 @@ mpq_status mpq_plot_heatmap_svg(const mpq_plot_heatmap_data *d, char **svg, mpq_
 
 /* ---- KV ladder -------------------------------------------------------------------------------- */
 
+/* The positions (KV heads) at which `pair` appears in the ","-separated list, written as
+ * "1,2,3" to out; returns how many. */
+static int heads_of(const char *list, const char *pair, char *out, size_t n) {
+    size_t pl = strlen(pair), len = 0;
+    int h = 0, k = 0;
+    out[0] = '\0';
+    for (const char *p = list; p && *p; h++) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == pl && strncmp(p, pair, pl) == 0 && len < n) {
+            int w = snprintf(out + len, n - len, "%s%d", k ? "," : "", h);
+            len = w < 0 ? n : len + (size_t)w;
+            k++;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return k;
+}
+
 mpq_status mpq_plot_kv_svg(const mpq_plot_kv_data *d, char **svg, mpq_err *err) {
     if (!d || !svg || d->n_blocks <= 0 || d->n_pairs <= 0 || !d->values)
         return mpq_err_set(err, MPQ_ERR_INVALID, "plot kv: no data");
     *svg = NULL;
+    const char *const *hp = d->head_pairs;
     double mn = INFINITY, mx = -INFINITY;
     for (int i = 0; i < d->n_blocks * d->n_pairs; i++) {
         double v = d->values[i];
@@ -419,10 +439,19 @@ mpq_status mpq_plot_kv_svg(const mpq_plot_kv_data *d, char **svg, mpq_err *err) 
             if (d->chosen && d->chosen[i] == j)
                 sb_printf(&b, "<circle class=\"chosen\" cx=\"%.1f\" cy=\"%.1f\" r=\"9\" fill=\"none\" stroke=\"%s\" "
                               "stroke-width=\"2\"/>\n", px, py, col);
+            char hs[256];
+            if (hp && hp[i] && heads_of(hp[i], d->pair_names[j], hs, sizeof hs) > 0)
+                sb_printf(&b, "<circle class=\"chosen-head\" cx=\"%.1f\" cy=\"%.1f\" r=\"9\" fill=\"none\" "
+                              "stroke=\"%s\" stroke-width=\"2\" stroke-dasharray=\"3,2\"><title>blk %d %s: KV heads "
+                              "%s</title></circle>\n", px, py, col, i, d->pair_names[j], hs);
         }
-        snprintf(t, sizeof t, "blk %d", i);
+        snprintf(t, sizeof t, hp && hp[i] ? "blk %d (by head)" : "blk %d", i);
         if (i < 16) legend_item(&b, i, col, "circle", t);
     }
-    if (d->chosen) legend_item(&b, d->n_blocks < 16 ? d->n_blocks : 16, "#333", "circle", "ring: chosen pair");
+    int nl = d->n_blocks < 16 ? d->n_blocks : 16;
+    if (d->chosen) legend_item(&b, nl++, "#333", "circle", "ring: chosen pair");
+    bool any_heads = false;
+    for (int i = 0; hp && i < d->n_blocks; i++) any_heads = any_heads || hp[i];
+    if (any_heads) legend_item(&b, nl, "#333", "circle", "dashed: some heads' pair");
     return finish(&b, svg, err);
 }

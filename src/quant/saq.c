@@ -286,9 +286,6 @@ mpq_status mpq_saq_quantize(const mpq_candidate *c, float *w, int64_t rows, int6
                             mpq_saq_report *rep, mpq_err *err) {
     if (!c || !w || rows <= 0 || cols <= 0 || !mpq_candidate_is_saq(c))
         return mpq_err_set(err, MPQ_ERR_INVALID, "saq: bad arguments");
-    if (!S)
-        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
-                           "candidate %s needs the layer's calibration statistics X^T X (none given)", c->name);
     const bool pca = c->type == MPQ_QTYPE_SAQ;
     const int64_t tot = total_bits(c, rows, cols), fixed = mpq_saq_fixed_bits(c, cols);
     if (tot < 0 || fixed < 0 || fixed > tot) {
@@ -305,6 +302,11 @@ mpq_status mpq_saq_quantize(const mpq_candidate *c, float *w, int64_t rows, int6
                            c->name, (long long)rows, (long long)cols, (long long)tot,
                            pca ? "fp16 basis" : "permutation", (long long)fixed);
     }
+    /* after the shape: a rate the shape cannot reach is refused as such, with or without S
+     * (a job records that (layer, candidate) as not available, job_run.c) */
+    if (!S)
+        return mpq_err_set(err, MPQ_ERR_UNSUPPORTED,
+                           "candidate %s needs the layer's calibration statistics X^T X (none given)", c->name);
     const size_t nn = (size_t)(cols * cols), nw = (size_t)(rows * cols);
     for (size_t i = 0; i < nn; i++)
         if (!isfinite(S[i]))

@@ -50,6 +50,30 @@ for f in sglang-kv trtllm-kv vllm-kv llamacpp-kv gptqmodel autoround modelopt; d
   check "$f-strict" 6 "collapsed" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" -f "$f" \
     -o "$tmp/s.txt" --strict
 done
+# KVTuner (flexible_quant/flexible_quantized_cache.py) reads per_layer_config_path with yaml.safe_load
+# and looks up per_layer_config[layer_idx]['nbits_key'] / ['nbits_value'] with the integer layer
+# index, for every layer: the YAML has plain integer keys 0..4 in order (no quotes), each with
+# exactly the two integer entries
+kvt=$tmp/mixed.kvtuner.yaml
+keys=$(grep -v '^#' "$kvt" | grep -E '^[^ ]' | tr -d '\n')
+[ "$keys" = "0:1:2:3:4:" ] && echo "ok   kvtuner-yaml-integer-keys" || { echo "FAIL kvtuner-yaml keys '$keys'"; fails=$((fails + 1)); }
+n=$(grep -cE '^  nbits_(key|value): (2|3|4|8|16)$' "$kvt"); m=$(grep -c '^ ' "$kvt")
+[ "$n" = 10 ] && [ "$m" = 10 ] && echo "ok   kvtuner-yaml-values" || { echo "FAIL kvtuner-yaml values $n/$m"; fails=$((fails + 1)); }
+if python3 -c 'import yaml' 2>/dev/null; then # the lookup KVTuner makes, on what its loader returns
+  python3 - "$kvt" "$tmp/mixed.kvtuner.json" <<'PY' && echo "ok   kvtuner-yaml-safe_load" || { echo "FAIL kvtuner-yaml-safe_load"; fails=$((fails + 1)); }
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+got = [(c[i]["nbits_key"], c[i]["nbits_value"]) for i in range(5)]
+assert got == [(8, 4), (4, 4), (4, 2), (8, 8), (8, 8)], got
+assert all(type(k) is int for k in c) and all(type(v) is int for d in c.values() for v in d.values())
+j = yaml.safe_load(open(sys.argv[2]))  # the JSON form: string keys, so c[0] would fail (README)
+assert sorted(j) == ["0", "1", "2", "3", "4"] and 0 not in j
+PY
+else
+  echo "skip kvtuner-yaml-safe_load (no PyYAML)"
+fi
+check kvtuner-json-note 0 "this JSON has string keys" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" \
+  -f kvtuner -o "$tmp/k.json"
 check imatrix-needs-job 2 "give JOB" -- "$MPQ" export --config "$fix/mixed.json" --model "$model" -f imatrix -o "$tmp/i"
 # the mpq JSON is a config mpq eval accepts
 check mpq-json-evals 0 "top-1 agreement" -- "$MPQ" eval -m "$model" -c "$tmp/mixed.mpq.json" \

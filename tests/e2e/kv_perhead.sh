@@ -58,6 +58,29 @@ grep -q "blk.4.kv.h3" "$T/out.txt" || fail "ladder lacks blk.4.kv.h3"
 grep -q "kv-bits=3 -> point" "$T/out.txt" || fail "no budget pick"
 [ "$(sqlite3 "$T/a.db" "SELECT COUNT(*) FROM solutions WHERE name='kv-bits-3-nominal-heads'
       AND solver='kv-frontier-heads' AND config_json LIKE '%\"kv\"%'")" = 1 ] || fail "per-head solution not stored"
+# its assignment rows: per block the heads' pairs in head order joined by "," when they differ,
+# else the one pair, as in the stored config; mpq report lists them and mpq plot --what kv rings them
+asg=$(sqlite3 "$T/a.db" "SELECT group_concat(a.kv_pair, ' ') FROM (SELECT a.kv_pair FROM assignments a
+        JOIN solutions s ON s.id = a.solution_id JOIN layers l ON l.id = a.layer_id
+        WHERE s.name = 'kv-bits-3-nominal-heads' AND l.name LIKE 'blk.%.kv' ORDER BY l.block) a")
+cfgp=$(sqlite3 "$T/a.db" "WITH c(j) AS (SELECT config_json FROM solutions WHERE name = 'kv-bits-3-nominal-heads'),
+        blk(b) AS (VALUES (0), (1), (2), (3), (4))
+        SELECT group_concat(p, ' ') FROM (SELECT COALESCE(
+          (SELECT group_concat(h.value, ',') FROM json_each(json_extract(j, '\$.kv.layers.\"blk.' || b || '\".heads')) h),
+          json_extract(j, '\$.kv.layers.\"blk.' || b || '\"'), json_extract(j, '\$.kv.default')) AS p FROM c, blk ORDER BY b)")
+[ -n "$asg" ] && [ "$asg" = "$cfgp" ] || fail "assignment kv_pair '$asg', config '$cfgp'"
+case "$asg" in *,*) ;; *) fail "no block of the 3-bit pick is split by head: '$asg'" ;; esac
+expect_rc 0 "report of the per-head job" "$MPQ" report ph --db "$T/a.db" -o "$T/r.md"
+first=${asg%% *}
+grep -qF "| kv-bits-3-nominal-heads | blk.0.kv | $first" "$T/r.md" || fail "report lacks blk.0.kv $first: $(grep -A8 'KV pairs per block' "$T/r.md")"
+# a database written before the heads were joined has "" there: the report reads the config's heads
+cp "$T/a.db" "$T/old.db"
+sqlite3 "$T/old.db" "UPDATE assignments SET kv_pair = '' WHERE kv_pair LIKE '%,%'"
+expect_rc 0 "report of an older per-head solution" "$MPQ" report ph --db "$T/old.db" -o "$T/r_old.md"
+b=0; for p in $asg; do case "$p" in *,*) break ;; esac; b=$((b + 1)); done # the first split block
+grep -qF "| blk.$b.kv | $p (per KV head) |" "$T/r_old.md" || fail "report of the older rows lacks blk.$b.kv $p"
+expect_rc 0 "kv plot of the per-head pick" "$MPQ" plot ph --db "$T/a.db" --what kv --solution kv-bits-3-nominal-heads -o "$T/kv.svg"
+grep -q 'class="chosen-head"' "$T/kv.svg" && grep -q '(by head)' "$T/kv.svg" || fail "kv plot shows no per-head pairs"
 # the exported config: 3 bits nominal on average over the 20 heads, read back by mpq eval
 "$MPQ" eval --model "$M" --data "$EV" --config "$T/cfg.json" --seq-len 64 --n-seqs 2 --json > "$T/eval.json"
 sqlite3 :memory: "SELECT json_extract(CAST(readfile('$T/eval.json') AS TEXT), '\$.avg_kv_bits')" > "$T/bits.txt"
@@ -101,6 +124,23 @@ expect_rc 0 "KVTuner per-head export" "$MPQ" kv ph --db "$T/a.db" --per-head --n
 [ "$(grep -c '^  [0-3]:$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML lacks 4 heads per layer"
 [ "$(grep -c '^    nbits_key: [248]$' "$T/kvt.yaml")" = 20 ] || fail "KVTuner YAML nbits_key"
 awk '/nbits_key/ {s += $2} /nbits_value/ {s += $2} END {exit !(s / 40 <= 3)}' "$T/kvt.yaml" || fail "KVTuner YAML above 3 bits"
+# the per-block search: --export-kvtuner F.yaml writes the YAML KVTuner's per_layer_config_path
+# reads (yaml.safe_load; looked up with the integer layer index), F.json the JSON form; same pick
+expect_rc 0 "KVTuner per-layer YAML" "$MPQ" kv ph --db "$T/a.db" --nominal --budget kv-bits=4 --export-kvtuner "$T/kvl.yaml"
+expect_rc 0 "KVTuner per-layer JSON" "$MPQ" kv ph --db "$T/a.db" --nominal --budget kv-bits=4 --export-kvtuner "$T/kvl.json"
+[ "$(grep -v '^#' "$T/kvl.yaml" | grep -E '^[^ ]' | tr -d '\n')" = "0:1:2:3:4:" ] || fail "per-layer YAML keys: $(cat "$T/kvl.yaml")"
+[ "$(grep -cE '^  nbits_(key|value): (2|4|8)$' "$T/kvl.yaml")" = 10 ] || fail "per-layer YAML values: $(cat "$T/kvl.yaml")"
+y=$(awk '/nbits_/ {printf "%s ", $2}' "$T/kvl.yaml")
+j=$(sqlite3 :memory: "SELECT group_concat(v, ' ') || ' ' FROM (SELECT json_extract(value, '\$.nbits_key') || ' ' ||
+      json_extract(value, '\$.nbits_value') AS v FROM json_each(CAST(readfile('$T/kvl.json') AS TEXT)) ORDER BY CAST(key AS INTEGER))")
+[ "$y" = "$j" ] || fail "YAML pairs '$y', JSON pairs '$j'"
+if python3 -c 'import yaml' 2>/dev/null; then
+  python3 - "$T/kvl.yaml" <<'PY' || fail "per-layer YAML does not load as KVTuner reads it"
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+assert all(isinstance(c[i]["nbits_key"], int) and isinstance(c[i]["nbits_value"], int) for i in range(5)), c
+PY
+fi
 # the per-layer KV formats of mpq export refuse a per-head config
 expect_rc 6 "mpq export kvtuner of a per-head config" "$MPQ" export "ph:kv-bits-3-nominal-heads" --db "$T/a.db" \
   --format kvtuner -o "$T/x.json"

@@ -869,6 +869,25 @@ START_TEST(test_solutions_reports) {
     mpq_db_table_free(t);
     ck_assert_int_eq(mpq_db_report_table(db, MPQ_DB_REPORT_LAYERS, "nope", &t, &err), MPQ_ERR_NOTFOUND);
     ck_assert_ptr_null(t);
+    /* (layer, candidate) pairs stored as not available: the reason from the provenance, NULL
+     * when the stored provenance is not JSON (never an error), in layer order */
+    ck_assert_int_eq(mpq_db_report_table(db, MPQ_DB_REPORT_UNAVAILABLE, "s260k", &t, &err), MPQ_OK);
+    ck_assert_int_eq(t->n_rows, 0);
+    mpq_db_table_free(t);
+    mpq_db_metric un[2] = {
+        {.layer_id = f.layer_ids[3], .candidate = "saq7", .metric = "unavailable", .value = 1, .se = NAN,
+         .provenance_json = "{\"stage\":\"weight_error\",\"reason\":\"candidate saq7: rate not achievable\"}"},
+        {.layer_id = f.layer_ids[1], .candidate = "saq7", .metric = "unavailable", .value = 1, .se = NAN,
+         .provenance_json = "{not json"}};
+    ck_assert_int_eq(mpq_db_metric_put(db, f.job_id, 0, un, 2, &err), MPQ_OK);
+    ck_assert_msg(mpq_db_report_table(db, MPQ_DB_REPORT_UNAVAILABLE, "s260k", &t, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert_int_eq(t->n_rows, 2);
+    ck_assert_int_eq(t->n_cols, 3);
+    ck_assert_str_eq(t->names[2], "reason");
+    ck_assert_str_eq(t->cells[1], "saq7");
+    ck_assert_ptr_null(t->cells[2]);
+    ck_assert_str_eq(t->cells[5], "candidate saq7: rate not achievable");
+    mpq_db_table_free(t);
 
     /* Deleting the job removes everything it owns; the model stays. */
     ck_assert_int_eq(mpq_db_check(db, &err), MPQ_OK);

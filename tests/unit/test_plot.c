@@ -197,11 +197,22 @@ START_TEST(test_renderers) {
     int chosen[5] = {0, 1, 2, -1, 1};
     for (int b = 0; b < 5; b++)
         for (int p = 0; p < 3; p++) kv[b * 3 + p] = rel_err[b * 7][3 - p];
-    mpq_plot_kv_data kd = {"kv", "kv_kl", 5, 3, pn, kv, chosen};
+    mpq_plot_kv_data kd = {"kv", "kv_kl", 5, 3, pn, kv, chosen, NULL};
     ck_assert_int_eq(mpq_plot_kv_svg(&kd, &svg, &err), MPQ_OK);
     check_svg(svg);
     ck_assert_int_eq(count(svg, "class=\"kvpt\""), 15);
     ck_assert_int_eq(count(svg, "class=\"chosen\""), 4);
+    ck_assert_int_eq(count(svg, "class=\"chosen-head\""), 0);
+    free(svg);
+    /* block 3 split by KV head: a dashed ring at each pair its heads use, naming the heads */
+    const char *hp[5] = {NULL, NULL, NULL, "k2v2,k8v8,k2v2,k2v2", NULL};
+    kd.head_pairs = hp;
+    ck_assert_int_eq(mpq_plot_kv_svg(&kd, &svg, &err), MPQ_OK);
+    check_svg(svg);
+    ck_assert_int_eq(count(svg, "class=\"chosen-head\""), 2);
+    ck_assert_ptr_nonnull(strstr(svg, "<title>blk 3 k2v2: KV heads 0,2,3</title>"));
+    ck_assert_ptr_nonnull(strstr(svg, "<title>blk 3 k8v8: KV heads 1</title>"));
+    ck_assert_ptr_nonnull(strstr(svg, ">blk 3 (by head)<"));
     free(svg);
     /* no data */
     mpq_plot_frontier_data empty = {0};

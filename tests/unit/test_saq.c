@@ -560,6 +560,11 @@ START_TEST(test_hostile) {
     c = cand("saqc3.25");
     ck_assert_int_eq(mpq_quantize_matrix_ctx(&c, w, 1, 3, I3, &err), MPQ_ERR_INVALID);
     ck_assert_msg(strstr(err.msg, "rate not achievable") && strstr(err.msg, "whole number"), "%s", err.msg);
+    /* without X^T X too: the shape is checked first, so the message says why the rate cannot be
+     * reached (what a job stores as the pair's reason), not that statistics are missing */
+    c = cand("saq3");
+    ck_assert_int_eq(mpq_quantize_matrix_ctx(&c, w, 4, 3, NULL, &err), MPQ_ERR_INVALID);
+    ck_assert_msg(strstr(err.msg, "rate not achievable") && strstr(err.msg, "saq3"), "%s", err.msg);
 }
 END_TEST
 
