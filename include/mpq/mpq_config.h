@@ -141,7 +141,8 @@ mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const 
 
 /* Fake-quantizes every linear layer of dst (a clone of model's weights made with
  * mpq_weights_clone, not yet quantized) with its candidate, in place. Norms, embeddings,
- * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model. */
+ * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model
+ * (a view is refused: mpq_config_apply_view builds one without copying the model). */
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err);
 
 /* As mpq_config_apply, with each linear layer's X^T X / n_tokens: xtx[i] for linear layer i

@@ -225,7 +225,8 @@ float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li);
  * numbers as mpq_model_get_weights(m), with a table of its own whose per-layer pointers
  * may be substituted (mpq_weights_linear_slot) without touching m or other views. One view
  * per thread costs n_layers block entries, not a model. m must outlive it; free with
- * mpq_weights_free (which frees only the table). MPQ_ERR_INVALID (NULL, shape only),
+ * mpq_weights_free (which frees only the table and the matrices the view owns itself,
+ * mpq_weights_own_linear). MPQ_ERR_INVALID (NULL, shape only),
  * MPQ_ERR_NOMEM. */
 mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err);
 
