@@ -28,15 +28,16 @@ static mpq_status run_config(mpq_job *job, const mpq_job_evalset *es, const mpq_
     mpq_calib *cal = NULL;
     const double **xtx = NULL;
     const mpq_model_config *mc = mpq_model_get_config(es->model);
-    mpq_status st = mpq_weights_clone(es->model, &qw, err);
-    if (st == MPQ_OK && mpq_config_needs_xtx(cfg)) { /* SAQ candidates: the job's X^T X */
+    mpq_status st = MPQ_OK;
+    if (mpq_config_needs_xtx(cfg)) { /* SAQ candidates: the job's X^T X */
         int nl = mpq_model_n_linear(es->model);
         st = mpq_job_calib_create(job, &cal, err);
         if (st == MPQ_OK && !(xtx = mpq_calloc((size_t)nl, sizeof *xtx)))
             st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
         for (int i = 0; st == MPQ_OK && i < nl; i++) xtx[i] = mpq_calib_xtx_packed(cal, i, NULL);
     }
-    if (st == MPQ_OK) st = mpq_config_apply_xtx(cfg, es->model, qw, xtx, err);
+    /* the model's tensors borrowed, the quantized layers owned */
+    if (st == MPQ_OK) st = mpq_config_apply_view(cfg, es->model, xtx, &qw, err);
     if (st == MPQ_OK && !(pairs = mpq_calloc((size_t)mc->n_layers, sizeof *pairs)))
         st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
     if (st == MPQ_OK) {

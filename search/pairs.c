@@ -81,18 +81,24 @@ static mpq_status load_measure(pairs_ctx *c, mpq_err *err) {
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, true,
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
-    st = mpq_weights_clone(c->model, &c->wS, err);
+    st = mpq_weights_view(c->model, &c->wS, err); /* the two probed layers are owned while measured */
 done:
     if (st != MPQ_OK) mpq_err_prefix(err, "pairs: calibration windows");
     return st;
 }
 
-static void set_layer(pairs_ctx *c, int lin, int o) {
+/* o >= 0: wS's layer `lin` = an owned copy of the FP layer (widened if 16-bit) quantized with
+ * candidate o; o < 0: the model's own tensor again (the copy freed). */
+static mpq_status set_layer(pairs_ctx *c, int lin, int o, mpq_err *err) {
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    float *Q = mpq_weights_linear(c->wS, li);
-    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
-    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
-    if (o >= 0) mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
+    if (o < 0) {
+        mpq_weights_drop_linear(c->wS, li, mpq_model_get_weights(c->model));
+        return MPQ_OK;
+    }
+    float *Q = NULL;
+    mpq_status st = mpq_weights_own_linear(c->wS, li, mpq_model_get_weights(c->model), &Q, err);
+    if (st == MPQ_OK) mpq_quantize_matrix(&c->cands[o], Q, li->rows, li->cols);
+    return st;
 }
 
 static int entry_rank(mpq_layer_kind k) {
@@ -111,12 +117,12 @@ static mpq_status measure(pairs_ctx *c, int i, int a, int j, int b, mpq_eval_sta
         blk = lj->block;
         rank = entry_rank(lj->kind);
     }
-    set_layer(c, c->lin[i], a);
-    set_layer(c, c->lin[j], b);
+    mpq_status st = set_layer(c, c->lin[i], a, err);
+    if (st == MPQ_OK) st = set_layer(c, c->lin[j], b, err);
     mpq_exec_entry e = rank == 1 ? MPQ_EXEC_ENTRY_ATTN_O : rank == 2 ? MPQ_EXEC_ENTRY_FFN : MPQ_EXEC_ENTRY_BLOCK;
-    mpq_status st = mpq_exec_eval_ref_entry(c->ex, c->wS, NULL, c->fp_ref, blk, e, s, err);
-    set_layer(c, c->lin[i], -1);
-    set_layer(c, c->lin[j], -1);
+    if (st == MPQ_OK) st = mpq_exec_eval_ref_entry(c->ex, c->wS, NULL, c->fp_ref, blk, e, s, err);
+    (void)set_layer(c, c->lin[i], -1, NULL);
+    (void)set_layer(c, c->lin[j], -1, NULL);
     return st;
 }
 

@@ -99,8 +99,8 @@ static mpq_status load_measure(refine_ctx *c, mpq_err *err) {
     if ((st = mpq_exec_ref_build(c->ex, mpq_model_get_weights(c->model), NULL, c->tokens, c->n_seqs, c->T, false,
                                  &c->fp_ref, err)) != MPQ_OK)
         goto done;
-    if ((st = mpq_weights_clone(c->model, &c->wA, err)) != MPQ_OK) goto done;
-    if ((st = mpq_weights_clone(c->model, &c->wS, err)) != MPQ_OK) goto done;
+    /* A's quantized layers are owned by wA, a view of the model; the probe wS is a view of wA */
+    if ((st = mpq_weights_view(c->model, &c->wA, err)) != MPQ_OK) goto done;
     for (int o = 0; o < c->O && !c->cal; o++) /* SAQ candidates need each layer's X^T X */
         if (mpq_candidate_is_saq(&c->cands[o]) && (st = mpq_job_calib_create(c->job, &c->cal, err)) != MPQ_OK)
             goto done;
@@ -109,21 +109,23 @@ done:
     return st;
 }
 
-/* dst's linear layer `lin` = FP weights quantized with candidate o. */
-static void quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o) {
+/* dst's linear layer `lin` = FP weights quantized with candidate o: a matrix dst owns (the FP
+ * layer, widened if 16-bit, quantized in place), or for f32 the model's own tensor, borrowed.
+ * MPQ_ERR_NOMEM only: a quantizer that fails leaves NaN weights, as mpq_quantize_matrix. */
+static mpq_status quantize_into(refine_ctx *c, mpq_weights *dst, int lin, int o, mpq_err *err) {
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    float *Q = mpq_weights_linear(dst, li);
-    const float *W = mpq_weights_linear_f32(mpq_model_get_weights(c->model), li, Q); /* widened into Q if 16-bit */
-    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    if (c->cands[o].type == MPQ_QTYPE_F32) {
+        mpq_weights_drop_linear(dst, li, mpq_model_get_weights(c->model));
+        return MPQ_OK;
+    }
+    float *Q = NULL;
+    mpq_status st = mpq_weights_own_linear(dst, li, mpq_model_get_weights(c->model), &Q, err);
+    if (st != MPQ_OK) return st;
     /* X^T X for the SAQ candidates; NaN weights on failure, as mpq_quantize_matrix */
     const double *xtx = c->cal ? mpq_calib_xtx_packed(c->cal, lin, NULL) : NULL;
     if (mpq_quantize_matrix_ctx(&c->cands[o], Q, li->rows, li->cols, xtx, NULL) != MPQ_OK)
         for (int64_t k = 0; k < li->n_params; k++) Q[k] = NAN;
-}
-
-static void copy_layer(refine_ctx *c, mpq_weights *dst, const mpq_weights *src, int lin) {
-    const mpq_layer_info *li = mpq_model_linear(c->model, lin);
-    memcpy(mpq_weights_linear(dst, li), mpq_weights_linear(src, li), (size_t)li->n_params * sizeof(float));
+    return MPQ_OK;
 }
 
 static int entry_rank(mpq_layer_kind k) {
@@ -137,6 +139,7 @@ static mpq_status measure(refine_ctx *c, const mpq_exec_ref *aref, int g, int o,
     memset(s, 0, sizeof *s);
     if (g < 0) return mpq_exec_eval_ref(c->ex, c->wA, NULL, c->fp_ref, 0, s, err);
     int blk = -1, rank = 3;
+    mpq_status st = MPQ_OK;
     for (int l = 0; l < c->L; l++) {
         if (c->p->group_of[l] != g) continue;
         const mpq_layer_info *li = mpq_model_linear(c->model, c->lin[l]);
@@ -145,12 +148,12 @@ static mpq_status measure(refine_ctx *c, const mpq_exec_ref *aref, int g, int o,
             blk = li->block;
             rank = r;
         }
-        quantize_into(c, c->wS, c->lin[l], o);
+        if (st == MPQ_OK) st = quantize_into(c, c->wS, c->lin[l], o, err);
     }
     mpq_exec_entry e = rank == 1 ? MPQ_EXEC_ENTRY_ATTN_O : rank == 2 ? MPQ_EXEC_ENTRY_FFN : MPQ_EXEC_ENTRY_BLOCK;
-    mpq_status st = mpq_exec_eval_ref_entry_from(c->ex, c->wS, NULL, c->fp_ref, aref, blk, e, s, err);
-    for (int l = 0; l < c->L; l++)
-        if (c->p->group_of[l] == g) copy_layer(c, c->wS, c->wA, c->lin[l]);
+    if (st == MPQ_OK) st = mpq_exec_eval_ref_entry_from(c->ex, c->wS, NULL, c->fp_ref, aref, blk, e, s, err);
+    for (int l = 0; l < c->L; l++) /* back to A's layers (the probe's copies freed) */
+        if (c->p->group_of[l] == g) mpq_weights_drop_linear(c->wS, mpq_model_linear(c->model, c->lin[l]), c->wA);
     return st;
 }
 
@@ -259,10 +262,12 @@ static mpq_status run_units(refine_ctx *c, int k, const int *A, bool with_neighb
         }
         if (!prepared) { /* the A-quantized model */
             if ((st = load_measure(c, err)) != MPQ_OK) break;
-            for (int l = 0; l < c->L; l++) {
-                quantize_into(c, c->wA, c->lin[l], A[c->p->group_of[l]]);
-                copy_layer(c, c->wS, c->wA, c->lin[l]);
-            }
+            for (int l = 0; l < c->L && st == MPQ_OK; l++)
+                st = quantize_into(c, c->wA, c->lin[l], A[c->p->group_of[l]], err);
+            /* the probe: a table of A's layers (wA may have freed or reallocated some) */
+            mpq_weights_free(c->wS);
+            c->wS = NULL;
+            if (st != MPQ_OK || (st = mpq_weights_view_of(c->wA, &c->wS, err)) != MPQ_OK) break;
             prepared = true;
         }
         if (u[i].item >= 0 && !aref && /* its residuals, once per context */

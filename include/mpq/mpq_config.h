@@ -36,8 +36,8 @@
  *     mpq_config *cfg = NULL;
  *     mpq_weights *q = NULL;
  *     if (mpq_config_load("cfg.json", model, &cfg, &err) != MPQ_OK) ...
- *     if (mpq_weights_clone(model, &q, &err) != MPQ_OK) ...
- *     if (mpq_config_apply(cfg, model, q, &err) != MPQ_OK) ...   // q is now fake-quantized
+ *     if (mpq_config_apply_view(cfg, model, NULL, &q, &err) != MPQ_OK) ...  // q: fake-quantized
+ *     // (or mpq_weights_clone + mpq_config_apply: the same numbers in a full float32 copy)
  *     mpq_config_stats st;
  *     mpq_config_get_stats(cfg, model, 512, &st, &err);          // st.avg_weight_bits, ...
  *     mpq_weights_free(q);
@@ -141,7 +141,8 @@ mpq_status mpq_config_save(const mpq_config *cfg, const mpq_model *model, const 
 
 /* Fake-quantizes every linear layer of dst (a clone of model's weights made with
  * mpq_weights_clone, not yet quantized) with its candidate, in place. Norms, embeddings,
- * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model. */
+ * classifier and biases are left unchanged. MPQ_ERR_INVALID if dst or cfg do not match model
+ * (a view is refused: mpq_config_apply_view builds one without copying the model). */
 mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst, mpq_err *err);
 
 /* As mpq_config_apply, with each linear layer's X^T X / n_tokens: xtx[i] for linear layer i
@@ -150,6 +151,19 @@ mpq_status mpq_config_apply(const mpq_config *cfg, const mpq_model *model, mpq_w
  * MPQ_ERR_UNSUPPORTED naming the layer and candidate (mpq_config_apply passes none). */
 mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,
                                 const double *const *xtx, mpq_err *err);
+
+/* The quantized weights of cfg without a copy of the model: a view of model's weights
+ * (mpq_weights_view) that owns a float32 matrix for each linear layer whose candidate changes
+ * it (every candidate but f32: the layer's numbers widened if model holds them in 16 bits, then
+ * quantized in place exactly as mpq_config_apply_xtx does) and borrows everything else from
+ * model: the embedding, classifier, norms, biases and the f32 layers, which stay 16-bit in a
+ * 16-bit model (the executor widens them at use, to the same float32 numbers a clone holds).
+ * The numbers are those of mpq_weights_clone + mpq_config_apply_xtx, bit for bit; memory is
+ * 4 B x the quantized layers' parameters instead of 4 B x every parameter. xtx as in
+ * mpq_config_apply_xtx (may be NULL). On success *out owns the table (free with
+ * mpq_weights_free; model must outlive it). Errors as mpq_config_apply_xtx, and MPQ_ERR_NOMEM. */
+mpq_status mpq_config_apply_view(const mpq_config *cfg, const mpq_model *model, const double *const *xtx,
+                                 mpq_weights **out, mpq_err *err);
 
 /* Does any linear layer of cfg use a candidate that needs X^T X (mpq_candidate_is_saq)? */
 bool mpq_config_needs_xtx(const mpq_config *cfg);

@@ -116,6 +116,9 @@ typedef struct mpq_weights {
     const mpq_block_weights16 *blocks16;  /* n_layers, or NULL when dtype is F32 (borrowed from the model) */
     const uint16_t *tok_emb16;            /* (vocab_size, dim): an untied embedding in 16 bits, or NULL */
     const uint16_t *classifier16;         /* reserved: NULL (the classifier is held in float32) */
+    float **owned; /* [n_layers * MPQ_N_LAYER_KINDS] (block-major, kind order): the linear matrices
+                      this table owns (mpq_weights_own_linear), NULL entries for borrowed ones;
+                      NULL when it owns none. mpq_weights_free frees them. */
 } mpq_weights;
 
 typedef enum mpq_layer_kind {
@@ -222,9 +225,38 @@ float **mpq_weights_linear_slot(mpq_weights *w, const mpq_layer_info *li);
  * numbers as mpq_model_get_weights(m), with a table of its own whose per-layer pointers
  * may be substituted (mpq_weights_linear_slot) without touching m or other views. One view
  * per thread costs n_layers block entries, not a model. m must outlive it; free with
- * mpq_weights_free (which frees only the table). MPQ_ERR_INVALID (NULL, shape only),
+ * mpq_weights_free (which frees only the table and the matrices the view owns itself,
+ * mpq_weights_own_linear). MPQ_ERR_INVALID (NULL, shape only),
  * MPQ_ERR_NOMEM. */
 mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err);
+
+/* A weight table that borrows every tensor src points at (src's own block, the model tensors
+ * src borrows and the matrices src owns): the same numbers as src, with a table of its own
+ * whose slots may be substituted without touching src. src (and whatever it borrows) must
+ * outlive it and must not change its slots meanwhile; free with mpq_weights_free (which frees
+ * only the table and the matrices it owns itself). MPQ_ERR_INVALID (NULL), MPQ_ERR_NOMEM. */
+mpq_status mpq_weights_view_of(const mpq_weights *src, mpq_weights **out, mpq_err *err);
+
+/* Gives w a float32 matrix of its own for layer li (li->rows x li->cols floats), filled with
+ * layer li's numbers in src (src's float matrix, or its 16-bit tensor widened exactly; src may
+ * be w itself), and points w's slot at it; a matrix w already owns for li is reused (and
+ * refilled from src). *out (may be NULL) receives the matrix, which the caller may overwrite
+ * (e.g. quantize in place) while w owns it. The other layers, the embedding, classifier, norms
+ * and biases stay as they are (borrowed for a view), so a view with its quantized layers owned
+ * holds 4 B x the parameters of those layers only. w keeps the matrix until
+ * mpq_weights_drop_linear or mpq_weights_free. MPQ_ERR_INVALID (NULL, a layer outside w's or
+ * src's shape, a layer src holds no tensor for), MPQ_ERR_NOMEM (naming the layer). */
+mpq_status mpq_weights_own_linear(mpq_weights *w, const mpq_layer_info *li, const mpq_weights *src, float **out,
+                                  mpq_err *err);
+
+/* Undoes mpq_weights_own_linear: points w's slot of layer li back at src's float matrix for it
+ * (NULL when src holds it in 16 bits: then w reads its own blocks16, which must be src's, as
+ * for any two views of one model) and frees the matrix w owned for it, if any. Does nothing for
+ * a bad layer or NULL w / src. */
+void mpq_weights_drop_linear(mpq_weights *w, const mpq_layer_info *li, const mpq_weights *src);
+
+/* The matrix w owns for layer li, or NULL (borrowed, or a bad layer). */
+float *mpq_weights_owned_linear(const mpq_weights *w, const mpq_layer_info *li);
 
 /* Deep copy of a model's weights in one float32 block (for quantized copies); a model held
  * in 16 bits is widened (the copy has dtype F32 and 4 B per parameter). Free with mpq_weights_free. */

@@ -216,7 +216,7 @@ typedef struct eval_ctx {
     mpq_data_seqs *seqs;
     mpq_config *cfg;   /* NULL: full precision */
     mpq_config *fpcfg; /* the f32 config whose sizes are reported when cfg is NULL */
-    mpq_weights *qw;   /* quantized clone of the weights (cfg only) */
+    mpq_weights *qw;   /* quantized weights (cfg only): a view of the model owning its quantized layers */
     mpq_kv_pair *pairs;
     mpq_kv_pair *head_pairs; /* per-(block, KV head) pairs of a config that has them */
     mpq_exec_opts qopt;
@@ -288,8 +288,8 @@ static mpq_status eval_prepare(const eval_args *a, eval_ctx *c, eval_result *r, 
     const mpq_model_config *mc = mpq_model_get_config(c->m);
     c->qopt = mpq_exec_opts_default();
     if (c->cfg) {
-        if ((st = mpq_weights_clone(c->m, &c->qw, err)) != MPQ_OK) return st;
-        if ((st = mpq_config_apply(c->cfg, c->m, c->qw, err)) != MPQ_OK) return st;
+        /* the model's tensors borrowed, the quantized layers owned */
+        if ((st = mpq_config_apply_view(c->cfg, c->m, NULL, &c->qw, err)) != MPQ_OK) return st;
         if (!(c->pairs = mpq_calloc((size_t)mc->n_layers, sizeof *c->pairs)))
             return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
         for (int l = 0; l < mc->n_layers; l++) c->pairs[l] = mpq_config_kv(c->cfg, l);

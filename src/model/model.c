@@ -553,8 +553,86 @@ mpq_status mpq_weights_view(const mpq_model *m, mpq_weights **out, mpq_err *err)
     memcpy(w->blocks, m->w.blocks, (size_t)m->cfg.n_layers * sizeof *w->blocks);
     w->data = NULL; /* borrowed: mpq_weights_free frees only the table */
     w->n_floats = 0;
+    w->owned = NULL;
     *out = w;
     return MPQ_OK;
+}
+
+mpq_status mpq_weights_view_of(const mpq_weights *src, mpq_weights **out, mpq_err *err) {
+    if (!src || !out || !src->blocks || src->n_layers < 1)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_view_of: NULL argument or empty weights");
+    *out = NULL;
+    mpq_weights *w = mpq_calloc(1, sizeof *w);
+    if (w) w->blocks = mpq_calloc((size_t)src->n_layers, sizeof *w->blocks);
+    if (!w || !w->blocks) {
+        mpq_weights_free(w);
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for a weight table of %d blocks", src->n_layers);
+    }
+    mpq_block_weights *keep = w->blocks;
+    *w = *src;
+    w->blocks = keep;
+    memcpy(w->blocks, src->blocks, (size_t)src->n_layers * sizeof *w->blocks);
+    w->data = NULL; /* borrowed: mpq_weights_free frees only the table and what w owns itself */
+    w->n_floats = 0;
+    w->owned = NULL;
+    *out = w;
+    return MPQ_OK;
+}
+
+/* Index of layer li in an `owned` array, or -1 for a layer outside w's shape. */
+static long owned_index(const mpq_weights *w, const mpq_layer_info *li) {
+    if (!w || !li || li->block < 0 || li->block >= w->n_layers || (int)li->kind < 0 ||
+        (int)li->kind >= MPQ_N_LAYER_KINDS)
+        return -1;
+    return (long)li->block * MPQ_N_LAYER_KINDS + (long)li->kind;
+}
+
+float *mpq_weights_owned_linear(const mpq_weights *w, const mpq_layer_info *li) {
+    long k = owned_index(w, li);
+    return k >= 0 && w->owned ? w->owned[k] : NULL;
+}
+
+mpq_status mpq_weights_own_linear(mpq_weights *w, const mpq_layer_info *li, const mpq_weights *src, float **out,
+                                  mpq_err *err) {
+    if (out) *out = NULL;
+    long k = owned_index(w, li);
+    if (!src || k < 0 || owned_index(src, li) < 0 || li->rows < 1 || li->cols < 1)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_own_linear: %s: NULL argument or layer outside the weights",
+                           li ? li->name : "(null)");
+    size_t n;
+    if (!mpq_size_mul((size_t)li->rows, (size_t)li->cols, &n))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_own_linear: %s: %lld x %lld overflows", li->name,
+                           (long long)li->rows, (long long)li->cols);
+    if (!w->owned && !(w->owned = mpq_calloc((size_t)w->n_layers * MPQ_N_LAYER_KINDS, sizeof *w->owned)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for the weight table's owned matrices", li->name);
+    float *q = w->owned[k];
+    bool fresh = !q;
+    if (fresh && !(q = mpq_calloc(n, sizeof *q)))
+        return mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory for a %lld x %lld float32 matrix", li->name,
+                           (long long)li->rows, (long long)li->cols);
+    const float *f = mpq_weights_linear_f32(src, li, q); /* widened into q if src holds it in 16 bits */
+    if (!f) {
+        if (fresh) free(q);
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_weights_own_linear: %s: no tensor in the source weights",
+                           li->name);
+    }
+    if (f != q) memcpy(q, f, n * sizeof *q);
+    w->owned[k] = q;
+    *mpq_weights_linear_slot(w, li) = q;
+    if (out) *out = q;
+    return MPQ_OK;
+}
+
+void mpq_weights_drop_linear(mpq_weights *w, const mpq_layer_info *li, const mpq_weights *src) {
+    long k = owned_index(w, li);
+    if (k < 0 || owned_index(src, li) < 0) return;
+    float *back = mpq_weights_linear(src, li);
+    if (w->owned && back && back == w->owned[k]) return; /* src is w, or borrows w's matrix: keep it */
+    *mpq_weights_linear_slot(w, li) = back;
+    if (w->owned) {
+        free(w->owned[k]);
+        w->owned[k] = NULL;
+    }
 }
 
 mpq_status mpq_weights_clone(const mpq_model *m, mpq_weights **out, mpq_err *err) {
@@ -611,6 +689,8 @@ done:
 
 void mpq_weights_free(mpq_weights *w) {
     if (!w) return;
+    for (long k = 0; w->owned && k < (long)w->n_layers * MPQ_N_LAYER_KINDS; k++) free(w->owned[k]);
+    free(w->owned);
     free(w->data);
     free(w->blocks);
     free(w);

@@ -841,6 +841,31 @@ mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, m
     return MPQ_OK;
 }
 
+mpq_status mpq_config_apply_view(const mpq_config *cfg, const mpq_model *model, const double *const *xtx,
+                                 mpq_weights **out, mpq_err *err) {
+    if (!cfg || !model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
+    *out = NULL;
+    if (!mpq_model_has_weights(model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: shape only (no weights loaded)",
+                           mpq_model_path(model));
+    if (!model_matches(cfg, model))
+        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: config has %d layers / %d blocks, model %d / %d",
+                           cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);
+    mpq_weights *q = NULL;
+    mpq_status st = mpq_weights_view(model, &q, err);
+    for (int i = 0; st == MPQ_OK && i < cfg->n_linear; i++) {
+        if (cfg->layers[i].type == MPQ_QTYPE_F32) continue; /* unchanged: borrowed */
+        const mpq_layer_info *li = mpq_model_linear(model, i);
+        float *w = NULL;
+        if ((st = mpq_weights_own_linear(q, li, mpq_model_get_weights(model), &w, err)) != MPQ_OK) break;
+        if ((st = mpq_quantize_matrix_ctx(&cfg->layers[i], w, li->rows, li->cols, xtx ? xtx[i] : NULL, err)) != MPQ_OK)
+            mpq_err_prefix(err, "mpq_config_apply: layer %s", li->name);
+    }
+    if (st == MPQ_OK) *out = q;
+    else mpq_weights_free(q);
+    return st;
+}
+
 mpq_status mpq_config_get_stats(const mpq_config *cfg, const mpq_model *model, int64_t context_len,
                                 mpq_config_stats *out, mpq_err *err) {
     if (!cfg || !model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_get_stats: NULL argument");

@@ -1,7 +1,9 @@
 /*
  * test_config.c - quantized configurations: building, JSON round trip (extra keys kept),
  * HF aliases, a table of bad configs, applying a config to the real stories260K weights,
- * and the size statistics (hand-computed for stories260K).
+ * applying it into a view (mpq_config_apply_view: bit-identical to a clone on stories260K,
+ * its BF16 folder and sotu-2.7M held in BF16), and the size statistics (hand-computed for
+ * stories260K).
  */
 #include <check.h>
 #include <math.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "mpq/mpq_config.h"
+#include "mpq/mpq_exec.h"
 #include "test_util.h"
 #include "test_main.h"
 
@@ -376,6 +379,157 @@ START_TEST(test_hf_model_aliases) {
 }
 END_TEST
 
+/* One model: mpq_config_apply_view of a mixed config (f32 layers among quantized ones) against
+ * mpq_weights_clone + mpq_config_apply. Exact equality throughout: both quantize the same float32
+ * numbers with the same code, and the executor widens a borrowed 16-bit layer to the same floats
+ * a clone holds, so weights and logits must agree bit for bit. */
+static void check_apply_view(const char *path, mpq_weights_dtype dtype) {
+    mpq_model *m = NULL;
+    mpq_err err = {0};
+    ck_assert_msg(mpq_model_load_dtype(shared_path(path), dtype, &m, &err) == MPQ_OK, "%s", err.msg);
+    const mpq_weights *W = mpq_model_get_weights(m);
+    static const char *const cands[] = {"int4g32", "f32", "int8c", "nf4g64", "f16"};
+    const int nc = (int)(sizeof cands / sizeof cands[0]), nl = mpq_model_n_linear(m);
+    mpq_config *cfg = NULL;
+    ck_assert_int_eq(mpq_config_uniform(m, "f32", NULL, &cfg, &err), MPQ_OK);
+    for (int i = 0; i < nl; i++) ck_assert_int_eq(mpq_config_set_layer(cfg, i, cands[i % nc], &err), MPQ_OK);
+    mpq_weights *qc = NULL, *qv = NULL;
+    ck_assert_int_eq(mpq_weights_clone(m, &qc, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_apply(cfg, m, qc, &err), MPQ_OK);
+    ck_assert_msg(mpq_config_apply_view(cfg, m, NULL, &qv, &err) == MPQ_OK, "%s", err.msg);
+    /* the view: nothing but the quantized layers owned */
+    ck_assert_ptr_null(qv->data);
+    ck_assert_ptr_eq(qv->tok_emb, W->tok_emb);
+    ck_assert_ptr_eq(qv->tok_emb16, W->tok_emb16);
+    ck_assert_ptr_eq(qv->classifier, W->classifier);
+    ck_assert_ptr_eq(qv->final_norm, W->final_norm);
+    ck_assert_ptr_eq(qv->blocks16, W->blocks16);
+    ck_assert_int_eq(qv->dtype, W->dtype);
+    size_t big = 0;
+    for (int i = 0; i < nl; i++)
+        if ((size_t)mpq_model_linear(m, i)->n_params > big) big = (size_t)mpq_model_linear(m, i)->n_params;
+    float *scratch = malloc(big * sizeof *scratch);
+    ck_assert_ptr_nonnull(scratch);
+    int n_owned = 0;
+    for (int i = 0; i < nl; i++) {
+        const mpq_layer_info *li = mpq_model_linear(m, i);
+        ck_assert_ptr_eq(qv->blocks[li->block].attn_norm, W->blocks[li->block].attn_norm);
+        if (i % nc == 1) { /* f32: the model's own tensor (NULL float pointer when held in 16 bits) */
+            ck_assert_ptr_null(mpq_weights_owned_linear(qv, li));
+            ck_assert_ptr_eq(mpq_weights_linear(qv, li), mpq_weights_linear(W, li));
+        } else {
+            ck_assert_ptr_nonnull(mpq_weights_owned_linear(qv, li));
+            ck_assert_ptr_eq(mpq_weights_linear(qv, li), mpq_weights_owned_linear(qv, li));
+            n_owned++;
+        }
+        const float *a = mpq_weights_linear_f32(qv, li, scratch);
+        ck_assert_ptr_nonnull(a);
+        ck_assert_msg(memcmp(a, mpq_weights_linear(qc, li), (size_t)li->n_params * sizeof *a) == 0, "%s: %s", path,
+                      li->name);
+    }
+    ck_assert_int_eq(n_owned, nl - (nl + nc - 2) / nc);
+    /* logits of a forward over real tokens, bit for bit */
+    enum { B = 2, T = 16 };
+    int tok[B * T];
+    for (int k = 0; k < B * T; k++) tok[k] = (k * 37 + 11) % mpq_model_get_config(m)->vocab_size;
+    mpq_exec *ex = NULL;
+    ck_assert_int_eq(mpq_exec_create_forward(m, B, T, &ex, &err), MPQ_OK);
+    size_t n_logits = (size_t)B * T * (size_t)mpq_model_get_config(m)->vocab_size;
+    float *lc = malloc(n_logits * sizeof *lc);
+    ck_assert_ptr_nonnull(lc);
+    ck_assert_msg(mpq_exec_forward(ex, qc, NULL, tok, B, T, &err) == MPQ_OK, "%s", err.msg);
+    memcpy(lc, mpq_exec_logits(ex), n_logits * sizeof *lc);
+    ck_assert_msg(mpq_exec_forward(ex, qv, NULL, tok, B, T, &err) == MPQ_OK, "%s", err.msg);
+    ck_assert(memcmp(lc, mpq_exec_logits(ex), n_logits * sizeof *lc) == 0);
+    /* a probe on top of the view: one layer owned, then dropped back to the view's */
+    const mpq_layer_info *l0 = mpq_model_linear(m, 0), *l1 = mpq_model_linear(m, 1);
+    mpq_weights *probe = NULL;
+    float *p = NULL;
+    ck_assert_int_eq(mpq_weights_view_of(qv, &probe, &err), MPQ_OK);
+    ck_assert_ptr_null(mpq_weights_owned_linear(probe, l0));
+    ck_assert_ptr_eq(mpq_weights_linear(probe, l0), mpq_weights_linear(qv, l0));
+    ck_assert_int_eq(mpq_weights_own_linear(probe, l0, W, &p, &err), MPQ_OK);
+    ck_assert_ptr_eq(mpq_weights_linear(probe, l0), p);
+    ck_assert(p != mpq_weights_linear(qv, l0));
+    const float *fp0 = mpq_weights_linear_f32(W, l0, scratch); /* the FP layer, widened if 16-bit */
+    ck_assert(memcmp(p, fp0, (size_t)l0->n_params * sizeof *p) == 0);
+    float *again = NULL; /* owning it again reuses the matrix and refills it from the source */
+    p[0] += 1.0f;
+    ck_assert_int_eq(mpq_weights_own_linear(probe, l0, W, &again, &err), MPQ_OK);
+    ck_assert_ptr_eq(again, p);
+    ck_assert(memcmp(p, mpq_weights_linear_f32(W, l0, scratch), (size_t)l0->n_params * sizeof *p) == 0);
+    mpq_weights_drop_linear(probe, l0, qv);
+    ck_assert_ptr_null(mpq_weights_owned_linear(probe, l0));
+    ck_assert_ptr_eq(mpq_weights_linear(probe, l0), mpq_weights_linear(qv, l0));
+    /* dropping to the model: the f32 layer l1 of the view is borrowed as it was */
+    mpq_weights_drop_linear(probe, l1, W);
+    ck_assert_ptr_eq(mpq_weights_linear(probe, l1), mpq_weights_linear(W, l1));
+    mpq_weights_drop_linear(qv, l0, qv); /* a view dropped onto itself keeps its matrix */
+    ck_assert_ptr_nonnull(mpq_weights_owned_linear(qv, l0));
+    ck_assert_int_eq(mpq_weights_own_linear(probe, l0, W, NULL, &err), MPQ_OK); /* freed by mpq_weights_free */
+    mpq_weights_free(probe);
+    ck_assert_msg(memcmp(mpq_weights_linear(qv, l0), mpq_weights_linear(qc, l0), (size_t)l0->n_params * sizeof(float)) == 0,
+                  "the view's layer changed under a probe");
+    /* bad arguments */
+    mpq_layer_info bad = *l0;
+    bad.block = mpq_model_get_config(m)->n_layers;
+    ck_assert_int_eq(mpq_weights_own_linear(qv, &bad, W, &p, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(p);
+    ck_assert(strstr(err.msg, l0->name));
+    ck_assert_int_eq(mpq_weights_own_linear(qv, l0, NULL, &p, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_weights_view_of(NULL, &probe, &err), MPQ_ERR_INVALID);
+    mpq_weights_drop_linear(qv, &bad, W); /* ignored */
+    printf("%s (%s): apply_view owns %d of %d layers; weights and logits equal the clone's\n", path,
+           mpq_weights_dtype_name(W->dtype), n_owned, nl);
+    free(lc);
+    free(scratch);
+    mpq_exec_free(ex);
+    mpq_weights_free(qv);
+    mpq_weights_free(qc);
+    mpq_config_free(cfg);
+    mpq_model_free(m);
+}
+
+START_TEST(test_apply_view) {
+    check_apply_view("models/stories260K/stories260K.bin", MPQ_WEIGHTS_F32);
+    check_apply_view("models/stories260K-hf-bf16", MPQ_WEIGHTS_SOURCE); /* BF16 held as BF16 */
+    check_apply_view("models/sotu-2.7M/sotu-2.7M.bin", MPQ_WEIGHTS_BF16);
+}
+END_TEST
+
+START_TEST(test_apply_view_errors) {
+    ck_assert_ptr_nonnull(g_model);
+    mpq_err err = {0};
+    mpq_config *cfg = NULL, *saq = NULL, *other = NULL;
+    mpq_weights *q = (mpq_weights *)&err; /* must be reset to NULL on every failure */
+    mpq_model *shape = NULL, *sotu = NULL;
+    ck_assert_int_eq(mpq_config_uniform(g_model, "int4g32", NULL, &cfg, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_apply_view(NULL, g_model, NULL, &q, &err), MPQ_ERR_INVALID);
+    ck_assert_int_eq(mpq_model_shape_copy(g_model, &shape, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_apply_view(cfg, shape, NULL, &q, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(q);
+    ck_assert(strstr(err.msg, "shape only"));
+    ck_assert_int_eq(mpq_model_load(shared_path("models/sotu-2.7M/sotu-2.7M.bin"), &sotu, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_uniform(sotu, "int4g32", NULL, &other, &err), MPQ_OK);
+    q = (mpq_weights *)&err;
+    ck_assert_int_eq(mpq_config_apply_view(other, g_model, NULL, &q, &err), MPQ_ERR_INVALID);
+    ck_assert_ptr_null(q);
+    ck_assert(strstr(err.msg, "config has 42 layers"));
+    /* a SAQ layer without X^T X: refused naming the layer, nothing returned */
+    ck_assert_int_eq(mpq_config_uniform(g_model, "f32", NULL, &saq, &err), MPQ_OK);
+    ck_assert_int_eq(mpq_config_set_layer(saq, 3, "saq3", &err), MPQ_OK);
+    q = (mpq_weights *)&err;
+    ck_assert_int_eq(mpq_config_apply_view(saq, g_model, NULL, &q, &err), MPQ_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(q);
+    ck_assert(strstr(err.msg, mpq_model_linear(g_model, 3)->name));
+    mpq_config_free(saq);
+    mpq_config_free(other);
+    mpq_config_free(cfg);
+    mpq_model_free(sotu);
+    mpq_model_free(shape);
+}
+END_TEST
+
 static Suite *config_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
@@ -387,6 +541,8 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_load_files);
     tcase_add_test(tc, test_apply_real);
     tcase_add_test(tc, test_hf_model_aliases);
+    tcase_add_test(tc, test_apply_view);
+    tcase_add_test(tc, test_apply_view_errors);
     suite_add_tcase(s, tc);
     return s;
 }
