@@ -111,7 +111,7 @@ static mpq_status load_measure(boot_ctx *c, mpq_err *err) {
             for (int v = 0; v < V; v++) o[v] = (float)lp[v];
         }
     }
-    st = mpq_weights_clone(c->model, &c->wS, err);
+    st = mpq_weights_view(c->model, &c->wS, err); /* the measured layer is owned while measured */
 done:
     if (st != MPQ_OK) mpq_err_prefix(err, "bootstrap: calibration windows");
     free(lp);
@@ -125,11 +125,12 @@ static mpq_status measure_windows(boot_ctx *c, int lin, const mpq_candidate *can
     const int V = mc->vocab_size, D = mc->dim, T = c->T;
     const mpq_layer_info *li = mpq_model_linear(c->model, lin);
     const mpq_weights *W0 = mpq_model_get_weights(c->model);
-    float *Q = mpq_weights_linear(c->wS, li);
-    mpq_status st = MPQ_OK;
+    float *Q = NULL;
     double *lp = mpq_calloc((size_t)V, sizeof *lp);
     if (!lp) return mpq_err_set(err, MPQ_ERR_NOMEM, "bootstrap: out of memory");
-    mpq_quantize_matrix(cand, Q, li->rows, li->cols);
+    /* an owned copy of the FP layer (widened if 16-bit), quantized; every other tensor borrowed */
+    mpq_status st = mpq_weights_own_linear(c->wS, li, W0, &Q, err);
+    if (st == MPQ_OK) mpq_quantize_matrix(cand, Q, li->rows, li->cols);
     for (int s0 = 0; s0 < c->n && st == MPQ_OK; s0 += c->B) {
         int Bb = c->n - s0 < c->B ? c->n - s0 : c->B;
         const float *x = c->xin + (((size_t)li->block * c->n + s0) * T) * D;
@@ -148,8 +149,7 @@ static mpq_status measure_windows(boot_ctx *c, int lin, const mpq_candidate *can
             out[s0 + b] = (float)(kl / T);
         }
     }
-    const float *W = mpq_weights_linear_f32(W0, li, Q); /* restore exactly (widened into Q if 16-bit), also on error */
-    if (W != Q) memcpy(Q, W, (size_t)li->n_params * sizeof *Q);
+    mpq_weights_drop_linear(c->wS, li, W0); /* the model's own tensor again, also on error */
     free(lp);
     if (st != MPQ_OK) mpq_err_prefix(err, "bootstrap: %s %s", li->name, cand->name);
     return st;
