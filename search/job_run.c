@@ -1,8 +1,10 @@
 /*
  * job_run.c - the resumable job driver: creates (or continues) a job in the results
  * database, checks that its model and data files did not change, recomputes the FP
- * reference, and runs the pending units of each stage, committing every unit's metric
- * rows together with its "done" mark in one transaction (mpq_db_unit_commit).
+ * reference, computes each unit's metric rows, and runs the pending units of each stage
+ * through the job's pool (job_pool.c: worker threads, the job lease, and the commit of every
+ * unit's rows with its "done" mark in one transaction) or, for an adaptive layer_sensitivity
+ * stage, its rounds (job_adaptive.c). Also the worker half that other MPI ranks run (job_mpi.h).
  * Metrics: mpq_calib.h (weight error after GPTQ's X^T X weighting, MixDQ-style decoupled
  * kl/dloss/top1 per layer, KVTuner per-block KV pair sensitivity). Spec: mpq_job.h.
  */
