@@ -55,7 +55,7 @@ void job_pool_free(job_pool *p) {
     free(p);
 }
 
-void job_pool_emit(const job_pool *p, mpq_job_progress *prog) {
+void job_pool_emit(const job_pool *p, const mpq_job_progress *prog) {
     if (p->env.opts->progress) p->env.opts->progress(p->env.opts->progress_user, prog);
 }
 

@@ -75,7 +75,7 @@ bool job_pool_leased(const job_pool *p);
 mpq_status job_pool_beat(job_pool *p, mpq_err *err);
 
 /* Passes p to the progress callback of opts (if any). */
-void job_pool_emit(const job_pool *p, mpq_job_progress *prog);
+void job_pool_emit(const job_pool *p, const mpq_job_progress *prog);
 
 /* Computes and commits batch b: each unit is marked started when a worker may take it
  * (at most n_workers, plus the other MPI ranks' slots, in flight), its rows and done mark
