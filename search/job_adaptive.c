@@ -1,6 +1,7 @@
 /*
  * job_adaptive.c - adaptive measurement of layer_sensitivity (job_adaptive.h, README
- * "Adaptive measurement"): per-unit state artifacts and the round rule. The rule is a
+ * "Adaptive measurement"): per-unit state artifacts, the round rule and the round loop that
+ * runs each round's units through the job's pool (job_pool.h). The rule is a
  * perturbation test of the multiple-choice knapsack of mpq_jobsolve.h: a unit whose interval
  * kl +- z * se cannot make its candidate enter (or leave) the GLPK ILP solution at any budget
  * is settled; only the others get more windows. The decision reads stored rows only, so it
@@ -298,6 +299,161 @@ done:
         free(*ext);
         *ext = NULL;
         *n_ext = 0;
+    }
+    return st;
+}
+
+/* ---- the rounds (job_adaptive_run) ------------------------------------------------------ */
+
+static mpq_status round_store(job_pool *pool, const job_adaptive_env *e, int round, const char *json,
+                              const mpq_job_unit *base, const int *ext, int n_ext, mpq_err *err) {
+    char an[64], key[MPQ_DB_NAME_MAX];
+    job_adaptive_round_name(an, sizeof an, round);
+    mpq_status st = mpq_db_begin(e->db, err);
+    if (st != MPQ_OK) return st;
+    st = job_pool_beat(pool, err);
+    if (st == MPQ_OK) st = mpq_db_artifact_put(e->db, e->job_id, an, json, strlen(json), err);
+    for (int i = 0; st == MPQ_OK && i < n_ext; i++) {
+        int64_t uid;
+        int w = snprintf(key, sizeof key, "round.%d/%s", round, base[ext[i]].key);
+        if (w < 0 || (size_t)w >= sizeof key)
+            st = mpq_err_set(err, MPQ_ERR_INVALID, "unit key round.%d/%s is too long", round, base[ext[i]].key);
+        else
+            st = mpq_db_unit_ensure(e->db, e->job_id, mpq_job_stage_name(MPQ_JOB_STAGE_LAYER_SENSITIVITY), key, &uid,
+                                    err);
+    }
+    if (st == MPQ_OK) return mpq_db_commit(e->db, err);
+    mpq_db_rollback(e->db, NULL);
+    return st;
+}
+
+/* The units of round r (> 0) as stored: reads (or decides and stores) the decision. */
+static mpq_status round_units(job_pool *pool, const job_adaptive_env *e, int round, const mpq_job_unit *base,
+                              int n_base, adapt_unit **out, int *n_out, mpq_err *err) {
+    char an[64];
+    job_adaptive_round_name(an, sizeof an, round);
+    void *blob = NULL;
+    size_t nb = 0;
+    int *ext = NULL, n_ext = 0;
+    char *json = NULL;
+    cJSON *o = NULL;
+    *out = NULL;
+    *n_out = 0;
+    mpq_err e2 = {0};
+    mpq_status st = mpq_db_artifact_get(e->db, e->job_id, an, &blob, &nb, &e2);
+    if (st == MPQ_ERR_NOTFOUND) {
+        if ((st = job_adaptive_decide(e->db, e->job_id, e->spec, base, n_base, e->layer_ids, round, &ext, &n_ext,
+                                      &json, err)) != MPQ_OK ||
+            (st = round_store(pool, e, round, json, base, ext, n_ext, err)) != MPQ_OK)
+            goto done;
+        blob = json;
+        nb = strlen(json);
+        json = NULL;
+    } else if (st != MPQ_OK) {
+        *err = e2;
+        goto done;
+    }
+    o = cJSON_ParseWithLength(blob, nb);
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(o, "extend");
+    if (!cJSON_IsArray(keys)) {
+        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s has no \"extend\" list", mpq_db_path(e->db),
+                         e->spec->name, an);
+        goto done;
+    }
+    int n = cJSON_GetArraySize(keys);
+    adapt_unit *au = mpq_calloc(n > 0 ? (size_t)n : 1, sizeof *au);
+    if (!au) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    *out = au;
+    for (const cJSON *k = keys->child; k; k = k->next) {
+        const mpq_job_unit *b = NULL;
+        for (int i = 0; cJSON_IsString(k) && i < n_base && !b; i++)
+            if (strcmp(base[i].key, k->valuestring) == 0) b = &base[i];
+        if (!b) {
+            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s names a unit that is not in the spec",
+                             mpq_db_path(e->db), e->spec->name, an);
+            goto done;
+        }
+        adapt_unit *a = &au[(*n_out)++];
+        a->u = *b;
+        a->u.round = round;
+        snprintf(a->u.key, sizeof a->u.key, "round.%d/%.100s", round, b->key);
+    }
+done:
+    cJSON_Delete(o);
+    free(blob);
+    free(json);
+    free(ext);
+    return st;
+}
+
+static void adapt_units_free(adapt_unit *au, int n) {
+    for (int i = 0; au && i < n; i++) free(au[i].state.win);
+    free(au);
+}
+
+mpq_status job_adaptive_run(job_pool *pool, const job_adaptive_env *e, const char *sname, mpq_job_progress *p,
+                            bool *stopped, mpq_err *err) {
+    const mpq_job_unit *base = NULL;
+    int n_base = 0;
+    for (int i = 0; i < e->n_units; i++)
+        if (e->units[i].stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
+            if (!base) base = &e->units[i];
+            n_base++;
+        }
+    mpq_status st = MPQ_OK;
+    for (int r = 0; st == MPQ_OK && !*stopped && job_pool_failed(pool, NULL, NULL) == 0; r++) {
+        adapt_unit *au = NULL;
+        int n_au = 0, n_pend = 0, n_mine = 0;
+        mpq_db_unit *pend = NULL, *mine = NULL;
+        const mpq_job_unit **us = NULL;
+        if (r > 0 && ((st = round_units(pool, e, r, base, n_base, &au, &n_au, err)) != MPQ_OK || n_au == 0)) {
+            adapt_units_free(au, n_au); /* n_au == 0: nothing left to extend, the stage is done */
+            break;
+        }
+        if ((st = mpq_db_units_pending(e->db, e->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) goto next;
+        mine = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *mine);
+        us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us);
+        if (!mine || !us) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+            goto next;
+        }
+        for (int i = 0; i < n_pend; i++) {
+            const mpq_job_unit *u = NULL;
+            for (int k = 0; r == 0 && k < n_base && !u; k++)
+                if (strcmp(base[k].key, pend[i].key) == 0) u = &base[k];
+            for (int k = 0; r > 0 && k < n_au && !u; k++)
+                if (strcmp(au[k].u.key, pend[i].key) == 0) {
+                    if ((st = job_adaptive_state_load(e->db, e->job_id,
+                                                      mpq_model_linear(e->model, au[k].u.linear_index)->name,
+                                                      e->spec->candidates[au[k].u.option], e->n_seqs, &au[k].state,
+                                                      err)) != MPQ_OK)
+                        goto next;
+                    u = &au[k].u;
+                }
+            if (!u) continue; /* another round's unit */
+            mine[n_mine] = pend[i];
+            us[n_mine++] = u;
+        }
+        if (n_mine > 0) {
+            int64_t done = 0, total = 0;
+            mpq_calib *cal = NULL;
+            if ((st = e->reference(e->user, &cal, err)) != MPQ_OK ||
+                (st = mpq_db_units_count(e->db, e->job_id, sname, &done, &total, NULL, err)) != MPQ_OK)
+                goto next;
+            p->stage_done = done;
+            p->stage_total = total;
+            job_pool_batch b = {.stage = sname, .pend = mine, .units = us, .n = n_mine, .cal = cal,
+                                .t0 = mpq_time_now()}; /* rate: of this round */
+            st = job_pool_run(pool, &b, p, stopped, err);
+        }
+    next:
+        free(us);
+        free(mine);
+        free(pend);
+        adapt_units_free(au, n_au);
     }
     return st;
 }

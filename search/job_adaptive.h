@@ -1,9 +1,10 @@
 /*
  * job_adaptive.h - internal interface (not installed) of adaptive measurement for the
  * layer_sensitivity stage (README "Adaptive measurement"): the per-unit state stored with
- * every commit (the accumulated sums of the windows measured so far and their per-window KL)
- * and the round rule that picks the units to extend from the rows stored at the end of the
- * previous round. The driver (job_run.c) runs the rounds; job_adaptive.c holds the rule.
+ * every commit (the accumulated sums of the windows measured so far and their per-window KL),
+ * the round rule that picks the units to extend from the rows stored at the end of the
+ * previous round, and the round loop, which the driver (job_run.c) calls for the stage and
+ * which computes and commits each round's units through the job's pool (job_pool.h).
  */
 #ifndef MPQ_JOB_ADAPTIVE_H
 #define MPQ_JOB_ADAPTIVE_H
@@ -15,6 +16,9 @@
 #include "mpq/mpq_db.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_job.h"
+#include "mpq/mpq_model.h"
+
+#include "job_pool.h"
 
 /* Artifact names: "kl_windows/<layer>/<candidate>" (per-window KL, little-endian float64,
  * windows 0.. in order), "adaptive.state/<layer>/<candidate>" (JSON, adaptive jobs only),
@@ -52,5 +56,42 @@ mpq_status job_adaptive_state_load(mpq_db *db, int64_t job_id, const char *layer
 mpq_status job_adaptive_decide(mpq_db *db, int64_t job_id, const mpq_job_spec *spec, const mpq_job_unit *units,
                                int n_units, const int64_t *layer_ids, int round, int **ext, int *n_ext,
                                char **decision_json, mpq_err *err);
+
+/* A unit of an adaptive round r >= 1 (mpq_job_unit.round): the spec's unit with the state
+ * it had at the end of its last commit. `u` first: the unit computation gets &au->u and
+ * reads the state through it. */
+typedef struct adapt_unit {
+    mpq_job_unit u;
+    job_adaptive_state state;
+} adapt_unit;
+
+/* What the round loop needs of the driver; borrowed for the call. */
+typedef struct job_adaptive_env {
+    mpq_db *db;
+    int64_t job_id;
+    const mpq_job_spec *spec;
+    const mpq_model *model;     /* linear layer names (the state artifacts' names) */
+    const mpq_job_unit *units;  /* [n_units] the job's units, mpq_job_units order */
+    int n_units;
+    const int64_t *layer_ids;   /* database ids of the linear layers */
+    int n_seqs;                 /* calibration windows */
+    /* The FP reference, built on the first call (a run whose round-0 units were all done
+     * before it started needs it only once a round extends a unit). */
+    mpq_status (*reference)(void *user, mpq_calib **cal, mpq_err *err);
+    void *user;
+} job_adaptive_env;
+
+/* Runs the adaptive layer_sensitivity stage `sname` (README "Adaptive measurement"): round 0
+ * is the stage's pending spec units over the first min_windows windows; round r >= 1 starts
+ * only when every unit of round r-1 is done: its set of units to extend is decided from the
+ * rows stored then (job_adaptive_decide) and stored, with the round's units "round.r/<unit
+ * key>", in one transaction (artifact "adaptive.round.r"); a resumed job reads that decision
+ * back instead of deciding again. A decision with no unit ends the stage; so does a failed
+ * unit or a stop request (*stopped set). Each round's pending units are computed and
+ * committed by job_pool_run; p->stage_done / stage_total are re-read before each round.
+ * Errors: those of job_pool_run, job_adaptive_decide and job_adaptive_state_load, and
+ * MPQ_ERR_FORMAT naming a stored decision that lists no "extend" or a unit not in the spec. */
+mpq_status job_adaptive_run(job_pool *pool, const job_adaptive_env *env, const char *sname, mpq_job_progress *p,
+                            bool *stopped, mpq_err *err);
 
 #endif /* MPQ_JOB_ADAPTIVE_H */

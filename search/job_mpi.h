@@ -1,11 +1,11 @@
 /*
- * job_mpi.h - internal interface (not installed) between the job driver (job_run.c) and its
- * MPI transport (job_mpi.c): under an MPI launcher, rank 0 runs the job as a single process
- * does (database, lease, commits in pending-list order) and hands units of the worker-pool
- * stages to the other ranks as well as to its own threads; the other ranks load the model
- * and data themselves, compute the units they are given on their own threads and send back
- * each unit's rows. What the user sees is documented in README "Runs across MPI ranks" and
- * include/mpq/mpq_job.h ("MPI").
+ * job_mpi.h - internal interface (not installed) between the job driver (job_run.c, with its
+ * worker pool in job_pool.c) and its MPI transport (job_mpi.c): under an MPI launcher, rank 0
+ * runs the job as a single process does (database, lease, commits in pending-list order) and
+ * hands units of the worker-pool stages to the other ranks as well as to its own threads;
+ * the other ranks load the model and data themselves, compute the units they are given on
+ * their own threads and send back each unit's rows. What the user sees is documented in
+ * README "Runs across MPI ranks" and include/mpq/mpq_job.h ("MPI").
  *
  * Both sides share the unit's row buffer (unit_rows) and the worker half of the driver
  * (job_worker_*, implemented in job_run.c); job_mpi.c alone includes mpi.h.
@@ -82,7 +82,7 @@ mpq_status job_mpi_gather(mpq_err *err);
 /* Worker slots of the other ranks (the sum of their worker counts; 0 before gather). */
 int job_mpi_slots(void);
 
-/* What the dispatcher needs of the worker pool (job_run.c). take: the next unit handed out
+/* What the dispatcher needs of the worker pool (job_pool.c). take: the next unit handed out
  * (pool item index, unit index in mpq_job_units order, rows to fill), false if none now;
  * *quit set once the pool stops. deliver: the item is computed (st, err). */
 typedef struct job_mpi_pool_ops {

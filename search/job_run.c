@@ -1,8 +1,10 @@
 /*
  * job_run.c - the resumable job driver: creates (or continues) a job in the results
  * database, checks that its model and data files did not change, recomputes the FP
- * reference, and runs the pending units of each stage, committing every unit's metric
- * rows together with its "done" mark in one transaction (mpq_db_unit_commit).
+ * reference, computes each unit's metric rows, and runs the pending units of each stage
+ * through the job's pool (job_pool.c: worker threads, the job lease, and the commit of every
+ * unit's rows with its "done" mark in one transaction) or, for an adaptive layer_sensitivity
+ * stage, its rounds (job_adaptive.c). Also the worker half that other MPI ranks run (job_mpi.h).
  * Metrics: mpq_calib.h (weight error after GPTQ's X^T X weighting, MixDQ-style decoupled
  * kl/dloss/top1 per layer, KVTuner per-block KV pair sensitivity). Spec: mpq_job.h.
  */
@@ -12,12 +14,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mpq/mpq_calib.h"
@@ -31,6 +31,7 @@
 #include "job_kvhead.h"
 #include "job_noise.h"
 #include "job_mpi.h"
+#include "job_pool.h"
 
 int mpq_job_default_workers(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -132,12 +133,7 @@ typedef struct run_ctx {
     mpq_kv_saq *kv_saq; /* kv scheme saq: bases fitted on the calibration windows */
     mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
     bool ref_done;      /* reference event emitted (the FP reference may be built late: adaptive rounds) */
-    mpq_db_lease lease; /* this run's hold on the job (mpq_db_lease_acquire) */
-    bool leased;        /* lease taken and not lost */
-    int64_t run_done;
-    int n_failed;
-    mpq_status first_fail;
-    char first_fail_msg[MPQ_ERR_MSG_MAX];
+    job_pool *pool;     /* this run's lease, commits and workers (NULL on the other MPI ranks) */
 } run_ctx;
 
 /* Loads model, tokenizer, data and the calibration windows; parses candidates / pairs. */
@@ -488,13 +484,6 @@ static mpq_status noise_rows(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u, 
     return st;
 }
 
-/* A unit of an adaptive round r >= 1 (mpq_job_unit.round): the spec's unit with the state
- * it had at the end of its last commit. `u` first: compute_unit gets &au->u. */
-typedef struct adapt_unit {
-    mpq_job_unit u;
-    job_adaptive_state state;
-} adapt_unit;
-
 /* The layer_sensitivity rows of one unit: windows [0, n_seqs), or under "adaptive" the first
  * min_windows (round 0) or the next step windows after those stored (round r), continuing the
  * stored sums bit for bit (mpq_calib_layer_range). Artifacts: the per-window KL of every
@@ -623,520 +612,15 @@ static mpq_status compute_unit(run_ctx *c, mpq_calib *cal, const mpq_job_unit *u
     return st;
 }
 
-static void emit(run_ctx *c, mpq_job_progress *p) {
-    if (c->opts.progress) c->opts.progress(c->opts.progress_user, p);
+/* ---- the pool's view of the driver (job_pool.h) ----------------------------------------- */
+
+static mpq_status pool_compute(void *user, mpq_calib *cal, const mpq_job_unit *u, unit_rows *rows, mpq_err *err) {
+    return compute_unit(user, cal, u, rows, err);
 }
 
-static bool should_stop(const run_ctx *c) {
-    return mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done >= c->opts.max_units);
-}
+static int pool_unit_index(void *user, const mpq_job_unit *u) { return (int)(u - ((const run_ctx *)user)->units); }
 
-/* ---- workers ----------------------------------------------------------------------------
- * Units are computed by n_workers threads, each with its own mpq_calib fork (executor,
- * weight clone, scratch); the FP reference is shared read-only. Only this thread touches the
- * database: it marks a unit started when it lets the workers have it, and commits results in
- * the order of the pending list; while it waits it refreshes the job lease every LEASE_BEAT_S
- * seconds, so a long unit does not make the run look dead. A unit's numbers depend only on the unit (BLAS runs one
- * thread, see mpq_blas_threads, and every unit runs the same batches), so the worker count
- * changes speed, never the stored numbers. At most n_workers units are in flight; a stop
- * request lets the units in flight finish and commits them. Under MPI (job_mpi.h) a
- * dispatcher thread takes units from the same queue for the other ranks, and their worker
- * slots count in the window of units in flight. The hessian stage runs on this
- * thread, in order: its chunks continue one running estimate. */
-
-typedef struct work_item {
-    const mpq_job_unit *u;
-    unit_rows *rows; /* allocated when handed out, freed after the commit */
-    mpq_status st;
-    mpq_err err;
-    bool ready;
-} work_item;
-
-typedef struct pool pool;
-
-typedef struct worker_arg {
-    pool *p;
-    int index;
-} worker_arg;
-
-struct pool {
-    run_ctx *c;
-    work_item *items;
-    int n_items, next, allowed; /* next item to take; items below `allowed` may be taken */
-    bool quit;
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_done;
-    mpq_calib **cals; /* (n_workers) cals[0] = c->cal, the others forks of it */
-    worker_arg *args;
-    pthread_t *threads;
-    int n_workers, n_started;
-    int n_remote;         /* worker slots of other MPI ranks (job_mpi.h), 0 without MPI */
-    bool remote_started;  /* job_mpi_dispatch_start succeeded */
-};
-
-static void *worker_main(void *arg) {
-    pool *p = ((worker_arg *)arg)->p;
-    mpq_calib *cal = p->cals[((worker_arg *)arg)->index];
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->quit && p->next >= p->allowed) pthread_cond_wait(&p->cv_work, &p->mu);
-        if (p->quit) break;
-        work_item *it = &p->items[p->next++];
-        pthread_mutex_unlock(&p->mu);
-        it->st = compute_unit(p->c, cal, it->u, it->rows, &it->err);
-        pthread_mutex_lock(&p->mu);
-        it->ready = true;
-        pthread_cond_broadcast(&p->cv_done);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-/* Stops and joins the workers (each finishes the unit it holds), frees forks and rows. */
-static void pool_stop(pool *p) {
-    pthread_mutex_lock(&p->mu);
-    p->quit = true;
-    pthread_cond_broadcast(&p->cv_work);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n_started; i++) pthread_join(p->threads[i], NULL);
-    if (p->remote_started) job_mpi_dispatch_stop(); /* waits for the units other ranks hold */
-    for (int i = 1; p->cals && i < p->n_workers; i++) mpq_calib_free(p->cals[i]);
-    for (int i = 0; p->items && i < p->n_items; i++)
-        if (p->items[i].rows) {
-            rows_free(p->items[i].rows);
-            free(p->items[i].rows);
-        }
-    free(p->items);
-    free(p->cals);
-    free(p->args);
-    free(p->threads);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv_work);
-    pthread_cond_destroy(&p->cv_done);
-}
-
-/* The MPI dispatcher's view of the pool (job_mpi.h): it takes items as a worker does. */
-static bool pool_take(void *pv, int *item, int *unit_index, unit_rows **rows, bool *quit) {
-    pool *p = pv;
-    bool got = false;
-    pthread_mutex_lock(&p->mu);
-    *quit = p->quit;
-    if (!p->quit && p->next < p->allowed) {
-        work_item *it = &p->items[p->next];
-        *item = p->next++;
-        *unit_index = (int)(it->u - p->c->units);
-        *rows = it->rows;
-        got = true;
-    }
-    pthread_mutex_unlock(&p->mu);
-    return got;
-}
-
-static void pool_deliver(void *pv, int item, mpq_status st, const mpq_err *err) {
-    pool *p = pv;
-    pthread_mutex_lock(&p->mu);
-    p->items[item].st = st;
-    if (st != MPQ_OK && err) p->items[item].err = *err;
-    p->items[item].ready = true;
-    pthread_cond_broadcast(&p->cv_done);
-    pthread_mutex_unlock(&p->mu);
-}
-
-/* Forks c->cal for workers 2..n and starts the threads (and, under MPI, the dispatcher to
- * the other ranks); pool_stop undoes a partial start. */
-static mpq_status pool_start(pool *p, run_ctx *c, const mpq_job_unit **us, int n_items, mpq_err *err) {
-    memset(p, 0, sizeof *p);
-    p->c = c;
-    p->n_workers = c->opts.n_workers < n_items ? c->opts.n_workers : n_items;
-    if (p->n_workers < 1) p->n_workers = 1;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv_work, NULL);
-    pthread_cond_init(&p->cv_done, NULL);
-    p->n_items = n_items;
-    p->items = mpq_calloc(n_items > 0 ? (size_t)n_items : 1, sizeof *p->items);
-    p->cals = mpq_calloc((size_t)p->n_workers, sizeof *p->cals);
-    p->args = mpq_calloc((size_t)p->n_workers, sizeof *p->args);
-    p->threads = mpq_calloc((size_t)p->n_workers, sizeof *p->threads);
-    if (!p->items || !p->cals || !p->args || !p->threads)
-        return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for %d workers", p->n_workers);
-    for (int i = 0; i < n_items; i++) p->items[i].u = us[i];
-    p->cals[0] = c->cal;
-    mpq_status st;
-    for (int i = 1; i < p->n_workers; i++)
-        if ((st = mpq_calib_fork(c->cal, &p->cals[i], err)) != MPQ_OK) {
-            mpq_err_prefix(err, "worker %d of %d", i + 1, p->n_workers);
-            return st;
-        }
-    for (int i = 0; i < p->n_workers; i++) {
-        p->args[i] = (worker_arg){.p = p, .index = i};
-        int rc = pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]);
-        if (rc != 0) return mpq_err_set(err, MPQ_ERR_NOMEM, "cannot start worker thread %d: %s", i + 1, strerror(rc));
-        p->n_started++;
-    }
-    if ((p->n_remote = job_mpi_slots()) > 0) {
-        job_mpi_pool_ops ops = {.take = pool_take, .deliver = pool_deliver, .pool = p};
-        if ((st = job_mpi_dispatch_start(&ops, err)) != MPQ_OK) return st;
-        p->remote_started = true;
-    }
-    return MPQ_OK;
-}
-
-/* Hands the workers pending units up to i + n_workers, marking each started; stops
- * handing out once a stop was requested or max_units commits would be exceeded. */
-static mpq_status pool_feed(pool *p, const mpq_db_unit *pend, int i, bool *stopping, mpq_err *err) {
-    run_ctx *c = p->c;
-    const int window = p->n_workers + p->n_remote; /* one unit per worker: a stop is honoured promptly */
-    while (!*stopping && p->allowed < p->n_items && p->allowed < i + window) {
-        int in_flight = p->allowed - i;
-        if (mpq_job_stop_requested() || (c->opts.max_units > 0 && c->run_done + in_flight >= c->opts.max_units)) {
-            *stopping = true;
-            break;
-        }
-        work_item *it = &p->items[p->allowed];
-        if (!(it->rows = calloc(1, sizeof *it->rows)))
-            return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit results");
-        mpq_status st = mpq_db_unit_start(c->db, pend[p->allowed].id, err);
-        if (st != MPQ_OK) return st;
-        pthread_mutex_lock(&p->mu);
-        p->allowed++;
-        pthread_cond_broadcast(&p->cv_work);
-        pthread_mutex_unlock(&p->mu);
-    }
-    return MPQ_OK;
-}
-
-/* ---- the job lease ----------------------------------------------------------------------
- * One runner per job (mpq_db.h, "job leases"): taken before any unit is touched, refreshed
- * with every commit (in the commit's transaction, so a run whose lease was taken over can
- * never store a unit) and every LEASE_BEAT_S seconds while waiting for workers, released
- * on every way out of run_job. A lost lease stops the run with MPQ_ERR_BUSY. */
-
-#define LEASE_BEAT_S 30
-
-static mpq_status lease_beat(run_ctx *c, mpq_err *err) {
-    mpq_status st = mpq_db_lease_heartbeat(c->db, &c->lease, err);
-    if (st == MPQ_ERR_BUSY) c->leased = false; /* taken over: the new owner has the job now */
-    return st;
-}
-
-/* The unit's rows and done mark, and the lease check + heartbeat, in one transaction. */
-static mpq_status commit_leased(run_ctx *c, int64_t unit_id, unit_rows *rows, mpq_err *err) {
-    mpq_status st = mpq_db_begin(c->db, err);
-    if (st != MPQ_OK) return st;
-    st = lease_beat(c, err);
-    for (int i = 0; st == MPQ_OK && i < rows->n_art; i++)
-        st = mpq_db_artifact_put(c->db, c->job_id, rows->art_name[i], rows->art_data[i], rows->art_len[i], err);
-    if (st == MPQ_OK && (st = mpq_db_unit_commit(c->db, unit_id, rows->rows, rows->n, err)) == MPQ_OK)
-        return mpq_db_commit(c->db, err);
-    mpq_db_rollback(c->db, NULL);
-    return st;
-}
-
-static mpq_status lease_take(run_ctx *c, mpq_err *err) {
-    mpq_status st = mpq_db_lease_acquire(c->db, c->job_id, &c->lease, NULL, err);
-    if (st == MPQ_OK) c->leased = true;
-    return st;
-}
-
-/* Stores one computed unit (rows + done mark, or the failure) and reports progress. */
-static mpq_status finish_unit(run_ctx *c, const char *sname, int64_t unit_id, const mpq_job_unit *u, mpq_status ust,
-                              unit_rows *rows, mpq_err *uerr, mpq_job_progress *p, mpq_err *err) {
-    mpq_status st;
-    if (ust == MPQ_OK) {
-        st = commit_leased(c, unit_id, rows, err);
-        rows_free(rows);
-        if (st != MPQ_OK) return st;
-        p->stage_done++;
-        c->run_done++;
-        p->event = MPQ_JOB_EVENT_UNIT_DONE;
-        p->message = NULL;
-    } else {
-        mpq_err_prefix(uerr, "unit %s/%s", sname, u->key);
-        if ((st = lease_beat(c, err)) != MPQ_OK) return st;
-        if ((st = mpq_db_unit_fail(c->db, unit_id, uerr->msg, err)) != MPQ_OK) return st;
-        if (c->n_failed++ == 0) {
-            c->first_fail = ust;
-            snprintf(c->first_fail_msg, sizeof c->first_fail_msg, "%s", uerr->msg);
-        }
-        p->event = MPQ_JOB_EVENT_UNIT_FAILED;
-        p->message = uerr->msg;
-    }
-    return MPQ_OK;
-}
-
-/* Progress after a unit: rate over the units this run committed in the stage. */
-static void progress_emit(run_ctx *c, mpq_job_progress *p, const mpq_job_unit *u, int64_t stage_start_done,
-                          double t0) {
-    double el = mpq_time_now() - t0;
-    int64_t stage_run = p->stage_done - stage_start_done;
-    p->run_done = c->run_done;
-    p->seconds = el;
-    p->rate = el > 0 && stage_run > 0 ? (double)stage_run / el : 0;
-    p->eta_seconds = p->rate > 0 ? (double)(p->stage_total - p->stage_done) / p->rate : -1;
-    p->unit_key = u->key;
-    emit(c, p);
-}
-
-/* The hessian stage: unit by unit on this thread. */
-static mpq_status run_inline(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
-                             int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err) {
-    const int64_t start_done = p->stage_done;
-    unit_rows *rows = calloc(1, sizeof *rows);
-    mpq_status st = MPQ_OK;
-    if (!rows) return mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory for unit results");
-    for (int i = 0; i < n_pend; i++) {
-        if (should_stop(c)) {
-            *stopped = true;
-            break;
-        }
-        if ((st = mpq_db_unit_start(c->db, pend[i].id, err)) != MPQ_OK) break;
-        mpq_err uerr = {0};
-        mpq_status ust = compute_unit(c, c->cal, us[i], rows, &uerr);
-        if ((st = finish_unit(c, sname, pend[i].id, us[i], ust, rows, &uerr, p, err)) != MPQ_OK) break;
-        progress_emit(c, p, us[i], start_done, t0);
-    }
-    free(rows);
-    return st;
-}
-
-/* Any other stage: units computed by the worker pool, committed here in order. */
-static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
-                           int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err) {
-    const int64_t start_done = p->stage_done;
-    pool pl;
-    bool stopping = false;
-    mpq_status st = pool_start(&pl, c, us, n_pend, err);
-    for (int i = 0; i < n_pend && st == MPQ_OK; i++) {
-        if ((st = pool_feed(&pl, pend, i, &stopping, err)) != MPQ_OK) break;
-        if (i >= pl.allowed) break; /* nothing more handed out: a stop was requested */
-        work_item *it = &pl.items[i];
-        pthread_mutex_lock(&pl.mu);
-        while (!it->ready && st == MPQ_OK) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += LEASE_BEAT_S;
-            if (pthread_cond_timedwait(&pl.cv_done, &pl.mu, &ts) != 0 && !it->ready) {
-                pthread_mutex_unlock(&pl.mu); /* the workers go on meanwhile */
-                st = lease_beat(c, err);
-                pthread_mutex_lock(&pl.mu);
-            }
-        }
-        pthread_mutex_unlock(&pl.mu);
-        if (st != MPQ_OK) break;
-        if ((st = finish_unit(c, sname, pend[i].id, us[i], it->st, it->rows, &it->err, p, err)) != MPQ_OK) break;
-        free(it->rows);
-        it->rows = NULL;
-        progress_emit(c, p, us[i], start_done, t0);
-    }
-    if (stopping && st == MPQ_OK) *stopped = true;
-    pool_stop(&pl);
-    return st;
-}
-
-static mpq_status reference_ensure(run_ctx *c, mpq_err *err);
-
-/* ---- adaptive layer_sensitivity (README "Adaptive measurement", job_adaptive.h) ----------
- * Round 0 is the spec's units over the first min_windows windows. Round r >= 1 starts only
- * when every unit of round r-1 is done: its set of units to extend is decided from the rows
- * stored then (job_adaptive_decide) and stored, with the round's units "round.r/<unit key>",
- * in one transaction (artifact "adaptive.round.r"); a resumed job reads that decision back
- * instead of deciding again. A decision with no unit ends the stage. */
-
-static mpq_status round_store(run_ctx *c, int round, const char *json, const mpq_job_unit *base, const int *ext,
-                              int n_ext, mpq_err *err) {
-    char an[64], key[MPQ_DB_NAME_MAX];
-    job_adaptive_round_name(an, sizeof an, round);
-    mpq_status st = mpq_db_begin(c->db, err);
-    if (st != MPQ_OK) return st;
-    st = lease_beat(c, err);
-    if (st == MPQ_OK) st = mpq_db_artifact_put(c->db, c->job_id, an, json, strlen(json), err);
-    for (int i = 0; st == MPQ_OK && i < n_ext; i++) {
-        int64_t uid;
-        int w = snprintf(key, sizeof key, "round.%d/%s", round, base[ext[i]].key);
-        if (w < 0 || (size_t)w >= sizeof key)
-            st = mpq_err_set(err, MPQ_ERR_INVALID, "unit key round.%d/%s is too long", round, base[ext[i]].key);
-        else
-            st = mpq_db_unit_ensure(c->db, c->job_id, mpq_job_stage_name(MPQ_JOB_STAGE_LAYER_SENSITIVITY), key, &uid,
-                                    err);
-    }
-    if (st == MPQ_OK) return mpq_db_commit(c->db, err);
-    mpq_db_rollback(c->db, NULL);
-    return st;
-}
-
-/* The units of round r (> 0) as stored: reads (or decides and stores) the decision. */
-static mpq_status round_units(run_ctx *c, int round, const mpq_job_unit *base, int n_base, adapt_unit **out, int *n_out,
-                              mpq_err *err) {
-    char an[64];
-    job_adaptive_round_name(an, sizeof an, round);
-    void *blob = NULL;
-    size_t nb = 0;
-    int *ext = NULL, n_ext = 0;
-    char *json = NULL;
-    cJSON *o = NULL;
-    *out = NULL;
-    *n_out = 0;
-    mpq_err e2 = {0};
-    mpq_status st = mpq_db_artifact_get(c->db, c->job_id, an, &blob, &nb, &e2);
-    if (st == MPQ_ERR_NOTFOUND) {
-        if ((st = job_adaptive_decide(c->db, c->job_id, c->spec, base, n_base, c->layer_ids, round, &ext, &n_ext, &json,
-                                      err)) != MPQ_OK ||
-            (st = round_store(c, round, json, base, ext, n_ext, err)) != MPQ_OK)
-            goto done;
-        blob = json;
-        nb = strlen(json);
-        json = NULL;
-    } else if (st != MPQ_OK) {
-        *err = e2;
-        goto done;
-    }
-    o = cJSON_ParseWithLength(blob, nb);
-    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(o, "extend");
-    if (!cJSON_IsArray(keys)) {
-        st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s has no \"extend\" list", mpq_db_path(c->db),
-                         c->spec->name, an);
-        goto done;
-    }
-    int n = cJSON_GetArraySize(keys);
-    adapt_unit *au = mpq_calloc(n > 0 ? (size_t)n : 1, sizeof *au);
-    if (!au) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    *out = au;
-    for (const cJSON *k = keys->child; k; k = k->next) {
-        const mpq_job_unit *b = NULL;
-        for (int i = 0; cJSON_IsString(k) && i < n_base && !b; i++)
-            if (strcmp(base[i].key, k->valuestring) == 0) b = &base[i];
-        if (!b) {
-            st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: job '%s': artifact %s names a unit that is not in the spec",
-                             mpq_db_path(c->db), c->spec->name, an);
-            goto done;
-        }
-        adapt_unit *a = &au[(*n_out)++];
-        a->u = *b;
-        a->u.round = round;
-        snprintf(a->u.key, sizeof a->u.key, "round.%d/%.100s", round, b->key);
-    }
-done:
-    cJSON_Delete(o);
-    free(blob);
-    free(json);
-    free(ext);
-    return st;
-}
-
-static void adapt_units_free(adapt_unit *au, int n) {
-    for (int i = 0; au && i < n; i++) free(au[i].state.win);
-    free(au);
-}
-
-static mpq_status run_pool(run_ctx *c, const char *sname, const mpq_db_unit *pend, const mpq_job_unit **us,
-                           int n_pend, mpq_job_progress *p, double t0, bool *stopped, mpq_err *err);
-
-static mpq_status run_adaptive(run_ctx *c, const char *sname, mpq_job_progress *p, bool *stopped,
-                               mpq_err *err) {
-    const mpq_job_unit *base = NULL;
-    int n_base = 0;
-    for (int i = 0; i < c->n_units; i++)
-        if (c->units[i].stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY) {
-            if (!base) base = &c->units[i];
-            n_base++;
-        }
-    mpq_status st = MPQ_OK;
-    for (int r = 0; st == MPQ_OK && !*stopped && c->n_failed == 0; r++) {
-        adapt_unit *au = NULL;
-        int n_au = 0, n_pend = 0, n_mine = 0;
-        mpq_db_unit *pend = NULL, *mine = NULL;
-        const mpq_job_unit **us = NULL;
-        if (r > 0 && ((st = round_units(c, r, base, n_base, &au, &n_au, err)) != MPQ_OK || n_au == 0)) {
-            adapt_units_free(au, n_au); /* n_au == 0: nothing left to extend, the stage is done */
-            break;
-        }
-        if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) goto next;
-        mine = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *mine);
-        us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us);
-        if (!mine || !us) {
-            st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-            goto next;
-        }
-        for (int i = 0; i < n_pend; i++) {
-            const mpq_job_unit *u = NULL;
-            for (int k = 0; r == 0 && k < n_base && !u; k++)
-                if (strcmp(base[k].key, pend[i].key) == 0) u = &base[k];
-            for (int k = 0; r > 0 && k < n_au && !u; k++)
-                if (strcmp(au[k].u.key, pend[i].key) == 0) {
-                    if ((st = job_adaptive_state_load(c->db, c->job_id, mpq_model_linear(c->model, au[k].u.linear_index)->name,
-                                                      c->spec->candidates[au[k].u.option], c->seqs->n_seqs,
-                                                      &au[k].state, err)) != MPQ_OK)
-                        goto next;
-                    u = &au[k].u;
-                }
-            if (!u) continue; /* another round's unit */
-            mine[n_mine] = pend[i];
-            us[n_mine++] = u;
-        }
-        if (n_mine > 0) {
-            int64_t done = 0, total = 0;
-            if ((st = reference_ensure(c, err)) != MPQ_OK ||
-                (st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK)
-                goto next;
-            p->stage_done = done;
-            p->stage_total = total;
-            st = run_pool(c, sname, mine, us, n_mine, p, mpq_time_now(), stopped, err); /* rate: of this round */
-        }
-    next:
-        free(us);
-        free(mine);
-        free(pend);
-        adapt_units_free(au, n_au);
-    }
-    return st;
-}
-
-/* Runs the pending units of one stage. *stopped set when a stop was requested. */
-static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, bool *stopped,
-                            mpq_err *err) {
-    const char *sname = mpq_job_stage_name(stage);
-    mpq_db_unit *pend = NULL;
-    const mpq_job_unit **us = NULL;
-    int n_pend = 0;
-    int64_t done = 0, total = 0;
-    mpq_status st;
-    if ((st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK) return st;
-    if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) return st;
-    if (!(us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us))) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (int i = 0; i < n_pend && !(stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY && c->spec->adaptive.enabled); i++)
-        if (!(us[i] = find_unit(c, stage, pend[i].key))) { /* cannot happen when the spec hash matched */
-            st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
-                             c->spec->name, sname, pend[i].key);
-            goto done;
-        }
-    double t0 = mpq_time_now();
-    mpq_job_progress p = {.event = MPQ_JOB_EVENT_STAGE_START, .job = c->spec->name, .stage = sname,
-                          .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
-                          .stage_total = total, .run_done = c->run_done, .eta_seconds = -1};
-    emit(c, &p);
-    if (stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY && c->spec->adaptive.enabled)
-        st = run_adaptive(c, sname, &p, stopped, err);
-    else if (stage == MPQ_JOB_STAGE_HESSIAN || n_pend == 0)
-        st = run_inline(c, sname, pend, us, n_pend, &p, t0, stopped, err);
-    else
-        st = run_pool(c, sname, pend, us, n_pend, &p, t0, stopped, err);
-    if (st != MPQ_OK) goto done;
-    p.event = MPQ_JOB_EVENT_STAGE_END;
-    p.seconds = mpq_time_now() - t0;
-    p.unit_key = NULL;
-    p.message = NULL;
-    emit(c, &p);
-done:
-    free(us);
-    free(pend);
-    return st;
-}
+/* ---- run and resume --------------------------------------------------------------------- */
 
 /* The FP reference every unit is measured against (the same options on every MPI rank). */
 static mpq_status reference_create(run_ctx *c, mpq_err *err) {
@@ -1185,16 +669,70 @@ static mpq_status reference_create(run_ctx *c, mpq_err *err) {
     return st;
 }
 
-/* Builds the FP reference once per run (before the first unit that needs it). */
-static mpq_status reference_ensure(run_ctx *c, mpq_err *err) {
-    if (c->cal) return MPQ_OK;
+/* Builds the FP reference once per run, before the first unit that needs it (the adaptive
+ * rounds: job_adaptive_env.reference); *cal is c->cal. */
+static mpq_status reference_ensure(void *user, mpq_calib **cal, mpq_err *err) {
+    run_ctx *c = user;
+    if (!c->cal) {
+        double t0 = mpq_time_now();
+        mpq_status st = reference_create(c, err);
+        if (st != MPQ_OK) return st;
+        mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = c->spec->name,
+                              .seconds = mpq_time_now() - t0, .eta_seconds = -1};
+        job_pool_emit(c->pool, &p);
+        if ((st = job_pool_beat(c->pool, err)) != MPQ_OK) return st;
+    }
+    *cal = c->cal;
+    return MPQ_OK;
+}
+
+/* Runs the pending units of one stage. *stopped set when a stop was requested. */
+static mpq_status run_stage(run_ctx *c, mpq_job_stage stage, int stage_index, int n_stages, bool *stopped,
+                            mpq_err *err) {
+    const char *sname = mpq_job_stage_name(stage);
+    const bool adaptive = stage == MPQ_JOB_STAGE_LAYER_SENSITIVITY && c->spec->adaptive.enabled;
+    mpq_db_unit *pend = NULL;
+    const mpq_job_unit **us = NULL;
+    int n_pend = 0;
+    int64_t done = 0, total = 0;
+    mpq_status st;
+    if ((st = mpq_db_units_count(c->db, c->job_id, sname, &done, &total, NULL, err)) != MPQ_OK) return st;
+    if ((st = mpq_db_units_pending(c->db, c->job_id, sname, &pend, &n_pend, err)) != MPQ_OK) return st;
+    if (!(us = mpq_calloc(n_pend > 0 ? (size_t)n_pend : 1, sizeof *us))) {
+        st = mpq_err_set(err, MPQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_pend && !adaptive; i++)
+        if (!(us[i] = find_unit(c, stage, pend[i].key))) { /* cannot happen when the spec hash matched */
+            st = mpq_err_set(err, MPQ_ERR_DB, "%s: job '%s': unit %s/%s is not in the spec", mpq_db_path(c->db),
+                             c->spec->name, sname, pend[i].key);
+            goto done;
+        }
     double t0 = mpq_time_now();
-    mpq_status st = reference_create(c, err);
-    if (st != MPQ_OK) return st;
-    mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = c->spec->name, .seconds = mpq_time_now() - t0,
-                          .eta_seconds = -1};
-    emit(c, &p);
-    return lease_beat(c, err);
+    mpq_job_progress p = {.event = MPQ_JOB_EVENT_STAGE_START, .job = c->spec->name, .stage = sname,
+                          .stage_index = stage_index, .n_stages = n_stages, .stage_done = done,
+                          .stage_total = total, .run_done = job_pool_run_done(c->pool), .eta_seconds = -1};
+    job_pool_emit(c->pool, &p);
+    if (adaptive) {
+        job_adaptive_env env = {.db = c->db, .job_id = c->job_id, .spec = c->spec, .model = c->model,
+                                .units = c->units, .n_units = c->n_units, .layer_ids = c->layer_ids,
+                                .n_seqs = c->seqs->n_seqs, .reference = reference_ensure, .user = c};
+        st = job_adaptive_run(c->pool, &env, sname, &p, stopped, err);
+    } else {
+        job_pool_batch b = {.stage = sname, .pend = pend, .units = us, .n = n_pend, .cal = c->cal,
+                            .serial = stage == MPQ_JOB_STAGE_HESSIAN || n_pend == 0, .t0 = t0};
+        st = job_pool_run(c->pool, &b, &p, stopped, err);
+    }
+    if (st != MPQ_OK) goto done;
+    p.event = MPQ_JOB_EVENT_STAGE_END;
+    p.seconds = mpq_time_now() - t0;
+    p.unit_key = NULL;
+    p.message = NULL;
+    job_pool_emit(c->pool, &p);
+done:
+    free(us);
+    free(pend);
+    return st;
 }
 
 /* Rank 0 under MPI: the job, this run's input record and the layer ids to the other ranks. */
@@ -1208,6 +746,7 @@ static mpq_status mpi_announce(run_ctx *c, mpq_err *err) {
 }
 
 static void ctx_free(run_ctx *c) {
+    job_pool_free(c->pool); /* releases the lease */
     mpq_job_hessian_free(c->hess);
     mpq_calib_free(c->cal);
     mpq_kv_saq_free(c->kv_saq);
@@ -1233,6 +772,8 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     if (c.opts.n_workers <= 0) c.opts.n_workers = mpq_job_default_workers();
     mpq_status st;
     bool running = false;
+    job_pool_env pe = {.db = db, .opts = &c.opts, .compute = pool_compute, .unit_index = pool_unit_index, .user = &c};
+    if ((st = job_pool_create(&pe, &c.pool, err)) != MPQ_OK) goto done;
 
     /* existing job? (mpq_db_job_find also matches ids: require the name itself) */
     mpq_db_job job;
@@ -1256,7 +797,8 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
                              spec->name, mpq_db_path(db), job.spec_sha256, spec->sha256);
             goto done;
         }
-        if ((st = lease_take(&c, err)) != MPQ_OK) goto done; /* before loading: a second runner stops here */
+        /* before loading: a second runner stops here */
+        if ((st = job_pool_lease(c.pool, c.job_id, err)) != MPQ_OK) goto done;
     } else if (st != MPQ_OK && st != MPQ_ERR_NOTFOUND) {
         *err = e2;
         goto done;
@@ -1264,7 +806,8 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
     if ((st = load_inputs(&c, err)) != MPQ_OK) goto done;
     if (exists && (st = check_inputs(&c, err)) != MPQ_OK) goto done;
     if ((st = setup_job(&c, exists, err)) != MPQ_OK) goto done;
-    if (!exists && (st = lease_take(&c, err)) != MPQ_OK) goto done; /* another run may have created it too */
+    /* a new job: another run may have created it too */
+    if (!exists && (st = job_pool_lease(c.pool, c.job_id, err)) != MPQ_OK) goto done;
     if (job_id) *job_id = c.job_id;
     if ((st = mpq_db_units_retry_failed(db, c.job_id, NULL, err)) != MPQ_OK) goto done;
     int64_t n_done = 0, n_total = 0;
@@ -1278,8 +821,8 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
         if ((st = job_mpi_gather(err)) != MPQ_OK) goto done; /* no-op without MPI */
         mpq_job_progress p = {.event = MPQ_JOB_EVENT_REFERENCE, .job = spec->name, .seconds = mpq_time_now() - t0,
                               .eta_seconds = -1};
-        emit(&c, &p);
-        if ((st = lease_beat(&c, err)) != MPQ_OK) goto done;
+        job_pool_emit(c.pool, &p);
+        if ((st = job_pool_beat(c.pool, err)) != MPQ_OK) goto done;
     }
     int n_stages = 0, idx = 0;
     for (int s = 0; s < MPQ_JOB_N_STAGES; s++) n_stages += spec->stages[s];
@@ -1289,6 +832,9 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
         if ((st = run_stage(&c, (mpq_job_stage)s, ++idx, n_stages, &stopped, err)) != MPQ_OK) goto done;
     }
     if ((st = mpq_db_units_count(db, c.job_id, NULL, &n_done, &n_total, NULL, err)) != MPQ_OK) goto done;
+    mpq_status first_fail = MPQ_OK;
+    const char *first_fail_msg = NULL;
+    int n_failed = job_pool_failed(c.pool, &first_fail, &first_fail_msg);
     if (stopped) {
         st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_INTERRUPTED, err);
         running = false;
@@ -1296,23 +842,22 @@ static mpq_status run_job(mpq_db *db, const mpq_job_spec *spec, const mpq_job_op
             st = mpq_err_set(err, MPQ_ERR_INTERRUPTED,
                              "job '%s' interrupted after %lld units of this run (%lld/%lld done); resume with: "
                              "mpq resume %s",
-                             spec->name, (long long)c.run_done, (long long)n_done, (long long)n_total, spec->name);
-    } else if (c.n_failed > 0) {
+                             spec->name, (long long)job_pool_run_done(c.pool), (long long)n_done, (long long)n_total,
+                             spec->name);
+    } else if (n_failed > 0) {
         st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, err);
         running = false;
         if (st == MPQ_OK)
-            st = mpq_err_set(err, c.first_fail, "job '%s': %d units failed (a resume retries them); first: %s",
-                             spec->name, c.n_failed, c.first_fail_msg);
+            st = mpq_err_set(err, first_fail, "job '%s': %d units failed (a resume retries them); first: %s",
+                             spec->name, n_failed, first_fail_msg);
     } else {
         st = mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_DONE, err);
         running = false;
     }
 done:
-    if (c.leased) { /* only the lease holder writes the job's status */
-        if (running && st != MPQ_OK) mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
-        mpq_db_lease_release(db, &c.lease, NULL);
-    }
-    ctx_free(&c);
+    if (running && st != MPQ_OK && job_pool_leased(c.pool)) /* only the lease holder writes the job's status */
+        mpq_db_job_set_status(db, c.job_id, MPQ_DB_JOB_FAILED, NULL);
+    ctx_free(&c); /* releases the lease */
     return st;
 }
 
