@@ -132,7 +132,6 @@ typedef struct run_ctx {
     mpq_calib *cal;
     mpq_kv_saq *kv_saq; /* kv scheme saq: bases fitted on the calibration windows */
     mpq_job_hessian *hess; /* hessian stage state (built on its first unit) */
-    bool ref_done;      /* reference event emitted (the FP reference may be built late: adaptive rounds) */
     job_pool *pool;     /* this run's lease, commits and workers (NULL on the other MPI ranks) */
 } run_ctx;
 
