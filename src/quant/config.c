@@ -812,15 +812,22 @@ bool mpq_config_needs_xtx(const mpq_config *cfg) {
     return false;
 }
 
-mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,
-                                const double *const *xtx, mpq_err *err) {
-    if (!cfg || !model || !dst) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
+/* The model has weights and the config was made for its shape (both apply functions). */
+static mpq_status apply_check(const mpq_config *cfg, const mpq_model *model, mpq_err *err) {
     if (!mpq_model_has_weights(model))
         return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: shape only (no weights loaded)",
                            mpq_model_path(model));
     if (!model_matches(cfg, model))
         return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: config has %d layers / %d blocks, model %d / %d",
                            cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);
+    return MPQ_OK;
+}
+
+mpq_status mpq_config_apply_xtx(const mpq_config *cfg, const mpq_model *model, mpq_weights *dst,
+                                const double *const *xtx, mpq_err *err) {
+    if (!cfg || !model || !dst) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
+    mpq_status cs = apply_check(cfg, model, err);
+    if (cs != MPQ_OK) return cs;
     const mpq_weights *src = mpq_model_get_weights(model);
     if (dst->n_layers != src->n_layers || dst->n_floats != src->n_floats || !dst->blocks)
         return mpq_err_set(err, MPQ_ERR_INVALID,
@@ -845,12 +852,8 @@ mpq_status mpq_config_apply_view(const mpq_config *cfg, const mpq_model *model, 
                                  mpq_weights **out, mpq_err *err) {
     if (!cfg || !model || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: NULL argument");
     *out = NULL;
-    if (!mpq_model_has_weights(model))
-        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: %s: shape only (no weights loaded)",
-                           mpq_model_path(model));
-    if (!model_matches(cfg, model))
-        return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_apply: config has %d layers / %d blocks, model %d / %d",
-                           cfg->n_linear, cfg->n_blocks, mpq_model_n_linear(model), mpq_model_get_config(model)->n_layers);
+    mpq_status cs = apply_check(cfg, model, err);
+    if (cs != MPQ_OK) return cs;
     mpq_weights *q = NULL;
     mpq_status st = mpq_weights_view(model, &q, err);
     for (int i = 0; st == MPQ_OK && i < cfg->n_linear; i++) {
