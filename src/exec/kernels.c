@@ -5,6 +5,7 @@
  * range reduction for exp (as in Cephes expf). Causal attention in query blocks that read keys
  * up to the block's last row only. Every matrix product goes through cblas_sgemm. */
 #include "exec/exec_kernels.h"
+#include "quant/quant_rtn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -99,30 +100,51 @@ int kv_n_quant(int t, bool key, const mpq_kv_scheme *s) {
     return n;
 }
 
+/* Per-token groups of G consecutive channels of the row segment row[0..len): RTN groups batched
+ * (mpq_quant_rtn_minmax_groups), the last group partial. */
+static void quant_token_groups(float *row, int len, int G, int bits) {
+    const int full = len / G;
+    mpq_quant_rtn_minmax_groups(row, (size_t)full, (size_t)G, bits);
+    if (len > full * G) mpq_quant_rtn_minmax_groups(row + (size_t)full * G, 1, (size_t)(len - full * G), bits);
+}
+
 void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim, int bits, bool key,
                          const mpq_kv_scheme *s) {
     // dst, src (B,T,kv_dim)
     size_t n = (size_t)B * T * kv_dim;
     memcpy(dst, src, n * sizeof(float));
     int G = s->group_size;
-    /* one group: min-max RTN, or RTN + CAQ code adjustment with a least-squares refit */
-    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
-    if (key && s->mode == MPQ_KV_KIVI) {
-        /* each channel over complete groups of G tokens (stride kv_dim) */
-        for (int b = 0; b < B; b++)
-            for (int g0 = 0; g0 + G <= T; g0 += G) {
-                float *blk = dst + ((size_t)b * T + g0) * kv_dim;
-                for (int c = 0; c < kv_dim; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
-            }
-    } else {
-        /* each token's vector in groups of G consecutive channels, last group partial */
-        for (size_t r = 0; r < (size_t)B * T; r++) {
-            float *row = dst + r * kv_dim;
-            for (int c0 = 0; c0 < kv_dim; c0 += G) {
-                int len = kv_dim - c0 < G ? kv_dim - c0 : G;
-                quant(row + c0, (size_t)len, 1, bits);
+    if (s->caq) { /* RTN + CAQ code adjustment with a least-squares refit, one group at a time */
+        if (key && s->mode == MPQ_KV_KIVI) {
+            for (int b = 0; b < B; b++)
+                for (int g0 = 0; g0 + G <= T; g0 += G) {
+                    float *blk = dst + ((size_t)b * T + g0) * kv_dim;
+                    for (int c = 0; c < kv_dim; c++) mpq_quant_caq_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                }
+        } else {
+            for (size_t r = 0; r < (size_t)B * T; r++) {
+                float *row = dst + r * kv_dim;
+                for (int c0 = 0; c0 < kv_dim; c0 += G) {
+                    int len = kv_dim - c0 < G ? kv_dim - c0 : G;
+                    mpq_quant_caq_minmax(row + c0, (size_t)len, 1, bits);
+                }
             }
         }
+        return;
+    }
+    /* min-max RTN, batched: each group bitwise as mpq_quant_rtn_minmax on it alone */
+    if (key && s->mode == MPQ_KV_KIVI) {
+        /* each channel over complete groups of G tokens (stride kv_dim): the kv_dim channels
+         * of a token group side by side */
+        for (int b = 0; b < B; b++)
+            for (int g0 = 0; g0 + G <= T; g0 += G)
+                mpq_quant_rtn_minmax_lanes(dst + ((size_t)b * T + g0) * kv_dim, (size_t)kv_dim, (size_t)G,
+                                           (size_t)kv_dim, bits);
+    } else if (kv_dim % G == 0) {
+        /* each token's vector in groups of G consecutive channels: all groups of all rows */
+        mpq_quant_rtn_minmax_groups(dst, n / (size_t)G, (size_t)G, bits);
+    } else {
+        for (size_t r = 0; r < (size_t)B * T; r++) quant_token_groups(dst + r * kv_dim, kv_dim, G, bits);
     }
 }
 
@@ -134,7 +156,6 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
     if (!any) return false;
     const int kv_dim = n_kv_heads * hd, G = s->group_size;
     memcpy(dst, src, (size_t)B * T * kv_dim * sizeof(float));
-    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
     for (int h = 0; h < n_kv_heads; h++) {
         const int bits = key ? pairs[h].k_bits : pairs[h].v_bits;
         if (bits >= 16) continue;
@@ -143,14 +164,21 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
             for (int b = 0; b < B; b++)
                 for (int g0 = 0; g0 + G <= T; g0 += G) {
                     float *blk = dst + ((size_t)b * T + g0) * kv_dim;
-                    for (int c = c_lo; c < c_hi; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                    if (s->caq)
+                        for (int c = c_lo; c < c_hi; c++) mpq_quant_caq_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                    else
+                        mpq_quant_rtn_minmax_lanes(blk + c_lo, (size_t)hd, (size_t)G, (size_t)kv_dim, bits);
                 }
         } else {
             for (size_t r = 0; r < (size_t)B * T; r++) {
                 float *row = dst + r * kv_dim;
+                if (!s->caq) {
+                    quant_token_groups(row + c_lo, hd, G, bits);
+                    continue;
+                }
                 for (int c0 = c_lo; c0 < c_hi; c0 += G) {
                     int len = c_hi - c0 < G ? c_hi - c0 : G;
-                    quant(row + c0, (size_t)len, 1, bits);
+                    mpq_quant_caq_minmax(row + c0, (size_t)len, 1, bits);
                 }
             }
         }
