@@ -388,19 +388,26 @@ void attention_forward(float *out, float *att, float *scratch, const float *q, c
                 int lo = 0, hi = 0;
                 bool mixed = false;
                 if (kq) quant_span(t0, nk, true, s, &lo, &hi, &mixed);
-                if (hi > 0)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
-                                0.0f, S, T);
                 if (hi == 0) {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, Qb, qd, k + kvoff, kvd,
                                 0.0f, S, T);
-                } else if (mixed) { /* FP scores of columns lo..nk-1 into X1, copied where FP is read */
+                } else if (!mixed) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
+                                0.0f, S, T);
+                } else {
+                    /* quantized columns 0..hi-1, FP scores of columns lo..nk-1 into X1, copied where
+                     * FP is read. The two products overlap in columns lo..hi-1 (at most a group of
+                     * G keys per row block); covering each score once instead (the rows of a block
+                     * split by their quantized-prefix length) was measured to change the last bits
+                     * of the scores: OpenBLAS's sgemm result for one element depends on the shape
+                     * of the product that computes it, and the stored numbers must not move. */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
+                                0.0f, S, T);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk - lo, hd, scale, Qb, qd,
                                 k + kvoff + (size_t)lo * kvd, kvd, 0.0f, X1, T);
                     for (int i = 0; i < m; i++) {
-                        const int t = t0 + i;
-                        for (int j = kv_n_quant(t, true, s); j <= t; j++)
-                            S[(size_t)i * T + j] = X1[(size_t)i * T + (j - lo)];
+                        const int t = t0 + i, j0 = kv_n_quant(t, true, s);
+                        memcpy(S + (size_t)i * T + j0, X1 + (size_t)i * T + (j0 - lo), (size_t)(t + 1 - j0) * sizeof(float));
                     }
                 }
                 /* causal softmax per row: keys 0..t, zeros t+1..nk-1 */
@@ -413,15 +420,26 @@ void attention_forward(float *out, float *att, float *scratch, const float *q, c
                     const float *Vs = (hi == 0 ? v : vq) + kvoff;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, T, Vs, kvd, 0.0f,
                                 O + (size_t)t0 * qd, qd);
-                } else { /* quantized prefix (X1: columns 0..hi-1) + FP rest (X2: columns lo..nk-1) */
+                } else {
+                    /* quantized prefix (columns 0..hi-1 of the probabilities, zero where row t reads
+                     * FP) + FP rest (X2: columns lo..nk-1, zero where row t reads quantized). The
+                     * products see the same operands whether the first one is a masked copy (X1,
+                     * when the probabilities are kept in att) or the scratch row masked in place. */
+                    float *P1 = A ? X1 : S;
                     for (int i = 0; i < m; i++) {
                         const int nq = kv_n_quant(t0 + i, false, s);
-                        const float *a = S + (size_t)i * T;
-                        float *p1 = X1 + (size_t)i * T, *p2 = X2 + (size_t)i * T;
-                        for (int j = 0; j < hi; j++) p1[j] = j < nq ? a[j] : 0.0f;
-                        for (int j = lo; j < nk; j++) p2[j - lo] = j < nq ? 0.0f : a[j];
+                        float *a = S + (size_t)i * T, *p2 = X2 + (size_t)i * T;
+                        if (nq > lo) memset(p2, 0, (size_t)(nq - lo) * sizeof(float));
+                        memcpy(p2 + (nq - lo), a + nq, (size_t)(nk - nq) * sizeof(float));
+                        if (A) {
+                            float *p1 = X1 + (size_t)i * T;
+                            memcpy(p1, a, (size_t)nq * sizeof(float));
+                            if (hi > nq) memset(p1 + nq, 0, (size_t)(hi - nq) * sizeof(float));
+                        } else if (hi > nq) {
+                            memset(a + nq, 0, (size_t)(hi - nq) * sizeof(float));
+                        }
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hi, 1.0f, X1, T, vq + kvoff, kvd,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hi, 1.0f, P1, T, vq + kvoff, kvd,
                                 0.0f, O + (size_t)t0 * qd, qd);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk - lo, 1.0f, X2, T,
                                 v + kvoff + (size_t)lo * kvd, kvd, 1.0f, O + (size_t)t0 * qd, qd);
