@@ -100,21 +100,22 @@ int kv_n_quant(int t, bool key, const mpq_kv_scheme *s) {
     return n;
 }
 
-/* Per-token groups of G consecutive channels of the row segment row[0..len): RTN groups batched
- * (mpq_quant_rtn_minmax_groups), the last group partial. */
-static void quant_token_groups(float *row, int len, int G, int bits) {
+/* Per-token groups of G consecutive channels of the row segment src[0..len) into dst: RTN groups
+ * batched (mpq_quant_rtn_minmax_groups), the last group partial. */
+static void quant_token_groups(float *dst, const float *src, int len, int G, int bits) {
     const int full = len / G;
-    mpq_quant_rtn_minmax_groups(row, (size_t)full, (size_t)G, bits);
-    if (len > full * G) mpq_quant_rtn_minmax_groups(row + (size_t)full * G, 1, (size_t)(len - full * G), bits);
+    const size_t off = (size_t)full * G;
+    mpq_quant_rtn_minmax_groups(dst, src, (size_t)full, (size_t)G, bits);
+    if (len > full * G) mpq_quant_rtn_minmax_groups(dst + off, src + off, 1, (size_t)(len - full * G), bits);
 }
 
 void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim, int bits, bool key,
                          const mpq_kv_scheme *s) {
     // dst, src (B,T,kv_dim)
     size_t n = (size_t)B * T * kv_dim;
-    memcpy(dst, src, n * sizeof(float));
     int G = s->group_size;
     if (s->caq) { /* RTN + CAQ code adjustment with a least-squares refit, one group at a time */
+        memcpy(dst, src, n * sizeof(float));
         if (key && s->mode == MPQ_KV_KIVI) {
             for (int b = 0; b < B; b++)
                 for (int g0 = 0; g0 + G <= T; g0 += G) {
@@ -132,19 +133,26 @@ void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim,
         }
         return;
     }
-    /* min-max RTN, batched: each group bitwise as mpq_quant_rtn_minmax on it alone */
+    /* min-max RTN, batched from src into dst: each group bitwise as mpq_quant_rtn_minmax on it
+     * alone */
     if (key && s->mode == MPQ_KV_KIVI) {
         /* each channel over complete groups of G tokens (stride kv_dim): the kv_dim channels
-         * of a token group side by side */
-        for (int b = 0; b < B; b++)
-            for (int g0 = 0; g0 + G <= T; g0 += G)
-                mpq_quant_rtn_minmax_lanes(dst + ((size_t)b * T + g0) * kv_dim, (size_t)kv_dim, (size_t)G,
-                                           (size_t)kv_dim, bits);
+         * of a token group side by side; the tokens of the unfinished group copied */
+        const int full = T / G * G;
+        for (int b = 0; b < B; b++) {
+            const size_t r0 = (size_t)b * T * kv_dim;
+            for (int g0 = 0; g0 < full; g0 += G)
+                mpq_quant_rtn_minmax_lanes(dst + r0 + (size_t)g0 * kv_dim, src + r0 + (size_t)g0 * kv_dim,
+                                           (size_t)kv_dim, (size_t)G, (size_t)kv_dim, bits);
+            if (full < T)
+                memcpy(dst + r0 + (size_t)full * kv_dim, src + r0 + (size_t)full * kv_dim,
+                       (size_t)(T - full) * kv_dim * sizeof(float));
+        }
     } else if (kv_dim % G == 0) {
         /* each token's vector in groups of G consecutive channels: all groups of all rows */
-        mpq_quant_rtn_minmax_groups(dst, n / (size_t)G, (size_t)G, bits);
+        mpq_quant_rtn_minmax_groups(dst, src, n / (size_t)G, (size_t)G, bits);
     } else {
-        for (size_t r = 0; r < (size_t)B * T; r++) quant_token_groups(dst + r * kv_dim, kv_dim, G, bits);
+        for (size_t r = 0; r < (size_t)B * T; r++) quant_token_groups(dst + r * kv_dim, src + r * kv_dim, kv_dim, G, bits);
     }
 }
 
@@ -167,13 +175,13 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
                     if (s->caq)
                         for (int c = c_lo; c < c_hi; c++) mpq_quant_caq_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
                     else
-                        mpq_quant_rtn_minmax_lanes(blk + c_lo, (size_t)hd, (size_t)G, (size_t)kv_dim, bits);
+                        mpq_quant_rtn_minmax_lanes(blk + c_lo, blk + c_lo, (size_t)hd, (size_t)G, (size_t)kv_dim, bits);
                 }
         } else {
             for (size_t r = 0; r < (size_t)B * T; r++) {
                 float *row = dst + r * kv_dim;
                 if (!s->caq) {
-                    quant_token_groups(row + c_lo, hd, G, bits);
+                    quant_token_groups(row + c_lo, row + c_lo, hd, G, bits);
                     continue;
                 }
                 for (int c0 = c_lo; c0 < c_hi; c0 += G) {

@@ -428,14 +428,21 @@ static inline float asym_lane(float v, float zero, float scale, float qmax) {
     return sel(z, zero, r);
 }
 
-RTN_CLONES void mpq_quant_rtn_minmax_lanes(float *x, size_t n_lanes, size_t n, size_t stride, int bits) {
-    if (!x || n == 0 || n_lanes == 0 || bits >= 16) return;
+RTN_CLONES void mpq_quant_rtn_minmax_lanes(float *dst, const float *src, size_t n_lanes, size_t n, size_t stride,
+                                           int bits) {
+    if (!dst || !src || n == 0 || n_lanes == 0) return;
+    if (bits >= 16) { /* unchanged */
+        if (dst != src)
+            for (size_t i = 0; i < n; i++) memcpy(dst + i * stride, src + i * stride, n_lanes * sizeof(float));
+        return;
+    }
     if (bits < 1) bits = 1;
     const float qmax = (float)((1u << bits) - 1u);
     float lo[RTN_CHUNK], hi[RTN_CHUNK], zero[RTN_CHUNK], scale[RTN_CHUNK];
     for (size_t c0 = 0; c0 < n_lanes; c0 += RTN_CHUNK) {
         const size_t w = n_lanes - c0 < RTN_CHUNK ? n_lanes - c0 : RTN_CHUNK;
-        float *xc = x + c0;
+        const float *xc = src + c0;
+        float *yc = dst + c0;
         for (size_t c = 0; c < w; c++) lo[c] = hi[c] = xc[c];
         for (size_t i = 1; i < n; i++) {
             const float *row = xc + i * stride;
@@ -457,21 +464,30 @@ RTN_CLONES void mpq_quant_rtn_minmax_lanes(float *x, size_t n_lanes, size_t n, s
             scale[c] = fp16_cover_scale(((double)hi[c] - (double)zero[c]) / qmax, zero[c], qmax, hi[c]);
         }
         for (size_t i = 0; i < n; i++) {
-            float *row = xc + i * stride;
+            const float *row = xc + i * stride;
+            float *out = yc + i * stride;
             size_t c = 0;
-            for (; c + RTN_LANES <= w; c += RTN_LANES)
-                for (int k = 0; k < RTN_LANES; k++) row[c + k] = asym_lane(row[c + k], zero[c + k], scale[c + k], qmax);
-            for (; c < w; c++) row[c] = asym_lane(row[c], zero[c], scale[c], qmax);
+            for (; c + RTN_LANES <= w; c += RTN_LANES) {
+                float t[RTN_LANES]; /* all loads before the stores: dst may be src */
+                for (int k = 0; k < RTN_LANES; k++) t[k] = row[c + k];
+                for (int k = 0; k < RTN_LANES; k++) out[c + k] = asym_lane(t[k], zero[c + k], scale[c + k], qmax);
+            }
+            for (; c < w; c++) out[c] = asym_lane(row[c], zero[c], scale[c], qmax);
         }
     }
 }
 
-RTN_CLONES void mpq_quant_rtn_minmax_groups(float *x, size_t n_groups, size_t n, int bits) {
-    if (!x || n == 0 || bits >= 16) return;
+RTN_CLONES void mpq_quant_rtn_minmax_groups(float *dst, const float *src, size_t n_groups, size_t n, int bits) {
+    if (!dst || !src || n == 0) return;
+    if (bits >= 16) { /* unchanged */
+        if (dst != src) memcpy(dst, src, n_groups * n * sizeof(float));
+        return;
+    }
     if (bits < 1) bits = 1;
     const float qmax = (float)((1u << bits) - 1u);
     for (size_t g = 0; g < n_groups; g++) {
-        float *p = x + g * n;
+        const float *p = src + g * n;
+        float *y = dst + g * n;
         float lo = p[0], hi = p[0];
         size_t i = 0;
         if (n >= RTN_LANES) {
@@ -500,9 +516,12 @@ RTN_CLONES void mpq_quant_rtn_minmax_groups(float *x, size_t n_groups, size_t n,
         const float zero = fp16_floor(lo);
         const float scale = fp16_cover_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi);
         i = 0;
-        for (; i + RTN_LANES <= n; i += RTN_LANES)
-            for (int k = 0; k < RTN_LANES; k++) p[i + k] = asym_lane(p[i + k], zero, scale, qmax);
-        for (; i < n; i++) p[i] = asym_lane(p[i], zero, scale, qmax);
+        for (; i + RTN_LANES <= n; i += RTN_LANES) {
+            float t[RTN_LANES]; /* all loads before the stores: dst may be src */
+            for (int k = 0; k < RTN_LANES; k++) t[k] = p[i + k];
+            for (int k = 0; k < RTN_LANES; k++) y[i + k] = asym_lane(t[k], zero, scale, qmax);
+        }
+        for (; i < n; i++) y[i] = asym_lane(p[i], zero, scale, qmax);
     }
 }
 

@@ -157,7 +157,7 @@ static void check_model(const char *rel) {
                     memcpy(a, src, n * sizeof(float));
                     memcpy(r, src, n * sizeof(float));
                     for (int g0 = 0; g0 + G <= N; g0 += G) {
-                        mpq_quant_rtn_minmax_lanes(a + (size_t)g0 * kvd, (size_t)kvd, (size_t)G, (size_t)kvd, bits);
+                        mpq_quant_rtn_minmax_lanes(a + (size_t)g0 * kvd, a + (size_t)g0 * kvd, (size_t)kvd, (size_t)G, (size_t)kvd, bits);
                         ref_lanes(r + (size_t)g0 * kvd, (size_t)kvd, (size_t)G, (size_t)kvd, bits);
                     }
                     long d = first_diff(a, r, n);
@@ -167,16 +167,16 @@ static void check_model(const char *rel) {
                     memcpy(r, src, n * sizeof(float));
                     for (int g0 = 0; g0 + G <= N; g0 += G) {
                         float *pa = a + (size_t)g0 * kvd + hd, *pr = r + (size_t)g0 * kvd + hd;
-                        mpq_quant_rtn_minmax_lanes(pa, (size_t)(kvd - hd), (size_t)G, (size_t)kvd, bits);
+                        mpq_quant_rtn_minmax_lanes(pa, pa, (size_t)(kvd - hd), (size_t)G, (size_t)kvd, bits);
                         ref_lanes(pr, (size_t)(kvd - hd), (size_t)G, (size_t)kvd, bits);
                     }
                     ck_assert_msg(first_diff(a, r, n) < 0, "%s block %d lanes from head 1, bits %d G %d", rel, l, bits, G);
                     /* contiguous groups of G (G = 13 leaves a partial group at the end) */
                     memcpy(a, src, n * sizeof(float));
                     memcpy(r, src, n * sizeof(float));
-                    mpq_quant_rtn_minmax_groups(a, n / (size_t)G, (size_t)G, bits);
+                    mpq_quant_rtn_minmax_groups(a, a, n / (size_t)G, (size_t)G, bits);
                     ref_groups(r, n / (size_t)G, (size_t)G, bits);
-                    mpq_quant_rtn_minmax_groups(a + n / G * G, 1, n % (size_t)G, bits);
+                    mpq_quant_rtn_minmax_groups(a + n / G * G, a + n / G * G, 1, n % (size_t)G, bits);
                     mpq_quant_rtn_minmax(r + n / G * G, n % (size_t)G, 1, bits);
                     d = first_diff(a, r, n);
                     ck_assert_msg(d < 0, "%s block %d %s groups bits %d G %d: element %ld", rel, l, kv ? "V" : "K",
@@ -207,7 +207,7 @@ static void check_model(const char *rel) {
         }
     /* the data are not degenerate: quantization at 4 bits moved most elements */
     memcpy(a, k, n * sizeof(float));
-    mpq_quant_rtn_minmax_groups(a, n / 32, 32, 4);
+    mpq_quant_rtn_minmax_groups(a, a, n / 32, 32, 4);
     size_t moved = 0;
     for (size_t i = 0; i < n; i++) moved += a[i] != k[i];
     ck_assert_msg(moved > n / 2, "%s: only %zu of %zu elements changed at 4 bits", rel, moved, n);
@@ -285,21 +285,37 @@ START_TEST(test_hostile) {
                     }
                     free(col);
                     memcpy(r, a, tot * sizeof(float));
-                    mpq_quant_rtn_minmax_lanes(a, L, n, stride, bits);
+                    /* out of place into o (the other elements of o hold the source too), then in place */
+                    float *o = malloc(tot * sizeof(float));
+                    ck_assert_ptr_nonnull(o);
+                    memcpy(o, a, tot * sizeof(float));
+                    for (size_t i = 0; i < n; i++) memset(o + i * stride, 0xff, L * sizeof(float));
+                    mpq_quant_rtn_minmax_lanes(o, a, L, n, stride, bits);
+                    mpq_quant_rtn_minmax_lanes(a, a, L, n, stride, bits);
                     ref_lanes(r, L, n, stride, bits);
                     long d = first_diff(a, r, tot);
                     ck_assert_msg(d < 0, "lanes pattern %d bits %d n %zu lanes %zu: element %ld %a vs %a", pat, bits, n,
                                   L, d, d < 0 ? 0.0 : a[d], d < 0 ? 0.0 : r[d]);
+                    ck_assert_msg(first_diff(o, r, tot) < 0, "lanes out of place, pattern %d bits %d n %zu lanes %zu",
+                                  pat, bits, n, L);
+                    free(o);
                     /* contiguous groups: L groups of n */
                     float *g = malloc(L * n * sizeof(float)), *gr = malloc(L * n * sizeof(float));
                     ck_assert(g && gr);
                     for (size_t j = 0; j < L; j++) hostile_fill(g + j * n, n, pat, &rng);
                     memcpy(gr, g, L * n * sizeof(float));
-                    mpq_quant_rtn_minmax_groups(g, L, n, bits);
+                    float *go = malloc(L * n * sizeof(float));
+                    ck_assert_ptr_nonnull(go);
+                    memset(go, 0xff, L * n * sizeof(float));
+                    mpq_quant_rtn_minmax_groups(go, g, L, n, bits);
+                    mpq_quant_rtn_minmax_groups(g, g, L, n, bits);
                     ref_groups(gr, L, n, bits);
                     d = first_diff(g, gr, L * n);
                     ck_assert_msg(d < 0, "groups pattern %d bits %d n %zu: element %ld %a vs %a", pat, bits, n, d,
                                   d < 0 ? 0.0 : g[d], d < 0 ? 0.0 : gr[d]);
+                    ck_assert_msg(first_diff(go, gr, L * n) < 0, "groups out of place, pattern %d bits %d n %zu", pat,
+                                  bits, n);
+                    free(go);
                     free(g);
                     free(gr);
                     free(a);
@@ -313,17 +329,20 @@ START_TEST(test_hostile) {
     float z[16] = {0.0f}, zr[16];
     z[0] = -0.0f;
     memcpy(zr, z, sizeof z);
-    mpq_quant_rtn_minmax_groups(z, 1, 16, 4);
+    mpq_quant_rtn_minmax_groups(z, z, 1, 16, 4);
     mpq_quant_rtn_minmax(zr, 16, 1, 4);
     ck_assert(signbit(zr[5]) && signbit(z[5]));
     /* no-op cases */
     float one[3] = {1.0f, 2.0f, 3.0f};
-    mpq_quant_rtn_minmax_groups(one, 1, 3, 16);
-    mpq_quant_rtn_minmax_lanes(one, 3, 1, 3, 16);
-    mpq_quant_rtn_minmax_groups(NULL, 1, 3, 4);
-    mpq_quant_rtn_minmax_lanes(NULL, 3, 1, 3, 4);
-    mpq_quant_rtn_minmax_groups(one, 1, 0, 4);
+    mpq_quant_rtn_minmax_groups(one, one, 1, 3, 16);
+    mpq_quant_rtn_minmax_lanes(one, one, 3, 1, 3, 16);
+    mpq_quant_rtn_minmax_groups(NULL, one, 1, 3, 4);
+    mpq_quant_rtn_minmax_lanes(one, NULL, 3, 1, 3, 4);
+    mpq_quant_rtn_minmax_groups(one, one, 1, 0, 4);
     ck_assert(one[0] == 1.0f && one[1] == 2.0f && one[2] == 3.0f);
+    float cp[3] = {0.0f}; /* 16 bits out of place: a copy */
+    mpq_quant_rtn_minmax_groups(cp, one, 1, 3, 16);
+    ck_assert(memcmp(cp, one, sizeof cp) == 0);
 }
 END_TEST
 
