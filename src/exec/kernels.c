@@ -5,6 +5,7 @@
  * range reduction for exp (as in Cephes expf). Causal attention in query blocks that read keys
  * up to the block's last row only. Every matrix product goes through cblas_sgemm. */
 #include "exec/exec_kernels.h"
+#include "quant/quant_rtn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -99,30 +100,59 @@ int kv_n_quant(int t, bool key, const mpq_kv_scheme *s) {
     return n;
 }
 
+/* Per-token groups of G consecutive channels of the row segment src[0..len) into dst: RTN groups
+ * batched (mpq_quant_rtn_minmax_groups), the last group partial. */
+static void quant_token_groups(float *dst, const float *src, int len, int G, int bits) {
+    const int full = len / G;
+    const size_t off = (size_t)full * G;
+    mpq_quant_rtn_minmax_groups(dst, src, (size_t)full, (size_t)G, bits);
+    if (len > full * G) mpq_quant_rtn_minmax_groups(dst + off, src + off, 1, (size_t)(len - full * G), bits);
+}
+
 void kv_quantize_forward(float *dst, const float *src, int B, int T, int kv_dim, int bits, bool key,
                          const mpq_kv_scheme *s) {
     // dst, src (B,T,kv_dim)
     size_t n = (size_t)B * T * kv_dim;
-    memcpy(dst, src, n * sizeof(float));
     int G = s->group_size;
-    /* one group: min-max RTN, or RTN + CAQ code adjustment with a least-squares refit */
-    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
-    if (key && s->mode == MPQ_KV_KIVI) {
-        /* each channel over complete groups of G tokens (stride kv_dim) */
-        for (int b = 0; b < B; b++)
-            for (int g0 = 0; g0 + G <= T; g0 += G) {
-                float *blk = dst + ((size_t)b * T + g0) * kv_dim;
-                for (int c = 0; c < kv_dim; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
-            }
-    } else {
-        /* each token's vector in groups of G consecutive channels, last group partial */
-        for (size_t r = 0; r < (size_t)B * T; r++) {
-            float *row = dst + r * kv_dim;
-            for (int c0 = 0; c0 < kv_dim; c0 += G) {
-                int len = kv_dim - c0 < G ? kv_dim - c0 : G;
-                quant(row + c0, (size_t)len, 1, bits);
+    if (s->caq) { /* RTN + CAQ code adjustment with a least-squares refit, one group at a time */
+        memcpy(dst, src, n * sizeof(float));
+        if (key && s->mode == MPQ_KV_KIVI) {
+            for (int b = 0; b < B; b++)
+                for (int g0 = 0; g0 + G <= T; g0 += G) {
+                    float *blk = dst + ((size_t)b * T + g0) * kv_dim;
+                    for (int c = 0; c < kv_dim; c++) mpq_quant_caq_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                }
+        } else {
+            for (size_t r = 0; r < (size_t)B * T; r++) {
+                float *row = dst + r * kv_dim;
+                for (int c0 = 0; c0 < kv_dim; c0 += G) {
+                    int len = kv_dim - c0 < G ? kv_dim - c0 : G;
+                    mpq_quant_caq_minmax(row + c0, (size_t)len, 1, bits);
+                }
             }
         }
+        return;
+    }
+    /* min-max RTN, batched from src into dst: each group bitwise as mpq_quant_rtn_minmax on it
+     * alone */
+    if (key && s->mode == MPQ_KV_KIVI) {
+        /* each channel over complete groups of G tokens (stride kv_dim): the kv_dim channels
+         * of a token group side by side; the tokens of the unfinished group copied */
+        const int full = T / G * G;
+        for (int b = 0; b < B; b++) {
+            const size_t r0 = (size_t)b * T * kv_dim;
+            for (int g0 = 0; g0 < full; g0 += G)
+                mpq_quant_rtn_minmax_lanes(dst + r0 + (size_t)g0 * kv_dim, src + r0 + (size_t)g0 * kv_dim,
+                                           (size_t)kv_dim, (size_t)G, (size_t)kv_dim, bits);
+            if (full < T)
+                memcpy(dst + r0 + (size_t)full * kv_dim, src + r0 + (size_t)full * kv_dim,
+                       (size_t)(T - full) * kv_dim * sizeof(float));
+        }
+    } else if (kv_dim % G == 0) {
+        /* each token's vector in groups of G consecutive channels: all groups of all rows */
+        mpq_quant_rtn_minmax_groups(dst, src, n / (size_t)G, (size_t)G, bits);
+    } else {
+        for (size_t r = 0; r < (size_t)B * T; r++) quant_token_groups(dst + r * kv_dim, src + r * kv_dim, kv_dim, G, bits);
     }
 }
 
@@ -134,7 +164,6 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
     if (!any) return false;
     const int kv_dim = n_kv_heads * hd, G = s->group_size;
     memcpy(dst, src, (size_t)B * T * kv_dim * sizeof(float));
-    void (*quant)(float *, size_t, size_t, int) = s->caq ? mpq_quant_caq_minmax : mpq_quant_rtn_minmax;
     for (int h = 0; h < n_kv_heads; h++) {
         const int bits = key ? pairs[h].k_bits : pairs[h].v_bits;
         if (bits >= 16) continue;
@@ -143,14 +172,21 @@ bool kv_quantize_heads_forward(float *dst, const float *src, int B, int T, int n
             for (int b = 0; b < B; b++)
                 for (int g0 = 0; g0 + G <= T; g0 += G) {
                     float *blk = dst + ((size_t)b * T + g0) * kv_dim;
-                    for (int c = c_lo; c < c_hi; c++) quant(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                    if (s->caq)
+                        for (int c = c_lo; c < c_hi; c++) mpq_quant_caq_minmax(blk + c, (size_t)G, (size_t)kv_dim, bits);
+                    else
+                        mpq_quant_rtn_minmax_lanes(blk + c_lo, blk + c_lo, (size_t)hd, (size_t)G, (size_t)kv_dim, bits);
                 }
         } else {
             for (size_t r = 0; r < (size_t)B * T; r++) {
                 float *row = dst + r * kv_dim;
+                if (!s->caq) {
+                    quant_token_groups(row + c_lo, row + c_lo, hd, G, bits);
+                    continue;
+                }
                 for (int c0 = c_lo; c0 < c_hi; c0 += G) {
                     int len = c_hi - c0 < G ? c_hi - c0 : G;
-                    quant(row + c0, (size_t)len, 1, bits);
+                    mpq_quant_caq_minmax(row + c0, (size_t)len, 1, bits);
                 }
             }
         }
@@ -360,19 +396,26 @@ void attention_forward(float *out, float *att, float *scratch, const float *q, c
                 int lo = 0, hi = 0;
                 bool mixed = false;
                 if (kq) quant_span(t0, nk, true, s, &lo, &hi, &mixed);
-                if (hi > 0)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
-                                0.0f, S, T);
                 if (hi == 0) {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, Qb, qd, k + kvoff, kvd,
                                 0.0f, S, T);
-                } else if (mixed) { /* FP scores of columns lo..nk-1 into X1, copied where FP is read */
+                } else if (!mixed) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
+                                0.0f, S, T);
+                } else {
+                    /* quantized columns 0..hi-1, FP scores of columns lo..nk-1 into X1, copied where
+                     * FP is read. The two products overlap in columns lo..hi-1 (at most a group of
+                     * G keys per row block); covering each score once instead (the rows of a block
+                     * split by their quantized-prefix length) was measured to change the last bits
+                     * of the scores: OpenBLAS's sgemm result for one element depends on the shape
+                     * of the product that computes it, and the stored numbers must not move. */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, hi, hd, scale, Qb, qd, kq + kvoff, kvd,
+                                0.0f, S, T);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk - lo, hd, scale, Qb, qd,
                                 k + kvoff + (size_t)lo * kvd, kvd, 0.0f, X1, T);
                     for (int i = 0; i < m; i++) {
-                        const int t = t0 + i;
-                        for (int j = kv_n_quant(t, true, s); j <= t; j++)
-                            S[(size_t)i * T + j] = X1[(size_t)i * T + (j - lo)];
+                        const int t = t0 + i, j0 = kv_n_quant(t, true, s);
+                        memcpy(S + (size_t)i * T + j0, X1 + (size_t)i * T + (j0 - lo), (size_t)(t + 1 - j0) * sizeof(float));
                     }
                 }
                 /* causal softmax per row: keys 0..t, zeros t+1..nk-1 */
@@ -385,15 +428,26 @@ void attention_forward(float *out, float *att, float *scratch, const float *q, c
                     const float *Vs = (hi == 0 ? v : vq) + kvoff;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, S, T, Vs, kvd, 0.0f,
                                 O + (size_t)t0 * qd, qd);
-                } else { /* quantized prefix (X1: columns 0..hi-1) + FP rest (X2: columns lo..nk-1) */
+                } else {
+                    /* quantized prefix (columns 0..hi-1 of the probabilities, zero where row t reads
+                     * FP) + FP rest (X2: columns lo..nk-1, zero where row t reads quantized). The
+                     * products see the same operands whether the first one is a masked copy (X1,
+                     * when the probabilities are kept in att) or the scratch row masked in place. */
+                    float *P1 = A ? X1 : S;
                     for (int i = 0; i < m; i++) {
                         const int nq = kv_n_quant(t0 + i, false, s);
-                        const float *a = S + (size_t)i * T;
-                        float *p1 = X1 + (size_t)i * T, *p2 = X2 + (size_t)i * T;
-                        for (int j = 0; j < hi; j++) p1[j] = j < nq ? a[j] : 0.0f;
-                        for (int j = lo; j < nk; j++) p2[j - lo] = j < nq ? 0.0f : a[j];
+                        float *a = S + (size_t)i * T, *p2 = X2 + (size_t)i * T;
+                        if (nq > lo) memset(p2, 0, (size_t)(nq - lo) * sizeof(float));
+                        memcpy(p2 + (nq - lo), a + nq, (size_t)(nk - nq) * sizeof(float));
+                        if (A) {
+                            float *p1 = X1 + (size_t)i * T;
+                            memcpy(p1, a, (size_t)nq * sizeof(float));
+                            if (hi > nq) memset(p1 + nq, 0, (size_t)(hi - nq) * sizeof(float));
+                        } else if (hi > nq) {
+                            memset(a + nq, 0, (size_t)(hi - nq) * sizeof(float));
+                        }
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hi, 1.0f, X1, T, vq + kvoff, kvd,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, hi, 1.0f, P1, T, vq + kvoff, kvd,
                                 0.0f, O + (size_t)t0 * qd, qd);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk - lo, 1.0f, X2, T,
                                 v + kvoff + (size_t)lo * kvd, kvd, 1.0f, O + (size_t)t0 * qd, qd);

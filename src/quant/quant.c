@@ -30,6 +30,7 @@
 #include <math.h>
 
 #include "quant/palette.h"
+#include "quant/quant_rtn.h"
 #include "quant/saq.h"
 #include "quant/tcq.h"
 #include <stdio.h>
@@ -376,6 +377,152 @@ void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits) {
     if (bits < 1) bits = 1;
     if (stride == 0) stride = 1;
     group_int_asym(x, n, stride, bits);
+}
+
+/* ---------------- batched min-max RTN (KV cache) ----------------
+ * Each group gets exactly group_int_asym's operations: the running minimum / maximum from the
+ * first element in index order (`v < lo ? v : lo`, so a NaN first element stays and later NaNs
+ * are skipped), the fp16 grid from fp16_floor / fp16_cover_scale (scalar, once per group), then
+ * per element q = rint((v - zero) / scale) clamped to [0, qmax] and zero + q * scale (zero when
+ * scale is 0). The element steps are written without branches over fixed runs of RTN_LANES so
+ * that gcc -O2 vectorises them; rint is computed as (|d| + 2^23) - 2^23 for |d| < 2^23 (|d|
+ * otherwise) with d's sign copied back, which is rintf exactly in the default rounding mode
+ * (also for -0, +-inf and NaN). The loops are also compiled for AVX2 and picked at run time
+ * where gcc supports it: the same IEEE operations per lane (-std=c11 keeps
+ * -ffp-contract=off; "avx2" does not enable FMA), so every build gives the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define RTN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RTN_CLONES
+#endif
+#define RTN_LANES 8
+#define RTN_CHUNK 256 /* groups per pass of the lane form (stack arrays) */
+
+/* c ? a : b without a branch (bit masks). Every float operation below is evaluated
+ * unconditionally and only its result is selected: gcc does not if-convert a float comparison
+ * or operation it would have to speculate (-ftrapping-math), which would keep the loops scalar. */
+static inline float sel(int c, float a, float b) {
+    uint32_t m = 0u - (uint32_t)c, ua, ub, r;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    r = (ua & m) | (ub & ~m);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
+static inline float rint_lane(float d) {
+    const float t = fabsf(d);
+    const float r = (t + 8388608.0f) - 8388608.0f; /* rint(t) for t < 2^23 */
+    return copysignf(sel(t < 8388608.0f, r, t), d);
+}
+
+/* The element step of group_int_asym: asym_code, then the dequantization. */
+static inline float asym_lane(float v, float zero, float scale, float qmax) {
+    const int z = scale == 0.0f;
+    float q = rint_lane((v - zero) / sel(z, 1.0f, scale)); /* the quotient is unused when z */
+    q = sel(q >= 0.0f, q, 0.0f);                            /* !(q >= 0): 0, also for NaN */
+    q = sel(q > qmax, qmax, q);
+    const float r = zero + q * scale;
+    return sel(z, zero, r);
+}
+
+RTN_CLONES void mpq_quant_rtn_minmax_lanes(float *dst, const float *src, size_t n_lanes, size_t n, size_t stride,
+                                           int bits) {
+    if (!dst || !src || n == 0 || n_lanes == 0) return;
+    if (bits >= 16) { /* unchanged */
+        if (dst != src)
+            for (size_t i = 0; i < n; i++) memcpy(dst + i * stride, src + i * stride, n_lanes * sizeof(float));
+        return;
+    }
+    if (bits < 1) bits = 1;
+    const float qmax = (float)((1u << bits) - 1u);
+    float lo[RTN_CHUNK], hi[RTN_CHUNK], zero[RTN_CHUNK], scale[RTN_CHUNK];
+    for (size_t c0 = 0; c0 < n_lanes; c0 += RTN_CHUNK) {
+        const size_t w = n_lanes - c0 < RTN_CHUNK ? n_lanes - c0 : RTN_CHUNK;
+        const float *xc = src + c0;
+        float *yc = dst + c0;
+        for (size_t c = 0; c < w; c++) lo[c] = hi[c] = xc[c];
+        for (size_t i = 1; i < n; i++) {
+            const float *row = xc + i * stride;
+            size_t c = 0;
+            for (; c + RTN_LANES <= w; c += RTN_LANES)
+                for (int k = 0; k < RTN_LANES; k++) {
+                    float v = row[c + k];
+                    lo[c + k] = v < lo[c + k] ? v : lo[c + k];
+                    hi[c + k] = v > hi[c + k] ? v : hi[c + k];
+                }
+            for (; c < w; c++) {
+                float v = row[c];
+                lo[c] = v < lo[c] ? v : lo[c];
+                hi[c] = v > hi[c] ? v : hi[c];
+            }
+        }
+        for (size_t c = 0; c < w; c++) {
+            zero[c] = fp16_floor(lo[c]);
+            scale[c] = fp16_cover_scale(((double)hi[c] - (double)zero[c]) / qmax, zero[c], qmax, hi[c]);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const float *row = xc + i * stride;
+            float *out = yc + i * stride;
+            size_t c = 0;
+            for (; c + RTN_LANES <= w; c += RTN_LANES) {
+                float t[RTN_LANES]; /* all loads before the stores: dst may be src */
+                for (int k = 0; k < RTN_LANES; k++) t[k] = row[c + k];
+                for (int k = 0; k < RTN_LANES; k++) out[c + k] = asym_lane(t[k], zero[c + k], scale[c + k], qmax);
+            }
+            for (; c < w; c++) out[c] = asym_lane(row[c], zero[c], scale[c], qmax);
+        }
+    }
+}
+
+RTN_CLONES void mpq_quant_rtn_minmax_groups(float *dst, const float *src, size_t n_groups, size_t n, int bits) {
+    if (!dst || !src || n == 0) return;
+    if (bits >= 16) { /* unchanged */
+        if (dst != src) memcpy(dst, src, n_groups * n * sizeof(float));
+        return;
+    }
+    if (bits < 1) bits = 1;
+    const float qmax = (float)((1u << bits) - 1u);
+    for (size_t g = 0; g < n_groups; g++) {
+        const float *p = src + g * n;
+        float *y = dst + g * n;
+        float lo = p[0], hi = p[0];
+        size_t i = 0;
+        if (n >= RTN_LANES) {
+            /* RTN_LANES running minima / maxima, each from p[0]; the minimum and maximum values
+             * do not depend on the order, only which of +0 / -0 comes first does: a zero
+             * result is recomputed in index order below */
+            float l[RTN_LANES], h[RTN_LANES];
+            for (int k = 0; k < RTN_LANES; k++) l[k] = h[k] = p[0];
+            for (; i + RTN_LANES <= n; i += RTN_LANES)
+                for (int k = 0; k < RTN_LANES; k++) {
+                    float v = p[i + k];
+                    l[k] = v < l[k] ? v : l[k];
+                    h[k] = v > h[k] ? v : h[k];
+                }
+            for (int k = 0; k < RTN_LANES; k++) {
+                lo = l[k] < lo ? l[k] : lo;
+                hi = h[k] > hi ? h[k] : hi;
+            }
+            if (lo == 0.0f || hi == 0.0f) lo = hi = p[0], i = 0;
+        }
+        for (; i < n; i++) {
+            float v = p[i];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        const float zero = fp16_floor(lo);
+        const float scale = fp16_cover_scale(((double)hi - (double)zero) / qmax, zero, qmax, hi);
+        i = 0;
+        for (; i + RTN_LANES <= n; i += RTN_LANES) {
+            float t[RTN_LANES]; /* all loads before the stores: dst may be src */
+            for (int k = 0; k < RTN_LANES; k++) t[k] = p[i + k];
+            for (int k = 0; k < RTN_LANES; k++) y[i + k] = asym_lane(t[k], zero, scale, qmax);
+        }
+        for (; i < n; i++) y[i] = asym_lane(p[i], zero, scale, qmax);
+    }
 }
 
 void mpq_quant_caq_minmax(float *x, size_t n, size_t stride, int bits) {

@@ -6,7 +6,8 @@
  * random weights, written by this program to a temporary llama2.c legacy file and loaded with
  * mpq_model_load). Prints figures; asserts nothing about time. One BLAS thread, as the CLI;
  * times are process CPU time (clock()); the batch modes are timed interleaved (forward, eval,
- * forward with k4v4, eval with k4v4 against a reference, in turn) and reported as medians. */
+ * forward with k4v4, eval with k4v4 against a reference, in turn) and reported as medians.
+ * Mode kv times the KV-cache kernels of one 110M-shape block apart (quantization, attention). */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "exec/exec_kernels.h"
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "test_util.h"
@@ -268,8 +270,104 @@ done:
     return rc;
 }
 
-/* Usage: bench_forward [which]; which = all (default), small (the two shared models) or 110m;
- * bench_forward decode MODEL N: greedy decode only; bench_forward write110m PATH: writes the
+/* ---- the KV kernels of one 110M-shape block (T = 1024, 12 heads of 64, KIVI G 32, 4 bits) ---- */
+
+typedef struct kv_ctx {
+    const float *q, *k, *v;
+    float *kq, *vq, *out, *scratch;
+    int T, NH, hd;
+    mpq_kv_scheme s, sr; /* R 0, and R 128 (every value block reads both sources) */
+} kv_ctx;
+
+/* K and V quantized as the executor does (kv_quantize_forward: batched groups) */
+static mpq_status run_kvq(void *user, mpq_err *err) {
+    (void)err;
+    kv_ctx *c = user;
+    const int kvd = c->NH * c->hd;
+    kv_quantize_forward(c->kq, c->k, 1, c->T, kvd, 4, true, &c->s);
+    kv_quantize_forward(c->vq, c->v, 1, c->T, kvd, 4, false, &c->s);
+    return MPQ_OK;
+}
+
+/* the same groups, one mpq_quant_rtn_minmax call per group (the executor's loop before the
+ * batched form; the same bits) */
+static mpq_status run_kvq_pergroup(void *user, mpq_err *err) {
+    (void)err;
+    kv_ctx *c = user;
+    const int kvd = c->NH * c->hd, G = c->s.group_size;
+    memcpy(c->kq, c->k, (size_t)c->T * kvd * sizeof(float));
+    memcpy(c->vq, c->v, (size_t)c->T * kvd * sizeof(float));
+    for (int g0 = 0; g0 + G <= c->T; g0 += G)
+        for (int ch = 0; ch < kvd; ch++) mpq_quant_rtn_minmax(c->kq + (size_t)g0 * kvd + ch, (size_t)G, (size_t)kvd, 4);
+    for (size_t r = 0; r < (size_t)c->T; r++)
+        for (int c0 = 0; c0 < kvd; c0 += G) mpq_quant_rtn_minmax(c->vq + r * kvd + c0, (size_t)G, 1, 4);
+    return MPQ_OK;
+}
+
+static mpq_status run_attn_fp(void *user, mpq_err *err) {
+    (void)err;
+    kv_ctx *c = user;
+    attention_forward(c->out, NULL, c->scratch, c->q, c->k, c->v, NULL, NULL, &c->s, 1, c->T, c->NH, c->NH, c->hd);
+    return MPQ_OK;
+}
+
+static mpq_status run_attn_kv(void *user, mpq_err *err) {
+    (void)err;
+    kv_ctx *c = user;
+    attention_forward(c->out, NULL, c->scratch, c->q, c->k, c->v, c->kq, c->vq, &c->s, 1, c->T, c->NH, c->NH, c->hd);
+    return MPQ_OK;
+}
+
+static mpq_status run_attn_kv_res(void *user, mpq_err *err) {
+    (void)err;
+    kv_ctx *c = user;
+    attention_forward(c->out, NULL, c->scratch, c->q, c->k, c->v, c->kq, c->vq, &c->sr, 1, c->T, c->NH, c->NH, c->hd);
+    return MPQ_OK;
+}
+
+/* CPU ms per call (medians of interleaved rounds) of the KV quantization (batched, and group by
+ * group) and of the attention (FP, k4v4 R 0, k4v4 R 128) on one block of the 110M shape, random
+ * inputs in (-2, 2). */
+static int bench_kv_kernels(void) {
+    kv_ctx c = {.T = 1024, .NH = 12, .hd = 64};
+    const size_t n = (size_t)c.T * c.NH * c.hd;
+    float *buf = malloc(7 * n * sizeof(float));
+    float *scratch = malloc((size_t)3 * ATTN_BLOCK * c.T * sizeof(float));
+    if (!buf || !scratch) {
+        free(buf);
+        free(scratch);
+        fprintf(stderr, "bench_forward: kv: out of memory\n");
+        return 1;
+    }
+    uint32_t s = 7;
+    for (size_t i = 0; i < 3 * n; i++) {
+        s = s * 1664525u + 1013904223u;
+        buf[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 4.0f;
+    }
+    c.q = buf, c.k = buf + n, c.v = buf + 2 * n, c.kq = buf + 3 * n, c.vq = buf + 4 * n, c.out = buf + 5 * n;
+    c.scratch = scratch;
+    c.s = (mpq_kv_scheme){.mode = MPQ_KV_KIVI, .group_size = 32, .residual = 0};
+    c.sr = c.s;
+    c.sr.residual = 128;
+    mpq_err err = {0};
+    const bench_fn fns[5] = {run_kvq, run_kvq_pergroup, run_attn_fp, run_attn_kv, run_attn_kv_res};
+    void *const users[5] = {&c, &c, &c, &c, &c};
+    double tm[5];
+    int rounds = time_interleaved(fns, users, 5, 3.0, tm, &err);
+    int rc = rounds < 0;
+    if (!rc)
+        printf("110M-shape block, T=1024, 12 x 64, k4v4 KIVI G 32 (CPU ms per call, median of %d interleaved rounds)\n"
+               "  quantize K and V: %.2f batched, %.2f group by group (%.2fx)\n"
+               "  attention: FP %.2f | k4v4 R 0 %.2f (%.3fx FP) | k4v4 R 128 %.2f (%.3fx FP)\n",
+               rounds, tm[0] * 1e3, tm[1] * 1e3, tm[1] / tm[0], tm[2] * 1e3, tm[3] * 1e3, tm[3] / tm[2], tm[4] * 1e3,
+               tm[4] / tm[2]);
+    free(buf);
+    free(scratch);
+    return rc;
+}
+
+/* Usage: bench_forward [which]; which = all (default), small (the two shared models), 110m or
+ * kv (the KV kernels of one 110M-shape block; also part of all); bench_forward decode MODEL N: greedy decode only; bench_forward write110m PATH: writes the
  * generated 110M-shape checkpoint to PATH (to run other programs on it) and exits. */
 int main(int argc, char **argv) {
     mpq_blas_set_threads(1); /* as the mpq CLI runs (mpq.h, "BLAS threads") */
@@ -279,7 +377,9 @@ int main(int argc, char **argv) {
         return write_model(argv[2], 768, 2048, 12, 12, 12, 32000, 1024) == 0 ? 0 : 1;
     bool small = strcmp(which, "all") == 0 || strcmp(which, "small") == 0;
     bool big = strcmp(which, "all") == 0 || strcmp(which, "110m") == 0;
+    bool kv = strcmp(which, "all") == 0 || strcmp(which, "kv") == 0;
     int rc = 0;
+    if (kv) rc |= bench_kv_kernels();
     if (small) {
         rc |= bench_model("stories260K", shared_path("models/stories260K/stories260K.bin"), 8, 256, 16, 256);
         rc |= bench_model("sotu-2.7M", shared_path("models/sotu-2.7M/sotu-2.7M.bin"), 8, 256, 16, 255);
