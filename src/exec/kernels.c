@@ -6,6 +6,7 @@
  * up to the block's last row only. Every matrix product goes through cblas_sgemm. */
 #include "exec/exec_kernels.h"
 #include "quant/quant_rtn.h"
+#include "util/vec_clones.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -259,16 +260,9 @@ static inline float exp_fast_inline(float x) {
 
 float exp_fast(float x) { return exp_fast_inline(x); }
 
-/* The loops below are also compiled for AVX2 (8 lanes per instruction instead of SSE2's 4) and
- * picked at run time where gcc supports it. The operations are the same IEEE float ones lane by
- * lane (no fused multiply-add: -std=c11 sets -ffp-contract=off and "avx2" does not enable FMA),
- * so both versions give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VEC_CLONES
-#endif
+/* The loops below are also compiled for AVX2 and picked at run time, with the same bits
+ * (util/vec_clones.h). */
+#define VEC_CLONES MPQ_VEC_CLONES
 
 /* x[i] = exp_fast(x[i] - shift). */
 VEC_CLONES static void exp_shift_inplace(float *x, size_t n, float shift) {

@@ -33,6 +33,7 @@
 #include "quant/quant_rtn.h"
 #include "quant/saq.h"
 #include "quant/tcq.h"
+#include "util/vec_clones.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,12 +391,7 @@ void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits) {
  * (also for -0, +-inf and NaN). The loops are also compiled for AVX2 and picked at run time
  * where gcc supports it: the same IEEE operations per lane (-std=c11 keeps
  * -ffp-contract=off; "avx2" does not enable FMA), so every build gives the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define RTN_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define RTN_CLONES
-#endif
+#define RTN_CLONES MPQ_VEC_CLONES
 #define RTN_LANES 8
 #define RTN_CHUNK 256 /* groups per pass of the lane form (stack arrays) */
 
