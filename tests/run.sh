@@ -5,6 +5,8 @@
 # Usage: bash tests/run.sh            (from anywhere; builds in build/, build-asan/, build-fuzz/)
 #        MPQ_TEST_ASAN=0 bash tests/run.sh   to skip the sanitizer build
 #        MPQ_TEST_FUZZ=0 bash tests/run.sh   to skip the fuzzing step
+#        MPQ_TEST_TSAN=1 bash tests/run.sh   to add a ThreadSanitizer step (off by default: about
+#                                            2 more minutes on two cores)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tests/deps.sh"
@@ -27,6 +29,22 @@ if [ "${MPQ_TEST_ASAN:-1}" != 0 ]; then
   (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
      LSAN_OPTIONS=suppressions="$root/tests/lsan.supp" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs" -LE slow)
+fi
+
+if [ "${MPQ_TEST_TSAN:-0}" != 0 ]; then
+  # The threaded paths under ThreadSanitizer: the worker pool's unit test, the example job on
+  # two workers (every stage) and mpq eval on two workers; any report fails the step.
+  cmake -S "$root" -B "$root/build-tsan" -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-g -O1 -fsanitize=thread" \
+    -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
+  cmake --build "$root/build-tsan" -j"$jobs" --target mpq test_job_pool
+  tdir=$(mktemp -d)
+  (cd "$root" && export TSAN_OPTIONS=halt_on_error=1 &&
+     "$root/build-tsan/test_job_pool" &&
+     "$root/build-tsan/mpq" run examples/stories260K.json --db "$tdir/tsan.db" -q --workers 2 &&
+     "$root/build-tsan/mpq" eval -m ../shared/models/stories260K/stories260K.bin -t ../shared/models/stories260K/tok512.bin \
+       -d ../shared/data/tinystories-eval.tok512.u16 --kv k4v4 --workers 2 -n 8 >/dev/null) || { rm -rf "$tdir"; exit 1; }
+  rm -rf "$tdir"
+  echo "ThreadSanitizer step: no reports"
 fi
 
 if [ "${MPQ_TEST_FUZZ:-1}" != 0 ]; then

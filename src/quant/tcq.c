@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "quant/tcq_lut.h"
+#include "util/vec_clones.h"
 
 /* ---------------------------------------------------------------- rates and sizes */
 
@@ -144,13 +145,9 @@ void mpq_tcq_work_free(mpq_tcq_work *wk) {
  * one is used when the run lengths are multiples of CH). On x86-64 with gcc the two folding
  * functions are also compiled for AVX2 and picked at load time (target_clones): the same
  * element-wise float operations (AVX2 does not bring fused multiply-add, and ISO C mode does
- * not contract), so the same bits, in about 0.6x the time. */
+ * not contract), so the same bits, in about 0.6x the time. */ 
 #define CH 8
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define HOT_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HOT_CLONES
-#endif
+#define HOT_CLONES MPQ_VEC_CLONES /* util/vec_clones.h */
 
 /* base + w0 (x0 - lx)^2 + w1 (x1 - ly)^2: the cost of state (lx, ly) on the pair (x0, x1)
  * after the best cost `base` of reaching its prefix */
