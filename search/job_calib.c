@@ -1,7 +1,8 @@
 /*
  * job_calib.c - the calibration windows of a stored job (job_calib.h), and the job's
  * calibration with every linear layer's X^T X (mpq_job.h, mpq_job_calib_create) for the
- * quantizers that need X^T X (the SAQ candidates) when a stored configuration is evaluated.
+ * quantizers that need X^T X (the SAQ candidates) when a stored configuration is evaluated, and
+ * for the importance matrix of a job (src/export/imatrix.c).
  */
 #include "job_calib.h"
 

@@ -639,41 +639,10 @@ mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config 
     if (!out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_load: out is NULL");
     *out = NULL;
     if (!path) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_config_load: path is NULL");
-    mpq_status st = MPQ_OK;
     char *buf = NULL;
-    FILE *f = NULL;
-    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) goto done;
-    size_t cap = 4096, n = 0;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= CONFIG_FILE_MAX) {
-                st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: larger than %u bytes; not a config", path, CONFIG_FILE_MAX);
-                goto done;
-            }
-            cap *= 2;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
-                goto done;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                st = mpq_err_set(err, MPQ_ERR_IO, "%s: read error after %zu bytes", path, n);
-                goto done;
-            }
-            break;
-        }
-    }
-    buf[n] = '\0';
+    size_t n = 0;
+    mpq_status st = mpq_file_read_text(path, CONFIG_FILE_MAX, "a config", &buf, &n, err);
+    if (st != MPQ_OK) goto done;
     const char *nul = memchr(buf, '\0', n);
     if (nul) {
         st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: NUL byte at offset %zu; not a JSON text", path, (size_t)(nul - buf));
@@ -695,7 +664,6 @@ mpq_status mpq_config_load(const char *path, const mpq_model *model, mpq_config 
         free(dir);
     }
 done:
-    if (f) fclose(f);
     free(buf);
     return st;
 }

@@ -550,42 +550,11 @@ static mpq_status read_arr(const cJSON *o, const char *k, int n, double lo, floa
 mpq_status mpq_kv_saq_load(const char *path, mpq_kv_saq **out, mpq_err *err) {
     if (!out || !path) return mpq_err_set(err, MPQ_ERR_INVALID, "kv saq load: NULL argument");
     *out = NULL;
-    mpq_status st = MPQ_OK;
-    FILE *f = NULL;
     char *buf = NULL;
-    if ((st = mpq_file_fopen_regular(path, &f, err)) != MPQ_OK) goto done;
-    size_t cap = 1 << 16, n = 0;
-    buf = malloc(cap + 1);
-    for (;;) {
-        if (!buf) {
-            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
-            goto done;
-        }
-        if (n == cap) {
-            if (cap >= SAQ_FILE_MAX) {
-                st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: larger than %u bytes; not a bases file", path, SAQ_FILE_MAX);
-                goto done;
-            }
-            cap *= 2;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) free(buf);
-            buf = nb;
-            continue;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                st = mpq_err_set(err, MPQ_ERR_IO, "%s: read error after %zu bytes", path, n);
-                goto done;
-            }
-            break;
-        }
-    }
-    buf[n] = '\0';
+    size_t n = 0;
+    mpq_status st = mpq_file_read_text(path, SAQ_FILE_MAX, "a bases file", &buf, &n, err);
+    if (st != MPQ_OK) return st;
     st = mpq_kv_saq_from_json(buf, n, path, out, err);
-done:
-    if (f) fclose(f);
     free(buf);
     return st;
 }

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -60,5 +61,49 @@ mpq_status mpq_file_fopen_regular(const char *path, FILE **out, mpq_err *err) {
         return mpq_err_set(err, MPQ_ERR_IO, "%s: fdopen: %s", path, strerror(e));
     }
     *out = f;
+    return MPQ_OK;
+}
+
+mpq_status mpq_file_read_text(const char *path, size_t max, const char *what, char **buf_out, size_t *n_out,
+                              mpq_err *err) {
+    if (!buf_out || !n_out) return mpq_err_set(err, MPQ_ERR_INVALID, "mpq_file_read_text: NULL argument");
+    *buf_out = NULL;
+    *n_out = 0;
+    FILE *f = NULL;
+    mpq_status st = mpq_file_fopen_regular(path, &f, err);
+    if (st != MPQ_OK) return st;
+    size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (!buf) {
+            st = mpq_err_set(err, MPQ_ERR_NOMEM, "%s: out of memory", path);
+            break;
+        }
+        if (n == cap) {
+            if (n > max) { /* max + 1 bytes read */
+                st = mpq_err_set(err, MPQ_ERR_FORMAT, "%s: larger than %zu bytes; not %s", path, max, what);
+                break;
+            }
+            cap = cap * 2 <= max ? cap * 2 : max + 1;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) free(buf);
+            buf = nb;
+            continue;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) st = mpq_err_set(err, MPQ_ERR_IO, "%s: read error after %zu bytes", path, n);
+            break;
+        }
+    }
+    fclose(f);
+    if (st != MPQ_OK) {
+        free(buf);
+        return st;
+    }
+    buf[n] = '\0';
+    *buf_out = buf;
+    *n_out = n;
     return MPQ_OK;
 }

@@ -13,6 +13,7 @@
 
 #include "mpq/mpq.h"
 #include "mpq/mpq_rng.h"
+#include "util/file.h"
 #include "util/json_num.h"
 #include "test_util.h"
 #include "test_main.h"
@@ -141,6 +142,40 @@ START_TEST(test_file_open_regular) {
 }
 END_TEST
 
+/* mpq_file_read_text: whole file, NUL-terminated (embedded NULs kept), the size limit, and the
+ * regular-file refusal of mpq_file_fopen_regular; nothing returned on an error. */
+START_TEST(test_file_read_text) {
+    char dir[512], reg[600];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(reg, sizeof reg, "%s/t.json", dir);
+    enum { N = 10000 }; /* more than the first 4096-byte buffer: the growth path runs */
+    char *data = malloc(N);
+    ck_assert_ptr_nonnull(data);
+    for (int i = 0; i < N; i++) data[i] = (char)('a' + i % 26);
+    data[5000] = '\0';
+    ck_assert_int_eq(test_write_file(reg, data, N), 0);
+    char *buf = (char *)data;
+    size_t n = 1;
+    mpq_err err = {0};
+    ck_assert_int_eq(mpq_file_read_text(reg, N - 1, "a test file", &buf, &n, &err), MPQ_ERR_FORMAT);
+    ck_assert_ptr_null(buf);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_msg(strstr(err.msg, reg) && strstr(err.msg, "larger than 9999 bytes; not a test file"), "%s", err.msg);
+    ck_assert_int_eq(mpq_file_read_text(reg, N, "a test file", &buf, &n, &err), MPQ_OK); /* exactly max */
+    ck_assert_uint_eq(n, N);
+    ck_assert_int_eq(memcmp(buf, data, N), 0);
+    ck_assert_int_eq(buf[N], '\0');
+    free(buf);
+    buf = (char *)data;
+    ck_assert_int_eq(mpq_file_read_text(dir, 1u << 20, "a test file", &buf, &n, &err), MPQ_ERR_IO);
+    ck_assert_ptr_null(buf);
+    ck_assert(strstr(err.msg, "is a directory"));
+    free(data);
+    remove(reg);
+    rmdir(dir);
+}
+END_TEST
+
 /* mpq_json_number reads back as the same double for every value (cJSON's own numbers may come
  * back one unit in the last place off: count how often on the same values, for the record). */
 START_TEST(test_json_number_exact) {
@@ -180,6 +215,7 @@ static Suite *util_suite(void) {
     tcase_add_test(tc, test_err_messages);
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_file_open_regular);
+    tcase_add_test(tc, test_file_read_text);
     suite_add_tcase(s, tc);
     return s;
 }
