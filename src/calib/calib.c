@@ -495,97 +495,76 @@ static void kv_capture_fn(void *user, int idx, const float *x, int64_t rows, int
     k->fill += n;
 }
 
-mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_result *out, mpq_err *err) {
-    mpq_status st = MPQ_OK;
-    mpq_kv_pair *pairs = NULL;
-    if (!cal || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL argument");
-    if (block < 0 || block >= cal->n_layers)
-        return mpq_err_set(err, MPQ_ERR_INVALID, "calib: block %d outside 0..%d", block, cal->n_layers - 1);
+/* One KV unit of block `block` with the cache precisions already in eo (kv_pairs or
+ * kv_head_pairs): the evaluation against the reference, entering at the block with prefix
+ * reuse, capturing the block's attention output for attn_rel (NAN when the reference kept none). */
+static mpq_status kv_measure(mpq_calib *cal, int block, mpq_exec_opts *eo, mpq_calib_result *out, mpq_err *err) {
     const double t0 = mpq_time_now();
-    int target = -1;
-    for (int i = 0; i < cal->n_lin && target < 0; i++) {
-        const mpq_layer_info *li = mpq_model_linear(cal->model, i);
-        if (li->block == block && li->kind == MPQ_LAYER_ATTN_O) target = i;
-    }
-    pairs = mpq_calloc((size_t)cal->n_layers, sizeof *pairs);
-    if (!pairs) return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
-    for (int l = 0; l < cal->n_layers; l++) pairs[l].k_bits = pairs[l].v_bits = 16;
-    pairs[block] = p;
     kv_capture kc;
     memset(&kc, 0, sizeof kc);
-    kc.target = target;
+    kc.target = -1;
+    for (int i = 0; i < cal->n_lin && kc.target < 0; i++) {
+        const mpq_layer_info *li = mpq_model_linear(cal->model, i);
+        if (li->block == block && li->kind == MPQ_LAYER_ATTN_O) kc.target = i;
+    }
     kc.n = cal->n_tokens * cal->attn_cols;
     kc.fp = mpq_exec_ref_attn_out(cal->ref, block);
     if (!kc.fp) kc.target = -1; /* no stored attention outputs: attn_rel stays NAN */
+    eo->kv_scheme = cal->opts.kv_scheme;
+    eo->capture = kv_capture_fn;
+    eo->capture_user = &kc;
+    mpq_eval_stats s;
+    memset(&s, 0, sizeof s);
+    mpq_status st = mpq_exec_eval_ref(cal->ex, mpq_model_get_weights(cal->model), eo, cal->ref,
+                                      cal->opts.prefix_reuse ? block : 0, &s, err);
+    if (st != MPQ_OK) return st;
+    fill_result(&s, mpq_time_now() - t0, out);
+    if (kc.target >= 0 && kc.fill == kc.n) out->attn_rel = kc.f2 > 0 ? sqrt(kc.d2 / kc.f2) : 0.0;
+    return MPQ_OK;
+}
+
+mpq_status mpq_calib_kv(mpq_calib *cal, int block, mpq_kv_pair p, mpq_calib_result *out, mpq_err *err) {
+    if (!cal || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL argument");
+    if (block < 0 || block >= cal->n_layers)
+        return mpq_err_set(err, MPQ_ERR_INVALID, "calib: block %d outside 0..%d", block, cal->n_layers - 1);
+    mpq_kv_pair *pairs = mpq_calloc((size_t)cal->n_layers, sizeof *pairs);
+    if (!pairs) return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
+    for (int l = 0; l < cal->n_layers; l++) pairs[l].k_bits = pairs[l].v_bits = 16;
+    pairs[block] = p;
     mpq_exec_opts eo = mpq_exec_opts_default();
-    eo.kv_scheme = cal->opts.kv_scheme;
     eo.kv_saq = cal->opts.kv_saq;
     eo.kv_pairs = pairs;
     eo.n_kv_pairs = cal->n_layers;
-    eo.capture = kv_capture_fn;
-    eo.capture_user = &kc;
-    mpq_eval_stats s;
-    memset(&s, 0, sizeof s);
-    st = mpq_exec_eval_ref(cal->ex, mpq_model_get_weights(cal->model), &eo, cal->ref,
-                           cal->opts.prefix_reuse ? block : 0, &s, err);
+    mpq_status st = kv_measure(cal, block, &eo, out, err);
     if (st != MPQ_OK) {
         char name[16];
         mpq_err_prefix(err, "calib: blk.%d %s", block, mpq_kv_pair_name(p, name, sizeof name));
-        goto done;
     }
-    fill_result(&s, mpq_time_now() - t0, out);
-    if (target >= 0 && kc.fill == kc.n) out->attn_rel = kc.f2 > 0 ? sqrt(kc.d2 / kc.f2) : 0.0;
-done:
     free(pairs);
     return st;
 }
 
 mpq_status mpq_calib_kv_head(mpq_calib *cal, int block, int head, mpq_kv_pair p, mpq_calib_result *out,
                              mpq_err *err) {
-    mpq_status st = MPQ_OK;
-    mpq_kv_pair *hp = NULL;
     if (!cal || !out) return mpq_err_set(err, MPQ_ERR_INVALID, "calib: NULL argument");
-    const mpq_model_config *mc = mpq_model_get_config(cal->model);
-    const int nkv = mc->n_kv_heads;
+    const int nkv = mpq_model_get_config(cal->model)->n_kv_heads;
     if (block < 0 || block >= cal->n_layers)
         return mpq_err_set(err, MPQ_ERR_INVALID, "calib: block %d outside 0..%d", block, cal->n_layers - 1);
     if (head < 0 || head >= nkv)
         return mpq_err_set(err, MPQ_ERR_INVALID, "calib: KV head %d outside 0..%d", head, nkv - 1);
-    const double t0 = mpq_time_now();
-    int target = -1;
-    for (int i = 0; i < cal->n_lin && target < 0; i++) {
-        const mpq_layer_info *li = mpq_model_linear(cal->model, i);
-        if (li->block == block && li->kind == MPQ_LAYER_ATTN_O) target = i;
-    }
     size_t n_hp = (size_t)cal->n_layers * (size_t)nkv;
-    hp = mpq_calloc(n_hp, sizeof *hp);
+    mpq_kv_pair *hp = mpq_calloc(n_hp, sizeof *hp);
     if (!hp) return mpq_err_set(err, MPQ_ERR_NOMEM, "calib: out of memory");
     for (size_t i = 0; i < n_hp; i++) hp[i].k_bits = hp[i].v_bits = 16;
     hp[(size_t)block * nkv + head] = p;
-    kv_capture kc;
-    memset(&kc, 0, sizeof kc);
-    kc.target = target;
-    kc.n = cal->n_tokens * cal->attn_cols;
-    kc.fp = mpq_exec_ref_attn_out(cal->ref, block);
-    if (!kc.fp) kc.target = -1;
     mpq_exec_opts eo = mpq_exec_opts_default();
-    eo.kv_scheme = cal->opts.kv_scheme;
     eo.kv_head_pairs = hp;
     eo.n_kv_head_pairs = (int)n_hp;
-    eo.capture = kv_capture_fn;
-    eo.capture_user = &kc;
-    mpq_eval_stats s;
-    memset(&s, 0, sizeof s);
-    st = mpq_exec_eval_ref(cal->ex, mpq_model_get_weights(cal->model), &eo, cal->ref,
-                           cal->opts.prefix_reuse ? block : 0, &s, err);
+    mpq_status st = kv_measure(cal, block, &eo, out, err);
     if (st != MPQ_OK) {
         char name[16];
         mpq_err_prefix(err, "calib: blk.%d head %d %s", block, head, mpq_kv_pair_name(p, name, sizeof name));
-        goto done;
     }
-    fill_result(&s, mpq_time_now() - t0, out);
-    if (target >= 0 && kc.fill == kc.n) out->attn_rel = kc.f2 > 0 ? sqrt(kc.d2 / kc.f2) : 0.0;
-done:
     free(hp);
     return st;
 }
