@@ -16,6 +16,7 @@
 #include "mpq/mpq_exec.h"
 #include "mpq/mpq_model.h"
 #include "mpq/mpq_quant.h"
+#include "shared_fixture.h"
 #include "test_util.h"
 
 #define M260 "models/stories260K/stories260K.bin"
@@ -24,32 +25,6 @@
 #define TOKSOTU "data/sotu-calib.tok2048.u16"
 
 /* ---- helpers ---- */
-
-static mpq_model *load(const char *rel) {
-    mpq_model *m = NULL;
-    mpq_err err = {0};
-    mpq_status st = mpq_model_load(shared_path(rel), &m, &err);
-    ck_assert_msg(st == MPQ_OK, "load %s: %s", rel, err.msg);
-    return m;
-}
-
-/* n_seqs consecutive windows of T+1 tokens (window k starts at token k*T) of a uint16 file. */
-static int *read_windows(const char *rel, int n_seqs, int T) {
-    size_t nb = 0;
-    uint8_t *raw = test_read_file(shared_path(rel), &nb);
-    ck_assert_msg(raw != NULL, "cannot read %s", rel);
-    size_t need = (size_t)n_seqs * T + 1;
-    ck_assert_msg(nb / 2 >= need, "%s: %zu tokens < %zu", rel, nb / 2, need);
-    int *t = malloc((size_t)n_seqs * (T + 1) * sizeof(int));
-    ck_assert_ptr_nonnull(t);
-    for (int s = 0; s < n_seqs; s++)
-        for (int j = 0; j <= T; j++) {
-            size_t p = (size_t)s * T + j;
-            t[(size_t)s * (T + 1) + j] = raw[2 * p] | (raw[2 * p + 1] << 8);
-        }
-    free(raw);
-    return t;
-}
 
 static mpq_candidate cand(const char *name) {
     mpq_candidate c;
@@ -150,8 +125,8 @@ static int *g_tok;
 static mpq_calib *g_cal;
 
 static void setup260(void) {
-    g_m = load(M260);
-    g_tok = read_windows(TOK260, NS, TT);
+    g_m = test_load_model(M260);
+    g_tok = test_read_windows(TOK260, NS, TT);
     mpq_calib_opts o = mpq_calib_opts_default();
     o.batch = BB;
     mpq_err err = {0};
@@ -722,8 +697,8 @@ START_TEST(test_sotu) {
     /* xtx trace and act_err of one layer per kind against direct computation (tolerances as in
      * the stories260K tests), int2 worse than int4 on KL, prefix reuse == naive on one layer */
     const int ns = 4, T = 64, B = 2;
-    mpq_model *m = load(MSOTU);
-    int *tok = read_windows(TOKSOTU, ns, T);
+    mpq_model *m = test_load_model(MSOTU);
+    int *tok = test_read_windows(TOKSOTU, ns, T);
     mpq_err err = {0};
     mpq_calib *cal = NULL, *naive = NULL;
     mpq_calib_opts o = mpq_calib_opts_default();

@@ -16,6 +16,7 @@
 #include "exec/exec_internal.h"
 #include "exec/exec_kernels.h"
 #include "mpq/mpq_quant.h"
+#include "shared_fixture.h"
 #include "test_util.h"
 #include "test_main.h"
 
@@ -23,13 +24,6 @@
 #define MSOTU "models/sotu-2.7M/sotu-2.7M.bin"
 #define EVAL_TOK "data/tinystories-eval.tok512.u16"
 
-static mpq_model *load(const char *rel) {
-    mpq_model *m = NULL;
-    mpq_err err = {0};
-    mpq_status st = mpq_model_load(shared_path(rel), &m, &err);
-    ck_assert_msg(st == MPQ_OK, "load %s: %s", rel, err.msg);
-    return m;
-}
 
 /* Reads a uint16 LE token file into ints. */
 static int *read_tokens(const char *rel, size_t *n) {
@@ -131,7 +125,7 @@ static void ref_forward(const mpq_model_config *c, const mpq_weights *w, const i
 /* ---- tests ---- */
 
 START_TEST(test_forward_vs_scalar_reference) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;
@@ -199,7 +193,7 @@ static void greedy_batch(mpq_model *m, const int *prompt, int np, int n_new, int
 }
 
 START_TEST(test_greedy_stories260k) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const int want[9] = {403, 407, 261, 378, 432, 383, 286, 261, 376};
     int bos = 1, got[9], got2[9];
     mpq_exec *ex = NULL;
@@ -217,7 +211,7 @@ START_TEST(test_greedy_stories260k) {
 END_TEST
 
 START_TEST(test_greedy_sotu) {
-    mpq_model *m = load(MSOTU);
+    mpq_model *m = test_load_model(MSOTU);
     const int prompt[6] = {1, 385, 1287, 285, 312, 1096}, want[4] = {334, 697, 1993, 13};
     int got[4], got2[4];
     mpq_exec *ex = NULL;
@@ -264,7 +258,7 @@ static double batch_vs_decode(mpq_model *m, const mpq_exec_opts *o, const int *s
 }
 
 START_TEST(test_batch_vs_decode) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
     double ma;
@@ -288,7 +282,7 @@ END_TEST
  * quantized-token rule (e.g. an off-by-one in the residual window or a group boundary)
  * would show on every sequence at the scale of the quantization effect. */
 START_TEST(test_kv_batch_vs_decode) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
@@ -363,9 +357,9 @@ static double compare_models(mpq_model *a, mpq_model *b, const int *seq, int B, 
 }
 
 START_TEST(test_hf_vs_llama2c) {
-    mpq_model *a = load(M260);
-    mpq_model *b = load("models/stories260K-hf");
-    mpq_model *c16 = load("models/stories260K-hf-bf16");
+    mpq_model *a = test_load_model(M260);
+    mpq_model *b = test_load_model("models/stories260K-hf");
+    mpq_model *c16 = test_load_model("models/stories260K-hf-bf16");
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
     enum { B = 2, T = 128 };
@@ -407,7 +401,7 @@ START_TEST(test_hf_vs_llama2c) {
     ck_assert_double_gt(kl16, 0.0);
     ck_assert_double_le(kl16, 1e-3);
     /* the larger model, HF F32 directory (GQA 3:1, dim 192): same exactness argument */
-    mpq_model *sa = load(MSOTU), *sb = load("models/sotu-2.7M-hf");
+    mpq_model *sa = test_load_model(MSOTU), *sb = test_load_model("models/sotu-2.7M-hf");
     size_t ns;
     int *stok = read_tokens("data/sotu-eval.tok2048.u16", &ns);
     double skl, smd = compare_models(sa, sb, stok + 100, 1, 128, &skl);
@@ -424,7 +418,7 @@ START_TEST(test_hf_vs_llama2c) {
 END_TEST
 
 START_TEST(test_perplexity_tinystories) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
     enum { T = 512, B = 2 };
@@ -494,7 +488,7 @@ static mpq_status part_commit(void *user, int worker, int batch, mpq_err *err) {
 }
 
 START_TEST(test_eval_workers_bit_identical) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
     enum { T = 64, B = 3, NS = 11 };
@@ -563,7 +557,7 @@ END_TEST
 /* KV quantization on real data: k16v16 == unquantized exactly; k2v2 KL > k4v4 KL > k8v8 KL > 0;
  * a residual window R >= T reproduces the FP run exactly; KL(P||P) = 0, top-1 = 1. */
 START_TEST(test_kv_quant_kl) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;
@@ -647,7 +641,7 @@ END_TEST
 /* Keys vs values (KVTuner's observation) on sotu-2.7M, reported (not asserted: it is a
  * property of the model) plus the ordering k2v16 KL > 0 and k16v2 KL > 0. */
 START_TEST(test_kv_sotu_keys_values) {
-    mpq_model *m = load(MSOTU);
+    mpq_model *m = test_load_model(MSOTU);
     const mpq_model_config *c = mpq_model_get_config(m);
     size_t n;
     int *tok = read_tokens("data/sotu-eval.tok2048.u16", &n);
@@ -694,7 +688,7 @@ END_TEST
 /* Prefix reuse: forward_from(l, captured residual) reproduces the full forward bitwise; with
  * only blocks >= l quantized, eval_ref from layer l equals the full evaluation. */
 START_TEST(test_prefix_reuse) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;
@@ -780,7 +774,7 @@ static void on_capture(void *user, int idx, const float *x, int64_t rows, int64_
 }
 
 START_TEST(test_capture) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     enum { B = 2, T = 16 };
@@ -822,7 +816,7 @@ END_TEST
 
 START_TEST(test_weight_quant_ppl) {
     /* the same executor on a fake-quantized copy: int8c barely moves, int3g32 moves more */
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     size_t n;
     int *tok = read_tokens(EVAL_TOK, &n);
     enum { B = 4, T = 128, NS = 8 };
@@ -862,7 +856,7 @@ START_TEST(test_weight_quant_ppl) {
 END_TEST
 
 START_TEST(test_kv_bytes) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     int kvd = c->n_kv_heads * c->head_dim; /* 32 */
     double per[16];
@@ -885,7 +879,7 @@ START_TEST(test_kv_bytes) {
 END_TEST
 
 START_TEST(test_bad_arguments) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     mpq_exec *ex = NULL;
@@ -935,7 +929,7 @@ START_TEST(test_bad_arguments) {
     ck_assert_int_eq(mpq_exec_decode_step(ex, w, NULL, 1, NULL, &err), MPQ_ERR_INVALID);
     ck_assert_msg(strstr(err.msg, "full") != NULL, "message: %s", err.msg);
     /* weights of another shape */
-    mpq_model *m2 = load(MSOTU);
+    mpq_model *m2 = test_load_model(MSOTU);
     ck_assert_int_eq(mpq_exec_forward(ex, mpq_model_get_weights(m2), NULL, tok, 1, 8, &err), MPQ_ERR_INVALID);
     mpq_model_free(m2);
     mpq_exec_free(ex);
@@ -1185,7 +1179,7 @@ END_TEST
  * (with the k4v2 KIVI G 32 cache of the calibration examples, and FP) against the naive
  * attention, and the attention outputs the eval path computes equal those of the forward. */
 START_TEST(test_attention_real_model) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;
@@ -1255,7 +1249,7 @@ static double lse_double(const float *lg, int V) {
  * the reference probabilities from exp_fast; the test asserts |mean KL difference| <= 2x the
  * mean bound (same for the cross-entropy with eps_q + u|lp_target|), and prints the figures. */
 static void kl_float_vs_double(const char *model, const char *data, int kb, int vb) {
-    mpq_model *m = load(model);
+    mpq_model *m = test_load_model(model);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;
@@ -1363,7 +1357,7 @@ static int argmax_loop(const float *x, int n) {
 }
 
 START_TEST(test_scoring_fused) {
-    mpq_model *m = load(M260);
+    mpq_model *m = test_load_model(M260);
     const mpq_model_config *c = mpq_model_get_config(m);
     const mpq_weights *w = mpq_model_get_weights(m);
     size_t n;

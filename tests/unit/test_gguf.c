@@ -13,6 +13,7 @@
 #include "mpq/mpq_quant.h"
 #include "mpq/mpq_tokenizer.h"
 #include "test_main.h"
+#include "shared_fixture.h"
 #include "test_util.h"
 
 #define BIN "models/sotu-2.7M/sotu-2.7M.bin"
@@ -24,12 +25,6 @@
 #define B 2
 #define T 128
 
-static mpq_model *load(const char *rel) {
-    mpq_model *m = NULL;
-    mpq_err err = {0};
-    ck_assert_msg(mpq_model_load(shared_path(rel), &m, &err) == MPQ_OK, "%s", err.msg);
-    return m;
-}
 
 /* Logits (B, T, vocab) of weights w of model m on the first B*T tokens of the eval file. */
 static float *logits(const mpq_model *m, const mpq_weights *w) {
@@ -63,7 +58,7 @@ static size_t n_logits(const mpq_model *m) { return (size_t)B * T * (size_t)mpq_
 /* The F32 file holds exactly the checkpoint's weights (so q/k rows are already in llama2.c's
  * interleaved RoPE order), hence exactly its logits. */
 START_TEST(test_f32_equals_llama2c) {
-    mpq_model *ref = load(BIN), *g = load(G_F32);
+    mpq_model *ref = test_load_model(BIN), *g = test_load_model(G_F32);
     const mpq_model_config *c = mpq_model_get_config(g);
     ck_assert_int_eq(c->format, MPQ_MODEL_FORMAT_GGUF);
     ck_assert_str_eq(c->source_dtype, "F32");
@@ -95,7 +90,7 @@ END_TEST
  * those of the checkpoint with its weights rounded to fp16 by mpq. The difference from the F32
  * logits is reported. */
 START_TEST(test_f16) {
-    mpq_model *ref = load(BIN), *g = load(G_F16);
+    mpq_model *ref = test_load_model(BIN), *g = test_load_model(G_F16);
     ck_assert_str_eq(mpq_model_get_config(g)->source_dtype, "F16");
     const mpq_weights *wg = mpq_model_get_weights(g);
     mpq_weights *emu = NULL;
@@ -132,7 +127,7 @@ END_TEST
  * reference Q8_0 written here (ggml's quantize_row_q8_0_ref arithmetic: d = amax/127,
  * q = roundf(x * (1/d)), stored fp16(d)), which reproduces the file's weights exactly. */
 START_TEST(test_q8_0) {
-    mpq_model *ref = load(BIN), *g = load(G_Q80);
+    mpq_model *ref = test_load_model(BIN), *g = test_load_model(G_Q80);
     ck_assert_str_eq(mpq_model_get_config(g)->source_dtype, "Q8_0");
     const mpq_weights *wr = mpq_model_get_weights(ref), *wg = mpq_model_get_weights(g);
     mpq_weights *emu = NULL;

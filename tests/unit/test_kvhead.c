@@ -19,19 +19,13 @@
 #include "mpq/mpq_job.h"
 #include "mpq/mpq_kvsearch.h"
 #include "test_main.h"
+#include "shared_fixture.h"
 #include "test_util.h"
 
 #define STORIES "models/stories260K/stories260K.bin"
 #define SOTU "models/sotu-2.7M/sotu-2.7M.bin"
 #define EVAL_TOK "data/tinystories-eval.tok512.u16"
 
-static mpq_model *load(const char *rel) {
-    mpq_model *m = NULL;
-    mpq_err err = {0};
-    mpq_status st = mpq_model_load(shared_path(rel), &m, &err);
-    ck_assert_msg(st == MPQ_OK, "load %s: %s", rel, err.msg);
-    return m;
-}
 
 /* B*T real tokens (uint16 LE file), clamped below vocab (sotu has a larger vocabulary; any
  * valid ids do for a bit-identity check). */
@@ -94,7 +88,7 @@ END_TEST
 /* ---- executor: per-head pairs equal to the block's pair are the per-block numbers -------- */
 
 static void heads_equal_blocks(const char *rel, mpq_kv_mode mode, int G) {
-    mpq_model *m = load(rel);
+    mpq_model *m = test_load_model(rel);
     const mpq_model_config *c = mpq_model_get_config(m);
     const int B = 2, T = 96, L = c->n_layers, H = c->n_kv_heads;
     int *tok = tokens(B * T, c->vocab_size);
@@ -153,7 +147,7 @@ START_TEST(test_exec_sotu_kivi) { heads_equal_blocks(SOTU, MPQ_KV_KIVI, 32); }
 END_TEST
 
 START_TEST(test_exec_straddle) {
-    mpq_model *m = load(STORIES);
+    mpq_model *m = test_load_model(STORIES);
     const mpq_model_config *c = mpq_model_get_config(m);
     int *tok = tokens(32, c->vocab_size);
     mpq_exec *ex = NULL;
@@ -182,7 +176,7 @@ END_TEST
 /* ---- configs ----------------------------------------------------------------------------- */
 
 START_TEST(test_config_heads) {
-    mpq_model *m = load(STORIES);
+    mpq_model *m = test_load_model(STORIES);
     mpq_err err = {0};
     mpq_config *cfg = NULL, *back = NULL;
     const char *text = "{\"mpq_config_version\": 1, \"kv\": {\"scheme\": {\"mode\": \"kivi\", \"group_size\": 8},"
@@ -225,7 +219,7 @@ START_TEST(test_config_heads) {
 END_TEST
 
 START_TEST(test_config_heads_bad) {
-    mpq_model *m = load(STORIES);
+    mpq_model *m = test_load_model(STORIES);
     static const struct {
         const char *layers, *scheme;
         mpq_status st;
@@ -274,7 +268,7 @@ static mpq_status units_for(int G, bool per_head, mpq_job_unit **u, int *n, mpq_
     ck_assert_msg(st == MPQ_OK, "%s", err->msg);
     ck_assert_int_eq(s->kv_per_head, per_head);
     ck_assert_int_eq(strstr(s->canonical_json, "per_head") != NULL, per_head); /* old specs keep their hash */
-    mpq_model *m = load(STORIES);
+    mpq_model *m = test_load_model(STORIES);
     st = mpq_job_units(s, m, u, n, err);
     mpq_model_free(m);
     mpq_job_spec_free(s);

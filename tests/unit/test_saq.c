@@ -21,6 +21,7 @@
 #include "mpq/mpq_rng.h"
 #include "quant/saq.h"
 #include "test_main.h"
+#include "shared_fixture.h"
 #include "test_util.h"
 
 
@@ -309,25 +310,9 @@ END_TEST
 static const char *MODELS[] = {"models/stories260K/stories260K.bin", "models/sotu-2.7M/sotu-2.7M.bin"};
 static const char *CALIB[] = {"data/tinystories-calib.tok512.u16", "data/sotu-calib.tok2048.u16"};
 
-/* 8 consecutive windows of 64 + 1 tokens of a uint16 token file. */
-static int *read_windows(const char *rel, int n_seqs, int T) {
-    size_t nb = 0;
-    uint8_t *raw = test_read_file(shared_path(rel), &nb);
-    ck_assert_msg(raw != NULL, "cannot read %s", rel);
-    ck_assert_uint_ge(nb / 2, (size_t)n_seqs * T + 1);
-    int *t = malloc((size_t)n_seqs * (T + 1) * sizeof(int));
-    ck_assert_ptr_nonnull(t);
-    for (int s = 0; s < n_seqs; s++)
-        for (int j = 0; j <= T; j++) {
-            size_t p = (size_t)s * T + j;
-            t[(size_t)s * (T + 1) + j] = raw[2 * p] | (raw[2 * p + 1] << 8);
-        }
-    free(raw);
-    return t;
-}
 
 static mpq_calib *calib_of(const mpq_model *m, int which, bool xtx) {
-    int *tok = read_windows(CALIB[which], 8, 64);
+    int *tok = test_read_windows(CALIB[which], 8, 64);
     mpq_calib_opts o = mpq_calib_opts_default();
     o.collect_xtx = xtx;
     mpq_calib *cal = NULL;
