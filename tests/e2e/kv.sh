@@ -7,11 +7,6 @@
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
-expect_rc() { # expected-code description command...
-  local want=$1 what=$2; shift 2
-  set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e
-  [ "$rc" -eq "$want" ] || fail "$what: exit $rc, expected $want: $(cat "$T/err.txt")"
-}
 # json_ok FILE MESSAGE CONDITION: FILE must be strict JSON (RFC 8259: a bare NaN or Infinity
 # fails json_valid) and the SQL CONDITION, with j bound to the file's text, must be 1. Uses the
 # sqlite3 shell's JSON functions, so the test needs neither python3 nor jq.

@@ -9,11 +9,6 @@
 # Env: MPQ (mpq binary), MPQ_SHARED (shared models/data). Runs in a mktemp directory.
 set -euo pipefail
 source "${BASH_SOURCE[0]%/*}/lib/common.bash"
-expect_rc() { # expected-code description command...
-  local want=$1 what=$2; shift 2
-  set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e
-  [ "$rc" -eq "$want" ] || fail "$what: exit $rc, expected $want: $(cat "$T/err.txt")"
-}
 M="$MPQ_SHARED/models/stories260K/stories260K.bin"
 E="$MPQ_SHARED/data/tinystories-eval.tok512.u16"
 C="$MPQ_SHARED/data/tinystories-calib.tok512.u16"

@@ -30,6 +30,12 @@ check() { # name expected_code needle -- command...
   fi
 }
 
+expect_rc() { # expected-code description command... : stdout in $T/out.txt, stderr in $T/err.txt
+  local want=$1 what=$2; shift 2
+  set +e; "$@" > "$T/out.txt" 2> "$T/err.txt"; local rc=$?; set -e
+  [ "$rc" -eq "$want" ] || fail "$what: exit $rc, expected $want: $(cat "$T/err.txt")"
+}
+
 dump() { # every stored metric, values printed exactly (%!.17g: SQLite's %.17g stops at 16 digits)
   sqlite3 -separator '|' "$1" "SELECT l.name, m.candidate, m.metric, printf('%!.17g', m.value),
     COALESCE(printf('%!.17g', m.stderr), 'NULL'), m.n, m.provenance_json FROM metrics m
