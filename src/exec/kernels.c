@@ -224,19 +224,9 @@ void kv_saq_forward(float *dst, const float *src, int N, int kv_dim, int layer, 
  * and with fixed-length inner loops of EXP_LANES so that gcc -O2 vectorises them. */
 #define EXP_LANES 8
 
-static inline float sel(int c, float a, float b) { /* c ? a : b without a branch */
-    uint32_t m = 0u - (uint32_t)c, ua, ub, r;
-    memcpy(&ua, &a, sizeof ua);
-    memcpy(&ub, &b, sizeof ub);
-    r = (ua & m) | (ub & ~m);
-    float f;
-    memcpy(&f, &r, sizeof f);
-    return f;
-}
-
 static inline float exp_fast_inline(float x) {
     int below = x < EXP_FAST_LO, above = x > EXP_FAST_HI;
-    float xc = sel(below, EXP_FAST_LO, sel(above, EXP_FAST_HI, x));
+    float xc = mpq_vec_sel(below, EXP_FAST_LO, mpq_vec_sel(above, EXP_FAST_HI, x));
     float t = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rint into the mantissa */
     float n = t - 12582912.0f;
     float r = xc - n * 0.693359375f;
@@ -255,7 +245,7 @@ static inline float exp_fast_inline(float x) {
     float s;
     memcpy(&s, &bits, sizeof s);
     float y = p * s;
-    return sel(above, INFINITY, sel(below, 0.0f, y));
+    return mpq_vec_sel(above, INFINITY, mpq_vec_sel(below, 0.0f, y));
 }
 
 float exp_fast(float x) { return exp_fast_inline(x); }
@@ -321,7 +311,7 @@ VEC_CLONES static float max_float(const float *x, int n) {
     for (int k = 0; k < 8; k++) m[k] = x[0];
     int j = 0;
     for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) m[k] = sel(x[j + k] > m[k], x[j + k], m[k]);
+        for (int k = 0; k < 8; k++) m[k] = mpq_vec_sel(x[j + k] > m[k], x[j + k], m[k]);
     for (; j < n; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
     float mx = m[0];
     for (int k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;

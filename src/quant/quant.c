@@ -395,33 +395,20 @@ void mpq_quant_rtn_minmax(float *x, size_t n, size_t stride, int bits) {
 #define RTN_LANES 8
 #define RTN_CHUNK 256 /* groups per pass of the lane form (stack arrays) */
 
-/* c ? a : b without a branch (bit masks). Every float operation below is evaluated
- * unconditionally and only its result is selected: gcc does not if-convert a float comparison
- * or operation it would have to speculate (-ftrapping-math), which would keep the loops scalar. */
-static inline float sel(int c, float a, float b) {
-    uint32_t m = 0u - (uint32_t)c, ua, ub, r;
-    memcpy(&ua, &a, sizeof ua);
-    memcpy(&ub, &b, sizeof ub);
-    r = (ua & m) | (ub & ~m);
-    float f;
-    memcpy(&f, &r, sizeof f);
-    return f;
-}
-
 static inline float rint_lane(float d) {
     const float t = fabsf(d);
     const float r = (t + 8388608.0f) - 8388608.0f; /* rint(t) for t < 2^23 */
-    return copysignf(sel(t < 8388608.0f, r, t), d);
+    return copysignf(mpq_vec_sel(t < 8388608.0f, r, t), d);
 }
 
 /* The element step of group_int_asym: asym_code, then the dequantization. */
 static inline float asym_lane(float v, float zero, float scale, float qmax) {
     const int z = scale == 0.0f;
-    float q = rint_lane((v - zero) / sel(z, 1.0f, scale)); /* the quotient is unused when z */
-    q = sel(q >= 0.0f, q, 0.0f);                            /* !(q >= 0): 0, also for NaN */
-    q = sel(q > qmax, qmax, q);
+    float q = rint_lane((v - zero) / mpq_vec_sel(z, 1.0f, scale)); /* the quotient is unused when z */
+    q = mpq_vec_sel(q >= 0.0f, q, 0.0f);                            /* !(q >= 0): 0, also for NaN */
+    q = mpq_vec_sel(q > qmax, qmax, q);
     const float r = zero + q * scale;
-    return sel(z, zero, r);
+    return mpq_vec_sel(z, zero, r);
 }
 
 RTN_CLONES void mpq_quant_rtn_minmax_lanes(float *dst, const float *src, size_t n_lanes, size_t n, size_t stride,
